@@ -1,0 +1,231 @@
+"""What an upstream answer means for the waterfall.
+
+`classify` is a pure function of (status, headers, body, transport error):
+every rule about what falls through to the next entry, what cools an entry
+down and for how long lives here, so one table test covers all of it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    SUCCESS = "success"
+    RATE_LIMITED = "rate_limited"  # 429: come back when the provider says
+    QUOTA_EXHAUSTED = "quota_exhausted"  # 402: out of credits
+    UNHEALTHY = "unhealthy"  # 401/403/404: bad key or unknown model
+    TRANSIENT = "transient"  # 5xx, timeouts, cut connections, junk bodies
+    TOO_LARGE = "too_large"  # this request does not fit this entry; another may take it
+    CLIENT_ERROR = "client_error"  # the request itself is wrong: no entry will take it
+
+
+class Scope(StrEnum):
+    ENTRY = "entry"  # one (provider, model)
+    PROVIDER = "provider"  # every entry of the provider: a bad key, an empty wallet
+
+
+# Why an entry is skipped while it is blocked; the trace shows `skip:<reason>`.
+SKIP_REASON = {
+    Kind.RATE_LIMITED: "cooldown",
+    Kind.QUOTA_EXHAUSTED: "quota",
+    Kind.UNHEALTHY: "unhealthy",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CooldownPolicy:
+    default_s: float = 60.0  # 429 with no hint at all
+    payment_s: float = 300.0  # 402
+    unhealthy_s: float = 600.0  # 401, 403, 404
+    # A provider hint beyond this is treated as a typo or an epoch mix-up.
+    max_s: float = 26 * 3600.0
+    # A hint of "0s" would have us hammer the provider again at once.
+    min_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: Kind
+    token: str  # what the trace shows: "200", "429", "timeout", ...
+    status: int | None = None
+    until: float | None = None  # epoch seconds the entry stays blocked
+    scope: Scope = Scope.ENTRY
+    reason: str = ""
+
+    @property
+    def falls_through(self) -> bool:
+        return self.kind not in (Kind.SUCCESS, Kind.CLIENT_ERROR)
+
+
+# Transport failures, named by the upstream module; all transient.
+TRANSPORT_ERRORS = ("timeout", "connect_error", "connection_reset", "upstream_error")
+
+
+def classify(
+    status: int | None,
+    headers: Mapping[str, str],
+    body: bytes,
+    error: str | None,
+    *,
+    now: float,
+    policy: CooldownPolicy,
+) -> Outcome:
+    """Classify one upstream answer. `headers` must be case-insensitive (httpx.Headers)."""
+    if error is not None or status is None:
+        kind = error or "upstream_error"
+        return Outcome(Kind.TRANSIENT, kind, reason=kind.replace("_", " "))
+    token = str(status)
+    if 200 <= status < 300:
+        if _is_chat_completion(body):
+            return Outcome(Kind.SUCCESS, token, status)
+        return Outcome(Kind.TRANSIENT, "invalid_body", status, reason="not a chat completion")
+    if status == 429:
+        until, source = rate_limit_until(headers, body, now=now, policy=policy)
+        return Outcome(
+            Kind.RATE_LIMITED, token, status, until, Scope.ENTRY, f"rate limited ({source})"
+        )
+    if status == 402:
+        until = now + policy.payment_s
+        return Outcome(
+            Kind.QUOTA_EXHAUSTED, token, status, until, Scope.PROVIDER, "payment required"
+        )
+    if status in (401, 403):
+        until = now + policy.unhealthy_s
+        return Outcome(Kind.UNHEALTHY, token, status, until, Scope.PROVIDER, "rejected the API key")
+    if status == 404:
+        until = now + policy.unhealthy_s
+        return Outcome(Kind.UNHEALTHY, token, status, until, Scope.ENTRY, "unknown model or path")
+    if status == 413 or (status == 400 and _is_context_length_error(body)):
+        return Outcome(Kind.TOO_LARGE, token, status, reason="request too large for this model")
+    if status in (400, 422):
+        return Outcome(Kind.CLIENT_ERROR, token, status, reason="the request was rejected")
+    # 408, 409, 5xx and anything unexpected: the provider's trouble, not the request's.
+    return Outcome(Kind.TRANSIENT, token, status, reason=f"upstream answered {status}")
+
+
+def _is_chat_completion(body: bytes) -> bool:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and isinstance(data.get("choices"), list) and "error" not in data
+
+
+def _is_context_length_error(body: bytes) -> bool:
+    head = body[:4096].lower()
+    return b"context_length_exceeded" in head or b"maximum context length" in head
+
+
+# -- when may we ask again ---------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|h|m|s))+$")
+_BODY_HINTS = (
+    # Groq / OpenAI: "Please try again in 7m12.3s."; Gemini: "Please retry in 52.45s."
+    re.compile(rb"(?:try again|retry) in ((?:\d+(?:\.\d+)?(?:ms|h|m|s))+)", re.IGNORECASE),
+    # Gemini's error.details[].retryDelay: "52.45s"
+    re.compile(rb'"retryDelay"\s*:\s*"((?:\d+(?:\.\d+)?(?:ms|h|m|s))+)"'),
+)
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a Go-style duration (`1m30s`, `120ms`, `2h30m0s`) or a bare number of seconds."""
+    text = text.strip().lower()
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        return value if math.isfinite(value) and value >= 0 else None
+    if not _DURATION.match(text):
+        return None
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return sum(float(n) * units[u] for n, u in _DURATION_PART.findall(text))
+
+
+def parse_retry_after(value: str, *, now: float) -> float | None:
+    """Epoch seconds from a Retry-After value: delta-seconds or an HTTP-date."""
+    value = value.strip()
+    seconds = parse_duration(value)
+    if seconds is not None:
+        return now + seconds
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def parse_reset(value: str, *, now: float) -> float | None:
+    """Epoch seconds from a rate-limit reset header in any dialect we know.
+
+    Durations (`6m0s`, `59.56s`) and bare seconds are relative; a bare number
+    that can only be a clock reading is an epoch (milliseconds for OpenRouter).
+    """
+    seconds = parse_duration(value)
+    if seconds is None:
+        return None
+    if seconds >= 1e12:
+        return seconds / 1000.0
+    if seconds >= 1e9:
+        return seconds
+    return now + seconds
+
+
+def _reset_from_headers(headers: Mapping[str, str], now: float) -> float | None:
+    # Prefer the reset of a family whose remaining count is 0: that is the
+    # quota that said no. Otherwise the soonest reset is the best guess.
+    exhausted: list[float] = []
+    others: list[float] = []
+    for name, value in headers.items():
+        lname = name.lower()
+        if not lname.startswith("x-ratelimit-reset"):
+            continue
+        at = parse_reset(value, now=now)
+        if at is None:
+            continue
+        remaining = headers.get("x-ratelimit-remaining" + lname[len("x-ratelimit-reset") :])
+        if remaining is not None and _is_zero(remaining):
+            exhausted.append(at)
+        else:
+            others.append(at)
+    if exhausted:
+        return max(exhausted)
+    return min(others) if others else None
+
+
+def _is_zero(value: str) -> bool:
+    try:
+        return float(value) <= 0
+    except ValueError:
+        return False
+
+
+def rate_limit_until(
+    headers: Mapping[str, str], body: bytes, *, now: float, policy: CooldownPolicy
+) -> tuple[float, str]:
+    """When a 429'd entry may be asked again, and which hint said so."""
+    until: float | None = None
+    source = "default cooldown"
+    retry_after = headers.get("retry-after")
+    if retry_after:
+        until, source = parse_retry_after(retry_after, now=now), "retry-after"
+    if until is None:
+        until, source = _reset_from_headers(headers, now), "reset headers"
+    if until is None:
+        for pattern in _BODY_HINTS:
+            match = pattern.search(body[:8192])
+            if match:
+                seconds = parse_duration(match.group(1).decode())
+                if seconds is not None:
+                    until, source = now + seconds, "body hint"
+                    break
+    if until is None:
+        until, source = now + policy.default_s, "default cooldown"
+    return min(max(until, now + policy.min_s), now + policy.max_s), source

@@ -1,0 +1,168 @@
+"""The waterfall: pick a chain, walk its entries, answer from the first that works.
+
+For each entry the router asks the state store whether it may be asked, calls
+it through `Upstream`, classifies the answer and reports the outcome back.
+The walk itself (`Waterfall.walk`) does not know how an entry is asked, so the
+streaming path plugs a different `attempt` into the same walk.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from chain429.limits import StateStore
+from chain429.outcome import Kind, Outcome, classify
+from chain429.runtime import ChainRuntime, EntryRuntime, Snapshot
+from chain429.upstream import Upstream, UpstreamError
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Trace:
+    """What happened to each entry considered, in chain order."""
+
+    steps: list[tuple[str, str]] = field(default_factory=list)  # (label, token)
+    calls: int = 0  # upstream calls made; skips are not calls
+    earliest_recovery: float | None = None
+
+    def skip(self, label: str, reason: str, until: float) -> None:
+        self.steps.append((label, f"skip:{reason}"))
+        self.saw_recovery(until)
+
+    def saw_recovery(self, until: float) -> None:
+        if self.earliest_recovery is None or until < self.earliest_recovery:
+            self.earliest_recovery = until
+
+    def header(self) -> str:
+        return ",".join(f"{label}={token}" for label, token in self.steps)
+
+    def headers(self, answered_by: str | None) -> dict[str, str]:
+        headers = {"X-429chain-Attempts": str(self.calls), "X-429chain-Trace": self.header()}
+        if answered_by is not None:
+            headers["X-429chain-Provider"] = answered_by
+        return headers
+
+
+@dataclass(frozen=True, slots=True)
+class Answer(Generic[T]):
+    """The end of a walk: the entry that answered and what it answered, or nothing."""
+
+    entry: EntryRuntime | None
+    outcome: Outcome | None
+    result: T | None
+
+
+Attempt = Callable[[EntryRuntime], Awaitable[tuple[Outcome, T]]]
+
+
+class Waterfall:
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
+
+    async def walk(self, chain: ChainRuntime, attempt: Attempt[T], trace: Trace) -> Answer[T]:
+        """Try entries in order until one succeeds or answers with a client error."""
+        for entry in chain.entries:
+            block = await self.state.check(entry.provider_id, entry.model, time.time())
+            if block is not None:
+                trace.skip(entry.label, block.reason, block.until)
+                continue
+            trace.calls += 1
+            outcome, result = await attempt(entry)
+            trace.steps.append((entry.label, outcome.token))
+            applied = await self.state.record(entry.provider_id, entry.model, outcome)
+            if applied is not None:
+                trace.saw_recovery(applied.until)
+            if not outcome.falls_through:
+                return Answer(entry, outcome, result)
+        return Answer(None, None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What the server sends back for a non-streaming completion."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+class Router:
+    def __init__(self, upstream: Upstream, state: StateStore) -> None:
+        self.upstream = upstream
+        self.waterfall = Waterfall(state)
+
+    @staticmethod
+    def pick_chain(snapshot: Snapshot, model: object) -> ChainRuntime | None:
+        """`model` naming a chain picks it; anything else gets the default chain, unless strict."""
+        if isinstance(model, str) and model in snapshot.chains:
+            return snapshot.chains[model]
+        if snapshot.config.settings.strict_models:
+            return None
+        return snapshot.default_chain
+
+    async def complete(
+        self, snapshot: Snapshot, chain: ChainRuntime, request: dict[str, Any]
+    ) -> Reply:
+        """Run one non-streaming chat completion down the chain."""
+        policy = snapshot.policy
+
+        async def attempt(entry: EntryRuntime) -> tuple[Outcome, tuple[int, bytes] | None]:
+            payload = json.dumps({**request, "model": entry.model}).encode()
+            try:
+                reply = await self.upstream.post(
+                    entry.url, entry.headers, payload, timeout_s=entry.timeout_s
+                )
+            except UpstreamError as exc:
+                return classify(None, {}, b"", exc.kind, now=time.time(), policy=policy), None
+            outcome = classify(
+                reply.status, reply.headers, reply.body, None, now=time.time(), policy=policy
+            )
+            return outcome, (reply.status, reply.body)
+
+        trace = Trace()
+        answer = await self.waterfall.walk(chain, attempt, trace)
+        if answer.entry is None or answer.result is None or answer.outcome is None:
+            return exhausted(chain, trace)
+        status, body = answer.result
+        if answer.outcome.kind is Kind.SUCCESS and snapshot.config.settings.normalize_responses:
+            body = normalize_reasoning(body)
+        return Reply(status, body, trace.headers(answer.entry.label))
+
+
+def exhausted(chain: ChainRuntime, trace: Trace) -> Reply:
+    """503 in OpenAI's error shape, saying what each entry did and when to come back."""
+    summary = ", ".join(f"{label}: {token}" for label, token in trace.steps) or "no entries"
+    error = {
+        "error": {
+            "message": f"All providers in chain '{chain.name}' are exhausted ({summary}).",
+            "type": "server_error",
+            "param": None,
+            "code": "all_providers_exhausted",
+        }
+    }
+    headers = trace.headers(None)
+    if trace.earliest_recovery is not None:
+        wait = max(1, math.ceil(trace.earliest_recovery - time.time()))
+        headers["Retry-After"] = str(wait)
+    return Reply(503, json.dumps(error).encode(), headers)
+
+
+def normalize_reasoning(body: bytes) -> bytes:
+    """Move `reasoning_content` into an empty `content`, for clients that read only content."""
+    data = json.loads(body)
+    changed = False
+    for choice in data.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and not message.get("content"):
+            reasoning = message.get("reasoning_content")
+            if reasoning:
+                message["content"] = reasoning
+                message.pop("reasoning_content")
+                changed = True
+    return json.dumps(data).encode() if changed else body

@@ -1,0 +1,115 @@
+"""An immutable, request-ready view of one loaded config.
+
+Everything the request path would otherwise recompute per request (URLs,
+upstream headers, timeouts, the /v1/models body, key bytes for auth) is built
+once here. A reload builds a new `Snapshot` and swaps one reference, so a
+request in flight keeps the snapshot it started with.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from chain429.config import Chain, Config
+from chain429.outcome import CooldownPolicy
+from chain429.upstream import request_headers
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRuntime:
+    provider_id: str
+    model: str
+    label: str  # "<provider id>/<model>", as the trace and headers name it
+    url: str
+    headers: dict[str, str] = field(repr=False)  # carries the provider key: never log
+    timeout_s: float
+    paid: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChainRuntime:
+    name: str
+    entries: tuple[EntryRuntime, ...]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    config: Config
+    generation: int
+    loaded_at: float
+    chains: dict[str, ChainRuntime]
+    default_chain: ChainRuntime | None
+    policy: CooldownPolicy
+    proxy_keys: tuple[bytes, ...] = field(repr=False)
+    admin_keys: tuple[bytes, ...] = field(repr=False)
+    models_body: bytes = b""
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.proxy_keys)
+
+
+def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
+    settings = config.settings
+    chains = {chain.name: _chain_runtime(config, chain) for chain in config.chains}
+    default = chains.get(settings.default_chain) if settings.default_chain else None
+    loaded_at = time.time()
+    return Snapshot(
+        config=config,
+        generation=generation,
+        loaded_at=loaded_at,
+        chains=chains,
+        default_chain=default,
+        policy=CooldownPolicy(
+            default_s=settings.cooldown_default_ms / 1000,
+            payment_s=settings.payment_cooldown_ms / 1000,
+            unhealthy_s=settings.unhealthy_cooldown_ms / 1000,
+        ),
+        proxy_keys=tuple(key.encode() for key in settings.api_keys),
+        admin_keys=tuple(key.encode() for key in settings.admin_keys),
+        models_body=_models_body(config, int(loaded_at)),
+    )
+
+
+def _chain_runtime(config: Config, chain: Chain) -> ChainRuntime:
+    settings = config.settings
+    entries = []
+    for entry in chain.entries:
+        provider = config.provider(entry.provider)
+        timeout_ms = provider.timeout or settings.request_timeout_ms
+        entries.append(
+            EntryRuntime(
+                provider_id=provider.id,
+                model=entry.model,
+                label=f"{provider.id}/{entry.model}",
+                url=f"{provider.resolved_base_url}/chat/completions",
+                headers=request_headers(provider.api_key, dict(provider.headers)),
+                timeout_s=timeout_ms / 1000,
+                paid=provider.paid if entry.paid is None else entry.paid,
+            )
+        )
+    return ChainRuntime(chain.name, tuple(entries))
+
+
+def _models_body(config: Config, created: int) -> bytes:
+    """OpenAI's model list: every chain (what clients should ask for), then each entry model."""
+    data: list[dict[str, object]] = [
+        {"id": chain.name, "object": "model", "created": created, "owned_by": "chain429"}
+        for chain in config.chains
+    ]
+    seen = {chain.name for chain in config.chains}
+    for chain in config.chains:
+        for entry in chain.entries:
+            if entry.model not in seen:
+                seen.add(entry.model)
+                data.append(
+                    {
+                        "id": entry.model,
+                        "object": "model",
+                        "created": created,
+                        "owned_by": entry.provider,
+                    }
+                )
+    return json.dumps({"object": "list", "data": data}).encode()

@@ -1,0 +1,147 @@
+"""Putting the app on a socket: the foreground server and an in-thread one.
+
+`serve` is what `chain429 serve` runs: one process, Sanic's own signal
+handling for a graceful stop. `ServerThread` runs the same app on its own
+event loop in a background thread, for tests and tools that need a real
+server next to their own code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from sanic import Sanic
+
+from chain429.config import Config
+
+log = logging.getLogger("chain429")
+
+
+class ExposureError(Exception):
+    """Serving without keys anywhere but loopback would open the proxy to the network."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_bind(
+    config: Config,
+    host: str | None = None,
+    port: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[str, int]:
+    """Flags win over 429chain's PORT variable, which wins over the file."""
+    environ = os.environ if environ is None else environ
+    settings = config.settings
+    if port is None and environ.get("PORT"):
+        try:
+            port = int(environ["PORT"])
+        except ValueError:
+            raise ValueError(f"PORT must be a number, got {environ['PORT']!r}") from None
+    return host or settings.host, port if port is not None else settings.port
+
+
+def check_exposure(config: Config, host: str) -> None:
+    if config.settings.api_keys or is_loopback(host):
+        return
+    raise ExposureError(
+        f"refusing to serve on {host} without settings.apiKeys: anyone on the network could "
+        "spend your provider quota. Add apiKeys, or bind to 127.0.0.1."
+    )
+
+
+def announce_open_access(config: Config, host: str) -> None:
+    if not config.settings.api_keys:
+        log.warning(
+            "no settings.apiKeys configured: serving without authentication on %s (loopback only)",
+            host,
+        )
+
+
+def serve(app: Sanic, host: str, port: int, *, access_log: bool = False) -> None:
+    """Run in the foreground until SIGINT/SIGTERM, then stop gracefully."""
+    app.run(
+        host=host,
+        port=port,
+        single_process=True,
+        access_log=access_log,
+        motd=False,
+        verbosity=0,
+    )
+
+
+class ServerThread:
+    """Serve an app on 127.0.0.1 from a background thread; `port=0` picks a free port."""
+
+    def __init__(self, app: Sanic, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = app
+        self.host = host
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        self._sock.listen(512)
+        self.port: int = self._sock.getsockname()[1]
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def call(self, coro: Any, timeout: float = 10.0) -> Any:
+        """Run a coroutine on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        self._server = self.call(self._start())
+        return self
+
+    async def _start(self) -> Any:
+        server = await self.app.create_server(
+            sock=self._sock, return_asyncio_server=True, access_log=False
+        )
+        assert server is not None
+        await server.startup()
+        await server.before_start()
+        await server.after_start()
+        await server.start_serving()
+        return server
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self.call(self._stop(self._server))
+            self._server = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+        self._sock.close()
+
+    @staticmethod
+    async def _stop(server: Any) -> None:
+        await server.before_stop()
+        server.close()
+        await server.wait_closed()
+        for connection in list(server.connections):
+            connection.close_if_idle()
+        await server.after_stop()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,179 @@
+"""`chain429`: serve the proxy, try it with fake providers, check a config.
+
+stdout is data, stderr is talk. Exit codes follow kubectl: 0 ok, 1 a check
+failed, 2 usage or error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from chain429 import __version__
+from chain429.config import Config, ConfigError, find_config_path, load_config
+
+app = typer.Typer(
+    name="chain429",
+    help="OpenAI-compatible proxy that walks a chain of LLM providers when they rate-limit.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_LOG_LEVELS = {
+    "trace": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "fatal": logging.CRITICAL,
+}
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Config file. Default: $CHAIN429_CONFIG, $CONFIG_PATH, ./chain429.yaml, "
+        "then chain429.yaml in the user config dir.",
+        show_default=False,
+    ),
+]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"chain429 {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """OpenAI-compatible proxy that walks a chain of LLM providers when they rate-limit."""
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=_LOG_LEVELS.get(level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def load_or_exit(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        for issue in err.issues:
+            typer.echo(str(issue), err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (overrides settings.host).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port (overrides $PORT and settings.port).")
+    ] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
+) -> None:
+    """Run the proxy in the foreground until Ctrl-C."""
+    from chain429.server import create_app
+    from chain429.serving import (
+        ExposureError,
+        announce_open_access,
+        check_exposure,
+        resolve_bind,
+    )
+    from chain429.serving import (
+        serve as run_server,
+    )
+
+    path = find_config_path(str(config) if config else None)
+    loaded = load_or_exit(path)
+    setup_logging(loaded.settings.log_level)
+    try:
+        bind_host, bind_port = resolve_bind(loaded, host, port)
+        check_exposure(loaded, bind_host)
+    except (ValueError, ExposureError) as err:
+        raise fail(str(err)) from None
+    announce_open_access(loaded, bind_host)
+    chains = ", ".join(chain.name for chain in loaded.chains) or "none"
+    typer.echo(
+        f"chain429 {__version__} serving {path} on http://{bind_host}:{bind_port}/v1 "
+        f"(chains: {chains})",
+        err=True,
+    )
+    web_app = create_app(loaded, config_path=path)
+    try:
+        run_server(
+            web_app, bind_host, bind_port, access_log=access_log or loaded.settings.access_log
+        )
+    except OSError as err:
+        raise fail(f"cannot listen on {bind_host}:{bind_port}: {err.strerror or err}") from None
+
+
+@app.command()
+def validate(
+    file: Annotated[
+        Path | None, typer.Argument(help="Config file (default: the one serve would use).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Check a config file: print `ok` (exit 0) or every problem with file and line (exit 1)."""
+    path = file if file is not None else find_config_path(None)
+    try:
+        load_config(path)
+    except ConfigError as err:
+        if as_json:
+            issues = [
+                {"file": i.file, "line": i.line, "path": i.path, "message": i.message}
+                for i in err.issues
+            ]
+            typer.echo(json.dumps({"valid": False, "file": str(path), "errors": issues}))
+        else:
+            for issue in err.issues:
+                typer.echo(str(issue))
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps({"valid": True, "file": str(path)}) if as_json else "ok")
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port for the demo proxy.")] = 3429,
+    once: Annotated[bool, typer.Option(help="Exit after the scripted requests.")] = False,
+) -> None:
+    """Run the proxy with built-in fake providers (the first one rate-limits); no keys needed."""
+    from chain429.demo import run_demo
+
+    setup_logging("warn")
+    try:
+        run_demo(port=port, once=once)
+    except OSError as err:
+        raise fail(f"cannot listen on 127.0.0.1:{port}: {err.strerror or err}") from None
+
+
+def run() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    run()
