@@ -93,7 +93,9 @@ def serve(
     port: Annotated[
         int | None, typer.Option(help="Port (overrides $PORT and settings.port).")
     ] = None,
-    access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
+    access_log: Annotated[
+        bool, typer.Option("--access-log", help="Log every HTTP request.")
+    ] = False,
 ) -> None:
     """Run the proxy in the foreground until Ctrl-C."""
     from chain429.server import create_app
@@ -159,7 +161,7 @@ def validate(
 @app.command()
 def demo(
     port: Annotated[int, typer.Option(help="Port for the demo proxy.")] = 3429,
-    once: Annotated[bool, typer.Option(help="Exit after the scripted requests.")] = False,
+    once: Annotated[bool, typer.Option("--once", help="Exit after the scripted requests.")] = False,
 ) -> None:
     """Run the proxy with built-in fake providers (the first one rate-limits); no keys needed."""
     from chain429.demo import run_demo

@@ -1,0 +1,64 @@
+"""chain429 as the benchmark runs it: one process, one chain, one entry (the fake).
+
+    python bench/proxy_main.py --upstream http://127.0.0.1:N/v1 --port M [--profile out.pstats]
+
+The config is built in code rather than read from YAML so the benchmark needs
+no file on disk and cannot drift from a user's config. apiKeys is set because
+authentication is on every real deployment's request path.
+
+`--profile` runs the whole server under cProfile and writes a pstats file when
+Sanic stops (SIGINT/SIGTERM). cProfile roughly doubles the cost of every Python
+call, so absolute numbers under it are not the benchmark's; the proportions are
+what it is for. `py-spy` (see run.py --py-spy) samples without that distortion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+from collections.abc import Sequence
+from typing import Any
+
+from chain429.config import Config
+from chain429.server import create_app
+from chain429.serving import serve
+
+PROXY_KEY = "bench-proxy-key"
+CHAIN = "bench"
+
+
+def bench_config(upstream: str) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "settings": {"apiKeys": [PROXY_KEY], "defaultChain": CHAIN},
+        "providers": [
+            {"id": "fake", "type": "generic-openai", "baseUrl": upstream, "apiKey": "bench"}
+        ],
+        "chains": [{"name": CHAIN, "entries": [{"provider": "fake", "model": "fake-model"}]}],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Serve chain429 in front of one fake provider.")
+    ap.add_argument("--upstream", required=True, help="the fake's base URL, ending in /v1")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--profile", metavar="PSTATS", help="write cProfile stats here on stop")
+    args = ap.parse_args(argv)
+    app = create_app(Config.model_validate(bench_config(args.upstream)), name="chain429-bench")
+    if not args.profile:
+        serve(app, args.host, args.port)
+        return
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        # Sanic handles SIGINT/SIGTERM itself and returns from run() after a
+        # graceful stop, so the stats are written on the normal path.
+        serve(app, args.host, args.port)
+    finally:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+
+
+if __name__ == "__main__":
+    main()

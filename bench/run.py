@@ -1,0 +1,304 @@
+"""chain429's own benchmark: fake provider, chain429 in front of it, load on both.
+
+    python bench/run.py [--seconds 5] [--json results.json] [--py-spy prof.json]
+
+Three processes besides this one: the fake provider (`python -m
+chain429.testing`), chain429 (`bench/proxy_main.py`, one worker) and, per
+measurement, the load generator (`bench/loadgen.py`). The generator is its own
+process so its CPU time is never shared with this script's GIL, and so a
+measurement that hangs can be killed without killing the rest. Everything we
+start is stopped in `finally`, with bounded waits.
+
+The table goes to stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))  # proxy_main's constants, when run as a script
+from proxy_main import PROXY_KEY  # noqa: E402
+
+HOST = "127.0.0.1"
+PATH = "/v1/chat/completions"
+# The goal this benchmark reports against (DESIGN: the proxy must not be the bottleneck).
+GOAL_ADDED_P50_MS_C1 = 1.0
+GOAL_RPS_C32 = 1000.0
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    # Racy in principle (the port is free only until someone else binds it), but
+    # serve() takes a port, not a socket, and loopback ephemeral ports rarely collide.
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """The child's first stdout line, or an error if it dies or stays silent."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        raise RuntimeError(f"{proc.args!r} printed nothing in {timeout} s")
+    line = proc.stdout.readline().decode().strip()
+    if not line:
+        raise RuntimeError(f"{proc.args!r} exited with {proc.wait(5)} before listening")
+    return line
+
+
+def wait_health(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"chain429 exited with {proc.returncode} before /health")
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            conn = http.client.HTTPConnection(HOST, port, timeout=1)
+            try:
+                conn.request("GET", "/health")
+                if conn.getresponse().status == 200:
+                    return
+            finally:
+                conn.close()
+        time.sleep(0.1)
+    raise RuntimeError(f"chain429 /health did not answer within {timeout} s")
+
+
+def stop(proc: subprocess.Popen[bytes] | None, name: str, grace: float = 10.0) -> None:
+    """SIGTERM (chain429 stops gracefully, writing its profile), then SIGKILL."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        say(f"{name} ignored SIGTERM for {grace} s; killing it")
+        proc.kill()
+        proc.wait(5)
+
+
+@contextlib.contextmanager
+def started(argv: list[str], name: str, log: IO[bytes] | None) -> Iterator[subprocess.Popen[bytes]]:
+    # stdout is a pipe only for the fake (it prints its port); chain429's output
+    # goes to a log file so a chatty child can never block on a full pipe.
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE if log is None else log, stderr=log or subprocess.DEVNULL
+    )
+    try:
+        yield proc
+    finally:
+        stop(proc, name)
+
+
+def loadgen_argv(
+    port: int, concurrency: int, args: argparse.Namespace, key: str | None
+) -> list[str]:
+    argv = [sys.executable, str(BENCH / "loadgen.py"), "--port", str(port), "--path", PATH]
+    argv += ["--concurrency", str(concurrency), "--seconds", str(args.seconds)]
+    argv += ["--warmup", str(args.warmup)]
+    return argv + (["--api-key", key] if key else [])
+
+
+def py_spy_argv(pid: int, out: str, seconds: float) -> list[str]:
+    exe = Path(sys.executable).parent / "py-spy"  # installed into the venv, maybe not on PATH
+    argv = [str(exe if exe.exists() else "py-spy"), "record", "--pid", str(pid)]
+    # --nonblocking: never pause chain429 to sample it, so the load numbers stay honest.
+    argv += ["--duration", str(max(1, int(seconds))), "--rate", "250", "--nonblocking"]
+    fmt = "speedscope" if out.endswith(".json") else "flamegraph"
+    return [*argv, "--format", fmt, "-o", out]
+
+
+def measure(
+    port: int, concurrency: int, args: argparse.Namespace, key: str | None, spy_pid: int | None
+) -> dict[str, Any]:
+    """One load run; with spy_pid, py-spy samples that process during the measured window."""
+    budget = args.warmup + args.seconds + 30  # the generator bounds itself; this is a backstop
+    gen = subprocess.Popen(
+        loadgen_argv(port, concurrency, args, key), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        if spy_pid is not None:
+            time.sleep(args.warmup)  # sample the measured window, not the warm-up
+            spy = subprocess.Popen(
+                py_spy_argv(spy_pid, args.py_spy, args.seconds),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        out, err = gen.communicate(timeout=budget)
+        if gen.returncode != 0:
+            raise RuntimeError(f"load generator failed ({gen.returncode}): {err.decode()}")
+        if spy is not None:
+            _, spy_err = spy.communicate(timeout=args.seconds + 30)
+            if spy.returncode != 0:
+                say(f"py-spy failed ({spy.returncode}): {spy_err.decode().strip()}")
+            else:
+                say(f"py-spy profile written to {args.py_spy}")
+        return dict(json.loads(out))
+    finally:
+        for proc in (gen, spy):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+
+
+def measure_all(
+    args: argparse.Namespace, fake_port: int, proxy_port: int, proxy_pid: int
+) -> list[dict[str, Any]]:
+    results = []
+    top = max(args.concurrency)
+    for target, port, key in (("direct", fake_port, None), ("chain429", proxy_port, PROXY_KEY)):
+        for conc in args.concurrency:
+            say(f"{target} c={conc}: {args.warmup:g} s warm-up + {args.seconds:g} s")
+            spy = proxy_pid if args.py_spy and target == "chain429" and conc == top else None
+            result = measure(port, conc, args, key, spy)
+            results.append({"target": target, **result})
+    return results
+
+
+def _find(results: list[dict[str, Any]], target: str, conc: int) -> dict[str, Any] | None:
+    return next((r for r in results if r["target"] == target and r["concurrency"] == conc), None)
+
+
+def added(results: list[dict[str, Any]], concurrencies: Sequence[int]) -> list[dict[str, Any]]:
+    """chain429 minus direct, per concurrency: the proxy's own cost."""
+    rows = []
+    for conc in concurrencies:
+        direct, proxied = _find(results, "direct", conc), _find(results, "chain429", conc)
+        if direct is None or proxied is None:
+            continue
+        rows.append(
+            {
+                "concurrency": conc,
+                "added_p50_ms": proxied["p50_ms"] - direct["p50_ms"],
+                "added_p99_ms": proxied["p99_ms"] - direct["p99_ms"],
+                "direct_rps": direct["rps"],
+                "chain429_rps": proxied["rps"],
+            }
+        )
+    return rows
+
+
+def render(results: list[dict[str, Any]], extra: list[dict[str, Any]]) -> str:
+    lines = [f"{'target':<10}{'conc':>6}{'req/s':>11}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"]
+    for r in results:
+        lines.append(
+            f"{r['target']:<10}{r['concurrency']:>6}{r['rps']:>11,.0f}"
+            f"{r['p50_ms']:>10.3f}{r['p99_ms']:>10.3f}{r['errors']:>8}"
+        )
+    lines.append("")
+    lines.append("added by chain429 (chain429 - direct):")
+    for a in extra:
+        share = a["chain429_rps"] / a["direct_rps"] if a["direct_rps"] else float("nan")
+        lines.append(
+            f"  c={a['concurrency']:<4} p50 {a['added_p50_ms']:+.3f} ms   "
+            f"p99 {a['added_p99_ms']:+.3f} ms   "
+            f"rps {a['chain429_rps']:,.0f} vs {a['direct_rps']:,.0f} direct ({share:.1%})"
+        )
+    return "\n".join(lines)
+
+
+def goals(extra: list[dict[str, Any]]) -> dict[str, Any]:
+    by_conc = {a["concurrency"]: a for a in extra}
+    out: dict[str, Any] = {}
+    if 1 in by_conc:
+        value = by_conc[1]["added_p50_ms"]
+        out["added_p50_c1"] = {
+            "value_ms": value,
+            "goal_ms": GOAL_ADDED_P50_MS_C1,
+            "met": value <= GOAL_ADDED_P50_MS_C1,
+        }
+    if 32 in by_conc:
+        value = by_conc[32]["chain429_rps"]
+        out["rps_c32"] = {"value": value, "goal": GOAL_RPS_C32, "met": value >= GOAL_RPS_C32}
+    return out
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description="Benchmark chain429 against a zero-latency fake provider."
+    )
+    ap.add_argument("--seconds", type=float, default=5.0, help="measured time per run")
+    ap.add_argument("--warmup", type=float, default=1.0, help="unmeasured time before each run")
+    ap.add_argument(
+        "--concurrency",
+        type=lambda s: sorted({int(c) for c in s.split(",")}),
+        default=[1, 32],
+        help="comma-separated connection counts (default 1,32)",
+    )
+    ap.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    ap.add_argument(
+        "--py-spy",
+        metavar="PATH",
+        help="py-spy chain429 during the top-concurrency run "
+        "(.json -> speedscope, else flamegraph SVG)",
+    )
+    ap.add_argument(
+        "--profile",
+        metavar="PSTATS",
+        help="run chain429 under cProfile; stats written on stop "
+        "(slows chain429: its numbers are then not the benchmark's)",
+    )
+    ap.add_argument("--check", action="store_true", help="exit 1 if a goal is missed")
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="chain429-bench-") as tmp:
+        log_path = Path(tmp) / "chain429.log"
+        with contextlib.ExitStack() as stack:
+            fake = stack.enter_context(
+                started([sys.executable, "-m", "chain429.testing", "--port", "0"], "fake", None)
+            )
+            line = read_line(fake, timeout=15)  # "listening on http://127.0.0.1:N/v1"
+            upstream = line.rsplit(" ", 1)[-1]
+            fake_port = int(upstream.rsplit(":", 1)[1].split("/", 1)[0])
+            proxy_port = free_port()
+            argv_proxy = [sys.executable, str(BENCH / "proxy_main.py"), "--upstream", upstream]
+            argv_proxy += ["--port", str(proxy_port)]
+            if args.profile:
+                argv_proxy += ["--profile", os.path.abspath(args.profile)]
+            log = stack.enter_context(log_path.open("wb"))
+            proxy = stack.enter_context(started(argv_proxy, "chain429", log))
+            try:
+                wait_health(proxy_port, proxy, timeout=30)
+            except RuntimeError:
+                say(log_path.read_text(errors="replace")[-4000:])
+                raise
+            say(f"fake on :{fake_port}, chain429 (pid {proxy.pid}) on :{proxy_port}")
+            results = measure_all(args, fake_port, proxy_port, proxy.pid)
+        if args.profile:
+            say(f"cProfile stats written to {args.profile}")
+    extra = added(results, args.concurrency)
+    met = goals(extra)
+    print(render(results, extra))
+    for name, goal in met.items():
+        print(f"goal {name}: {'met' if goal['met'] else 'MISSED'} {goal}")
+    if args.json:
+        report = {"results": results, "added": extra, "goals": met}
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        say(f"results written to {args.json}")
+    return 1 if args.check and not all(g["met"] for g in met.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""The CLI as a user runs it: real processes, real ports, exit codes and output."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import COMPAT_CONFIG
+
+CHAIN429 = [sys.executable, "-m", "chain429.cli.main"]
+COMPAT_KEY = "your-proxy-api-key-here"
+
+needs_compat = pytest.mark.skipif(not COMPAT_CONFIG.exists(), reason="shared/compat not present")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout=30):
+    return subprocess.run(
+        [*CHAIN429, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 15) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode}: {proc.stderr.read()}")
+        try:
+            return httpx.get(f"{url}/health", timeout=1).json()
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError("server did not become healthy")
+
+
+def stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+BAD = """\
+version: 1
+settings:
+  port: "abc"
+providers:
+  - id: a
+    type: groq
+chains:
+  - name: c
+    entries:
+      - provider: missing
+        model: m
+"""
+
+
+def test_version():
+    result = run("--version")
+    assert result.returncode == 0
+    from chain429 import __version__
+
+    assert result.stdout.strip() == f"chain429 {__version__}"
+
+
+@needs_compat
+def test_validate_accepts_429chain_example_unchanged():
+    result = run("validate", str(COMPAT_CONFIG))
+    assert (result.returncode, result.stdout.strip()) == (0, "ok")
+
+
+def test_validate_names_file_line_and_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD)
+    result = run("validate", str(path))
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    assert f"{path}:3: settings.port:" in lines[0]
+    assert f"{path}:10: chains[0].entries[0].provider:" in lines[1]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_validate_json(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD)
+    data = json.loads(run("validate", str(path), "--json").stdout)
+    assert data["valid"] is False
+    assert [(e["line"], e["path"]) for e in data["errors"]] == [
+        (3, "settings.port"),
+        (10, "chains[0].entries[0].provider"),
+    ]
+
+
+@needs_compat
+def test_validate_finds_config_from_environment(tmp_path):
+    for variable in ("CHAIN429_CONFIG", "CONFIG_PATH"):
+        result = run("validate", env={variable: str(COMPAT_CONFIG)}, cwd=tmp_path)
+        assert (result.returncode, result.stdout.strip()) == (0, "ok"), variable
+
+
+def test_validate_finds_chain429_yaml_in_the_working_directory(tmp_path):
+    (tmp_path / "chain429.yaml").write_text(BAD)
+    env = {"CHAIN429_CONFIG": "", "CONFIG_PATH": ""}
+    result = run("validate", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "chain429.yaml:3: settings.port" in result.stdout
+
+
+@needs_compat
+def test_serve_runs_the_429chain_example_and_stops_on_ctrl_c():
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CHAIN429, "serve", "--config", str(COMPAT_CONFIG), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert wait_healthy(url, proc)["status"] == "ok"
+        models = httpx.get(
+            f"{url}/v1/models", headers={"authorization": f"Bearer {COMPAT_KEY}"}
+        ).json()
+        assert [m["id"] for m in models["data"]][:2] == ["default", "fast"]
+    finally:
+        assert stop(proc) == 0
+
+
+def test_serve_takes_port_from_PORT_and_flag_wins(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "version: 1\nsettings:\n  apiKeys: [k]\nproviders:\n  - id: a\n    type: groq\n"
+        "chains:\n  - name: c\n    entries:\n      - {provider: a, model: m}\n"
+    )
+    env_port, flag_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [*CHAIN429, "serve", "-c", str(path)],
+        env={**os.environ, "PORT": str(env_port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{env_port}", proc)
+    finally:
+        stop(proc)
+    proc = subprocess.Popen(
+        [*CHAIN429, "serve", "-c", str(path), "--port", str(flag_port)],
+        env={**os.environ, "PORT": str(env_port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{flag_port}", proc)
+    finally:
+        stop(proc)
+
+
+def test_serve_without_keys_refuses_a_public_host(tmp_path):
+    path = tmp_path / "open.yaml"
+    path.write_text(
+        "version: 1\nproviders:\n  - id: a\n    type: groq\n"
+        "chains:\n  - name: c\n    entries:\n      - {provider: a, model: m}\n"
+    )
+    result = run("serve", "-c", str(path), "--host", "0.0.0.0", "--port", str(free_port()))
+    assert result.returncode == 2
+    assert "refusing to serve on 0.0.0.0 without settings.apiKeys" in result.stderr
+
+
+def test_serve_reports_a_bad_config_and_exits_2(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD)
+    result = run("serve", "-c", str(path))
+    assert result.returncode == 2
+    assert f"{path}:3: settings.port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_reports_a_missing_config(tmp_path):
+    result = run("serve", "-c", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2
+    assert "nope.yaml" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_once_shows_the_waterfall():
+    result = run("demo", "--once", "--port", str(free_port()), timeout=60)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "X-429chain-Trace: alpha/fast-8b=429,beta/steady-8b=200" in out
+    assert "X-429chain-Trace: alpha/fast-8b=skip:cooldown,beta/steady-8b=200" in out
+    assert "chain429-demo-key" in out
