@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from conftest import COMPAT_CONFIG
 
 CHAIN429 = [sys.executable, "-m", "chain429.cli.main"]

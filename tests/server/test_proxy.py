@@ -8,9 +8,9 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import PROXY_KEY, chain_config, provider_entry
 
 from chain429.testing import Reply
+from conftest import PROXY_KEY, chain_config, provider_entry
 
 HELLO = [{"role": "user", "content": "hi"}]
 
