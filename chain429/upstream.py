@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from chain429.transport import AiohttpTransport
+
 
 class UpstreamError(Exception):
     """A provider call that produced no HTTP answer."""
@@ -37,11 +39,7 @@ class Upstream:
     def __init__(self, *, connect_timeout_s: float = 5.0, max_connections: int = 512) -> None:
         self._connect_timeout_s = connect_timeout_s
         self._client = httpx.AsyncClient(
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=60.0,
-            ),
+            transport=AiohttpTransport(max_connections=max_connections, keepalive_expiry=60.0),
             # Per-call timeouts are set in post(); this is only a backstop.
             timeout=httpx.Timeout(30.0, connect=connect_timeout_s),
             follow_redirects=False,

@@ -133,6 +133,8 @@ def test_context_length_400_falls_through(fake, proxy):
         (Reply.error(503, "overloaded"), "503"),
         (Reply.error(408, "timeout"), "408"),
         (Reply(status=200, body="<html>not json</html>"), "invalid_body"),
+        # The body is cut half way: a reset, not a success.
+        (Reply(cut_after=10), "connection_reset"),
     ],
 )
 def test_transient_failures_fall_through_without_cooldown(fake, proxy, reply, token):
@@ -372,3 +374,16 @@ def test_unknown_route_is_404_in_openai_shape(fake, proxy):
         response = http.get("/v1/nope")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_a_body_that_stalls_times_out_and_falls_through(fake, proxy):
+    stalls = fake("stalls", default=Reply(stall_after=10))
+    ok = fake("ok")
+    config = chain_config(
+        [provider_entry("stalls", stalls, timeout=300), provider_entry("ok", ok)],
+        [("stalls", "s"), ("ok", "o")],
+    )
+    p = proxy(config)
+    started = time.monotonic()
+    assert create(p.openai()).headers["x-429chain-trace"] == "stalls/s=timeout,ok/o=200"
+    assert time.monotonic() - started < 2
