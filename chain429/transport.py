@@ -82,7 +82,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=False,  # httpx decodes content-encoding itself
-                cookie_jar=aiohttp.DummyCookieJar(),  # a proxy must not carry cookies across clients
+                # A proxy must not carry one client's cookies into another's request.
+                cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
                 timeout=aiohttp.ClientTimeout(total=None),
             )
