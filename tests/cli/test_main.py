@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -146,35 +147,45 @@ def test_serve_runs_the_429chain_example_and_stops_on_ctrl_c():
         assert stop(proc) == 0
 
 
+ONE_CHAIN = (
+    "version: 1\nsettings:\n  apiKeys: [k]\nproviders:\n  - id: a\n    type: groq\n"
+    "chains:\n  - name: c\n    entries:\n      - {provider: a, model: m}\n"
+)
+
+
+@contextmanager
+def serving(*args: str, env: dict[str, str] | None = None):
+    proc = subprocess.Popen(
+        [*CHAIN429, "serve", *args],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
 def test_serve_takes_port_from_PORT_and_flag_wins(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(
-        "version: 1\nsettings:\n  apiKeys: [k]\nproviders:\n  - id: a\n    type: groq\n"
-        "chains:\n  - name: c\n    entries:\n      - {provider: a, model: m}\n"
-    )
+    path.write_text(ONE_CHAIN)
     env_port, flag_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [*CHAIN429, "serve", "-c", str(path)],
-        env={**os.environ, "PORT": str(env_port)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with serving("-c", str(path), env={"PORT": str(env_port)}) as proc:
         wait_healthy(f"http://127.0.0.1:{env_port}", proc)
-    finally:
-        stop(proc)
-    proc = subprocess.Popen(
-        [*CHAIN429, "serve", "-c", str(path), "--port", str(flag_port)],
-        env={**os.environ, "PORT": str(env_port)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with serving("-c", str(path), "--port", str(flag_port), env={"PORT": str(env_port)}) as proc:
         wait_healthy(f"http://127.0.0.1:{flag_port}", proc)
-    finally:
-        stop(proc)
+
+
+def test_serve_without_keys_says_it_is_open_on_loopback(tmp_path):
+    path = tmp_path / "open.yaml"
+    path.write_text(ONE_CHAIN.replace("  apiKeys: [k]\n", ""))
+    port = free_port()
+    with serving("-c", str(path), "--port", str(port)) as proc:
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 200
+    assert "serving without authentication on 127.0.0.1" in proc.stderr.read()
 
 
 def test_serve_without_keys_refuses_a_public_host(tmp_path):
