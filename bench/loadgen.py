@@ -1,8 +1,11 @@
 """A lean closed-loop HTTP/1.1 load generator, run as its own process.
 
-    python bench/loadgen.py --port N --concurrency 32 --seconds 5 --warmup 1
+    python bench/loadgen.py --port N --concurrency 32 --seconds 5 --warmup 1 [--stream]
 
-Prints one JSON object on stdout: requests/s, latency percentiles (ms), errors.
+Prints one JSON object on stdout: requests/s, latency percentiles (ms), errors,
+and this process's own CPU share over the window (`client_cpu`). `--stream`
+sends `"stream": true` and reads SSE over chunked encoding instead
+(`loadgen_stream.py`); it adds time-to-first-event percentiles (`ttfb_*`).
 
 Why not httpx/aiohttp: on a 2-core machine the generator competes for CPU with
 the server under test, so every microsecond it spends per request is stolen
@@ -20,28 +23,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import sys
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
+
+from loadgen_stream import DEEP_CHECKS, STREAM_BODY, StreamConn
 
 BODY = b'{"model": "bench", "messages": [{"role": "user", "content": "hello"}]}'
 
 
-def build_request(host: str, port: int, path: str, api_key: str | None) -> bytes:
+def build_request(
+    host: str, port: int, path: str, api_key: str | None, stream: bool = False
+) -> bytes:
     auth = f"authorization: Bearer {api_key}\r\n" if api_key else ""
+    body = STREAM_BODY if stream else BODY
+    accept = "text/event-stream" if stream else "application/json"
     head = (
         f"POST {path} HTTP/1.1\r\n"
         f"host: {host}:{port}\r\n"
         "content-type: application/json\r\n"
-        "accept: application/json\r\n"
+        f"accept: {accept}\r\n"
         f"{auth}"
-        f"content-length: {len(BODY)}\r\n"
+        f"content-length: {len(body)}\r\n"
         "\r\n"
     )
-    return head.encode("latin-1") + BODY
+    return head.encode("latin-1") + body
 
 
 class Run:
@@ -51,7 +61,10 @@ class Run:
         self.request = request
         self.measure_from = measure_from  # perf_counter_ns; warm-up answers before it
         self.measure_until = measure_until  # no new request starts at or after it
-        self.latencies = array("q")  # ns, measured window only
+        self.latencies = array("q")  # ns, measured window only (streams: until the end)
+        self.ttfb = array("q")  # ns, streams only: until the first `data:` event
+        self.deep_left = 0  # streams: how many more get the full per-event check
+        self.cpu = [0.0, 0.0]  # process_time at the window's start and end
         self.errors = 0  # measured window only: non-2xx, framing, lost connections
         self.error_kinds: dict[str, int] = {}
 
@@ -137,13 +150,16 @@ def _content_length(head: bytes) -> int:
     return int(lower[start : end if end >= 0 else None])
 
 
-async def _connection(run: Run, host: str, port: int) -> None:
+ConnFactory = Callable[[Run, "asyncio.Future[None]"], asyncio.Protocol]
+
+
+async def _connection(run: Run, host: str, port: int, proto: ConnFactory) -> None:
     """Keep one connection going until the window ends; reconnect if the server drops it."""
     loop = asyncio.get_running_loop()
     while time.perf_counter_ns() < run.measure_until:
         done: asyncio.Future[None] = loop.create_future()
         try:
-            await loop.create_connection(lambda d=done: Conn(run, d), host, port)
+            await loop.create_connection(functools.partial(proto, run, done), host, port)
         except OSError:
             run.error("connect_error", time.perf_counter_ns())
             await asyncio.sleep(0.05)  # bounded retry rate: a dead server is not spun on
@@ -152,13 +168,28 @@ async def _connection(run: Run, host: str, port: int) -> None:
 
 
 async def measure(
-    host: str, port: int, request: bytes, concurrency: int, seconds: float, warmup: float
+    host: str,
+    port: int,
+    request: bytes,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    stream: bool = False,
 ) -> dict[str, Any]:
     start = time.perf_counter_ns()
     measure_from = start + int(warmup * 1e9)
     measure_until = measure_from + int(seconds * 1e9)
     run = Run(request, measure_from, measure_until)
-    tasks = [asyncio.ensure_future(_connection(run, host, port)) for _ in range(concurrency)]
+    run.deep_left = DEEP_CHECKS if stream else 0
+    loop = asyncio.get_running_loop()
+
+    def cpu_mark(i: int) -> None:  # the generator's own CPU time at the window's edges
+        run.cpu[i] = time.process_time()
+
+    loop.call_later(warmup, cpu_mark, 0)
+    loop.call_later(warmup + seconds, cpu_mark, 1)
+    proto: ConnFactory = StreamConn if stream else Conn
+    tasks = [asyncio.ensure_future(_connection(run, host, port, proto)) for _ in range(concurrency)]
     # Answers in flight at the end get a grace period; a hung server cannot hang us.
     deadline = (measure_until - time.perf_counter_ns()) / 1e9 + 5.0
     _, pending = await asyncio.wait(tasks, timeout=max(deadline, 0.1))
@@ -167,7 +198,7 @@ async def measure(
         run.error("timeout", measure_from)
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.gather(*pending, return_exceptions=True)
-    return summarize(run, concurrency, seconds)
+    return summarize(run, concurrency, seconds, stream)
 
 
 def percentile(sorted_ns: Sequence[int], q: float) -> float:
@@ -178,9 +209,10 @@ def percentile(sorted_ns: Sequence[int], q: float) -> float:
     return sorted_ns[rank] / 1e6
 
 
-def summarize(run: Run, concurrency: int, seconds: float) -> dict[str, Any]:
+def summarize(run: Run, concurrency: int, seconds: float, stream: bool) -> dict[str, Any]:
     lat = sorted(run.latencies)
-    return {
+    out = {
+        "mode": "stream" if stream else "plain",
         "concurrency": concurrency,
         "seconds": seconds,
         "requests": len(lat),
@@ -191,7 +223,13 @@ def summarize(run: Run, concurrency: int, seconds: float) -> dict[str, Any]:
         "max_ms": lat[-1] / 1e6 if lat else float("nan"),
         "errors": run.errors,
         "error_kinds": run.error_kinds,
+        "client_cpu": (run.cpu[1] - run.cpu[0]) / seconds if run.cpu[1] else float("nan"),
     }
+    if stream:
+        ttfb = sorted(run.ttfb)
+        out |= {f"ttfb_p{q}_ms": percentile(ttfb, q) for q in (50, 90, 99)}
+        out["deep_checked"] = DEEP_CHECKS - run.deep_left  # streams parsed event by event
+    return out
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -211,12 +249,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--stream", action="store_true", help="SSE streams instead of completions")
     args = ap.parse_args(argv)
-    request = build_request(args.host, args.port, args.path, args.api_key)
+    request = build_request(args.host, args.port, args.path, args.api_key, args.stream)
     loop = _new_loop()
     try:
         result = loop.run_until_complete(
-            measure(args.host, args.port, request, args.concurrency, args.seconds, args.warmup)
+            measure(
+                args.host,
+                args.port,
+                request,
+                args.concurrency,
+                args.seconds,
+                args.warmup,
+                args.stream,
+            )
         )
     finally:
         loop.close()

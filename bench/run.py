@@ -1,13 +1,15 @@
 """chain429's own benchmark: fake provider, chain429 in front of it, load on both.
 
-    python bench/run.py [--seconds 5] [--json results.json] [--py-spy prof.txt]
+    python bench/run.py [--mode plain|stream|both] [--seconds 5] [--json results.json]
+                        [--py-spy prof.txt] [--check]
 
-Three processes besides this one: the fake provider (`python -m
-chain429.testing`), chain429 (`bench/proxy_main.py`, one worker) and, per
-measurement, the load generator (`bench/loadgen.py`). The generator is its own
-process so its CPU time is never shared with this script's GIL, and so a
-measurement that hangs can be killed without killing the rest. Everything we
-start is stopped in `finally`, with bounded waits.
+Three processes besides this one: the fake provider (`bench/fake_main.py`:
+plain completions, or 8-chunk SSE streams when the request says
+`"stream": true`), chain429 (`bench/proxy_main.py`, one worker) and, per
+measurement, the load generator (`bench/loadgen.py`, `--stream` for streams).
+The generator is its own process so its CPU time is never shared with this
+script's GIL, and so a measurement that hangs can be killed without killing
+the rest. Everything we start is stopped in `finally`, with bounded waits.
 
 The table goes to stdout; progress goes to stderr.
 """
@@ -33,13 +35,11 @@ from typing import IO, Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))  # proxy_main's constants, when run as a script
 from proxy_main import PROXY_KEY  # noqa: E402
+from report import added, goal_lines, goals, render  # noqa: E402
 
 HOST = "127.0.0.1"
 PATH = "/v1/chat/completions"
-# The performance goal reported against: chain429 adds at most 1 ms at p50 to a lone
-# request, and one worker serves at least 1,000 requests/s at 32 concurrent clients.
-GOAL_ADDED_P50_MS_C1 = 1.0
-GOAL_RPS_C32 = 1000.0
+MODES = {"plain": ("plain",), "stream": ("stream",), "both": ("plain", "stream")}
 
 
 def say(message: str) -> None:
@@ -109,12 +109,21 @@ def started(argv: list[str], name: str, log: IO[bytes] | None) -> Iterator[subpr
 
 
 def loadgen_argv(
-    port: int, concurrency: int, args: argparse.Namespace, key: str | None
+    port: int, concurrency: int, args: argparse.Namespace, key: str | None, mode: str
 ) -> list[str]:
     argv = [sys.executable, str(BENCH / "loadgen.py"), "--port", str(port), "--path", PATH]
     argv += ["--concurrency", str(concurrency), "--seconds", str(args.seconds)]
     argv += ["--warmup", str(args.warmup)]
+    argv += ["--stream"] if mode == "stream" else []
     return argv + (["--api-key", key] if key else [])
+
+
+def spy_path(path: str, mode: str, modes: Sequence[str]) -> str:
+    """--py-spy's file for this mode: as given for one mode, "-plain"/"-stream" for both."""
+    if len(modes) == 1:
+        return path
+    out = Path(path)
+    return str(out.with_name(f"{out.stem}-{mode}{out.suffix}"))
 
 
 def py_spy_argv(pid: int, out: str, seconds: float) -> list[str]:
@@ -144,20 +153,23 @@ def measure(
     args: argparse.Namespace,
     key: str | None,
     server_pid: int,
-    spy: bool,
+    mode: str,
+    spy: str | None,
 ) -> dict[str, Any]:
     """One load run. The server's CPU share over the measured window tells whether it
     was saturated (~100%: the numbers are its capacity) or waiting on something else."""
     budget = args.warmup + args.seconds + 30  # the generator bounds itself; this is a backstop
     gen = subprocess.Popen(
-        loadgen_argv(port, concurrency, args, key), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        loadgen_argv(port, concurrency, args, key, mode),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     spy_proc: subprocess.Popen[bytes] | None = None
     try:
         time.sleep(args.warmup)  # the generator's window starts about now
         if spy:  # sample the measured window, not the warm-up
             spy_proc = subprocess.Popen(
-                py_spy_argv(server_pid, args.py_spy, args.seconds),
+                py_spy_argv(server_pid, spy, args.seconds),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
@@ -172,7 +184,7 @@ def measure(
             if spy_proc.returncode != 0:
                 say(f"py-spy failed ({spy_proc.returncode}): {spy_err.decode().strip()}")
             else:
-                say(f"py-spy profile written to {args.py_spy}")
+                say(f"py-spy profile written to {spy}")
         result = dict(json.loads(out))
         result["server_cpu"] = (cpu1 - cpu0) / (wall1 - wall0)
         return result
@@ -186,83 +198,32 @@ def measure(
 def measure_all(
     args: argparse.Namespace, fake: tuple[int, int], proxy: tuple[int, int]
 ) -> list[dict[str, Any]]:
-    """Every (target, concurrency) run; `fake` and `proxy` are (port, pid)."""
+    """Every (mode, target, concurrency) run; `fake` and `proxy` are (port, pid)."""
     results = []
     top = max(args.concurrency)
-    for target, (port, pid), key in (("direct", fake, None), ("chain429", proxy, PROXY_KEY)):
-        for conc in args.concurrency:
-            say(f"{target} c={conc}: {args.warmup:g} s warm-up + {args.seconds:g} s")
-            spy = bool(args.py_spy) and target == "chain429" and conc == top
-            result = measure(port, conc, args, key, pid, spy)
-            results.append({"target": target, **result})
+    modes = MODES[args.mode]
+    targets = (("direct", fake, None), ("chain429", proxy, PROXY_KEY))
+    for mode in modes:
+        for target, (port, pid), key in targets:
+            for conc in args.concurrency:
+                say(f"{mode} {target} c={conc}: {args.warmup:g} s warm-up + {args.seconds:g} s")
+                spy = None
+                if args.py_spy and target == "chain429" and conc == top:
+                    spy = spy_path(args.py_spy, mode, modes)
+                result = measure(port, conc, args, key, pid, mode, spy)
+                results.append({"target": target, **result})
     return results
-
-
-def _find(results: list[dict[str, Any]], target: str, conc: int) -> dict[str, Any] | None:
-    return next((r for r in results if r["target"] == target and r["concurrency"] == conc), None)
-
-
-def added(results: list[dict[str, Any]], concurrencies: Sequence[int]) -> list[dict[str, Any]]:
-    """chain429 minus direct, per concurrency: the proxy's own cost."""
-    rows = []
-    for conc in concurrencies:
-        direct, proxied = _find(results, "direct", conc), _find(results, "chain429", conc)
-        if direct is None or proxied is None:
-            continue
-        rows.append(
-            {
-                "concurrency": conc,
-                "added_p50_ms": proxied["p50_ms"] - direct["p50_ms"],
-                "added_p99_ms": proxied["p99_ms"] - direct["p99_ms"],
-                "direct_rps": direct["rps"],
-                "chain429_rps": proxied["rps"],
-            }
-        )
-    return rows
-
-
-def render(results: list[dict[str, Any]], extra: list[dict[str, Any]]) -> str:
-    lines = [
-        f"{'target':<10}{'conc':>6}{'req/s':>11}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
-        f"{'server cpu':>12}"
-    ]
-    for r in results:
-        lines.append(
-            f"{r['target']:<10}{r['concurrency']:>6}{r['rps']:>11,.0f}"
-            f"{r['p50_ms']:>10.3f}{r['p99_ms']:>10.3f}{r['errors']:>8}"
-            f"{r['server_cpu']:>12.0%}"
-        )
-    lines.append("")
-    lines.append("added by chain429 (chain429 - direct):")
-    for a in extra:
-        share = a["chain429_rps"] / a["direct_rps"] if a["direct_rps"] else float("nan")
-        lines.append(
-            f"  c={a['concurrency']:<4} p50 {a['added_p50_ms']:+.3f} ms   "
-            f"p99 {a['added_p99_ms']:+.3f} ms   "
-            f"rps {a['chain429_rps']:,.0f} vs {a['direct_rps']:,.0f} direct ({share:.1%})"
-        )
-    return "\n".join(lines)
-
-
-def goals(extra: list[dict[str, Any]]) -> dict[str, Any]:
-    by_conc = {a["concurrency"]: a for a in extra}
-    out: dict[str, Any] = {}
-    if 1 in by_conc:
-        value = by_conc[1]["added_p50_ms"]
-        out["added_p50_c1"] = {
-            "value_ms": value,
-            "goal_ms": GOAL_ADDED_P50_MS_C1,
-            "met": value <= GOAL_ADDED_P50_MS_C1,
-        }
-    if 32 in by_conc:
-        value = by_conc[32]["chain429_rps"]
-        out["rps_c32"] = {"value": value, "goal": GOAL_RPS_C32, "met": value >= GOAL_RPS_C32}
-    return out
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description="Benchmark chain429 against a zero-latency fake provider."
+    )
+    ap.add_argument(
+        "--mode",
+        choices=sorted(MODES),
+        default="both",
+        help="plain completions, SSE streams, or both (default)",
     )
     ap.add_argument("--seconds", type=float, default=5.0, help="measured time per run")
     ap.add_argument("--warmup", type=float, default=1.0, help="unmeasured time before each run")
@@ -276,8 +237,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--py-spy",
         metavar="PATH",
-        help="py-spy chain429 during the top-concurrency run "
-        "(.txt -> collapsed stacks, .json -> speedscope, else flamegraph SVG)",
+        help="py-spy chain429 during the top-concurrency run of each mode "
+        "(.txt -> collapsed stacks, .json -> speedscope, else flamegraph SVG; "
+        "with --mode both, PATH gets -plain / -stream before its suffix)",
     )
     ap.add_argument(
         "--profile",
@@ -302,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_path = Path(tmp) / "chain429.log"
         with contextlib.ExitStack() as stack:
             fake = stack.enter_context(
-                started([sys.executable, "-m", "chain429.testing", "--port", "0"], "fake", None)
+                started([sys.executable, str(BENCH / "fake_main.py"), "--port", "0"], "fake", None)
             )
             line = read_line(fake, timeout=15)  # "listening on http://127.0.0.1:N/v1"
             upstream = line.rsplit(" ", 1)[-1]
@@ -326,12 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra = added(results, args.concurrency)
     met = goals(extra)
     print(render(results, extra))
-    for name, goal in met.items():
-        if name == "added_p50_c1":
-            text = f"added p50 at c=1 {goal['value_ms']:.3f} ms (goal <= {goal['goal_ms']:g} ms)"
-        else:
-            text = f"chain429 at c=32 {goal['value']:,.0f} req/s (goal >= {goal['goal']:,.0f})"
-        print(f"goal {'met   ' if goal['met'] else 'MISSED'}  {text}")
+    print()
+    print("\n".join(goal_lines(met)))
     if args.json:
         report = {"results": results, "added": extra, "goals": met}
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -98,6 +98,9 @@ class Settings(Model):
     queue_mode: bool = False
     queue_max_wait_ms: int = Field(default=300000, ge=0)
     queue_max_size: int = Field(default=100, ge=1)
+    # After the first token: "error" ends the client's stream with an error
+    # event; "continue" finishes the answer on an entry that supports prefill.
+    mid_stream: Literal["error", "continue"] = "error"
 
     # A list whose items are all commented out parses as null; that means "none".
     @field_validator("api_keys", "admin_keys", mode="before")
@@ -116,6 +119,7 @@ class Provider(Model):
     rate_limits: RateLimits | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     paid: bool = False
+    supports_prefill: bool = False
 
     @field_validator("type")
     @classmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from chain429.outcome import SKIP_REASON, Outcome, Scope
+from chain429.outcome import SKIP_REASON, CooldownPolicy, Kind, Outcome, Scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,11 @@ class StateStore(Protocol):
     async def snapshot(self, now: float) -> list[dict[str, object]]:
         """Every block still in force, for /v1/ratelimits."""
 
+    async def record_stream_end(
+        self, provider_id: str, model: str, *, clean: bool, now: float, policy: CooldownPolicy
+    ) -> Block | None:
+        """Count a stream that died after its first token (or reset the count on a clean one)."""
+
 
 def _key(scope: Scope, provider_id: str, model: str) -> tuple[str, str]:
     return (provider_id, model if scope is Scope.ENTRY else "")
@@ -42,6 +47,7 @@ class MemoryStateStore:
 
     def __init__(self) -> None:
         self._blocks: dict[tuple[str, str], Block] = {}
+        self._stream_failures: dict[tuple[str, str], int] = {}
 
     async def check(self, provider_id: str, model: str, now: float) -> Block | None:
         if not self._blocks:  # the common case: nothing is cooling down
@@ -61,7 +67,10 @@ class MemoryStateStore:
         reason = SKIP_REASON.get(outcome.kind)
         if reason is None or outcome.until is None:
             return None
-        key = _key(outcome.scope, provider_id, model)
+        return self._block(_key(outcome.scope, provider_id, model), reason, outcome)
+
+    def _block(self, key: tuple[str, str], reason: str, outcome: Outcome) -> Block:
+        assert outcome.until is not None
         current = self._blocks.get(key)
         # A new cooldown never shortens a longer one already in force.
         if current is not None and current.until >= outcome.until:
@@ -69,6 +78,26 @@ class MemoryStateStore:
         block = Block(reason, outcome.until, outcome.scope, outcome.reason)
         self._blocks[key] = block
         return block
+
+    async def record_stream_end(
+        self, provider_id: str, model: str, *, clean: bool, now: float, policy: CooldownPolicy
+    ) -> Block | None:
+        key = (provider_id, model)
+        if clean:
+            self._stream_failures.pop(key, None)
+            return None
+        failures = self._stream_failures.get(key, 0) + 1
+        self._stream_failures[key] = failures
+        rest_s = policy.mid_stream_cooldown_s(failures)
+        if rest_s is None:
+            return None
+        outcome = Outcome(
+            Kind.TRANSIENT,
+            "stream",
+            until=now + rest_s,
+            reason=f"{failures} streams in a row died mid-answer",
+        )
+        return self._block(key, "unstable", outcome)
 
     async def snapshot(self, now: float) -> list[dict[str, object]]:
         return [

@@ -48,6 +48,18 @@ class CooldownPolicy:
     max_s: float = 26 * 3600.0
     # A hint of "0s" would have us hammer the provider again at once.
     min_s: float = 1.0
+    # Streams that die after the first token: after `mid_stream_threshold` in a
+    # row the entry cools down, doubling from the base up to the max.
+    mid_stream_threshold: int = 3
+    mid_stream_base_s: float = 120.0
+    mid_stream_max_s: float = 1800.0
+
+    def mid_stream_cooldown_s(self, failures_in_a_row: int) -> float | None:
+        """How long an entry rests after this many consecutive mid-stream failures."""
+        over = failures_in_a_row - self.mid_stream_threshold
+        if over < 0:
+            return None
+        return min(self.mid_stream_base_s * 2.0 ** min(over, 32), self.mid_stream_max_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +120,21 @@ def classify(
         return Outcome(Kind.CLIENT_ERROR, token, status, reason="the request was rejected")
     # 408, 409, 5xx and anything unexpected: the provider's trouble, not the request's.
     return Outcome(Kind.TRANSIENT, token, status, reason=f"upstream answered {status}")
+
+
+def classify_stream_error(error: object, *, now: float, policy: CooldownPolicy) -> Outcome:
+    """An error event inside a stream, before its first token (`data: {"error": ...}`).
+
+    OpenRouter, for one, reports a provider's 429 this way inside an HTTP 200.
+    """
+    text = json.dumps(error).encode()
+    code = error.get("code") if isinstance(error, dict) else None
+    if code in (429, "429", "rate_limit_exceeded") or b"rate limit" in text.lower():
+        until, source = rate_limit_until({}, text, now=now, policy=policy)
+        return Outcome(
+            Kind.RATE_LIMITED, "429", None, until, Scope.ENTRY, f"rate limited in stream ({source})"
+        )
+    return Outcome(Kind.TRANSIENT, "stream_error", reason="error event in the stream")
 
 
 def _is_chat_completion(body: bytes) -> bool:

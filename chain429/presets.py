@@ -14,21 +14,28 @@ from dataclasses import dataclass
 class Preset:
     type: str
     default_base_url: str | None
-    # Whether the provider accepts stream_options.include_usage on streams.
-    supports_stream_usage: bool = True
+    # Whether the provider accepts stream_options.include_usage on streams;
+    # where it does, chain429 asks for usage even when the client did not.
+    supports_stream_usage: bool = False
 
 
 PRESETS: dict[str, Preset] = {
     preset.type: preset
     for preset in (
-        Preset("openrouter", "https://openrouter.ai/api/v1"),
-        Preset("groq", "https://api.groq.com/openai/v1"),
-        Preset("cerebras", "https://api.cerebras.ai/v1"),
-        Preset("openai", "https://api.openai.com/v1"),
+        Preset("openrouter", "https://openrouter.ai/api/v1", supports_stream_usage=True),
+        Preset("groq", "https://api.groq.com/openai/v1", supports_stream_usage=True),
+        Preset("cerebras", "https://api.cerebras.ai/v1", supports_stream_usage=True),
+        Preset("openai", "https://api.openai.com/v1", supports_stream_usage=True),
         # Gemini's OpenAI-compatible endpoint.
-        Preset("google-ai", "https://generativelanguage.googleapis.com/v1beta/openai"),
+        Preset(
+            "google-ai",
+            "https://generativelanguage.googleapis.com/v1beta/openai",
+            supports_stream_usage=True,
+        ),
+        # Mistral reports usage on its last chunk unasked and has no stream_options.
         Preset("mistral", "https://api.mistral.ai/v1"),
         # Anything else that speaks OpenAI's API: the config must give baseUrl.
+        # Unknown servers may reject unknown fields, so nothing extra is sent.
         Preset("generic-openai", None),
     )
 }

@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from chain429.limits import StateStore
 from chain429.outcome import Kind, Outcome, classify
 from chain429.runtime import ChainRuntime, EntryRuntime, Snapshot
+from chain429.streaming import Committed, Rejected, StreamSession
 from chain429.upstream import Upstream, UpstreamError
 
 T = TypeVar("T")
@@ -84,6 +85,15 @@ class Waterfall:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamStart:
+    """A stream past its commit point: send `headers`, then `session.relay(committed, ...)`."""
+
+    headers: dict[str, str]
+    session: StreamSession
+    committed: Committed
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """What the server sends back for a non-streaming completion."""
 
@@ -105,6 +115,22 @@ class Router:
         if snapshot.config.settings.strict_models:
             return None
         return snapshot.default_chain
+
+    async def stream(
+        self, snapshot: Snapshot, chain: ChainRuntime, request: dict[str, Any]
+    ) -> Reply | StreamStart:
+        """Walk the chain until an entry sends its first token; the caller relays the rest."""
+        session = StreamSession(snapshot, chain, request, self.upstream, self.waterfall.state)
+        trace = Trace()
+        answer = await self.waterfall.walk(chain, session.open_entry, trace)
+        if answer.entry is None or answer.outcome is None:
+            return exhausted(chain, trace)
+        headers = trace.headers(answer.entry.label)
+        if isinstance(answer.result, Rejected):
+            # The request itself is wrong (400, 422): the client gets the answer unchanged.
+            return Reply(answer.result.status, answer.result.body, headers)
+        assert isinstance(answer.result, Committed)
+        return StreamStart(headers, session, answer.result)
 
     async def complete(
         self, snapshot: Snapshot, chain: ChainRuntime, request: dict[str, Any]

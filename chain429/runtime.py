@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from chain429.config import Chain, Config
 from chain429.outcome import CooldownPolicy
+from chain429.presets import preset_for
 from chain429.upstream import request_headers
 
 
@@ -24,8 +25,11 @@ class EntryRuntime:
     label: str  # "<provider id>/<model>", as the trace and headers name it
     url: str
     headers: dict[str, str] = field(repr=False)  # carries the provider key: never log
+    stream_headers: dict[str, str] = field(repr=False)
     timeout_s: float
     paid: bool
+    asks_stream_usage: bool  # the preset accepts stream_options.include_usage
+    supports_prefill: bool  # may be sent a partial answer to continue
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,9 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
             default_s=settings.cooldown_default_ms / 1000,
             payment_s=settings.payment_cooldown_ms / 1000,
             unhealthy_s=settings.unhealthy_cooldown_ms / 1000,
+            mid_stream_threshold=settings.mid_stream_failure_threshold,
+            mid_stream_base_s=settings.mid_stream_cooldown_ms / 1000,
+            mid_stream_max_s=settings.mid_stream_cooldown_max_ms / 1000,
         ),
         proxy_keys=tuple(key.encode() for key in settings.api_keys),
         admin_keys=tuple(key.encode() for key in settings.admin_keys),
@@ -79,15 +86,20 @@ def _chain_runtime(config: Config, chain: Chain) -> ChainRuntime:
     for entry in chain.entries:
         provider = config.provider(entry.provider)
         timeout_ms = provider.timeout or settings.request_timeout_ms
+        headers = request_headers(provider.api_key, dict(provider.headers))
+        prefill = entry.supports_prefill
         entries.append(
             EntryRuntime(
                 provider_id=provider.id,
                 model=entry.model,
                 label=f"{provider.id}/{entry.model}",
                 url=f"{provider.resolved_base_url}/chat/completions",
-                headers=request_headers(provider.api_key, dict(provider.headers)),
+                headers=headers,
+                stream_headers={**headers, "accept": "text/event-stream"},
                 timeout_s=timeout_ms / 1000,
                 paid=provider.paid if entry.paid is None else entry.paid,
+                asks_stream_usage=preset_for(provider.type).supports_stream_usage,
+                supports_prefill=provider.supports_prefill if prefill is None else prefill,
             )
         )
     return ChainRuntime(chain.name, tuple(entries))

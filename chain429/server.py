@@ -24,13 +24,15 @@ from chain429 import __version__
 from chain429.config import Config
 from chain429.errors import ApiError, error_body
 from chain429.limits import MemoryStateStore, StateStore
-from chain429.router import Router
+from chain429.router import Reply, Router
 from chain429.runtime import Snapshot, build_snapshot
 from chain429.upstream import Upstream
 
 log = logging.getLogger("chain429")
 
 _JSON = "application/json"
+# Proxies in front of us (nginx) must not buffer a stream, nor caches keep one.
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _app_numbers = itertools.count(1)
 
 
@@ -117,6 +119,8 @@ def parse_chat_request(body: bytes) -> dict[str, Any]:
         raise ApiError(400, "'messages' must be a non-empty list.", param="messages")
     if not all(isinstance(message, dict) for message in messages):
         raise ApiError(400, "Each item of 'messages' must be an object.", param="messages")
+    if "stream" in data and not isinstance(data["stream"], bool | None):
+        raise ApiError(400, "'stream' must be true or false.", param="stream")
     if "model" in data and not isinstance(data["model"], str):
         raise ApiError(400, "'model' must be a string.", param="model")
     return data
@@ -141,6 +145,10 @@ def create_app(
     # Touchup rewrites Sanic's shared protocol classes per app and breaks on a
     # second app in one process (tests, embedding); it saves little for a proxy.
     app.config.TOUCHUP = False
+    # Sanic cuts a response after 60 s without a byte sent. chain429 enforces its
+    # own deadlines (per entry, first token, stream idle, queue), and a waterfall
+    # of slow entries or a long stream may rightly take longer than that.
+    app.config.RESPONSE_TIMEOUT = 24 * 3600
     app.ctx.snapshot = build_snapshot(config)
     app.ctx.config_path = config_path
     app.ctx.started_at = time.time()
@@ -197,12 +205,10 @@ def create_app(
         return raw(json.dumps(body).encode(), 200, None, _JSON)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> HTTPResponse:
+    async def chat_completions(request: Request) -> HTTPResponse | None:
         snapshot: Snapshot = app.ctx.snapshot  # this request keeps it, whatever reloads
         authorize(request, snapshot, admin=False)
         body = parse_chat_request(request.body)
-        if body.get("stream"):
-            raise ApiError(400, "Streaming is not supported yet.", param="stream")
         chain = Router.pick_chain(snapshot, body.get("model"))
         if chain is None:
             raise ApiError(
@@ -212,7 +218,21 @@ def create_app(
                 code="model_not_found",
                 param="model",
             )
-        reply = await app.ctx.router.complete(snapshot, chain, body)
+        router: Router = app.ctx.router
+        if body.get("stream") is True:
+            started = await router.stream(snapshot, chain, body)
+            if isinstance(started, Reply):
+                return raw(started.body, started.status, started.headers, _JSON)
+            response = await request.respond(
+                status=200,
+                headers={**started.headers, **_SSE_HEADERS},
+                content_type="text/event-stream; charset=utf-8",
+            )
+            stats = await started.session.relay(started.committed, response.send)
+            await response.eof()
+            log.debug("stream ended: %s", stats)
+            return None
+        reply = await router.complete(snapshot, chain, body)
         return raw(reply.body, reply.status, reply.headers, _JSON)
 
     return app
