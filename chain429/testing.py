@@ -179,9 +179,12 @@ class Reply:
         chunk_delay: float = 0.0,
         cut_after: int | None = None,
         stall_after: int | None = None,
+        usage: Mapping[str, int] | None = None,
+        done: bool = True,
     ) -> Reply:
         """A well-formed OpenAI SSE stream: role chunk, one chunk per word (or per
-        ``pieces``), finish chunk, ``data: [DONE]``. model=None -> the request's."""
+        ``pieces``), finish chunk, a usage chunk (``choices: []``) when ``usage`` is
+        given, ``data: [DONE]`` unless ``done=False``. model=None -> the request's."""
         cid, created = f"chatcmpl-fake-s{next(_stream_ids)}", int(time.time())
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -196,7 +199,11 @@ class Reply:
         words = list(pieces) if pieces is not None else re.findall(r"\s*\S+", text)
         chunks: list[Chunk] = [chunk({"role": "assistant", "content": ""})]
         chunks += [chunk({"content": w}) for w in words]
-        chunks += [chunk({}, finish_reason), b"data: [DONE]\n\n"]
+        chunks.append(chunk({}, finish_reason))
+        if usage is not None:
+            chunks.append({**chunk({}), "choices": [], "usage": dict(usage)})
+        if done:
+            chunks.append(b"data: [DONE]\n\n")
         return cls(
             headers=dict(headers or {}),
             delay=delay,
