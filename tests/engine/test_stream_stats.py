@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import chain_config
-
 from chain429.config import Config
 from chain429.limits import MemoryStateStore
 from chain429.router import Router, StreamStart
 from chain429.runtime import build_snapshot
 from chain429.testing import FakeProvider, Reply
 from chain429.upstream import Upstream
+from conftest import chain_config
 
 HELLO = [{"role": "user", "content": "a prompt of forty characters, roughly.."}]
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
 import httpx
 import openai
 import pytest
-from conftest import chain_config, provider_entry
 
 from chain429.testing import Reply
+from conftest import chain_config, provider_entry
 
 HELLO = [{"role": "user", "content": "hi"}]
 
@@ -186,10 +187,8 @@ def test_a_clean_stream_resets_the_failure_count(fake, proxy):
     cut = Reply.stream("one two three", cut_after=2)
     a.script(cut, cut, Reply.stream("clean"), cut, cut)
     for _ in range(5):
-        try:
+        with contextlib.suppress(openai.APIError):
             stream_text(p.openai())
-        except openai.APIError:
-            pass
     assert stream_text(p.openai())[1]["x-429chain-trace"] == "a/model-a=200"
 
 
