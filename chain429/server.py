@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sanic import Request, Sanic
-from sanic.exceptions import SanicException
+from sanic.exceptions import RequestCancelled, SanicException
 from sanic.handlers import ErrorHandler
 from sanic.response import HTTPResponse, raw
 
@@ -40,6 +40,10 @@ class OpenAIErrorHandler(ErrorHandler):
     """Sanic's own errors (404, 405, 413, bad framing) in OpenAI's error shape too."""
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        if isinstance(exception, RequestCancelled):
+            # The client went away; the upstream call was cancelled with it.
+            log.debug("client disconnected: %s %s", request.method, request.path)
+            return raw(b"", 499, None, _JSON)
         if isinstance(exception, ApiError):
             return raw(exception.body(), exception.status, exception.headers, _JSON)
         if isinstance(exception, SanicException):

@@ -263,7 +263,7 @@ def test_normalize_responses_moves_reasoning_into_empty_content(fake, proxy):
     assert create(plain.openai()).parse().choices[0].message.content == ""
 
 
-def test_client_disconnect_cancels_the_upstream_call(fake, proxy):
+def test_client_disconnect_cancels_the_upstream_call(fake, proxy, caplog):
     a, b, p = two_entry_proxy(fake, proxy, first=Reply(delay=3.0))
     with pytest.raises(openai.APITimeoutError):
         create(p.openai(timeout=0.3))
@@ -272,6 +272,7 @@ def test_client_disconnect_cancels_the_upstream_call(fake, proxy):
         time.sleep(0.02)
     assert a.disconnects == 1
     assert len(b.requests) == 0  # a cancelled request does not walk on
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 def test_models_lists_chains_then_entry_models(fake, proxy):

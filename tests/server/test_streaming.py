@@ -319,7 +319,7 @@ def wait_for_disconnect(provider, timeout=2.0):
 
 
 @pytest.mark.parametrize("phase", ["before the first token", "during the stream"])
-def test_client_disconnect_cancels_the_upstream_stream(fake, proxy, phase):
+def test_client_disconnect_cancels_the_upstream_stream(fake, proxy, phase, caplog):
     if phase == "before the first token":
         reply = Reply.stream("slow start", delay=3.0)
     else:
@@ -338,3 +338,5 @@ def test_client_disconnect_cancels_the_upstream_stream(fake, proxy, phase):
     assert wait_for_disconnect(a) == 1
     assert time.monotonic() - closed_at < 1.0
     assert len(b.requests) == 0
+    # A client hanging up is normal, not an internal error.
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
