@@ -3,10 +3,11 @@
     python bench/profile_summary.py /tmp/prof.txt [--top 25]
 
 Each sample is charged to one area: the innermost frame that belongs to a
-library we care about (Sanic, httpx, httpcore, h11, anyio, json, chain429).
-Generic stdlib frames (re, contextlib, weakref, http.cookiejar, asyncio, ...)
-are skipped on the way up, so `re._compile` under httpx's URL parsing counts as
-httpx: the question is whose choice caused the cost, not which file ran it.
+library we care about (Sanic, httpx, aiohttp, httpcore, h11, anyio, json,
+chain429). Generic stdlib frames (re, contextlib, weakref, http.cookiejar,
+asyncio, ...) are skipped on the way up, so `re._compile` under httpx's URL
+parsing counts as httpx: the question is whose choice caused the cost, not
+which file ran it. aiohttp is the pool under httpx's API (chain429/transport.py).
 Samples with no such frame are the event loop itself ("loop/other").
 """
 
@@ -23,6 +24,7 @@ AREAS = (
     ("chain429", re.compile(r"\(chain429/")),
     ("sanic", re.compile(r"\((sanic|sanic_routing|httptools)/")),
     ("httpx", re.compile(r"\(httpx/")),
+    ("aiohttp (chain429's transport pool)", re.compile(r"\((aiohttp|multidict|yarl|propcache)/")),
     ("httpcore", re.compile(r"\(httpcore/")),
     ("h11 (httpcore's parser)", re.compile(r"\(h11/")),
     ("anyio (httpcore's backend)", re.compile(r"\((anyio|sniffio)/")),
