@@ -1,0 +1,53 @@
+"""What the request log keeps: one record per request, with its attempt trail.
+
+The request path fills these in as it goes and hands the finished record to
+telemetry without waiting; nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+
+def new_request_id() -> str:
+    """Sortable by time (ms prefix) and unique without coordination: `req_` + 26 hex digits."""
+    return f"req_{int(time.time() * 1000):012x}{os.urandom(7).hex()}"
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    order: int  # 1-based position in the trail
+    provider: str
+    model: str
+    outcome: str  # trace token: "200", "429", "timeout", "skip:cooldown", ...
+    status: int | None = None  # upstream HTTP status, when there was one
+    latency_ms: float | None = None  # None for a skip: no call was made
+    cooldown_ms: int | None = None  # the cooldown this attempt set, if any
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    id: str
+    started_at: float  # epoch seconds
+    key_label: str | None = None  # which client key, never the key itself
+    chain: str | None = None
+    requested_model: str | None = None
+    provider: str | None = None  # the entry that answered
+    model: str | None = None
+    status: int = 0  # what the client got
+    # success, client_error, all_providers_exhausted, bad_request, unauthorized,
+    # model_not_found, stream_stalled, stream_interrupted, client_disconnected
+    outcome: str = ""
+    stream: bool = False
+    attempts: int = 0  # upstream calls made
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None  # streams: time to the first token sent
+    queued_ms: float = 0.0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    tokens_estimated: bool = False
+    trail: list[AttemptRecord] = field(default_factory=list)
