@@ -283,6 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             say(f"fake on :{fake_port}, chain429 (pid {proxy.pid}) on :{proxy_port}")
             results = measure_all(args, (fake_port, fake.pid), (proxy_port, proxy.pid))
+        if any(r["errors"] for r in results if r["target"] == "chain429"):
+            say("chain429 answered with errors; the end of its log:")  # the why of a 4xx/5xx
+            say(log_path.read_text(errors="replace")[-3000:])
         if args.profile:
             say(f"cProfile stats written to {args.profile}")
     extra = added(results, args.concurrency)

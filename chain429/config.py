@@ -101,6 +101,10 @@ class Settings(Model):
     # After the first token: "error" ends the client's stream with an error
     # event; "continue" finishes the answer on an entry that supports prefill.
     mid_stream: Literal["error", "continue"] = "error"
+    # The request log: where it lives is databaseUrl (or 429chain's dbPath).
+    log_retention_days: int = Field(default=30, ge=0)  # 0 keeps everything
+    log_format: Literal["text", "json"] = "text"
+    metrics_public: bool = False  # serve /metrics without a key
 
     # A list whose items are all commented out parses as null; that means "none".
     @field_validator("api_keys", "admin_keys", mode="before")

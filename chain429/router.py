@@ -9,39 +9,71 @@ streaming path plugs a different `attempt` into the same walk.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from chain429.limits import StateStore
+from chain429.limits import Block, StateStore
 from chain429.outcome import Kind, Outcome, classify
+from chain429.records import AttemptRecord
 from chain429.runtime import ChainRuntime, EntryRuntime, Snapshot
 from chain429.streaming import Committed, Rejected, StreamSession
 from chain429.upstream import Upstream, UpstreamError
 
 T = TypeVar("T")
+log = logging.getLogger("chain429.router")
 
 
 @dataclass(slots=True)
 class Trace:
-    """What happened to each entry considered, in chain order."""
+    """What happened to each entry considered, in chain order: the attempt trail."""
 
-    steps: list[tuple[str, str]] = field(default_factory=list)  # (label, token)
+    trail: list[AttemptRecord] = field(default_factory=list)
     calls: int = 0  # upstream calls made; skips are not calls
     earliest_recovery: float | None = None
 
-    def skip(self, label: str, reason: str, until: float) -> None:
-        self.steps.append((label, f"skip:{reason}"))
-        self.saw_recovery(until)
+    def skip(self, entry: EntryRuntime, block: Block) -> None:
+        self.trail.append(
+            AttemptRecord(
+                len(self.trail) + 1,
+                entry.provider_id,
+                entry.model,
+                f"skip:{block.reason}",
+                reason=block.detail,
+            )
+        )
+        self.saw_recovery(block.until)
+
+    def called(
+        self, entry: EntryRuntime, outcome: Outcome, latency_ms: float, applied: Block | None
+    ) -> None:
+        self.calls += 1
+        cooldown_ms = None
+        if applied is not None:
+            self.saw_recovery(applied.until)
+            cooldown_ms = max(0, int((applied.until - time.time()) * 1000))
+        self.trail.append(
+            AttemptRecord(
+                len(self.trail) + 1,
+                entry.provider_id,
+                entry.model,
+                outcome.token,
+                outcome.status,
+                round(latency_ms, 3),
+                cooldown_ms,
+                outcome.reason,
+            )
+        )
 
     def saw_recovery(self, until: float) -> None:
         if self.earliest_recovery is None or until < self.earliest_recovery:
             self.earliest_recovery = until
 
     def header(self) -> str:
-        return ",".join(f"{label}={token}" for label, token in self.steps)
+        return ",".join(f"{a.provider}/{a.model}={a.outcome}" for a in self.trail)
 
     def headers(self, answered_by: str | None) -> dict[str, str]:
         headers = {"X-429chain-Attempts": str(self.calls), "X-429chain-Trace": self.header()}
@@ -71,15 +103,21 @@ class Waterfall:
         for entry in chain.entries:
             block = await self.state.check(entry.provider_id, entry.model, time.time())
             if block is not None:
-                trace.skip(entry.label, block.reason, block.until)
+                trace.skip(entry, block)
                 continue
-            trace.calls += 1
+            started = time.perf_counter()
             outcome, result = await attempt(entry)
-            trace.steps.append((entry.label, outcome.token))
+            latency_ms = (time.perf_counter() - started) * 1000
             applied = await self.state.record(entry.provider_id, entry.model, outcome)
-            if applied is not None:
-                trace.saw_recovery(applied.until)
-            if not outcome.falls_through:
+            trace.called(entry, outcome, latency_ms, applied)
+            if outcome.falls_through:
+                log.info(
+                    "%s answered %s (%s); trying the next entry",
+                    entry.label,
+                    outcome.token,
+                    outcome.reason,
+                )
+            else:
                 return Answer(entry, outcome, result)
         return Answer(None, None, None)
 
@@ -92,6 +130,10 @@ class StreamStart:
     session: StreamSession
     committed: Committed
 
+    @property
+    def entry(self) -> EntryRuntime:
+        return self.committed.entry
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -100,6 +142,8 @@ class Reply:
     status: int
     body: bytes
     headers: dict[str, str]
+    outcome: str  # for the request log: success, client_error, all_providers_exhausted
+    entry: EntryRuntime | None = None  # who answered, if anyone
 
 
 class Router:
@@ -117,23 +161,24 @@ class Router:
         return snapshot.default_chain
 
     async def stream(
-        self, snapshot: Snapshot, chain: ChainRuntime, request: dict[str, Any]
+        self, snapshot: Snapshot, chain: ChainRuntime, request: dict[str, Any], trace: Trace
     ) -> Reply | StreamStart:
         """Walk the chain until an entry sends its first token; the caller relays the rest."""
         session = StreamSession(snapshot, chain, request, self.upstream, self.waterfall.state)
-        trace = Trace()
         answer = await self.waterfall.walk(chain, session.open_entry, trace)
         if answer.entry is None or answer.outcome is None:
             return exhausted(chain, trace)
         headers = trace.headers(answer.entry.label)
         if isinstance(answer.result, Rejected):
             # The request itself is wrong (400, 422): the client gets the answer unchanged.
-            return Reply(answer.result.status, answer.result.body, headers)
+            return Reply(
+                answer.result.status, answer.result.body, headers, "client_error", answer.entry
+            )
         assert isinstance(answer.result, Committed)
         return StreamStart(headers, session, answer.result)
 
     async def complete(
-        self, snapshot: Snapshot, chain: ChainRuntime, request: dict[str, Any]
+        self, snapshot: Snapshot, chain: ChainRuntime, request: dict[str, Any], trace: Trace
     ) -> Reply:
         """Run one non-streaming chat completion down the chain."""
         policy = snapshot.policy
@@ -151,19 +196,21 @@ class Router:
             )
             return outcome, (reply.status, reply.body)
 
-        trace = Trace()
         answer = await self.waterfall.walk(chain, attempt, trace)
         if answer.entry is None or answer.result is None or answer.outcome is None:
             return exhausted(chain, trace)
         status, body = answer.result
-        if answer.outcome.kind is Kind.SUCCESS and snapshot.config.settings.normalize_responses:
+        headers = trace.headers(answer.entry.label)
+        if answer.outcome.kind is Kind.CLIENT_ERROR:
+            return Reply(status, body, headers, "client_error", answer.entry)
+        if snapshot.config.settings.normalize_responses:
             body = normalize_reasoning(body)
-        return Reply(status, body, trace.headers(answer.entry.label))
+        return Reply(status, body, headers, "success", answer.entry)
 
 
 def exhausted(chain: ChainRuntime, trace: Trace) -> Reply:
     """503 in OpenAI's error shape, saying what each entry did and when to come back."""
-    summary = ", ".join(f"{label}: {token}" for label, token in trace.steps) or "no entries"
+    summary = ", ".join(f"{a.provider}/{a.model}: {a.outcome}" for a in trace.trail)
     error = {
         "error": {
             "message": f"All providers in chain '{chain.name}' are exhausted ({summary}).",
@@ -176,7 +223,7 @@ def exhausted(chain: ChainRuntime, trace: Trace) -> Reply:
     if trace.earliest_recovery is not None:
         wait = max(1, math.ceil(trace.earliest_recovery - time.time()))
         headers["Retry-After"] = str(wait)
-    return Reply(503, json.dumps(error).encode(), headers)
+    return Reply(503, json.dumps(error).encode(), headers, "all_providers_exhausted")
 
 
 def normalize_reasoning(body: bytes) -> bytes:

@@ -7,14 +7,12 @@ failed, 2 usage or error.
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from chain429 import __version__
+from chain429 import __version__, logs
 from chain429.config import Config, ConfigError, find_config_path, load_config
 
 app = typer.Typer(
@@ -24,15 +22,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-_LOG_LEVELS = {
-    "trace": logging.DEBUG,
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warn": logging.WARNING,
-    "error": logging.ERROR,
-    "fatal": logging.CRITICAL,
-}
 
 ConfigOption = Annotated[
     Path | None,
@@ -65,14 +54,6 @@ def main(
     ] = False,
 ) -> None:
     """OpenAI-compatible proxy that walks a chain of LLM providers when they rate-limit."""
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=_LOG_LEVELS.get(level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def load_or_exit(path: Path) -> Config:
@@ -111,7 +92,7 @@ def serve(
 
     path = find_config_path(str(config) if config else None)
     loaded = load_or_exit(path)
-    setup_logging(loaded.settings.log_level)
+    logs.configure(loaded.settings.log_level, loaded.settings.log_format)
     try:
         bind_host, bind_port = resolve_bind(loaded, host, port)
         check_exposure(loaded, bind_host)
@@ -166,7 +147,7 @@ def demo(
     """Run the proxy with built-in fake providers (the first one rate-limits); no keys needed."""
     from chain429.demo import run_demo
 
-    setup_logging("warn")
+    logs.configure("warn")
     try:
         run_demo(port=port, once=once)
     except OSError as err:

@@ -6,7 +6,7 @@ import asyncio
 
 from chain429.config import Config
 from chain429.limits import MemoryStateStore
-from chain429.router import Router, StreamStart
+from chain429.router import Router, StreamStart, Trace
 from chain429.runtime import build_snapshot
 from chain429.testing import FakeProvider, Reply
 from chain429.upstream import Upstream
@@ -25,6 +25,7 @@ async def stream_once(reply, provider_type="generic-openai", **request):
                 snapshot,
                 snapshot.chains["main"],
                 {"model": "main", "messages": HELLO, "stream": True, **request},
+                Trace(),
             )
             assert isinstance(started, StreamStart)
             sent: list[bytes] = []

@@ -1,0 +1,164 @@
+"""`POST /v1/chat/completions`: one request, from its body to its log record.
+
+Every request, answered or not, leaves one `RequestRecord` (with its attempt
+trail) that is counted in the metrics and handed to the request log without
+waiting. The request id is set in a context variable first, so every log
+line about the request carries it, and the client gets it as `X-Request-Id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from typing import Any
+
+from sanic import Request, Sanic
+from sanic.response import HTTPResponse, raw
+
+from chain429 import logs
+from chain429.auth import authorize
+from chain429.errors import ApiError
+from chain429.records import RequestRecord, new_request_id
+from chain429.router import Reply, Router, StreamStart, Trace
+from chain429.runtime import Snapshot
+
+log = logging.getLogger("chain429.requests")
+
+JSON = "application/json"
+# Proxies in front of us (nginx) must not buffer a stream, nor caches keep one.
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+_PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
+_COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+
+
+def parse_chat_request(body: bytes) -> dict[str, Any]:
+    """The client's JSON, checked enough that no provider is asked with junk."""
+    if not body:
+        raise ApiError(400, "The request body is empty; send a JSON chat completion request.")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "'messages' must be a non-empty list.", param="messages")
+    if not all(isinstance(message, dict) for message in messages):
+        raise ApiError(400, "Each item of 'messages' must be an object.", param="messages")
+    if "stream" in data and not isinstance(data["stream"], bool | None):
+        raise ApiError(400, "'stream' must be true or false.", param="stream")
+    if "model" in data and not isinstance(data["model"], str):
+        raise ApiError(400, "'model' must be a string.", param="model")
+    return data
+
+
+def _count_tokens(record: RequestRecord, request: dict[str, Any], body: bytes) -> None:
+    """Tokens from the provider's usage; an estimate (about 4 characters a token) without it."""
+    # A regex, not a parse: the success body is relayed as it came, never decoded.
+    prompt, completion = _PROMPT_TOKENS.search(body), _COMPLETION_TOKENS.search(body)
+    if prompt and completion:
+        record.prompt_tokens, record.completion_tokens = int(prompt[1]), int(completion[1])
+    else:
+        try:
+            choices = json.loads(body).get("choices") or []
+            text = "".join(str((c.get("message") or {}).get("content") or "") for c in choices)
+        except (ValueError, AttributeError):
+            text = ""
+        record.prompt_tokens = len(json.dumps(request.get("messages"))) // 4
+        record.completion_tokens = len(text) // 4
+        record.tokens_estimated = True
+    record.total_tokens = record.prompt_tokens + record.completion_tokens
+
+
+async def handle_chat(app: Sanic, request: Request) -> HTTPResponse | None:
+    record = RequestRecord(new_request_id(), time.time())
+    token = logs.request_id.set(record.id)
+    started = time.perf_counter()
+    try:
+        return await _handle(app, request, record, started)
+    except ApiError as err:
+        record.status = err.status
+        record.outcome = err.code or "bad_request"
+        err.headers["X-Request-Id"] = record.id
+        raise
+    except asyncio.CancelledError:
+        record.status, record.outcome = 499, "client_disconnected"
+        log.info("client disconnected")
+        raise
+    finally:
+        record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        record.attempts = sum(1 for a in record.trail if not a.outcome.startswith("skip:"))
+        app.ctx.metrics.observe(record)
+        telemetry = app.ctx.telemetry
+        if telemetry is not None:
+            telemetry.submit(record)
+        logs.request_id.reset(token)
+
+
+async def _handle(
+    app: Sanic, request: Request, record: RequestRecord, started: float
+) -> HTTPResponse | None:
+    snapshot: Snapshot = app.ctx.snapshot  # this request keeps it, whatever reloads
+    record.key_label = authorize(request, snapshot, admin=False)
+    body = parse_chat_request(request.body)
+    model = body.get("model")
+    record.requested_model = model if isinstance(model, str) else None
+    record.stream = body.get("stream") is True
+    chain = Router.pick_chain(snapshot, model)
+    if chain is None:
+        raise ApiError(
+            404,
+            f"The model '{model}' is not a chain of this proxy; "
+            f"chains: {', '.join(snapshot.chains) or 'none'}.",
+            code="model_not_found",
+            param="model",
+        )
+    record.chain = chain.name
+    router: Router = app.ctx.router
+    trace = Trace(record.trail)
+    if record.stream:
+        started_stream = await router.stream(snapshot, chain, body, trace)
+        if isinstance(started_stream, Reply):
+            return _reply(record, started_stream)
+        await _relay(request, record, started_stream, started)
+        return None
+    reply = await router.complete(snapshot, chain, body, trace)
+    if reply.outcome == "success":
+        _count_tokens(record, body, reply.body)
+    return _reply(record, reply)
+
+
+def _reply(record: RequestRecord, reply: Reply) -> HTTPResponse:
+    record.status, record.outcome = reply.status, reply.outcome
+    if reply.entry is not None:
+        record.provider, record.model = reply.entry.provider_id, reply.entry.model
+    if reply.outcome == "all_providers_exhausted":
+        log.warning("all providers exhausted: %s", reply.headers.get("X-429chain-Trace"))
+    return raw(reply.body, reply.status, {**reply.headers, "X-Request-Id": record.id}, JSON)
+
+
+async def _relay(
+    request: Request, record: RequestRecord, stream: StreamStart, started: float
+) -> None:
+    record.provider, record.model = stream.entry.provider_id, stream.entry.model
+    record.status, record.outcome = 200, "success"
+    response = await request.respond(
+        status=200,
+        headers={**stream.headers, **SSE_HEADERS, "X-Request-Id": record.id},
+        content_type="text/event-stream; charset=utf-8",
+    )
+    record.ttft_ms = round((time.perf_counter() - started) * 1000, 3)
+    stats = await stream.session.relay(stream.committed, response.send)
+    await response.eof()
+    if stats.end != "done":
+        record.outcome = stats.end
+        log.warning("stream from %s ended early: %s", stream.entry.label, stats.end)
+    record.prompt_tokens, record.completion_tokens = stats.prompt_tokens, stats.completion_tokens
+    if stats.prompt_tokens is not None and stats.completion_tokens is not None:
+        record.total_tokens = stats.prompt_tokens + stats.completion_tokens
+    record.tokens_estimated = stats.tokens_estimated

@@ -1,0 +1,611 @@
+"""Read-only questions about the request log, answered as JSON-ready dicts.
+
+Every function here is synchronous and runs on a worker thread (the server
+calls it through `asyncio.to_thread`); none writes. Ranges are half-open,
+`[since_ms, until_ms)`, in epoch milliseconds.
+
+Aggregates read `HourlyRollup` for the whole hours inside a range and the raw
+`requests` rows only for the partial hours at its two ends. That keeps a 30-day
+summary at a few thousand rollup rows however many requests were logged, and
+still exact at the edges: `since=now-24h` counts requests to the millisecond.
+
+Latency percentiles (`p50`, `p95`) are *estimates*: percentiles cannot be
+summed across hours, so each rollup row keeps a histogram over
+`LATENCY_BUCKETS_MS`, and the raw edge rows are bucketed the same way before
+merging. A percentile is interpolated linearly inside the bucket it falls in,
+so its error is at most that bucket's width; one above the last bound reports
+the last bound. `avg` is exact.
+
+A request counts as an error when its outcome is anything but "success"; both
+the rollup and the raw rows are classified by that one rule (the rollup's own
+`errors` column is not read), so whole hours and edges always agree.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import peewee
+from peewee import Case, fn
+
+from chain429.db import (
+    LATENCY_BUCKETS_MS,
+    AttemptRow,
+    HourlyRollup,
+    RequestRow,
+    database_proxy,
+)
+
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+BUCKETS_MS = {"5m": 5 * MINUTE_MS, "1h": HOUR_MS, "1d": DAY_MS}
+# Minute buckets are computed from raw rows; past two days that scan stops being small.
+MAX_MINUTE_RANGE_MS = 2 * DAY_MS
+MAX_BUCKETS = 5000  # a chart has no use for more points, and each one is a dict
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+SUCCESS = "success"
+
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNIT_MS = {"s": 1000, "m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS}
+_DIMENSIONS = ("chain", "provider", "outcome")
+_STAR = peewee.SQL("*")
+_ATTEMPT_ID = AttemptRow._meta.primary_key  # peewee's implicit auto id; ties keep insert order
+
+
+class StatsParamError(ValueError):
+    """A bad query parameter; `param` names it, for the API's 400 answer."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+        self.message = message
+
+
+# -- parameters --------------------------------------------------------------
+
+
+def parse_time(value: str, now: float, param: str) -> int:
+    """ISO 8601 (`2026-11-26T10:00:00Z`, `2026-11-26`) or an age (`24h`, `7d`, `30m`, `90s`)."""
+    match = _RELATIVE.match(value)
+    if match:
+        return int(now * 1000) - int(match.group(1)) * _UNIT_MS[match.group(2)]
+    text = value.strip()
+    try:
+        if len(text) == 10:  # a date alone means its midnight, UTC
+            day = date.fromisoformat(text)
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        else:
+            moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise StatsParamError(
+            param,
+            f"expected an ISO 8601 time (2026-11-26T10:00:00Z, 2026-11-26) or an age "
+            f"such as 24h, 7d, 30m, 90s; got {value!r}",
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # the log is in UTC; so is a bare time
+    return int(moment.timestamp() * 1000)
+
+
+def parse_range(since: str | None, until: str | None, now: float) -> tuple[int, int]:
+    """`(since_ms, until_ms)`; by default the last 24 hours up to `now` (epoch seconds)."""
+    until_ms = parse_time(until, now, "until") if until else int(now * 1000)
+    since_ms = parse_time(since, now, "since") if since else until_ms - DAY_MS
+    if since_ms >= until_ms:
+        raise StatsParamError("since", "must be earlier than until")
+    return since_ms, until_ms
+
+
+def parse_limit(value: str | int | None) -> int:
+    if value is None:
+        return DEFAULT_LIMIT
+    try:
+        limit = int(value)
+    except (TypeError, ValueError):
+        raise StatsParamError("limit", f"must be an integer, got {value!r}") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise StatsParamError("limit", f"must be between 1 and {MAX_LIMIT}, got {limit}")
+    return limit
+
+
+def encode_cursor(time_ms: int, request_id: str) -> str:
+    raw = f"{time_ms}:{request_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        time_text, request_id = text.split(":", 1)
+        return int(time_text), request_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise StatsParamError("cursor", "is not a cursor this server handed out") from None
+
+
+def iso(time_ms: int) -> str:
+    moment = datetime.fromtimestamp(time_ms / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# -- aggregation over rollup + edges -----------------------------------------
+
+
+@dataclass(slots=True)
+class Totals:
+    requests: int = 0
+    successes: int = 0
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_sum_ms: float = 0.0
+    histogram: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        """Add one aggregate row: the six sums, then one count per histogram bucket."""
+        # PostgreSQL sums bigints as numeric (Decimal); int() keeps the JSON plain.
+        self.requests += int(row[0] or 0)
+        self.successes += int(row[1] or 0)
+        self.attempts += int(row[2] or 0)
+        self.prompt_tokens += int(row[3] or 0)
+        self.completion_tokens += int(row[4] or 0)
+        self.latency_sum_ms += float(row[5] or 0)
+        for i, count in enumerate(row[6:]):
+            self.histogram[i] += int(count or 0)
+
+    def merge(self, other: Totals) -> None:
+        self.add(
+            (
+                other.requests,
+                other.successes,
+                other.attempts,
+                other.prompt_tokens,
+                other.completion_tokens,
+                other.latency_sum_ms,
+                *other.histogram,
+            )
+        )
+
+    @property
+    def errors(self) -> int:
+        return self.requests - self.successes
+
+    def tokens(self) -> dict[str, int]:
+        return {
+            "prompt": self.prompt_tokens,
+            "completion": self.completion_tokens,
+            "total": self.prompt_tokens + self.completion_tokens,
+        }
+
+    def latency(self, *, avg: bool = True) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        if avg:
+            out["avg"] = round(self.latency_sum_ms / self.requests, 1) if self.requests else None
+        out["p50"] = quantile(self.histogram, 0.50)
+        out["p95"] = quantile(self.histogram, 0.95)
+        return out
+
+
+def quantile(histogram: list[int], q: float) -> float | None:
+    """Estimate a quantile from per-bucket counts, interpolating inside the bucket."""
+    total = sum(histogram)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for i, count in enumerate(histogram):
+        if count and seen + count >= rank:
+            if i >= len(LATENCY_BUCKETS_MS):
+                return float(LATENCY_BUCKETS_MS[-1])  # open-ended: all we know is "above"
+            low = LATENCY_BUCKETS_MS[i - 1] if i else 0.0
+            high = LATENCY_BUCKETS_MS[i]
+            return round(low + (high - low) * (rank - seen) / count, 1)
+        seen += count
+    return float(LATENCY_BUCKETS_MS[-1])
+
+
+def bucket_of(latency_ms: float) -> int:
+    """The histogram bucket a latency falls in: the first bound it is at or below."""
+    for i, bound in enumerate(LATENCY_BUCKETS_MS):
+        if latency_ms <= bound:
+            return i
+    return len(LATENCY_BUCKETS_MS)
+
+
+def _is_postgres() -> bool:
+    return isinstance(database_proxy.obj, peewee.PostgresqlDatabase)
+
+
+@contextmanager
+def read_snapshot() -> Iterator[None]:
+    """One consistent view across the rollup and raw queries of one answer.
+
+    The writer updates rows and rollup in one transaction; reading both inside
+    one transaction (SQLite WAL: a snapshot; PostgreSQL: REPEATABLE READ) means
+    an answer never counts a batch in one and not the other.
+    """
+    if _is_postgres():
+        with database_proxy.atomic(isolation_level="REPEATABLE READ"):
+            yield
+    else:
+        with database_proxy.atomic():
+            yield
+
+
+def _raw_columns() -> list[Any]:
+    latency = RequestRow.latency_ms
+    bounds = LATENCY_BUCKETS_MS
+    buckets = [fn.SUM(Case(None, [(latency <= bounds[0], 1)], 0))]
+    for low, high in itertools.pairwise(bounds):
+        buckets.append(fn.SUM(Case(None, [((latency > low) & (latency <= high), 1)], 0)))
+    buckets.append(fn.SUM(Case(None, [(latency > bounds[-1], 1)], 0)))
+    return [
+        fn.COUNT(RequestRow.id),
+        fn.SUM(Case(None, [(RequestRow.outcome == SUCCESS, 1)], 0)),
+        fn.SUM(RequestRow.attempts),
+        fn.SUM(fn.COALESCE(RequestRow.prompt_tokens, 0)),
+        fn.SUM(fn.COALESCE(RequestRow.completion_tokens, 0)),
+        fn.SUM(latency),
+        *buckets,
+    ]
+
+
+def _rollup_columns() -> list[Any]:
+    hist = HourlyRollup.latency_histogram
+    buckets = []
+    for i in range(len(LATENCY_BUCKETS_MS) + 1):
+        # Summed inside the database: 30 days of rollup rows leave it as a handful of rows.
+        if _is_postgres():
+            item = peewee.Expression(hist.cast("json"), "->>", peewee.SQL(str(i)))
+            buckets.append(fn.SUM(item.cast("bigint")))
+        else:
+            buckets.append(fn.SUM(fn.json_extract(hist, f"$[{i}]")))
+    return [
+        fn.SUM(HourlyRollup.requests),
+        fn.SUM(Case(None, [(HourlyRollup.outcome == SUCCESS, HourlyRollup.requests)], 0)),
+        fn.SUM(HourlyRollup.attempts),
+        fn.SUM(HourlyRollup.prompt_tokens),
+        fn.SUM(HourlyRollup.completion_tokens),
+        fn.SUM(HourlyRollup.latency_sum_ms),
+        *buckets,
+    ]
+
+
+def _bucket_expr(column: Any, bucket_ms: int) -> Any:
+    # Both databases store times as integers, so "/" is integer division here.
+    return (column / bucket_ms) * bucket_ms
+
+
+def _raw_dimension(name: str) -> Any:
+    # The rollup keeps "" for "no chain" / "nobody answered"; raw rows say NULL.
+    if name == "outcome":
+        return RequestRow.outcome
+    return fn.COALESCE(getattr(RequestRow, name), "")
+
+
+def _raw_part(
+    since_ms: int, until_ms: int, dims: tuple[str, ...], bucket_ms: int | None
+) -> Iterator[tuple[Any, ...]]:
+    keys = [_raw_dimension(d) for d in dims]
+    if bucket_ms:
+        keys.insert(0, _bucket_expr(RequestRow.time_ms, bucket_ms))
+    query: Any = (
+        RequestRow.select(*keys, *_raw_columns())
+        .where((RequestRow.time_ms >= since_ms) & (RequestRow.time_ms < until_ms))
+        .tuples()
+    )
+    if keys:
+        query = query.group_by(*keys)
+    yield from query
+
+
+def _rollup_part(
+    first_hour_ms: int, end_hour_ms: int, dims: tuple[str, ...], bucket_ms: int | None
+) -> Iterator[tuple[Any, ...]]:
+    keys = [getattr(HourlyRollup, d) for d in dims]
+    if bucket_ms == HOUR_MS:
+        keys.insert(0, HourlyRollup.hour_ms)
+    elif bucket_ms:
+        keys.insert(0, _bucket_expr(HourlyRollup.hour_ms, bucket_ms))
+    query: Any = (
+        HourlyRollup.select(*keys, *_rollup_columns())
+        .where((HourlyRollup.hour_ms >= first_hour_ms) & (HourlyRollup.hour_ms < end_hour_ms))
+        .tuples()
+    )
+    if keys:
+        query = query.group_by(*keys)
+    yield from query
+
+
+def collect(
+    since_ms: int, until_ms: int, dims: tuple[str, ...] = (), bucket_ms: int | None = None
+) -> dict[tuple[Any, ...], Totals]:
+    """Totals per group: (bucket start if bucketed, then the named dimensions)."""
+    assert all(d in _DIMENSIONS for d in dims)
+    width = len(dims) + (1 if bucket_ms else 0)
+    groups: dict[tuple[Any, ...], Totals] = {}
+
+    def take(rows: Iterator[tuple[Any, ...]]) -> None:
+        for row in rows:
+            key = tuple(int(v) if i == 0 and bucket_ms else v for i, v in enumerate(row[:width]))
+            if row[width] is None or int(row[width]) == 0:
+                continue  # an ungrouped aggregate over no rows is one row of NULLs
+            groups.setdefault(key, Totals()).add(row[width:])
+
+    first_hour = -(-since_ms // HOUR_MS) * HOUR_MS
+    end_hour = until_ms // HOUR_MS * HOUR_MS
+    # Sub-hour buckets cannot come from hourly rows; such ranges are short (see timeseries).
+    use_rollup = first_hour < end_hour and (bucket_ms is None or bucket_ms % HOUR_MS == 0)
+    if use_rollup:
+        take(_rollup_part(first_hour, end_hour, dims, bucket_ms))
+        if since_ms < first_hour:
+            take(_raw_part(since_ms, first_hour, dims, bucket_ms))
+        if end_hour < until_ms:
+            take(_raw_part(end_hour, until_ms, dims, bucket_ms))
+    else:
+        take(_raw_part(since_ms, until_ms, dims, bucket_ms))
+    return groups
+
+
+def _range_fields(since_ms: int, until_ms: int) -> dict[str, Any]:
+    return {
+        "since_ms": since_ms,
+        "until_ms": until_ms,
+        "since": iso(since_ms),
+        "until": iso(until_ms),
+    }
+
+
+# -- the questions -----------------------------------------------------------
+
+
+def summary(since_ms: int, until_ms: int) -> dict[str, Any]:
+    """Totals over the range; `latency_ms.p50/p95` are histogram estimates."""
+    with read_snapshot():
+        totals = Totals()
+        for part in collect(since_ms, until_ms).values():
+            totals.merge(part)
+    return {
+        "object": "stats.summary",
+        **_range_fields(since_ms, until_ms),
+        "requests": totals.requests,
+        "successes": totals.successes,
+        "errors": totals.errors,
+        "error_rate": round(totals.errors / totals.requests, 4) if totals.requests else 0.0,
+        "attempts": totals.attempts,
+        "tokens": totals.tokens(),
+        "latency_ms": totals.latency(),
+    }
+
+
+def providers(since_ms: int, until_ms: int) -> dict[str, Any]:
+    """Per provider: the requests it answered, and every attempt made on it.
+
+    A request is attributed to the provider that answered it (`requests.provider`);
+    one nobody answered is listed under `provider: null`, never under the last
+    provider tried. Attempts, skips included, come from the attempt trails.
+    """
+    with read_snapshot():
+        answered = collect(since_ms, until_ms, ("provider",))
+        attempt_rows: list[Any] = list(
+            AttemptRow.select(AttemptRow.provider, AttemptRow.outcome, fn.COUNT(_STAR))
+            .join(RequestRow)
+            .where((RequestRow.time_ms >= since_ms) & (RequestRow.time_ms < until_ms))
+            .group_by(AttemptRow.provider, AttemptRow.outcome)
+            .tuples()
+        )
+    outcomes: dict[str, dict[str, int]] = {}
+    for provider, outcome, count in attempt_rows:
+        outcomes.setdefault(provider, {})[outcome] = int(count)
+    names = {key[0] for key in answered} | set(outcomes)
+    rows = []
+    for name in sorted(names, key=lambda n: (n == "", n)):
+        totals = answered.get((name,), Totals())
+        by_outcome = outcomes.get(name, {})
+        skips = sum(n for token, n in by_outcome.items() if token.startswith("skip:"))
+        rows.append(
+            {
+                "provider": name or None,
+                "requests": totals.requests,
+                "successes": totals.successes,
+                "errors": totals.errors,
+                "tokens": totals.tokens(),
+                "latency_ms": totals.latency(),
+                "attempts": {
+                    "calls": sum(by_outcome.values()) - skips,
+                    "skips": skips,
+                    "outcomes": dict(sorted(by_outcome.items())),
+                },
+            }
+        )
+    return {"object": "stats.providers", **_range_fields(since_ms, until_ms), "data": rows}
+
+
+def chains(since_ms: int, until_ms: int) -> dict[str, Any]:
+    """Per chain (`null`: requests that never reached one, e.g. an unknown model)."""
+    with read_snapshot():
+        groups = collect(since_ms, until_ms, ("chain",))
+    rows = []
+    for (name,), totals in sorted(groups.items(), key=lambda kv: (kv[0][0] == "", kv[0][0])):
+        rows.append(
+            {
+                "chain": name or None,
+                "requests": totals.requests,
+                "successes": totals.successes,
+                "errors": totals.errors,
+                "error_rate": round(totals.errors / totals.requests, 4),
+                "tokens": totals.tokens(),
+                "latency_ms": totals.latency(),
+            }
+        )
+    return {"object": "stats.chains", **_range_fields(since_ms, until_ms), "data": rows}
+
+
+def pick_bucket(since_ms: int, until_ms: int, bucket: str | None) -> int:
+    span = until_ms - since_ms
+    if bucket is None:
+        if span <= 6 * HOUR_MS:
+            return BUCKETS_MS["5m"]
+        return HOUR_MS if span <= 7 * DAY_MS else DAY_MS
+    if bucket not in BUCKETS_MS:
+        raise StatsParamError("bucket", f"must be one of 5m, 1h, 1d; got {bucket!r}")
+    bucket_ms = BUCKETS_MS[bucket]
+    if bucket_ms < HOUR_MS and span > MAX_MINUTE_RANGE_MS:
+        raise StatsParamError("bucket", "5m buckets cover at most 48h; use 1h or 1d")
+    if span / bucket_ms > MAX_BUCKETS:
+        raise StatsParamError("bucket", f"the range would have over {MAX_BUCKETS} buckets")
+    return bucket_ms
+
+
+def timeseries(since_ms: int, until_ms: int, bucket: str | None = None) -> dict[str, Any]:
+    """Per time bucket (UTC-aligned; the first and last may be cut by the range).
+
+    Every bucket in the range is listed, empty ones with zeros, so a chart needs
+    no gap filling. `latency_ms.p50/p95` are histogram estimates.
+    """
+    bucket_ms = pick_bucket(since_ms, until_ms, bucket)
+    with read_snapshot():
+        groups = collect(since_ms, until_ms, (), bucket_ms)
+    points = []
+    start = since_ms // bucket_ms * bucket_ms
+    while start < until_ms:
+        totals = groups.get((start,), Totals())
+        points.append(
+            {
+                "start_ms": start,
+                "start": iso(start),
+                "requests": totals.requests,
+                "errors": totals.errors,
+                "tokens": totals.tokens(),
+                "latency_ms": totals.latency(avg=False),
+            }
+        )
+        start += bucket_ms
+    name = next(k for k, v in BUCKETS_MS.items() if v == bucket_ms)
+    return {
+        "object": "stats.timeseries",
+        **_range_fields(since_ms, until_ms),
+        "bucket": name,
+        "bucket_ms": bucket_ms,
+        "data": points,
+    }
+
+
+# -- single requests ---------------------------------------------------------
+
+_REQUEST_FIELDS = (
+    "id",
+    "time_ms",
+    "key_label",
+    "chain",
+    "requested_model",
+    "provider",
+    "model",
+    "status",
+    "outcome",
+    "stream",
+    "attempts",
+    "latency_ms",
+    "ttft_ms",
+    "queued_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "tokens_estimated",
+)
+
+
+def _request_dict(row: RequestRow) -> dict[str, Any]:
+    out = {name: getattr(row, name) for name in _REQUEST_FIELDS}
+    out["stream"] = bool(out["stream"])
+    out["tokens_estimated"] = bool(out["tokens_estimated"])
+    out["time"] = iso(row.time_ms)
+    return out
+
+
+def requests(
+    since_ms: int,
+    until_ms: int,
+    *,
+    chain: str | None = None,
+    provider: str | None = None,
+    status: int | None = None,
+    outcome: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Logged requests, newest first, `limit` per page; pass `next_cursor` back for the next.
+
+    The cursor is the (time, id) of the last row handed out, so rows logged
+    while a client pages never shift or repeat a page.
+    """
+    limit = parse_limit(limit)
+    query = RequestRow.select().where(
+        (RequestRow.time_ms >= since_ms) & (RequestRow.time_ms < until_ms)
+    )
+    if cursor:
+        after_ms, after_id = decode_cursor(cursor)
+        # The plain `<=` lets the database use the time index; the OR breaks ties by id.
+        query = query.where(
+            (RequestRow.time_ms <= after_ms)
+            & (
+                (RequestRow.time_ms < after_ms)
+                | ((RequestRow.time_ms == after_ms) & (RequestRow.id < after_id))
+            )
+        )
+    for column, value in (
+        (RequestRow.chain, chain),
+        (RequestRow.provider, provider),
+        (RequestRow.status, status),
+        (RequestRow.outcome, outcome),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    rows = list(query.order_by(RequestRow.time_ms.desc(), RequestRow.id.desc()).limit(limit + 1))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if rows else None
+    return {
+        "object": "list",
+        **_range_fields(since_ms, until_ms),
+        "data": [_request_dict(row) for row in rows],
+        "has_more": more,
+        "next_cursor": encode_cursor(last.time_ms, last.id) if more and last else None,
+    }
+
+
+def request_detail(request_id: str) -> dict[str, Any] | None:
+    """One request and its attempt trail in chain order, or None if it is not logged."""
+    with read_snapshot():
+        row = RequestRow.get_or_none(RequestRow.id == request_id)
+        if row is None:
+            return None
+        trail = list(
+            AttemptRow.select()
+            .where(AttemptRow.request == request_id)
+            .order_by(AttemptRow.order, _ATTEMPT_ID)
+        )
+    out = {"object": "stats.request", **_request_dict(row)}
+    out["trail"] = [
+        {
+            "order": a.order,
+            "provider": a.provider,
+            "model": a.model,
+            "outcome": a.outcome,
+            "status": a.status,
+            "latency_ms": a.latency_ms,
+            "cooldown_ms": a.cooldown_ms,
+            "reason": a.reason,
+        }
+        for a in trail
+    ]
+    return out
