@@ -12,6 +12,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "chain429_request_id", default=None
@@ -30,11 +32,22 @@ LEVELS = {
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
-class RequestIdFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "request_id"):
-            record.request_id = request_id.get()
-        return True
+def _stamp_request_id(
+    factory: Callable[..., logging.LogRecord],
+) -> Callable[..., logging.LogRecord]:
+    # Stamped when the record is made, in the task that logs it: a handler may
+    # format it later, elsewhere, where the context variable no longer holds.
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        record.request_id = request_id.get()
+        return record
+
+    make.chain429 = True  # type: ignore[attr-defined]
+    return make
+
+
+if not getattr(logging.getLogRecordFactory(), "chain429", False):
+    logging.setLogRecordFactory(_stamp_request_id(logging.getLogRecordFactory()))
 
 
 class TextFormatter(logging.Formatter):
@@ -68,10 +81,12 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     """Send every logger's lines to stderr, one per line, in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS.get(level, logging.INFO))
+    # httpx logs every upstream call at INFO: that is our trace's job, not a log line's.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     # Sanic's own loggers bring handlers of their own; route them through ours.
     for name in ("sanic.root", "sanic.error", "sanic.access", "sanic.server"):
         logger = logging.getLogger(name)

@@ -36,6 +36,7 @@ from typing import Any
 import peewee
 from peewee import Case, fn
 
+from chain429.database import is_postgres, read_connection
 from chain429.db import (
     LATENCY_BUCKETS_MS,
     AttemptRow,
@@ -221,24 +222,23 @@ def bucket_of(latency_ms: float) -> int:
     return len(LATENCY_BUCKETS_MS)
 
 
-def _is_postgres() -> bool:
-    return isinstance(database_proxy.obj, peewee.PostgresqlDatabase)
+def _database() -> peewee.Database:
+    database = database_proxy.obj
+    if database is None:
+        raise RuntimeError("the request log database is not open (chain429.database.open_database)")
+    return database
 
 
 @contextmanager
 def read_snapshot() -> Iterator[None]:
-    """One consistent view across the rollup and raw queries of one answer.
+    """This thread's own connection, and one consistent view for all queries of one answer.
 
-    The writer updates rows and rollup in one transaction; reading both inside
-    one transaction (SQLite WAL: a snapshot; PostgreSQL: REPEATABLE READ) means
-    an answer never counts a batch in one and not the other.
+    The writer adds rows and updates the rollup in one transaction; reading
+    both in one transaction (a WAL snapshot on SQLite, REPEATABLE READ on
+    PostgreSQL) means an answer never counts a batch in one and not the other.
     """
-    if _is_postgres():
-        with database_proxy.atomic(isolation_level="REPEATABLE READ"):
-            yield
-    else:
-        with database_proxy.atomic():
-            yield
+    with read_connection(_database()):
+        yield
 
 
 def _raw_columns() -> list[Any]:
@@ -264,7 +264,7 @@ def _rollup_columns() -> list[Any]:
     buckets = []
     for i in range(len(LATENCY_BUCKETS_MS) + 1):
         # Summed inside the database: 30 days of rollup rows leave it as a handful of rows.
-        if _is_postgres():
+        if is_postgres(_database()):
             item = peewee.Expression(hist.cast("json"), "->>", peewee.SQL(str(i)))
             buckets.append(fn.SUM(item.cast("bigint")))
         else:
@@ -502,26 +502,8 @@ def timeseries(since_ms: int, until_ms: int, bucket: str | None = None) -> dict[
 
 # -- single requests ---------------------------------------------------------
 
-_REQUEST_FIELDS = (
-    "id",
-    "time_ms",
-    "key_label",
-    "chain",
-    "requested_model",
-    "provider",
-    "model",
-    "status",
-    "outcome",
-    "stream",
-    "attempts",
-    "latency_ms",
-    "ttft_ms",
-    "queued_ms",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "tokens_estimated",
-)
+# Every column, in declaration order: the list page and the detail page show the same fields.
+_REQUEST_FIELDS = tuple(f.name for f in RequestRow._meta.sorted_fields)
 
 
 def _request_dict(row: RequestRow) -> dict[str, Any]:
@@ -570,7 +552,10 @@ def requests(
     ):
         if value is not None:
             query = query.where(column == value)
-    rows = list(query.order_by(RequestRow.time_ms.desc(), RequestRow.id.desc()).limit(limit + 1))
+    with read_snapshot():
+        rows = list(
+            query.order_by(RequestRow.time_ms.desc(), RequestRow.id.desc()).limit(limit + 1)
+        )
     more = len(rows) > limit
     rows = rows[:limit]
     last = rows[-1] if rows else None

@@ -188,6 +188,17 @@ def test_serve_without_keys_says_it_is_open_on_loopback(tmp_path):
     assert "serving without authentication on 127.0.0.1" in proc.stderr.read()
 
 
+def test_serve_logs_json_lines_when_asked(tmp_path):
+    path = tmp_path / "open.yaml"
+    path.write_text(ONE_CHAIN.replace("  apiKeys: [k]\n", "  logFormat: json\n"))
+    port = free_port()
+    with serving("-c", str(path), "--port", str(port)) as proc:
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+    lines = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]
+    warning = [line for line in lines if "without authentication" in line["message"]]
+    assert warning and warning[0]["level"] == "warning"
+
+
 def test_serve_without_keys_refuses_a_public_host(tmp_path):
     path = tmp_path / "open.yaml"
     path.write_text(
