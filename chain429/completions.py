@@ -77,10 +77,11 @@ def _count_tokens(record: RequestRecord, request: dict[str, Any], body: bytes) -
 
 async def handle_chat(app: Sanic, request: Request) -> HTTPResponse | None:
     record = RequestRecord(new_request_id(), time.time())
+    trace = Trace(record.trail)
     token = logs.request_id.set(record.id)
     started = time.perf_counter()
     try:
-        return await _handle(app, request, record, started)
+        return await _handle(app, request, record, trace, started)
     except ApiError as err:
         record.status = err.status
         record.outcome = err.code or "bad_request"
@@ -93,6 +94,7 @@ async def handle_chat(app: Sanic, request: Request) -> HTTPResponse | None:
     finally:
         record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
         record.attempts = sum(1 for a in record.trail if not a.outcome.startswith("skip:"))
+        record.queued_ms = round(trace.queued_ms, 3)
         app.ctx.metrics.observe(record)
         telemetry = app.ctx.telemetry
         if telemetry is not None:
@@ -101,7 +103,7 @@ async def handle_chat(app: Sanic, request: Request) -> HTTPResponse | None:
 
 
 async def _handle(
-    app: Sanic, request: Request, record: RequestRecord, started: float
+    app: Sanic, request: Request, record: RequestRecord, trace: Trace, started: float
 ) -> HTTPResponse | None:
     snapshot: Snapshot = app.ctx.snapshot  # this request keeps it, whatever reloads
     record.key_label = authorize(request, snapshot, admin=False)
@@ -120,7 +122,6 @@ async def _handle(
         )
     record.chain = chain.name
     router: Router = app.ctx.router
-    trace = Trace(record.trail)
     if record.stream:
         started_stream = await router.stream(snapshot, chain, body, trace)
         if isinstance(started_stream, Reply):

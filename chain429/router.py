@@ -8,9 +8,11 @@ streaming path plugs a different `attempt` into the same walk.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ class Trace:
     trail: list[AttemptRecord] = field(default_factory=list)
     calls: int = 0  # upstream calls made; skips are not calls
     earliest_recovery: float | None = None
+    queued_ms: float = 0.0  # time spent waiting in the queue for an entry to recover
 
     def skip(self, entry: EntryRuntime, block: Block) -> None:
         self.trail.append(
@@ -150,6 +153,47 @@ class Router:
     def __init__(self, upstream: Upstream, state: StateStore) -> None:
         self.upstream = upstream
         self.waterfall = Waterfall(state)
+        self.waiting: dict[str, int] = {}  # queued requests per chain
+
+    @property
+    def queue_depth(self) -> int:
+        return sum(self.waiting.values())
+
+    async def _walk(
+        self, snapshot: Snapshot, chain: ChainRuntime, attempt: Attempt[T], trace: Trace
+    ) -> Answer[T]:
+        """Walk the chain; in queue mode, wait for the earliest recovery and walk again.
+
+        A request waits only when some entry's recovery time is known and comes
+        before its deadline (`queueMaxWaitMs`), and only while fewer than
+        `queueMaxSize` requests of its chain already wait. A client that goes
+        away while waiting cancels the wait like anything else.
+        """
+        settings = snapshot.config.settings
+        give_up_at = time.time() + settings.queue_max_wait_ms / 1000
+        while True:
+            answer = await self.waterfall.walk(chain, attempt, trace)
+            recovery = trace.earliest_recovery
+            if (
+                answer.entry is not None
+                or not settings.queue_mode
+                or recovery is None
+                or recovery > give_up_at
+                or self.waiting.get(chain.name, 0) >= settings.queue_max_size
+            ):
+                return answer
+            # A little jitter, so the requests queued behind one entry do not
+            # all land on it in the same millisecond.
+            wait = max(0.0, recovery - time.time()) + random.uniform(0.0, 0.05)
+            log.info("chain %s exhausted; queued for %.1f s", chain.name, wait)
+            self.waiting[chain.name] = self.waiting.get(chain.name, 0) + 1
+            started = time.perf_counter()
+            try:
+                await asyncio.sleep(wait)
+            finally:
+                self.waiting[chain.name] -= 1
+                trace.queued_ms += (time.perf_counter() - started) * 1000
+            trace.earliest_recovery = None
 
     @staticmethod
     def pick_chain(snapshot: Snapshot, model: object) -> ChainRuntime | None:
@@ -165,7 +209,7 @@ class Router:
     ) -> Reply | StreamStart:
         """Walk the chain until an entry sends its first token; the caller relays the rest."""
         session = StreamSession(snapshot, chain, request, self.upstream, self.waterfall.state)
-        answer = await self.waterfall.walk(chain, session.open_entry, trace)
+        answer = await self._walk(snapshot, chain, session.open_entry, trace)
         if answer.entry is None or answer.outcome is None:
             return exhausted(chain, trace)
         headers = trace.headers(answer.entry.label)
@@ -196,7 +240,7 @@ class Router:
             )
             return outcome, (reply.status, reply.body)
 
-        answer = await self.waterfall.walk(chain, attempt, trace)
+        answer = await self._walk(snapshot, chain, attempt, trace)
         if answer.entry is None or answer.result is None or answer.outcome is None:
             return exhausted(chain, trace)
         status, body = answer.result

@@ -172,9 +172,10 @@ def create_app(
 def _gauges(app: Sanic) -> dict[str, float]:
     """Current-state gauges for /metrics (the cooldown count is refreshed per scrape)."""
     telemetry = app.ctx.telemetry
+    router = getattr(app.ctx, "router", None)  # absent until the server starts
     return {
         "chain429_active_cooldowns": float(app.ctx.cooldowns_in_force),
-        "chain429_request_queue_depth": 0.0,  # requests are not queued yet
+        "chain429_request_queue_depth": float(router.queue_depth) if router else 0.0,
         "chain429_log_queue_depth": float(telemetry.queue_depth) if telemetry else 0.0,
         "chain429_log_queue_dropped": float(telemetry.dropped) if telemetry else 0.0,
     }
