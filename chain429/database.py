@@ -102,6 +102,7 @@ def open_database(url: str | None, *, db_path: str | None = None) -> peewee.Data
     Nothing connects here: each thread connects on first use, and `migrate`
     is the first to do so at start-up.
     """
+    database: peewee.Database
     if url is None or not url.strip():
         path = Path(db_path).expanduser() if db_path else default_sqlite_path()
         database = _open_sqlite(path)

@@ -214,14 +214,6 @@ def quantile(histogram: list[int], q: float) -> float | None:
     return float(LATENCY_BUCKETS_MS[-1])
 
 
-def bucket_of(latency_ms: float) -> int:
-    """The histogram bucket a latency falls in: the first bound it is at or below."""
-    for i, bound in enumerate(LATENCY_BUCKETS_MS):
-        if latency_ms <= bound:
-            return i
-    return len(LATENCY_BUCKETS_MS)
-
-
 def _database() -> peewee.Database:
     database = database_proxy.obj
     if database is None:
@@ -285,6 +277,12 @@ def _bucket_expr(column: Any, bucket_ms: int) -> Any:
     return (column / bucket_ms) * bucket_ms
 
 
+def _ordinals(keys: list[Any]) -> list[Any]:
+    # GROUP BY 1, 2: PostgreSQL with server-side parameters (psycopg 3) cannot tell
+    # that `COALESCE(chain, $1)` in SELECT and `COALESCE(chain, $5)` are one expression.
+    return [peewee.SQL(str(i)) for i in range(1, len(keys) + 1)]
+
+
 def _raw_dimension(name: str) -> Any:
     # The rollup keeps "" for "no chain" / "nobody answered"; raw rows say NULL.
     if name == "outcome":
@@ -304,7 +302,7 @@ def _raw_part(
         .tuples()
     )
     if keys:
-        query = query.group_by(*keys)
+        query = query.group_by(*_ordinals(keys))
     yield from query
 
 
@@ -322,7 +320,7 @@ def _rollup_part(
         .tuples()
     )
     if keys:
-        query = query.group_by(*keys)
+        query = query.group_by(*_ordinals(keys))
     yield from query
 
 

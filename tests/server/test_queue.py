@@ -8,9 +8,9 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import chain_config, provider_entry
 
 from chain429.testing import Reply
+from conftest import chain_config, provider_entry
 
 HELLO = [{"role": "user", "content": "hi"}]
 
@@ -20,7 +20,8 @@ def start(fake, proxy, settings, a_script=(), b_reply=None):
     a.script(*a_script)
     b = fake("b", default=b_reply or Reply.rate_limited(retry_after="60"))
     config = chain_config(
-        [provider_entry("a", a), provider_entry("b", b)], [("a", "model-a"), ("b", "model-b")],
+        [provider_entry("a", a), provider_entry("b", b)],
+        [("a", "model-a"), ("b", "model-b")],
         settings={"queueMode": True, **settings},
     )
     return a, b, proxy(config)
@@ -38,8 +39,9 @@ def test_a_queued_request_is_answered_when_an_entry_recovers(fake, proxy):
 
 
 def test_no_wait_when_recovery_is_beyond_queue_max_wait(fake, proxy):
-    a, b, p = start(fake, proxy, {"queueMaxWaitMs": 500},
-                    a_script=[Reply.rate_limited(retry_after="30")])
+    a, b, p = start(
+        fake, proxy, {"queueMaxWaitMs": 500}, a_script=[Reply.rate_limited(retry_after="30")]
+    )
     started = time.monotonic()
     with pytest.raises(openai.APIStatusError) as caught:
         p.openai().chat.completions.create(model="main", messages=HELLO)
@@ -48,13 +50,17 @@ def test_no_wait_when_recovery_is_beyond_queue_max_wait(fake, proxy):
 
 
 def test_queue_max_size_turns_extra_requests_away(fake, proxy):
-    a, b, p = start(fake, proxy, {"queueMaxSize": 1},
-                    a_script=[Reply.rate_limited(retry_after="1")])
+    a, b, p = start(
+        fake, proxy, {"queueMaxSize": 1}, a_script=[Reply.rate_limited(retry_after="1")]
+    )
     results = {}
 
     def first():
-        results["first"] = p.http().post("/v1/chat/completions",
-                                         json={"model": "main", "messages": HELLO}).status_code
+        results["first"] = (
+            p.http()
+            .post("/v1/chat/completions", json={"model": "main", "messages": HELLO})
+            .status_code
+        )
 
     thread = threading.Thread(target=first)
     thread.start()
