@@ -7,6 +7,9 @@ package, so it needs only the stdlib and httptools. It is a raw
 measure the proxy, not the fake: the default answer is a few byte
 concatenations per request.
 
+The scripted answers themselves (``Reply``, ``ReceivedRequest``) and their wire
+framing live in ``chain429.fake_replies``; they are re-exported here.
+
     with FakeProvider("groq") as fake:
         fake.script(Reply.rate_limited("30"), Reply(delay=0.5))
         ...  # point a client at fake.base_url
@@ -21,208 +24,28 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-import json
-import re
 import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from http.client import responses
-from typing import Any, cast
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import httptools
 
-Chunk = bytes | str | dict[str, Any]
+from chain429.fake_replies import (
+    COMPLETION,
+    FALLBACK_MODEL,
+    ReceivedRequest,
+    Reply,
+    dumps,
+    fill_model,
+    head,
+    request_model,
+    static,
+)
 
-_SERVER = b"server: chain429-fake\r\n"
-_JSON = b"content-type: application/json\r\n"
-_FALLBACK_MODEL = "fake-model"
-_stream_ids = itertools.count(1)
-
-
-def _status_line(status: int) -> bytes:
-    return f"HTTP/1.1 {status} {responses.get(status, 'Unknown')}\r\n".encode("latin-1")
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
-def _fill_model(obj: dict[str, Any], model: str) -> dict[str, Any]:
-    # A top-level "model": None means "the model the client asked for", so one
-    # scripted Reply works whatever model a chain entry sends.
-    return {**obj, "model": model} if obj.get("model", "") is None else obj
-
-
-def _request_model(body: bytes) -> str:
-    try:
-        model = json.loads(body).get("model")
-    except (ValueError, AttributeError):
-        return _FALLBACK_MODEL
-    return model if isinstance(model, str) else _FALLBACK_MODEL
-
-
-def _error_body(message: str, type_: str, code: str | None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
-
-
-_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 429: "requests"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Reply:
-    """One scripted answer. Framing is pre-encoded at construction (why it is frozen)."""
-
-    status: int = 200
-    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    # None -> a chat.completion built for the request; dict -> JSON; str/bytes sent as is.
-    # A dict (or dict chunk) with a top-level "model": None gets the request's model.
-    body: bytes | str | dict[str, Any] | None = None
-    delay: float = 0.0  # before the status line
-    # Streaming: SSE in chunked transfer-encoding, so a cut is detectable by the client
-    # (a close-delimited body would make an abrupt close look like a clean end).
-    chunks: Sequence[Chunk] | None = None
-    chunk_delay: float = 0.0  # before each chunk (so also between the headers and the first)
-    # Close abruptly / go silent after this many chunks (for a plain body: bytes of body).
-    cut_after: int | None = None
-    stall_after: int | None = None
-
-    _prefix: bytes = dataclasses.field(init=False, repr=False, compare=False, default=b"")
-    _extra: bytes = dataclasses.field(init=False, repr=False, compare=False, default=b"")
-    _static: bytes | None = dataclasses.field(init=False, repr=False, compare=False, default=None)
-    _parts: tuple[bytes | dict[str, Any], ...] = dataclasses.field(
-        init=False, repr=False, compare=False, default=()
-    )
-    _immediate: bool = dataclasses.field(init=False, repr=False, compare=False, default=True)
-
-    def __post_init__(self) -> None:
-        own_type, extra = True, []
-        for name, value in self.headers.items():
-            low = name.lower()
-            if low in ("content-length", "transfer-encoding"):
-                continue  # framing is ours; a wrong length would hang the client
-            own_type = own_type and low != "content-type"
-            extra.append(f"{name}: {value}\r\n")
-        set_ = object.__setattr__
-        set_(self, "_extra", "".join(extra).encode("latin-1"))
-        ctype = b""
-        if own_type:
-            ctype = b"content-type: text/event-stream\r\n" if self.chunks is not None else _JSON
-        set_(self, "_prefix", _status_line(self.status) + _SERVER + ctype)
-        body = self.body
-        if isinstance(body, str | bytes):
-            set_(self, "_static", body.encode() if isinstance(body, str) else body)
-        elif isinstance(body, dict) and body.get("model", "") is not None:
-            set_(self, "_static", _dumps(body))
-        if self.chunks is not None:
-            parts: list[bytes | dict[str, Any]] = []
-            for c in self.chunks:
-                if isinstance(c, dict):  # a "model": None chunk is encoded per request
-                    parts.append(
-                        c if c.get("model", "") is None else b"data: " + _dumps(c) + b"\n\n"
-                    )
-                else:
-                    parts.append(c.encode() if isinstance(c, str) else bytes(c))
-            set_(self, "_parts", tuple(parts))
-        set_(
-            self,
-            "_immediate",
-            self.delay <= 0
-            and self.chunks is None
-            and self.cut_after is None
-            and self.stall_after is None,
-        )
-
-    @classmethod
-    def rate_limited(
-        cls,
-        retry_after: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        body: bytes | str | dict[str, Any] | None = None,
-    ) -> Reply:
-        """429 shaped like OpenAI's. The message carries no retry hint on purpose, so
-        a test of header parsing is not rescued by body parsing."""
-        merged = {"retry-after": retry_after} if retry_after is not None else {}
-        merged.update(headers or {})
-        if body is None:
-            body = _error_body(
-                "Rate limit reached (fake provider)", "requests", "rate_limit_exceeded"
-            )
-        return cls(status=429, headers=merged, body=body)
-
-    @classmethod
-    def error(
-        cls,
-        status: int,
-        message: str = "Fake provider error",
-        code: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Reply:
-        type_ = (
-            "server_error" if status >= 500 else _ERROR_TYPES.get(status, "invalid_request_error")
-        )
-        return cls(
-            status=status, headers=dict(headers or {}), body=_error_body(message, type_, code)
-        )
-
-    @classmethod
-    def stream(
-        cls,
-        text: str = "Hello from fake",
-        model: str | None = None,
-        *,
-        pieces: Sequence[str] | None = None,
-        finish_reason: str = "stop",
-        headers: Mapping[str, str] | None = None,
-        delay: float = 0.0,
-        chunk_delay: float = 0.0,
-        cut_after: int | None = None,
-        stall_after: int | None = None,
-        usage: Mapping[str, int] | None = None,
-        done: bool = True,
-    ) -> Reply:
-        """A well-formed OpenAI SSE stream: role chunk, one chunk per word (or per
-        ``pieces``), finish chunk, a usage chunk (``choices: []``) when ``usage`` is
-        given, ``data: [DONE]`` unless ``done=False``. model=None -> the request's."""
-        cid, created = f"chatcmpl-fake-s{next(_stream_ids)}", int(time.time())
-
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            return {
-                "id": cid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }
-
-        words = list(pieces) if pieces is not None else re.findall(r"\s*\S+", text)
-        chunks: list[Chunk] = [chunk({"role": "assistant", "content": ""})]
-        chunks += [chunk({"content": w}) for w in words]
-        chunks.append(chunk({}, finish_reason))
-        if usage is not None:
-            chunks.append({**chunk({}), "choices": [], "usage": dict(usage)})
-        if done:
-            chunks.append(b"data: [DONE]\n\n")
-        return cls(
-            headers=dict(headers or {}),
-            delay=delay,
-            chunks=chunks,
-            chunk_delay=chunk_delay,
-            cut_after=cut_after,
-            stall_after=stall_after,
-        )
-
-
-@dataclasses.dataclass
-class ReceivedRequest:
-    method: str
-    path: str  # without the query string
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
+__all__ = ["FakeProvider", "ReceivedRequest", "Reply", "run_fake_provider_forever"]
 
 
 ReplySource = Reply | Callable[[ReceivedRequest], Reply]
@@ -241,7 +64,7 @@ class FakeProvider:
         default: ReplySource | None = None,
         *,
         record: bool = True,
-        models: Sequence[str] = (_FALLBACK_MODEL,),
+        models: Sequence[str] = (FALLBACK_MODEL,),
     ) -> None:
         self.name = name
         self.record = record  # False for benchmarks: the list would grow without bound
@@ -254,7 +77,7 @@ class FakeProvider:
         self._script: deque[ReplySource] = deque()
         self._lock = threading.Lock()  # script() is called from the test thread
         self._ids = itertools.count(1)
-        self._content = _dumps(f"Hello from {name}")
+        self._content = dumps(f"Hello from {name}")
         self._completion_tokens = len(name.split()) + 2
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -290,7 +113,7 @@ class FakeProvider:
         # endswith: presets with prefixed base URLs (".../openai/v1") hit the fake too.
         if path.endswith(b"/chat/completions"):
             if method != b"POST":
-                return _static(Reply.error(405, "Use POST"))
+                return static(Reply.error(405, "Use POST"))
             source = self._default
             if self._script:
                 with self._lock:
@@ -309,15 +132,15 @@ class FakeProvider:
                     source = source(req)
             if source._immediate:
                 payload = self._payload(source, body)
-                return _head(source, len(payload)) + payload
+                return head(source, len(payload)) + payload
             return source
         if path.endswith(b"/models") and method == b"GET":
             data = [
                 {"id": m, "object": "model", "created": 0, "owned_by": self.name}
                 for m in self.models
             ]
-            return _static(Reply(body={"object": "list", "data": data}))
-        return _static(Reply.error(404, f"Unknown path {path.decode('latin-1')}", "unknown_url"))
+            return static(Reply(body={"object": "list", "data": data}))
+        return static(Reply.error(404, f"Unknown path {path.decode('latin-1')}", "unknown_url"))
 
     def _payload(self, reply: Reply, req_body: bytes) -> bytes:
         """The body to send for a plain (Content-Length) reply to this request."""
@@ -326,13 +149,13 @@ class FakeProvider:
         if reply.body is None:
             return self._completion(req_body)
         assert isinstance(reply.body, dict)  # a dict with "model": None, filled per request
-        return _dumps(_fill_model(reply.body, _request_model(req_body)))
+        return dumps(fill_model(reply.body, request_model(req_body)))
 
     def _completion(self, req_body: bytes) -> bytes:
-        model = _dumps(_request_model(req_body))
+        model = dumps(request_model(req_body))
         prompt = max(1, len(req_body) // 4)
         done = self._completion_tokens
-        return _COMPLETION % (
+        return COMPLETION % (
             next(self._ids),
             int(time.time()),
             model,
@@ -425,23 +248,6 @@ class FakeProvider:
         self.stop_thread()
 
 
-_COMPLETION = (
-    b'{"id":"chatcmpl-fake-%d","object":"chat.completion","created":%d,"model":%s,'
-    b'"choices":[{"index":0,"message":{"role":"assistant","content":%s},'
-    b'"finish_reason":"stop"}],'
-    b'"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}'
-)
-
-
-def _static(reply: Reply) -> bytes:
-    assert reply._static is not None
-    return _head(reply, len(reply._static)) + reply._static
-
-
-def _head(reply: Reply, length: int) -> bytes:
-    return b"".join((reply._prefix, b"content-length: %d\r\n" % length, reply._extra, b"\r\n"))
-
-
 # method, target, raw headers, body, keep-alive
 _Req = tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes, bool]
 
@@ -488,7 +294,7 @@ class _Conn(asyncio.Protocol):
             self.pending.clear()
             if self.task is None:
                 err = Reply.error(400, "Malformed HTTP request", "bad_request")
-                self.transport.write(_static(err))
+                self.transport.write(static(err))
             self.transport.close()
 
     def _fail(self, exc: BaseException, answer: bool = True) -> None:
@@ -500,7 +306,7 @@ class _Conn(asyncio.Protocol):
         self.pending.clear()
         if answer and self.task is None:
             err = Reply.error(500, f"fake provider script failed: {exc!r}", "fake_script")
-            self.transport.write(_static(err))
+            self.transport.write(static(err))
         self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -586,11 +392,11 @@ class _Conn(asyncio.Protocol):
         cut, stall = reply.cut_after, reply.stall_after
         if reply.chunks is None:
             payload = self.p._payload(reply, req_body)
-            head = _head(reply, len(payload))
+            framing = head(reply, len(payload))
             if cut is not None and (stall is None or cut <= stall):
-                write(head + payload[:cut])
+                write(framing + payload[:cut])
                 self._cut()
-            write(head + (payload if stall is None else payload[:stall]))
+            write(framing + (payload if stall is None else payload[:stall]))
             if stall is not None:
                 await asyncio.get_running_loop().create_future()  # until cancelled
             return
@@ -616,8 +422,8 @@ class _Conn(asyncio.Protocol):
             if reply.chunk_delay > 0:
                 await asyncio.sleep(reply.chunk_delay)
             if isinstance(part, dict):
-                model = model or _request_model(req_body)
-                part = b"data: " + _dumps(_fill_model(part, model)) + b"\n\n"
+                model = model or request_model(req_body)
+                part = b"data: " + dumps(fill_model(part, model)) + b"\n\n"
             if part:  # an empty chunk would end the chunked body
                 write(b"%x\r\n%b\r\n" % (len(part), part))
             if self.draining is not None:
