@@ -1,0 +1,327 @@
+"""The writer thread: what goes in comes out as rows, rollups add up, old rows go, no blocking."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import peewee
+import pytest
+from test_database import (
+    database_fixture,
+    make_record_fixture,
+    migrated_fixture,
+    no_writer_left_fixture,
+    postgres_url_fixture,
+)
+
+from chain429 import telemetry as telemetry_module
+from chain429.database import read_connection
+from chain429.db import LATENCY_BUCKETS_MS, AttemptRow, HourlyRollup, RequestRow
+from chain429.records import AttemptRecord, RequestRecord
+from chain429.telemetry import HOUR_MS, Telemetry, latency_bucket
+
+# Shared with test_database.py by import, not by a tests/telemetry/conftest.py: that
+# would replace the root conftest in sys.modules and break `from conftest import ...`
+# in every test module collected after it.
+SHARED_FIXTURES = (
+    postgres_url_fixture,
+    database_fixture,
+    migrated_fixture,
+    no_writer_left_fixture,
+    make_record_fixture,
+)
+MakeRecord = Callable[..., RequestRecord]
+DAY_S = 86400
+
+
+def writer(db: peewee.Database, **kwargs: Any) -> Telemetry:
+    kwargs.setdefault("batch_interval_s", 0.01)
+    kwargs.setdefault("retention_days", 0)
+    return Telemetry(db, **kwargs)
+
+
+def test_records_round_trip_with_their_trails(
+    migrated: peewee.Database, make_record: MakeRecord
+) -> None:
+    full = make_record(stream=True, ttft_ms=55.25, queued_ms=12.5, tokens_estimated=True)
+    bare = make_record(
+        key_label=None,
+        chain=None,
+        requested_model=None,
+        provider=None,
+        model=None,
+        status=503,
+        outcome="all_providers_exhausted",
+        attempts=0,
+        latency_ms=0.0,
+        prompt_tokens=None,
+        completion_tokens=None,
+        total_tokens=None,
+        trail=[AttemptRecord(1, "groq", "llama", "skip:cooldown", cooldown_ms=None)],
+    )
+    telemetry = writer(migrated).start()
+    assert telemetry.submit(full) and telemetry.submit(bare)
+    assert telemetry.stop()
+    assert telemetry.written == 2
+
+    # Every record field but the id, the time and the trail is a column of the same name.
+    request_fields = [f.name for f in dataclasses.fields(RequestRecord)][2:-1]
+    attempt_fields = [f.name for f in dataclasses.fields(AttemptRecord)]
+    assert "key_label" in request_fields and "tokens_estimated" in request_fields
+    for record in (full, bare):
+        row = RequestRow.get_by_id(record.id)
+        assert row.time_ms == int(record.started_at * 1000)
+        assert {n: getattr(row, n) for n in request_fields} == {
+            n: getattr(record, n) for n in request_fields
+        }
+        query = AttemptRow.select().where(AttemptRow.request == record.id)
+        stored = [[getattr(a, n) for n in attempt_fields] for a in query.order_by(AttemptRow.order)]
+        assert stored == [[getattr(a, n) for n in attempt_fields] for a in record.trail]
+    migrated.close()
+
+
+def test_concurrent_submitters_lose_nothing(
+    migrated: peewee.Database, make_record: MakeRecord
+) -> None:
+    telemetry = writer(migrated, queue_size=10000, batch_rows=500).start()
+    refused = []
+
+    def submit_many() -> None:
+        for _ in range(250):
+            if not telemetry.submit(make_record()):
+                refused.append(1)
+
+    threads = [threading.Thread(target=submit_many) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert telemetry.stop()
+    assert telemetry.dropped == len(refused) == 0
+    assert telemetry.written == 2000
+    assert RequestRow.select().count() == 2000
+    assert AttemptRow.select().count() == 2000 * 3
+    assert HourlyRollup.select(peewee.fn.SUM(HourlyRollup.requests)).scalar() == 2000
+    migrated.close()
+
+
+def test_full_queue_drops_and_never_blocks(
+    migrated: peewee.Database, make_record: MakeRecord
+) -> None:
+    telemetry = writer(migrated, queue_size=3)  # not started: nothing drains the queue
+    started = time.perf_counter()
+    accepted = [telemetry.submit(make_record()) for _ in range(10)]
+    assert time.perf_counter() - started < 0.5
+    assert accepted == [True] * 3 + [False] * 7
+    assert telemetry.dropped == 7 and telemetry.queue_depth == 3
+    assert telemetry.stop()  # what was accepted is still written
+    assert RequestRow.select().count() == 3
+    assert not telemetry.submit(make_record()) and telemetry.dropped == 8
+    migrated.close()
+
+
+def test_stop_flushes_everything_queued(migrated: peewee.Database, make_record: MakeRecord) -> None:
+    telemetry = writer(migrated, batch_rows=100, batch_interval_s=5.0).start()
+    for _ in range(750):
+        assert telemetry.submit(make_record())
+    started = time.perf_counter()
+    assert telemetry.stop()
+    assert time.perf_counter() - started < 5.0  # stop does not wait out the batch interval
+    assert RequestRow.select().count() == 750 == telemetry.written
+    assert telemetry.stop()  # idempotent
+    migrated.close()
+
+
+def test_hourly_rollup_matches_raw_rows(migrated: peewee.Database, make_record: MakeRecord) -> None:
+    hour_start = (int(time.time() * 1000) // HOUR_MS - 1) * HOUR_MS / 1000
+    latencies = [0.5, 5, 5.01, 99, 250, 999.9, 4000, 30000, 200000]
+    records = []
+    for i in range(120):
+        chain, provider = ("main", "groq") if i % 3 else ("fast", None)
+        status, outcome = (200, "success") if i % 4 else (429, "all_providers_exhausted")
+        if i % 11 == 0:
+            status, outcome = 200, "stream_interrupted"  # an error although the status was 200
+        records.append(
+            make_record(
+                started_at=hour_start + (i % 2) * 3600 + i,  # two consecutive hours
+                chain=chain,
+                provider=provider,
+                status=status,
+                outcome=outcome,
+                attempts=i % 4,
+                latency_ms=latencies[i % len(latencies)],
+                prompt_tokens=None if i % 5 == 0 else i,
+                completion_tokens=i % 7,
+            )
+        )
+    telemetry = writer(migrated).start()
+    for record in records[:50]:  # two flushes: the second merges into existing rows
+        telemetry.submit(record)
+    assert telemetry.flush(5)
+    for record in records[50:]:
+        telemetry.submit(record)
+    assert telemetry.stop()
+
+    sums = [
+        "requests",
+        "errors",
+        "attempts",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency_sum_ms",
+    ]
+    expected: dict[tuple[Any, ...], dict[str, Any]] = defaultdict(
+        lambda: dict.fromkeys(sums, 0) | {"histogram": [0] * (len(LATENCY_BUCKETS_MS) + 1)}
+    )
+    for row in RequestRow.select():
+        key = (row.time_ms // HOUR_MS * HOUR_MS, row.chain or "", row.provider or "", row.outcome)
+        totals = expected[key]
+        totals["requests"] += 1
+        totals["errors"] += row.status >= 400 or row.outcome != "success"
+        totals["attempts"] += row.attempts
+        totals["prompt_tokens"] += row.prompt_tokens or 0
+        totals["completion_tokens"] += row.completion_tokens or 0
+        totals["latency_sum_ms"] += row.latency_ms
+        totals["histogram"][latency_bucket(row.latency_ms)] += 1
+
+    rollups = {(r.hour_ms, r.chain, r.provider, r.outcome): r for r in HourlyRollup.select()}
+    assert set(rollups) == set(expected) and len({k[0] for k in rollups}) == 2
+    for key, totals in expected.items():
+        row = rollups[key]
+        histogram = json.loads(row.latency_histogram)
+        assert histogram == totals["histogram"] and sum(histogram) == row.requests
+        assert row.latency_sum_ms == pytest.approx(totals["latency_sum_ms"])
+        for name in ("requests", "errors", "attempts", "prompt_tokens", "completion_tokens"):
+            assert getattr(row, name) == totals[name], (key, name)
+    assert sum(r.errors for r in rollups.values()) > 0
+    migrated.close()
+
+
+def test_latency_buckets_are_upper_bounds() -> None:
+    assert latency_bucket(0) == 0 and latency_bucket(5) == 0 and latency_bucket(5.001) == 1
+    assert latency_bucket(LATENCY_BUCKETS_MS[-1]) == len(LATENCY_BUCKETS_MS) - 1
+    assert latency_bucket(LATENCY_BUCKETS_MS[-1] + 1) == len(LATENCY_BUCKETS_MS)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_retention_prunes_old_rows_in_small_steps(
+    migrated: peewee.Database, make_record: MakeRecord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(telemetry_module, "_RETENTION_BATCH", 7)  # several steps for 40 rows
+    now = time.time()
+    old = [make_record(started_at=now - 40 * DAY_S + i, chain="old") for i in range(40)]
+    recent = [make_record(started_at=now - 29 * DAY_S), make_record(started_at=now)]
+    telemetry = writer(
+        migrated, retention_days=30, retention_delay_s=0.0, retention_interval_s=0.05
+    )
+    for record in old + recent:
+        telemetry.submit(record)
+    telemetry.start()
+    try:
+        assert telemetry.flush(5)
+        assert wait_for(lambda: RequestRow.select().count() == 2)
+        assert wait_for(
+            lambda: not HourlyRollup.select().where(HourlyRollup.chain == "old").exists()
+        )
+    finally:
+        assert telemetry.stop()
+    assert {r.id for r in RequestRow.select()} == {r.id for r in recent}
+    assert AttemptRow.select().count() == 2 * 3  # the old trails went with their requests
+    assert HourlyRollup.select(peewee.fn.SUM(HourlyRollup.requests)).scalar() == 2
+    migrated.close()
+
+
+def test_retention_zero_keeps_everything(
+    migrated: peewee.Database, make_record: MakeRecord
+) -> None:
+    telemetry = writer(migrated, retention_days=0, retention_delay_s=0.0, retention_interval_s=0.01)
+    telemetry.submit(make_record(started_at=0.0))  # 1970
+    telemetry.start()
+    time.sleep(0.1)  # several retention intervals
+    assert telemetry.stop()
+    assert RequestRow.select().count() == 1 and HourlyRollup.select().count() == 1
+    migrated.close()
+
+
+def test_a_bad_record_costs_only_itself(migrated: peewee.Database, make_record: MakeRecord) -> None:
+    twin = make_record()
+    batch = [make_record() for _ in range(5)] + [twin, twin] + [make_record() for _ in range(5)]
+    telemetry = writer(migrated, batch_rows=500)
+    for record in batch:  # queued before start: they land in one batch
+        telemetry.submit(record)
+    telemetry.start()
+    assert telemetry.flush(5)
+    assert (telemetry.written, telemetry.lost) == (11, 1)
+    assert telemetry.last_error and telemetry.failures >= 2
+    assert telemetry.submit(make_record())  # the writer is still alive
+    assert telemetry.stop()
+    assert RequestRow.select().count() == 12 == telemetry.written
+    assert HourlyRollup.select(peewee.fn.SUM(HourlyRollup.requests)).scalar() == 12
+    migrated.close()
+
+
+def test_overlong_strings_are_clipped_not_fatal(
+    migrated: peewee.Database, make_record: MakeRecord
+) -> None:
+    long = "x" * 1000
+    record = make_record(
+        chain=long, model=long, trail=[AttemptRecord(1, long, long, "200", 200, 1.0)]
+    )
+    telemetry = writer(migrated).start()
+    telemetry.submit(record)
+    assert telemetry.stop()
+    assert telemetry.lost == 0
+    row = RequestRow.get_by_id(record.id)
+    assert row.chain == "x" * 200 and row.model == "x" * 200
+    assert HourlyRollup.get().chain == "x" * 200
+    migrated.close()
+
+
+def test_readers_in_other_threads_while_the_writer_writes(
+    migrated: peewee.Database, make_record: MakeRecord
+) -> None:
+    telemetry = writer(migrated, batch_rows=50).start()
+    seen: list[list[int]] = [[], []]
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def read(counts: list[int]) -> None:
+        try:
+            while not done.is_set():
+                with read_connection(migrated):
+                    counts.append(RequestRow.select().count())
+                    # One snapshot: every request counted has its whole trail, no more.
+                    assert AttemptRow.select().count() == counts[-1] * 3
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    readers = [threading.Thread(target=read, args=(counts,)) for counts in seen]
+    for reader in readers:
+        reader.start()
+    for _ in range(600):
+        telemetry.submit(make_record())
+        time.sleep(0.0002)  # spread the writes so reads interleave with batches
+    assert telemetry.stop()
+    done.set()
+    for reader in readers:
+        reader.join()
+    assert not errors
+    for counts in seen:  # each reader saw the log grow, never shrink or tear
+        assert len(counts) > 2 and counts == sorted(counts)
+    assert len({c for counts in seen for c in counts}) > 2  # reads overlapped writes
+    assert RequestRow.select().count() == 600
+    migrated.close()
