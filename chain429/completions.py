@@ -76,6 +76,8 @@ def _count_tokens(record: RequestRecord, request: dict[str, Any], body: bytes) -
 
 
 async def handle_chat(app: Sanic, request: Request) -> HTTPResponse | None:
+    if app.ctx.draining:
+        request.stream.keep_alive = False  # type: ignore[union-attr]  # shutting down
     record = RequestRecord(new_request_id(), time.time())
     trace = Trace(record.trail)
     token = logs.request_id.set(record.id)

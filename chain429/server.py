@@ -7,6 +7,7 @@ OpenAI SDKs raise their usual exception classes.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -95,6 +96,7 @@ def create_app(
     app.ctx.telemetry = telemetry
     app.ctx.database = getattr(telemetry, "database", None)
     app.ctx.cooldowns_in_force = 0
+    app.ctx.draining = False
     app.ctx.metrics = Metrics(lambda: _gauges(app))
 
     @app.before_server_start
@@ -103,9 +105,21 @@ def create_app(
         app.ctx.upstream = Upstream(connect_timeout_s=settings.connect_timeout_ms / 1000)
         app.ctx.router = Router(app.ctx.upstream, app.ctx.state)
 
+        if app.ctx.telemetry is not None:
+            app.ctx.telemetry.start()
+
+    @app.before_server_stop
+    async def drain(app: Sanic) -> None:
+        # From now on every answer closes its connection, so clients on keep-alive
+        # connections move on and the graceful stop is not held open by them.
+        app.ctx.draining = True
+
     @app.after_server_stop
     async def close_upstream(app: Sanic) -> None:
         await app.ctx.upstream.aclose()
+        if app.ctx.telemetry is not None:
+            # In-flight requests are done by now: write every record before exiting.
+            await asyncio.to_thread(app.ctx.telemetry.stop)
 
     @app.get("/health")
     async def health(request: Request) -> HTTPResponse:

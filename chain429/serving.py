@@ -17,9 +17,12 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+import peewee
 from sanic import Sanic
 
 from chain429.config import Config
+from chain429.database import describe, migrate, open_database, scrub
+from chain429.telemetry import Telemetry
 
 log = logging.getLogger("chain429")
 
@@ -69,6 +72,22 @@ def announce_open_access(config: Config, host: str) -> None:
             "no settings.apiKeys configured: serving without authentication on %s (loopback only)",
             host,
         )
+
+
+class RequestLogError(Exception):
+    """The request log's database could not be opened or migrated."""
+
+
+def open_request_log(config: Config) -> Telemetry:
+    """The request log the settings ask for: SQLite by default, PostgreSQL by URL."""
+    settings = config.settings
+    try:
+        database = open_database(settings.database_url, db_path=settings.db_path)
+        migrate(database)
+    except (ValueError, peewee.PeeweeException, OSError) as err:
+        raise RequestLogError(f"request log: {scrub(str(err))}") from None
+    log.info("request log: %s", describe(database))
+    return Telemetry(database, retention_days=settings.log_retention_days)
 
 
 def serve(app: Sanic, host: str, port: int, *, access_log: bool = False) -> None:

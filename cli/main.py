@@ -82,8 +82,10 @@ def serve(
     from chain429.server import create_app
     from chain429.serving import (
         ExposureError,
+        RequestLogError,
         announce_open_access,
         check_exposure,
+        open_request_log,
         resolve_bind,
     )
     from chain429.serving import (
@@ -105,7 +107,11 @@ def serve(
         f"(chains: {chains})",
         err=True,
     )
-    web_app = create_app(loaded, config_path=path)
+    try:
+        telemetry = open_request_log(loaded)
+    except RequestLogError as err:
+        raise fail(str(err)) from None
+    web_app = create_app(loaded, config_path=path, telemetry=telemetry)
     try:
         run_server(
             web_app, bind_host, bind_port, access_log=access_log or loaded.settings.access_log

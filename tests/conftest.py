@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,12 @@ from chain429.testing import FakeProvider
 REPO = Path(__file__).resolve().parents[1]
 COMPAT_CONFIG = REPO.parent / "shared" / "compat" / "429chain-config.example.yaml"
 PROXY_KEY = "test-proxy-key"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Anything that falls back to the default request log writes here, not in ~."""
+    os.environ["CHAIN429_HOME"] = str(tmp_path_factory.mktemp("chain429-home"))
 
 
 @dataclass
