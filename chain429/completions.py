@@ -94,6 +94,9 @@ async def handle_chat(app: Sanic, request: Request) -> HTTPResponse | None:
         log.info("client disconnected")
         raise
     finally:
+        for reservation in trace.open:
+            # The answer is over: free the entry's slot, count what it really cost.
+            await app.ctx.state.finish(reservation, record.total_tokens)
         record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
         record.attempts = sum(1 for a in record.trail if not a.outcome.startswith("skip:"))
         record.queued_ms = round(trace.queued_ms, 3)

@@ -101,6 +101,8 @@ class Settings(Model):
     # After the first token: "error" ends the client's stream with an error
     # event; "continue" finishes the answer on an entry that supports prefill.
     mid_stream: Literal["error", "continue"] = "error"
+    # Before spilling to a paid entry, wait this long for a free one known to recover.
+    wait_before_paid_ms: int = Field(default=0, ge=0)
     # The request log: where it lives is databaseUrl (or 429chain's dbPath).
     log_retention_days: int = Field(default=30, ge=0)  # 0 keeps everything
     log_format: Literal["text", "json"] = "text"
@@ -124,6 +126,9 @@ class Provider(Model):
     headers: dict[str, str] = Field(default_factory=dict)
     paid: bool = False
     supports_prefill: bool = False
+    # Overrides the preset's quota scope: "model", "account", or "free"
+    # (OpenRouter's: `:free` models share one account-wide quota).
+    quota_scope: Literal["model", "account", "free"] | None = None
 
     @field_validator("type")
     @classmethod

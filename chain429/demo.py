@@ -82,12 +82,12 @@ async def narrate(base_url: str) -> None:
             )
             _report(number, response)
         limits = (await client.get("/v1/ratelimits")).json()
-        for block in limits["blocks"]:
-            seconds = max(0, block["remaining_ms"]) // 1000
-            say(
-                f"3. GET /v1/ratelimits: {block['provider']}/{block['model']} is in "
-                f"{block['reason']} for {seconds} more seconds; the chain answers meanwhile."
-            )
+        for entry in limits["entries"]:
+            if entry["state"] != "available":
+                say(
+                    f"3. GET /v1/ratelimits: {entry['provider']}/{entry['model']} is "
+                    f"{entry['state']} until {entry['until']}; the chain answers meanwhile."
+                )
 
 
 def _report(number: int, response: httpx.Response) -> None:
@@ -145,9 +145,11 @@ async def _story(app: Sanic, base_url: str, once: bool) -> None:
         await narrate(base_url)
     except httpx.HTTPError as err:
         print(f"error: the demo could not reach its own proxy: {err}", file=sys.stderr)
+    finally:
+        if once:  # whatever happened above, --once must end
+            app.stop()
     say()
     if once:
-        app.stop()
         return
     say("Try it with any OpenAI SDK:")
     say(

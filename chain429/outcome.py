@@ -11,9 +11,12 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
 class Kind(StrEnum):
@@ -70,10 +73,21 @@ class Outcome:
     until: float | None = None  # epoch seconds the entry stays blocked
     scope: Scope = Scope.ENTRY
     reason: str = ""
+    source: str = "status"  # what set the cooldown: status, header, body, default
 
     @property
     def falls_through(self) -> bool:
         return self.kind not in (Kind.SUCCESS, Kind.CLIENT_ERROR)
+
+
+@dataclass(frozen=True, slots=True)
+class Tried(Generic[T]):
+    """One entry asked: what it meant, what to hand on, and what the provider said."""
+
+    outcome: Outcome
+    result: T | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
 
 
 # Transport failures, named by the upstream module; all transient.
@@ -101,7 +115,13 @@ def classify(
     if status == 429:
         until, source = rate_limit_until(headers, body, now=now, policy=policy)
         return Outcome(
-            Kind.RATE_LIMITED, token, status, until, Scope.ENTRY, f"rate limited ({source})"
+            Kind.RATE_LIMITED,
+            token,
+            status,
+            until,
+            Scope.ENTRY,
+            f"rate limited ({source})",
+            _HINT_SOURCE[source],
         )
     if status == 402:
         until = now + policy.payment_s
@@ -122,6 +142,14 @@ def classify(
     return Outcome(Kind.TRANSIENT, token, status, reason=f"upstream answered {status}")
 
 
+_HINT_SOURCE = {
+    "retry-after": "header",
+    "reset headers": "header",
+    "body hint": "body",
+    "default cooldown": "default",
+}
+
+
 def classify_stream_error(error: object, *, now: float, policy: CooldownPolicy) -> Outcome:
     """An error event inside a stream, before its first token (`data: {"error": ...}`).
 
@@ -132,7 +160,13 @@ def classify_stream_error(error: object, *, now: float, policy: CooldownPolicy) 
     if code in (429, "429", "rate_limit_exceeded") or b"rate limit" in text.lower():
         until, source = rate_limit_until({}, text, now=now, policy=policy)
         return Outcome(
-            Kind.RATE_LIMITED, "429", None, until, Scope.ENTRY, f"rate limited in stream ({source})"
+            Kind.RATE_LIMITED,
+            "429",
+            None,
+            until,
+            Scope.ENTRY,
+            f"rate limited in stream ({source})",
+            _HINT_SOURCE[source],
         )
     return Outcome(Kind.TRANSIENT, "stream_error", reason="error event in the stream")
 

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 class Preset:
     type: str
     default_base_url: str | None
+    # Where the provider enforces its quotas: per "model" of an account, or the
+    # whole "account". OpenRouter is per model, except that all `:free` models
+    # share one account-wide quota ("free").
+    quota_scope: str = "model"
     # Whether the provider accepts stream_options.include_usage on streams;
     # where it does, chain429 asks for usage even when the client did not.
     supports_stream_usage: bool = False
@@ -22,7 +26,12 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     preset.type: preset
     for preset in (
-        Preset("openrouter", "https://openrouter.ai/api/v1", supports_stream_usage=True),
+        Preset(
+            "openrouter",
+            "https://openrouter.ai/api/v1",
+            supports_stream_usage=True,
+            quota_scope="free",
+        ),
         Preset("groq", "https://api.groq.com/openai/v1", supports_stream_usage=True),
         Preset("cerebras", "https://api.cerebras.ai/v1", supports_stream_usage=True),
         Preset("openai", "https://api.openai.com/v1", supports_stream_usage=True),
@@ -33,7 +42,8 @@ PRESETS: dict[str, Preset] = {
             supports_stream_usage=True,
         ),
         # Mistral reports usage on its last chunk unasked and has no stream_options.
-        Preset("mistral", "https://api.mistral.ai/v1"),
+        # All keys of a Mistral workspace share its limits (unverified upstream).
+        Preset("mistral", "https://api.mistral.ai/v1", quota_scope="account"),
         # Anything else that speaks OpenAI's API: the config must give baseUrl.
         # Unknown servers may reject unknown fields, so nothing extra is sent.
         Preset("generic-openai", None),
@@ -43,5 +53,17 @@ PRESETS: dict[str, Preset] = {
 PROVIDER_TYPES: tuple[str, ...] = tuple(PRESETS)
 
 
+QUOTA_SCOPES = ("model", "account", "free")
+
+
 def preset_for(provider_type: str) -> Preset:
     return PRESETS[provider_type]
+
+
+def bucket_key(provider_id: str, scope: str, model: str) -> str:
+    """The quota an entry draws from: entries with the same key are limited together."""
+    if scope == "account":
+        return f"{provider_id}/*"
+    if scope == "free" and model.endswith(":free"):
+        return f"{provider_id}/*:free"
+    return f"{provider_id}/{model}"

@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from chain429.limits import Block, StateStore
-from chain429.outcome import Kind, Outcome, classify
+from chain429.limits import Block, Reservation, StateStore
+from chain429.outcome import CooldownPolicy, Kind, Outcome, Tried, classify
 from chain429.records import AttemptRecord
 from chain429.runtime import ChainRuntime, EntryRuntime, Snapshot
 from chain429.streaming import Committed, Rejected, StreamSession
@@ -36,7 +36,11 @@ class Trace:
     trail: list[AttemptRecord] = field(default_factory=list)
     calls: int = 0  # upstream calls made; skips are not calls
     earliest_recovery: float | None = None
+    free_recovery: float | None = None  # the earliest recovery of a free (not paid) entry
     queued_ms: float = 0.0  # time spent waiting in the queue for an entry to recover
+    # Reservations of entries that answered: the caller finishes them with the
+    # real token count once the answer (or the stream) is over.
+    open: list[Reservation] = field(default_factory=list)
 
     def skip(self, entry: EntryRuntime, block: Block) -> None:
         self.trail.append(
@@ -48,7 +52,7 @@ class Trace:
                 reason=block.detail,
             )
         )
-        self.saw_recovery(block.until)
+        self.saw_recovery(block.until, entry)
 
     def called(
         self, entry: EntryRuntime, outcome: Outcome, latency_ms: float, applied: Block | None
@@ -56,7 +60,7 @@ class Trace:
         self.calls += 1
         cooldown_ms = None
         if applied is not None:
-            self.saw_recovery(applied.until)
+            self.saw_recovery(applied.until, entry)
             cooldown_ms = max(0, int((applied.until - time.time()) * 1000))
         self.trail.append(
             AttemptRecord(
@@ -71,9 +75,11 @@ class Trace:
             )
         )
 
-    def saw_recovery(self, until: float) -> None:
+    def saw_recovery(self, until: float, entry: EntryRuntime) -> None:
         if self.earliest_recovery is None or until < self.earliest_recovery:
             self.earliest_recovery = until
+        if not entry.paid and (self.free_recovery is None or until < self.free_recovery):
+            self.free_recovery = until
 
     def header(self) -> str:
         return ",".join(f"{a.provider}/{a.model}={a.outcome}" for a in self.trail)
@@ -92,27 +98,69 @@ class Answer(Generic[T]):
     entry: EntryRuntime | None
     outcome: Outcome | None
     result: T | None
+    wait_for_free_until: float | None = None  # set when a paid entry should wait
 
 
-Attempt = Callable[[EntryRuntime], Awaitable[tuple[Outcome, T]]]
+Attempt = Callable[[EntryRuntime], Awaitable[Tried[T]]]
+
+
+def estimate_tokens(request: dict[str, Any]) -> int:
+    """What a request will cost a token quota: prompt characters / 4, plus the
+    completion it may ask for, which providers such as Cerebras count up front."""
+    prompt = sum(len(str(message.get("content") or "")) for message in request["messages"])
+    completion = request.get("max_completion_tokens") or request.get("max_tokens") or 0
+    return prompt // 4 + (completion if isinstance(completion, int) else 0)
 
 
 class Waterfall:
     def __init__(self, state: StateStore) -> None:
         self.state = state
 
-    async def walk(self, chain: ChainRuntime, attempt: Attempt[T], trace: Trace) -> Answer[T]:
-        """Try entries in order until one succeeds or answers with a client error."""
+    async def walk(
+        self,
+        chain: ChainRuntime,
+        attempt: Attempt[T],
+        trace: Trace,
+        *,
+        need_tokens: int,
+        policy: CooldownPolicy,
+        paid_wait_s: float = 0.0,
+    ) -> Answer[T]:
+        """Try entries in order until one succeeds or answers with a client error.
+
+        Before the first paid entry, if a free entry is known to recover within
+        `paid_wait_s`, stop and say so: the caller waits for it instead of paying.
+        """
         for entry in chain.entries:
-            block = await self.state.check(entry.provider_id, entry.model, time.time())
-            if block is not None:
-                trace.skip(entry, block)
+            now = time.time()
+            free_at = trace.free_recovery
+            if (
+                entry.paid
+                and paid_wait_s > 0
+                and free_at is not None
+                and free_at - now <= paid_wait_s
+            ):
+                return Answer(None, None, None, wait_for_free_until=free_at)
+            reservation = await self.state.reserve(entry, need_tokens, now)
+            if isinstance(reservation, Block):
+                trace.skip(entry, reservation)
                 continue
             started = time.perf_counter()
-            outcome, result = await attempt(entry)
+            try:
+                tried = await attempt(entry)
+            except BaseException:
+                await self.state.finish(reservation, None)
+                raise
             latency_ms = (time.perf_counter() - started) * 1000
-            applied = await self.state.record(entry.provider_id, entry.model, outcome)
+            outcome = tried.outcome
+            applied = await self.state.record(
+                reservation, outcome, tried.headers, tried.body, time.time(), policy
+            )
             trace.called(entry, outcome, latency_ms, applied)
+            if outcome.kind is Kind.SUCCESS:
+                trace.open.append(reservation)
+            else:
+                await self.state.finish(reservation, None)
             if outcome.falls_through:
                 log.info(
                     "%s answered %s (%s); trying the next entry",
@@ -121,7 +169,7 @@ class Waterfall:
                     outcome.reason,
                 )
             else:
-                return Answer(entry, outcome, result)
+                return Answer(entry, outcome, tried.result)
         return Answer(None, None, None)
 
 
@@ -160,7 +208,12 @@ class Router:
         return sum(self.waiting.values())
 
     async def _walk(
-        self, snapshot: Snapshot, chain: ChainRuntime, attempt: Attempt[T], trace: Trace
+        self,
+        snapshot: Snapshot,
+        chain: ChainRuntime,
+        request: dict[str, Any],
+        attempt: Attempt[T],
+        trace: Trace,
     ) -> Answer[T]:
         """Walk the chain; in queue mode, wait for the earliest recovery and walk again.
 
@@ -171,8 +224,25 @@ class Router:
         """
         settings = snapshot.config.settings
         give_up_at = time.time() + settings.queue_max_wait_ms / 1000
+        paid_wait_s = settings.wait_before_paid_ms / 1000
+        need_tokens = estimate_tokens(request)
         while True:
-            answer = await self.waterfall.walk(chain, attempt, trace)
+            answer = await self.waterfall.walk(
+                chain,
+                attempt,
+                trace,
+                need_tokens=need_tokens,
+                policy=snapshot.policy,
+                paid_wait_s=paid_wait_s,
+            )
+            if answer.wait_for_free_until is not None:
+                # A free entry recovers soon enough to be worth waiting for, once.
+                wait = max(0.0, answer.wait_for_free_until - time.time())
+                log.info("waiting %.1f s for a free entry before paying", wait)
+                await asyncio.sleep(wait)
+                paid_wait_s = 0.0
+                trace.earliest_recovery = trace.free_recovery = None
+                continue
             recovery = trace.earliest_recovery
             if (
                 answer.entry is not None
@@ -193,7 +263,7 @@ class Router:
             finally:
                 self.waiting[chain.name] -= 1
                 trace.queued_ms += (time.perf_counter() - started) * 1000
-            trace.earliest_recovery = None
+            trace.earliest_recovery = trace.free_recovery = None
 
     @staticmethod
     def pick_chain(snapshot: Snapshot, model: object) -> ChainRuntime | None:
@@ -209,7 +279,7 @@ class Router:
     ) -> Reply | StreamStart:
         """Walk the chain until an entry sends its first token; the caller relays the rest."""
         session = StreamSession(snapshot, chain, request, self.upstream, self.waterfall.state)
-        answer = await self._walk(snapshot, chain, session.open_entry, trace)
+        answer = await self._walk(snapshot, chain, request, session.open_entry, trace)
         if answer.entry is None or answer.outcome is None:
             return exhausted(chain, trace)
         headers = trace.headers(answer.entry.label)
@@ -227,20 +297,20 @@ class Router:
         """Run one non-streaming chat completion down the chain."""
         policy = snapshot.policy
 
-        async def attempt(entry: EntryRuntime) -> tuple[Outcome, tuple[int, bytes] | None]:
+        async def attempt(entry: EntryRuntime) -> Tried[tuple[int, bytes]]:
             payload = json.dumps({**request, "model": entry.model}).encode()
             try:
                 reply = await self.upstream.post(
                     entry.url, entry.headers, payload, timeout_s=entry.timeout_s
                 )
             except UpstreamError as exc:
-                return classify(None, {}, b"", exc.kind, now=time.time(), policy=policy), None
+                return Tried(classify(None, {}, b"", exc.kind, now=time.time(), policy=policy))
             outcome = classify(
                 reply.status, reply.headers, reply.body, None, now=time.time(), policy=policy
             )
-            return outcome, (reply.status, reply.body)
+            return Tried(outcome, (reply.status, reply.body), reply.headers, reply.body)
 
-        answer = await self._walk(snapshot, chain, attempt, trace)
+        answer = await self._walk(snapshot, chain, request, attempt, trace)
         if answer.entry is None or answer.result is None or answer.outcome is None:
             return exhausted(chain, trace)
         status, body = answer.result

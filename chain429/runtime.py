@@ -12,9 +12,9 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from chain429.config import Chain, Config
+from chain429.config import Chain, Config, RateLimits
 from chain429.outcome import CooldownPolicy
-from chain429.presets import preset_for
+from chain429.presets import bucket_key, preset_for
 from chain429.upstream import request_headers
 
 
@@ -30,6 +30,9 @@ class EntryRuntime:
     paid: bool
     asks_stream_usage: bool  # the preset accepts stream_options.include_usage
     supports_prefill: bool  # may be sent a partial answer to continue
+    dialect: str  # how the provider reports its quotas (a preset type)
+    bucket: str  # the quota it draws from, shared with entries of the same key
+    limits: RateLimits | None  # configured limits: the entry's own, else its provider's
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,8 @@ def _chain_runtime(config: Config, chain: Chain) -> ChainRuntime:
         timeout_ms = provider.timeout or settings.request_timeout_ms
         headers = request_headers(provider.api_key, dict(provider.headers))
         prefill = entry.supports_prefill
+        preset = preset_for(provider.type)
+        scope = provider.quota_scope or preset.quota_scope
         entries.append(
             EntryRuntime(
                 provider_id=provider.id,
@@ -98,8 +103,11 @@ def _chain_runtime(config: Config, chain: Chain) -> ChainRuntime:
                 stream_headers={**headers, "accept": "text/event-stream"},
                 timeout_s=timeout_ms / 1000,
                 paid=provider.paid if entry.paid is None else entry.paid,
-                asks_stream_usage=preset_for(provider.type).supports_stream_usage,
+                asks_stream_usage=preset.supports_stream_usage,
                 supports_prefill=provider.supports_prefill if prefill is None else prefill,
+                dialect=provider.type,
+                bucket=bucket_key(provider.id, scope, entry.model),
+                limits=entry.rate_limits or provider.rate_limits,
             )
         )
     return ChainRuntime(chain.name, tuple(entries))

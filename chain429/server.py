@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from chain429.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chain429.metrics import Metrics
 from chain429.router import Router
 from chain429.runtime import Snapshot, build_snapshot
+from chain429.stats_routes import register_stats_routes
 from chain429.upstream import Upstream
 
 log = logging.getLogger("chain429")
@@ -159,28 +161,73 @@ def create_app(
     async def ratelimits(request: Request) -> HTTPResponse:
         snapshot: Snapshot = app.ctx.snapshot
         authorize(request, snapshot, admin=False)
-        now = time.time()
-        blocks = await app.ctx.state.snapshot(now)
-        entries = []
-        for chain in snapshot.chains.values():
-            for entry in chain.entries:
-                block = await app.ctx.state.check(entry.provider_id, entry.model, now)
-                entries.append(
-                    {
-                        "chain": chain.name,
-                        "provider": entry.provider_id,
-                        "model": entry.model,
-                        "status": block.reason if block else "available",
-                        "until": block.until if block else None,
-                    }
-                )
-        return _json({"object": "ratelimits", "entries": entries, "blocks": blocks})
+        return _json(await ratelimit_report(snapshot, app.ctx.state, time.time()))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> HTTPResponse | None:
         return await handle_chat(app, request)
 
+    register_stats_routes(app, authorize)
+
     return app
+
+
+_STATE_OF = {
+    "cooldown": "cooling",
+    "quota": "cooling",
+    "unstable": "cooling",
+    "unhealthy": "unhealthy",
+    "limited": "limited",
+    "tokens": "limited",
+    "concurrency": "limited",
+    "probing": "probing",
+}
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return (
+        datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+async def ratelimit_report(snapshot: Snapshot, state: StateStore, now: float) -> dict[str, Any]:
+    """Per entry and per bucket: state, quotas (limit, remaining, reset), source, in flight."""
+    entries, buckets = [], {}
+    for chain in snapshot.chains.values():
+        for entry in chain.entries:
+            block = await state.check(entry, now)
+            quotas = [
+                {**quota, "reset_at": _iso(quota["reset_at"])}  # type: ignore[arg-type]
+                for quota in state.bucket_quotas(entry, now)
+            ]
+            entries.append(
+                {
+                    "chain": chain.name,
+                    "provider": entry.provider_id,
+                    "model": entry.model,
+                    "bucket": entry.bucket,
+                    "state": _STATE_OF.get(block.reason, "limited") if block else "available",
+                    "reason": block.detail if block else None,
+                    "source": block.source if block else None,
+                    "until": _iso(block.until) if block else None,
+                    "in_flight": state.in_flight(entry),
+                }
+            )
+            buckets[entry.bucket] = {
+                "bucket": entry.bucket,
+                "provider": entry.provider_id,
+                "quotas": quotas,
+                "in_flight": state.in_flight(entry),
+            }
+    blocks = [{**b, "until": _iso(b["until"])} for b in await state.snapshot(now)]  # type: ignore[arg-type]
+    return {
+        "object": "ratelimits",
+        "entries": entries,
+        "buckets": list(buckets.values()),
+        "blocks": blocks,
+    }
 
 
 def _gauges(app: Sanic) -> dict[str, float]:

@@ -448,16 +448,18 @@ def chains(since_ms: int, until_ms: int) -> dict[str, Any]:
 def pick_bucket(since_ms: int, until_ms: int, bucket: str | None) -> int:
     span = until_ms - since_ms
     if bucket is None:
-        if span <= 6 * HOUR_MS:
-            return BUCKETS_MS["5m"]
-        return HOUR_MS if span <= 7 * DAY_MS else DAY_MS
-    if bucket not in BUCKETS_MS:
+        bucket_ms = 5 * MINUTE_MS if span <= 6 * HOUR_MS else HOUR_MS
+        bucket_ms = bucket_ms if span <= 7 * DAY_MS else DAY_MS
+    elif bucket not in BUCKETS_MS:
         raise StatsParamError("bucket", f"must be one of 5m, 1h, 1d; got {bucket!r}")
-    bucket_ms = BUCKETS_MS[bucket]
-    if bucket_ms < HOUR_MS and span > MAX_MINUTE_RANGE_MS:
-        raise StatsParamError("bucket", "5m buckets cover at most 48h; use 1h or 1d")
+    else:
+        bucket_ms = BUCKETS_MS[bucket]
+        if bucket_ms < HOUR_MS and span > MAX_MINUTE_RANGE_MS:
+            raise StatsParamError("bucket", "5m buckets cover at most 48h; use 1h or 1d")
     if span / bucket_ms > MAX_BUCKETS:
-        raise StatsParamError("bucket", f"the range would have over {MAX_BUCKETS} buckets")
+        raise StatsParamError(
+            "bucket" if bucket else "since", f"the range would have over {MAX_BUCKETS} buckets"
+        )
     return bucket_ms
 
 

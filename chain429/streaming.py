@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chain429.limits import StateStore
-from chain429.outcome import Kind, Outcome, classify, classify_stream_error
+from chain429.limits import Block, Reservation, StateStore
+from chain429.outcome import Kind, Outcome, Tried, classify, classify_stream_error
 from chain429.runtime import ChainRuntime, EntryRuntime, Snapshot
 from chain429.sse import DONE, DONE_EVENT, Event, SSEParser, data_event
 from chain429.upstream import Upstream, UpstreamError, UpstreamStream
@@ -163,6 +163,8 @@ class StreamSession:
         self.continue_mid_stream = settings.mid_stream == "continue"
         self.client_wants_usage = _client_wants_usage(request)
         self.stats = StreamStats()
+        # Entries that took over mid-answer: their slots are freed when the relay ends.
+        self.continuations: list[Reservation] = []
 
     # -- before the commit point ------------------------------------------
 
@@ -179,7 +181,7 @@ class StreamSession:
 
     async def open_entry(
         self, entry: EntryRuntime, request: dict[str, Any] | None = None
-    ) -> tuple[Outcome, Committed | Rejected | None]:
+    ) -> Tried[Committed | Rejected]:
         """Ask one entry; succeed only once it has sent a token."""
         policy = self.snapshot.policy
         payload, added_usage = self._payload(entry, request or self.request)
@@ -192,41 +194,46 @@ class StreamSession:
                 timeout_s=min(entry.timeout_s, self.first_token_s),
             )
         except UpstreamError as exc:
-            return classify(None, {}, b"", exc.kind, now=time.time(), policy=policy), None
+            return Tried(classify(None, {}, b"", exc.kind, now=time.time(), policy=policy))
         committed: Committed | None = None
+        headers = stream.headers
         try:
             async with asyncio.timeout_at(deadline):
                 if not 200 <= stream.status < 300:
                     body = await stream.read_body()
                     outcome = classify(
-                        stream.status, stream.headers, body, None, now=time.time(), policy=policy
+                        stream.status, headers, body, None, now=time.time(), policy=policy
                     )
                     if outcome.kind is Kind.CLIENT_ERROR:
-                        return outcome, Rejected(stream.status, body)
-                    return outcome, None
-                if "text/event-stream" not in stream.headers.get("content-type", ""):
-                    return Outcome(
+                        return Tried(outcome, Rejected(stream.status, body), headers, body)
+                    return Tried(outcome, None, headers, body)
+                if "text/event-stream" not in headers.get("content-type", ""):
+                    not_sse = Outcome(
                         Kind.TRANSIENT,
                         "not_sse",
                         stream.status,
                         reason="a stream was asked for; the answer was not SSE",
-                    ), None
+                    )
+                    return Tried(not_sse, None, headers)
                 reader = ChunkReader(strip_usage=added_usage, normalize=self.normalize)
                 committed = await self._until_first_token(entry, stream, reader)
                 if committed is not None:
-                    return Outcome(Kind.SUCCESS, str(stream.status), stream.status), committed
+                    success = Outcome(Kind.SUCCESS, str(stream.status), stream.status)
+                    return Tried(success, committed, headers)
                 if reader.error is not None:
-                    return classify_stream_error(reader.error, now=time.time(), policy=policy), None
+                    error = json.dumps(reader.error).encode()
+                    outcome = classify_stream_error(reader.error, now=time.time(), policy=policy)
+                    return Tried(outcome, None, headers, error)
                 token = "empty_stream" if reader.saw_done else "connection_reset"
-                return Outcome(
-                    Kind.TRANSIENT, token, reason="the stream ended before a token"
-                ), None
+                ended = Outcome(Kind.TRANSIENT, token, reason="the stream ended before a token")
+                return Tried(ended, None, headers)
         except TimeoutError:
-            return Outcome(
+            slow = Outcome(
                 Kind.TRANSIENT, "first_token_timeout", reason="no token within firstTokenTimeoutMs"
-            ), None
+            )
+            return Tried(slow, None, headers)
         except UpstreamError as exc:
-            return classify(None, {}, b"", exc.kind, now=time.time(), policy=policy), None
+            return Tried(classify(None, {}, b"", exc.kind, now=time.time(), policy=policy))
         finally:
             if committed is None:
                 await stream.aclose()
@@ -256,6 +263,14 @@ class StreamSession:
 
     async def relay(self, committed: Committed, send: Send) -> StreamStats:
         """Send the held preamble and every later chunk as it arrives."""
+        try:
+            await self._relay_all(committed, send)
+        finally:
+            for reservation in self.continuations:
+                await self.state.finish(reservation, None)
+        return self.stats
+
+    async def _relay_all(self, committed: Committed, send: Send) -> None:
         current: Committed | None = committed
         last = committed
         await send(b"".join(committed.held))
@@ -263,8 +278,7 @@ class StreamSession:
             last = current
             failure = await self._pump(current, send)
             await self.state.record_stream_end(
-                current.entry.provider_id,
-                current.entry.model,
+                current.entry,
                 clean=failure is None,
                 now=time.time(),
                 policy=self.snapshot.policy,
@@ -275,22 +289,9 @@ class StreamSession:
             current = await self._continuation(current, send) if self.continue_mid_stream else None
             if current is None:
                 self.stats.end = code
-                await send(
-                    data_event(
-                        json.dumps(
-                            {
-                                "error": {
-                                    "message": message,
-                                    "type": "server_error",
-                                    "param": None,
-                                    "code": code,
-                                }
-                            }
-                        )
-                    )
-                )
+                error = {"message": message, "type": "server_error", "param": None, "code": code}
+                await send(data_event(json.dumps({"error": error})))
         self._count_tokens(last.reader)
-        return self.stats
 
     async def _pump(self, committed: Committed, send: Send) -> tuple[str, str] | None:
         """Relay until the stream ends: None when it ended well, else (code, message)."""
@@ -365,12 +366,27 @@ class StreamSession:
         for entry in entries[start:]:
             if not entry.supports_prefill:
                 continue
-            if await self.state.check(entry.provider_id, entry.model, time.time()) is not None:
+            reservation = await self.state.reserve(entry, 0, time.time())
+            if isinstance(reservation, Block):
                 continue
-            outcome, committed = await self.open_entry(entry, request)
-            await self.state.record(entry.provider_id, entry.model, outcome)
+            try:
+                tried = await self.open_entry(entry, request)
+                await self.state.record(
+                    reservation,
+                    tried.outcome,
+                    tried.headers,
+                    tried.body,
+                    time.time(),
+                    self.snapshot.policy,
+                )
+            except BaseException:
+                await self.state.finish(reservation, None)
+                raise
+            committed = tried.result
             if not isinstance(committed, Committed):
+                await self.state.finish(reservation, None)
                 continue
+            self.continuations.append(reservation)
             self.stats.continued_on.append(entry.label)
             # The new stream's preamble (its role chunk) would restart the answer: send
             # only its content, and keep what the first stream already said.

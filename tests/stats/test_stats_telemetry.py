@@ -1,0 +1,48 @@
+"""The real telemetry writer's rows and rollup, read back by the stats queries."""
+
+from __future__ import annotations
+
+import pytest
+import stats_data
+from stats_data import DAY, HOUR, NOW_MS
+
+from chain429 import stats
+from chain429.records import AttemptRecord, RequestRecord
+from chain429.telemetry import Telemetry
+
+
+def as_record(row, trail):
+    fields = {k: v for k, v in row.items() if k not in ("time_ms",)}
+    # +0.5 ms: the writer truncates started_at * 1000, and x / 1000 * 1000 may land just below x.
+    return RequestRecord(
+        started_at=(row["time_ms"] + 0.5) / 1000,
+        trail=[AttemptRecord(**{k: v for k, v in a.items() if k != "request"}) for a in trail],
+        **fields,
+    )
+
+
+@pytest.mark.parametrize("kind", stats_data.KINDS)
+def test_what_the_telemetry_writer_keeps_reads_back_exactly(kind, tmp_path):
+    """The real writer's rollup and rows, read back as rollup + edges: the same numbers."""
+    requests, attempts = stats_data.generate(count=600, seed=99)
+    trails: dict[str, list] = {}
+    for a in attempts:
+        trails.setdefault(a["request"], []).append(a)
+    with stats_data.open_db(kind, tmp_path) as db:
+        telemetry = Telemetry(db, retention_days=0, batch_rows=97).start()
+        for row in requests:
+            assert telemetry.submit(as_record(row, trails.get(row["id"], [])))
+        assert telemetry.stop()
+        assert telemetry.written == len(requests)
+        for since, until in [(NOW_MS - DAY, NOW_MS), (NOW_MS - 9 * DAY - 7, NOW_MS - HOUR + 3)]:
+            rows = stats_data.in_range(requests, since, until)
+            want = stats_data.totals(rows)
+            got = stats.summary(since, until)
+            for name in ("requests", "successes", "errors", "attempts", "tokens"):
+                assert got[name] == want[name], name
+            assert got["latency_ms"] == pytest.approx(stats_data.expected_latency(rows))
+        exhausted = next(r for r in requests if r["outcome"] == "all_providers_exhausted")
+        detail = stats.request_detail(exhausted["id"])
+        assert [a["outcome"] for a in detail["trail"]] == [
+            a["outcome"] for a in trails[exhausted["id"]]
+        ]
