@@ -18,7 +18,9 @@ awaiting in between, which is what makes check-and-reserve atomic.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from chain429.config import RateLimits
 from chain429.dialects import Reading, next_day_boundary
@@ -41,8 +43,9 @@ class _Seen:
     reserved: int = 0  # requests we sent since this reading
 
 
-# A concurrency slot frees when a request ends, which we cannot predict: ask again soon.
-_CONCURRENCY_RETRY_S = 0.25
+# A concurrency slot frees when a request ends, which we cannot predict; queued
+# requests are woken by that end, so this is only a fallback.
+_CONCURRENCY_RETRY_S = 5.0
 
 
 @dataclass
@@ -214,3 +217,125 @@ class Bucket:
                         }
                     )
         return quotas
+
+    # -- persisting ----------------------------------------------------------
+    #
+    # What survives a restart (chain429.persist saves it): readings whose reset
+    # is still ahead, the provider day's counters, the strike count, and the
+    # per-minute windows. The windows are saved grouped by second (newest time
+    # of the group, summed count): at most 60 pairs however busy the bucket,
+    # exact in count and at most a second late, so a restart inside the minute
+    # neither forgets requestsPerMinute nor saves a timestamp per request.
+    # In-flight counts are not saved: a restarted process has nothing in flight.
+
+    def to_dict(self, now: float) -> dict[str, Any] | None:
+        """The live part of this bucket as JSON-able data; None when nothing is worth keeping.
+
+        Reads only: expiry is applied to the copy, the bucket itself is left as is.
+        """
+        readings = [
+            {
+                "kind": seen.reading.kind,
+                "window": seen.reading.window,
+                "limit": seen.reading.limit,
+                "remaining": seen.reading.remaining,
+                "reset_at": seen.reading.reset_at,
+                "source": seen.reading.source,
+                "observed_at": seen.observed_at,
+                "reserved": seen.reserved,
+            }
+            for seen in self.readings.values()
+            # A reading with no reset cannot be known to still hold after a restart.
+            if seen.reading.reset_at is not None and seen.reading.reset_at > now
+        ]
+        minute_requests = _per_second((at, 1) for at in self.minute_requests if at > now - 60.0)
+        minute_tokens = _per_second((at, n) for at, n in self.minute_tokens if at > now - 60.0)
+        today = self.day_ends_at > now and (self.day_requests > 0 or self.day_tokens > 0)
+        if not (readings or minute_requests or minute_tokens or today or self.strikes > 0):
+            return None
+        data: dict[str, Any] = {"key": self.key, "dialect": self.dialect}
+        if readings:
+            data["readings"] = readings
+        if minute_requests:
+            data["minute_requests"] = minute_requests
+        if minute_tokens:
+            data["minute_tokens"] = minute_tokens
+        if today:
+            data["day_requests"] = self.day_requests
+            data["day_tokens"] = self.day_tokens
+            data["day_ends_at"] = self.day_ends_at
+        if self.strikes > 0:
+            data["strikes"] = self.strikes
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], now: float) -> Bucket:
+        """A bucket from `to_dict` data, without what expired since; raises on malformed data."""
+        bucket = cls(str(data["key"]), str(data["dialect"]))
+        for item in data.get("readings", ()):
+            kind, window = item["kind"], item["window"]
+            if kind not in ("requests", "tokens") or window not in ("minute", "hour", "day"):
+                raise ValueError(f"unknown quota {kind}/{window}")
+            reset_at = float(item["reset_at"])
+            if reset_at <= now:
+                continue
+            reading = Reading(
+                kind,
+                window,
+                _optional_int(item.get("limit")),
+                _optional_int(item.get("remaining")),
+                reset_at,
+                str(item.get("source", "header")),
+            )
+            seen = _Seen(reading, float(item["observed_at"]), int(item.get("reserved", 0)))
+            bucket.readings[(kind, window)] = seen
+        for at, count in data.get("minute_requests", ()):
+            if float(at) > now - 60.0:
+                bucket.minute_requests.extend([float(at)] * max(0, int(count)))
+        for at, tokens in data.get("minute_tokens", ()):
+            if float(at) > now - 60.0:
+                bucket.minute_tokens.append((float(at), int(tokens)))
+        day_ends_at = float(data.get("day_ends_at", 0.0))
+        if day_ends_at > now:
+            bucket.day_ends_at = day_ends_at
+            bucket.day_requests = max(0, int(data.get("day_requests", 0)))
+            bucket.day_tokens = max(0, int(data.get("day_tokens", 0)))
+        bucket.strikes = max(0, int(data.get("strikes", 0)))
+        return bucket
+
+    def absorb(self, other: Bucket) -> None:
+        """Merge restored state into this live bucket, keeping whichever knows more.
+
+        Start-up restores into an empty store, where this is never needed; it
+        makes a late import safe: nothing this process counted is forgotten.
+        """
+        for key, seen in other.readings.items():
+            mine = self.readings.get(key)
+            if mine is None or seen.observed_at > mine.observed_at:
+                self.readings[key] = seen
+        self.minute_requests = deque(sorted([*self.minute_requests, *other.minute_requests]))
+        self.minute_tokens = deque(sorted([*self.minute_tokens, *other.minute_tokens]))
+        if other.day_ends_at > self.day_ends_at:
+            self.day_ends_at = other.day_ends_at
+            self.day_requests, self.day_tokens = other.day_requests, other.day_tokens
+        elif other.day_ends_at == self.day_ends_at:
+            self.day_requests = max(self.day_requests, other.day_requests)
+            self.day_tokens = max(self.day_tokens, other.day_tokens)
+        self.strikes = max(self.strikes, other.strikes)
+
+
+def _per_second(events: Iterable[tuple[float, int]]) -> list[list[float | int]]:
+    """[[newest time, summed count], ...] per whole second, oldest first."""
+    groups: dict[int, list[float | int]] = {}
+    for at, count in events:
+        group = groups.get(int(at))
+        if group is None:
+            groups[int(at)] = [at, count]
+        else:
+            group[0] = max(group[0], at)
+            group[1] += count
+    return [groups[second] for second in sorted(groups)]
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)

@@ -57,6 +57,22 @@ def parse_chat_request(body: bytes) -> dict[str, Any]:
     return data
 
 
+def _max_wait(request: Request) -> float | None:
+    """The client's own limit on queueing, in seconds (`X-429chain-Max-Wait`)."""
+    value = request.headers.get("x-429chain-max-wait")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < 86400:
+        raise ApiError(
+            400, "X-429chain-Max-Wait must be a number of seconds.", param="X-429chain-Max-Wait"
+        )
+    return seconds
+
+
 def _count_tokens(record: RequestRecord, request: dict[str, Any], body: bytes) -> None:
     """Tokens from the provider's usage; an estimate (about 4 characters a token) without it."""
     # A regex, not a parse: the success body is relayed as it came, never decoded.
@@ -97,6 +113,8 @@ async def handle_chat(app: Sanic, request: Request) -> HTTPResponse | None:
         for reservation in trace.open:
             # The answer is over: free the entry's slot, count what it really cost.
             await app.ctx.state.finish(reservation, record.total_tokens)
+        if trace.open:
+            app.ctx.router.queues.notify()  # a freed slot may let a queued request through
         record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
         record.attempts = sum(1 for a in record.trail if not a.outcome.startswith("skip:"))
         record.queued_ms = round(trace.queued_ms, 3)
@@ -127,13 +145,14 @@ async def _handle(
         )
     record.chain = chain.name
     router: Router = app.ctx.router
+    max_wait_s = _max_wait(request)
     if record.stream:
-        started_stream = await router.stream(snapshot, chain, body, trace)
+        started_stream = await router.stream(snapshot, chain, body, trace, max_wait_s)
         if isinstance(started_stream, Reply):
             return _reply(record, started_stream)
         await _relay(request, record, started_stream, started)
         return None
-    reply = await router.complete(snapshot, chain, body, trace)
+    reply = await router.complete(snapshot, chain, body, trace, max_wait_s)
     if reply.outcome == "success":
         _count_tokens(record, body, reply.body)
     return _reply(record, reply)
@@ -143,8 +162,8 @@ def _reply(record: RequestRecord, reply: Reply) -> HTTPResponse:
     record.status, record.outcome = reply.status, reply.outcome
     if reply.entry is not None:
         record.provider, record.model = reply.entry.provider_id, reply.entry.model
-    if reply.outcome == "all_providers_exhausted":
-        log.warning("all providers exhausted: %s", reply.headers.get("X-429chain-Trace"))
+    if reply.status == 503:
+        log.warning("%s: %s", reply.outcome, reply.headers.get("X-429chain-Trace"))
     return raw(reply.body, reply.status, {**reply.headers, "X-Request-Id": record.id}, JSON)
 
 

@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import math
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from chain429.limits import Block, Reservation, StateStore
 from chain429.outcome import CooldownPolicy, Kind, Outcome, Tried, classify
+from chain429.queueing import QueueError, Queues
 from chain429.records import AttemptRecord
 from chain429.runtime import ChainRuntime, EntryRuntime, Snapshot
 from chain429.streaming import Committed, Rejected, StreamSession
@@ -38,6 +38,9 @@ class Trace:
     earliest_recovery: float | None = None
     free_recovery: float | None = None  # the earliest recovery of a free (not paid) entry
     queued_ms: float = 0.0  # time spent waiting in the queue for an entry to recover
+    # False once an entry failed for a reason with no known recovery (5xx, timeout):
+    # then waiting in the queue would be a guess, so the answer is a 503 at once.
+    only_rate_limits: bool = True
     # Reservations of entries that answered: the caller finishes them with the
     # real token count once the answer (or the stream) is over.
     open: list[Reservation] = field(default_factory=list)
@@ -58,6 +61,8 @@ class Trace:
         self, entry: EntryRuntime, outcome: Outcome, latency_ms: float, applied: Block | None
     ) -> None:
         self.calls += 1
+        if outcome.falls_through and outcome.until is None:
+            self.only_rate_limits = False
         cooldown_ms = None
         if applied is not None:
             self.saw_recovery(applied.until, entry)
@@ -201,11 +206,11 @@ class Router:
     def __init__(self, upstream: Upstream, state: StateStore) -> None:
         self.upstream = upstream
         self.waterfall = Waterfall(state)
-        self.waiting: dict[str, int] = {}  # queued requests per chain
+        self.queues = Queues()
 
     @property
     def queue_depth(self) -> int:
-        return sum(self.waiting.values())
+        return self.queues.depth
 
     async def _walk(
         self,
@@ -214,56 +219,86 @@ class Router:
         request: dict[str, Any],
         attempt: Attempt[T],
         trace: Trace,
+        max_wait_s: float | None = None,
     ) -> Answer[T]:
-        """Walk the chain; in queue mode, wait for the earliest recovery and walk again.
+        """Walk the chain; in queue mode, wait in line for a recovery and walk again.
 
-        A request waits only when some entry's recovery time is known and comes
-        before its deadline (`queueMaxWaitMs`), and only while fewer than
-        `queueMaxSize` requests of its chain already wait. A client that goes
-        away while waiting cancels the wait like anything else.
+        A request queues only when every entry was skipped or failed for a rate
+        limit (so a recovery time is known), and only when that recovery comes
+        within its allowed wait (`queueMaxWaitMs`, shortened by the client's
+        `X-429chain-Max-Wait`). Otherwise it is answered at once.
         """
         settings = snapshot.config.settings
-        give_up_at = time.time() + settings.queue_max_wait_ms / 1000
-        paid_wait_s = settings.wait_before_paid_ms / 1000
+        started = time.time()
+        allowed_s = settings.queue_max_wait_ms / 1000
+        if max_wait_s is not None:
+            allowed_s = min(allowed_s, max_wait_s)
+        deadline = started + allowed_s
+        walk = self._walker(snapshot, chain, request, attempt, trace)
+        answer = await walk()
+        if answer.entry is not None or not settings.queue_mode or not trace.only_rate_limits:
+            return answer
+        recovery = trace.earliest_recovery
+        if recovery is None:
+            return answer
+        if recovery > deadline:
+            raise QueueError("queue_timeout", "No entry recovers within the allowed wait.")
+        ticket = self.queues.enter(chain.name, settings.queue_max_size)
+        log.info(
+            "chain %s exhausted; queued until about %.1f s from now",
+            chain.name,
+            recovery - time.time(),
+        )
+        try:
+            while True:
+                await ticket.turn(recovery, deadline)
+                trace.earliest_recovery = trace.free_recovery = None
+                answer = await walk()
+                if answer.entry is not None or not trace.only_rate_limits:
+                    return answer
+                if trace.earliest_recovery is None:
+                    return answer
+                recovery = trace.earliest_recovery
+                if recovery > deadline:
+                    raise QueueError("queue_timeout", "No entry recovers within the allowed wait.")
+        finally:
+            trace.queued_ms += (time.perf_counter() - ticket.entered_at) * 1000
+            ticket.leave()
+
+    def _walker(
+        self,
+        snapshot: Snapshot,
+        chain: ChainRuntime,
+        request: dict[str, Any],
+        attempt: Attempt[T],
+        trace: Trace,
+    ) -> Callable[[], Awaitable[Answer[T]]]:
+        """One walk of the chain, waiting once for a free entry rather than paying."""
+        paid_wait_s = snapshot.config.settings.wait_before_paid_ms / 1000
         need_tokens = estimate_tokens(request)
-        while True:
-            answer = await self.waterfall.walk(
-                chain,
-                attempt,
-                trace,
-                need_tokens=need_tokens,
-                policy=snapshot.policy,
-                paid_wait_s=paid_wait_s,
-            )
-            if answer.wait_for_free_until is not None:
-                # A free entry recovers soon enough to be worth waiting for, once.
+
+        async def walk() -> Answer[T]:
+            nonlocal paid_wait_s
+            while True:
+                answer = await self.waterfall.walk(
+                    chain,
+                    attempt,
+                    trace,
+                    need_tokens=need_tokens,
+                    policy=snapshot.policy,
+                    paid_wait_s=paid_wait_s,
+                )
+                if answer.wait_for_free_until is None:
+                    if answer.entry is not None:
+                        self.queues.notify()
+                    return answer
                 wait = max(0.0, answer.wait_for_free_until - time.time())
                 log.info("waiting %.1f s for a free entry before paying", wait)
                 await asyncio.sleep(wait)
-                paid_wait_s = 0.0
+                paid_wait_s = 0.0  # once: after that, the paid entry answers
                 trace.earliest_recovery = trace.free_recovery = None
-                continue
-            recovery = trace.earliest_recovery
-            if (
-                answer.entry is not None
-                or not settings.queue_mode
-                or recovery is None
-                or recovery > give_up_at
-                or self.waiting.get(chain.name, 0) >= settings.queue_max_size
-            ):
-                return answer
-            # A little jitter, so the requests queued behind one entry do not
-            # all land on it in the same millisecond.
-            wait = max(0.0, recovery - time.time()) + random.uniform(0.0, 0.05)
-            log.info("chain %s exhausted; queued for %.1f s", chain.name, wait)
-            self.waiting[chain.name] = self.waiting.get(chain.name, 0) + 1
-            started = time.perf_counter()
-            try:
-                await asyncio.sleep(wait)
-            finally:
-                self.waiting[chain.name] -= 1
-                trace.queued_ms += (time.perf_counter() - started) * 1000
-            trace.earliest_recovery = trace.free_recovery = None
+
+        return walk
 
     @staticmethod
     def pick_chain(snapshot: Snapshot, model: object) -> ChainRuntime | None:
@@ -275,11 +310,21 @@ class Router:
         return snapshot.default_chain
 
     async def stream(
-        self, snapshot: Snapshot, chain: ChainRuntime, request: dict[str, Any], trace: Trace
+        self,
+        snapshot: Snapshot,
+        chain: ChainRuntime,
+        request: dict[str, Any],
+        trace: Trace,
+        max_wait_s: float | None = None,
     ) -> Reply | StreamStart:
         """Walk the chain until an entry sends its first token; the caller relays the rest."""
         session = StreamSession(snapshot, chain, request, self.upstream, self.waterfall.state)
-        answer = await self._walk(snapshot, chain, request, session.open_entry, trace)
+        try:
+            answer = await self._walk(
+                snapshot, chain, request, session.open_entry, trace, max_wait_s
+            )
+        except QueueError as err:
+            return exhausted(chain, trace, err.code, err.message)
         if answer.entry is None or answer.outcome is None:
             return exhausted(chain, trace)
         headers = trace.headers(answer.entry.label)
@@ -292,7 +337,12 @@ class Router:
         return StreamStart(headers, session, answer.result)
 
     async def complete(
-        self, snapshot: Snapshot, chain: ChainRuntime, request: dict[str, Any], trace: Trace
+        self,
+        snapshot: Snapshot,
+        chain: ChainRuntime,
+        request: dict[str, Any],
+        trace: Trace,
+        max_wait_s: float | None = None,
     ) -> Reply:
         """Run one non-streaming chat completion down the chain."""
         policy = snapshot.policy
@@ -310,7 +360,10 @@ class Router:
             )
             return Tried(outcome, (reply.status, reply.body), reply.headers, reply.body)
 
-        answer = await self._walk(snapshot, chain, request, attempt, trace)
+        try:
+            answer = await self._walk(snapshot, chain, request, attempt, trace, max_wait_s)
+        except QueueError as err:
+            return exhausted(chain, trace, err.code, err.message)
         if answer.entry is None or answer.result is None or answer.outcome is None:
             return exhausted(chain, trace)
         status, body = answer.result
@@ -322,22 +375,23 @@ class Router:
         return Reply(status, body, headers, "success", answer.entry)
 
 
-def exhausted(chain: ChainRuntime, trace: Trace) -> Reply:
+def exhausted(
+    chain: ChainRuntime,
+    trace: Trace,
+    code: str = "all_providers_exhausted",
+    why: str | None = None,
+) -> Reply:
     """503 in OpenAI's error shape, saying what each entry did and when to come back."""
     summary = ", ".join(f"{a.provider}/{a.model}: {a.outcome}" for a in trace.trail)
-    error = {
-        "error": {
-            "message": f"All providers in chain '{chain.name}' are exhausted ({summary}).",
-            "type": "server_error",
-            "param": None,
-            "code": "all_providers_exhausted",
-        }
-    }
+    message = f"All providers in chain '{chain.name}' are exhausted ({summary})."
+    if why:
+        message = f"{why} {message}"
+    error = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
     headers = trace.headers(None)
     if trace.earliest_recovery is not None:
         wait = max(1, math.ceil(trace.earliest_recovery - time.time()))
         headers["Retry-After"] = str(wait)
-    return Reply(503, json.dumps(error).encode(), headers, "all_providers_exhausted")
+    return Reply(503, json.dumps(error).encode(), headers, code)
 
 
 def normalize_reasoning(body: bytes) -> bytes:

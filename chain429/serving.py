@@ -145,6 +145,8 @@ class ServerThread:
         return server
 
     def stop(self) -> None:
+        if self._loop.is_closed():
+            return  # already stopped
         if self._server is not None:
             self.call(self._stop(self._server))
             self._server = None
@@ -154,12 +156,22 @@ class ServerThread:
         self._sock.close()
 
     @staticmethod
-    async def _stop(server: Any) -> None:
+    async def _stop(server: Any, grace_s: float = 10.0) -> None:
+        """Sanic's graceful stop: finish in-flight requests, then close what is left."""
         await server.before_stop()
         server.close()
         await server.wait_closed()
-        for connection in list(server.connections):
+        connections = server.connections
+        for connection in list(connections):
             connection.close_if_idle()
+        deadline = asyncio.get_running_loop().time() + grace_s
+        while connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+            for connection in list(connections):
+                connection.close_if_idle()
+        for connection in list(connections):
+            connection.abort()
+        await asyncio.sleep(0)  # let the aborted connections' tasks end
         await server.after_stop()
 
     def __enter__(self) -> ServerThread:
