@@ -20,18 +20,28 @@ same protocol.
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from chain429.buckets import Bucket
 from chain429.dialects import daily_exhausted, next_day_boundary, read_body, read_headers
 from chain429.outcome import SKIP_REASON, CooldownPolicy, Kind, Outcome, Scope
 from chain429.runtime import EntryRuntime
 
+log = logging.getLogger("chain429.limits")
+
 # Reasons a skip can give, as the trace shows them (`skip:<reason>`).
 PROBING = "probing"
+
+# Prefixes of the keys `export_state` gives (and `import_state` takes): one
+# JSON-able dict per key, the rows chain429.persist keeps in `provider_state`.
+BLOCK_PREFIX = "block:"  # + a scope key: "block:bucket:groq/llama-3.3-70b"
+BUCKET_PREFIX = "bucket:"  # + a bucket key
+STREAMFAIL_PREFIX = "streamfail:"  # + an entry label
+_SCOPE_PREFIXES = ("provider:", "bucket:", "entry:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +120,10 @@ class MemoryStateStore:
         self._probes: dict[str, int | None] = {}
         self._stream_failures: dict[str, int] = {}
         self._ids = itertools.count(1)
+        # Bumped by every call that may change what `export_state` gives, so the
+        # persister writes only when there is something new. Only counts: the
+        # request path pays one integer add.
+        self.version = 0
 
     def _bucket(self, entry: EntryRuntime) -> Bucket:
         bucket = self._buckets.get(entry.bucket)
@@ -136,7 +150,12 @@ class MemoryStateStore:
 
     async def check(self, entry: EntryRuntime, now: float) -> Block | None:
         block, _ = self._block_for(entry, now)
-        return block
+        if block is not None:
+            return block
+        refusal = self._bucket(entry).refusal(entry.limits, 0, now)
+        if refusal is None:
+            return None
+        return Block(refusal.reason, refusal.until, "bucket", refusal.detail, refusal.source)
 
     async def reserve(
         self, entry: EntryRuntime, need_tokens: int, now: float
@@ -171,6 +190,7 @@ class MemoryStateStore:
         now: float,
         policy: CooldownPolicy,
     ) -> Block | None:
+        self.version += 1
         entry = reservation.entry
         bucket = self._bucket(entry)
         readings = read_headers(entry.dialect, headers, now=now)
@@ -221,6 +241,7 @@ class MemoryStateStore:
         if reservation.done:
             return
         reservation.done = True
+        self.version += 1  # the day's token count may have changed
         self._bucket(reservation.entry).finish(
             reservation.reserved_at, reservation.need_tokens, used_tokens
         )
@@ -233,6 +254,7 @@ class MemoryStateStore:
     async def record_stream_end(
         self, entry: EntryRuntime, *, clean: bool, now: float, policy: CooldownPolicy
     ) -> Block | None:
+        self.version += 1
         key = scope_keys(entry)[2]
         if clean:
             self._stream_failures.pop(key, None)
@@ -268,3 +290,82 @@ class MemoryStateStore:
 
     def probing(self, entry: EntryRuntime) -> bool:
         return any(self._probes.get(key) is not None for key in scope_keys(entry))
+
+    # -- surviving a restart ---------------------------------------------------
+    #
+    # Saved: blocks in force, buckets' live state (see Bucket.to_dict), streams
+    # that died in a row. Not saved: probes and in-flight counts, which belong
+    # to requests of the process that stopped. A restored block that has ended
+    # by the time it is next asked about brings its probe like any other.
+
+    def export_state(self, now: float) -> dict[str, dict[str, Any]]:
+        """Everything live, one JSON-able dict per key (BLOCK_/BUCKET_/STREAMFAIL_PREFIX)."""
+        items: dict[str, dict[str, Any]] = {}
+        for key, block in self._blocks.items():
+            if block.until > now:
+                items[BLOCK_PREFIX + key] = {
+                    "reason": block.reason,
+                    "until": block.until,
+                    "scope": block.scope,
+                    "detail": block.detail,
+                    "source": block.source,
+                }
+        for key, bucket in self._buckets.items():
+            data = bucket.to_dict(now)
+            if data is not None:
+                items[BUCKET_PREFIX + key] = data
+        for key, failures in self._stream_failures.items():
+            if failures > 0:
+                items[STREAMFAIL_PREFIX + key.removeprefix("entry:")] = {"failures": failures}
+        return items
+
+    def import_state(self, items: Mapping[str, Mapping[str, Any]], now: float) -> int:
+        """Restore `export_state` items; returns how many were taken.
+
+        Expired items are skipped, a block never shortens one already in force,
+        and a malformed item is skipped (logged) without stopping the rest.
+        """
+        taken = 0
+        for key, data in items.items():
+            try:
+                taken += self._import_item(key, data, now)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("saved rate-limit state %r ignored: %s", key, exc)
+        return taken
+
+    def _import_item(self, key: str, data: Mapping[str, Any], now: float) -> bool:
+        if key.startswith(BLOCK_PREFIX):
+            scope_key = key.removeprefix(BLOCK_PREFIX)
+            if not scope_key.startswith(_SCOPE_PREFIXES):
+                raise ValueError("unknown scope")
+            until = float(data["until"])
+            if until <= now:
+                return False
+            block = Block(
+                str(data["reason"]),
+                until,
+                str(data["scope"]),
+                str(data.get("detail", "")),
+                str(data.get("source", "status")),
+            )
+            self._block(scope_key, block)
+            return True
+        if key.startswith(BUCKET_PREFIX):
+            restored = Bucket.from_dict(data, now)
+            if restored.key != key.removeprefix(BUCKET_PREFIX):
+                raise ValueError("bucket key does not match its row")
+            current = self._buckets.get(restored.key)
+            if current is None:
+                self._buckets[restored.key] = restored
+            else:
+                current.absorb(restored)
+            return True
+        if key.startswith(STREAMFAIL_PREFIX):
+            entry_key = "entry:" + key.removeprefix(STREAMFAIL_PREFIX)
+            failures = int(data["failures"])
+            if failures <= 0:
+                return False
+            known = self._stream_failures.get(entry_key, 0)
+            self._stream_failures[entry_key] = max(known, failures)
+            return True
+        raise ValueError("unknown kind of state")

@@ -29,6 +29,7 @@ from chain429.errors import ApiError, error_body
 from chain429.limits import MemoryStateStore, StateStore
 from chain429.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chain429.metrics import Metrics
+from chain429.persist import StatePersister
 from chain429.router import Router
 from chain429.runtime import Snapshot, build_snapshot
 from chain429.stats_routes import register_stats_routes
@@ -110,15 +111,28 @@ def create_app(
         if app.ctx.telemetry is not None:
             app.ctx.telemetry.start()
 
+        # Cooldowns survive a restart: with a database (the request log's) and
+        # the memory store, restore the saved state before the first request and
+        # keep saving it. A shared store (Redis) keeps its own state.
+        app.ctx.persister = None
+        if app.ctx.database is not None and isinstance(app.ctx.state, MemoryStateStore):
+            app.ctx.persister = StatePersister(app.ctx.state, app.ctx.database)
+            await asyncio.to_thread(app.ctx.persister.load)
+            app.ctx.persister.start()
+
     @app.before_server_stop
     async def drain(app: Sanic) -> None:
         # From now on every answer closes its connection, so clients on keep-alive
         # connections move on and the graceful stop is not held open by them.
         app.ctx.draining = True
+        app.ctx.router.queues.close()  # queued requests leave with 503 queue_shutdown
 
     @app.after_server_stop
     async def close_upstream(app: Sanic) -> None:
         await app.ctx.upstream.aclose()
+        if app.ctx.persister is not None:
+            # Requests are done: save the final state, before telemetry lets go of the database.
+            await app.ctx.persister.stop()
         if app.ctx.telemetry is not None:
             # In-flight requests are done by now: write every record before exiting.
             await asyncio.to_thread(app.ctx.telemetry.stop)

@@ -1,0 +1,184 @@
+"""Rate-limit intelligence end to end: real header formats from the fake, real requests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from chain429.testing import Reply
+from conftest import chain_config, provider_entry
+
+HELLO = [{"role": "user", "content": "hi"}]
+
+
+def post(p, **body):
+    with p.http() as http:
+        return http.post(
+            "/v1/chat/completions", json={"model": "main", "messages": HELLO, **body}, timeout=10
+        )
+
+
+def test_concurrent_requests_never_both_take_the_last_unit(fake, proxy):
+    limited = fake("limited", default=Reply(delay=0.05))
+    spare = fake("spare")
+    config = chain_config(
+        [
+            provider_entry("limited", limited, rateLimits={"requestsPerMinute": 5}),
+            provider_entry("spare", spare),
+        ],
+        [("limited", "m"), ("spare", "s")],
+    )
+    p = proxy(config)
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = list(pool.map(lambda _: post(p).status_code, range(20)))
+    assert statuses == [200] * 20
+    assert len(limited.requests) == 5  # exactly the limit, never one more
+    assert len(spare.requests) == 15
+
+
+@pytest.mark.parametrize(
+    ("provider_type", "headers"),
+    [
+        (
+            "openai",
+            {
+                "x-ratelimit-limit-requests": "500",
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "20s",
+            },
+        ),
+        (
+            "groq",
+            {
+                "x-ratelimit-limit-requests": "14400",
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "2m59.56s",
+            },
+        ),
+        (
+            "cerebras",
+            {
+                "x-ratelimit-limit-requests-day": "14400",
+                "x-ratelimit-remaining-requests-day": "0",
+                "x-ratelimit-reset-requests-day": "33011.382867",
+            },
+        ),
+        (
+            "openrouter",
+            {
+                "X-RateLimit-Limit": "20",
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": "{reset_ms}",
+            },
+        ),
+        (
+            "mistral",
+            {"x-ratelimit-limit-req-minute": "60", "x-ratelimit-remaining-req-minute": "0"},
+        ),
+    ],
+)
+def test_a_success_that_says_nothing_is_left_skips_the_entry_next_time(
+    fake, proxy, provider_type, headers
+):
+    headers = {k: v.format(reset_ms=int((time.time() + 40) * 1000)) for k, v in headers.items()}
+    a = fake("a", default=Reply(headers=headers))
+    b = fake("b")
+    config = chain_config(
+        [provider_entry("a", a, type=provider_type), provider_entry("b", b)],
+        [("a", "model-a"), ("b", "model-b")],
+    )
+    p = proxy(config)
+    assert post(p).headers["x-429chain-trace"] == "a/model-a=200"
+    assert post(p).headers["x-429chain-trace"] == "a/model-a=skip:limited,b/model-b=200"
+    assert len(a.requests) == 1
+    with p.http() as http:
+        report = http.get("/v1/ratelimits").json()
+    entry = next(e for e in report["entries"] if e["provider"] == "a")
+    assert entry["state"] == "limited"
+    assert entry["source"] == "header"
+    bucket = next(b for b in report["buckets"] if b["provider"] == "a")
+    assert any(q["remaining"] == 0 and q["source"] == "header" for q in bucket["quotas"])
+
+
+def test_a_request_bigger_than_the_remaining_tokens_is_skipped(fake, proxy):
+    headers = {
+        "x-ratelimit-remaining-tokens": "1000",
+        "x-ratelimit-reset-tokens": "30s",
+        "x-ratelimit-remaining-requests": "100",
+        "x-ratelimit-reset-requests": "1m",
+    }
+    a = fake("a", default=Reply(headers=headers))
+    b = fake("b")
+    config = chain_config(
+        [provider_entry("a", a, type="openai"), provider_entry("b", b)],
+        [("a", "model-a"), ("b", "model-b")],
+    )
+    p = proxy(config)
+    post(p)
+    assert post(p, max_tokens=100).headers["x-429chain-trace"] == "a/model-a=200"
+    big = post(p, max_tokens=4000)
+    assert big.headers["x-429chain-trace"] == "a/model-a=skip:tokens,b/model-b=200"
+
+
+def test_a_paid_entry_waits_for_a_free_one_that_recovers_soon(fake, proxy):
+    free = fake("free")
+    free.script(Reply.rate_limited(retry_after="1"))
+    paid = fake("paid")
+    config = chain_config(
+        [provider_entry("free", free), provider_entry("paid", paid, paid=True)],
+        [("free", "f"), ("paid", "p")],
+        settings={"waitBeforePaidMs": 3000},
+    )
+    p = proxy(config)
+    started = time.monotonic()
+    response = post(p)
+    assert response.headers["x-429chain-provider"] == "free/f"
+    assert len(paid.requests) == 0
+    assert 0.9 < time.monotonic() - started < 2.5
+
+
+def test_without_wait_before_paid_the_paid_entry_answers_at_once(fake, proxy):
+    free = fake("free", default=Reply.rate_limited(retry_after="1"))
+    paid = fake("paid")
+    config = chain_config(
+        [provider_entry("free", free), provider_entry("paid", paid, paid=True)],
+        [("free", "f"), ("paid", "p")],
+    )
+    assert post(proxy(config)).headers["x-429chain-provider"] == "paid/p"
+
+
+def test_a_cancelled_request_frees_its_concurrency_slot(fake, proxy):
+    slow = fake("slow", default=Reply(delay=2.0))
+    spare = fake("spare")
+    config = chain_config(
+        [
+            provider_entry("slow", slow, rateLimits={"concurrentRequests": 1}),
+            provider_entry("spare", spare),
+        ],
+        [("slow", "s"), ("spare", "x")],
+    )
+    p = proxy(config)
+    with pytest.raises(httpx.ReadTimeout), p.http() as http:
+        http.post("/v1/chat/completions", json={"model": "main", "messages": HELLO}, timeout=0.3)
+    time.sleep(0.1)
+    slow.always(Reply())
+    assert post(p).headers["x-429chain-trace"] == "slow/s=200"
+
+
+def test_the_ratelimits_report_lists_buckets_with_in_flight_counts(fake, proxy):
+    slow = fake("slow", default=Reply(delay=0.5))
+    config = chain_config([provider_entry("slow", slow)], [("slow", "s")])
+    p = proxy(config)
+    thread = threading.Thread(target=post, args=(p,))
+    thread.start()
+    time.sleep(0.2)
+    with p.http() as http:
+        report = http.get("/v1/ratelimits").json()
+    thread.join()
+    (entry,) = report["entries"]
+    assert entry["in_flight"] == 1
+    assert entry["bucket"] == "slow/s"

@@ -1,0 +1,106 @@
+"""A restart remembers cooldowns: a provider whose daily quota is gone is not asked again."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from chain429.config import Config
+from chain429.database import migrate, open_database
+from chain429.db import database_proxy
+from chain429.server import create_app
+from chain429.serving import ServerThread
+from chain429.telemetry import Telemetry
+from chain429.testing import Reply
+from conftest import PROXY_KEY, chain_config, provider_entry
+
+HELLO = [{"role": "user", "content": "hi"}]
+# Groq's `-requests` family is its daily quota: none left, back in 3 hours.
+DAY_GONE = Reply.rate_limited(
+    headers={
+        "x-ratelimit-limit-requests": "1000",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "3h",
+    }
+)
+
+
+@pytest.fixture(autouse=True)
+def _restore_model_binding() -> Iterator[None]:
+    saved = database_proxy.obj
+    yield
+    database_proxy.initialize(saved)
+
+
+def start(config: Config, db_url: str) -> ServerThread:
+    """A fresh process's worth of chain429: its own database handle, request log and app."""
+    database = open_database(db_url)
+    migrate(database)
+    return ServerThread(create_app(config, telemetry=Telemetry(database))).start()
+
+
+def chat(server: ServerThread) -> httpx.Response:
+    headers = {"authorization": f"Bearer {PROXY_KEY}"}
+    body: dict[str, Any] = {"model": "main", "messages": HELLO}
+    response = httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_a_restart_does_not_re_ask_a_provider_whose_daily_quota_is_gone(fake, tmp_path):
+    a = fake("a", default=DAY_GONE)
+    b = fake("b")
+    config = Config.model_validate(
+        chain_config(
+            [{**provider_entry("a", a), "type": "groq"}, provider_entry("b", b)],
+            [("a", "model-a"), ("b", "model-b")],
+        )
+    )
+    db = tmp_path / "chain429.db"
+    url = f"sqlite:///{db}"
+
+    first = start(config, url)
+    try:
+        answered = chat(first)
+        before = first.call(first.app.ctx.state.snapshot(time.time()))
+    finally:
+        first.stop()
+    assert answered.headers["x-429chain-trace"] == "a/model-a=429,b/model-b=200"
+    (block,) = before
+    assert block["key"] == "bucket:a/model-a"
+    assert block["until"] > time.time() + 2.9 * 3600  # the day's quota: 3 hours, not a minute
+
+    # Written at the stop, next to the request log.
+    with sqlite3.connect(db) as conn:
+        keys = {row[0] for row in conn.execute("SELECT key FROM provider_state")}
+    assert "block:bucket:a/model-a" in keys
+
+    second = start(config, url)
+    try:
+        again = chat(second)
+        after = second.call(second.app.ctx.state.snapshot(time.time()))
+    finally:
+        second.stop()
+    assert again.headers["x-429chain-trace"] == "a/model-a=skip:cooldown,b/model-b=200"
+    assert len(a.requests) == 1  # asked once, before the restart; never after
+    assert len(b.requests) == 2
+    assert [(b["key"], b["until"]) for b in after] == [(block["key"], block["until"])]
+
+
+def test_without_a_request_log_nothing_is_saved_or_restored(fake, proxy):
+    a = fake("a", default=DAY_GONE)
+    b = fake("b")
+    config = chain_config(
+        [{**provider_entry("a", a), "type": "groq"}, provider_entry("b", b)],
+        [("a", "model-a"), ("b", "model-b")],
+    )
+    p = proxy(config)
+    assert p.app.ctx.persister is None
+    with p.http() as http:
+        response = http.post("/v1/chat/completions", json={"model": "main", "messages": HELLO})
+    assert response.headers["x-429chain-trace"] == "a/model-a=429,b/model-b=200"
