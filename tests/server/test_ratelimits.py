@@ -182,3 +182,33 @@ def test_the_ratelimits_report_lists_buckets_with_in_flight_counts(fake, proxy):
     (entry,) = report["entries"]
     assert entry["in_flight"] == 1
     assert entry["bucket"] == "slow/s"
+
+
+def test_gemini_daily_quota_rests_until_midnight_pacific(fake, proxy):
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    body = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+                      "message": "Quota exceeded. Please retry in 52.45s.",
+                      "details": [
+                          {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                           "violations": [{"quotaId":
+                                           "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+                                           "quotaValue": "250"}]},
+                          {"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                           "retryDelay": "52.45s"}]}}
+    gemini = fake("gemini", default=Reply(status=429, body=body))
+    b = fake("b")
+    config = chain_config(
+        [provider_entry("gemini", gemini, type="google-ai"), provider_entry("b", b)],
+        [("gemini", "gemini-2.0-flash"), ("b", "model-b")],
+    )
+    p = proxy(config)
+    post(p)
+    with p.http() as http:
+        entry = http.get("/v1/ratelimits").json()["entries"][0]
+    until = datetime.fromisoformat(entry["until"].replace("Z", "+00:00"))
+    pacific = datetime.now(ZoneInfo("America/Los_Angeles"))
+    midnight = (pacific + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    # Not 52 s: the day's quota is gone, so the entry rests until Google's next day.
+    assert abs((until - midnight).total_seconds()) < 5
