@@ -128,10 +128,14 @@ class Bucket:
             )
         return None
 
-    def reserve(self, need_tokens: int, now: float) -> None:
+    def reserve(self, need_tokens: int, now: float, limits: RateLimits | None = None) -> None:
         self.in_flight += 1
-        self.minute_requests.append(now)
-        self.minute_tokens.append((now, need_tokens))
+        # The sliding windows cost memory and time per request: keep them only
+        # for the limits that need them.
+        if limits is not None and limits.requests_per_minute:
+            self.minute_requests.append(now)
+        if limits is not None and limits.tokens_per_minute:
+            self.minute_tokens.append((now, need_tokens))
         self.day_requests += 1
         self.day_tokens += need_tokens
         for seen in self.readings.values():
@@ -143,7 +147,12 @@ class Bucket:
         if used_tokens is None or used_tokens == need_tokens:
             return
         # Swap the estimate for the real count, in the window it was counted in.
-        for index, (at, tokens) in enumerate(self.minute_tokens):
+        # Search from the newest end: only requests started since this one lie
+        # between, about as many as run concurrently.
+        for index in range(len(self.minute_tokens) - 1, -1, -1):
+            at, tokens = self.minute_tokens[index]
+            if at < reserved_at:
+                break
             if at == reserved_at and tokens == need_tokens:
                 self.minute_tokens[index] = (at, used_tokens)
                 break

@@ -174,7 +174,7 @@ class MemoryStateStore:
         refusal = bucket.refusal(entry.limits, need_tokens, now)
         if refusal is not None:
             return Block(refusal.reason, refusal.until, "bucket", refusal.detail, refusal.source)
-        bucket.reserve(need_tokens, now)
+        bucket.reserve(need_tokens, now, entry.limits)
         reservation = Reservation(next(self._ids), entry, need_tokens, now)
         if recovered is not None:
             self._probes[recovered] = reservation.id

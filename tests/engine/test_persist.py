@@ -26,7 +26,7 @@ from test_database import (
 )
 
 from chain429.buckets import Bucket
-from chain429.config import Config
+from chain429.config import Config, RateLimits
 from chain429.database import migrate, read_connection
 from chain429.db import ProviderState, database_proxy
 from chain429.limits import MemoryStateStore, Reservation
@@ -292,9 +292,10 @@ def test_stream_failures_survive_and_a_clean_stream_clears_them():
 def test_minute_windows_are_saved_per_second_exact_in_count():
     bucket = Bucket("b/m", "generic-openai")
     now = 1_000_000.0
+    limits = RateLimits(requests_per_minute=100, tokens_per_minute=100_000)
     for i in range(50):
-        bucket.reserve(100, now - 30 + i * 0.01)  # 50 requests within half a second
-    bucket.reserve(7, now - 70)  # outside the window
+        bucket.reserve(100, now - 30 + i * 0.01, limits)  # 50 requests within half a second
+    bucket.reserve(7, now - 70, limits)  # outside the window
     data = bucket.to_dict(now)
     assert data is not None
     assert len(data["minute_requests"]) <= 2
