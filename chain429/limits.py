@@ -99,6 +99,9 @@ class StateStore(Protocol):
 
     def in_flight(self, entry: EntryRuntime) -> int: ...
 
+    async def forget_provider(self, provider_id: str) -> None:
+        """Drop everything known about a provider (removed, or its URL or key changed)."""
+
 
 def scope_keys(entry: EntryRuntime) -> tuple[str, str, str]:
     return (f"provider:{entry.provider_id}", f"bucket:{entry.bucket}", f"entry:{entry.label}")
@@ -287,6 +290,21 @@ class MemoryStateStore:
 
     def in_flight(self, entry: EntryRuntime) -> int:
         return self._bucket(entry).in_flight
+
+    async def forget_provider(self, provider_id: str) -> None:
+        prefix = f"{provider_id}/"
+        for key in list(self._blocks):
+            _, _, name = key.partition(":")
+            if name == provider_id or name.startswith(prefix):
+                del self._blocks[key]
+                self._probes.pop(key, None)
+        for key in [k for k in self._probes if k.partition(":")[2].startswith(prefix)]:
+            del self._probes[key]
+        for key in [k for k in self._buckets if k.startswith(prefix)]:
+            del self._buckets[key]
+        for key in [k for k in self._stream_failures if k.partition(":")[2].startswith(prefix)]:
+            del self._stream_failures[key]
+        self.version += 1
 
     def probing(self, entry: EntryRuntime) -> bool:
         return any(self._probes.get(key) is not None for key in scope_keys(entry))

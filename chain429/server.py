@@ -11,6 +11,8 @@ import asyncio
 import itertools
 import json
 import logging
+import signal
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +24,7 @@ from sanic.handlers import ErrorHandler
 from sanic.response import HTTPResponse, raw
 
 from chain429 import __version__
+from chain429.admin_routes import register_admin_routes
 from chain429.auth import authorize
 from chain429.completions import JSON, handle_chat
 from chain429.config import Config
@@ -29,7 +32,9 @@ from chain429.errors import ApiError, error_body
 from chain429.limits import MemoryStateStore, StateStore
 from chain429.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chain429.metrics import Metrics
+from chain429.openapi import register_openapi_route
 from chain429.persist import StatePersister
+from chain429.reloader import Reloader
 from chain429.router import Router
 from chain429.runtime import Snapshot, build_snapshot
 from chain429.stats_routes import register_stats_routes
@@ -101,6 +106,7 @@ def create_app(
     app.ctx.cooldowns_in_force = 0
     app.ctx.draining = False
     app.ctx.metrics = Metrics(lambda: _gauges(app))
+    app.ctx.reloader = Reloader(app, config_path)
 
     @app.before_server_start
     async def open_upstream(app: Sanic) -> None:
@@ -120,8 +126,20 @@ def create_app(
             await asyncio.to_thread(app.ctx.persister.load)
             app.ctx.persister.start()
 
+    @app.after_server_start
+    async def watch_config(app: Sanic) -> None:
+        reloader: Reloader = app.ctx.reloader
+        reloader.start_watching()
+        # SIGHUP reloads too, as daemons do; signal handlers need the main thread.
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(
+                signal.SIGHUP, lambda: loop.create_task(reloader.reload(force=True))
+            )
+
     @app.before_server_stop
     async def drain(app: Sanic) -> None:
+        await app.ctx.reloader.stop_watching()
         # From now on every answer closes its connection, so clients on keep-alive
         # connections move on and the graceful stop is not held open by them.
         app.ctx.draining = True
@@ -146,6 +164,7 @@ def create_app(
             "uptime_s": round(time.time() - app.ctx.started_at, 3),
             "config_generation": snapshot.generation,
             "config_loaded_at": snapshot.loaded_at,
+            "config_error": app.ctx.reloader.last_error,
         }
         telemetry = app.ctx.telemetry
         if telemetry is not None:
@@ -182,6 +201,8 @@ def create_app(
         return await handle_chat(app, request)
 
     register_stats_routes(app, authorize)
+    register_openapi_route(app)
+    register_admin_routes(app)
 
     return app
 
