@@ -22,6 +22,7 @@ from sanic.response import HTTPResponse, raw
 from chain429.auth import authorize
 from chain429.chain_probe import probe_chain
 from chain429.config import ConfigError, parse_config_text
+from chain429.config_diff import diff_configs, unified_diff
 from chain429.config_writer import ConfigDocument, ConfigEditError, apply_edit
 from chain429.errors import ApiError
 from chain429.reloader import Reloader
@@ -170,6 +171,31 @@ def register_admin_routes(app: Sanic) -> None:
             body = {"valid": False, "errors": _issues(err.issues)}
             return raw(json.dumps(body).encode(), 422, None, _JSON)
         return raw(b'{"valid": true}', 200, None, _JSON)
+
+    @app.post("/v1/admin/diff")
+    async def diff(request: Request) -> HTTPResponse:
+        """What would change going from the running config to the YAML in the body."""
+        admin(request)
+        text = (request.body or b"").decode("utf-8", errors="replace")
+        path = reloader().path
+        try:
+            new = await asyncio.to_thread(
+                parse_config_text, text, filename=None, dotenv_dir=path.parent if path else None
+            )
+        except ConfigError as err:
+            body = {"valid": False, "errors": _issues(err.issues)}
+            return raw(json.dumps(body).encode(), 422, None, _JSON)
+        running = app.ctx.snapshot.config
+        semantic = diff_configs(running, new)
+        body = {
+            "valid": True,
+            "same": semantic.empty,
+            "generation": app.ctx.snapshot.generation,
+            "diff": semantic.to_dict(),
+            "summary": semantic.summary_lines(),
+            "unified": unified_diff(running, new, old_name="running", new_name="file"),
+        }
+        return _answer(body, app.ctx.snapshot.generation)
 
     @app.post("/v1/admin/reload")
     async def reload(request: Request) -> HTTPResponse:

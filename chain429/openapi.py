@@ -502,6 +502,13 @@ _route("post", "/v1/admin/validate", _op(
     _obj("", "valid", valid=_t("boolean", const=True)),
     body={"text/yaml": {"schema": _t("string", "A chain429 or 429chain config file.")}},
     extra={"422": _answer("Invalid: every problem found.", _VALIDATE_FAILED)}))
+_route("post", "/v1/admin/diff", _op(
+    "diffConfig", "admin", "What would change from the running config to this YAML",
+    _answer("The semantic diff, summary lines and a unified diff.", _obj(
+        "valid:b same:b generation:i diff:o unified", "valid same diff",
+        summary=_list_of(_t("string"), "One line per change.")), "ETag"),
+    body={"text/yaml": {"schema": _t("string", "A chain429 or 429chain config file.")}},
+    extra={"422": _answer("Invalid: every problem found.", _VALIDATE_FAILED)}))
 _route("post", "/v1/admin/reload", _op(
     "reloadConfig", "admin", "Read the config file again now",
     _answer("Reloaded, or unchanged.", _RELOAD, "ETag"),

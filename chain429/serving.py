@@ -67,6 +67,11 @@ def check_exposure(config: Config, host: str) -> None:
 
 
 def announce_open_access(config: Config, host: str) -> None:
+    if config.settings.api_keys and not config.settings.admin_keys:
+        log.warning(
+            "no settings.adminKeys configured: every proxy key (settings.apiKeys) may also use "
+            "the admin API, as in 429chain; add adminKeys to separate them"
+        )
     if not config.settings.api_keys:
         log.warning(
             "no settings.apiKeys configured: serving without authentication on %s (loopback only)",

@@ -199,6 +199,30 @@ def test_serve_logs_json_lines_when_asked(tmp_path):
     assert warning and warning[0]["level"] == "warning"
 
 
+def test_sighup_reloads_the_config_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(ONE_CHAIN)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with serving("-c", str(path), "--port", str(port)) as proc:
+        assert wait_healthy(url, proc)["config_generation"] == 1
+        # Same inode, size and mtime: only the signal can tell the server to look again.
+        before = path.stat()
+        path.write_text(ONE_CHAIN.replace("model: m}", "model: n}"))
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        time.sleep(1.0)  # longer than the watcher's poll: it must not have noticed
+        assert httpx.get(f"{url}/health").json()["config_generation"] == 1
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if httpx.get(f"{url}/health").json()["config_generation"] == 2:
+                break
+            time.sleep(0.05)
+        models = httpx.get(f"{url}/v1/models", headers={"authorization": "Bearer k"}).json()
+        assert [m["id"] for m in models["data"]] == ["c", "n"]
+    assert "proxy key (settings.apiKeys) may also use the admin API" in proc.stderr.read()
+
+
 def test_serve_without_keys_refuses_a_public_host(tmp_path):
     path = tmp_path / "open.yaml"
     path.write_text(

@@ -65,8 +65,12 @@ class Served:
         return httpx.request(method, self.url + route, headers=headers, timeout=10, **kwargs)
 
     def chat(self, model="main"):
-        return httpx.post(self.url + "/v1/chat/completions", headers=PROXY, timeout=10,
-                          json={"model": model, "messages": HELLO})
+        return httpx.post(
+            self.url + "/v1/chat/completions",
+            headers=PROXY,
+            timeout=10,
+            json={"model": model, "messages": HELLO},
+        )
 
 
 @pytest.fixture
@@ -103,8 +107,11 @@ def test_put_provider_writes_the_file_keeps_comments_and_applies_at_once(served,
     s, a, b = served
     c = fake("c")
     before = s.path.read_text()
-    created = s.send("PUT", "/v1/admin/providers/c",
-                     json={"type": "generic-openai", "baseUrl": c.base_url, "apiKey": "${A_KEY}"})
+    created = s.send(
+        "PUT",
+        "/v1/admin/providers/c",
+        json={"type": "generic-openai", "baseUrl": c.base_url, "apiKey": "${A_KEY}"},
+    )
     assert created.status_code == 200, created.text
     assert created.headers["etag"] == '"2"'
     text = s.path.read_text()
@@ -112,8 +119,9 @@ def test_put_provider_writes_the_file_keeps_comments_and_applies_at_once(served,
     assert "# the first provider" in text and "# the fallback chain" in text
     assert "${A_KEY}" in text and "a-secret-from-env" not in text
     assert text.startswith(before.split("chains:")[0].split("  - id: b")[0])
-    chain = s.send("PUT", "/v1/admin/chains/via-c",
-                   json={"entries": [{"provider": "c", "model": "model-c"}]})
+    chain = s.send(
+        "PUT", "/v1/admin/chains/via-c", json={"entries": [{"provider": "c", "model": "model-c"}]}
+    )
     assert chain.status_code == 200
     answer = s.chat("via-c")
     assert answer.headers["x-429chain-provider"] == "c/model-c"
@@ -122,8 +130,10 @@ def test_put_provider_writes_the_file_keeps_comments_and_applies_at_once(served,
 
 def test_put_without_or_with_masked_api_key_keeps_the_existing_key(served):
     s, a, b = served
-    for body in ({"type": "generic-openai", "baseUrl": b.base_url, "timeout": 9000},
-                 {"type": "generic-openai", "baseUrl": b.base_url, "apiKey": "sk-…9876"}):
+    for body in (
+        {"type": "generic-openai", "baseUrl": b.base_url, "timeout": 9000},
+        {"type": "generic-openai", "baseUrl": b.base_url, "apiKey": "sk-…9876"},
+    ):
         assert s.send("PUT", "/v1/admin/providers/b", json=body).status_code == 200
         assert "sk-literal-secret-9876" in s.path.read_text()
     a.always(Reply.rate_limited("60"))
@@ -134,8 +144,9 @@ def test_put_without_or_with_masked_api_key_keeps_the_existing_key(served):
 def test_invalid_edit_is_422_and_changes_nothing(served):
     s, a, b = served
     before = s.path.read_text()
-    bad = s.send("PUT", "/v1/admin/chains/broken",
-                 json={"entries": [{"provider": "nope", "model": "m"}]})
+    bad = s.send(
+        "PUT", "/v1/admin/chains/broken", json={"entries": [{"provider": "nope", "model": "m"}]}
+    )
     assert bad.status_code == 422
     assert bad.json()["errors"][0]["path"].startswith("chains[")
     assert s.path.read_text() == before
@@ -152,10 +163,21 @@ def test_deleting_a_provider_in_use_is_409_naming_the_chains(served):
 
 def test_a_stale_if_match_is_412(served):
     s, a, b = served
-    assert s.send("PATCH", "/v1/admin/settings", json={"cooldownDefaultMs": 1000},
-                  headers={**ADMIN, "if-match": '"1"'}).status_code == 200
-    stale = s.send("PATCH", "/v1/admin/settings", json={"cooldownDefaultMs": 2000},
-                   headers={**ADMIN, "if-match": '"1"'})
+    assert (
+        s.send(
+            "PATCH",
+            "/v1/admin/settings",
+            json={"cooldownDefaultMs": 1000},
+            headers={**ADMIN, "if-match": '"1"'},
+        ).status_code
+        == 200
+    )
+    stale = s.send(
+        "PATCH",
+        "/v1/admin/settings",
+        json={"cooldownDefaultMs": 2000},
+        headers={**ADMIN, "if-match": '"1"'},
+    )
     assert stale.status_code == 412
     assert stale.headers["etag"] == '"2"'
     assert "cooldownDefaultMs: 1000" in s.path.read_text()
@@ -214,7 +236,12 @@ def test_rate_limit_state_survives_a_reload_unless_the_provider_changes(served):
     a.always(Reply.rate_limited("60"))
     s.chat()
     assert s.chat().headers["x-429chain-trace"].startswith("a/model-a=skip:cooldown")
-    replace_file(s.path, s.path.read_text().replace("defaultChain: main", "defaultChain: main\n  cooldownDefaultMs: 5000"))
+    replace_file(
+        s.path,
+        s.path.read_text().replace(
+            "defaultChain: main", "defaultChain: main\n  cooldownDefaultMs: 5000"
+        ),
+    )
     assert wait_for(lambda: s.get("/health").json()["config_generation"] == 2)
     assert s.chat().headers["x-429chain-trace"].startswith("a/model-a=skip:cooldown")
     a.always(Reply())
@@ -230,8 +257,9 @@ def test_fifty_reloads_under_load_fail_no_request(served):
     def load():
         with httpx.Client(base_url=s.url, headers=PROXY, timeout=10) as http:
             while not done.is_set():
-                response = http.post("/v1/chat/completions",
-                                     json={"model": "main", "messages": HELLO})
+                response = http.post(
+                    "/v1/chat/completions", json={"model": "main", "messages": HELLO}
+                )
                 if response.status_code != 200:
                     failures.append(response.status_code)
 
@@ -241,8 +269,12 @@ def test_fifty_reloads_under_load_fail_no_request(served):
     try:
         for n in range(50):
             timeout = 9000 + n
-            assert s.send("PATCH", "/v1/admin/settings",
-                          json={"requestTimeoutMs": timeout}).status_code == 200
+            assert (
+                s.send(
+                    "PATCH", "/v1/admin/settings", json={"requestTimeoutMs": timeout}
+                ).status_code
+                == 200
+            )
     finally:
         done.set()
         for thread in threads:
@@ -269,3 +301,24 @@ def test_chain_test_asks_every_entry_and_learns(served):
     a.always(Reply.stream("OK"))
     streamed = s.send("POST", "/v1/test/chain/main?stream=true").json()
     assert {e["provider"]: e["result"] for e in streamed["entries"]}["a"] == "ok"
+
+
+def test_diff_says_what_a_file_would_change(served):
+    s, a, b = served
+    same = s.send("POST", "/v1/admin/diff", content=s.path.read_text()).json()
+    assert same["same"] is True and same["unified"] == ""
+    edited = (
+        s.path.read_text()
+        .replace(
+            "      - provider: a\n        model: model-a\n      - provider: b\n        model: model-b\n",
+            "      - provider: b\n        model: model-b\n      - provider: a\n        model: model-a\n",
+        )
+        .replace("apiKey: sk-literal-secret-9876", "apiKey: sk-literal-secret-1111")
+    )
+    changed = s.send("POST", "/v1/admin/diff", content=edited).json()
+    assert changed["same"] is False
+    assert any("moved" in line for line in changed["summary"])
+    assert any("apiKey" in line for line in changed["summary"])
+    assert "literal-secret" not in str(changed)
+    invalid = s.send("POST", "/v1/admin/diff", content="version: 2\n")
+    assert invalid.status_code == 422
