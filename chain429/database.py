@@ -29,7 +29,15 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import peewee
 import platformdirs
 
-from chain429.db import ALL_MODELS, SchemaMigration, database_proxy
+from chain429.db import (
+    AttemptRow,
+    HourlyAttemptRollup,
+    HourlyRollup,
+    ProviderState,
+    RequestRow,
+    SchemaMigration,
+    database_proxy,
+)
 
 __all__ = [
     "MIGRATIONS",
@@ -246,14 +254,53 @@ def read_connection(database: peewee.Database) -> Iterator[peewee.Database]:
 Migration = tuple[int, str, Callable[[peewee.Database], None]]
 
 
+_HOUR_MS = 3_600_000
+
+# The tables migration 1 created when it was released. Spelled out rather than
+# read from `chain429.db.ALL_MODELS`, which grows: a table a later migration
+# adds must not appear early in a fresh database, or that migration (an ALTER,
+# a backfill) would meet a table it did not expect.
+_MIGRATION_1_MODELS = (RequestRow, AttemptRow, HourlyRollup, ProviderState, SchemaMigration)
+
+
 def _create_tables(database: peewee.Database) -> None:
-    database.create_tables(ALL_MODELS, safe=True)
+    database.create_tables(_MIGRATION_1_MODELS, safe=True)
+
+
+def _create_attempt_rollup(database: peewee.Database) -> None:
+    """`hourly_attempt_rollup`, filled from the attempt trails already logged.
+
+    The backfill runs in the migration's transaction: on SQLite its write lock
+    keeps the writer out until the table and its rows are there together. An
+    instance still running the previous version against the same PostgreSQL
+    keeps writing trails without counting them here; upgrade them all.
+    """
+    database.create_tables([HourlyAttemptRollup], safe=True)
+    A, R, H = AttemptRow, RequestRow, HourlyAttemptRollup
+    hour = (R.time_ms / _HOUR_MS) * _HOUR_MS  # integers: "/" truncates, times are >= 0
+    trails = (
+        A.select(
+            hour,
+            A.provider,
+            A.model,
+            A.outcome,
+            peewee.fn.COUNT(peewee.SQL("*")),
+            peewee.fn.COALESCE(peewee.fn.SUM(A.latency_ms), 0.0),
+        )
+        .join(R, on=(A.request == R.id))
+        # GROUP BY 1..4: psycopg 3 binds the two HOUR_MS of `hour` as separate
+        # parameters, and PostgreSQL would not match the expression to SELECT's.
+        .group_by(*(peewee.SQL(str(i)) for i in range(1, 5)))
+    )
+    fields = [H.hour_ms, H.provider, H.model, H.outcome, H.count, H.latency_sum_ms]
+    H.insert_from(trails, fields).execute()
 
 
 # Append only: a released number is never renumbered or edited, because
 # databases out there record it as applied.
 MIGRATIONS: list[Migration] = [
     (1, "create tables", _create_tables),
+    (2, "hourly attempt rollup", _create_attempt_rollup),
 ]
 
 

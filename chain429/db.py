@@ -113,6 +113,26 @@ class HourlyRollup(BaseModel):
         indexes = ((("hour_ms", "chain", "provider", "outcome"), True),)
 
 
+class HourlyAttemptRollup(BaseModel):
+    """Per hour, provider, model and outcome token: the attempt trails, counted.
+
+    The hour is that of the request the attempt belongs to (`requests.time_ms`),
+    not of the attempt itself, so a range selects the same trails whether it
+    reads this table or joins `attempts` to `requests`.
+    """
+
+    hour_ms = peewee.BigIntegerField()  # start of the request's hour, epoch ms
+    provider = peewee.CharField(max_length=200)
+    model = peewee.CharField(max_length=200)
+    outcome = peewee.CharField(max_length=40)  # "200", "429", "timeout", "skip:cooldown"
+    count = peewee.IntegerField(default=0)
+    latency_sum_ms = peewee.FloatField(default=0.0)  # skips (no latency) add nothing
+
+    class Meta:
+        table_name = "hourly_attempt_rollup"
+        indexes = ((("hour_ms", "provider", "model", "outcome"), True),)
+
+
 class ProviderState(BaseModel):
     """Rate-limit state that must survive a restart (cooldowns); written by the state store."""
 
@@ -133,4 +153,11 @@ class SchemaMigration(BaseModel):
         table_name = "schema_migrations"
 
 
-ALL_MODELS = (RequestRow, AttemptRow, HourlyRollup, ProviderState, SchemaMigration)
+ALL_MODELS = (
+    RequestRow,
+    AttemptRow,
+    HourlyRollup,
+    HourlyAttemptRollup,
+    ProviderState,
+    SchemaMigration,
+)

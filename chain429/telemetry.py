@@ -4,9 +4,10 @@
 from any thread; when the queue is full the record is dropped and counted,
 because a slow database must never slow a request down. One writer thread
 owns every write: it takes up to `batch_rows` records (or what arrived within
-`batch_interval_s`) and writes requests, their attempt trails and the hourly
-rollup in one transaction, so a batch is all there or not at all. Between
-batches it prunes rows older than the retention period, a little at a time.
+`batch_interval_s`) and writes requests, their attempt trails and the two
+hourly rollups (of requests, of attempts) in one transaction, so a batch is
+all there or not at all. Between batches it prunes rows older than the
+retention period, a little at a time.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ from typing import Any, cast
 import peewee
 
 from chain429.database import bind, describe, is_postgres, scrub, write_transaction
-from chain429.db import LATENCY_BUCKETS_MS, AttemptRow, HourlyRollup, RequestRow, database_proxy
+from chain429.db import (
+    LATENCY_BUCKETS_MS,
+    AttemptRow,
+    HourlyAttemptRollup,
+    HourlyRollup,
+    RequestRow,
+    database_proxy,
+)
 from chain429.records import AttemptRecord, RequestRecord
 
 __all__ = ["Telemetry", "latency_bucket"]
@@ -67,11 +75,18 @@ _ROLLUP_SUM_COLUMNS = [
     "latency_histogram",
 ]
 
+_ATTEMPT_ROLLUP_KEY_COLUMNS = ["hour_ms", "provider", "model", "outcome"]
+
 _REQUEST_FIELDS = _fields(RequestRow, ["id", "time_ms", *_REQUEST_COLUMNS])
 _ATTEMPT_FIELDS = _fields(AttemptRow, ["request", *_ATTEMPT_COLUMNS])
 _ROLLUP_KEY_FIELDS = _fields(HourlyRollup, _ROLLUP_KEY_COLUMNS)
 _ROLLUP_FIELDS = _fields(HourlyRollup, _ROLLUP_KEY_COLUMNS + _ROLLUP_SUM_COLUMNS)
 _rollup_id: Any = HourlyRollup._meta.primary_key  # the implicit auto id
+_ATTEMPT_ROLLUP_KEY_FIELDS = _fields(HourlyAttemptRollup, _ATTEMPT_ROLLUP_KEY_COLUMNS)
+_ATTEMPT_ROLLUP_FIELDS = _fields(
+    HourlyAttemptRollup, [*_ATTEMPT_ROLLUP_KEY_COLUMNS, "count", "latency_sum_ms"]
+)
+_attempt_rollup_id: Any = HourlyAttemptRollup._meta.primary_key
 _request_values = operator.attrgetter(*_REQUEST_COLUMNS)
 _attempt_values = operator.attrgetter(*_ATTEMPT_COLUMNS)
 
@@ -83,6 +98,7 @@ def _limits(fields: list[Any]) -> list[int | None]:
 _REQUEST_LIMITS = _limits(_REQUEST_FIELDS)
 _ATTEMPT_LIMITS = _limits(_ATTEMPT_FIELDS)
 _ROLLUP_KEY_LIMITS = _limits(_ROLLUP_KEY_FIELDS)
+_ATTEMPT_ROLLUP_KEY_LIMITS = _limits(_ATTEMPT_ROLLUP_KEY_FIELDS)
 
 
 def _clip(values: tuple[Any, ...], limits: list[int | None]) -> tuple[Any, ...]:
@@ -124,6 +140,7 @@ def latency_bucket(latency_ms: float) -> int:
 
 
 RollupKey = tuple[int, str, str, str]
+AttemptKey = tuple[int, str, str, str]  # hour_ms, provider, model, outcome
 
 
 @dataclasses.dataclass(slots=True)
@@ -165,6 +182,26 @@ def _tally(records: list[RequestRecord]) -> dict[RollupKey, _Tally]:
         if tally is None:
             tally = tallies[key] = _Tally()
         tally.add(r)
+    return tallies
+
+
+def _tally_attempts(records: list[RequestRecord]) -> dict[AttemptKey, list[float]]:
+    """[count, latency sum] per attempt rollup key; the hour is the request's."""
+    tallies: dict[AttemptKey, list[float]] = {}
+    for r in records:
+        time_ms = int(r.started_at * 1000)
+        hour_ms = time_ms - time_ms % HOUR_MS
+        for a in r.trail:
+            # Clipped like the attempt rows themselves, so the keys match them.
+            key = cast(
+                AttemptKey,
+                _clip((hour_ms, a.provider, a.model, a.outcome), _ATTEMPT_ROLLUP_KEY_LIMITS),
+            )
+            tally = tallies.get(key)
+            if tally is None:
+                tally = tallies[key] = [0, 0.0]
+            tally[0] += 1
+            tally[1] += a.latency_ms or 0.0
     return tallies
 
 
@@ -420,7 +457,7 @@ class Telemetry:
         try:
             with write_transaction(self._db):
                 self._insert(batch)
-                self._merge_rollups(_tally(batch))
+                self._merge_rollups(batch)
             self._written += len(batch)
             if self._failing:
                 self._failing = False
@@ -442,7 +479,7 @@ class Telemetry:
                         kept.append(record)
                     except Exception as exc:
                         self._failed(exc, f"record {record.id} dropped")
-                self._merge_rollups(_tally(kept))
+                self._merge_rollups(kept)
         except Exception as exc:
             self._failed(exc, f"batch of {len(batch)} dropped after a retry")
             self._reset_connection()
@@ -498,14 +535,19 @@ class Telemetry:
                 self._param_limit = _POSTGRES_MAX_PARAMS
         return self._param_limit
 
-    def _merge_rollups(self, tallies: dict[RollupKey, _Tally]) -> None:
-        """Add the batch's tallies to their hourly rows, creating missing rows first.
+    def _merge_rollups(self, records: list[RequestRecord]) -> None:
+        """Add the records to both hourly rollups, in the batch's transaction.
 
         Inserting blank rows (ignoring conflicts) and then reading them locked
         makes the read-add-write safe even when several chain429 instances
         share one PostgreSQL: FOR UPDATE there, the IMMEDIATE write lock on
-        SQLite. Keys are sorted so two writers lock rows in the same order.
+        SQLite. Keys are sorted, and the request rollup always goes first, so
+        two writers lock rows in the same order.
         """
+        self._merge_request_rollup(_tally(records))
+        self._merge_attempt_rollup(_tally_attempts(records))
+
+    def _merge_request_rollup(self, tallies: dict[RollupKey, _Tally]) -> None:
         if not tallies:
             return
         keys = sorted(tallies)
@@ -530,6 +572,26 @@ class Telemetry:
                 latency_histogram=_merged_histogram(row.latency_histogram, tally.histogram),
             ).where(_rollup_id == row.get_id()).execute()
 
+    def _merge_attempt_rollup(self, tallies: dict[AttemptKey, list[float]]) -> None:
+        if not tallies:
+            return
+        keys = sorted(tallies)
+        rows = [(*key, 0, 0.0) for key in keys]
+        self._insert_rows(HourlyAttemptRollup, _ATTEMPT_ROLLUP_FIELDS, rows, ignore=True)
+        H = HourlyAttemptRollup
+        hours = sorted({key[0] for key in keys})
+        query = H.select().where(H.hour_ms.in_(hours)).order_by(_attempt_rollup_id)
+        if is_postgres(self._db):
+            query = query.for_update()
+        for row in query:
+            tally = tallies.get((row.hour_ms, row.provider, row.model, row.outcome))
+            if tally is None:
+                continue
+            H.update(
+                count=row.count + int(tally[0]),
+                latency_sum_ms=row.latency_sum_ms + tally[1],
+            ).where(_attempt_rollup_id == row.get_id()).execute()
+
     # ------------------------------------------------------------ retention
 
     def _prune_step(self) -> bool:
@@ -550,12 +612,16 @@ class Telemetry:
             if self._rollup_retention_days > 0:
                 # Only whole hours that ended before the cutoff.
                 cutoff = now_ms - self._rollup_retention_days * DAY_MS - HOUR_MS
-                with write_transaction(self._db):
-                    old = HourlyRollup.select(_rollup_id).where(HourlyRollup.hour_ms < cutoff)
-                    ids = list(old.limit(per).scalars())
-                    if ids:
-                        HourlyRollup.delete().where(_rollup_id.in_(ids)).execute()
-                return len(ids) == per
+                more = False
+                for model in (HourlyRollup, HourlyAttemptRollup):
+                    key: Any = model._meta.primary_key
+                    with write_transaction(self._db):
+                        old = model.select(key).where(model.hour_ms < cutoff)
+                        ids = list(old.limit(per).scalars())
+                        if ids:
+                            model.delete().where(key.in_(ids)).execute()
+                    more = more or len(ids) == per
+                return more
         except Exception as exc:
             self._failed(exc, "retention pass stopped; will try at the next interval")
             self._reset_connection()

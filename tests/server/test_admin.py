@@ -307,12 +307,11 @@ def test_diff_says_what_a_file_would_change(served):
     s, a, b = served
     same = s.send("POST", "/v1/admin/diff", content=s.path.read_text()).json()
     assert same["same"] is True and same["unified"] == ""
+    entry_a = "      - provider: a\n        model: model-a\n"
+    entry_b = "      - provider: b\n        model: model-b\n"
     edited = (
         s.path.read_text()
-        .replace(
-            "      - provider: a\n        model: model-a\n      - provider: b\n        model: model-b\n",
-            "      - provider: b\n        model: model-b\n      - provider: a\n        model: model-a\n",
-        )
+        .replace(entry_a + entry_b, entry_b + entry_a)
         .replace("apiKey: sk-literal-secret-9876", "apiKey: sk-literal-secret-1111")
     )
     changed = s.send("POST", "/v1/admin/diff", content=edited).json()

@@ -188,15 +188,25 @@ def test_gemini_daily_quota_rests_until_midnight_pacific(fake, proxy):
     from datetime import datetime, timedelta
     from zoneinfo import ZoneInfo
 
-    body = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
-                      "message": "Quota exceeded. Please retry in 52.45s.",
-                      "details": [
-                          {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-                           "violations": [{"quotaId":
-                                           "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
-                                           "quotaValue": "250"}]},
-                          {"@type": "type.googleapis.com/google.rpc.RetryInfo",
-                           "retryDelay": "52.45s"}]}}
+    body = {
+        "error": {
+            "code": 429,
+            "status": "RESOURCE_EXHAUSTED",
+            "message": "Quota exceeded. Please retry in 52.45s.",
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [
+                        {
+                            "quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+                            "quotaValue": "250",
+                        }
+                    ],
+                },
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "52.45s"},
+            ],
+        }
+    }
     gemini = fake("gemini", default=Reply(status=429, body=body))
     b = fake("b")
     config = chain_config(

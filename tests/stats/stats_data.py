@@ -3,8 +3,9 @@
 Rows are inserted directly; the hourly rollup is built here from the same rows
 by the rule the telemetry writer follows (one row per hour, chain or "",
 provider or "", outcome; latencies bucketed with bisect_left, i.e. into the
-first bound they are at or below), so "rollup + edges" can be checked against
-a plain Python pass over the raw rows.
+first bound they are at or below), and so is the attempt rollup (one row per
+hour of the request, provider, model, outcome token), so "rollup + edges" can
+be checked against a plain Python pass over the raw rows.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ import peewee
 import pytest
 
 from chain429 import database as chain_database
-from chain429.db import LATENCY_BUCKETS_MS, AttemptRow, HourlyRollup, RequestRow, database_proxy
+from chain429.db import (
+    LATENCY_BUCKETS_MS,
+    AttemptRow,
+    HourlyAttemptRollup,
+    HourlyRollup,
+    RequestRow,
+    database_proxy,
+)
 from chain429.stats import quantile
 
 HOUR = 3_600_000
@@ -181,7 +189,30 @@ def rollup_rows(requests: list[dict]) -> list[dict]:
     ]
 
 
-def load(db: peewee.Database, requests: list[dict], attempts: list[dict]) -> None:
+def attempt_rollup_rows(requests: list[dict], attempts: list[dict]) -> list[dict]:
+    """HourlyAttemptRollup rows consistent with the trails: hours are the requests'."""
+    time_of = {r["id"]: r["time_ms"] for r in requests}
+    rows: dict[tuple, dict] = {}
+    for a in attempts:
+        key = (time_of[a["request"]] // HOUR * HOUR, a["provider"], a["model"], a["outcome"])
+        row = rows.setdefault(
+            key,
+            dict(zip(("hour_ms", "provider", "model", "outcome"), key, strict=True))
+            | {"count": 0, "latency_sum_ms": 0.0},
+        )
+        row["count"] += 1
+        row["latency_sum_ms"] += a["latency_ms"] or 0.0
+    return list(rows.values())
+
+
+def load(
+    db: peewee.Database,
+    requests: list[dict],
+    attempts: list[dict],
+    *,
+    attempt_rollup: bool = True,
+) -> None:
+    """Insert the rows and both rollups (`attempt_rollup=False`: a schema before migration 2)."""
     with db.atomic():
         for i in range(0, len(requests), 500):
             RequestRow.insert_many(requests[i : i + 500]).execute()
@@ -190,6 +221,10 @@ def load(db: peewee.Database, requests: list[dict], attempts: list[dict]) -> Non
         rollup = rollup_rows(requests)
         for i in range(0, len(rollup), 500):
             HourlyRollup.insert_many(rollup[i : i + 500]).execute()
+        if attempt_rollup:
+            trails = attempt_rollup_rows(requests, attempts)
+            for i in range(0, len(trails), 500):
+                HourlyAttemptRollup.insert_many(trails[i : i + 500]).execute()
 
 
 def skip_postgres() -> bool:
@@ -265,6 +300,27 @@ def expected_latency(rows):
 
 def in_range(requests: list[dict], since_ms: int, until_ms: int) -> list[dict]:
     return [r for r in requests if since_ms <= r["time_ms"] < until_ms]
+
+
+def attempt_outcomes(
+    requests: list[dict], attempts: list[dict], since_ms: int, until_ms: int
+) -> dict[str, dict[str, Any]]:
+    """Per provider, `providers()`'s "attempts" entry, from the trails of the requests in range."""
+    ids = {r["id"] for r in in_range(requests, since_ms, until_ms)}
+    counts: dict[str, dict[str, int]] = {}
+    for a in attempts:
+        if a["request"] in ids:
+            outcomes = counts.setdefault(a["provider"], {})
+            outcomes[a["outcome"]] = outcomes.get(a["outcome"], 0) + 1
+    out = {}
+    for provider, outcomes in counts.items():
+        skips = sum(n for token, n in outcomes.items() if token.startswith("skip:"))
+        out[provider] = {
+            "calls": sum(outcomes.values()) - skips,
+            "skips": skips,
+            "outcomes": dict(sorted(outcomes.items())),
+        }
+    return out
 
 
 def histogram(rows: list[dict]) -> list[int]:

@@ -12,7 +12,7 @@ from stats_data import DAY, HOUR, NOW_MS
 
 from chain429 import database as chain_database
 from chain429 import stats
-from chain429.db import HourlyRollup
+from chain429.db import HourlyAttemptRollup, HourlyRollup
 
 
 @pytest.fixture(scope="module", params=stats_data.KINDS)
@@ -108,24 +108,39 @@ def test_failed_requests_are_attributed_to_the_request_not_the_last_provider(dat
         assert all(r["outcome"] != "all_providers_exhausted" for r in mine)
 
 
+NO_ATTEMPTS = {"calls": 0, "skips": 0, "outcomes": {}}
+NO_LATENCY = {"avg": None, "p50": None, "p95": None}
+
+
+@pytest.mark.parametrize(("since", "until"), RANGES)
+def test_providers_from_rollups_and_edges_equal_brute_force(dataset, since, until):
+    rows = stats_data.in_range(dataset.requests, since, until)
+    attempts = stats_data.attempt_outcomes(dataset.requests, dataset.attempts, since, until)
+    got = stats.providers(since, until)
+    assert got["object"] == "stats.providers"
+    assert (got["since_ms"], got["until_ms"]) == (since, until)
+    entries = {p["provider"]: p for p in got["data"]}
+    assert len(entries) == len(got["data"])
+    assert set(entries) == {r["provider"] for r in rows} | set(attempts)
+    for provider, entry in entries.items():
+        mine = [r for r in rows if r["provider"] == provider]
+        want = stats_data.totals(mine)
+        for name in ("requests", "successes", "errors", "tokens"):
+            assert entry[name] == want[name], (provider, name)
+        latency = stats_data.expected_latency(mine) if mine else NO_LATENCY
+        assert entry["latency_ms"] == pytest.approx(latency), provider
+        assert entry["attempts"] == attempts.get(provider, NO_ATTEMPTS), provider
+
+
 def test_provider_attempts_come_from_the_trails(dataset):
     since, until = NOW_MS - 7 * DAY, NOW_MS
-    ids = {r["id"] for r in stats_data.in_range(dataset.requests, since, until)}
-    want: dict[str, dict[str, int]] = {}
-    for a in dataset.attempts:
-        if a["request"] in ids:
-            outcomes = want.setdefault(a["provider"], {})
-            outcomes[a["outcome"]] = outcomes.get(a["outcome"], 0) + 1
+    want = stats_data.attempt_outcomes(dataset.requests, dataset.attempts, since, until)
     got = {p["provider"]: p["attempts"] for p in stats.providers(since, until)["data"]}
-    for provider, outcomes in want.items():
-        skips = sum(n for token, n in outcomes.items() if token.startswith("skip:"))
-        assert got[provider] == {
-            "calls": sum(outcomes.values()) - skips,
-            "skips": skips,
-            "outcomes": dict(sorted(outcomes.items())),
-        }
+    for provider, attempts in want.items():
+        assert got[provider] == attempts
     assert got["cerebras"]["outcomes"]["429"] > 0
     assert got["groq"]["outcomes"]["skip:cooldown"] > 0
+    assert got[None] == NO_ATTEMPTS  # nobody answered: no trail is filed under null
 
 
 def newest_first(rows):
@@ -333,3 +348,29 @@ def test_whole_hours_come_from_the_rollup_and_edges_from_raw_rows(dataset):
     assert {"chain": "ghost", "requests": 1000}.items() <= next(
         c for c in ghost if c["chain"] == "ghost"
     ).items()
+
+
+def test_whole_hours_of_attempts_come_from_the_attempt_rollup(dataset):
+    """What keeps a 30-day `providers` fast: trails of whole hours are never joined."""
+    ghost_hour = HOUR_START - 2 * HOUR
+    with dataset.db.atomic() as txn:
+        for outcome, count in (("429", 1000), ("skip:cooldown", 7)):
+            HourlyAttemptRollup.insert(
+                hour_ms=ghost_hour, provider="ghost", model="g", outcome=outcome, count=count
+            ).execute()
+        around = (ghost_hour - 5, ghost_hour + HOUR + 5)  # the whole ghost hour, plus edges
+        inside = (ghost_hour + 5, ghost_hour + HOUR - 5)  # within the hour: raw trails only
+        got_around = {p["provider"]: p for p in stats.providers(*around)["data"]}
+        got_inside = {p["provider"]: p for p in stats.providers(*inside)["data"]}
+        txn.rollback()
+    ghost = got_around.pop("ghost")
+    assert ghost["requests"] == 0
+    assert ghost["attempts"] == {
+        "calls": 1000,
+        "skips": 7,
+        "outcomes": {"429": 1000, "skip:cooldown": 7},
+    }
+    assert "ghost" not in got_inside
+    for since, until, got in ((*around, got_around), (*inside, got_inside)):
+        want = stats_data.attempt_outcomes(dataset.requests, dataset.attempts, since, until)
+        assert {p: e["attempts"] for p, e in got.items() if p in want} == want

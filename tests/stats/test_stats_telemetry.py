@@ -23,7 +23,7 @@ def as_record(row, trail):
 
 @pytest.mark.parametrize("kind", stats_data.KINDS)
 def test_what_the_telemetry_writer_keeps_reads_back_exactly(kind, tmp_path):
-    """The real writer's rollup and rows, read back as rollup + edges: the same numbers."""
+    """The real writer's rollups and rows, read back as rollup + edges: the same numbers."""
     requests, attempts = stats_data.generate(count=600, seed=99)
     trails: dict[str, list] = {}
     for a in attempts:
@@ -41,6 +41,12 @@ def test_what_the_telemetry_writer_keeps_reads_back_exactly(kind, tmp_path):
             for name in ("requests", "successes", "errors", "attempts", "tokens"):
                 assert got[name] == want[name], name
             assert got["latency_ms"] == pytest.approx(stats_data.expected_latency(rows))
+            want_attempts = stats_data.attempt_outcomes(requests, attempts, since, until)
+            data = stats.providers(since, until)["data"]
+            assert {p["provider"]: p["attempts"] for p in data if p["provider"]} == want_attempts
+            for entry in data:
+                mine = [r for r in rows if r["provider"] == entry["provider"]]
+                assert entry["requests"] == len(mine)
         exhausted = next(r for r in requests if r["outcome"] == "all_providers_exhausted")
         detail = stats.request_detail(exhausted["id"])
         assert [a["outcome"] for a in detail["trail"]] == [

@@ -22,7 +22,13 @@ from test_database import (
 
 from chain429 import telemetry as telemetry_module
 from chain429.database import read_connection
-from chain429.db import LATENCY_BUCKETS_MS, AttemptRow, HourlyRollup, RequestRow
+from chain429.db import (
+    LATENCY_BUCKETS_MS,
+    AttemptRow,
+    HourlyAttemptRollup,
+    HourlyRollup,
+    RequestRow,
+)
 from chain429.records import AttemptRecord, RequestRecord
 from chain429.telemetry import HOUR_MS, Telemetry, latency_bucket
 
@@ -203,6 +209,94 @@ def test_hourly_rollup_matches_raw_rows(migrated: peewee.Database, make_record: 
     migrated.close()
 
 
+def expected_attempt_rollup() -> dict[tuple[Any, ...], list[Any]]:
+    """[count, latency sum] per (hour of the request, provider, model, outcome), from raw rows."""
+    expected: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [0, 0.0])
+    query = AttemptRow.select(AttemptRow, RequestRow.time_ms).join(RequestRow)
+    for a in query:
+        hour = a.request.time_ms // HOUR_MS * HOUR_MS
+        totals = expected[(hour, a.provider, a.model, a.outcome)]
+        totals[0] += 1
+        totals[1] += a.latency_ms or 0.0
+    return dict(expected)
+
+
+def stored_attempt_rollup() -> dict[tuple[Any, ...], list[Any]]:
+    return {
+        (r.hour_ms, r.provider, r.model, r.outcome): [r.count, r.latency_sum_ms]
+        for r in HourlyAttemptRollup.select()
+    }
+
+
+def assert_attempt_rollup_matches_trails() -> None:
+    expected = expected_attempt_rollup()
+    stored = stored_attempt_rollup()
+    assert set(stored) == set(expected)
+    for key, (count, latency_sum) in expected.items():
+        assert stored[key][0] == count, key
+        assert stored[key][1] == pytest.approx(latency_sum), key
+
+
+def test_attempt_rollup_matches_raw_trails(
+    migrated: peewee.Database, make_record: MakeRecord
+) -> None:
+    hour_start = (int(time.time() * 1000) // HOUR_MS - 1) * HOUR_MS / 1000
+    tokens = ["200", "429", "timeout", "skip:cooldown", "500"]
+    records = []
+    for i in range(150):
+        trail = [
+            AttemptRecord(
+                n,
+                ("groq", "cerebras", "openrouter")[(i + n) % 3],
+                ("llama", "qwen")[(i * n) % 2],
+                token,
+                None if token.startswith("skip:") else 200,
+                None if token.startswith("skip:") else float(i % 17) + 0.25,
+            )
+            for n, token in enumerate(tokens[i % 4 : i % 4 + i % 3 + 1], 1)
+        ]
+        # The last request of an hour starts at xx:59:59.9 and its trail runs into
+        # the next hour: its attempts stay in the request's hour.
+        started = hour_start + (i % 2) * 3600 + (3599.9 if i == 149 else i)
+        records.append(make_record(started_at=started, trail=trail))
+    records.append(make_record(trail=[]))  # no trail: nothing to add
+    telemetry = writer(migrated).start()
+    for record in records[:60]:  # two flushes: the second merges into existing rows
+        telemetry.submit(record)
+    assert telemetry.flush(5)
+    for record in records[60:]:
+        telemetry.submit(record)
+    assert telemetry.stop()
+    assert_attempt_rollup_matches_trails()
+    stored = stored_attempt_rollup()
+    assert len({key[0] for key in stored}) == 2
+    assert {key[3] for key in stored} == set(tokens)
+    assert sum(count for count, _ in stored.values()) == AttemptRow.select().count() > 150
+    migrated.close()
+
+
+def test_two_writers_on_one_database_merge_both_rollups_exactly(
+    migrated: peewee.Database, make_record: MakeRecord
+) -> None:
+    """Two writers, each on its own connection, as two chain429 instances sharing one
+    database: concurrent batches hit the same rollup rows and none of their counts is lost."""
+    now = time.time()
+    first, second = writer(migrated, batch_rows=25), writer(migrated, batch_rows=25)
+    first.start()
+    second.start()
+    try:
+        for i in range(400):
+            record = make_record(started_at=now - (i % 3) * 3600)
+            assert (first if i % 2 else second).submit(record)
+    finally:
+        assert first.stop() and second.stop()
+    assert first.written + second.written == 400 and first.lost == second.lost == 0
+    assert HourlyRollup.select(peewee.fn.SUM(HourlyRollup.requests)).scalar() == 400
+    assert_attempt_rollup_matches_trails()
+    assert HourlyAttemptRollup.select(peewee.fn.SUM(HourlyAttemptRollup.count)).scalar() == 1200
+    migrated.close()
+
+
 def test_latency_buckets_are_upper_bounds() -> None:
     assert latency_bucket(0) == 0 and latency_bucket(5) == 0 and latency_bucket(5.001) == 1
     assert latency_bucket(LATENCY_BUCKETS_MS[-1]) == len(LATENCY_BUCKETS_MS) - 1
@@ -237,11 +331,18 @@ def test_retention_prunes_old_rows_in_small_steps(
         assert wait_for(
             lambda: not HourlyRollup.select().where(HourlyRollup.chain == "old").exists()
         )
+        assert wait_for(
+            lambda: (
+                HourlyAttemptRollup.select(peewee.fn.SUM(HourlyAttemptRollup.count)).scalar()
+                == 2 * 3
+            )
+        )
     finally:
         assert telemetry.stop()
     assert {r.id for r in RequestRow.select()} == {r.id for r in recent}
     assert AttemptRow.select().count() == 2 * 3  # the old trails went with their requests
     assert HourlyRollup.select(peewee.fn.SUM(HourlyRollup.requests)).scalar() == 2
+    assert_attempt_rollup_matches_trails()  # and so did their hours in the attempt rollup
     migrated.close()
 
 
@@ -254,6 +355,7 @@ def test_retention_zero_keeps_everything(
     time.sleep(0.1)  # several retention intervals
     assert telemetry.stop()
     assert RequestRow.select().count() == 1 and HourlyRollup.select().count() == 1
+    assert HourlyAttemptRollup.select().count() == 3
     migrated.close()
 
 
@@ -271,6 +373,8 @@ def test_a_bad_record_costs_only_itself(migrated: peewee.Database, make_record: 
     assert telemetry.stop()
     assert RequestRow.select().count() == 12 == telemetry.written
     assert HourlyRollup.select(peewee.fn.SUM(HourlyRollup.requests)).scalar() == 12
+    assert_attempt_rollup_matches_trails()  # the twin's second trail is not counted
+    assert HourlyAttemptRollup.select(peewee.fn.SUM(HourlyAttemptRollup.count)).scalar() == 12 * 3
     migrated.close()
 
 
@@ -288,6 +392,8 @@ def test_overlong_strings_are_clipped_not_fatal(
     row = RequestRow.get_by_id(record.id)
     assert row.chain == "x" * 200 and row.model == "x" * 200
     assert HourlyRollup.get().chain == "x" * 200
+    stored = HourlyAttemptRollup.get()
+    assert (stored.provider, stored.model, stored.count) == ("x" * 200, "x" * 200, 1)
     migrated.close()
 
 
