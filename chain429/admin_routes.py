@@ -70,7 +70,7 @@ def register_admin_routes(app: Sanic) -> None:
             raise ApiError(
                 409, "This server was started without a config file to edit.", code="no_config_file"
             )
-        async with write_lock:
+        async with write_lock, reloader().lock:
             generation = app.ctx.snapshot.generation
             wanted = request.headers.get("if-match")
             if wanted is not None and wanted.strip() not in (_etag(generation), "*"):

@@ -70,7 +70,9 @@ class Reloader:
         self.last_error: list[dict[str, Any]] | None = None
         self._digest = _digest(path) if path else None
         self._identity = _identity(path) if path else None
-        self._lock = asyncio.Lock()
+        # Held by a reload and by an admin edit from write to swap, so the watcher
+        # never reloads a file an edit is about to adopt (one change, one generation).
+        self.lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -82,7 +84,7 @@ class Reloader:
         """Read the file again; swap it in if it is valid and differs."""
         if self.path is None:
             return ReloadResult(False, self.snapshot.generation)
-        async with self._lock:
+        async with self.lock:
             digest = await asyncio.to_thread(_digest, self.path)
             if digest == self._digest and not force and self.last_error is None:
                 return ReloadResult(False, self.snapshot.generation)
