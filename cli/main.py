@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from chain429 import __version__, logs
+from chain429.cli import config_commands, server_commands
 from chain429.config import Config, ConfigError, find_config_path, load_config
 
 app = typer.Typer(
@@ -158,6 +159,10 @@ def demo(
         run_demo(port=port, once=once)
     except OSError as err:
         raise fail(f"cannot listen on 127.0.0.1:{port}: {err.strerror or err}") from None
+
+
+config_commands.register(app)
+server_commands.register(app)
 
 
 def run() -> None:

@@ -1,0 +1,9 @@
+"""Commands that write the config file: init, provider ..., chain ..."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the CLI."""
