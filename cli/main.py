@@ -14,6 +14,7 @@ import typer
 
 from chain429 import __version__, logs
 from chain429.cli import config_commands, server_commands
+from chain429.cli.output import fail
 from chain429.config import Config, ConfigError, find_config_path, load_config
 
 app = typer.Typer(
@@ -34,11 +35,6 @@ ConfigOption = Annotated[
         show_default=False,
     ),
 ]
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def _version(value: bool) -> None:
