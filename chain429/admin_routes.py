@@ -52,6 +52,16 @@ def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
+def _then(word: str, change: Callable[[ConfigDocument], object]) -> Callable[[ConfigDocument], str]:
+    """An edit that returns nothing, answering with what it did."""
+
+    def run(document: ConfigDocument) -> str:
+        change(document)
+        return word
+
+    return run
+
+
 def register_admin_routes(app: Sanic) -> None:
     write_lock = asyncio.Lock()
 
@@ -124,11 +134,7 @@ def register_admin_routes(app: Sanic) -> None:
 
     @app.delete("/v1/admin/providers/<provider_id>")
     async def delete_provider(request: Request, provider_id: str) -> HTTPResponse:
-        def change(doc: ConfigDocument) -> str:
-            doc.delete_provider(provider_id)
-            return "deleted"
-
-        return await edit(request, change)
+        return await edit(request, _then("deleted", lambda doc: doc.delete_provider(provider_id)))
 
     @app.put("/v1/admin/chains/<name>")
     async def put_chain(request: Request, name: str) -> HTTPResponse:
@@ -139,21 +145,13 @@ def register_admin_routes(app: Sanic) -> None:
 
     @app.delete("/v1/admin/chains/<name>")
     async def delete_chain(request: Request, name: str) -> HTTPResponse:
-        def change(doc: ConfigDocument) -> str:
-            doc.delete_chain(name)
-            return "deleted"
-
-        return await edit(request, change)
+        return await edit(request, _then("deleted", lambda doc: doc.delete_chain(name)))
 
     @app.patch("/v1/admin/settings")
     async def patch_settings(request: Request) -> HTTPResponse:
         body = _json_body(request)
 
-        def change(doc: ConfigDocument) -> str:
-            doc.patch_settings(body)
-            return "updated"
-
-        return await edit(request, change)
+        return await edit(request, _then("updated", lambda doc: doc.patch_settings(body)))
 
     @app.post("/v1/admin/validate")
     async def validate(request: Request) -> HTTPResponse:
