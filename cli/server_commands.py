@@ -1,9 +1,599 @@
-"""Commands that talk to a running server: status, stats, logs, reload, diff, config, context."""
+"""Commands that talk to a running server: status, stats, logs, reload, diff, config, context.
+
+Each finds its server with `chain429.cli.client` (`--server`, `$CHAIN429_SERVER`,
+the current context, else the config file's host and port) and turns a server
+that is down or says no into one line on stderr and exit code 2.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.live import Live
+from rich.table import Table
+
+from chain429.cli import contexts, output
+from chain429.cli.client import AdminClient, reports_errors
+from chain429.cli.output import fail, print_json, say, table
+from chain429.config import Config, ConfigError, ConfigIssue, find_config_path, load_config
+
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        help="Server URL. Default: $CHAIN429_SERVER, the current context, else the host and "
+        "port of the config file. Admin key: $CHAIN429_ADMIN_KEY, else the context's "
+        "admin_key_env variable, else the config file's first adminKeys (or apiKeys) entry.",
+        show_default=False,
+    ),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Config file that says where the server listens (and its admin key).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the data as JSON.")]
+SinceOption = Annotated[
+    str, typer.Option("--since", help="Start: an age (24h, 7d, 30m) or an ISO 8601 time.")
+]
+UntilOption = Annotated[
+    str | None, typer.Option("--until", help="End (default: now).", show_default=False)
+]
+
+FOLLOW_WINDOW_MS = 15 * 60 * 1000  # how far back each --follow poll looks for late records
+
+
+# -- formatting -------------------------------------------------------------
+
+
+def _ms(value: Any) -> str:
+    return "" if value is None else f"{float(value):.1f}"
+
+
+def _until(value: str | None) -> str:
+    """ISO time when piped; `in 29s` on a terminal."""
+    if not value or not output.interactive():
+        return value or ""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    seconds = max(0, int((moment - datetime.now(UTC)).total_seconds()))
+    if seconds < 120:
+        return f"in {seconds}s"
+    if seconds < 7200:
+        return f"in {seconds // 60}m"
+    return f"in {seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _time(value: str | None) -> str:
+    """ISO 8601 when piped; `2026-11-26 10:00:00` (UTC) on a terminal, to leave room."""
+    if not value or not output.interactive():
+        return value or ""
+    return value[:19].replace("T", " ")
+
+
+def _issue_lines(errors: Any, file: Path | str | None = None) -> list[str]:
+    """The server's `[{file?, line, path, message}]` as `file:line: path: message`."""
+    if not isinstance(errors, list):
+        return [str(errors)]
+    return [
+        str(
+            ConfigIssue(
+                e.get("file") or (str(file) if file else None),
+                e.get("line"),
+                e.get("path") or "",
+                e.get("message") or "",
+            )
+        )
+        for e in errors
+        if isinstance(e, dict)
+    ]
+
+
+def _rich_table(columns: list[str], rows: list[list[str]], title: str | None) -> Table:
+    rich_table = Table(title=title, header_style="bold")
+    for column in columns:
+        rich_table.add_column(column)
+    for row in rows:
+        rich_table.add_row(*row)
+    return rich_table
+
+
+# -- reload -----------------------------------------------------------------
+
+
+def reload(
+    server: ServerOption = None, config: ConfigOption = None, as_json: JsonOption = False
+) -> None:
+    """Tell the running server to reload its config file; prints the new generation.
+
+    Exit 1 when the file is invalid (its problems are printed; the server keeps
+    running the config it has), 2 when the server cannot be reached.
+    """
+    with AdminClient.connect(server, config) as client:
+        status, body = client.request("POST", "/v1/admin/reload", accept=(200, 422))
+    if as_json:
+        print_json(body)
+    elif status == 200:
+        verb = "reloaded" if body.get("reloaded") else "unchanged"
+        typer.echo(f"{verb}: generation {body.get('generation')}")
+    else:
+        for line in _issue_lines(body.get("errors")):
+            typer.echo(line)
+    if status != 200:
+        raise fail(
+            f"the config file is invalid; the server keeps generation {body.get('generation')}", 1
+        )
+
+
+# -- status -----------------------------------------------------------------
+
+STATUS_COLUMNS = ["CHAIN", "ENTRY", "STATE", "REASON", "UNTIL", "REMAINING", "IN FLIGHT"]
+
+
+def _quota_text(quotas: Any) -> str:
+    parts = []
+    for q in quotas or []:
+        left = q.get("remaining")
+        amount = f"{left}/{q['limit']}" if q.get("limit") is not None else f"{left}"
+        parts.append(f"{amount} {q.get('kind')}/{q.get('window')}")
+    return ", ".join(parts)
+
+
+def _status_rows(limits: dict[str, Any]) -> list[list[str]]:
+    quotas = {b.get("bucket"): b.get("quotas") for b in limits.get("buckets", [])}
+    return [
+        [
+            str(e.get("chain")),
+            f"{e.get('provider')}/{e.get('model')}",
+            str(e.get("state")),
+            e.get("reason") or "",
+            _until(e.get("until")),
+            _quota_text(quotas.get(e.get("bucket"))),
+            str(e.get("in_flight", 0)),
+        ]
+        for e in limits.get("entries", [])
+    ]
+
+
+def _status_title(client: AdminClient, health: dict[str, Any]) -> str:
+    return (
+        f"chain429 {health.get('version')} at {client.base_url}, "
+        f"config generation {health.get('config_generation')}"
+    )
+
+
+def status(
+    server: ServerOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Refresh every 2 s until Ctrl-C.")
+    ] = False,
+    count: Annotated[
+        int | None,
+        typer.Option("--count", min=1, help="With --watch: stop after N refreshes."),
+    ] = None,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.1, help="With --watch: seconds between refreshes.")
+    ] = 2.0,
+) -> None:
+    """Live rate-limit state of every chain entry, and the server's version and generation."""
+    with AdminClient.connect(server, config) as client:
+
+        def snapshot() -> tuple[dict[str, Any], dict[str, Any]]:
+            return client.get("/health"), client.get("/v1/ratelimits")
+
+        if not watch:
+            health, limits = snapshot()
+            if as_json:
+                print_json({"server": health, "ratelimits": limits})
+                return
+            title = _status_title(client, health)
+            if not output.interactive():
+                say(title)
+            table(STATUS_COLUMNS, _status_rows(limits), title=title)
+            return
+        try:
+            _watch_status(client, snapshot, as_json, count, interval)
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+
+
+def _watch_status(
+    client: AdminClient, snapshot: Any, as_json: bool, count: int | None, interval: float
+) -> None:
+    def render() -> tuple[dict[str, Any], dict[str, Any], Table]:
+        health, limits = snapshot()
+        title = f"{_status_title(client, health)}, {time.strftime('%H:%M:%S')}"
+        return health, limits, _rich_table(STATUS_COLUMNS, _status_rows(limits), title)
+
+    if output.interactive() and not as_json:
+        live_table = render()[2]
+        with Live(live_table, console=output.stdout, auto_refresh=False) as live:
+            done = 1
+            while count is None or done < count:
+                time.sleep(interval)
+                live.update(render()[2], refresh=True)
+                done += 1
+        return
+    done = 0
+    while count is None or done < count:
+        if done:
+            time.sleep(interval)
+        health, limits = snapshot()
+        if as_json:
+            sys.stdout.write(json.dumps({"server": health, "ratelimits": limits}) + "\n")
+        else:
+            if done:
+                sys.stdout.write("\n")
+            say(_status_title(client, health))
+            table(STATUS_COLUMNS, _status_rows(limits))
+        sys.stdout.flush()
+        done += 1
+
+
+# -- stats ------------------------------------------------------------------
+
+
+def _provider_rows(data: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for p in data:
+        attempts = p.get("attempts") or {}
+        outcomes = attempts.get("outcomes") or {}
+        rows.append(
+            [
+                str(p.get("provider")),
+                str(p.get("requests", 0)),
+                str(attempts.get("calls", 0)),
+                str(attempts.get("skips", 0)),
+                str((p.get("tokens") or {}).get("total", 0)),
+                _ms((p.get("latency_ms") or {}).get("p50")),
+                _ms((p.get("latency_ms") or {}).get("p95")),
+                " ".join(f"{k}={v}" for k, v in outcomes.items()),
+            ]
+        )
+    return rows
+
+
+def _chain_rows(data: list[dict[str, Any]]) -> list[list[str]]:
+    return [
+        [
+            str(c.get("chain")),
+            str(c.get("requests", 0)),
+            str(c.get("successes", 0)),
+            str(c.get("errors", 0)),
+            f"{(c.get('error_rate') or 0) * 100:.1f}",
+            str((c.get("tokens") or {}).get("total", 0)),
+            _ms((c.get("latency_ms") or {}).get("p50")),
+            _ms((c.get("latency_ms") or {}).get("p95")),
+        ]
+        for c in data
+    ]
+
+
+def _summary_line(s: dict[str, Any]) -> str:
+    latency = s.get("latency_ms") or {}
+    return (
+        f"{s.get('requests', 0)} requests, {s.get('successes', 0)} ok, "
+        f"{s.get('errors', 0)} errors ({(s.get('error_rate') or 0) * 100:.1f}%), "
+        f"{s.get('attempts', 0)} upstream attempts, {(s.get('tokens') or {}).get('total', 0)} "
+        f"tokens; latency avg {_ms(latency.get('avg')) or '-'} ms, "
+        f"p50 {_ms(latency.get('p50')) or '-'} ms, p95 {_ms(latency.get('p95')) or '-'} ms; "
+        f"{s.get('since')} to {s.get('until')}"
+    )
+
+
+def stats(
+    server: ServerOption = None,
+    config: ConfigOption = None,
+    since: SinceOption = "24h",
+    until: UntilOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Requests, errors, tokens and latency per provider and per chain, from the request log."""
+    with AdminClient.connect(server, config) as client:
+        summary = client.get("/v1/stats/summary", since=since, until=until)
+        providers = client.get("/v1/stats/providers", since=since, until=until)
+        chains = client.get("/v1/stats/chains", since=since, until=until)
+    if as_json:
+        print_json({"summary": summary, "providers": providers["data"], "chains": chains["data"]})
+        return
+    table(
+        ["PROVIDER", "ANSWERED", "CALLS", "SKIPS", "TOKENS", "P50 MS", "P95 MS", "OUTCOMES"],
+        _provider_rows(providers["data"]),
+        title=f"Providers since {since}",
+    )
+    typer.echo("")
+    table(
+        ["CHAIN", "REQUESTS", "OK", "ERRORS", "ERROR %", "TOKENS", "P50 MS", "P95 MS"],
+        _chain_rows(chains["data"]),
+        title=f"Chains since {since}",
+    )
+    typer.echo("")
+    typer.echo(_summary_line(summary))
+
+
+# -- logs -------------------------------------------------------------------
+
+LOG_COLUMNS = [
+    "TIME",
+    "ID",
+    "CHAIN",
+    "ANSWERED BY",
+    "STATUS",
+    "OUTCOME",
+    "ATTEMPTS",
+    "MS",
+    "TOKENS",
+]
+LOG_WIDTHS = [19, 30, 12, 28, 6, 24, 8, 9, 6]
+
+
+def _log_row(r: dict[str, Any]) -> list[str]:
+    answered = f"{r['provider']}/{r['model']}" if r.get("provider") else "-"
+    return [
+        _time(r.get("time")),
+        str(r.get("id")),
+        str(r.get("chain") or "-"),
+        answered,
+        str(r.get("status") if r.get("status") is not None else "-"),
+        str(r.get("outcome")),
+        str(r.get("attempts", 0)),
+        _ms(r.get("latency_ms")),
+        str(r.get("total_tokens") or 0) + ("~" if r.get("tokens_estimated") else ""),
+    ]
+
+
+def _show_request(record: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(record)
+        return
+    row = _log_row(record)
+    typer.echo(
+        f"{row[1]} at {row[0]}: chain {row[2]} -> {row[3]}, {row[4]} {row[5]}, "
+        f"{row[6]} attempts, {row[7]} ms, {row[8]} tokens"
+    )
+    table(
+        ["#", "ENTRY", "OUTCOME", "STATUS", "MS", "COOLDOWN MS", "REASON"],
+        [
+            [
+                str(a.get("order")),
+                f"{a.get('provider')}/{a.get('model')}",
+                str(a.get("outcome")),
+                "" if a.get("status") is None else str(a.get("status")),
+                _ms(a.get("latency_ms")),
+                "" if a.get("cooldown_ms") is None else str(a.get("cooldown_ms")),
+                a.get("reason") or "",
+            ]
+            for a in record.get("trail", [])
+        ],
+        title="Attempt trail",
+    )
+
+
+class _LinePrinter:
+    """Rows one at a time (for --follow): aligned on a terminal, tab-separated when piped."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def header(self) -> None:
+        if not self.as_json:
+            self._line(LOG_COLUMNS, bold=True)
+            sys.stdout.flush()
+
+    def record(self, record: dict[str, Any]) -> None:
+        if self.as_json:
+            sys.stdout.write(json.dumps(record) + "\n")
+        else:
+            self._line(_log_row(record))
+        sys.stdout.flush()
+
+    def _line(self, cells: list[str], bold: bool = False) -> None:
+        if not output.interactive():
+            sys.stdout.write("\t".join(cells) + "\n")
+            return
+        text = "  ".join(c.ljust(w) for c, w in zip(cells, LOG_WIDTHS, strict=True)).rstrip()
+        output.stdout.print(text, style="bold" if bold else None, markup=False)
+
+
+def logs(
+    request_id: Annotated[
+        str | None, typer.Argument(help="Show this request's attempt trail.")
+    ] = None,
+    chain: Annotated[str | None, typer.Option(help="Only this chain.")] = None,
+    provider: Annotated[
+        str | None, typer.Option(help="Only requests this provider answered.")
+    ] = None,
+    status: Annotated[int | None, typer.Option(help="Only this HTTP status.")] = None,
+    outcome: Annotated[
+        str | None, typer.Option(help="Only this outcome (success, all_providers_exhausted, ...).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many requests.")] = 20,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Start: an age (24h, 7d) or ISO 8601 time (default: 24h).", show_default=False
+        ),
+    ] = None,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Keep polling (every 1 s) and print new requests, oldest first."
+        ),
+    ] = False,
+    count: Annotated[
+        int | None, typer.Option("--count", min=1, help="With --follow: stop after N new requests.")
+    ] = None,
+    server: ServerOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recent requests from the request log, newest first; or one request's attempt trail."""
+    filters = {"chain": chain, "provider": provider, "status": status, "outcome": outcome}
+    with AdminClient.connect(server, config) as client:
+        if request_id is not None:
+            _show_request(client.get(f"/v1/stats/requests/{request_id}"), as_json)
+            return
+
+        def first() -> dict[str, Any]:
+            return client.get("/v1/stats/requests", since=since, limit=limit, **filters)
+
+        if not follow:
+            body = first()
+            if as_json:
+                print_json(body)
+            else:
+                table(LOG_COLUMNS, [_log_row(r) for r in body["data"]], title="Recent requests")
+            return
+        try:
+            _follow(client, first, filters, count, as_json)
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+
+
+def _follow(
+    client: AdminClient,
+    first: Callable[[], dict[str, Any]],
+    filters: dict[str, Any],
+    count: int | None,
+    as_json: bool,
+) -> None:
+    def window(server_now_ms: int | None) -> dict[str, Any]:
+        """Everything logged lately: a record is written when its request ends, late."""
+        since = None
+        if server_now_ms is not None:
+            moment = datetime.fromtimestamp((server_now_ms - FOLLOW_WINDOW_MS) / 1000, UTC)
+            since = moment.isoformat(timespec="milliseconds")
+        return client.get("/v1/stats/requests", since=since, limit=1000, **filters)
+
+    # What is already logged is not new; ask before the listing so nothing falls between.
+    body = window(None)
+    seen = {r["id"]: int(r["time_ms"]) for r in body["data"]}
+    server_now = int(body["until_ms"])
+    printer = _LinePrinter(as_json)
+    printer.header()
+    for record in reversed(first()["data"]):
+        printer.record(record)
+        seen[record["id"]] = int(record["time_ms"])
+    printed = 0
+    while count is None or printed < count:
+        time.sleep(1.0)
+        body = window(server_now)
+        server_now = int(body["until_ms"])
+        for record in reversed(body["data"]):
+            if record["id"] in seen:
+                continue
+            seen[record["id"]] = int(record["time_ms"])
+            printer.record(record)
+            printed += 1
+            if count is not None and printed >= count:
+                return
+        horizon = server_now - FOLLOW_WINDOW_MS
+        seen = {k: t for k, t in seen.items() if t >= horizon}
+
+
+# -- diff -------------------------------------------------------------------
+
+
+def _load_local(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        for issue in err.issues:
+            output.stderr.print(str(issue), markup=False, highlight=False)
+        raise fail(f"{path} is not a valid config", 2) from None
+
+
+def diff(
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="The new side (default: the config file the CLI finds)."),
+    ] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            "--against", help="Compare with this file instead of the running server's config."
+        ),
+    ] = None,
+    unified: Annotated[
+        bool, typer.Option("--unified", "-u", help="A text diff of the YAML.")
+    ] = False,
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+) -> None:
+    """What would change going from the running server's config (or --against OTHER) to FILE.
+
+    Exit 0 when they are the same, 1 when they differ, 2 on an error (like kubectl diff).
+    """
+    path = file if file is not None else find_config_path(None)
+    if against is not None:
+        old, new = _load_local(against), _load_local(path)
+        from chain429.config_diff import diff_configs, unified_diff
+
+        semantic = diff_configs(old=old, new=new)
+        result: dict[str, Any] = {
+            "same": semantic.empty,
+            "diff": semantic.to_dict(),
+            "summary": semantic.summary_lines(),
+            "unified": unified_diff(old, new, old_name=str(against), new_name=str(path)),
+        }
+        old_label = str(against)
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            reason = "file not found" if isinstance(err, FileNotFoundError) else str(err)
+            raise fail(f"cannot read {path}: {reason}") from None
+        with AdminClient.connect(server) as client:
+            status_code, result = client.request(
+                "POST", "/v1/admin/diff", content=text, accept=(200, 422)
+            )
+            old_label = f"the server at {client.base_url} (generation {result.get('generation')})"
+        if status_code == 422:
+            for line in _issue_lines(result.get("errors"), path):
+                output.stderr.print(line, markup=False, highlight=False)
+            raise fail(f"{path} is not a valid config", 2)
+    same = bool(result["same"])
+    if as_json:
+        print_json(
+            {
+                "same": same,
+                "old": old_label,
+                "new": str(path),
+                "summary": result["summary"],
+                "diff": result["diff"],
+                "unified": result["unified"],
+            }
+        )
+    elif same:
+        say(f"no differences: {path} matches {old_label}")
+    elif unified:
+        sys.stdout.write(result["unified"])
+    else:
+        say(f"going from {old_label} to {path}:")
+        styles = {"+": "green", "-": "red", "~": "yellow"}
+        for line in result["summary"]:
+            output.stdout.print(line, style=styles.get(line[:1]), markup=False)
+    if not same:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the CLI."""
+    for command in (reload, status, stats, logs, diff):
+        app.command()(reports_errors(command))
+    contexts.register(app)
