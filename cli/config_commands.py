@@ -1,9 +1,588 @@
-"""Commands that write the config file: init, provider ..., chain ..."""
+"""Commands that write the config file: init, provider ..., chain ...
+
+Every change goes through `chain429.config_writer.apply_edit`, the admin API's
+own writer: comments and `${VAR}` references are kept, the whole result is
+validated, and the file is replaced atomically. Then `notify_server` asks a
+running server to reload and says whether it took the change.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
 import typer
+
+from chain429.cli import output, wizard
+from chain429.cli.output import fail, say
+from chain429.config import Config, ConfigError, find_config_path, load_config, read_dotenv
+from chain429.presets import PRESETS, PROVIDER_TYPES
+
+if TYPE_CHECKING:
+    from chain429.config_writer import ConfigDocument, ConfigEditError
+
+T = TypeVar("T")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Config file. Default: $CHAIN429_CONFIG, $CONFIG_PATH, ./chain429.yaml, "
+        "then chain429.yaml in the user config dir.",
+        show_default=False,
+    ),
+]
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        help="Server to tell to reload. Default: $CHAIN429_SERVER, the current context, "
+        "else host:port of the file.",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the data as JSON.")]
+StreamOption = Annotated[bool, typer.Option("--stream", help="Test with streaming requests.")]
+
+# What a `${VAR}` that is set nowhere stands for while an edit is validated:
+# the file may name a key its user has not set yet (it is still a valid file).
+UNSET = "https://unset.invalid"
+
+
+# --- shared helpers ------------------------------------------------------------
+def config_path(config: Path | None) -> Path:
+    path = find_config_path(str(config) if config else None)
+    if not path.is_file():
+        raise fail(f"no config file at {path}: run `chain429 init`, or pass --config")
+    return path
+
+
+def load_document(path: Path) -> ConfigDocument:
+    from chain429.config_writer import ConfigDocument, ConfigEditError
+
+    try:
+        return ConfigDocument.load(path)
+    except ConfigEditError as err:
+        raise fail(edit_message(err)) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise fail(f"cannot read {path}: {err}") from None
+
+
+def edit_message(err: ConfigEditError) -> str:
+    detail = "; ".join(str(issue) for issue in err.issues)
+    return f"{err.message}: {detail}" if detail else err.message
+
+
+def known_env(path: Path) -> dict[str, str]:
+    """What `${VAR}` resolves to for this file: .env beside it, then the environment."""
+    return {**read_dotenv(path.parent / ".env"), **os.environ}
+
+
+def strict_config(path: Path) -> Config:
+    """The file with every variable set, as `chain429 serve` needs it; else exit 2."""
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        more = f" (and {len(err.issues) - 1} more; see `chain429 validate`)"
+        raise fail(f"{err.issues[0]}{more if len(err.issues) > 1 else ''}") from None
+
+
+def write_change(
+    path: Path, change: Callable[[ConfigDocument], T], done: str, server: str | None
+) -> T:
+    """Apply `change` through the one write path, say what happened, tell the server."""
+    from chain429.config_writer import ConfigEditError, apply_edit
+
+    known = known_env(path)
+    environ, unset = dict(os.environ), set()
+
+    def edit(document: ConfigDocument) -> T:
+        result = change(document)
+        unset.update(wizard.referenced_vars(document.text()) - known.keys())
+        environ.update({var: UNSET for var in unset})
+        return result
+
+    try:
+        _, result = apply_edit(path, edit, environ=environ)
+    except ConfigEditError as err:
+        raise fail(edit_message(err)) from None
+    except OSError as err:
+        raise fail(f"cannot write {path}: {err.strerror or err}") from None
+    say(f"{done} in {path}")
+    if unset:
+        say(f"note: {', '.join(sorted(unset))} not set (environment or .env); the server needs it")
+    say(notify_server(path, server))
+    return result
+
+
+def notify_server(config_path: Path, server: str | None = None) -> str:
+    """Ask the server running this config to reload; one sentence on what happened.
+
+    Which server and key: `chain429.cli.client.resolve_target` (--server,
+    $CHAIN429_SERVER, the current context, else host:port of the file).
+    """
+    from chain429.cli.client import AdminClient, ClientError, resolve_target
+
+    try:
+        target = resolve_target(server, config_path)
+        with AdminClient(target.base_url, target.admin_key, timeout=2) as client:
+            url = client.base_url
+            if target.source == str(config_path):  # found from the file: is it this file's?
+                _, status = client.request("GET", "/v1/admin/status", accept=(200, 401, 403))
+                served = status.get("config_path") if isinstance(status, dict) else None
+                if served and not _same_file(served, config_path):
+                    return f"the server at {url} serves {served}, not this file; not reloaded"
+            code, body = client.request("POST", "/v1/admin/reload", accept=(200, 422))
+    except ClientError as err:
+        return f"{err.message}; the file is written all the same"
+    generation = body.get("generation") if isinstance(body, dict) else None
+    if code == 200:
+        return f"the server at {url} took the change (generation {generation})"
+    errors = body.get("errors") if isinstance(body, dict) else None
+    why = errors[0].get("message") if errors and isinstance(errors[0], dict) else "invalid"
+    return f"the server at {url} did not take the change ({why}); it keeps generation {generation}"
+
+
+def _same_file(a: str, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _items(data: dict[str, Any], section: str) -> list[dict[str, Any]]:
+    return [item for item in data.get(section) or [] if isinstance(item, dict)]
+
+
+def _chain(data: dict[str, Any], name: str) -> dict[str, Any]:
+    for chain in _items(data, "chains"):
+        if chain.get("name") == name:
+            return chain
+    names = ", ".join(str(c.get("name")) for c in _items(data, "chains")) or "none"
+    raise fail(f"no chain named {name!r} (chains: {names})")
+
+
+def _users(data: dict[str, Any], provider_id: str) -> list[str]:
+    return [
+        str(chain.get("name"))
+        for chain in _items(data, "chains")
+        if any(e.get("provider") == provider_id for e in _items(chain, "entries"))
+    ]
+
+
+# --- init ------------------------------------------------------------------------
+def init(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="File to write. Default: ./chain429.yaml."),
+    ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", "-y", help="Ask nothing: use the flags and the environment."),
+    ] = False,
+    provider: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--provider",
+            "-p",
+            help=f"Provider to set up (repeatable): {', '.join(wizard.BY_TYPE)}. "
+            "Default: those whose API keys are in the environment.",
+            show_default=False,
+        ),
+    ] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 3429,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a starter chain429.yaml with free-tier chains, and a proxy key in .env."""
+    path = config or Path("chain429.yaml")
+    if path.is_dir():
+        raise fail(f"{path} is a directory; pass the file to write, e.g. {path}/chain429.yaml")
+    if path.exists() and not force:
+        raise fail(f"{path} exists; pass --force to overwrite it")
+    try:
+        types = [wizard.known_type(name) for name in provider or ()]
+    except ValueError as err:
+        raise fail(str(err)) from None
+    dotenv = path.parent / ".env"
+    environ = {**read_dotenv(dotenv), **os.environ}
+    found = wizard.detect_keys(environ)
+    if not yes:
+        if not wizard.can_prompt():
+            raise fail(
+                "init asks questions and there is no terminal: pass --yes, with "
+                "--provider TYPE (repeatable; default: those whose keys are set), --port N"
+            )
+        with wizard.prompting():
+            plan = wizard.ask_init(found, port, types)
+    else:
+        types = types or list(found)
+        if not types:
+            names = ", ".join(var for known in wizard.KNOWN for var in known.env)
+            raise fail(f"no provider key in the environment ({names}); set one or pass --provider")
+        plan = wizard.plan(types, environ, port=port)
+    text = wizard.render_config(plan)
+    key = wizard.new_proxy_key()
+    placeholders = {var: UNSET for var in wizard.referenced_vars(text)}
+    from chain429.config import parse_config_text
+    from chain429.config_writer import write_atomically
+
+    parse_config_text(text, environ=placeholders)  # a bug here must not write a bad file
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        wizard.upsert_dotenv(dotenv, wizard.PROXY_KEY_VAR, key)
+        write_atomically(path, text)
+    except OSError as err:
+        raise fail(f"cannot write {err.filename or path}: {err.strerror or err}") from None
+    say(f"wrote {path} (providers: {', '.join(plan.providers)}; chains: {', '.join(plan.chains)})")
+    say(f"wrote the proxy key to {dotenv} as {wizard.PROXY_KEY_VAR} (mode 600)")
+    if os.environ.get(wizard.PROXY_KEY_VAR, key) != key:
+        say(f"note: {wizard.PROXY_KEY_VAR} in your environment wins over .env; unset it")
+    missing = [var for var in plan.providers.values() if not environ.get(var)]
+    if missing:
+        say(f"before `chain429 serve`, set {', '.join(missing)} (environment or {dotenv})")
+    else:
+        flag = "" if config is None else f" -c {path}"
+        say(f"start it with: chain429 serve{flag}")
+    say("your proxy API key, on stdout and shown only this once (clients send it as their key):")
+    sys.stdout.write(key + "\n")
+    sys.stdout.flush()
+
+
+# --- provider ----------------------------------------------------------------------
+provider_app = typer.Typer(
+    help="Providers in the config file: add, list, show, remove, test.", no_args_is_help=True
+)
+IdArgument = Annotated[str, typer.Argument(metavar="ID", help="The provider's id.")]
+
+
+@provider_app.command("add")
+def provider_add(
+    provider_id: IdArgument,
+    ptype: Annotated[
+        str | None,
+        typer.Option(
+            "--type", "-t", help=f"One of: {', '.join(PROVIDER_TYPES)}.", show_default=False
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Display name.", show_default=False)] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="API base URL (…/v1); required for generic-openai.", show_default=False),
+    ] = None,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(
+            help="Variable holding the key, written as apiKey: ${VAR}. Default: from the "
+            "type (GROQ_API_KEY for groq).",
+            show_default=False,
+        ),
+    ] = None,
+    paid: Annotated[
+        bool,
+        typer.Option("--paid", help="Mark it paid: a last resort (see settings.waitBeforePaidMs)."),
+    ] = False,
+    config: ConfigOption = None,
+    server: ServerOption = None,
+) -> None:
+    """Add a provider (asks for what the flags leave out, on a terminal)."""
+    path = config_path(config)
+    if provider_id in {p.get("id") for p in _items(load_document(path).raw(), "providers")}:
+        raise fail(f"provider {provider_id!r} already exists in {path}")
+    if ptype is None or (ptype == "generic-openai" and base_url is None):
+        if not wizard.can_prompt():
+            raise fail(
+                "provider add needs --type TYPE (and --base-url URL for generic-openai); "
+                "there is no terminal to ask on"
+            )
+        with wizard.prompting():
+            answers = wizard.ask_provider(provider_id, ptype, name, base_url, api_key_env)
+    else:
+        var = api_key_env or wizard.key_var(ptype, provider_id, known_env(path))
+        answers = wizard.ProviderAnswers(ptype, name, base_url, var)
+    if answers.type not in PRESETS:
+        raise fail(f"unknown type {answers.type!r}; types: {', '.join(PROVIDER_TYPES)}")
+    if not wizard.VAR_NAME.fullmatch(answers.api_key_env):
+        raise fail(f"--api-key-env {answers.api_key_env!r} is not a variable name")
+    entry = {
+        "id": provider_id,
+        "name": answers.name,
+        "type": answers.type,
+        "baseUrl": answers.base_url,
+        "apiKey": f"${{{answers.api_key_env}}}",
+        "paid": True if paid else None,
+    }
+
+    def change(document: ConfigDocument) -> str:
+        if provider_id in {p.get("id") for p in _items(document.raw(), "providers")}:
+            raise fail(f"provider {provider_id!r} already exists in {path}")
+        return document.upsert_provider(entry)
+
+    write_change(path, change, f"added provider {provider_id!r} ({answers.type})", server)
+
+
+@provider_app.command("list")
+def provider_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """The providers, secrets masked."""
+    document = load_document(config_path(config))
+    providers, raw = _items(document.masked(), "providers"), document.raw()
+    if as_json:
+        output.print_json(providers)
+        return
+    rows = []
+    for p in providers:
+        preset = PRESETS.get(str(p.get("type")))
+        url = p.get("baseUrl") or (preset.default_base_url if preset else None)
+        paid = "yes" if p.get("paid") else ""
+        users = ", ".join(_users(raw, str(p.get("id"))))
+        rows.append([p.get("id"), p.get("type"), p.get("name"), url, p.get("apiKey"), paid, users])
+    output.table(["ID", "TYPE", "NAME", "BASE URL", "API KEY", "PAID", "CHAINS"], rows)
+
+
+@provider_app.command("show")
+def provider_show(
+    provider_id: IdArgument, config: ConfigOption = None, as_json: JsonOption = False
+) -> None:
+    """One provider's fields (secrets masked) and the chains that use it."""
+    document = load_document(config_path(config))
+    found = [p for p in _items(document.masked(), "providers") if p.get("id") == provider_id]
+    if not found:
+        raise fail(f"no provider with id {provider_id!r}")
+    users = _users(document.raw(), provider_id)
+    if as_json:
+        output.print_json({"provider": found[0], "usedBy": users})
+        return
+    rows = [[k, v if isinstance(v, str) else _json(v)] for k, v in found[0].items()]
+    output.table(["FIELD", "VALUE"], [*rows, ["usedBy", ", ".join(users)]])
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+@provider_app.command("remove")
+def provider_remove(
+    provider_id: IdArgument, config: ConfigOption = None, server: ServerOption = None
+) -> None:
+    """Remove a provider (refused while a chain uses it)."""
+
+    def change(document: ConfigDocument) -> None:
+        document.delete_provider(provider_id)
+
+    write_change(config_path(config), change, f"removed provider {provider_id!r}", server)
+
+
+@provider_app.command("test")
+def provider_test(
+    provider_id: IdArgument,
+    model: Annotated[
+        str | None, typer.Option(help="Test this model (default: its chain entries).")
+    ] = None,
+    stream: StreamOption = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Send one tiny request to each chain entry on this provider; exit 1 if none works."""
+    from chain429.config import Chain, ChainEntry
+
+    loaded = strict_config(config_path(config))
+    if provider_id not in {p.id for p in loaded.providers}:
+        raise fail(f"no provider with id {provider_id!r}")
+    if model is not None:
+        entries = [ChainEntry(provider=provider_id, model=model)]
+    else:
+        seen: dict[str, ChainEntry] = {}
+        for chain in loaded.chains:
+            for e in chain.entries:
+                if e.provider == provider_id:
+                    seen.setdefault(e.model, e)
+        entries = list(seen.values())
+    if not entries:
+        raise fail(f"provider {provider_id!r} is in no chain; pass --model MODEL")
+    test_chain = Chain(name=f"provider:{provider_id}", entries=tuple(entries))
+    probed = loaded.model_copy(update={"chains": (test_chain,)})
+    wizard.run_probe(probed, test_chain.name, stream, as_json)
+
+
+# --- chain ---------------------------------------------------------------------------
+chain_app = typer.Typer(
+    help="Chains in the config file: add, list, show, remove, move, test.", no_args_is_help=True
+)
+NameArgument = Annotated[str, typer.Argument(metavar="NAME", help="The chain's name.")]
+
+
+@chain_app.command("add")
+def chain_add(
+    name: NameArgument,
+    entry: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--entry",
+            "-e",
+            help="PROVIDER:MODEL, repeatable, in the order to try them (split at the "
+            "first colon: groq:llama-3.1-8b-instant, openrouter:meta-llama/x:free).",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    server: ServerOption = None,
+) -> None:
+    """Add a chain: entries from --entry, or picked and ordered on a terminal."""
+    path = config_path(config)
+    data = load_document(path).raw()
+    if name in {c.get("name") for c in _items(data, "chains")}:
+        raise fail(f"chain {name!r} already exists in {path}")
+    if entry:
+        try:
+            entries = [wizard.parse_entry(text) for text in entry]
+        except ValueError as err:
+            raise fail(str(err)) from None
+    else:
+        if not wizard.can_prompt():
+            raise fail("chain add needs --entry PROVIDER:MODEL (repeatable, in order); no terminal")
+        providers = {str(p.get("id")): str(p.get("type")) for p in _items(data, "providers")}
+        if not providers:
+            raise fail("the config has no providers; add one with `chain429 provider add`")
+        with wizard.prompting():
+            entries = wizard.ask_entries(providers)
+    body = {"name": name, "entries": [{"provider": p, "model": m} for p, m in entries]}
+
+    def change(document: ConfigDocument) -> str:
+        if name in {c.get("name") for c in _items(document.raw(), "chains")}:
+            raise fail(f"chain {name!r} already exists in {path}")
+        return document.upsert_chain(body)
+
+    write_change(path, change, f"added chain {name!r} ({len(entries)} entries)", server)
+
+
+@chain_app.command("list")
+def chain_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """The chains, the default marked."""
+    data = load_document(config_path(config)).raw()
+    default = (data.get("settings") or {}).get("defaultChain")
+    chains = [
+        {"name": c.get("name"), "default": c.get("name") == default, "entries": c.get("entries")}
+        for c in _items(data, "chains")
+    ]
+    if as_json:
+        output.print_json(chains)
+        return
+    rows = []
+    for chain in chains:
+        entries = _items(chain, "entries")
+        providers = list(dict.fromkeys(str(e.get("provider")) for e in entries))
+        default = "yes" if chain["default"] else ""
+        rows.append([chain["name"], len(entries), default, ", ".join(providers)])
+    output.table(["NAME", "ENTRIES", "DEFAULT", "PROVIDERS"], rows)
+
+
+@chain_app.command("show")
+def chain_show(
+    name: NameArgument, config: ConfigOption = None, as_json: JsonOption = False
+) -> None:
+    """A chain's entries, numbered from 1 in the order they are tried."""
+    data = load_document(config_path(config)).raw()
+    chain = _chain(data, name)
+    paid = {p.get("id"): bool(p.get("paid")) for p in _items(data, "providers")}
+    entries = [
+        {
+            "position": i,
+            **e,
+            "paid": paid.get(e.get("provider"), False)
+            if e.get("paid") is None
+            else bool(e["paid"]),
+        }
+        for i, e in enumerate(_items(chain, "entries"), 1)
+    ]
+    if as_json:
+        default = (data.get("settings") or {}).get("defaultChain") == name
+        output.print_json({"name": name, "default": default, "entries": entries})
+        return
+    rows = [
+        [e["position"], e.get("provider"), e.get("model"), "yes" if e["paid"] else ""]
+        for e in entries
+    ]
+    output.table(["#", "PROVIDER", "MODEL", "PAID"], rows, title=f"chain {name}")
+
+
+@chain_app.command("remove")
+def chain_remove(
+    name: NameArgument, config: ConfigOption = None, server: ServerOption = None
+) -> None:
+    """Remove a chain (refused while it is settings.defaultChain)."""
+
+    def change(document: ConfigDocument) -> None:
+        document.delete_chain(name)
+
+    write_change(config_path(config), change, f"removed chain {name!r}", server)
+
+
+@chain_app.command("move")
+def chain_move(
+    name: NameArgument,
+    entry: Annotated[str, typer.Argument(metavar="PROVIDER:MODEL", help="The entry to move.")],
+    to: Annotated[
+        int, typer.Option("--to", min=1, help="New position, from 1 as `chain show` lists.")
+    ],
+    config: ConfigOption = None,
+    server: ServerOption = None,
+) -> None:
+    """Move an entry of a chain to position N."""
+    try:
+        provider, model = wizard.parse_entry(entry)
+    except ValueError as err:
+        raise fail(str(err)) from None
+    path = config_path(config)
+
+    def reordered(document: ConfigDocument) -> dict[str, Any] | None:
+        """The chain with the entry at `to`; None if it is there already."""
+        chain = _chain(document.raw(), name)
+        entries = _items(chain, "entries")
+        pairs = [(e.get("provider"), e.get("model")) for e in entries]
+        if (provider, model) not in pairs:
+            listed = ", ".join(f"{p}:{m}" for p, m in pairs)
+            raise fail(f"chain {name!r} has no entry {entry} (it has: {listed})")
+        if to > len(entries):
+            raise fail(f"--to {to} is past the end: chain {name!r} has {len(entries)} entries")
+        where = pairs.index((provider, model))
+        if where == to - 1:
+            return None
+        entries.insert(to - 1, entries.pop(where))
+        return {**chain, "entries": entries}
+
+    if reordered(load_document(path)) is None:
+        say(f"{entry} is already at position {to} of chain {name!r}; nothing to change")
+        return
+
+    def change(document: ConfigDocument) -> None:
+        chain = reordered(document)
+        if chain is not None:
+            document.upsert_chain(chain)
+
+    write_change(path, change, f"moved {entry} to position {to} of chain {name!r}", server)
+
+
+@chain_app.command("test")
+def chain_test(
+    name: NameArgument,
+    stream: StreamOption = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Send one tiny request to every entry (no server needed); exit 1 if none works."""
+    loaded = strict_config(config_path(config))
+    if loaded.chain(name) is None:
+        raise fail(f"no chain named {name!r} (chains: {', '.join(c.name for c in loaded.chains)})")
+    wizard.run_probe(loaded, name, stream, as_json)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the CLI."""
+    app.command()(init)
+    app.add_typer(provider_app, name="provider")
+    app.add_typer(chain_app, name="chain")

@@ -1,0 +1,505 @@
+"""What `init`, `chain add` and `provider add` know and ask (the free-tier catalogue,
+the generated config text, the `.env` writer, the questionary prompts), and how
+`chain test` / `provider test` probe entries and show them in a live table.
+
+The pure parts (catalogue, rendering, `.env`, entry parsing) are tested on
+their own; the prompts use whatever prompt_toolkit app session is current, so a
+test drives them through a pipe input and the CLI sends them to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from chain429.cli import output
+from chain429.cli.output import fail, say
+from chain429.presets import PROVIDER_TYPES
+
+if TYPE_CHECKING:
+    from chain429.config import Config
+
+VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+PROXY_KEY_VAR = "CHAIN429_API_KEY"
+
+
+@dataclass(frozen=True)
+class Known:
+    """A provider `init` can set up: its type, name, key variables and chain models."""
+
+    type: str
+    name: str
+    env: tuple[str, ...]  # key variables, the preferred one first
+    fast: str  # a small, fast model
+    smart: str  # a larger model
+    paid: bool = False
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+# In the order they appear in a generated file; the paid provider last.
+KNOWN: tuple[Known, ...] = (
+    Known(
+        "openrouter",
+        "OpenRouter",
+        ("OPENROUTER_API_KEY",),
+        "meta-llama/llama-3.2-3b-instruct:free",
+        "meta-llama/llama-3.3-70b-instruct:free",
+        headers={"HTTP-Referer": "https://github.com/chain429/chain429", "X-Title": "chain429"},
+    ),
+    Known("groq", "Groq", ("GROQ_API_KEY",), "llama-3.1-8b-instant", "llama-3.3-70b-versatile"),
+    Known("cerebras", "Cerebras", ("CEREBRAS_API_KEY",), "llama3.1-8b", "llama-3.3-70b"),
+    Known(
+        "google-ai",
+        "Google AI Studio",
+        ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        "gemini-2.0-flash-lite",
+        "gemini-2.0-flash",
+    ),
+    Known(
+        "mistral", "Mistral", ("MISTRAL_API_KEY",), "ministral-8b-latest", "mistral-small-latest"
+    ),
+    Known("openai", "OpenAI", ("OPENAI_API_KEY",), "gpt-4o-mini", "gpt-4o-mini", paid=True),
+)
+BY_TYPE = {known.type: known for known in KNOWN}
+ALIASES = {"gemini": "google-ai", "google": "google-ai"}
+
+# Which provider is tried first in each chain; the paid one always last.
+CHAINS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "fast": (
+        "Small, fast models.",
+        ("groq", "cerebras", "google-ai", "mistral", "openrouter", "openai"),
+    ),
+    "smart": (
+        "Larger models for harder questions.",
+        ("openrouter", "groq", "cerebras", "google-ai", "mistral", "openai"),
+    ),
+}
+
+
+def known_type(name: str) -> str:
+    """A catalogue type from a --provider value (`gemini` is google-ai); ValueError if unknown."""
+    found = ALIASES.get(name.lower(), name.lower())
+    if found not in BY_TYPE:
+        raise ValueError(f"unknown provider {name!r}; known: {', '.join(BY_TYPE)}")
+    return found
+
+
+def detect_keys(environ: Mapping[str, str]) -> dict[str, str]:
+    """Catalogue type -> the variable that holds its key, for every key that is set."""
+    found = {}
+    for known in KNOWN:
+        var = next((v for v in known.env if environ.get(v)), None)
+        if var is not None:
+            found[known.type] = var
+    return found
+
+
+def key_var(provider_type: str, provider_id: str, environ: Mapping[str, str] | None = None) -> str:
+    """The variable a provider's key is read from by default: GROQ_API_KEY for groq."""
+    environ = environ or {}
+    known = BY_TYPE.get(provider_type)
+    if known is not None:
+        return next((v for v in known.env if environ.get(v)), known.env[0])
+    return re.sub(r"[^A-Z0-9_]", "_", provider_id.upper()) + "_API_KEY"
+
+
+def new_proxy_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def parse_entry(text: str) -> tuple[str, str]:
+    """`PROVIDER:MODEL`, split at the first colon (models may have colons: `x/y:free`)."""
+    provider, colon, model = text.partition(":")
+    if not colon or not provider.strip() or not model.strip():
+        raise ValueError(f"{text!r} is not PROVIDER:MODEL (e.g. groq:llama-3.1-8b-instant)")
+    return provider.strip(), model.strip()
+
+
+# --- the generated file ------------------------------------------------------
+_PLAIN = re.compile(r"[A-Za-z0-9_.\-/][A-Za-z0-9_.\-/:]*")
+_YAML11_SPECIAL = re.compile(r"(?i)y|n|yes|no|on|off|true|false|null|~|[-+]?[0-9][0-9_.:eE+-]*")
+
+
+def _yaml(value: str) -> str:
+    if _PLAIN.fullmatch(value) and not _YAML11_SPECIAL.fullmatch(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _commented(line: str, comment: str) -> str:
+    return f"{line:<33}# {comment}"
+
+
+@dataclass(frozen=True)
+class InitPlan:
+    providers: dict[str, str]  # type -> key variable, in catalogue order
+    chains: tuple[str, ...] = ("fast", "smart")
+    port: int = 3429
+
+
+def plan(
+    types: Sequence[str],
+    environ: Mapping[str, str],
+    chains: Sequence[str] = ("fast", "smart"),
+    port: int = 3429,
+) -> InitPlan:
+    """An InitPlan for these catalogue types, their key variables found in `environ`."""
+    chosen = set(types)
+    providers = {k.type: key_var(k.type, k.type, environ) for k in KNOWN if k.type in chosen}
+    return InitPlan(providers, tuple(c for c in CHAINS if c in chains), port)
+
+
+def render_config(plan: InitPlan) -> str:
+    """The chain429.yaml `init` writes: comments, `${VAR}` references, no secret."""
+    chains = [name for name in plan.chains if chain_entries(plan, name)]
+    out = [
+        "# chain429: free tiers first, a paid provider as the last resort.",
+        "# Written by `chain429 init`. Keys come from the environment or from .env beside",
+        f"# this file (the proxy key is there as {PROXY_KEY_VAR}); none is written here.",
+        "version: 1",
+        "",
+        "settings:",
+        f"  port: {plan.port}",
+        "  host: 127.0.0.1",
+        "  apiKeys:",
+        _commented(f"    - ${{{PROXY_KEY_VAR}}}", "what clients send as their OpenAI API key"),
+    ]
+    if chains:
+        out.append(_commented(f"  defaultChain: {chains[0]}", "for requests that name no chain"))
+    out += [
+        _commented("  cooldownDefaultMs: 60000", "a 429 with no hint: wait a minute"),
+        "  requestTimeoutMs: 30000",
+        "",
+        "providers:",
+    ]
+    for i, (ptype, var) in enumerate(plan.providers.items()):
+        known = BY_TYPE[ptype]
+        out += [""] if i else []
+        first = f"  - id: {known.type}"
+        if known.paid:
+            first = _commented(first, "paid: only when every free tier said no")
+        out.append(first)
+        out += [f"    name: {_yaml(known.name)}", f"    type: {known.type}"]
+        out.append(f"    apiKey: ${{{var}}}")
+        if known.headers:
+            out.append("    headers:")
+            out += [f"      {k}: {_yaml(v)}" for k, v in known.headers.items()]
+        if known.paid:
+            out.append("    paid: true")
+    out += ["", "chains:"]
+    for i, name in enumerate(chains):
+        out += [""] if i else []
+        out += [f"  # {CHAINS[name][0]}", f"  - name: {name}", "    entries:"]
+        for ptype, model in chain_entries(plan, name):
+            out += [f"      - provider: {ptype}", f"        model: {_yaml(model)}"]
+    if not chains:
+        out[-1] = "chains: []"
+    return "\n".join(out) + "\n"
+
+
+def chain_entries(plan: InitPlan, chain: str) -> list[tuple[str, str]]:
+    order = CHAINS[chain][1]
+    model = "fast" if chain == "fast" else "smart"
+    return [(t, getattr(BY_TYPE[t], model)) for t in order if t in plan.providers]
+
+
+def referenced_vars(text: str) -> set[str]:
+    """Variables a config text needs (`${VAR}`; not `${VAR:-default}` nor `$${...}`)."""
+    return set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text))
+
+
+# --- .env ----------------------------------------------------------------------
+def upsert_dotenv(path: Path, name: str, value: str) -> None:
+    """Set NAME=value in a .env file (mode 600), keeping every other line as it was."""
+    from chain429.config_writer import write_atomically
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except FileNotFoundError:
+        lines = []
+    else:
+        os.chmod(path, 0o600)  # before the new key is in it
+    pattern = re.compile(rf"\s*(export\s+)?{re.escape(name)}\s*=")
+    out, done = [], False
+    for line in lines:
+        match = pattern.match(line)
+        if match is None:
+            out.append(line)
+        elif not done:  # a later duplicate would win when read, so it goes
+            out.append(f"{match[1] or ''}{name}={value}\n")
+            done = True
+    if not done:
+        if out and not out[-1].endswith("\n"):
+            out[-1] += "\n"
+        out.append(f"{name}={value}\n")
+    write_atomically(path, "".join(out))  # a new file is created 0600
+    os.chmod(path, 0o600)
+
+
+def can_prompt() -> bool:
+    """A wizard needs a terminal to read answers from and to show its questions on."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def prompting() -> Iterator[None]:
+    """Questions go to stderr (stdout is data); Ctrl-C is a clean exit 2."""
+    from prompt_toolkit.application import create_app_session
+    from prompt_toolkit.output import create_output
+
+    try:
+        with create_app_session(output=create_output(stdout=sys.stderr)):
+            yield
+    except Cancelled:
+        raise fail("cancelled; nothing was written") from None
+
+
+# --- prompts ---------------------------------------------------------------------
+class Cancelled(Exception):
+    """The user pressed Ctrl-C (or Ctrl-D) at a prompt."""
+
+
+def _ask(question: Any) -> Any:
+    try:
+        answer = question.unsafe_ask()
+    except (KeyboardInterrupt, EOFError):
+        raise Cancelled from None
+    if answer is None:
+        raise Cancelled
+    return answer
+
+
+def ask_init(found: Mapping[str, str], port: int, preselect: Sequence[str] = ()) -> InitPlan:
+    """Providers (those with keys ticked, or `preselect`), chains and port."""
+    import questionary
+
+    ticked = set(preselect or found)
+
+    def label(k: Known) -> str:
+        notes = [f"{found[k.type]} found" if k.type in found else f"set {k.env[0]} later"]
+        return f"{k.name} ({', '.join(notes + ['paid'] * k.paid)})"
+
+    choices = [questionary.Choice(label(k), value=k.type, checked=k.type in ticked) for k in KNOWN]
+    types = _ask(
+        questionary.checkbox(
+            "Providers to use",
+            choices,
+            validate=lambda picked: bool(picked) or "pick at least one provider",
+        )
+    )
+    chain_choices = [
+        questionary.Choice(f"{name}: {CHAINS[name][0]}", value=name, checked=True)
+        for name in CHAINS
+    ]
+    chains = _ask(
+        questionary.checkbox(
+            "Chains to create",
+            chain_choices,
+            validate=lambda picked: bool(picked) or "pick at least one chain",
+        )
+    )
+    port_text = _ask(
+        questionary.text(
+            "Port", default=str(port), validate=lambda t: _port(t) is not None or "1 to 65535"
+        )
+    )
+    environ = {var: "found" for var in found.values()}
+    return plan(types, environ, tuple(chains), _port(port_text) or port)
+
+
+def _port(text: str) -> int | None:
+    return int(text) if text.strip().isdigit() and 1 <= int(text) <= 65535 else None
+
+
+def ask_entries(providers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Entries for a new chain: a provider and a model each, then their order."""
+    import questionary
+
+    done = "(no more entries)"
+    entries: list[tuple[str, str]] = []
+    while True:
+        choices = list(providers) + ([done] if entries else [])
+        picked = _ask(questionary.select(f"Provider for entry {len(entries) + 1}", choices))
+        if picked == done:
+            break
+        known = BY_TYPE.get(providers[picked])
+        model = _ask(
+            questionary.text(
+                f"Model on {picked}",
+                default=known.fast if known else "",
+                validate=lambda t: bool(t.strip()) or "a model name is required",
+            )
+        )
+        entries.append((picked, model.strip()))
+    if len(entries) < 2:
+        return entries
+    labels = [f"{p}:{m}" for p, m in entries]
+    if _ask(questionary.confirm(f"Try them in this order: {', '.join(labels)}?", default=True)):
+        return entries
+    ordered: list[tuple[str, str]] = []
+    remaining = list(range(len(entries)))
+    while len(remaining) > 1:
+        picks = [questionary.Choice(labels[i], value=i) for i in remaining]
+        index = _ask(questionary.select(f"Entry {len(ordered) + 1}", picks))
+        ordered.append(entries[index])
+        remaining.remove(index)
+    return [*ordered, entries[remaining[0]]]
+
+
+@dataclass
+class ProviderAnswers:
+    type: str
+    name: str | None
+    base_url: str | None
+    api_key_env: str
+
+
+def ask_provider(
+    provider_id: str,
+    ptype: str | None,
+    name: str | None,
+    base_url: str | None,
+    api_key_env: str | None,
+) -> ProviderAnswers:
+    """Ask for what the flags did not give."""
+    import questionary
+
+    if ptype is None:
+        ptype = _ask(questionary.select("Provider type", list(PROVIDER_TYPES)))
+    known = BY_TYPE.get(ptype)
+    if name is None:
+        name = _ask(questionary.text("Display name", default=known.name if known else "")) or None
+    if base_url is None:
+        required = ptype == "generic-openai"
+        hint = "Base URL (…/v1)" + ("" if required else "; empty for the preset's")
+        base_url = (
+            _ask(
+                questionary.text(
+                    hint,
+                    validate=lambda t: _url_ok(t, required) or "an http:// or https:// URL",
+                )
+            ).strip()
+            or None
+        )
+    if api_key_env is None:
+        api_key_env = _ask(
+            questionary.text(
+                "Environment variable that holds the API key",
+                default=key_var(ptype, provider_id, os.environ),
+                validate=lambda t: bool(VAR_NAME.fullmatch(t)) or "letters, digits and _",
+            )
+        )
+    return ProviderAnswers(ptype, name, base_url, api_key_env)
+
+
+def _url_ok(text: str, required: bool) -> bool:
+    text = text.strip()
+    return (not text and not required) or re.match(r"https?://[^/\s]+", text) is not None
+
+
+# --- testing entries (chain test, provider test) --------------------------------------
+PROBE_COLUMNS = ["#", "ENTRY", "RESULT", "STATUS", "LATENCY", "TOKENS", "REMAINING"]
+
+
+def probe_cells(result: dict[str, Any]) -> list[str]:
+    """RESULT .. REMAINING of one probe result, as text."""
+    tokens = result.get("tokens") or {}
+    used = ""
+    if tokens.get("prompt") is not None or tokens.get("completion") is not None:
+        used = f"{tokens.get('prompt') or 0} in, {tokens.get('completion') or 0} out"
+    quotas = [
+        f"{q['remaining']}/{q['limit']} {q['kind']}/{q['window']}"
+        for q in result.get("quotas") or []
+        if q.get("remaining") is not None
+    ]
+    status = result.get("status")
+    return [
+        str(result["result"]),
+        "" if status is None else str(status),
+        f"{result['latency_ms']:.0f} ms",
+        used,
+        ", ".join(quotas),
+    ]
+
+
+def run_probe(config: Config, chain_name: str, stream: bool, as_json: bool) -> None:
+    """Probe each entry of a chain at once; a live table on a terminal; exit 1 if none works."""
+    from chain429.runtime import build_snapshot
+
+    snapshot = build_snapshot(config)
+    chain = snapshot.chains[chain_name]
+    results: list[dict[str, Any] | None] = [None] * len(chain.entries)
+
+    async def probe_all(on_result: Callable[[], None]) -> None:
+        from chain429.chain_probe import probe_chain
+        from chain429.limits import MemoryStateStore
+        from chain429.runtime import ChainRuntime
+        from chain429.upstream import Upstream
+
+        upstream = Upstream(connect_timeout_s=config.settings.connect_timeout_ms / 1000)
+        state = MemoryStateStore()
+
+        async def one(i: int) -> None:
+            alone = ChainRuntime(chain.name, (chain.entries[i],))
+            [results[i]] = await probe_chain(snapshot, alone, upstream, state, stream=stream)
+            on_result()
+
+        try:
+            await asyncio.gather(*(one(i) for i in range(len(chain.entries))))
+        finally:
+            await upstream.aclose()
+
+    live = output.interactive() and not as_json
+    if live:
+        from rich.live import Live
+
+        def render() -> Any:
+            from rich.spinner import Spinner
+            from rich.table import Table
+
+            table = Table(title=f"testing {chain_name}", header_style="bold")
+            for column in PROBE_COLUMNS:
+                table.add_column(column)
+            for i, (entry, result) in enumerate(zip(chain.entries, results, strict=True), 1):
+                if result is None:
+                    table.add_row(str(i), entry.label, Spinner("dots", "testing"))
+                else:
+                    cells = probe_cells(result)
+                    colour = "green" if result["result"] == "ok" else "red"
+                    table.add_row(str(i), entry.label, f"[{colour}]{cells[0]}[/]", *cells[1:])
+            return table
+
+        with Live(render(), console=output.stdout, refresh_per_second=12) as view:
+            asyncio.run(probe_all(lambda: view.update(render())))
+    else:
+        if not as_json:
+            say(f"testing {_entries(len(chain.entries))} of {chain_name}")
+        asyncio.run(probe_all(lambda: None))
+    done = [r for r in results if r is not None]
+    working = sum(1 for r in done if r["result"] == "ok")
+    if as_json:
+        body = {"chain": chain_name, "stream": stream, "working": working, "entries": done}
+        output.print_json(body)
+    elif not live:
+        rows = [
+            [i, e.label, *probe_cells(r)]
+            for i, (e, r) in enumerate(zip(chain.entries, done, strict=True), 1)
+        ]
+        output.table(PROBE_COLUMNS, rows)
+    say(f"{working} of {_entries(len(done))} work{'s' if len(done) == 1 else ''}")
+    if not working:
+        raise typer.Exit(1)
+
+
+def _entries(n: int) -> str:
+    return f"{n} entry" if n == 1 else f"{n} entries"
