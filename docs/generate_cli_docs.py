@@ -13,11 +13,23 @@ DOC = Path(__file__).with_name("cli.md")
 WIDTH = "88"
 
 
-def command_names() -> list[str]:
+def command_paths() -> list[list[str]]:
+    """Every command and subcommand, as the words a user types after `chain429`."""
     import typer.main
+    from typer.core import TyperGroup
 
-    group = typer.main.get_command(app)
-    return sorted(group.commands)  # type: ignore[attr-defined]
+    def walk(group: TyperGroup, prefix: list[str]) -> list[list[str]]:
+        paths = []
+        for name in sorted(group.commands):
+            command = group.commands[name]
+            paths.append([*prefix, name])
+            if isinstance(command, TyperGroup):
+                paths += walk(command, [*prefix, name])
+        return paths
+
+    root = typer.main.get_command(app)
+    assert isinstance(root, TyperGroup)
+    return walk(root, [])
 
 
 def render() -> str:
@@ -28,7 +40,7 @@ def render() -> str:
         "Generated from each command's `--help` by `python docs/generate_cli_docs.py`; "
         "do not edit by hand.\n",
     ]
-    for args in [[], *([name] for name in command_names())]:
+    for args in [[], *command_paths()]:
         title = " ".join(["chain429", *args])
         result = runner.invoke(app, [*args, "--help"], env=env, prog_name="chain429")
         text = "\n".join(line.rstrip() for line in result.output.strip("\n").splitlines())
