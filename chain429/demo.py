@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import tempfile
 from typing import Any
 
 import httpx
 from sanic import Sanic
 
 from chain429.config import Config
+from chain429.database import migrate, open_database
 from chain429.server import create_app
 from chain429.serving import serve
+from chain429.telemetry import Telemetry
 from chain429.testing import FakeProvider, Reply
 
 DEMO_KEY = "chain429-demo-key"
@@ -116,9 +119,14 @@ def run_demo(port: int = 3429, once: bool = False) -> None:
     ]
     for fake in fakes:
         fake.start_in_thread()
+    # A request log of its own, gone with the demo, so `chain429 stats` and
+    # `chain429 logs` have something to show without touching the real one.
+    scratch = tempfile.TemporaryDirectory(prefix="chain429-demo-")
     try:
         config = demo_config(port, *(fake.base_url for fake in fakes))
-        app = create_app(config, name="chain429-demo")
+        database = open_database(f"sqlite:///{scratch.name}/demo.db")
+        migrate(database)
+        app = create_app(config, name="chain429-demo", telemetry=Telemetry(database))
         base_url = f"http://127.0.0.1:{port}"
         app.ctx.demo_tasks = []
 
@@ -130,6 +138,7 @@ def run_demo(port: int = 3429, once: bool = False) -> None:
     finally:
         for fake in fakes:
             fake.stop_thread()
+        scratch.cleanup()
 
 
 async def _story(app: Sanic, base_url: str, once: bool) -> None:
