@@ -6,15 +6,14 @@ because a slow database must never slow a request down. One writer thread
 owns every write: it takes up to `batch_rows` records (or what arrived within
 `batch_interval_s`) and writes requests, their attempt trails and the two
 hourly rollups (of requests, of attempts) in one transaction, so a batch is
-all there or not at all. Between batches it prunes rows older than the
-retention period, a little at a time.
+all there or not at all (the rollups themselves are `chain429.rollup`'s).
+Between batches it prunes rows older than the retention period, a little at a
+time.
 """
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
-import json
 import logging
 import math
 import operator
@@ -22,13 +21,12 @@ import queue
 import sqlite3
 import threading
 import time
-from typing import Any, cast
+from typing import Any
 
 import peewee
 
 from chain429.database import bind, describe, is_postgres, scrub, write_transaction
 from chain429.db import (
-    LATENCY_BUCKETS_MS,
     AttemptRow,
     HourlyAttemptRollup,
     HourlyRollup,
@@ -36,12 +34,19 @@ from chain429.db import (
     database_proxy,
 )
 from chain429.records import AttemptRecord, RequestRecord
+from chain429.rollup import (
+    HOUR_MS,
+    clip,
+    column_limits,
+    fields_of,
+    latency_bucket,
+    merge_rollups,
+)
 
 __all__ = ["Telemetry", "latency_bucket"]
 
 log = logging.getLogger("chain429.telemetry")
 
-HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 # PostgreSQL's wire protocol counts bind parameters in 16 bits.
 _POSTGRES_MAX_PARAMS = 65535
@@ -57,65 +62,23 @@ _REQUEST_MODEL = set(RequestRow._meta.fields) - {"id", "time_ms"}
 _ATTEMPT_MODEL = set(AttemptRow._meta.fields) - {"id", "request"}
 
 
-def _fields(model: Any, names: list[str]) -> list[Any]:
-    return [model._meta.fields[name] for name in names]
-
-
 # Record fields that have a column of the same name are copied as they are.
 _REQUEST_COLUMNS = [f.name for f in dataclasses.fields(RequestRecord) if f.name in _REQUEST_MODEL]
 _ATTEMPT_COLUMNS = [f.name for f in dataclasses.fields(AttemptRecord) if f.name in _ATTEMPT_MODEL]
-_ROLLUP_KEY_COLUMNS = ["hour_ms", "chain", "provider", "outcome"]
-_ROLLUP_SUM_COLUMNS = [
-    "requests",
-    "errors",
-    "attempts",
-    "prompt_tokens",
-    "completion_tokens",
-    "latency_sum_ms",
-    "latency_histogram",
-]
-
-_ATTEMPT_ROLLUP_KEY_COLUMNS = ["hour_ms", "provider", "model", "outcome"]
-
-_REQUEST_FIELDS = _fields(RequestRow, ["id", "time_ms", *_REQUEST_COLUMNS])
-_ATTEMPT_FIELDS = _fields(AttemptRow, ["request", *_ATTEMPT_COLUMNS])
-_ROLLUP_KEY_FIELDS = _fields(HourlyRollup, _ROLLUP_KEY_COLUMNS)
-_ROLLUP_FIELDS = _fields(HourlyRollup, _ROLLUP_KEY_COLUMNS + _ROLLUP_SUM_COLUMNS)
-_rollup_id: Any = HourlyRollup._meta.primary_key  # the implicit auto id
-_ATTEMPT_ROLLUP_KEY_FIELDS = _fields(HourlyAttemptRollup, _ATTEMPT_ROLLUP_KEY_COLUMNS)
-_ATTEMPT_ROLLUP_FIELDS = _fields(
-    HourlyAttemptRollup, [*_ATTEMPT_ROLLUP_KEY_COLUMNS, "count", "latency_sum_ms"]
-)
-_attempt_rollup_id: Any = HourlyAttemptRollup._meta.primary_key
+_REQUEST_FIELDS = fields_of(RequestRow, ["id", "time_ms", *_REQUEST_COLUMNS])
+_ATTEMPT_FIELDS = fields_of(AttemptRow, ["request", *_ATTEMPT_COLUMNS])
 _request_values = operator.attrgetter(*_REQUEST_COLUMNS)
 _attempt_values = operator.attrgetter(*_ATTEMPT_COLUMNS)
-
-
-def _limits(fields: list[Any]) -> list[int | None]:
-    return [f.max_length if isinstance(f, peewee.CharField) else None for f in fields]
-
-
-_REQUEST_LIMITS = _limits(_REQUEST_FIELDS)
-_ATTEMPT_LIMITS = _limits(_ATTEMPT_FIELDS)
-_ROLLUP_KEY_LIMITS = _limits(_ROLLUP_KEY_FIELDS)
-_ATTEMPT_ROLLUP_KEY_LIMITS = _limits(_ATTEMPT_ROLLUP_KEY_FIELDS)
-
-
-def _clip(values: tuple[Any, ...], limits: list[int | None]) -> tuple[Any, ...]:
-    """Cut strings to their column's width: PostgreSQL rejects a longer value, and one
-    over-long model name must not cost the other records of its batch."""
-    return tuple(
-        v[:n] if n is not None and isinstance(v, str) and len(v) > n else v
-        for v, n in zip(values, limits, strict=True)
-    )
+_REQUEST_LIMITS = column_limits(_REQUEST_FIELDS)
+_ATTEMPT_LIMITS = column_limits(_ATTEMPT_FIELDS)
 
 
 def _request_row(r: RequestRecord) -> tuple[Any, ...]:
-    return _clip((r.id, int(r.started_at * 1000), *_request_values(r)), _REQUEST_LIMITS)
+    return clip((r.id, int(r.started_at * 1000), *_request_values(r)), _REQUEST_LIMITS)
 
 
 def _attempt_rows(r: RequestRecord) -> list[tuple[Any, ...]]:
-    return [_clip((r.id, *_attempt_values(a)), _ATTEMPT_LIMITS) for a in r.trail]
+    return [clip((r.id, *_attempt_values(a)), _ATTEMPT_LIMITS) for a in r.trail]
 
 
 def _quoted(db: peewee.Database, name: str) -> str:
@@ -132,86 +95,6 @@ def _insert_sql(db: peewee.Database, model: Any, fields: list[Any], rows: int, i
     if is_postgres(db):
         return f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT DO NOTHING"
     return f"INSERT OR IGNORE INTO {table} ({columns}) VALUES {values}"
-
-
-def latency_bucket(latency_ms: float) -> int:
-    """Index of the histogram bucket for a latency: the first bound it is at or below."""
-    return bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)
-
-
-RollupKey = tuple[int, str, str, str]
-AttemptKey = tuple[int, str, str, str]  # hour_ms, provider, model, outcome
-
-
-@dataclasses.dataclass(slots=True)
-class _Tally:
-    """One rollup row's worth of additions from a batch."""
-
-    requests: int = 0
-    errors: int = 0
-    attempts: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_sum_ms: float = 0.0
-    histogram: list[int] = dataclasses.field(
-        default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1)
-    )
-
-    def add(self, r: RequestRecord) -> None:
-        self.requests += 1
-        self.errors += r.status >= 400 or r.outcome != "success"
-        self.attempts += r.attempts
-        self.prompt_tokens += r.prompt_tokens or 0
-        self.completion_tokens += r.completion_tokens or 0
-        self.latency_sum_ms += r.latency_ms
-        self.histogram[latency_bucket(r.latency_ms)] += 1
-
-
-def _tally(records: list[RequestRecord]) -> dict[RollupKey, _Tally]:
-    tallies: dict[RollupKey, _Tally] = {}
-    for r in records:
-        time_ms = int(r.started_at * 1000)
-        key = cast(
-            RollupKey,
-            _clip(
-                (time_ms - time_ms % HOUR_MS, r.chain or "", r.provider or "", r.outcome),
-                _ROLLUP_KEY_LIMITS,
-            ),
-        )
-        tally = tallies.get(key)
-        if tally is None:
-            tally = tallies[key] = _Tally()
-        tally.add(r)
-    return tallies
-
-
-def _tally_attempts(records: list[RequestRecord]) -> dict[AttemptKey, list[float]]:
-    """[count, latency sum] per attempt rollup key; the hour is the request's."""
-    tallies: dict[AttemptKey, list[float]] = {}
-    for r in records:
-        time_ms = int(r.started_at * 1000)
-        hour_ms = time_ms - time_ms % HOUR_MS
-        for a in r.trail:
-            # Clipped like the attempt rows themselves, so the keys match them.
-            key = cast(
-                AttemptKey,
-                _clip((hour_ms, a.provider, a.model, a.outcome), _ATTEMPT_ROLLUP_KEY_LIMITS),
-            )
-            tally = tallies.get(key)
-            if tally is None:
-                tally = tallies[key] = [0, 0.0]
-            tally[0] += 1
-            tally[1] += a.latency_ms or 0.0
-    return tallies
-
-
-def _merged_histogram(stored: str, added: list[int]) -> str:
-    try:
-        current = [int(x) for x in json.loads(stored)]
-    except (ValueError, TypeError):
-        current = []  # the column default "[]", or damage: start again from zero
-    current += [0] * (len(added) - len(current))
-    return json.dumps([c + a for c, a in zip(current, added, strict=False)] + current[len(added) :])
 
 
 class Telemetry:
@@ -457,7 +340,7 @@ class Telemetry:
         try:
             with write_transaction(self._db):
                 self._insert(batch)
-                self._merge_rollups(batch)
+                merge_rollups(self._db, batch, self._insert_rows)
             self._written += len(batch)
             if self._failing:
                 self._failing = False
@@ -479,7 +362,7 @@ class Telemetry:
                         kept.append(record)
                     except Exception as exc:
                         self._failed(exc, f"record {record.id} dropped")
-                self._merge_rollups(kept)
+                merge_rollups(self._db, kept, self._insert_rows)
         except Exception as exc:
             self._failed(exc, f"batch of {len(batch)} dropped after a retry")
             self._reset_connection()
@@ -534,63 +417,6 @@ class Telemetry:
             else:
                 self._param_limit = _POSTGRES_MAX_PARAMS
         return self._param_limit
-
-    def _merge_rollups(self, records: list[RequestRecord]) -> None:
-        """Add the records to both hourly rollups, in the batch's transaction.
-
-        Inserting blank rows (ignoring conflicts) and then reading them locked
-        makes the read-add-write safe even when several chain429 instances
-        share one PostgreSQL: FOR UPDATE there, the IMMEDIATE write lock on
-        SQLite. Keys are sorted, and the request rollup always goes first, so
-        two writers lock rows in the same order.
-        """
-        self._merge_request_rollup(_tally(records))
-        self._merge_attempt_rollup(_tally_attempts(records))
-
-    def _merge_request_rollup(self, tallies: dict[RollupKey, _Tally]) -> None:
-        if not tallies:
-            return
-        keys = sorted(tallies)
-        blank = json.dumps([0] * (len(LATENCY_BUCKETS_MS) + 1))
-        rows = [(*key, 0, 0, 0, 0, 0, 0.0, blank) for key in keys]
-        self._insert_rows(HourlyRollup, _ROLLUP_FIELDS, rows, ignore=True)
-        hours = sorted({key[0] for key in keys})
-        query = HourlyRollup.select().where(HourlyRollup.hour_ms.in_(hours)).order_by(_rollup_id)
-        if is_postgres(self._db):
-            query = query.for_update()
-        for row in query:
-            tally = tallies.get((row.hour_ms, row.chain, row.provider, row.outcome))
-            if tally is None:
-                continue
-            HourlyRollup.update(
-                requests=row.requests + tally.requests,
-                errors=row.errors + tally.errors,
-                attempts=row.attempts + tally.attempts,
-                prompt_tokens=row.prompt_tokens + tally.prompt_tokens,
-                completion_tokens=row.completion_tokens + tally.completion_tokens,
-                latency_sum_ms=row.latency_sum_ms + tally.latency_sum_ms,
-                latency_histogram=_merged_histogram(row.latency_histogram, tally.histogram),
-            ).where(_rollup_id == row.get_id()).execute()
-
-    def _merge_attempt_rollup(self, tallies: dict[AttemptKey, list[float]]) -> None:
-        if not tallies:
-            return
-        keys = sorted(tallies)
-        rows = [(*key, 0, 0.0) for key in keys]
-        self._insert_rows(HourlyAttemptRollup, _ATTEMPT_ROLLUP_FIELDS, rows, ignore=True)
-        H = HourlyAttemptRollup
-        hours = sorted({key[0] for key in keys})
-        query = H.select().where(H.hour_ms.in_(hours)).order_by(_attempt_rollup_id)
-        if is_postgres(self._db):
-            query = query.for_update()
-        for row in query:
-            tally = tallies.get((row.hour_ms, row.provider, row.model, row.outcome))
-            if tally is None:
-                continue
-            H.update(
-                count=row.count + int(tally[0]),
-                latency_sum_ms=row.latency_sum_ms + tally[1],
-            ).where(_attempt_rollup_id == row.get_id()).execute()
 
     # ------------------------------------------------------------ retention
 
