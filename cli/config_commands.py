@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from chain429.cli import output, wizard
+from chain429.cli.options import ConfigOption, JsonOption
 from chain429.cli.output import fail, say
 from chain429.config import Config, ConfigError, find_config_path, load_config, read_dotenv
 from chain429.presets import PRESETS, PROVIDER_TYPES
@@ -26,16 +27,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="Config file. Default: $CHAIN429_CONFIG, $CONFIG_PATH, ./chain429.yaml, "
-        "then chain429.yaml in the user config dir.",
-        show_default=False,
-    ),
-]
 ServerOption = Annotated[
     str | None,
     typer.Option(
@@ -45,7 +36,6 @@ ServerOption = Annotated[
         show_default=False,
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the data as JSON.")]
 StreamOption = Annotated[bool, typer.Option("--stream", help="Test with streaming requests.")]
 
 # What a `${VAR}` that is set nowhere stands for while an edit is validated:

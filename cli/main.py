@@ -14,6 +14,7 @@ import typer
 
 from chain429 import __version__, logs
 from chain429.cli import config_commands, server_commands
+from chain429.cli.options import ConfigOption
 from chain429.cli.output import fail
 from chain429.config import Config, ConfigError, find_config_path, load_config
 
@@ -24,17 +25,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="Config file. Default: $CHAIN429_CONFIG, $CONFIG_PATH, ./chain429.yaml, "
-        "then chain429.yaml in the user config dir.",
-        show_default=False,
-    ),
-]
 
 
 def _version(value: bool) -> None:

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from chain429.cli import contexts, output
 from chain429.cli.client import AdminClient, reports_errors
+from chain429.cli.options import JsonOption
 from chain429.cli.output import fail, print_json, say, table
 from chain429.config import Config, ConfigError, ConfigIssue, find_config_path, load_config
 
@@ -43,7 +44,6 @@ ConfigOption = Annotated[
         show_default=False,
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the data as JSON.")]
 SinceOption = Annotated[
     str, typer.Option("--since", help="Start: an age (24h, 7d, 30m) or an ISO 8601 time.")
 ]
