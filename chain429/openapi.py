@@ -471,6 +471,16 @@ _route("get", "/v1/stats/providers", _stats(
     "stats.providers", _PROVIDER_ROW))
 _route("get", "/v1/stats/chains", _stats(
     "statsChains", "Per chain: requests, errors, tokens, latency", "stats.chains", _CHAIN_ROW))
+_route("get", "/v1/stats/providers/{provider_id}", _op(
+    "statsProvider", "stats", "One provider's row (429chain's path)",
+    {"allOf": [_ref("StatsRange"), _PROVIDER_ROW]},
+    parameters=[*_PROVIDER_ID, *_params("since", "until")],
+    errors={**_STATS_ERRORS, 404: "Nothing logged for it in the range (`not_found`)."}))
+_route("get", "/v1/stats/chains/{chain_name}", _op(
+    "statsChain", "stats", "One chain's row (429chain's path)",
+    {"allOf": [_ref("StatsRange"), _CHAIN_ROW]},
+    parameters=[_path_param("chain_name", "The chain's name."), *_params("since", "until")],
+    errors={**_STATS_ERRORS, 404: "Nothing logged for it in the range (`not_found`)."}))
 _route("get", "/v1/stats/timeseries", _stats(
     "statsTimeseries", "Per UTC-aligned time bucket, empty ones included", "stats.timeseries",
     _BUCKET_ROW, "bucket", bucket=_t("string"), bucket_ms=_t("integer")))

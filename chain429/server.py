@@ -14,7 +14,6 @@ import logging
 import signal
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from chain429.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chain429.metrics import Metrics
 from chain429.openapi import register_openapi_route
 from chain429.persist import StatePersister
+from chain429.ratelimit_report import ratelimit_report
 from chain429.reloader import Reloader
 from chain429.router import Router
 from chain429.runtime import Snapshot, build_snapshot
@@ -205,64 +205,6 @@ def create_app(
     register_admin_routes(app)
 
     return app
-
-
-_STATE_OF = {
-    "cooldown": "cooling",
-    "quota": "cooling",
-    "unstable": "cooling",
-    "unhealthy": "unhealthy",
-    "limited": "limited",
-    "tokens": "limited",
-    "concurrency": "limited",
-    "probing": "probing",
-}
-
-
-def _iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return (
-        datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
-
-
-async def ratelimit_report(snapshot: Snapshot, state: StateStore, now: float) -> dict[str, Any]:
-    """Per entry and per bucket: state, quotas (limit, remaining, reset), source, in flight."""
-    entries, buckets = [], {}
-    for chain in snapshot.chains.values():
-        for entry in chain.entries:
-            block = await state.check(entry, now)
-            quotas = [
-                {**quota, "reset_at": _iso(quota["reset_at"])}  # type: ignore[arg-type]
-                for quota in state.bucket_quotas(entry, now)
-            ]
-            entries.append(
-                {
-                    "chain": chain.name,
-                    "provider": entry.provider_id,
-                    "model": entry.model,
-                    "bucket": entry.bucket,
-                    "state": _STATE_OF.get(block.reason, "limited") if block else "available",
-                    "reason": block.detail if block else None,
-                    "source": block.source if block else None,
-                    "until": _iso(block.until) if block else None,
-                    "in_flight": state.in_flight(entry),
-                }
-            )
-            buckets[entry.bucket] = {
-                "bucket": entry.bucket,
-                "provider": entry.provider_id,
-                "quotas": quotas,
-                "in_flight": state.in_flight(entry),
-            }
-    blocks = [{**b, "until": _iso(b["until"])} for b in await state.snapshot(now)]  # type: ignore[arg-type]
-    return {
-        "object": "ratelimits",
-        "entries": entries,
-        "buckets": list(buckets.values()),
-        "blocks": blocks,
-    }
 
 
 def _gauges(app: Sanic) -> dict[str, float]:

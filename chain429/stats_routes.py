@@ -89,6 +89,20 @@ def _json(body: Any) -> HTTPResponse:
     return raw(json.dumps(body).encode(), 200, None, _JSON)
 
 
+def _one(answer: dict[str, Any], field: str, name: str) -> HTTPResponse:
+    """One row of a per-provider or per-chain answer, with the answer's range."""
+    for row in answer["data"]:
+        if row.get(field) == name:
+            ranged = {k: v for k, v in answer.items() if k not in ("object", "data")}
+            return _json({"object": f"stats.{field}", **ranged, **row})
+    raise ApiError(
+        404,
+        f"No requests logged for {field} '{name}' in this range.",
+        code="not_found",
+        param=f"{field}",
+    )
+
+
 def register_stats_routes(app: Sanic, authorize: Authorize) -> None:
     """Add the `/v1/stats/*` routes to `app`; `authorize` is the server's key check."""
 
@@ -120,6 +134,17 @@ def register_stats_routes(app: Sanic, authorize: Authorize) -> None:
     @app.get("/v1/stats/chains")
     async def stats_chains(request: Request) -> HTTPResponse:
         return _json(await _ask(stats.chains, *time_range(admit(request, _RANGE))))
+
+    # 429chain's paths for one provider or chain: the same row as in the list.
+    @app.get("/v1/stats/providers/<provider_id:str>")
+    async def stats_provider(request: Request, provider_id: str) -> HTTPResponse:
+        answer = await _ask(stats.providers, *time_range(admit(request, _RANGE)))
+        return _one(answer, "provider", provider_id)
+
+    @app.get("/v1/stats/chains/<chain_name:str>")
+    async def stats_chain(request: Request, chain_name: str) -> HTTPResponse:
+        answer = await _ask(stats.chains, *time_range(admit(request, _RANGE)))
+        return _one(answer, "chain", chain_name)
 
     @app.get("/v1/stats/timeseries")
     async def stats_timeseries(request: Request) -> HTTPResponse:

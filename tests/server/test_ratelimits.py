@@ -222,3 +222,19 @@ def test_gemini_daily_quota_rests_until_midnight_pacific(fake, proxy):
     midnight = (pacific + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     # Not 52 s: the day's quota is gone, so the entry rests until Google's next day.
     assert abs((until - midnight).total_seconds()) < 5
+
+
+def test_ratelimits_also_answers_in_429chain_shape(fake, proxy):
+    a = fake("a", default=Reply.rate_limited(retry_after="30"))
+    b = fake("b")
+    config = chain_config(
+        [provider_entry("a", a), provider_entry("b", b)], [("a", "model-a"), ("b", "model-b")]
+    )
+    p = proxy(config)
+    post(p)
+    with p.http() as http:
+        rows = {r["provider"]: r for r in http.get("/v1/ratelimits").json()["ratelimits"]}
+    assert rows["a"]["status"] == "exhausted"
+    assert rows["a"]["cooldownUntil"] > time.time() * 1000 + 25_000
+    assert rows["b"]["status"] == "available" and rows["b"]["cooldownUntil"] is None
+    assert set(rows["a"]) == {"provider", "model", "status", "cooldownUntil", "reason", "quota"}

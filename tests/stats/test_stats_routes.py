@@ -205,6 +205,21 @@ def test_requests_pages_walk_every_row_once_and_detail_has_the_trail(serve, log)
     assert detail["trail"][-1]["outcome"] == "429"
 
 
+def test_one_provider_or_chain_by_429chain_paths(serve):
+    http = serve()
+    listed = http.get("/v1/stats/providers", params={"since": "7d"}, headers=admin()).json()
+    first = listed["data"][0]
+    one = http.get(
+        f"/v1/stats/providers/{first['provider']}", params={"since": "7d"}, headers=admin()
+    ).json()
+    assert one["object"] == "stats.provider"
+    assert {k: one[k] for k in first} == first
+    chain = http.get("/v1/stats/chains/fast", params={"since": "7d"}, headers=admin()).json()
+    assert chain["chain"] == "fast" and chain["requests"] > 0
+    missing = http.get("/v1/stats/chains/nope", params={"since": "7d"}, headers=admin())
+    assert error_of(missing, 404)["code"] == "not_found"
+
+
 def test_unknown_request_is_404_in_openai_shape(serve):
     error = error_of(serve().get("/v1/stats/requests/req_nope", headers=admin()), 404)
     assert error["type"] == "invalid_request_error"
