@@ -53,9 +53,6 @@ PRESETS: dict[str, Preset] = {
 PROVIDER_TYPES: tuple[str, ...] = tuple(PRESETS)
 
 
-QUOTA_SCOPES = ("model", "account", "free")
-
-
 def preset_for(provider_type: str) -> Preset:
     return PRESETS[provider_type]
 

@@ -53,10 +53,6 @@ class Snapshot:
     admin_keys: tuple[bytes, ...] = field(repr=False)
     models_body: bytes = b""
 
-    @property
-    def auth_required(self) -> bool:
-        return bool(self.proxy_keys)
-
 
 def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
     settings = config.settings
