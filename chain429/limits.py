@@ -306,6 +306,13 @@ class MemoryStateStore:
             del self._stream_failures[key]
         self.version += 1
 
+    # -- surviving a restart ---------------------------------------------------
+    #
+    # Saved: blocks in force, buckets' live state (see Bucket.to_dict), streams
+    # that died in a row. Not saved: probes and in-flight counts, which belong
+    # to requests of the process that stopped. A restored block that has ended
+    # by the time it is next asked about brings its probe like any other.
+
     def export_state(self, now: float) -> dict[str, dict[str, Any]]:
         """Everything live, one JSON-able dict per key (BLOCK_/BUCKET_/STREAMFAIL_PREFIX)."""
         items: dict[str, dict[str, Any]] = {}
