@@ -17,7 +17,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -476,6 +476,26 @@ def write_atomically(path: Path, text: str) -> None:
             os.close(dir_fd)
 
 
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An advisory lock on the config file's directory (a no-op where flock is missing).
+
+    Not on the file: the write replaces it, so a newcomer would lock the new
+    inode while an older waiter holds the old one. The directory stays put.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: the thread lock is all there is
+        yield
+        return
+    descriptor = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
+
+
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
@@ -488,8 +508,10 @@ def apply_edit(
     with _LOCKS_GUARD:
         lock = _LOCKS.setdefault(os.path.realpath(path), threading.Lock())
     # One writer per file, or two edits loaded from the same text would each
-    # write back without the other's change.
-    with lock:
+    # write back without the other's change: a thread lock within this process,
+    # and a file lock across processes (a CLI edit while the
+    # server edits).
+    with lock, _file_lock(path):
         original = path.read_bytes().decode("utf-8")
         document = ConfigDocument.from_text(original, path)
         result = edit(document)

@@ -433,6 +433,27 @@ def test_concurrent_edits_are_serialized(small: Path) -> None:
     assert sorted(names) == sorted(["main", *(f"c{n}" for n in range(8))])
 
 
+def test_edits_from_several_processes_are_serialized(small: Path) -> None:
+    """A CLI edit and a server edit at once: neither may lose the other's change."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from pathlib import Path; from chain429.config_writer import apply_edit\n"
+        "n = sys.argv[2]\n"
+        "chain = {'name': 'p' + n, 'entries': [{'provider': 'groq', 'model': 'm' + n}]}\n"
+        "for _ in range(3):\n"
+        "    chain['name'] = chain['name'] + 'x'\n"
+        "    apply_edit(Path(sys.argv[1]), lambda doc: doc.upsert_chain(dict(chain)),\n"
+        f"               environ={ENV!r})\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(small), str(n)]) for n in range(6)]
+    assert [proc.wait(timeout=60) for proc in procs] == [0] * 6
+    names = {c["name"] for c in ConfigDocument.load(small).raw()["chains"]}
+    expected = {f"p{n}" + "x" * k for n in range(6) for k in (1, 2, 3)}
+    assert expected <= names
+
+
 def test_a_file_with_flush_lists_keeps_its_indentation(tmp_path: Path) -> None:
     text = (
         "version: 1\n"
