@@ -8,6 +8,7 @@ running server to reload and says whether it took the change.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -345,14 +346,8 @@ def provider_show(
     if as_json:
         output.print_json({"provider": found[0], "usedBy": users})
         return
-    rows = [[k, v if isinstance(v, str) else _json(v)] for k, v in found[0].items()]
+    rows = [[k, v if isinstance(v, str) else json.dumps(v)] for k, v in found[0].items()]
     output.table(["FIELD", "VALUE"], [*rows, ["usedBy", ", ".join(users)]])
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value)
 
 
 @provider_app.command("remove")
