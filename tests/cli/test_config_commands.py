@@ -8,9 +8,7 @@ by keystrokes through prompt_toolkit's pipe input.
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +19,7 @@ import pytest
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
-from test_main import CHAIN429, free_port, serving, wait_healthy
+from test_main import free_port, run, serving, wait_healthy
 from typer.testing import CliRunner
 
 from chain429.cli import wizard
@@ -43,18 +41,6 @@ def _clean_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
 
 def cli(*args: str, env: dict[str, str] | None = None):
     return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
-
-
-def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout=30):
-    return subprocess.run(
-        [*CHAIN429, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 COMMENTED = """\

@@ -30,6 +30,7 @@ def free_port() -> int:
 
 
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout=30):
+    """The CLI as a user's script runs it: no terminal, nothing on stdin."""
     return subprocess.run(
         [*CHAIN429, *args],
         capture_output=True,
@@ -37,6 +38,7 @@ def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, 
         timeout=timeout,
         env={**os.environ, **(env or {})},
         cwd=cwd,
+        stdin=subprocess.DEVNULL,
     )
 
 
