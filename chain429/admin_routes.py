@@ -25,6 +25,7 @@ from chain429.config import ConfigError, parse_config_text
 from chain429.config_diff import diff_configs, unified_diff
 from chain429.config_writer import ConfigDocument, ConfigEditError, apply_edit
 from chain429.errors import ApiError
+from chain429.masking import mask_config
 from chain429.reloader import Reloader
 
 _JSON = "application/json"
@@ -116,7 +117,8 @@ def register_admin_routes(app: Sanic) -> None:
         path = reloader().path
         generation = app.ctx.snapshot.generation
         if path is None:
-            data = _masked_dump(app.ctx.snapshot.config)
+            config = app.ctx.snapshot.config
+            data = mask_config(config.model_dump(mode="json", by_alias=True, exclude_defaults=True))
         else:
             document = await asyncio.to_thread(ConfigDocument.load, path)
             data = document.masked()
@@ -229,17 +231,3 @@ def register_admin_routes(app: Sanic) -> None:
 
 
 _CODES = {404: "not_found", 409: "conflict", 412: "precondition_failed"}
-
-
-def _masked_dump(config: Any) -> dict[str, Any]:
-    from chain429.config_diff import mask_secret
-
-    data: dict[str, Any] = config.model_dump(by_alias=True, exclude_defaults=True)
-    for provider in data.get("providers", []):
-        if provider.get("apiKey"):
-            provider["apiKey"] = mask_secret(provider["apiKey"])
-    settings = data.get("settings", {})
-    for key in ("apiKeys", "adminKeys"):
-        if key in settings:
-            settings[key] = [mask_secret(k) for k in settings[key]]
-    return data

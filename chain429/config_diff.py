@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import bisect
 import difflib
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import yaml
 
 from chain429.config import Chain, Config
-from chain429.database import mask_url
+from chain429.masking import field_masker, mask_secret
 
 __all__ = [
     "ChainChange",
@@ -33,46 +32,10 @@ __all__ = [
     "unified_diff",
 ]
 
-# A value that is only an environment reference (optionally after an auth
-# scheme) hides nothing: it is shown as written.
-_REFERENCE_ONLY = re.compile(r"(?:(?:Bearer|Basic|Token)\s+)?\$\{[A-Za-z_][A-Za-z0-9_]*\}")
-_SECRET_HEADER = re.compile(r"auth|key|token|secret|password|cookie", re.IGNORECASE)
-_SECRET_SETTINGS = frozenset({"apiKeys", "adminKeys"})
 _CHANGED = "(changed)"
 
 
-def mask_secret(value: str | None) -> str | None:
-    """`${VAR}` references as is; a literal keeps its first 3 and last 4 characters
-    (only the last 4 when shorter than 12, none when shorter than 8)."""
-    if value is None or value == "" or _REFERENCE_ONLY.fullmatch(value):
-        return value
-    if len(value) >= 12:
-        return f"{value[:3]}…{value[-4:]}"
-    if len(value) >= 8:
-        return f"…{value[-4:]}"
-    return "…"
-
-
-def _mask_literal(value: str) -> str:
-    return mask_secret(value) or ""
-
-
-def _masker(section: str, path: str) -> Callable[[str], str] | None:
-    """How to mask a field (`path` is camelCase, dotted) of a provider or settings."""
-    if section == "settings":
-        if path in _SECRET_SETTINGS:
-            return _mask_literal
-        if path == "databaseUrl":
-            return mask_url
-    elif section == "provider":
-        if path == "apiKey":
-            return _mask_literal
-        if path.startswith("headers.") and _SECRET_HEADER.search(path[len("headers.") :]):
-            return _mask_literal
-    return None
-
-
-def _apply(mask: Callable[[str], str], value: Any) -> Any:
+def _apply(mask: Callable[[Any], Any], value: Any) -> Any:
     if isinstance(value, str):
         return mask(value)
     if isinstance(value, list | tuple):
@@ -240,7 +203,7 @@ def _field_changes(
         before, after = a.get(path), b.get(path)
         if before == after:
             continue
-        mask = _masker(section, path) if section else None
+        mask = field_masker(section, path) if section else None
         if mask is not None:
             before, after = _apply(mask, before), _apply(mask, after)
         changes.append(FieldChange(f"{prefix}{path}", before, after, secret=mask is not None))
@@ -345,11 +308,11 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
 _Loc = tuple[Any, ...]
 
 
-def _each_secret(data: dict[str, Any]) -> Iterable[tuple[_Loc, Any, Any, Callable[[str], str]]]:
+def _each_secret(data: dict[str, Any]) -> Iterable[tuple[_Loc, Any, Any, Callable[[Any], Any]]]:
     """(location, container, key, mask) of every secret string in a config dump."""
     settings = data.get("settings") or {}
     for name, value in settings.items():
-        mask = _masker("settings", name)
+        mask = field_masker("settings", name)
         if mask is not None and isinstance(value, list):
             for i in range(len(value)):
                 yield ("settings", name, i), value, i, mask
@@ -357,11 +320,13 @@ def _each_secret(data: dict[str, Any]) -> Iterable[tuple[_Loc, Any, Any, Callabl
             yield ("settings", name), settings, name, mask
     for provider in data.get("providers") or []:
         pid = provider.get("id")
-        if isinstance(provider.get("apiKey"), str):
-            yield ("provider", pid, "apiKey"), provider, "apiKey", _mask_literal
+        for field in ("apiKey", "baseUrl"):
+            mask = field_masker("provider", field)
+            if mask is not None and isinstance(provider.get(field), str):
+                yield ("provider", pid, field), provider, field, mask
         headers = provider.get("headers") or {}
         for name in headers:
-            if (mask := _masker("provider", f"headers.{name}")) is not None:
+            if (mask := field_masker("provider", f"headers.{name}")) is not None:
                 yield ("provider", pid, "headers", name), headers, name, mask
 
 

@@ -31,11 +31,16 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
 from ruamel.yaml.tokens import CommentToken
 
 from chain429.config import Config, ConfigError, ConfigIssue, parse_config_text
+from chain429.masking import (
+    PROVIDER_SECRETS,
+    SETTINGS_SECRETS,
+    mask_config,
+    mask_secret,
+)
 
 __all__ = ["ConfigDocument", "ConfigEditError", "apply_edit", "mask_secret", "write_atomically"]
 
 T = TypeVar("T")
-ELLIPSIS = "\u2026"
 
 
 class ConfigEditError(Exception):
@@ -47,77 +52,6 @@ class ConfigEditError(Exception):
         self.names: tuple[str, ...] = tuple(names)  # what a 409 conflicts with
         detail = "\n".join(str(issue) for issue in self.issues)
         super().__init__(f"{message}\n{detail}" if detail else message)
-
-
-# --- masking -------------------------------------------------------------------
-_BARE_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-)?\}")  # carries no literal
-_DEFAULTED_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):-([^}]*)\}")
-_SCHEME_ONLY = re.compile(r"(?i)\s*(bearer|basic|token|bot)?\s*")
-_SECRET_NAME = re.compile(r"(?i)auth|key|token|secret|passw|cookie|session|signature|^sig$")
-
-
-def _is_reference(value: str) -> bool:
-    # "Bearer ${TOKEN}" says where the secret is and reveals nothing; `$${X}` (a
-    # literal "${X}") leaves a "$" behind, so it is masked like any literal.
-    return _SCHEME_ONLY.fullmatch(_BARE_REF.sub("", value)) is not None
-
-
-def mask_secret(value: str) -> str:
-    """`${VAR}` as is; a literal as "sk-…abcd", "…abcd" under 12 chars, "…" under 8."""
-    if _is_reference(value):
-        return value
-    if ref := _DEFAULTED_REF.fullmatch(value):  # the default is a literal secret
-        return f"${{{ref[1]}:-{mask_secret(ref[2])}}}"
-    if len(value) >= 12:
-        return value[:3] + ELLIPSIS + value[-4:]
-    # The last four characters of a very short secret would be most of it.
-    return ELLIPSIS + value[-4:] if len(value) >= 8 else ELLIPSIS
-
-
-def _mask_any(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _mask_any(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_mask_any(v) for v in value]
-    return value if value is None or isinstance(value, bool) else mask_secret(str(value))
-
-
-def _mask_url(value: Any) -> Any:
-    """The password and secret-looking query values of a URL or libpq DSN, masked."""
-    if not isinstance(value, str) or _is_reference(value):
-        return _mask_any(value)
-    start = value.find("://") + 3
-    if start < 3:  # not a URL (a libpq "host=... password=..."?): hide all of it
-        return mask_secret(value)
-    # Look for "@" past the path too: an unencoded "/" in a password must not
-    # hide it. Overmasking an odd URL is fine; leaking is not.
-    at, tail = value.rfind("@", start), value[start:]
-    user, colon, password = value[start:at].partition(":")
-    if at >= 0 and colon and password:
-        tail = f"{user}:{mask_secret(password)}{value[at:]}"
-    query = r"([?&;]([^=&#;]*)=)([^&#;]*)"
-    return value[:start] + re.sub(
-        query, lambda m: m[1] + (mask_secret(m[3]) if _SECRET_NAME.search(m[2]) else m[3]), tail
-    )
-
-
-def _mask_headers(value: Any) -> Any:
-    if not isinstance(value, dict):
-        return _mask_any(value)
-    secret = {k for k, v in value.items() if _SECRET_NAME.search(str(k)) or not isinstance(v, str)}
-    return {k: _mask_any(v) if k in secret else v for k, v in value.items()}
-
-
-# Secret fields and how each is shown. The same functions recognise a masked
-# value sent back (GET, edit a form, PUT), which then keeps the real secret.
-_PROVIDER_SECRETS = {"apiKey": _mask_any, "baseUrl": _mask_url, "headers": _mask_headers}
-_SETTINGS_SECRETS = {"apiKeys": _mask_any, "adminKeys": _mask_any, "databaseUrl": _mask_url}
-
-
-def _mask_fields(item: Any, fields: Mapping[str, Callable[[Any], Any]]) -> Any:
-    if not isinstance(item, dict):  # malformed: show nothing literal
-        return _mask_any(item)
-    return {k: fields[k](v) if k in fields else v for k, v in item.items()}
 
 
 def _keep_masked(new: Any, old: Any, mask: Callable[[Any], Any]) -> Any:
@@ -352,12 +286,7 @@ class ConfigDocument:
         return _plain(self._data)
 
     def masked(self) -> dict[str, Any]:
-        data = self.raw()
-        if data.get("settings") is not None:
-            data["settings"] = _mask_fields(data["settings"], _SETTINGS_SECRETS)
-        if isinstance(data.get("providers"), list):
-            data["providers"] = [_mask_fields(p, _PROVIDER_SECRETS) for p in data["providers"]]
-        return data
+        return mask_config(self.raw())
 
     def _section(self, key: str, create: bool = False) -> Any:
         kind = CommentedMap if key == "settings" else CommentedSeq
@@ -389,7 +318,7 @@ class ConfigDocument:
         old = seq[index]
         if new.get("apiKey") is None:
             new["apiKey"] = old.get("apiKey")  # omitted means "keep": a form need not echo it
-        for field, mask in _PROVIDER_SECRETS.items():
+        for field, mask in PROVIDER_SECRETS.items():
             new[field] = _keep_masked(new.get(field), old.get(field), mask)
         _merge(old, new)
         return "updated"
@@ -432,7 +361,7 @@ class ConfigDocument:
             raise ConfigEditError(422, "settings changes must be a mapping", [issue])
         changes = dict(changes)
         settings = self._section("settings", create=True)
-        for field, mask in _SETTINGS_SECRETS.items():
+        for field, mask in SETTINGS_SECRETS.items():
             if field in changes:
                 changes[field] = _keep_masked(changes[field], settings.get(field), mask)
         # Keys not named are passed through as they are; null removes a key.

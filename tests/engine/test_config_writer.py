@@ -230,7 +230,7 @@ def test_masked_shows_references_and_hides_literals(tmp_path: Path) -> None:
     assert openai["apiKey"] == "sk-\u20263456"
     assert openai["headers"] == {"Authorization": "Bea\u2026cdef", "X-Title": "my app"}
     assert masked["settings"]["apiKeys"] == ["${PROXY_KEY}"]
-    assert masked["settings"]["databaseUrl"] == "postgresql://app:hun\u2026ter2@db:5432/logs"
+    assert masked["settings"]["databaseUrl"] == "postgresql://app:\u2026@db:5432/logs"
     dumped = json.dumps(masked)
     for secret in ("abcdef12", "0123456789", "hunter2hunter2", "admin-secret"):
         assert secret not in dumped

@@ -321,3 +321,23 @@ def test_diff_says_what_a_file_would_change(served):
     assert "literal-secret" not in str(changed)
     invalid = s.send("POST", "/v1/admin/diff", content="version: 2\n")
     assert invalid.status_code == 422
+
+
+def test_config_of_a_server_without_a_file_is_masked_too(fake, proxy):
+    from conftest import PROXY_KEY, chain_config, provider_entry
+
+    a = fake("a")
+    extra = {"headers": {"Authorization": "Bearer sk-header-secret-1234", "X-Title": "t"}}
+    config = chain_config([provider_entry("a", a, **extra)], [("a", "m")])
+    config["providers"][0]["apiKey"] = "sk-provider-secret-5678"
+    p = proxy(config)
+    response = httpx.get(
+        f"{p.url}/v1/admin/config", headers={"authorization": f"Bearer {PROXY_KEY}"}
+    )
+    assert response.status_code == 200
+    data = response.json()
+    assert data["path"] is None
+    (provider,) = data["config"]["providers"]
+    assert provider["apiKey"] == "sk-…5678"
+    assert provider["headers"] == {"Authorization": "Bea…1234", "X-Title": "t"}
+    assert "secret" not in response.text and PROXY_KEY not in response.text
