@@ -7,11 +7,11 @@ its `ratelimits` list, so clients written against 429chain keep working.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from chain429.limits import Block, StateStore
 from chain429.runtime import Snapshot
+from chain429.stats_params import iso as iso_ms
 
 # What a skip reason means for an entry's state.
 _STATE_OF = {
@@ -27,10 +27,7 @@ _STATE_OF = {
 
 
 def iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    moment = datetime.fromtimestamp(epoch, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if epoch is None else iso_ms(int(epoch * 1000))
 
 
 def _tightest(quotas: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
