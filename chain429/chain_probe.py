@@ -31,7 +31,13 @@ async def _ask(upstream: Upstream, snapshot: Snapshot, entry: EntryRuntime) -> T
     except UpstreamError as exc:
         return Tried(classify(None, {}, b"", exc.kind, now=time.time(), policy=snapshot.policy))
     outcome = classify(
-        reply.status, reply.headers, reply.body, None, now=time.time(), policy=snapshot.policy
+        reply.status,
+        reply.headers,
+        reply.body,
+        None,
+        now=time.time(),
+        policy=snapshot.policy,
+        dialect=entry.dialect,
     )
     data: dict[str, Any] = {}
     if outcome.kind is Kind.SUCCESS:

@@ -24,7 +24,7 @@ from datetime import datetime, time, timedelta, timezone, tzinfo
 from functools import cache
 from typing import Literal, cast
 
-from chain429.outcome import parse_duration, parse_reset
+from chain429.timeparse import parse_duration, parse_reset
 
 Window = Literal["minute", "hour", "day"]
 Kind = Literal["requests", "tokens"]

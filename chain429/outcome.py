@@ -8,13 +8,14 @@ down and for how long lives here, so one table test covers all of it.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Generic, TypeVar
+
+from chain429.dialects import read_body, read_headers
+from chain429.timeparse import parse_duration, parse_retry_after
 
 T = TypeVar("T")
 
@@ -102,6 +103,7 @@ def classify(
     *,
     now: float,
     policy: CooldownPolicy,
+    dialect: str = "generic-openai",
 ) -> Outcome:
     """Classify one upstream answer. `headers` must be case-insensitive (httpx.Headers)."""
     if error is not None or status is None:
@@ -186,8 +188,6 @@ def _is_context_length_error(body: bytes) -> bool:
 
 # -- when may we ask again ---------------------------------------------------
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|h|m|s))+$")
 _BODY_HINTS = (
     # Groq / OpenAI: "Please try again in 7m12.3s."; Gemini: "Please retry in 52.45s."
     re.compile(rb"(?:try again|retry) in ((?:\d+(?:\.\d+)?(?:ms|h|m|s))+)", re.IGNORECASE),
@@ -196,80 +196,34 @@ _BODY_HINTS = (
 )
 
 
-def parse_duration(text: str) -> float | None:
-    """Seconds in a Go-style duration (`1m30s`, `120ms`, `2h30m0s`) or a bare number of seconds."""
-    text = text.strip().lower()
-    try:
-        value = float(text)
-    except ValueError:
-        pass
-    else:
-        return value if math.isfinite(value) and value >= 0 else None
-    if not _DURATION.match(text):
-        return None
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-    return sum(float(n) * units[u] for n, u in _DURATION_PART.findall(text))
+def _reset_from_readings(
+    dialect: str, headers: Mapping[str, str], body: bytes, now: float
+) -> tuple[float, str] | None:
+    """The reset the provider's own quota readings point at, read in its dialect.
 
-
-def parse_retry_after(value: str, *, now: float) -> float | None:
-    """Epoch seconds from a Retry-After value: delta-seconds or an HTTP-date."""
-    value = value.strip()
-    seconds = parse_duration(value)
-    if seconds is not None:
-        return now + seconds
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
-def parse_reset(value: str, *, now: float) -> float | None:
-    """Epoch seconds from a rate-limit reset header in any dialect we know.
-
-    Durations (`6m0s`, `59.56s`) and bare seconds are relative; a bare number
-    that can only be a clock reading is an epoch (milliseconds for OpenRouter).
+    The quota that said no (remaining 0) wins, the latest of them; otherwise the
+    soonest reset is the best guess.
     """
-    seconds = parse_duration(value)
-    if seconds is None:
-        return None
-    if seconds >= 1e12:
-        return seconds / 1000.0
-    if seconds >= 1e9:
-        return seconds
-    return now + seconds
-
-
-def _reset_from_headers(headers: Mapping[str, str], now: float) -> float | None:
-    # Prefer the reset of a family whose remaining count is 0: that is the
-    # quota that said no. Otherwise the soonest reset is the best guess.
-    exhausted: list[float] = []
-    others: list[float] = []
-    for name, value in headers.items():
-        lname = name.lower()
-        if not lname.startswith("x-ratelimit-reset"):
-            continue
-        at = parse_reset(value, now=now)
-        if at is None:
-            continue
-        remaining = headers.get("x-ratelimit-remaining" + lname[len("x-ratelimit-reset") :])
-        if remaining is not None and _is_zero(remaining):
-            exhausted.append(at)
-        else:
-            others.append(at)
+    readings = read_headers(dialect, headers, now=now) + read_body(dialect, body, now=now)
+    timed = [r for r in readings if r.reset_at is not None and r.reset_at > now]
+    exhausted = [r for r in timed if r.remaining is not None and r.remaining <= 0]
     if exhausted:
-        return max(exhausted)
-    return min(others) if others else None
-
-
-def _is_zero(value: str) -> bool:
-    try:
-        return float(value) <= 0
-    except ValueError:
-        return False
+        chosen = max(exhausted, key=lambda r: r.reset_at or 0.0)
+    elif timed:
+        chosen = min(timed, key=lambda r: r.reset_at or 0.0)
+    else:
+        return None
+    assert chosen.reset_at is not None
+    return chosen.reset_at, "reset headers" if chosen.source == "header" else "body hint"
 
 
 def rate_limit_until(
-    headers: Mapping[str, str], body: bytes, *, now: float, policy: CooldownPolicy
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float,
+    policy: CooldownPolicy,
+    dialect: str = "generic-openai",
 ) -> tuple[float, str]:
     """When a 429'd entry may be asked again, and which hint said so."""
     until: float | None = None
@@ -277,8 +231,8 @@ def rate_limit_until(
     retry_after = headers.get("retry-after")
     if retry_after:
         until, source = parse_retry_after(retry_after, now=now), "retry-after"
-    if until is None:
-        until, source = _reset_from_headers(headers, now), "reset headers"
+    if until is None and (found := _reset_from_readings(dialect, headers, body, now)):
+        until, source = found
     if until is None:
         for pattern in _BODY_HINTS:
             match = pattern.search(body[:8192])

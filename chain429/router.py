@@ -356,7 +356,13 @@ class Router:
             except UpstreamError as exc:
                 return Tried(classify(None, {}, b"", exc.kind, now=time.time(), policy=policy))
             outcome = classify(
-                reply.status, reply.headers, reply.body, None, now=time.time(), policy=policy
+                reply.status,
+                reply.headers,
+                reply.body,
+                None,
+                now=time.time(),
+                policy=policy,
+                dialect=entry.dialect,
             )
             return Tried(outcome, (reply.status, reply.body), reply.headers, reply.body)
 

@@ -202,7 +202,13 @@ class StreamSession:
                 if not 200 <= stream.status < 300:
                     body = await stream.read_body()
                     outcome = classify(
-                        stream.status, headers, body, None, now=time.time(), policy=policy
+                        stream.status,
+                        headers,
+                        body,
+                        None,
+                        now=time.time(),
+                        policy=policy,
+                        dialect=entry.dialect,
                     )
                     if outcome.kind is Kind.CLIENT_ERROR:
                         return Tried(outcome, Rejected(stream.status, body), headers, body)

@@ -12,10 +12,8 @@ from chain429.outcome import (
     Kind,
     Scope,
     classify,
-    parse_duration,
-    parse_reset,
-    parse_retry_after,
 )
+from chain429.timeparse import parse_duration, parse_reset, parse_retry_after
 
 NOW = 1_800_000_000.0
 POLICY = CooldownPolicy(default_s=60, payment_s=300, unhealthy_s=600)
@@ -174,3 +172,15 @@ def test_parsers():
     assert parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT", now=0) == 1792567680.0
     assert parse_retry_after("garbage", now=0) is None
     assert parse_reset("1792567680", now=0) == 1792567680.0
+
+
+def test_429_reads_headers_in_the_providers_dialect():
+    # Mistral sends no reset header: its per-minute quota refills at the minute's end,
+    # 45 s away here, where a dialect-blind reading would wait the 60 s default.
+    headers = httpx.Headers(
+        {"x-ratelimit-limit-req-minute": "60", "x-ratelimit-remaining-req-minute": "0"}
+    )
+    now = NOW + 15  # NOW is on a minute boundary
+    mistral = classify(429, headers, b"", None, now=now, policy=POLICY, dialect="mistral")
+    assert mistral.until == pytest.approx(NOW + 60)
+    assert mistral.source == "header"

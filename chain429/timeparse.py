@@ -1,0 +1,57 @@
+"""Times as providers write them: durations, Retry-After values, reset headers.
+
+Shared by the outcome classifier and the rate-limit dialects; pure functions
+that take `now` (epoch seconds) instead of reading a clock.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from email.utils import parsedate_to_datetime
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|h|m|s))+$")
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a Go-style duration (`1m30s`, `120ms`, `2h30m0s`) or a bare number of seconds."""
+    text = text.strip().lower()
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        return value if math.isfinite(value) and value >= 0 else None
+    if not _DURATION.match(text):
+        return None
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return sum(float(n) * units[u] for n, u in _DURATION_PART.findall(text))
+
+
+def parse_retry_after(value: str, *, now: float) -> float | None:
+    """Epoch seconds from a Retry-After value: delta-seconds or an HTTP-date."""
+    value = value.strip()
+    seconds = parse_duration(value)
+    if seconds is not None:
+        return now + seconds
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def parse_reset(value: str, *, now: float) -> float | None:
+    """Epoch seconds from a rate-limit reset header in any dialect we know.
+
+    Durations (`6m0s`, `59.56s`) and bare seconds are relative; a bare number
+    that can only be a clock reading is an epoch (milliseconds for OpenRouter).
+    """
+    seconds = parse_duration(value)
+    if seconds is None:
+        return None
+    if seconds >= 1e12:
+        return seconds / 1000.0
+    if seconds >= 1e9:
+        return seconds
+    return now + seconds
