@@ -116,7 +116,7 @@ async def handle_chat(app: Sanic, request: Request) -> HTTPResponse | None:
         if trace.open:
             app.ctx.router.queues.notify()  # a freed slot may let a queued request through
         record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        record.attempts = sum(1 for a in record.trail if not a.outcome.startswith("skip:"))
+        record.attempts = trace.calls
         record.queued_ms = round(trace.queued_ms, 3)
         app.ctx.metrics.observe(record)
         telemetry = app.ctx.telemetry

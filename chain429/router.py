@@ -34,7 +34,6 @@ class Trace:
     """What happened to each entry considered, in chain order: the attempt trail."""
 
     trail: list[AttemptRecord] = field(default_factory=list)
-    calls: int = 0  # upstream calls made; skips are not calls
     earliest_recovery: float | None = None
     free_recovery: float | None = None  # the earliest recovery of a free (not paid) entry
     queued_ms: float = 0.0  # time spent waiting in the queue for an entry to recover
@@ -60,7 +59,6 @@ class Trace:
     def called(
         self, entry: EntryRuntime, outcome: Outcome, latency_ms: float, applied: Block | None
     ) -> None:
-        self.calls += 1
         if outcome.falls_through and outcome.until is None:
             self.only_rate_limits = False
         cooldown_ms = None
@@ -85,6 +83,11 @@ class Trace:
             self.earliest_recovery = until
         if not entry.paid and (self.free_recovery is None or until < self.free_recovery):
             self.free_recovery = until
+
+    @property
+    def calls(self) -> int:
+        """Upstream calls made: every step of the trail that is not a skip."""
+        return sum(1 for a in self.trail if not a.outcome.startswith("skip:"))
 
     def header(self) -> str:
         return ",".join(f"{a.provider}/{a.model}={a.outcome}" for a in self.trail)
