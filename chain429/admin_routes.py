@@ -16,16 +16,25 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from pydantic.alias_generators import to_camel
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, raw
 
-from chain429.auth import authorize
+from chain429.auth import Scope, authorize, exposure_problem
 from chain429.chain_probe import probe_chain
-from chain429.config import ConfigError, parse_config_text
+from chain429.config import (
+    Config,
+    ConfigError,
+    ConfigIssue,
+    parse_config_text,
+    references_in,
+    submitted_reference_rule,
+)
 from chain429.config_diff import diff_configs, unified_diff
 from chain429.config_writer import ConfigDocument, ConfigEditError, apply_edit
 from chain429.errors import ApiError
-from chain429.masking import mask_config
+from chain429.guard import JSON_BODY, YAML_BODY
+from chain429.masking import mask_config, redact
 from chain429.reloader import Reloader
 
 _JSON = "application/json"
@@ -46,11 +55,35 @@ def _issues(issues: Any) -> list[dict[str, Any]]:
 def _json_body(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(request.body or b"null")
-    except ValueError as exc:
-        raise ApiError(400, f"The request body is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ApiError(400, f"The request body is not valid JSON: {detail}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.")
     return body
+
+
+def _yaml_body(request: Request) -> str:
+    try:
+        return (request.body or b"").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"The request body is not UTF-8: {exc}") from None
+
+
+def _edit_error(err: ConfigEditError, generation: int) -> HTTPResponse:
+    """A refused edit: what was wrong, where (`param` names the first field)."""
+    code = _CODES.get(err.status, "invalid_config")
+    first = err.issues[0].path if err.issues else None
+    body = {
+        "error": {
+            "message": err.message,
+            "type": "invalid_request_error",
+            "param": first or None,
+            "code": code,
+        },
+        "errors": _issues(err.issues),
+    }
+    return _answer(body, generation, err.status)
 
 
 def _then(word: str, change: Callable[[ConfigDocument], object]) -> Callable[[ConfigDocument], str]:
@@ -63,6 +96,22 @@ def _then(word: str, change: Callable[[ConfigDocument], object]) -> Callable[[Co
     return run
 
 
+# Settings that only the file may change: where the request log lives is a
+# deploy-time choice, and the others decide who can reach the server and
+# where provider keys may go (docs/security.md).
+DEPLOY_TIME_SETTINGS = frozenset(
+    {
+        "dbPath",
+        "databaseUrl",
+        "host",
+        "port",
+        "allowedHosts",
+        "corsOrigins",
+        "allowPrivateUpstreams",
+    }
+)
+
+
 def register_admin_routes(app: Sanic) -> None:
     write_lock = asyncio.Lock()
 
@@ -70,12 +119,41 @@ def register_admin_routes(app: Sanic) -> None:
         found: Reloader = app.ctx.reloader
         return found
 
-    def admin(request: Request) -> None:
-        authorize(request, app.ctx.snapshot, admin=True)
+    def admin(request: Request, scope: Scope = Scope.READ) -> None:
+        authorize(request, app.ctx.snapshot, scope)
 
-    async def edit(request: Request, change: Callable[[ConfigDocument], Any]) -> HTTPResponse:
-        """Validate the whole new config, write it atomically, swap it in."""
-        admin(request)
+    def check_references(body: Any) -> None:
+        allowed = submitted_reference_rule(app.ctx.snapshot.config)
+        refused = sorted(name for name in references_in(body) if not allowed(name))
+        if refused:
+            raise ApiError(
+                422,
+                f"${{{refused[0]}}} may not be referenced here: an edit may use the variables "
+                "the running config uses, CHAIN429_* and *_API_KEY.",
+                code="invalid_config",
+            )
+
+    def stays_closed(config: Config) -> None:
+        problem = exposure_problem(config, app.ctx.bind_host)
+        if problem is not None:
+            message = f"this edit would leave the server {problem}"
+            issue = ConfigIssue(None, None, "settings.apiKeys", message)
+            raise ConfigEditError(422, message, [issue])
+
+    async def edit(
+        request: Request, change: Callable[[dict[str, Any]], Callable[[ConfigDocument], Any]]
+    ) -> HTTPResponse:
+        """Authorize, read the body, validate the whole new config, write it, swap it in.
+
+        `change` turns the request body (None for routes without one) into the
+        edit. In that order: the key is checked before the body is parsed; a
+        bad body is reported even when `If-Match` is stale.
+        """
+        admin(request, Scope.WRITE)
+        route = request.route
+        body = _json_body(request) if route and getattr(route.ctx, "body", None) else {}
+        check_references(body)
+        change_document = change(body)
         path = reloader().path
         if path is None:
             raise ApiError(
@@ -84,32 +162,38 @@ def register_admin_routes(app: Sanic) -> None:
         async with write_lock, reloader().lock:
             generation = app.ctx.snapshot.generation
             wanted = request.headers.get("if-match")
-            if wanted is not None and wanted.strip() not in (_etag(generation), "*"):
-                raise ApiError(
-                    412,
-                    f"The config changed (now generation {generation}); "
-                    "read it again before writing.",
-                    code="precondition_failed",
-                    headers={"ETag": _etag(generation)},
-                )
+
+            def fresh(config: Config) -> None:
+                stays_closed(config)
+                if wanted is not None and wanted.strip() not in (_etag(generation), "*"):
+                    raise ApiError(
+                        412,
+                        f"The config changed (now generation {generation}); "
+                        "read it again before writing.",
+                        code="precondition_failed",
+                        headers={"ETag": _etag(generation)},
+                    )
+
             try:
-                config, result = await asyncio.to_thread(apply_edit, path, change)
+                config, result = await asyncio.to_thread(
+                    apply_edit, path, change_document, base_must_be_valid=True, check=fresh
+                )
             except ConfigEditError as err:
-                if err.status == 422:
-                    body = {
-                        "error": {
-                            "message": str(err),
-                            "type": "invalid_request_error",
-                            "param": None,
-                            "code": "invalid_config",
-                        },
-                        "errors": _issues(err.issues),
-                    }
-                    return _answer(body, generation, 422)
-                raise ApiError(err.status, str(err), code=_CODES.get(err.status)) from None
+                return _edit_error(err, generation)
             written = await asyncio.to_thread(lambda: hashlib.sha256(path.read_bytes()).hexdigest())
             snapshot = await reloader().adopt(config, written_digest=written)
         return _answer({"result": result, "generation": snapshot.generation}, snapshot.generation)
+
+    def parse_submitted(text: str) -> Config:
+        """A config from the caller: checked with the server's environment, but only
+        the variables it may name (chain429.config.submitted_reference_rule)."""
+        path = reloader().path
+        return parse_config_text(
+            text,
+            filename=None,
+            dotenv_dir=path.parent if path else None,
+            allowed_references=submitted_reference_rule(app.ctx.snapshot.config),
+        )
 
     @app.get("/v1/admin/config")
     async def get_config(request: Request) -> HTTPResponse:
@@ -118,7 +202,8 @@ def register_admin_routes(app: Sanic) -> None:
         generation = app.ctx.snapshot.generation
         if path is None:
             config = app.ctx.snapshot.config
-            data = mask_config(config.model_dump(mode="json", by_alias=True, exclude_defaults=True))
+            dump = config.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+            data = mask_config(redact(dump, config.resolved_values))
         else:
             document = await asyncio.to_thread(ConfigDocument.load, path)
             data = document.masked()
@@ -127,61 +212,70 @@ def register_admin_routes(app: Sanic) -> None:
             generation,
         )
 
-    @app.put("/v1/admin/providers/<provider_id>")
+    @app.put("/v1/admin/providers/<provider_id>", ctx_body=JSON_BODY)
     async def put_provider(request: Request, provider_id: str) -> HTTPResponse:
-        body = _json_body(request)
-        if body.setdefault("id", provider_id) != provider_id:
-            raise ApiError(400, "The body's id differs from the one in the path.", param="id")
-        return await edit(request, lambda doc: doc.upsert_provider(body))
+        def change(body: dict[str, Any]) -> Callable[[ConfigDocument], Any]:
+            if body.setdefault("id", provider_id) != provider_id:
+                raise ApiError(400, "The body's id differs from the one in the path.", param="id")
+            return lambda doc: doc.upsert_provider(body)
+
+        return await edit(request, change)
 
     @app.delete("/v1/admin/providers/<provider_id>")
     async def delete_provider(request: Request, provider_id: str) -> HTTPResponse:
-        return await edit(request, _then("deleted", lambda doc: doc.delete_provider(provider_id)))
+        return await edit(
+            request, lambda _: _then("deleted", lambda doc: doc.delete_provider(provider_id))
+        )
 
-    @app.put("/v1/admin/chains/<name>")
+    @app.put("/v1/admin/chains/<name>", ctx_body=JSON_BODY)
     async def put_chain(request: Request, name: str) -> HTTPResponse:
-        body = _json_body(request)
-        if body.setdefault("name", name) != name:
-            raise ApiError(400, "The body's name differs from the one in the path.", param="name")
-        return await edit(request, lambda doc: doc.upsert_chain(body))
+        def change(body: dict[str, Any]) -> Callable[[ConfigDocument], Any]:
+            if body.setdefault("name", name) != name:
+                raise ApiError(
+                    400, "The body's name differs from the one in the path.", param="name"
+                )
+            return lambda doc: doc.upsert_chain(body)
+
+        return await edit(request, change)
 
     @app.delete("/v1/admin/chains/<name>")
     async def delete_chain(request: Request, name: str) -> HTTPResponse:
-        return await edit(request, _then("deleted", lambda doc: doc.delete_chain(name)))
+        return await edit(request, lambda _: _then("deleted", lambda doc: doc.delete_chain(name)))
 
-    @app.patch("/v1/admin/settings")
+    @app.patch("/v1/admin/settings", ctx_body=JSON_BODY)
     async def patch_settings(request: Request) -> HTTPResponse:
-        body = _json_body(request)
+        def change(body: dict[str, Any]) -> Callable[[ConfigDocument], Any]:
+            fixed = sorted({to_camel(key) for key in body} & DEPLOY_TIME_SETTINGS)
+            if fixed:
+                raise ApiError(
+                    422,
+                    f"settings.{fixed[0]} is a deploy-time setting: change it in the file, "
+                    "then restart.",
+                    code="deploy_time_setting",
+                    param=f"settings.{fixed[0]}",
+                )
+            return _then("updated", lambda doc: doc.patch_settings(body))
 
-        return await edit(request, _then("updated", lambda doc: doc.patch_settings(body)))
+        return await edit(request, change)
 
-    @app.post("/v1/admin/validate")
+    @app.post("/v1/admin/validate", ctx_body=YAML_BODY)
     async def validate(request: Request) -> HTTPResponse:
         admin(request)
-        text = (request.body or b"").decode("utf-8", errors="replace")
-        path = reloader().path
+        text = _yaml_body(request)
         try:
-            await asyncio.to_thread(
-                parse_config_text,
-                text,
-                filename=None,
-                dotenv_dir=path.parent if path else None,
-            )
+            await asyncio.to_thread(parse_submitted, text)
         except ConfigError as err:
             body = {"valid": False, "errors": _issues(err.issues)}
             return raw(json.dumps(body).encode(), 422, None, _JSON)
         return raw(b'{"valid": true}', 200, None, _JSON)
 
-    @app.post("/v1/admin/diff")
+    @app.post("/v1/admin/diff", ctx_body=YAML_BODY)
     async def diff(request: Request) -> HTTPResponse:
         """What would change going from the running config to the YAML in the body."""
         admin(request)
-        text = (request.body or b"").decode("utf-8", errors="replace")
-        path = reloader().path
+        text = _yaml_body(request)
         try:
-            new = await asyncio.to_thread(
-                parse_config_text, text, filename=None, dotenv_dir=path.parent if path else None
-            )
+            new = await asyncio.to_thread(parse_submitted, text)
         except ConfigError as err:
             body = {"valid": False, "errors": _issues(err.issues)}
             return raw(json.dumps(body).encode(), 422, None, _JSON)
@@ -199,6 +293,8 @@ def register_admin_routes(app: Sanic) -> None:
 
     @app.post("/v1/admin/reload")
     async def reload(request: Request) -> HTTPResponse:
+        # A read: it re-reads the owner's file and cannot change what it says
+        # (the CLI asks for it after every edit it writes).
         admin(request)
         result = await reloader().reload(force=True)
         body = {"reloaded": result.changed, "generation": result.generation, "errors": result.error}
@@ -206,7 +302,7 @@ def register_admin_routes(app: Sanic) -> None:
 
     @app.post("/v1/test/chain/<name>")
     async def test_chain(request: Request, name: str) -> HTTPResponse:
-        admin(request)
+        admin(request, Scope.WRITE)
         snapshot = app.ctx.snapshot
         chain = snapshot.chains.get(name)
         if chain is None:
@@ -230,4 +326,4 @@ def register_admin_routes(app: Sanic) -> None:
         return _answer(reloader().status(), app.ctx.snapshot.generation)
 
 
-_CODES = {404: "not_found", 409: "conflict", 412: "precondition_failed"}
+_CODES = {404: "not_found", 409: "conflict", 412: "precondition_failed", 422: "invalid_config"}

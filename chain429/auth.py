@@ -1,5 +1,13 @@
 """Who is asking: proxy keys, admin keys, or nobody (loopback-only open mode).
 
+Three scopes: `PROXY` routes (completions, models, rate limits) take a proxy
+or an admin key; `READ` routes (admin views, stats, metrics) take an admin
+key, or a proxy key when no admin keys are configured; `WRITE` routes (config
+edits, reloads, chain tests) take an admin key only — a proxy key must never
+be able to point a provider, and its key, somewhere else. With no keys at
+all the server is open, which `serve` allows on loopback only, where
+`chain429.guard` keeps web pages out.
+
 Keys are compared in constant time against every configured key, so timing
 reveals neither which key matched nor how many keys there are. A caller is
 identified in logs and the request log by a label (`key#2`, `admin#1`),
@@ -8,14 +16,23 @@ never by the key.
 
 from __future__ import annotations
 
+import enum
 import hmac
 
 from sanic import Request
 
+from chain429.addresses import is_loopback
+from chain429.config import Config
 from chain429.errors import ApiError
 from chain429.runtime import Snapshot
 
-OPEN = "open"  # the label when no keys are configured
+OPEN = "open"  # the label when no keys guard the route
+
+
+class Scope(enum.Enum):
+    PROXY = "proxy"
+    READ = "read"
+    WRITE = "write"
 
 
 def presented_key(request: Request) -> bytes | None:
@@ -35,14 +52,18 @@ def _match(presented: bytes, keys: tuple[bytes, ...]) -> int | None:
     return found
 
 
-def authorize(request: Request, snapshot: Snapshot, *, admin: bool) -> str:
-    """The caller's label; raises 401 (no or unknown key) or 403 (proxy key on an admin route)."""
+def is_guarded(snapshot: Snapshot, scope: Scope) -> bool:
+    """Whether a route of this scope needs a key at all."""
+    if scope is Scope.PROXY:
+        return bool(snapshot.proxy_keys)
+    return bool(snapshot.admin_keys or snapshot.proxy_keys)
+
+
+def authorize(request: Request, snapshot: Snapshot, scope: Scope) -> str:
+    """The caller's label; raises 401 (no or unknown key) or 403 (a key of the wrong scope)."""
     proxy_keys, admin_keys = snapshot.proxy_keys, snapshot.admin_keys
-    # Who holds admin: the admin keys; with none configured, the proxy keys (as in 429chain).
-    admin_holders = admin_keys or proxy_keys
-    required = admin_holders if admin else proxy_keys
-    if not required:
-        return OPEN  # no keys configured: open, which `serve` allows on loopback only
+    if not is_guarded(snapshot, scope):
+        return OPEN
     presented = presented_key(request)
     if presented is None:
         raise ApiError(
@@ -54,10 +75,29 @@ def authorize(request: Request, snapshot: Snapshot, *, admin: bool) -> str:
     as_proxy = _match(presented, proxy_keys)
     if as_admin is not None:
         return f"admin#{as_admin}"
-    if as_proxy is not None:
-        if admin and admin_keys:
-            raise ApiError(
-                403, "This key may not use admin routes.", code="insufficient_permissions"
-            )
-        return f"key#{as_proxy}"
-    raise ApiError(401, "Invalid API key.", code="invalid_api_key")
+    if as_proxy is None:
+        raise ApiError(401, "Invalid API key.", code="invalid_api_key")
+    if scope is Scope.WRITE:
+        hint = "" if admin_keys else " Add settings.adminKeys and use one of those."
+        raise ApiError(
+            403,
+            f"A proxy key may not change this server's configuration.{hint}",
+            code="insufficient_permissions",
+        )
+    if scope is Scope.READ and admin_keys:
+        raise ApiError(403, "This key may not use admin routes.", code="insufficient_permissions")
+    return f"key#{as_proxy}"
+
+
+def exposure_problem(config: Config, host: str) -> str | None:
+    """Why serving `config` on `host` would open the proxy to the network, if it would.
+
+    One rule for starting (`serve` refuses), for admin edits (422) and for hot
+    reloads (the last good config stays): without proxy keys, loopback only.
+    """
+    if config.settings.api_keys or is_loopback(host):
+        return None
+    return (
+        f"on {host} without settings.apiKeys: anyone on the network could spend your "
+        "provider quota; keep apiKeys, or bind to 127.0.0.1"
+    )

@@ -19,7 +19,7 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse, raw
 
 from chain429 import logs
-from chain429.auth import authorize
+from chain429.auth import Scope, authorize
 from chain429.errors import ApiError
 from chain429.records import RequestRecord, new_request_id
 from chain429.router import Reply, Router, StreamStart, Trace
@@ -30,6 +30,9 @@ log = logging.getLogger("chain429.requests")
 JSON = "application/json"
 # Proxies in front of us (nginx) must not buffer a stream, nor caches keep one.
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+# No model writes a million tokens in one answer; anything above is a mistake.
+MAX_TOKENS = 1_000_000
 
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
@@ -43,6 +46,8 @@ def parse_chat_request(body: bytes) -> dict[str, Any]:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"The request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "The request body is nested too deeply.") from None
     if not isinstance(data, dict):
         raise ApiError(400, "The request body must be a JSON object.")
     messages = data.get("messages")
@@ -54,6 +59,16 @@ def parse_chat_request(body: bytes) -> dict[str, Any]:
         raise ApiError(400, "'stream' must be true or false.", param="stream")
     if "model" in data and not isinstance(data["model"], str):
         raise ApiError(400, "'model' must be a string.", param="model")
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = data.get(name)
+        # They size the token reservation of every quota the request draws on:
+        # a negative one would hand quota back, a huge one block a window.
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TOKENS
+        ):
+            raise ApiError(
+                400, f"'{name}' must be a whole number from 1 to {MAX_TOKENS}.", param=name
+            )
     return data
 
 
@@ -109,6 +124,11 @@ async def handle_chat(app: Sanic, request: Request) -> HTTPResponse | None:
         record.status, record.outcome = 499, "client_disconnected"
         log.info("client disconnected")
         raise
+    except Exception:
+        # The error handler answers 500 (and logs the traceback); a stream
+        # already under way keeps the 200 its client saw.
+        record.status, record.outcome = record.status or 500, "internal_error"
+        raise
     finally:
         for reservation in trace.open:
             # The answer is over: free the entry's slot, count what it really cost.
@@ -129,7 +149,7 @@ async def _handle(
     app: Sanic, request: Request, record: RequestRecord, trace: Trace, started: float
 ) -> HTTPResponse | None:
     snapshot: Snapshot = app.ctx.snapshot  # this request keeps it, whatever reloads
-    record.key_label = authorize(request, snapshot, admin=False)
+    record.key_label = authorize(request, snapshot, Scope.PROXY)
     body = parse_chat_request(request.body)
     model = body.get("model")
     record.requested_model = model if isinstance(model, str) else None

@@ -8,10 +8,11 @@ one pass instead of one error per restart.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
@@ -31,6 +32,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from chain429.addresses import forbidden_upstream, host_of
 from chain429.config_errors import (
     FIELD_CTX,
     ConfigError,
@@ -40,6 +42,7 @@ from chain429.config_errors import (
     line_for,
     pydantic_message,
 )
+from chain429.masking import redact
 from chain429.presets import PRESETS, PROVIDER_TYPES
 
 __all__ = [
@@ -55,6 +58,8 @@ __all__ = [
     "load_config",
     "parse_config_text",
     "read_dotenv",
+    "references_in",
+    "submitted_reference_rule",
 ]
 
 
@@ -107,12 +112,45 @@ class Settings(Model):
     log_retention_days: int = Field(default=30, ge=0)  # 0 keeps everything
     log_format: Literal["text", "json"] = "text"
     metrics_public: bool = False  # serve /metrics without a key
+    # Browser safety (docs/security.md). Host names the server answers to besides
+    # the loopback ones: checked on every request when no keys are configured,
+    # and only when this list is set otherwise (a server behind a load balancer).
+    allowed_hosts: tuple[str, ...] = ()
+    # Web origins whose pages may call this server (CORS); none by default.
+    cors_origins: tuple[str, ...] = ()
+    # Link-local / cloud-metadata addresses, networks or names a provider's
+    # baseUrl may use all the same (refused by default: chain429.addresses).
+    allow_private_upstreams: tuple[str, ...] = ()
 
     # A list whose items are all commented out parses as null; that means "none".
-    @field_validator("api_keys", "admin_keys", mode="before")
+    @field_validator(
+        "api_keys",
+        "admin_keys",
+        "allowed_hosts",
+        "cors_origins",
+        "allow_private_upstreams",
+        mode="before",
+    )
     @classmethod
     def _null_is_empty(cls, value: Any) -> Any:
         return () if value is None else value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if origin != "*" and (
+                parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or parts.path not in ("", "/")
+                or parts.query
+                or parts.fragment
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin: write scheme://host[:port], or * for any"
+                )
+        return tuple(origin.rstrip("/").lower() for origin in value)
 
 
 class Provider(Model):
@@ -201,6 +239,10 @@ class Config(Model):
 
     _providers_by_id: dict[str, Provider] = PrivateAttr(default_factory=dict)
     _chains_by_name: dict[str, Chain] = PrivateAttr(default_factory=dict)
+    # Set by the loader: the variables the file references, and each resolved
+    # value with the reference it came from (so answers can show the reference).
+    _references: frozenset[str] = PrivateAttr(default_factory=frozenset)
+    _resolved: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("settings", "providers", "chains", mode="before")
     @classmethod
@@ -229,6 +271,16 @@ class Config(Model):
 
     def chain(self, name: str) -> Chain | None:
         return self._chains_by_name.get(name)
+
+    @property
+    def references(self) -> frozenset[str]:
+        """The environment variables this config's file references."""
+        return self._references
+
+    @property
+    def resolved_values(self) -> Mapping[str, str]:
+        """Each value a `${VAR}` resolved to, mapped to its reference."""
+        return self._resolved
 
 
 def _items(value: Any) -> list[tuple[int, dict[str, Any]]]:
@@ -288,12 +340,48 @@ def cross_check(data: Any) -> list[tuple[Loc, str]]:
                     (("chains", i, "entries", j, "provider"), f"no provider with id {ref!r}{hint}")
                 )
     settings = data.get("settings")
-    if isinstance(settings, dict):
-        key = "defaultChain" if "defaultChain" in settings else "default_chain"
-        default = settings.get(key)
-        if isinstance(default, str) and default not in chain_names:
-            hint = _hint(default, list(chain_names), "chains")
-            problems.append((("settings", key), f"no chain named {default!r}{hint}"))
+    settings = settings if isinstance(settings, dict) else {}
+    key = "defaultChain" if "defaultChain" in settings else "default_chain"
+    default = settings.get(key)
+    if isinstance(default, str) and default not in chain_names:
+        hint = _hint(default, list(chain_names), "chains")
+        problems.append((("settings", key), f"no chain named {default!r}{hint}"))
+    problems += _address_problems(data, settings)
+    return problems
+
+
+def _setting(settings: dict[str, Any], name: str) -> Any:
+    """A setting from loosely-typed data, under its camelCase or snake_case key."""
+    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+    return settings.get(name, settings.get(snake))
+
+
+def _address_problems(data: dict[str, Any], settings: dict[str, Any]) -> list[tuple[Loc, str]]:
+    """Provider URLs that would hand a key to a metadata service; origins that open the server."""
+    problems: list[tuple[Loc, str]] = []
+    allowed = _setting(settings, "allowPrivateUpstreams")
+    allowed = [a for a in allowed if isinstance(a, str)] if isinstance(allowed, list) else []
+    for i, provider in _items(data.get("providers")):
+        url = provider.get("baseUrl", provider.get("base_url"))
+        if isinstance(url, str):
+            reason = forbidden_upstream(host_of(url), allowed)
+            if reason is not None:
+                host = host_of(url)
+                problems.append(
+                    (
+                        ("providers", i, "baseUrl"),
+                        f"{host} {reason}; list it in settings.allowPrivateUpstreams "
+                        "if this provider really lives there",
+                    )
+                )
+    origins = _setting(settings, "corsOrigins")
+    if isinstance(origins, list) and "*" in origins and not _setting(settings, "apiKeys"):
+        problems.append(
+            (
+                ("settings", "corsOrigins"),
+                "'*' lets every web page call this server; it needs settings.apiKeys",
+            )
+        )
     return problems
 
 
@@ -302,32 +390,85 @@ def cross_check(data: Any) -> list[tuple[Loc, str]]:
 _REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}|\$\{")
 
 
-def _substitute(
-    value: Any, loc: Loc, env: Mapping[str, str], problems: list[tuple[Loc, str]]
-) -> Any:
+def references_in(value: Any) -> set[str]:
+    """The variable names `value` (nested data from a request, say) refers to."""
     if isinstance(value, dict):
-        return {k: _substitute(v, (*loc, k), env, problems) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, (*loc, i), env, problems) for i, v in enumerate(value)]
-    if not isinstance(value, str) or "${" not in value:
-        return value
+        return set().union(*(references_in(v) for v in value.values()))
+    if isinstance(value, list | tuple):
+        return set().union(*(references_in(v) for v in value))
+    if isinstance(value, str) and "${" in value:
+        return {m[1] for m in _REFERENCE.finditer(value) if m[1]}
+    return set()
 
-    def replace(match: re.Match[str]) -> str:
+
+def submitted_reference_rule(running: Config) -> Callable[[str], bool]:
+    """Which variables a config submitted over the admin API may reference.
+
+    Those the running config already uses, and the names chain429 itself
+    proposes (`CHAIN429_*`, `*_API_KEY`). Anything else could be any secret
+    of the server's environment (`${AWS_SECRET_ACCESS_KEY}`), read back
+    through a field the answer shows.
+    """
+    known = running.references
+
+    def allowed(name: str) -> bool:
+        return name in known or name.startswith("CHAIN429_") or name.endswith("_API_KEY")
+
+    return allowed
+
+
+class _References:
+    """Resolves `${VAR}` references and remembers what they brought in.
+
+    The names tell which variables a config uses (a config submitted to the
+    admin API may reference only those, chain429.references); the values let
+    every answer replace a resolved secret by its reference; the locations
+    keep error messages from echoing a value that came from the environment.
+    """
+
+    def __init__(self, env: Mapping[str, str], allowed: Callable[[str], bool] | None) -> None:
+        self.env = env
+        self.allowed = allowed
+        self.problems: list[tuple[Loc, str]] = []
+        self.names: set[str] = set()
+        self.values: dict[str, str] = {}  # resolved value -> "${NAME}"
+        self.locs: set[Loc] = set()
+
+    def substitute(self, value: Any, loc: Loc = ()) -> Any:
+        if isinstance(value, dict):
+            return {k: self.substitute(v, (*loc, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.substitute(v, (*loc, i)) for i, v in enumerate(value)]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+        return _REFERENCE.sub(lambda match: self._replace(match, loc), value)
+
+    def _replace(self, match: re.Match[str], loc: Loc) -> str:
         token, name, has_default, default = match.group(0), *match.groups()
         if token == "$${":
             return "${"
         if name is None:
-            problems.append((loc, "malformed ${...} reference (write $${ for a literal ${)"))
+            self.problems.append((loc, "malformed ${...} reference (write $${ for a literal ${)"))
             return token
-        found = env.get(name)
+        if self.allowed is not None and not self.allowed(name):
+            self.problems.append(
+                (
+                    loc,
+                    f"${{{name}}} may not be referenced here: a submitted config may use the "
+                    "variables the running config uses, CHAIN429_* and *_API_KEY",
+                )
+            )
+            return ""
+        self.names.add(name)
+        self.locs.add(loc)
+        found = self.env.get(name)
         if has_default is not None and not found:  # shell semantics: unset or empty
             return str(default)
         if found is None:
-            problems.append((loc, f"environment variable {name} is not set"))
+            self.problems.append((loc, f"environment variable {name} is not set"))
             return ""
+        self.values.setdefault(found, f"${{{name}}}")
         return found
-
-    return _REFERENCE.sub(replace, value)
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -398,19 +539,40 @@ def _index_lines(
     active.discard(id(node))
 
 
+def _reader_issue(filename: str | None, text: str, exc: yaml.reader.ReaderError) -> ConfigIssue:
+    """A character YAML does not allow, with its line and column."""
+    before = text[: exc.position]
+    line = before.count("\n") + 1
+    column = exc.position - (before.rfind("\n") + 1) + 1
+    character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+    message = (
+        f"invalid YAML: column {column}: character U+{character:04X} is not allowed "
+        "(a control character; remove it or write it as an escape in a double-quoted string)"
+    )
+    return ConfigIssue(filename, line, "", message)
+
+
 def parse_config_text(
     text: str,
     *,
     filename: str | None = None,
     environ: Mapping[str, str] | None = None,
     dotenv_dir: Path | None = None,
+    allowed_references: Callable[[str], bool] | None = None,
 ) -> Config:
-    """Parse and validate a config document; raise ConfigError listing every problem."""
+    """Parse and validate a config document; raise ConfigError listing every problem.
+
+    `allowed_references` limits which variables `${...}` may name (for configs
+    that come from a caller rather than the owner's file).
+    """
 
     def issue(line: int | None, loc: Loc, message: str) -> ConfigIssue:
         return ConfigIssue(filename, line, format_path(loc), message)
 
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a control character: checked before parsing
+        raise ConfigError([_reader_issue(filename, text, exc)]) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -426,6 +588,8 @@ def parse_config_text(
         message = " ".join(str(p) for p in (exc.context, exc.problem) if p) or str(exc)
         line = mark.line + 1 if mark is not None else None
         raise ConfigError([issue(line, (), f"invalid YAML: {message}")]) from None
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError([_reader_issue(filename, text, exc)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([issue(None, (), f"invalid YAML: {exc}")]) from None
     finally:
@@ -452,8 +616,9 @@ def parse_config_text(
             issues.append(ConfigIssue(str(dotenv_path), None, "", f"cannot read: {exc}"))
     env.update(os.environ if environ is None else environ)
 
-    env_problems: list[tuple[Loc, str]] = []
-    data = _substitute(data, (), env, env_problems)
+    references = _References(env, allowed_references)
+    data = references.substitute(data)
+    env_problems = references.problems
     issues += [issue(line_for(loc, lines), loc, msg) for loc, msg in env_problems]
 
     config: Config | None = None
@@ -469,7 +634,9 @@ def parse_config_text(
                 for other in errors
             ):
                 continue
-            loc, message = pydantic_message(error, Config)
+            # A value from the environment may be a secret: never echo it.
+            hide = any(error["loc"][: len(ref)] == ref for ref in references.locs)
+            loc, message = pydantic_message(error, Config, hide_value=hide)
             # A failed substitution left an empty string; its type error is noise.
             if any(loc[: len(bad)] == bad for bad, _ in env_problems):
                 continue
@@ -478,7 +645,12 @@ def parse_config_text(
 
     if issues or config is None:
         issues.sort(key=lambda i: i.line or 0)
-        raise ConfigError(issues)
+        # Cross-checks quote values ("no chain named ..."): not one from the environment.
+        raise ConfigError(
+            dataclasses.replace(i, message=redact(i.message, references.values)) for i in issues
+        )
+    config._references = frozenset(references.names)
+    config._resolved = dict(references.values)
     return config
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import bisect
 import difflib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from chain429.config import Chain, Config
-from chain429.masking import field_masker, mask_secret
+from chain429.masking import field_masker, mask_secret, redact
 
 __all__ = [
     "ChainChange",
@@ -194,8 +194,20 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+@dataclass(frozen=True)
+class _Sides:
+    """The two configs' resolved `${VAR}` values, shown as their references."""
+
+    old: Mapping[str, str]
+    new: Mapping[str, str]
+
+
 def _field_changes(
-    old: dict[str, Any], new: dict[str, Any], section: str | None, prefix: str = ""
+    old: dict[str, Any],
+    new: dict[str, Any],
+    section: str | None,
+    sides: _Sides,
+    prefix: str = "",
 ) -> tuple[FieldChange, ...]:
     a, b = _flatten(old), _flatten(new)
     changes = []
@@ -203,10 +215,15 @@ def _field_changes(
         before, after = a.get(path), b.get(path)
         if before == after:
             continue
+        shown = redact(before, sides.old), redact(after, sides.new)
+        hidden = shown != (before, after)  # a value from the environment
+        before, after = shown
         mask = field_masker(section, path) if section else None
         if mask is not None:
             before, after = _apply(mask, before), _apply(mask, after)
-        changes.append(FieldChange(f"{prefix}{path}", before, after, secret=mask is not None))
+        changes.append(
+            FieldChange(f"{prefix}{path}", before, after, secret=hidden or mask is not None)
+        )
     return tuple(changes)
 
 
@@ -249,7 +266,7 @@ def _longest_increasing(seq: list[int]) -> set[int]:
     return keep
 
 
-def _diff_chain(old: Chain, new: Chain) -> ChainChange | None:
+def _diff_chain(old: Chain, new: Chain, sides: _Sides) -> ChainChange | None:
     old_keys, new_keys = _entry_keys(old), _entry_keys(new)
     old_pos = {k: i for i, k in enumerate(old_keys)}
     new_pos = {k: i for i, k in enumerate(new_keys)}
@@ -269,7 +286,7 @@ def _diff_chain(old: Chain, new: Chain) -> ChainChange | None:
     for k in common:
         before = _dump(old.entries[old_pos[k]], {"provider", "model"})
         after = _dump(new.entries[new_pos[k]], {"provider", "model"})
-        changed += _field_changes(before, after, None, f"{_label(k)}.")
+        changed += _field_changes(before, after, None, sides, f"{_label(k)}.")
     if not (added or removed or moved or changed):
         return None
     return ChainChange(new.name, added, removed, moved, tuple(changed))
@@ -277,11 +294,13 @@ def _diff_chain(old: Chain, new: Chain) -> ChainChange | None:
 
 def diff_configs(old: Config, new: Config) -> ConfigDiff:
     """What changed from `old` to `new`, secrets masked; names sorted."""
+    sides = _Sides(old.resolved_values, new.resolved_values)
     old_p = {p.id: p for p in old.providers}
     new_p = {p.id: p for p in new.providers}
     providers_changed = []
     for pid in sorted(old_p.keys() & new_p.keys()):
-        changes = _field_changes(_dump(old_p[pid], {"id"}), _dump(new_p[pid], {"id"}), "provider")
+        before, after = _dump(old_p[pid], {"id"}), _dump(new_p[pid], {"id"})
+        changes = _field_changes(before, after, "provider", sides)
         if changes:
             providers_changed.append(ProviderChange(pid, changes))
     old_c = {c.name: c for c in old.chains}
@@ -289,7 +308,7 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
     chains_changed = [
         change
         for name in sorted(old_c.keys() & new_c.keys())
-        if (change := _diff_chain(old_c[name], new_c[name])) is not None
+        if (change := _diff_chain(old_c[name], new_c[name], sides)) is not None
     ]
     return ConfigDiff(
         providers_added=tuple(sorted(new_p.keys() - old_p.keys())),
@@ -299,7 +318,9 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
         chains_removed=tuple(sorted(old_c.keys() - new_c.keys())),
         chains_changed=tuple(chains_changed),
         # Effective values: writing a default out explicitly is not a change.
-        settings_changed=_field_changes(_dump(old.settings), _dump(new.settings), "settings"),
+        settings_changed=_field_changes(
+            _dump(old.settings), _dump(new.settings), "settings", sides
+        ),
     )
 
 
@@ -330,16 +351,22 @@ def _each_secret(data: dict[str, Any]) -> Iterable[tuple[_Loc, Any, Any, Callabl
                 yield ("provider", pid, "headers", name), headers, name, mask
 
 
+def _shown(config: Config) -> dict[str, Any]:
+    dump = config.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    data: dict[str, Any] = redact(dump, config.resolved_values)
+    return data
+
+
 def _normalized(config: Config, other: Config | None) -> str:
     """Camel-case YAML without defaults, secrets masked, headers sorted. A secret
     that differs from `other`'s but masks the same is marked "(changed)"."""
-    data = config.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    data = _shown(config)
     for provider in data.get("providers") or []:
         if "headers" in provider:
             provider["headers"] = dict(sorted(provider["headers"].items()))
     theirs: dict[_Loc, Any] = {}
     if other is not None:
-        other_data = other.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        other_data = _shown(other)
         theirs = {loc: box[key] for loc, box, key, _ in _each_secret(other_data)}
     for loc, box, key, mask in list(_each_secret(data)):
         raw = box[key]

@@ -138,13 +138,28 @@ _TYPE_MESSAGES = {
 }
 
 
-def pydantic_message(error: Mapping[str, Any], root: type[BaseModel]) -> tuple[Loc, str]:
-    """Translate one entry of `ValidationError.errors()` into (loc, message)."""
+def pydantic_message(
+    error: Mapping[str, Any], root: type[BaseModel], *, hide_value: bool = False
+) -> tuple[Loc, str]:
+    """Translate one entry of `ValidationError.errors()` into (loc, message).
+
+    `hide_value`: the value came from a `${VAR}` and may be a secret, so the
+    message names its type only, and a validator's own words lose it too.
+    """
+    loc, message = _message(error, root, hide_value)
+    value = error.get("input")
+    if hide_value and isinstance(value, str) and len(value) > 1:
+        message = message.replace(repr(value), "(the value)").replace(value, "(the value)")
+    return loc, message
+
+
+def _message(error: Mapping[str, Any], root: type[BaseModel], hide_value: bool) -> tuple[Loc, str]:
     kind = error["type"]
     loc: Loc = tuple(p for p in error["loc"] if p != "[key]")
     ctx = error.get("ctx") or {}
     value = error.get("input")
-    got = f" (got {describe(value, loc)})"
+    shown = f"a {type(value).__name__} from an environment variable" if hide_value else None
+    got = f" (got {shown or describe(value, loc)})"
     if kind == "extra_forbidden":
         return loc, _unknown_key(root, loc)
     if kind == "missing":

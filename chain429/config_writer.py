@@ -34,8 +34,11 @@ from chain429.config import Config, ConfigError, ConfigIssue, parse_config_text
 from chain429.masking import (
     PROVIDER_SECRETS,
     SETTINGS_SECRETS,
+    is_reference,
     mask_config,
+    mask_headers,
     mask_secret,
+    mask_url,
 )
 
 __all__ = ["ConfigDocument", "ConfigEditError", "apply_edit", "mask_secret", "write_atomically"]
@@ -316,12 +319,57 @@ class ConfigDocument:
             _append(self._section("providers", create=True), _node(new))
             return "created"
         old = seq[index]
+        self._check_redirect(index, old, new)
         if new.get("apiKey") is None:
             new["apiKey"] = old.get("apiKey")  # omitted means "keep": a form need not echo it
         for field, mask in PROVIDER_SECRETS.items():
             new[field] = _keep_masked(new.get(field), old.get(field), mask)
         _merge(old, new)
         return "updated"
+
+    def _check_redirect(self, index: int, old: Any, new: dict[str, Any]) -> None:
+        """A provider sent elsewhere (new baseUrl or type) takes its secrets only if named again.
+
+        Otherwise whoever may edit the config could point a provider at their
+        own server and receive its key: the stored key, and secret headers
+        sent back masked, are kept only while the destination stays the same.
+        """
+        moved = [
+            field
+            for field in ("type", "baseUrl")
+            if _plain(old.get(field)) != new.get(field)
+            and new.get(field) != mask_url(_plain(old.get(field)))
+        ]
+        if not moved:
+            return
+        why = f"{' and '.join(moved)} changed"
+        issues = []
+        if old.get("apiKey") is not None and not (
+            isinstance(new.get("apiKey"), str) and is_reference(new["apiKey"])
+        ):
+            issues.append(
+                ConfigIssue(
+                    self._filename,
+                    None,
+                    f"providers[{index}].apiKey",
+                    f"{why}: give the key again in the same edit, as a ${{VAR}} reference",
+                )
+            )
+        old_headers = _plain(old.get("headers")) or {}
+        new_headers = new.get("headers") or {}
+        for name, value in new_headers.items() if isinstance(new_headers, Mapping) else ():
+            masked = mask_headers(old_headers).get(name)
+            if name in old_headers and value == masked and masked != old_headers[name]:
+                issues.append(
+                    ConfigIssue(
+                        self._filename,
+                        None,
+                        f"providers[{index}].headers.{name}",
+                        f"{why}: give this secret header again, not its masked form",
+                    )
+                )
+        if issues:
+            raise ConfigEditError(422, f"provider {new.get('id')!r}: {why}", issues)
 
     def delete_provider(self, provider_id: str) -> None:
         _, index = self._find("providers", "id", provider_id, "provider")
@@ -430,9 +478,20 @@ _LOCKS_GUARD = threading.Lock()
 
 
 def apply_edit(
-    path: Path, edit: Callable[[ConfigDocument], T], *, environ: Mapping[str, str] | None = None
+    path: Path,
+    edit: Callable[[ConfigDocument], T],
+    *,
+    environ: Mapping[str, str] | None = None,
+    base_must_be_valid: bool = False,
+    check: Callable[[Config], None] | None = None,
 ) -> tuple[Config, T]:
-    """Load, edit, validate the whole result, write it; on any error nothing changes."""
+    """Load, edit, validate the whole result, write it; on any error nothing changes.
+
+    `base_must_be_valid`: refuse (409) to edit a file that is empty or invalid
+    now, instead of writing a config made of the edit alone (the admin API:
+    its caller cannot see what the file lost). `check` may refuse the
+    validated result by raising, just before it is written.
+    """
     path = Path(path)
     with _LOCKS_GUARD:
         lock = _LOCKS.setdefault(os.path.realpath(path), threading.Lock())
@@ -442,9 +501,19 @@ def apply_edit(
     # server edits).
     with lock, _file_lock(path):
         original = path.read_bytes().decode("utf-8")
+        if base_must_be_valid:
+            try:
+                parse_config_text(
+                    original, filename=str(path), environ=environ, dotenv_dir=path.parent
+                )
+            except ConfigError as exc:
+                message = "the config file is not valid now; fix it before editing it here"
+                raise ConfigEditError(409, message, exc.issues) from None
         document = ConfigDocument.from_text(original, path)
         result = edit(document)
         config = document.validate(environ=environ, dotenv_dir=path.parent)
+        if check is not None:
+            check(config)
         text = document.text()
         if text != original:
             write_atomically(path, text)

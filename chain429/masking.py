@@ -3,7 +3,8 @@
 The admin API's config view, the semantic and unified diffs, and the CLI's
 `config show` all mask with these functions, so a secret hidden in one is
 hidden in all. A `${VAR}` reference reveals nothing and is shown as written;
-a literal keeps at most its first 3 and last 4 characters.
+a literal keeps at most its first 3 and last 4 characters. A value that came
+from a reference is shown as that reference (`redact`), wherever it was put.
 """
 
 from __future__ import annotations
@@ -40,6 +41,35 @@ def mask_secret(value: str | None) -> str | None:
         return value[:3] + ELLIPSIS + value[-4:]
     # The last four characters of a very short secret would be most of it.
     return ELLIPSIS + value[-4:] if len(value) >= 8 else ELLIPSIS
+
+
+# Below this length a resolved value is replaced only where it is a whole
+# value: "true" or "8080" inside other text is more likely a coincidence.
+_REDACT_SUBSTRINGS_FROM = 8
+
+
+def redact(value: Any, resolved: Mapping[str, str]) -> Any:
+    """`value` with every value a `${VAR}` resolved to shown as its reference again.
+
+    `resolved` maps resolved values to references (`Config.resolved_values`).
+    Answers that show a loaded config (diffs, errors, the file-less config
+    view) pass through here, so no variable's value leaves the server, even
+    one placed in a field that is not secret-looking.
+    """
+    if not resolved:
+        return value
+    if isinstance(value, str):
+        if value in resolved:
+            return resolved[value]
+        for secret in sorted(resolved, key=len, reverse=True):
+            if len(secret) >= _REDACT_SUBSTRINGS_FROM and secret in value:
+                value = value.replace(secret, resolved[secret])
+        return value
+    if isinstance(value, Mapping):
+        return {k: redact(v, resolved) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(redact(v, resolved) for v in value)
+    return value
 
 
 def mask_any(value: Any) -> Any:

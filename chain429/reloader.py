@@ -26,7 +26,8 @@ from typing import Any
 
 from sanic import Sanic
 
-from chain429.config import Config, ConfigError, load_config
+from chain429.auth import exposure_problem
+from chain429.config import Config, ConfigError, ConfigIssue, load_config
 from chain429.runtime import Snapshot, build_snapshot
 
 log = logging.getLogger("chain429.reload")
@@ -68,6 +69,7 @@ class Reloader:
         self.path = path
         self.last_reload_at: float | None = None
         self.last_error: list[dict[str, Any]] | None = None
+        self.last_error_at: float | None = None
         self._digest = _digest(path) if path else None
         self._identity = _identity(path) if path else None
         # Held by a reload and by an admin edit from write to swap, so the watcher
@@ -90,11 +92,16 @@ class Reloader:
                 return ReloadResult(False, self.snapshot.generation)
             try:
                 config = await asyncio.to_thread(load_config, self.path)
+                problem = exposure_problem(config, self.app.ctx.bind_host)
+                if problem is not None:
+                    message = f"this file would leave the server {problem}"
+                    raise ConfigError([ConfigIssue(str(self.path), None, "settings", message)])
             except ConfigError as err:
                 self.last_error = [
                     {"file": i.file, "line": i.line, "path": i.path, "message": i.message}
                     for i in err.issues
                 ]
+                self.last_error_at = time.time()
                 self._digest = digest
                 for issue in err.issues:
                     log.error(
@@ -113,7 +120,7 @@ class Reloader:
         await self._forget_changed_providers(old.config, config)
         snapshot = build_snapshot(config, old.generation + 1)
         self.app.ctx.snapshot = snapshot
-        self.last_error = None
+        self.last_error = self.last_error_at = None
         self.last_reload_at = time.time()
         if written_digest is not None:
             self._digest = written_digest
@@ -164,4 +171,5 @@ class Reloader:
             "loaded_at": self.snapshot.loaded_at,
             "last_reload_at": self.last_reload_at,
             "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
         }

@@ -52,6 +52,10 @@ class Snapshot:
     proxy_keys: tuple[bytes, ...] = field(repr=False)
     admin_keys: tuple[bytes, ...] = field(repr=False)
     models_body: bytes = b""
+    # Browser safety (chain429.guard): whether `Host` is checked, and against what.
+    check_host: bool = True
+    allowed_hosts: frozenset[str] = frozenset()
+    cors_origins: frozenset[str] = frozenset()
 
 
 def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
@@ -76,6 +80,11 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
         proxy_keys=tuple(key.encode() for key in settings.api_keys),
         admin_keys=tuple(key.encode() for key in settings.admin_keys),
         models_body=_models_body(config, int(loaded_at)),
+        # Keyless, the only thing between a web page and the admin API is the
+        # Host check (DNS rebinding); with keys, only if the user asks for it.
+        check_host=not settings.api_keys or bool(settings.allowed_hosts),
+        allowed_hosts=frozenset(h.lower().rstrip(".") for h in settings.allowed_hosts),
+        cors_origins=frozenset(settings.cors_origins),
     )
 
 

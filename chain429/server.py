@@ -24,10 +24,11 @@ from sanic.response import HTTPResponse, raw
 
 from chain429 import __version__
 from chain429.admin_routes import register_admin_routes
-from chain429.auth import authorize
+from chain429.auth import Scope, authorize, is_guarded, presented_key
 from chain429.completions import JSON, handle_chat
 from chain429.config import Config
 from chain429.errors import ApiError, error_body
+from chain429.guard import JSON_BODY, add_cors_headers, guard
 from chain429.limits import MemoryStateStore, StateStore
 from chain429.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chain429.metrics import Metrics
@@ -58,7 +59,8 @@ class OpenAIErrorHandler(ErrorHandler):
         if isinstance(exception, SanicException):
             status = exception.status_code
             error = ApiError(status, str(exception) or "request failed", code=_code_for(status))
-            return raw(error.body(), status, None, JSON)
+            # A 405 names the methods that would work (`Allow`), as HTTP asks.
+            return raw(error.body(), status, dict(exception.headers or {}), JSON)
         # Never echo the exception: it might carry a provider key or a URL.
         log.error("internal error on %s %s", request.method, request.path, exc_info=exception)
         return raw(error_body("internal error", "server_error", "internal_error"), 500, None, JSON)
@@ -99,6 +101,9 @@ def create_app(
     app.config.RESPONSE_TIMEOUT = 24 * 3600
     app.ctx.snapshot = build_snapshot(config)
     app.ctx.config_path = config_path
+    # Where the server listens (set again by whoever binds it): an edit or a
+    # reload that would leave a non-loopback server without keys is refused.
+    app.ctx.bind_host = config.settings.host
     app.ctx.started_at = time.time()
     app.ctx.state = state or MemoryStateStore()
     app.ctx.telemetry = telemetry
@@ -107,6 +112,8 @@ def create_app(
     app.ctx.draining = False
     app.ctx.metrics = Metrics(lambda: _gauges(app))
     app.ctx.reloader = Reloader(app, config_path)
+    app.on_request(guard)
+    app.on_response(add_cors_headers)
 
     @app.before_server_start
     async def open_upstream(app: Sanic) -> None:
@@ -157,14 +164,22 @@ def create_app(
 
     @app.get("/health")
     async def health(request: Request) -> HTTPResponse:
+        """Public: whether this instance serves. Why a config was rejected (file,
+        line, field) is for admin callers: the public answer says only when."""
         snapshot: Snapshot = app.ctx.snapshot
+        reloader: Reloader = app.ctx.reloader
+        rejected: dict[str, Any] | None = None
+        if reloader.last_error is not None:
+            rejected = {"rejected_at": reloader.last_error_at}
+            if _is_admin(request, snapshot):
+                rejected["errors"] = reloader.last_error
         body: dict[str, Any] = {
             "status": "ok",
             "version": __version__,
             "uptime_s": round(time.time() - app.ctx.started_at, 3),
             "config_generation": snapshot.generation,
             "config_loaded_at": snapshot.loaded_at,
-            "config_error": app.ctx.reloader.last_error,
+            "config_error": rejected,
         }
         telemetry = app.ctx.telemetry
         if telemetry is not None:
@@ -180,23 +195,23 @@ def create_app(
     async def metrics(request: Request) -> HTTPResponse:
         snapshot: Snapshot = app.ctx.snapshot
         if not snapshot.config.settings.metrics_public:
-            authorize(request, snapshot, admin=True)
+            authorize(request, snapshot, Scope.READ)
         app.ctx.cooldowns_in_force = len(await app.ctx.state.snapshot(time.time()))
         return raw(app.ctx.metrics.render(), 200, None, METRICS_CONTENT_TYPE)
 
     @app.get("/v1/models")
     async def models(request: Request) -> HTTPResponse:
         snapshot: Snapshot = app.ctx.snapshot
-        authorize(request, snapshot, admin=False)
+        authorize(request, snapshot, Scope.PROXY)
         return raw(snapshot.models_body, 200, None, JSON)
 
     @app.get("/v1/ratelimits")
     async def ratelimits(request: Request) -> HTTPResponse:
         snapshot: Snapshot = app.ctx.snapshot
-        authorize(request, snapshot, admin=False)
+        authorize(request, snapshot, Scope.PROXY)
         return _json(await ratelimit_report(snapshot, app.ctx.state, time.time()))
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", ctx_body=JSON_BODY)
     async def chat_completions(request: Request) -> HTTPResponse | None:
         return await handle_chat(app, request)
 
@@ -205,6 +220,17 @@ def create_app(
     register_admin_routes(app)
 
     return app
+
+
+def _is_admin(request: Request, snapshot: Snapshot) -> bool:
+    """Whether the caller may read admin details (a valid key of the read scope)."""
+    if presented_key(request) is None and is_guarded(snapshot, Scope.READ):
+        return False
+    try:
+        authorize(request, snapshot, Scope.READ)
+    except ApiError:
+        return False
+    return True
 
 
 def _gauges(app: Sanic) -> dict[str, float]:

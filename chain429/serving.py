@@ -9,7 +9,6 @@ server next to their own code.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import socket
@@ -20,6 +19,7 @@ from typing import Any
 import peewee
 from sanic import Sanic
 
+from chain429.auth import exposure_problem
 from chain429.config import Config
 from chain429.database import describe, migrate, open_database, scrub
 from chain429.telemetry import Telemetry
@@ -29,15 +29,6 @@ log = logging.getLogger("chain429")
 
 class ExposureError(Exception):
     """Serving without keys anywhere but loopback would open the proxy to the network."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def resolve_bind(
@@ -58,23 +49,21 @@ def resolve_bind(
 
 
 def check_exposure(config: Config, host: str) -> None:
-    if config.settings.api_keys or is_loopback(host):
-        return
-    raise ExposureError(
-        f"refusing to serve on {host} without settings.apiKeys: anyone on the network could "
-        "spend your provider quota. Add apiKeys, or bind to 127.0.0.1."
-    )
+    problem = exposure_problem(config, host)
+    if problem is not None:
+        raise ExposureError(f"refusing to serve {problem}")
 
 
 def announce_open_access(config: Config, host: str) -> None:
     if config.settings.api_keys and not config.settings.admin_keys:
         log.warning(
-            "no settings.adminKeys configured: every proxy key (settings.apiKeys) may also use "
-            "the admin API, as in 429chain; add adminKeys to separate them"
+            "no settings.adminKeys configured: proxy keys may read the admin API and stats "
+            "but not change the config; add adminKeys to edit through the API"
         )
     if not config.settings.api_keys:
         log.warning(
-            "no settings.apiKeys configured: serving without authentication on %s (loopback only)",
+            "no settings.apiKeys configured: serving without authentication on %s "
+            "(loopback only; requests must name a loopback Host, and web pages are refused)",
             host,
         )
 
@@ -100,6 +89,7 @@ def serve(app: Sanic, host: str, port: int, *, access_log: bool = False) -> None
     # With one app in the process, Sanic's touchup can compile out the lifecycle
     # signals nobody listens to: about an eighth of the CPU per request (bench/).
     app.config.TOUCHUP = True
+    app.ctx.bind_host = host
     app.run(
         host=host,
         port=port,
@@ -116,6 +106,7 @@ class ServerThread:
     def __init__(self, app: Sanic, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
         self.host = host
+        app.ctx.bind_host = host
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))

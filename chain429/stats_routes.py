@@ -36,6 +36,7 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse, raw
 
 from chain429 import stats
+from chain429.auth import Scope
 from chain429.errors import ApiError
 
 _JSON = "application/json"
@@ -108,7 +109,7 @@ def register_stats_routes(app: Sanic, authorize: Authorize) -> None:
 
     def admit(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
         # Authentication first: an anonymous caller learns nothing, not even a 503 or 400.
-        authorize(request, app.ctx.snapshot, admin=True)
+        authorize(request, app.ctx.snapshot, Scope.READ)
         if getattr(app.ctx, "database", None) is None:
             raise ApiError(
                 503,

@@ -200,12 +200,17 @@ class AdminClient:
         *,
         params: Mapping[str, Any] | None = None,
         content: str | bytes | None = None,
+        content_type: str = "application/json",
         accept: tuple[int, ...] = (200,),
     ) -> tuple[int, Any]:
         """`(status, JSON body)`; a status outside `accept` is a ClientError with its message."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
+        # The server takes a body only with its declared media type (chain429.guard).
+        headers = {"content-type": content_type} if content is not None else None
         try:
-            response = self._http.request(method, path, params=query, content=content)
+            response = self._http.request(
+                method, path, params=query, content=content, headers=headers
+            )
         except httpx.TimeoutException:
             raise ClientError(
                 f"chain429 server at {self.base_url} did not answer within {self.timeout:g}s"

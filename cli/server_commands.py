@@ -560,7 +560,11 @@ def diff(
             raise fail(f"cannot read {path}: {reason}") from None
         with AdminClient.connect(server) as client:
             status_code, result = client.request(
-                "POST", "/v1/admin/diff", content=text, accept=(200, 422)
+                "POST",
+                "/v1/admin/diff",
+                content=text,
+                content_type="application/yaml",
+                accept=(200, 422),
             )
             old_label = f"the server at {client.base_url} (generation {result.get('generation')})"
         if status_code == 422:

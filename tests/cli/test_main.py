@@ -222,7 +222,9 @@ def test_sighup_reloads_the_config_file(tmp_path):
             time.sleep(0.05)
         models = httpx.get(f"{url}/v1/models", headers={"authorization": "Bearer k"}).json()
         assert [m["id"] for m in models["data"]] == ["c", "n"]
-    assert "proxy key (settings.apiKeys) may also use the admin API" in proc.stderr.read()
+    assert "proxy keys may read the admin API and stats but not change the config" in (
+        proc.stderr.read()
+    )
 
 
 def test_serve_without_keys_refuses_a_public_host(tmp_path):

@@ -16,6 +16,7 @@ from chain429.serving import ServerThread
 from chain429.testing import Reply
 
 ADMIN = {"authorization": "Bearer admin-key"}
+YAML_ADMIN = {**ADMIN, "content-type": "application/yaml"}
 PROXY = {"authorization": "Bearer proxy-key"}
 HELLO = [{"role": "user", "content": "hi"}]
 
@@ -185,9 +186,14 @@ def test_a_stale_if_match_is_412(served):
 
 def test_validate_checks_a_body_and_applies_nothing(served):
     s, a, b = served
-    ok = s.send("POST", "/v1/admin/validate", content=s.path.read_text())
+    ok = s.send("POST", "/v1/admin/validate", headers=YAML_ADMIN, content=s.path.read_text())
     assert ok.status_code == 200 and ok.json() == {"valid": True}
-    bad = s.send("POST", "/v1/admin/validate", content="version: 1\nsettings:\n  port: nope\n")
+    bad = s.send(
+        "POST",
+        "/v1/admin/validate",
+        headers=YAML_ADMIN,
+        content="version: 1\nsettings:\n  port: nope\n",
+    )
     assert bad.status_code == 422
     error = bad.json()["errors"][0]
     assert (error["path"], error["line"]) == ("settings.port", 3)
@@ -223,7 +229,12 @@ def test_an_invalid_file_never_replaces_the_running_config(served):
     assert wait_for(lambda: s.get("/health").json()["config_error"] is not None)
     health = s.get("/health").json()
     assert health["config_generation"] == 1
-    assert health["config_error"][0]["path"] == "chains[0].entries[1].provider"
+    assert health["config_error"]["errors"][0]["path"] == "chains[0].entries[1].provider"
+    # Anyone may ask /health: they learn that the file was rejected and when, not why.
+    public = s.get("/health", headers={}).json()["config_error"]
+    assert public["rejected_at"] == health["config_error"]["rejected_at"] > 0
+    assert "errors" not in public
+    assert "errors" not in s.get("/health", headers=PROXY).json()["config_error"]
     status = s.get("/v1/admin/status").json()
     assert status["last_error"][0]["line"] is not None
     assert s.chat().status_code == 200
@@ -305,7 +316,7 @@ def test_chain_test_asks_every_entry_and_learns(served):
 
 def test_diff_says_what_a_file_would_change(served):
     s, a, b = served
-    same = s.send("POST", "/v1/admin/diff", content=s.path.read_text()).json()
+    same = s.send("POST", "/v1/admin/diff", headers=YAML_ADMIN, content=s.path.read_text()).json()
     assert same["same"] is True and same["unified"] == ""
     entry_a = "      - provider: a\n        model: model-a\n"
     entry_b = "      - provider: b\n        model: model-b\n"
@@ -314,12 +325,12 @@ def test_diff_says_what_a_file_would_change(served):
         .replace(entry_a + entry_b, entry_b + entry_a)
         .replace("apiKey: sk-literal-secret-9876", "apiKey: sk-literal-secret-1111")
     )
-    changed = s.send("POST", "/v1/admin/diff", content=edited).json()
+    changed = s.send("POST", "/v1/admin/diff", headers=YAML_ADMIN, content=edited).json()
     assert changed["same"] is False
     assert any("moved" in line for line in changed["summary"])
     assert any("apiKey" in line for line in changed["summary"])
     assert "literal-secret" not in str(changed)
-    invalid = s.send("POST", "/v1/admin/diff", content="version: 2\n")
+    invalid = s.send("POST", "/v1/admin/diff", headers=YAML_ADMIN, content="version: 2\n")
     assert invalid.status_code == 422
 
 
