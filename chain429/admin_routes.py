@@ -312,7 +312,10 @@ def register_admin_routes(app: Sanic) -> None:
                 code="not_found",
                 param="name",
             )
-        stream = request.args.get("stream", "false").lower() in ("1", "true", "yes")
+        flag = request.args.get("stream", "false").lower()
+        if flag not in ("true", "false"):
+            raise ApiError(400, "'stream' must be true or false.", param="stream")
+        stream = flag == "true"
         results = await probe_chain(snapshot, chain, app.ctx.upstream, app.ctx.state, stream=stream)
         ok = sum(1 for r in results if r["result"] == "ok")
         return _answer(

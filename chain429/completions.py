@@ -53,18 +53,42 @@ def parse_chat_request(body: bytes) -> dict[str, Any]:
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "'messages' must be a non-empty list.", param="messages")
-    if not all(isinstance(message, dict) for message in messages):
-        raise ApiError(400, "Each item of 'messages' must be an object.", param="messages")
+    for message in messages:
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise ApiError(
+                400, "Each item of 'messages' must be an object with a 'role'.", param="messages"
+            )
+        if not isinstance(message.get("content"), str | list | None):
+            raise ApiError(
+                400, "A message's 'content' must be a string or a list of parts.", param="messages"
+            )
+        if not isinstance(message.get("tool_calls", []), list):
+            raise ApiError(400, "A message's 'tool_calls' must be a list.", param="messages")
+    options = data.get("stream_options")
+    if options is not None and not (
+        isinstance(options, dict) and isinstance(options.get("include_usage", False), bool)
+    ):
+        raise ApiError(
+            400,
+            "'stream_options' must be an object whose 'include_usage' is true or false.",
+            param="stream_options",
+        )
     if "stream" in data and not isinstance(data["stream"], bool | None):
         raise ApiError(400, "'stream' must be true or false.", param="stream")
     if "model" in data and not isinstance(data["model"], str):
         raise ApiError(400, "'model' must be a string.", param="model")
+    tools = data.get("tools")
+    if tools is not None and not (
+        isinstance(tools, list) and all(isinstance(tool, dict) for tool in tools)
+    ):
+        raise ApiError(400, "'tools' must be a list of objects.", param="tools")
     for name in ("max_tokens", "max_completion_tokens"):
         value = data.get(name)
         # They size the token reservation of every quota the request draws on:
         # a negative one would hand quota back, a huge one block a window.
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
         if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TOKENS
+            not whole or isinstance(value, bool) or not 1 <= value <= MAX_TOKENS
         ):
             raise ApiError(
                 400, f"'{name}' must be a whole number from 1 to {MAX_TOKENS}.", param=name
@@ -72,20 +96,26 @@ def parse_chat_request(body: bytes) -> dict[str, Any]:
     return data
 
 
+# Plain decimal seconds: no sign, exponent, `inf` or `nan` (float() takes them all).
+MAX_WAIT_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+_MAX_WAIT = re.compile(MAX_WAIT_PATTERN)
+
+
 def _max_wait(request: Request) -> float | None:
-    """The client's own limit on queueing, in seconds (`X-429chain-Max-Wait`)."""
+    """The client's own limit on queueing, in seconds (`X-429chain-Max-Wait`).
+
+    Any such limit is taken; the server's `queueMaxWaitMs` caps it.
+    """
     value = request.headers.get("x-429chain-max-wait")
     if value is None:
         return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < 86400:
+    if not _MAX_WAIT.match(value.strip()):
         raise ApiError(
-            400, "X-429chain-Max-Wait must be a number of seconds.", param="X-429chain-Max-Wait"
+            400,
+            "X-429chain-Max-Wait must be a number of seconds, such as 30 or 2.5.",
+            param="X-429chain-Max-Wait",
         )
-    return seconds
+    return float(value)
 
 
 def _count_tokens(record: RequestRecord, request: dict[str, Any], body: bytes) -> None:

@@ -14,13 +14,14 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 import platformdirs
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -63,6 +64,26 @@ __all__ = [
 ]
 
 
+def _no_number(value: Any) -> Any:
+    # `paid: 1` is a typo or a JSON client's mistake; a string (from a ${VAR},
+    # or YAML's own yes/no) is still read the lenient way.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(f"expected true or false (got {value!r})")
+    return value
+
+
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a whole number (got {str(value).lower()})")
+    return value
+
+
+# Lenient about strings, since `${VAR}` always yields one, but not about
+# numbers for flags or flags for numbers.
+Flag = Annotated[bool, BeforeValidator(_no_number)]
+Count = Annotated[int, BeforeValidator(_no_bool)]
+
+
 class Model(BaseModel):
     model_config = ConfigDict(
         frozen=True, extra="forbid", populate_by_name=True, alias_generator=to_camel
@@ -70,48 +91,48 @@ class Model(BaseModel):
 
 
 class RateLimits(Model):
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    tokens_per_minute: int | None = Field(default=None, ge=1)
-    requests_per_day: int | None = Field(default=None, ge=1)
-    tokens_per_day: int | None = Field(default=None, ge=1)
-    concurrent_requests: int | None = Field(default=None, ge=1)
+    requests_per_minute: Count | None = Field(default=None, ge=1)
+    tokens_per_minute: Count | None = Field(default=None, ge=1)
+    requests_per_day: Count | None = Field(default=None, ge=1)
+    tokens_per_day: Count | None = Field(default=None, ge=1)
+    concurrent_requests: Count | None = Field(default=None, ge=1)
 
 
 class Settings(Model):
-    port: int = Field(default=3429, ge=1, le=65535)
+    port: Count = Field(default=3429, ge=1, le=65535)
     host: str = "127.0.0.1"
     api_keys: tuple[str, ...] = ()
     admin_keys: tuple[str, ...] = ()
     default_chain: str | None = None
     log_level: Literal["trace", "debug", "info", "warn", "error", "fatal"] = "info"
-    cooldown_default_ms: int = Field(default=60000, ge=0)
-    request_timeout_ms: int = Field(default=30000, gt=0)
-    connect_timeout_ms: int = Field(default=5000, gt=0)
-    payment_cooldown_ms: int = Field(default=300000, ge=0)
-    unhealthy_cooldown_ms: int = Field(default=600000, ge=0)
-    normalize_responses: bool = False
-    strict_models: bool = False
-    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
-    access_log: bool = False
-    stream_idle_timeout_ms: int = Field(default=20000, gt=0)
-    first_token_timeout_ms: int = Field(default=15000, gt=0)
+    cooldown_default_ms: Count = Field(default=60000, ge=0)
+    request_timeout_ms: Count = Field(default=30000, gt=0)
+    connect_timeout_ms: Count = Field(default=5000, gt=0)
+    payment_cooldown_ms: Count = Field(default=300000, ge=0)
+    unhealthy_cooldown_ms: Count = Field(default=600000, ge=0)
+    normalize_responses: Flag = False
+    strict_models: Flag = False
+    max_body_bytes: Count = Field(default=10 * 1024 * 1024, ge=1)
+    access_log: Flag = False
+    stream_idle_timeout_ms: Count = Field(default=20000, gt=0)
+    first_token_timeout_ms: Count = Field(default=15000, gt=0)
     db_path: str | None = None
     database_url: str | None = None
-    mid_stream_failure_threshold: int = Field(default=3, ge=1)
-    mid_stream_cooldown_ms: int = Field(default=120000, ge=0)
-    mid_stream_cooldown_max_ms: int = Field(default=1800000, ge=0)
-    queue_mode: bool = False
-    queue_max_wait_ms: int = Field(default=300000, ge=0)
-    queue_max_size: int = Field(default=100, ge=1)
+    mid_stream_failure_threshold: Count = Field(default=3, ge=1)
+    mid_stream_cooldown_ms: Count = Field(default=120000, ge=0)
+    mid_stream_cooldown_max_ms: Count = Field(default=1800000, ge=0)
+    queue_mode: Flag = False
+    queue_max_wait_ms: Count = Field(default=300000, ge=0)
+    queue_max_size: Count = Field(default=100, ge=1)
     # After the first token: "error" ends the client's stream with an error
     # event; "continue" finishes the answer on an entry that supports prefill.
     mid_stream: Literal["error", "continue"] = "error"
     # Before spilling to a paid entry, wait this long for a free one known to recover.
-    wait_before_paid_ms: int = Field(default=0, ge=0)
+    wait_before_paid_ms: Count = Field(default=0, ge=0)
     # The request log: where it lives is databaseUrl (or 429chain's dbPath).
-    log_retention_days: int = Field(default=30, ge=0)  # 0 keeps everything
+    log_retention_days: Count = Field(default=30, ge=0)  # 0 keeps everything
     log_format: Literal["text", "json"] = "text"
-    metrics_public: bool = False  # serve /metrics without a key
+    metrics_public: Flag = False  # serve /metrics without a key
     # Browser safety (docs/security.md). Host names the server answers to besides
     # the loopback ones: checked on every request when no keys are configured,
     # and only when this list is set otherwise (a server behind a load balancer).
@@ -159,11 +180,11 @@ class Provider(Model):
     type: str
     api_key: str | None = None
     base_url: str | None = None
-    timeout: int | None = Field(default=None, ge=1)
+    timeout: Count | None = Field(default=None, ge=1)
     rate_limits: RateLimits | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    paid: bool = False
-    supports_prefill: bool = False
+    paid: Flag = False
+    supports_prefill: Flag = False
     # Overrides the preset's quota scope: "model", "account", or "free"
     # (OpenRouter's: `:free` models share one account-wide quota).
     quota_scope: Literal["model", "account", "free"] | None = None
@@ -217,8 +238,8 @@ class ChainEntry(Model):
     provider: str = Field(min_length=1)
     model: str = Field(min_length=1)
     rate_limits: RateLimits | None = None
-    paid: bool | None = None
-    supports_prefill: bool | None = None
+    paid: Flag | None = None
+    supports_prefill: Flag | None = None
 
 
 class Chain(Model):
@@ -607,6 +628,10 @@ def parse_config_text(
         )
 
     issues = [issue(line, loc, message) for loc, line, message in located]
+    if "version" not in data:
+        # A file says which schema it is written for (429chain's files do):
+        # `{}` or a stray YAML document is not a config that happens to be empty.
+        issues.append(issue(lines[()], (), "missing required key 'version' (write version: 1)"))
     env: dict[str, str] = {}
     if dotenv_dir is not None:
         dotenv_path = dotenv_dir / ".env"

@@ -11,6 +11,7 @@ The CLI's `diff` command and the admin API both use this module.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import difflib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -194,19 +195,11 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-@dataclass(frozen=True)
-class _Sides:
-    """The two configs' resolved `${VAR}` values, shown as their references."""
-
-    old: Mapping[str, str]
-    new: Mapping[str, str]
-
-
 def _field_changes(
     old: dict[str, Any],
     new: dict[str, Any],
     section: str | None,
-    sides: _Sides,
+    resolved: Mapping[str, str],
     prefix: str = "",
 ) -> tuple[FieldChange, ...]:
     a, b = _flatten(old), _flatten(new)
@@ -215,8 +208,10 @@ def _field_changes(
         before, after = a.get(path), b.get(path)
         if before == after:
             continue
-        shown = redact(before, sides.old), redact(after, sides.new)
-        hidden = shown != (before, after)  # a value from the environment
+        # A value from the environment is shown as its reference: a changed
+        # variable reads "${X} -> ${X}", which describe() says as "(changed)".
+        shown = redact(before, resolved), redact(after, resolved)
+        hidden = shown != (before, after)
         before, after = shown
         mask = field_masker(section, path) if section else None
         if mask is not None:
@@ -225,6 +220,18 @@ def _field_changes(
             FieldChange(f"{prefix}{path}", before, after, secret=hidden or mask is not None)
         )
     return tuple(changes)
+
+
+def _redacted(value: Any, resolved: Mapping[str, str]) -> Any:
+    """A diff (nested frozen dataclasses) with every string passed through `redact`."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {
+            f.name: _redacted(getattr(value, f.name), resolved) for f in dataclasses.fields(value)
+        }
+        return dataclasses.replace(value, **changes)
+    if isinstance(value, tuple):
+        return tuple(_redacted(v, resolved) for v in value)
+    return redact(value, resolved) if isinstance(value, str) else value
 
 
 def _dump(model: Any, exclude: set[str] | None = None) -> dict[str, Any]:
@@ -266,7 +273,7 @@ def _longest_increasing(seq: list[int]) -> set[int]:
     return keep
 
 
-def _diff_chain(old: Chain, new: Chain, sides: _Sides) -> ChainChange | None:
+def _diff_chain(old: Chain, new: Chain, resolved: Mapping[str, str]) -> ChainChange | None:
     old_keys, new_keys = _entry_keys(old), _entry_keys(new)
     old_pos = {k: i for i, k in enumerate(old_keys)}
     new_pos = {k: i for i, k in enumerate(new_keys)}
@@ -286,21 +293,25 @@ def _diff_chain(old: Chain, new: Chain, sides: _Sides) -> ChainChange | None:
     for k in common:
         before = _dump(old.entries[old_pos[k]], {"provider", "model"})
         after = _dump(new.entries[new_pos[k]], {"provider", "model"})
-        changed += _field_changes(before, after, None, sides, f"{_label(k)}.")
+        changed += _field_changes(before, after, None, resolved, f"{_label(k)}.")
     if not (added or removed or moved or changed):
         return None
     return ChainChange(new.name, added, removed, moved, tuple(changed))
 
 
 def diff_configs(old: Config, new: Config) -> ConfigDiff:
-    """What changed from `old` to `new`, secrets masked; names sorted."""
-    sides = _Sides(old.resolved_values, new.resolved_values)
+    """What changed from `old` to `new`, secrets masked; names sorted.
+
+    Values that came from `${VAR}`s on either side are shown as their
+    references, in names and labels as much as in field values.
+    """
+    resolved = {**new.resolved_values, **old.resolved_values}
     old_p = {p.id: p for p in old.providers}
     new_p = {p.id: p for p in new.providers}
     providers_changed = []
     for pid in sorted(old_p.keys() & new_p.keys()):
         before, after = _dump(old_p[pid], {"id"}), _dump(new_p[pid], {"id"})
-        changes = _field_changes(before, after, "provider", sides)
+        changes = _field_changes(before, after, "provider", resolved)
         if changes:
             providers_changed.append(ProviderChange(pid, changes))
     old_c = {c.name: c for c in old.chains}
@@ -308,19 +319,22 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
     chains_changed = [
         change
         for name in sorted(old_c.keys() & new_c.keys())
-        if (change := _diff_chain(old_c[name], new_c[name], sides)) is not None
+        if (change := _diff_chain(old_c[name], new_c[name], resolved)) is not None
     ]
-    return ConfigDiff(
-        providers_added=tuple(sorted(new_p.keys() - old_p.keys())),
-        providers_removed=tuple(sorted(old_p.keys() - new_p.keys())),
-        providers_changed=tuple(providers_changed),
-        chains_added=tuple(sorted(new_c.keys() - old_c.keys())),
-        chains_removed=tuple(sorted(old_c.keys() - new_c.keys())),
-        chains_changed=tuple(chains_changed),
-        # Effective values: writing a default out explicitly is not a change.
-        settings_changed=_field_changes(
-            _dump(old.settings), _dump(new.settings), "settings", sides
+    return _redacted(
+        ConfigDiff(
+            providers_added=tuple(sorted(new_p.keys() - old_p.keys())),
+            providers_removed=tuple(sorted(old_p.keys() - new_p.keys())),
+            providers_changed=tuple(providers_changed),
+            chains_added=tuple(sorted(new_c.keys() - old_c.keys())),
+            chains_removed=tuple(sorted(old_c.keys() - new_c.keys())),
+            chains_changed=tuple(chains_changed),
+            # Effective values: writing a default out explicitly is not a change.
+            settings_changed=_field_changes(
+                _dump(old.settings), _dump(new.settings), "settings", resolved
+            ),
         ),
+        resolved,
     )
 
 

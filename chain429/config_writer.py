@@ -369,7 +369,8 @@ class ConfigDocument:
                     )
                 )
         if issues:
-            raise ConfigEditError(422, f"provider {new.get('id')!r}: {why}", issues)
+            detail = "; ".join(f"{issue.path}: {issue.message}" for issue in issues)
+            raise ConfigEditError(422, f"provider {new.get('id')!r}: {detail}", issues)
 
     def delete_provider(self, provider_id: str) -> None:
         _, index = self._find("providers", "id", provider_id, "provider")

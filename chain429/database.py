@@ -156,7 +156,10 @@ def _sqlite_path(url: str) -> Path:
 
 
 def _open_sqlite(path: Path) -> peewee.SqliteDatabase:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # The log names callers, chains and errors: readable by its owner only.
+    # SQLite gives the -wal and -shm files the database file's mode.
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     # A list, not a dict, because order matters: busy_timeout first so that
     # switching to WAL waits for a lock instead of failing. WAL lets stats
     # readers run while the writer writes; synchronous=NORMAL is durable in

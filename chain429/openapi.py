@@ -23,6 +23,7 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse, raw
 
 from chain429 import __version__
+from chain429.completions import MAX_WAIT_PATTERN
 from chain429.config import Chain, Provider, Settings
 from chain429.presets import PROVIDER_TYPES
 
@@ -91,7 +92,10 @@ def _const(value: str) -> Schema:
 def _config_schema(model: type[BaseModel], schemas: Schema, drop: str | None = None) -> Schema:
     """A config model's JSON Schema (camelCase, as in YAML); its sub-models join `schemas`."""
     schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
-    schemas.update(schema.pop("$defs", {}))
+    defs = schema.pop("$defs", {})
+    for found in (schema, *defs.values()):
+        _null_means_default(found)
+    schemas.update(defs)
     if drop is not None:  # the path names it; the body may leave it out
         required = [name for name in schema.pop("required", []) if name != drop]
         if required:
@@ -100,16 +104,34 @@ def _config_schema(model: type[BaseModel], schemas: Schema, drop: str | None = N
     return schema
 
 
+def _null_means_default(schema: Schema) -> None:
+    """An optional field may be sent as null: the writer leaves it out of the file."""
+    required = set(schema.get("required", ()))
+    for name, field in schema.get("properties", {}).items():
+        if name in required:
+            continue
+        options = field.get("anyOf")
+        if options is not None and {"type": "null"} not in options:
+            field["anyOf"] = [*options, {"type": "null"}]
+        elif options is None and "type" in field and "$ref" not in field:
+            kinds = field["type"] if isinstance(field["type"], list) else [field["type"]]
+            if "null" not in kinds:
+                field["type"] = [*kinds, "null"]
+        elif options is None:
+            schema["properties"][name] = {"anyOf": [field, {"type": "null"}]}
+
+
 def _headers(*names: str) -> Schema:
     return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
 
 
 def _query(name: str, description: str, schema: Schema | None = None) -> Schema:
+    # An empty value is a mistake the server reports (400), not "use the default".
     return {
         "name": name,
         "in": "query",
         "description": description,
-        "schema": schema or _t("string"),
+        "schema": schema or _t("string", minLength=1, pattern=r"\S"),
     }
 
 
@@ -138,7 +160,7 @@ _ERROR = _obj("", "error", "OpenAI's error shape: OpenAI SDKs raise their usual 
 _ISSUE = _obj("line:i? message", "path message",
     path=_t("string", "The field's path as spelt in YAML, e.g. `chains[0].entries[2].model`."))
 _INVALID_CONFIG = {
-    "allOf": [_ref("Error"), _obj("", "errors", errors=_list_of(_ref("ConfigIssue")))],
+    "allOf": [_ref("Error"), _obj("", "", errors=_list_of(_ref("ConfigIssue")))],
     "description": "The whole new config was checked and refused; nothing was written.",
 }
 _LATENCY = _obj("avg:n? p50:n? p95:n?", "",
@@ -158,20 +180,22 @@ _REQUEST_ROW = _obj(
 _ATTEMPT = _obj("order:i provider model status:i? latency_ms:n? cooldown_ms:i? reason:s?",
     outcome=_t("string", "Trace token: `200`, `429`, `timeout`, `skip:cooldown`, ..."))
 
-_MESSAGE = _obj("name tool_call_id", "role",
+_MESSAGE = _obj("", "role",
     role=_t("string", "`system`, `developer`, `user`, `assistant`, `tool`."),
-    content={"type": ["string", "array", "null"]}, tool_calls=_list_of(_t("object")))
+    content={"type": ["string", "array", "null"]}, tool_calls=_t("array"))
 _MESSAGE["additionalProperties"] = True
-_CHAT_REQUEST = _obj("max_tokens:i? max_completion_tokens:i? temperature:n?", "messages",
-    "OpenAI's chat completion request, loosely: sent upstream unchanged except `model`, "
-    "which becomes the entry's model.",
+_TOKENS = _null("integer", minimum=1, maximum=1_000_000)
+_CHAT_REQUEST = _obj("", "messages",
+    "OpenAI's chat completion request: the fields below are checked here, the others "
+    "(`temperature`, `tools`' contents, ...) are the provider's to check. Sent upstream "
+    "unchanged except `model`, which becomes the entry's model.",
     model=_t("string", "A chain's name. Any other value uses `settings.defaultChain`; with "
              "`settings.strictModels` it is a 404 `model_not_found`."),
     messages=_t("array", "Non-empty; each item an object.", items=_ref("ChatMessage"), minItems=1),
     stream=_null("boolean", "`true`: the answer is a server-sent event stream."),
     stream_options=_null("object", "Passed on as asked; with `include_usage` the last chunk "
                          "carries usage.", properties={"include_usage": _t("boolean")}),
-    tools=_list_of(_t("object")))
+    tools=_null("array", items=_t("object")), max_tokens=_TOKENS, max_completion_tokens=_TOKENS)
 _CHAT_REQUEST["additionalProperties"] = True
 _CHAT_COMPLETION = _obj("id created:i", "choices", "The provider's JSON, relayed as it came.",
     object=_const("chat.completion"), model=_t("string", "As the provider reported it."),
@@ -190,8 +214,12 @@ _RATELIMITS = _obj("", "object entries buckets blocks", object=_const("ratelimit
         source=_null("string", "`header`, `body`, `manual`, `status`, `default`."))),
     buckets=_list_of(_obj("bucket provider in_flight:i", quotas=_list_of(_QUOTA))),
     blocks=_list_of(_obj("until:t?"), "Every block in force."))
-_HEALTH = _obj("version uptime_s:n config_generation:i config_loaded_at:n config_error:s?",
+_HEALTH = _obj("version uptime_s:n config_generation:i config_loaded_at:n",
     "status version", status=_const("ok"),
+    config_error=_null("object", "Set while the file on disk is rejected (the running config "
+                       "is kept): `rejected_at`, and for admin callers the `errors`.",
+                       properties={"rejected_at": _t("number"),
+                                   "errors": _list_of(_ref("ConfigIssue"))}),
     request_log=_obj("queue_depth:i dropped:i written:i last_error:s?", "",
                      "Present when the request log is on."))
 
@@ -200,7 +228,8 @@ _WRITE_RESULT = _obj("", "generation",
     generation=_t("integer", "The config generation now in force (also the `ETag`)."))
 _RELOAD = _obj("generation:i", "reloaded generation",
     reloaded=_t("boolean", "Whether the config changed."),
-    errors=_null("string", "Why the reload failed; the running config is kept."))
+    errors=_null("array", "Why the reload failed; the running config is kept.",
+                 items=_ref("ConfigIssue")))
 _CHAIN_TEST = _obj("chain stream:b", working=_t("integer", "Entries that answered."),
     entries=_list_of(_obj("provider model status:i? latency_ms:n? model_reported:s? reason:s?",
         result=_t("string", "`ok`, or the trace token of the failure."),
@@ -216,10 +245,13 @@ _HEADERS = {
     "Retry-After": ("Seconds until the earliest known recovery, when one is known.", "i"),
     "ETag": ('The config generation, quoted (`"7"`); send it back as `If-Match`.', "s"),
 }
+_MOMENT = {"anyOf": [_t("string", format="date-time"), _t("string", format="date"),
+                     _t("string", pattern=r"^\s*\d+\s*[smhd]\s*$")]}
 _PARAMETERS: Schema = {
     "since": _query("since", "Start of the range: ISO 8601 (`2026-11-26T10:00:00Z`, "
-                    "`2026-11-26`) or an age (`24h`, `7d`, `30m`, `90s`). Default: 24 hours ago."),
-    "until": _query("until", "End of the range, as `since`. Default: now."),
+                    "`2026-11-26`) or an age (`24h`, `7d`, `30m`, `90s`). Default: 24 hours ago.",
+                    _MOMENT),
+    "until": _query("until", "End of the range, as `since`. Default: now.", _MOMENT),
     "chain": _query("chain", "Only requests of this chain (exact match)."),
     "provider": _query("provider", "Only requests this provider answered (exact match)."),
     "status": _query("status", "Only requests answered with this HTTP status.", _t("integer")),
@@ -228,10 +260,11 @@ _PARAMETERS: Schema = {
     "cursor": _query("cursor", "The previous page's `next_cursor`."),
     "bucket": _query("bucket", "Bucket size. Default: from the range (5m up to 6 h, 1h up to "
                      "7 d, else 1d).", _t("string", enum=["5m", "1h", "1d"])),
-    "stream": _query("stream", "Test with streaming calls (`true`, `1`, `yes`).", _t("boolean")),
+    "stream": _query("stream", "Test with streaming calls.", _t("boolean")),
     "MaxWait": {"name": "X-429chain-Max-Wait", "in": "header",
-                "description": "Queue mode: wait at most this many seconds for a recovery.",
-                "schema": _t("number", minimum=0, exclusiveMaximum=86400)},
+                "description": "Queue mode: wait at most this many seconds for a recovery "
+                "(`settings.queueMaxWaitMs` caps it).",
+                "schema": _t("string", pattern=MAX_WAIT_PATTERN)},
     "IfMatch": {"name": "If-Match", "in": "header", "schema": _t("string"),
                 "description": "The `ETag` last read (or `*`): a write over a newer config "
                 "is a 412."},
@@ -239,9 +272,10 @@ _PARAMETERS: Schema = {
 _SECURITY_SCHEMES = {
     "bearerAuth": {"type": "http", "scheme": "bearer", "description": (
         "`Authorization: Bearer <key>`. Proxy routes take a key of `settings.apiKeys`; admin "
-        "routes (stats, admin, metrics) a key of `settings.adminKeys` or, with none configured, "
-        "a proxy key. A missing or unknown key is a 401, a proxy key on an admin route a 403. "
-        "With no keys configured (allowed on loopback only) no key is needed.")},
+        "reads (stats, config, status, metrics) a key of `settings.adminKeys` or, with none "
+        "configured, a proxy key; admin writes (edits, chain tests) an admin key only. A "
+        "missing or unknown key is a 401, a key of the wrong kind a 403. With no keys "
+        "configured (allowed on loopback only) no key is needed.")},
     "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "x-api-key",
                      "description": "The same keys as `bearerAuth`, in an `x-api-key` header."},
 }
@@ -288,8 +322,12 @@ def _schemas() -> Schema:
 
 _ERROR_TEXT = {
     401: "Missing or unknown key.",
-    403: "A proxy key on an admin route.",
+    403: "A proxy key on an admin route, or a request from a web page whose origin is not "
+    "allowed (`origin_not_allowed`).",
     413: "The body is over `settings.maxBodyBytes`.",
+    415: "The body's `Content-Type` is not the one this route takes.",
+    421: "Without keys (or with `settings.allowedHosts`): `Host` is not a loopback name nor "
+    "an allowed host (`misdirected_request`).",
 }
 _WATERFALL = ("X-Request-Id", "X-429chain-Provider", "X-429chain-Attempts", "X-429chain-Trace")
 
@@ -322,11 +360,13 @@ def _op(
     `ok` is the 200 answer, or a schema for a JSON one; `headers` go on every error answer.
     """
     security = _SECURITY["admin" if tag in ("stats", "admin") else tag]
-    codes = {**({401: _ERROR_TEXT[401]} if security else {}), **(errors or {})}
-    if security is _SECURITY["admin"]:
+    codes = {**({401: _ERROR_TEXT[401]} if security else {}), 421: _ERROR_TEXT[421]}
+    codes.update(errors or {})
+    if security is _SECURITY["admin"] or body is not None:
         codes.setdefault(403, _ERROR_TEXT[403])
     if body is not None:
         codes.setdefault(413, _ERROR_TEXT[413])
+        codes.setdefault(415, _ERROR_TEXT[415])
     responses = {"200": ok if "content" in ok else _answer("The answer.", ok), **(extra or {})}
     for status, text in codes.items():
         responses.setdefault(str(status), _answer(text, _ref("Error"), *headers))
@@ -419,6 +459,10 @@ def _admin_write(op_id: str, summary: str, path: list[Schema], body: str | None)
     )
 
 
+_YAML_BODY = {
+    media: {"schema": _t("string", "A chain429 or 429chain config file.")}
+    for media in ("application/yaml", "text/yaml")
+}
 _PROVIDER_ID = [_path_param("provider_id", "The provider's id.")]
 _CHAIN_NAME = [_path_param("name", "The chain's name.")]
 _REQUEST_ID = [_path_param("request_id", "The request's id (its `X-Request-Id`).")]
@@ -438,7 +482,10 @@ _PROVIDER_ROW = _obj(
 _CHAIN_ROW = _obj("chain:s? requests:i successes:i errors:i error_rate:n", **_MEASURES)
 _BUCKET_ROW = _obj("start_ms:i start:t requests:i errors:i", **_MEASURES)
 _REQUEST_FILTERS = ("chain", "provider", "status", "outcome", "limit", "cursor")
-_STATUS = _obj("config_path:s? generation:i loaded_at:n last_reload_at:n? last_error:s?")
+_STATUS = _obj(
+    "config_path:s? generation:i loaded_at:n last_reload_at:n? last_error_at:n?",
+    last_error=_null("array", "Why the file on disk is rejected.", items=_ref("ConfigIssue")),
+)
 
 _PATHS: Schema = {}
 
@@ -510,14 +557,14 @@ _route("patch", "/v1/admin/settings", _admin_write(
 _route("post", "/v1/admin/validate", _op(
     "validateConfig", "admin", "Check a whole config file without using it",
     _obj("", "valid", valid=_t("boolean", const=True)),
-    body={"text/yaml": {"schema": _t("string", "A chain429 or 429chain config file.")}},
+    body=_YAML_BODY,
     extra={"422": _answer("Invalid: every problem found.", _VALIDATE_FAILED)}))
 _route("post", "/v1/admin/diff", _op(
     "diffConfig", "admin", "What would change from the running config to this YAML",
     _answer("The semantic diff, summary lines and a unified diff.", _obj(
         "valid:b same:b generation:i diff:o unified", "valid same diff",
         summary=_list_of(_t("string"), "One line per change.")), "ETag"),
-    body={"text/yaml": {"schema": _t("string", "A chain429 or 429chain config file.")}},
+    body=_YAML_BODY,
     extra={"422": _answer("Invalid: every problem found.", _VALIDATE_FAILED)}))
 _route("post", "/v1/admin/reload", _op(
     "reloadConfig", "admin", "Read the config file again now",

@@ -117,7 +117,7 @@ def estimate_tokens(request: dict[str, Any]) -> int:
     completion it may ask for, which providers such as Cerebras count up front."""
     prompt = sum(len(str(message.get("content") or "")) for message in request["messages"])
     completion = request.get("max_completion_tokens") or request.get("max_tokens") or 0
-    return prompt // 4 + (completion if isinstance(completion, int) else 0)
+    return prompt // 4 + (int(completion) if isinstance(completion, int | float) else 0)
 
 
 class Waterfall:

@@ -59,11 +59,25 @@ class OpenAIErrorHandler(ErrorHandler):
         if isinstance(exception, SanicException):
             status = exception.status_code
             error = ApiError(status, str(exception) or "request failed", code=_code_for(status))
-            # A 405 names the methods that would work (`Allow`), as HTTP asks.
-            return raw(error.body(), status, dict(exception.headers or {}), JSON)
+            headers = dict(exception.headers or {})
+            if status == 405:  # name the methods that would work, as HTTP asks
+                headers["Allow"] = _allowed_methods(request)
+            return raw(error.body(), status, headers, JSON)
         # Never echo the exception: it might carry a provider key or a URL.
         log.error("internal error on %s %s", request.method, request.path, exc_info=exception)
         return raw(error_body("internal error", "server_error", "internal_error"), 500, None, JSON)
+
+
+def _allowed_methods(request: Request) -> str:
+    """The methods the path has routes for (Sanic names them only for some routes)."""
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        try:
+            request.app.router.get(request.path, method, request.headers.get("host"))
+        except SanicException:
+            continue
+        allowed.append(method)
+    return ", ".join(allowed)
 
 
 def _code_for(status: int) -> str | None:

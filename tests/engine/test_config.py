@@ -203,7 +203,7 @@ def test_dotenv_next_to_config_and_real_env_wins(tmp_path: Path) -> None:
     )
     path = tmp_path / "chain429.yaml"
     path.write_text(
-        "settings:\n  apiKeys: ['${PROXY_KEY}', '${NOTE}']\n"
+        "version: 1\nsettings:\n  apiKeys: ['${PROXY_KEY}', '${NOTE}']\n"
         "providers:\n  - {id: g, type: groq, apiKey: '${GROQ_API_KEY}'}\n"
     )
     config = load_config(path, environ={})
@@ -259,16 +259,22 @@ def test_cyclic_alias_is_reported_not_crashed() -> None:
 
 
 def test_malformed_reference_is_an_error() -> None:
-    assert issues("settings:\n  apiKeys: ['${GROQ_KEY']\n") == [
-        (2, "settings.apiKeys[0]", "malformed ${...} reference (write $${ for a literal ${)")
+    assert issues("version: 1\nsettings:\n  apiKeys: ['${GROQ_KEY']\n") == [
+        (3, "settings.apiKeys[0]", "malformed ${...} reference (write $${ for a literal ${)")
     ]
 
 
+def test_a_file_says_which_schema_it_is() -> None:
+    """`{}` or a stray YAML mapping is not a config that happens to be empty."""
+    assert issues("{}") == [(1, "", "missing required key 'version' (write version: 1)")]
+    assert issues("foo: 1\n")[0] == (1, "", "missing required key 'version' (write version: 1)")
+
+
 def test_sections_of_the_wrong_shape() -> None:
-    assert issues("settings: 5\nproviders: {a: 1}\nchains: [x]\n") == [
-        (1, "settings", "expected a mapping (got 5)"),
-        (2, "providers", "expected a list (got a mapping)"),
-        (3, "chains[0]", "expected a mapping (got 'x')"),
+    assert issues("version: 1\nsettings: 5\nproviders: {a: 1}\nchains: [x]\n") == [
+        (2, "settings", "expected a mapping (got 5)"),
+        (3, "providers", "expected a list (got a mapping)"),
+        (4, "chains[0]", "expected a mapping (got 'x')"),
     ]
 
 
