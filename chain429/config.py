@@ -107,6 +107,15 @@ class Settings(Model):
     log_retention_days: int = Field(default=30, ge=0)  # 0 keeps everything
     log_format: Literal["text", "json"] = "text"
     metrics_public: bool = False  # serve /metrics without a key
+    # Client connections (chain429/connections.py). Total deadlines, not reset by
+    # each byte received: a client trickling bytes cannot hold a connection.
+    client_header_timeout_ms: int = Field(default=10000, gt=0)  # accept/first byte -> headers
+    client_body_timeout_ms: int = Field(default=60000, gt=0)  # end of headers -> whole body
+    # An idle keep-alive connection closes after this. Clients should drop idle
+    # connections sooner (httpx: 5 s), and so should a load balancer in front.
+    keep_alive_timeout_ms: int = Field(default=15000, gt=0)
+    # Open client connections; more are answered 503 and closed at once.
+    max_connections: int = Field(default=1024, ge=1)
 
     # A list whose items are all commented out parses as null; that means "none".
     @field_validator("api_keys", "admin_keys", mode="before")

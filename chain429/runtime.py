@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from chain429.config import Chain, Config, RateLimits
+from chain429.connections import ConnectionLimits
 from chain429.outcome import CooldownPolicy
 from chain429.presets import bucket_key, preset_for
 from chain429.upstream import request_headers
@@ -52,6 +53,7 @@ class Snapshot:
     proxy_keys: tuple[bytes, ...] = field(repr=False)
     admin_keys: tuple[bytes, ...] = field(repr=False)
     models_body: bytes = b""
+    connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
@@ -76,6 +78,7 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
         proxy_keys=tuple(key.encode() for key in settings.api_keys),
         admin_keys=tuple(key.encode() for key in settings.admin_keys),
         models_body=_models_body(config, int(loaded_at)),
+        connection_limits=ConnectionLimits.from_settings(settings),
     )
 
 
