@@ -142,6 +142,15 @@ class Settings(Model):
     # Link-local / cloud-metadata addresses, networks or names a provider's
     # baseUrl may use all the same (refused by default: chain429.addresses).
     allow_private_upstreams: tuple[str, ...] = ()
+    # Client connections (chain429/connections.py). Total deadlines, not reset by
+    # each byte received: a client trickling bytes cannot hold a connection.
+    client_header_timeout_ms: Count = Field(default=10000, gt=0)  # accept/first byte -> headers
+    client_body_timeout_ms: Count = Field(default=60000, gt=0)  # end of headers -> whole body
+    # An idle keep-alive connection closes after this. Clients should drop idle
+    # connections sooner (httpx: 5 s), and so should a load balancer in front.
+    keep_alive_timeout_ms: Count = Field(default=15000, gt=0)
+    # Open client connections; more are answered 503 and closed at once.
+    max_connections: Count = Field(default=1024, ge=1)
 
     # A list whose items are all commented out parses as null; that means "none".
     @field_validator(

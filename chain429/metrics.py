@@ -30,6 +30,7 @@ class _StateCollector(Collector):
         values = self._read()
         for name, help_text in (
             ("chain429_active_cooldowns", "Entries or providers blocked right now."),
+            ("chain429_open_connections", "Client connections open right now."),
             ("chain429_request_queue_depth", "Requests waiting for a provider to recover."),
             ("chain429_log_queue_depth", "Request records waiting for the log writer."),
             (
@@ -79,6 +80,17 @@ class Metrics:
             "chain429_tokens",
             "Tokens by chain, provider and kind (prompt, completion).",
             ("chain", "provider", "kind"),
+            registry=self.registry,
+        )
+        self.connections_refused = Counter(
+            "chain429_connections_refused",
+            "Client connections answered 503 and closed: settings.maxConnections were open.",
+            registry=self.registry,
+        )
+        self.connection_timeouts = Counter(
+            "chain429_connection_timeouts",
+            "Client connections closed for missing a deadline (headers, body).",
+            ("phase",),
             registry=self.registry,
         )
         self.registry.register(_StateCollector(read_state))

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from chain429.config import Chain, Config, RateLimits
+from chain429.connections import ConnectionLimits
 from chain429.outcome import CooldownPolicy
 from chain429.presets import bucket_key, preset_for
 from chain429.upstream import request_headers
@@ -56,6 +57,7 @@ class Snapshot:
     check_host: bool = True
     allowed_hosts: frozenset[str] = frozenset()
     cors_origins: frozenset[str] = frozenset()
+    connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
@@ -85,6 +87,7 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
         check_host=not settings.api_keys or bool(settings.allowed_hosts),
         allowed_hosts=frozenset(h.lower().rstrip(".") for h in settings.allowed_hosts),
         cors_origins=frozenset(settings.cors_origins),
+        connection_limits=ConnectionLimits.from_settings(settings),
     )
 
 

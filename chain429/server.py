@@ -27,6 +27,7 @@ from chain429.admin_routes import register_admin_routes
 from chain429.auth import Scope, authorize, is_guarded, presented_key
 from chain429.completions import JSON, handle_chat
 from chain429.config import Config
+from chain429.connections import ConnectionGuard
 from chain429.errors import ApiError, error_body
 from chain429.guard import JSON_BODY, add_cors_headers, guard
 from chain429.limits import MemoryStateStore, StateStore
@@ -81,7 +82,12 @@ def _allowed_methods(request: Request) -> str:
 
 
 def _code_for(status: int) -> str | None:
-    return {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(status)
+    return {
+        404: "not_found",
+        405: "method_not_allowed",
+        408: "request_timeout",
+        413: "request_too_large",
+    }.get(status)
 
 
 def _json(body: Any, status: int = 200) -> HTTPResponse:
@@ -125,6 +131,7 @@ def create_app(
     app.ctx.cooldowns_in_force = 0
     app.ctx.draining = False
     app.ctx.metrics = Metrics(lambda: _gauges(app))
+    app.ctx.connection_guard = ConnectionGuard(app.ctx.metrics)
     app.ctx.reloader = Reloader(app, config_path)
     app.on_request(guard)
     app.on_response(add_cors_headers)
@@ -251,8 +258,10 @@ def _gauges(app: Sanic) -> dict[str, float]:
     """Current-state gauges for /metrics (the cooldown count is refreshed per scrape)."""
     telemetry = app.ctx.telemetry
     router = getattr(app.ctx, "router", None)  # absent until the server starts
+    guard = getattr(app.ctx, "connection_guard", None)  # absent while Metrics registers
     return {
         "chain429_active_cooldowns": float(app.ctx.cooldowns_in_force),
+        "chain429_open_connections": float(guard.open) if guard else 0.0,
         "chain429_request_queue_depth": float(router.queue_depth) if router else 0.0,
         "chain429_log_queue_depth": float(telemetry.queue_depth) if telemetry else 0.0,
         "chain429_log_queue_dropped": float(telemetry.dropped) if telemetry else 0.0,

@@ -21,6 +21,7 @@ from sanic import Sanic
 
 from chain429.auth import exposure_problem
 from chain429.config import Config
+from chain429.connections import server_options
 from chain429.database import describe, migrate, open_database, scrub
 from chain429.telemetry import Telemetry
 
@@ -97,6 +98,7 @@ def serve(app: Sanic, host: str, port: int, *, access_log: bool = False) -> None
         access_log=access_log,
         motd=False,
         verbosity=0,
+        **server_options(app),
     )
 
 
@@ -131,7 +133,10 @@ class ServerThread:
 
     async def _start(self) -> Any:
         server = await self.app.create_server(
-            sock=self._sock, return_asyncio_server=True, access_log=False
+            sock=self._sock,
+            return_asyncio_server=True,
+            access_log=False,
+            **server_options(self.app),
         )
         assert server is not None
         await server.startup()

@@ -261,3 +261,53 @@ def test_demo_once_shows_the_waterfall():
     assert "X-429chain-Trace: alpha/fast-8b=429,beta/steady-8b=200" in out
     assert "X-429chain-Trace: alpha/fast-8b=skip:cooldown,beta/steady-8b=200" in out
     assert "chain429-demo-key" in out
+
+
+def test_serve_bounds_client_connections(tmp_path):
+    """`chain429 serve` runs the guarded protocol: the cap and the header deadline hold."""
+    path = tmp_path / "c.yaml"
+    limits = "  apiKeys: [k]\n  maxConnections: 2\n  clientHeaderTimeoutMs: 600\n"
+    path.write_text(ONE_CHAIN.replace("  apiKeys: [k]\n", limits))
+    port = free_port()
+    with serving("-c", str(path), "--port", str(port)) as proc:
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+        time.sleep(0.2)  # the health check's connection is closed by now
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+        opened = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as refused:
+            assert refused.recv(65536).startswith(b"HTTP/1.1 503 ")
+        for sock in held:  # silent connections end at the header deadline
+            with sock:
+                assert sock.recv(65536) == b""
+        assert 0.5 <= time.monotonic() - opened <= 2.0
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+    assert "connection limit reached: 2 connections open" in proc.stderr.read()
+
+
+def test_serve_fits_max_connections_to_the_open_file_limit(tmp_path):
+    """With `ulimit -n 200`, 1024 connections cannot all be open: the cap becomes (200-64)/2."""
+    path = tmp_path / "c.yaml"
+    path.write_text(ONE_CHAIN)
+    port = free_port()
+    limited = ["sh", "-c", 'ulimit -n 200 && exec "$@"', "sh"]
+    proc = subprocess.Popen(
+        [*limited, *CHAIN429, "serve", "-c", str(path), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    held: list[socket.socket] = []
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+        time.sleep(0.2)  # the health check's connection is closed by now
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(68)]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as refused:
+            assert refused.recv(65536).startswith(b"HTTP/1.1 503 ")
+    finally:
+        for sock in held:
+            sock.close()
+        stop(proc)
+    assert (
+        "settings.maxConnections is 1024 but the open-file limit allows 68 connections"
+        in proc.stderr.read()
+    )
