@@ -534,3 +534,33 @@ def test_an_unexpected_error_is_logged_with_its_status(fake, tmp_path, monkeypat
     assert [(status, outcome) for _, status, outcome in telemetry_rows] == [(500, "internal_error")]
     assert request_id is None or telemetry_rows[0][0] == request_id
     time.sleep(0)
+
+
+# ---------------------------------------------------------------- 9. what the fuzzer found
+
+
+def test_a_bad_body_is_reported_even_when_if_match_is_stale(start):
+    """A missing `type` or `entries` used to hide behind the 412 of a stale If-Match."""
+    s = start()
+    stale = {**ADMIN, "if-match": '"999"'}
+    provider = s.put("/v1/admin/providers/x", {"baseUrl": "http://127.0.0.1:9/v1"}, stale)
+    assert provider.status_code == 422 and provider.json()["errors"][0]["path"].endswith(".type")
+    chain = s.put("/v1/admin/chains/x", {}, stale)
+    assert chain.status_code == 422 and chain.json()["errors"][0]["path"].endswith(".entries")
+    good = s.put("/v1/admin/chains/x", {"entries": [{"provider": "a", "model": "m"}]}, stale)
+    assert good.status_code == 412
+
+
+def test_the_document_says_what_the_server_refuses(start):
+    s = start()
+    document = s.send("GET", "/openapi.json").json()
+    # `since=` is a 400 (tests/stats): the document says an empty value is not one.
+    assert document["components"]["parameters"]["chain"]["schema"]["minLength"] == 1
+    since = document["components"]["parameters"]["since"]["schema"]["anyOf"]
+    assert {"format": "date-time", "type": "string"} in since
+    validate = document["paths"]["/v1/admin/validate"]["post"]
+    assert "application/yaml" in validate["requestBody"]["content"]
+    assert {"415", "421"} <= set(document["paths"]["/v1/chat/completions"]["post"]["responses"])
+    empty = s.send("POST", "/v1/admin/validate", {**ADMIN, **YAML_TYPE}, content="{}")
+    assert empty.status_code == 422
+    assert "version" in empty.json()["errors"][0]["message"]
