@@ -129,6 +129,10 @@ class Settings(Model):
     mid_stream: Literal["error", "continue"] = "error"
     # Before spilling to a paid entry, wait this long for a free one known to recover.
     wait_before_paid_ms: Count = Field(default=0, ge=0)
+    # A 503 whose earliest recovery is further away than this tells SDKs not to
+    # retry (`x-should-retry: false`); a sooner one invites the retry that
+    # lands after the recovery. OpenAI's SDKs otherwise wait up to minutes.
+    client_retry_max_wait_ms: Count = Field(default=10000, ge=0)
     # The request log: where it lives is databaseUrl (or 429chain's dbPath).
     log_retention_days: Count = Field(default=30, ge=0)  # 0 keeps everything
     log_format: Literal["text", "json"] = "text"

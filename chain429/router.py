@@ -120,6 +120,22 @@ def estimate_tokens(request: dict[str, Any]) -> int:
     return prompt // 4 + (int(completion) if isinstance(completion, int | float) else 0)
 
 
+# After the wait before a paid entry, how much longer a free entry may still
+# be waited for: a moment, never a second full wait.
+_PAID_GRACE_S = 0.25
+
+
+async def sleep_until(moment: float) -> None:
+    """Sleep until the wall clock reads `moment` (a cooldown's `until`).
+
+    The event loop's timers run on the monotonic clock and may fire a hair
+    early against wall-clock times; waking before a cooldown ends would find
+    the entry still cooling.
+    """
+    while (left := moment - time.time()) > 0:
+        await asyncio.sleep(left + 0.001)
+
+
 class Waterfall:
     def __init__(self, state: StateStore) -> None:
         self.state = state
@@ -276,7 +292,13 @@ class Router:
         attempt: Attempt[T],
         trace: Trace,
     ) -> Callable[[], Awaitable[Answer[T]]]:
-        """One walk of the chain, waiting once for a free entry rather than paying."""
+        """One walk of the chain, waiting for a free entry rather than paying.
+
+        The wait before a paid entry is spent once (`waitBeforePaidMs`); after
+        it, a free entry found cooling for only a moment longer (a new
+        cooldown's jitter, say) is still waited for, up to `_PAID_GRACE_S`,
+        rather than paid for.
+        """
         paid_wait_s = snapshot.config.settings.wait_before_paid_ms / 1000
         need_tokens = estimate_tokens(request)
 
@@ -295,10 +317,12 @@ class Router:
                     if answer.entry is not None:
                         self.queues.notify()
                     return answer
-                wait = max(0.0, answer.wait_for_free_until - time.time())
-                log.info("waiting %.1f s for a free entry before paying", wait)
-                await asyncio.sleep(wait)
-                paid_wait_s = 0.0  # once: after that, the paid entry answers
+                log.info(
+                    "waiting %.1f s for a free entry before paying",
+                    answer.wait_for_free_until - time.time(),
+                )
+                await sleep_until(answer.wait_for_free_until)
+                paid_wait_s = min(paid_wait_s, _PAID_GRACE_S)
                 trace.earliest_recovery = trace.free_recovery = None
 
         return walk
@@ -321,15 +345,16 @@ class Router:
         max_wait_s: float | None = None,
     ) -> Reply | StreamStart:
         """Walk the chain until an entry sends its first token; the caller relays the rest."""
+        retry_max_wait = snapshot.config.settings.client_retry_max_wait_ms / 1000
         session = StreamSession(snapshot, chain, request, self.upstream, self.waterfall.state)
         try:
             answer = await self._walk(
                 snapshot, chain, request, session.open_entry, trace, max_wait_s
             )
         except QueueError as err:
-            return exhausted(chain, trace, err.code, err.message)
+            return exhausted(chain, trace, retry_max_wait, err.code, err.message)
         if answer.entry is None or answer.outcome is None:
-            return exhausted(chain, trace)
+            return exhausted(chain, trace, retry_max_wait)
         headers = trace.headers(answer.entry.label)
         if isinstance(answer.result, Rejected):
             # The request itself is wrong (400, 422): the client gets the answer unchanged.
@@ -349,6 +374,7 @@ class Router:
     ) -> Reply:
         """Run one non-streaming chat completion down the chain."""
         policy = snapshot.policy
+        retry_max_wait = snapshot.config.settings.client_retry_max_wait_ms / 1000
 
         async def attempt(entry: EntryRuntime) -> Tried[tuple[int, bytes]]:
             payload = json.dumps({**request, "model": entry.model}).encode()
@@ -372,9 +398,9 @@ class Router:
         try:
             answer = await self._walk(snapshot, chain, request, attempt, trace, max_wait_s)
         except QueueError as err:
-            return exhausted(chain, trace, err.code, err.message)
+            return exhausted(chain, trace, retry_max_wait, err.code, err.message)
         if answer.entry is None or answer.result is None or answer.outcome is None:
-            return exhausted(chain, trace)
+            return exhausted(chain, trace, retry_max_wait)
         status, body = answer.result
         headers = trace.headers(answer.entry.label)
         if answer.outcome.kind is Kind.CLIENT_ERROR:
@@ -387,6 +413,7 @@ class Router:
 def exhausted(
     chain: ChainRuntime,
     trace: Trace,
+    retry_max_wait_s: float,
     code: str = "all_providers_exhausted",
     why: str | None = None,
 ) -> Reply:
@@ -396,11 +423,36 @@ def exhausted(
     if why:
         message = f"{why} {message}"
     error = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
-    headers = trace.headers(None)
-    if trace.earliest_recovery is not None:
-        wait = max(1, math.ceil(trace.earliest_recovery - time.time()))
-        headers["Retry-After"] = str(wait)
+    headers = {**trace.headers(None), **retry_advice(trace.earliest_recovery, retry_max_wait_s)}
     return Reply(503, json.dumps(error).encode(), headers, code)
+
+
+def retry_advice(recovery: float | None, max_wait_s: float) -> dict[str, str]:
+    """What a 503 tells the client about coming back (docs/api.md, "Retrying").
+
+    `Retry-After` (whole seconds, rounded up) whenever a recovery is known,
+    for clients that plan. OpenAI's SDKs retry a 503 twice by default and
+    honour `Retry-After` up to a minute each time, so a chain that recovers
+    in minutes would hold `create()` for minutes: past `max_wait_s` the answer
+    says `x-should-retry: false` and the SDK raises at once. Sooner, it says
+    `true`, with `retry-after-ms` so the SDK's retry lands just after the
+    recovery rather than up to a second late.
+    """
+    if recovery is None:
+        return {}
+    wait = max(0.0, recovery - time.time())
+    headers = {"Retry-After": str(max(1, math.ceil(wait)))}
+    if wait > max_wait_s:
+        headers["x-should-retry"] = "false"
+    else:
+        headers["x-should-retry"] = "true"
+        headers["retry-after-ms"] = str(math.ceil(wait * 1000) + _RETRY_MARGIN_MS)
+    return headers
+
+
+# A retry timed to the millisecond could still arrive a hair early (clocks,
+# jitter in the SDK's own sleep): land a little after the recovery instead.
+_RETRY_MARGIN_MS = 50
 
 
 def normalize_reasoning(body: bytes) -> bytes:

@@ -238,3 +238,24 @@ def test_ratelimits_also_answers_in_429chain_shape(fake, proxy):
     assert rows["a"]["cooldownUntil"] > time.time() * 1000 + 25_000
     assert rows["b"]["status"] == "available" and rows["b"]["cooldownUntil"] is None
     assert set(rows["a"]) == {"provider", "model", "status", "cooldownUntil", "reason", "quota"}
+
+
+@pytest.mark.parametrize("paid_on", ["entry", "provider"])
+def test_the_wait_before_paying_ends_after_the_free_entry_recovered(fake, proxy, paid_on):
+    """The wait used to wake a hair before the stored cooldown ended, find the free
+    entry still cooling, and pay (`free/f=429,free/f=skip:cooldown,paid/p=200`)."""
+    free, paid = fake("free"), fake("paid")
+    on_provider = {"paid": True} if paid_on == "provider" else {}
+    config = chain_config(
+        [provider_entry("free", free), provider_entry("paid", paid, **on_provider)],
+        [("free", "f"), ("paid", "p")],
+        settings={"waitBeforePaidMs": 3000},
+    )
+    if paid_on == "entry":
+        config["chains"][0]["entries"][1]["paid"] = True
+    p = proxy(config)
+    for attempt in range(5):  # the race showed in about one request in three
+        free.script(Reply.rate_limited(retry_after="0.3"))
+        response = post(p)
+        assert response.headers["x-429chain-trace"] == "free/f=429,free/f=200", attempt
+    assert paid.requests == []
