@@ -374,6 +374,8 @@ class Router:
     ) -> Reply:
         """Run one non-streaming chat completion down the chain."""
         policy = snapshot.policy
+        if "stream_options" in request:  # OpenAI refuses it without `stream: true`
+            request = {key: value for key, value in request.items() if key != "stream_options"}
         retry_max_wait = snapshot.config.settings.client_retry_max_wait_ms / 1000
 
         async def attempt(entry: EntryRuntime) -> Tried[tuple[int, bytes]]:

@@ -219,6 +219,15 @@ def test_request_reaches_provider_unchanged_except_model(fake, proxy):
     assert raw.parse().model == "model-a"
 
 
+def test_stream_options_go_upstream_only_with_a_stream(fake, proxy):
+    """OpenAI refuses `stream_options` on a call that does not stream (a 400)."""
+    a, b, p = two_entry_proxy(fake, proxy)
+    create(p.openai(), stream_options={"include_usage": True})
+    assert "stream_options" not in a.requests[0].json()
+    create(p.openai(), stream=False, stream_options={"include_usage": True})
+    assert "stream_options" not in a.requests[1].json()
+
+
 def test_provider_key_and_extra_headers_reach_the_provider(fake, proxy):
     a = fake("a")
     extra = {"HTTP-Referer": "https://example.test", "X-Title": "chain429 tests"}
