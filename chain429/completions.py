@@ -184,15 +184,16 @@ async def _handle(
     model = body.get("model")
     record.requested_model = model if isinstance(model, str) else None
     record.stream = body.get("stream") is True
-    chain = Router.pick_chain(snapshot, model)
-    if chain is None:
+    picked = Router.pick_chain(snapshot, model)
+    if picked is None:
         raise ApiError(
             404,
-            f"The model '{model}' is not a chain of this proxy; "
+            f"The model '{model}' is neither a chain nor an entry model of this proxy; "
             f"chains: {', '.join(snapshot.chains) or 'none'}.",
             code="model_not_found",
             param="model",
         )
+    chain, record.route = picked
     record.chain = chain.name
     router: Router = app.ctx.router
     max_wait_s = _max_wait(request)
@@ -208,13 +209,22 @@ async def _handle(
     return _reply(record, reply)
 
 
+def _identity(record: RequestRecord) -> dict[str, str]:
+    """The request's id, and the chain that served it and why (`X-429chain-Route`)."""
+    return {
+        "X-Request-Id": record.id,
+        "X-429chain-Chain": record.chain or "",
+        "X-429chain-Route": record.route or "",
+    }
+
+
 def _reply(record: RequestRecord, reply: Reply) -> HTTPResponse:
     record.status, record.outcome = reply.status, reply.outcome
     if reply.entry is not None:
         record.provider, record.model = reply.entry.provider_id, reply.entry.model
     if reply.status == 503:
         log.warning("%s: %s", reply.outcome, reply.headers.get("X-429chain-Trace"))
-    return raw(reply.body, reply.status, {**reply.headers, "X-Request-Id": record.id}, JSON)
+    return raw(reply.body, reply.status, {**reply.headers, **_identity(record)}, JSON)
 
 
 async def _relay(
@@ -224,7 +234,7 @@ async def _relay(
     record.status, record.outcome = 200, "success"
     response = await request.respond(
         status=200,
-        headers={**stream.headers, **SSE_HEADERS, "X-Request-Id": record.id},
+        headers={**stream.headers, **SSE_HEADERS, **_identity(record)},
         content_type="text/event-stream; charset=utf-8",
     )
     record.ttft_ms = round((time.perf_counter() - started) * 1000, 3)

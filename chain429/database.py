@@ -299,11 +299,24 @@ def _create_attempt_rollup(database: peewee.Database) -> None:
     H.insert_from(trails, fields).execute()
 
 
+def _add_route_column(database: peewee.Database) -> None:
+    """`requests.route`: why a request went to its chain (chain, model, default).
+
+    A database created by this version already has it (migration 1 builds the
+    table from today's model); one created before gets it added, empty for
+    the rows logged then.
+    """
+    if "route" in {column.name for column in database.get_columns("requests")}:
+        return
+    database.execute_sql('ALTER TABLE "requests" ADD COLUMN "route" VARCHAR(16)')
+
+
 # Append only: a released number is never renumbered or edited, because
 # databases out there record it as applied.
 MIGRATIONS: list[Migration] = [
     (1, "create tables", _create_tables),
     (2, "hourly attempt rollup", _create_attempt_rollup),
+    (3, "request route", _add_route_column),
 ]
 
 

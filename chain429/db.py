@@ -45,6 +45,7 @@ class RequestRow(BaseModel):
     time_ms = peewee.BigIntegerField(index=True)  # when it arrived, epoch ms
     key_label = peewee.CharField(null=True, max_length=64)
     chain = peewee.CharField(null=True, max_length=200)
+    route = peewee.CharField(null=True, max_length=16)  # why that chain (migration 3)
     requested_model = peewee.CharField(null=True, max_length=200)
     provider = peewee.CharField(null=True, max_length=200)  # the entry that answered
     model = peewee.CharField(null=True, max_length=200)

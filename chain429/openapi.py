@@ -176,7 +176,9 @@ _REQUEST_ROW = _obj(
     provider=_null("string", "The entry that answered."),
     outcome=_t("string", "`success`, `client_error`, `all_providers_exhausted`, ..."),
     attempts=_t("integer", "Upstream calls made."),
-    ttft_ms=_null("number", "Streams: time to the first token sent."))
+    ttft_ms=_null("number", "Streams: time to the first token sent."),
+    route=_null("string", "Why that chain: `chain` (`model` named it), `model` (an entry "
+                "model: every entry serving it), `default`; null in older rows."))
 _ATTEMPT = _obj("order:i provider model status:i? latency_ms:n? cooldown_ms:i? reason:s?",
     outcome=_t("string", "Trace token: `200`, `429`, `timeout`, `skip:cooldown`, ..."))
 
@@ -204,7 +206,10 @@ _CHAT_COMPLETION = _obj("id created:i", "choices", "The provider's JSON, relayed
 
 _MODELS = _obj("", "object data", object=_const("list"), data=_list_of(
     _obj("id created:i", "id object", object=_const("model"),
-         owned_by=_t("string", "`chain429` for a chain, else the entry's provider."))))
+         owned_by=_t("string", "`chain429` for a chain, else the first provider serving it."),
+         kind=_t("string", "`chain`, or `model`: an entry model, which selects every entry "
+                 "serving it, in config order.", enum=["chain", "model"]),
+         providers=_list_of(_t("string"), "`model` only: the providers serving it."))))
 _QUOTA = _obj("limit:i? remaining:i? reset_at:t? source:s?",
               kind=_t("string", enum=["requests", "tokens"]),
               window=_t("string", enum=["minute", "hour", "day"]))
@@ -238,6 +243,9 @@ _CHAIN_TEST = _obj("chain stream:b", working=_t("integer", "Entries that answere
 
 _HEADERS = {
     "X-Request-Id": ("The request's id in the request log and in every log line about it.", "s"),
+    "X-429chain-Chain": ("The chain that served the request (an entry model's name for an "
+                         "implicit chain).", "s"),
+    "X-429chain-Route": ("Why that chain: `chain`, `model` or `default`.", "s"),
     "X-429chain-Provider": ("`<provider id>/<entry model>` that answered.", "s"),
     "X-429chain-Attempts": ("Upstream calls made (skipped entries are not calls).", "i"),
     "X-429chain-Trace": ("One `<provider id>/<entry model>=<outcome>` per entry considered, "
@@ -329,7 +337,14 @@ _ERROR_TEXT = {
     421: "Without keys (or with `settings.allowedHosts`): `Host` is not a loopback name nor "
     "an allowed host (`misdirected_request`).",
 }
-_WATERFALL = ("X-Request-Id", "X-429chain-Provider", "X-429chain-Attempts", "X-429chain-Trace")
+_WATERFALL = (
+    "X-Request-Id",
+    "X-429chain-Chain",
+    "X-429chain-Route",
+    "X-429chain-Provider",
+    "X-429chain-Attempts",
+    "X-429chain-Trace",
+)
 
 
 def _answer(description: str, schema: Schema, *headers: str) -> Schema:

@@ -34,6 +34,9 @@ class RequestRecord:
     started_at: float  # epoch seconds
     key_label: str | None = None  # which client key, never the key itself
     chain: str | None = None
+    # Why that chain: "chain" (`model` named it), "model" (an entry model: every
+    # entry serving it), "default" (`model` named neither).
+    route: str | None = None
     requested_model: str | None = None
     provider: str | None = None  # the entry that answered
     model: str | None = None

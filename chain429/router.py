@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from chain429.limits import Block, Reservation, StateStore
 from chain429.outcome import CooldownPolicy, Kind, Outcome, Tried, classify
@@ -26,6 +26,8 @@ from chain429.streaming import Committed, Rejected, StreamSession
 from chain429.upstream import Upstream, UpstreamError
 
 T = TypeVar("T")
+# Why a request went to its chain: `model` named it, named an entry model, or neither.
+Route = Literal["chain", "model", "default"]
 log = logging.getLogger("chain429.router")
 
 
@@ -328,13 +330,20 @@ class Router:
         return walk
 
     @staticmethod
-    def pick_chain(snapshot: Snapshot, model: object) -> ChainRuntime | None:
-        """`model` naming a chain picks it; anything else gets the default chain, unless strict."""
-        if isinstance(model, str) and model in snapshot.chains:
-            return snapshot.chains[model]
-        if snapshot.config.settings.strict_models:
+    def pick_chain(snapshot: Snapshot, model: object) -> tuple[ChainRuntime, Route] | None:
+        """The chain `model` selects, and why (docs/api.md, "Choosing a chain").
+
+        A chain's name picks it; an entry model picks every entry serving it;
+        anything else gets the default chain, or nothing when models are strict.
+        """
+        if isinstance(model, str):
+            if model in snapshot.chains:
+                return snapshot.chains[model], "chain"
+            if model in snapshot.model_chains:
+                return snapshot.model_chains[model], "model"
+        if snapshot.config.settings.strict_models or snapshot.default_chain is None:
             return None
-        return snapshot.default_chain
+        return snapshot.default_chain, "default"
 
     async def stream(
         self,

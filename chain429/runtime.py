@@ -48,6 +48,9 @@ class Snapshot:
     generation: int
     loaded_at: float
     chains: dict[str, ChainRuntime]
+    # An entry model that names no chain selects every entry serving it, in
+    # config order: `llama-3.3-70b-versatile` fails over across its providers.
+    model_chains: dict[str, ChainRuntime]
     default_chain: ChainRuntime | None
     policy: CooldownPolicy
     proxy_keys: tuple[bytes, ...] = field(repr=False)
@@ -64,12 +67,21 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
     settings = config.settings
     chains = {chain.name: _chain_runtime(config, chain) for chain in config.chains}
     default = chains.get(settings.default_chain) if settings.default_chain else None
+    by_model: dict[str, dict[str, EntryRuntime]] = {}
+    for chain_runtime in chains.values():
+        for entry in chain_runtime.entries:
+            if entry.model not in chains:
+                by_model.setdefault(entry.model, {}).setdefault(entry.label, entry)
     loaded_at = time.time()
     return Snapshot(
         config=config,
         generation=generation,
         loaded_at=loaded_at,
         chains=chains,
+        model_chains={
+            model: ChainRuntime(model, tuple(entries.values()))
+            for model, entries in by_model.items()
+        },
         default_chain=default,
         policy=CooldownPolicy(
             default_s=settings.cooldown_default_ms / 1000,
@@ -122,22 +134,34 @@ def _chain_runtime(config: Config, chain: Chain) -> ChainRuntime:
 
 
 def _models_body(config: Config, created: int) -> bytes:
-    """OpenAI's model list: every chain (what clients should ask for), then each entry model."""
+    """OpenAI's model list of what `model` may name: every chain, then each entry model
+    (an implicit chain of the entries serving it); `kind` says which."""
     data: list[dict[str, object]] = [
-        {"id": chain.name, "object": "model", "created": created, "owned_by": "chain429"}
+        {
+            "id": chain.name,
+            "object": "model",
+            "created": created,
+            "owned_by": "chain429",
+            "kind": "chain",
+        }
         for chain in config.chains
     ]
-    seen = {chain.name for chain in config.chains}
+    providers: dict[str, list[str]] = {}
     for chain in config.chains:
         for entry in chain.entries:
-            if entry.model not in seen:
-                seen.add(entry.model)
-                data.append(
-                    {
-                        "id": entry.model,
-                        "object": "model",
-                        "created": created,
-                        "owned_by": entry.provider,
-                    }
-                )
+            if entry.model not in {c.name for c in config.chains}:
+                serving = providers.setdefault(entry.model, [])
+                if entry.provider not in serving:
+                    serving.append(entry.provider)
+    for model, serving in providers.items():
+        data.append(
+            {
+                "id": model,
+                "object": "model",
+                "created": created,
+                "owned_by": serving[0],
+                "kind": "model",
+                "providers": serving,
+            }
+        )
     return json.dumps({"object": "list", "data": data}).encode()

@@ -242,7 +242,10 @@ def test_provider_key_and_extra_headers_reach_the_provider(fake, proxy):
 
 def test_unknown_model_uses_default_chain_unless_strict(fake, proxy):
     a, b, p = two_entry_proxy(fake, proxy)
-    assert create(p.openai(), model="gpt-4o").headers["x-429chain-provider"] == "a/model-a"
+    unknown = create(p.openai(), model="gpt-4o")
+    assert unknown.headers["x-429chain-provider"] == "a/model-a"
+    assert unknown.headers["x-429chain-chain"] == "main"
+    assert unknown.headers["x-429chain-route"] == "default"
 
     a2, b2, strict = two_entry_proxy(fake, proxy, settings={"strictModels": True})
     with pytest.raises(openai.NotFoundError) as caught:
@@ -290,9 +293,68 @@ def test_client_disconnect_cancels_the_upstream_call(fake, proxy, caplog):
 def test_models_lists_chains_then_entry_models(fake, proxy):
     a, b, p = two_entry_proxy(fake, proxy)
     models = p.openai().models.list()
-    ids = [(m.id, m.owned_by) for m in models.data]
-    assert ids == [("main", "chain429"), ("model-a", "a"), ("model-b", "b")]
+    ids = [(m.id, m.owned_by, m.kind) for m in models.data]
+    assert ids == [
+        ("main", "chain429", "chain"),
+        ("model-a", "a", "model"),
+        ("model-b", "b", "model"),
+    ]
     assert all(m.object == "model" for m in models.data)
+
+
+def shared_model_proxy(fake, proxy, settings=None):
+    """Two chains; `llama-70b` is served by two providers, in different chains."""
+    groq, cerebras, other = fake("groq"), fake("cerebras"), fake("other")
+    config = {
+        "version": 1,
+        "settings": {"apiKeys": [PROXY_KEY], "defaultChain": "fast", **(settings or {})},
+        "providers": [
+            provider_entry("groq", groq),
+            provider_entry("cerebras", cerebras),
+            provider_entry("other", other),
+        ],
+        "chains": [
+            {"name": "fast", "entries": [{"provider": "other", "model": "small"}]},
+            {
+                "name": "smart",
+                "entries": [
+                    {"provider": "groq", "model": "llama-70b"},
+                    {"provider": "other", "model": "small"},
+                    {"provider": "cerebras", "model": "llama-70b"},
+                ],
+            },
+            {"name": "again", "entries": [{"provider": "groq", "model": "llama-70b"}]},
+        ],
+    }
+    return groq, cerebras, other, proxy(config)
+
+
+def test_an_entry_model_fails_over_across_the_providers_that_serve_it(fake, proxy):
+    groq, cerebras, other, p = shared_model_proxy(fake, proxy)
+    groq.script(Reply.rate_limited(retry_after="60"))
+    answer = create(p.openai(), model="llama-70b")
+    assert answer.headers["x-429chain-trace"] == "groq/llama-70b=429,cerebras/llama-70b=200"
+    assert answer.headers["x-429chain-chain"] == "llama-70b"
+    assert answer.headers["x-429chain-route"] == "model"
+    assert other.requests == []
+    listed = {m.id: m for m in p.openai().models.list().data}
+    assert listed["llama-70b"].kind == "model"
+    assert listed["llama-70b"].providers == ["groq", "cerebras"]
+    assert listed["smart"].kind == "chain"
+
+
+def test_a_chain_name_wins_over_an_entry_model(fake, proxy):
+    groq, cerebras, other, p = shared_model_proxy(fake, proxy)
+    named = create(p.openai(), model="smart")
+    assert named.headers["x-429chain-route"] == "chain"
+    assert named.headers["x-429chain-provider"] == "groq/llama-70b"
+
+
+def test_strict_models_still_select_entry_models(fake, proxy):
+    groq, cerebras, other, p = shared_model_proxy(fake, proxy, {"strictModels": True})
+    assert create(p.openai(), model="llama-70b").headers["x-429chain-route"] == "model"
+    with pytest.raises(openai.NotFoundError):
+        create(p.openai(), model="big-70b")
 
 
 def test_health_is_public(fake, proxy):
@@ -400,3 +462,34 @@ def test_a_body_that_stalls_times_out_and_falls_through(fake, proxy):
     started = time.monotonic()
     assert create(p.openai()).headers["x-429chain-trace"] == "stalls/s=timeout,ok/o=200"
     assert time.monotonic() - started < 2
+
+
+def test_the_request_log_says_which_chain_and_why(fake, proxy, tmp_path):
+    from chain429.database import migrate, open_database
+    from chain429.telemetry import Telemetry
+
+    groq, other = fake("groq"), fake("other")
+    database = open_database(f"sqlite:///{tmp_path / 'log.db'}")
+    migrate(database)
+    config = {
+        "version": 1,
+        "settings": {"apiKeys": [PROXY_KEY], "defaultChain": "fast"},
+        "providers": [provider_entry("groq", groq), provider_entry("other", other)],
+        "chains": [
+            {"name": "fast", "entries": [{"provider": "other", "model": "small"}]},
+            {"name": "smart", "entries": [{"provider": "groq", "model": "llama-70b"}]},
+        ],
+    }
+    p = proxy(config, telemetry=Telemetry(database, batch_interval_s=0.01))
+    ids = {
+        model: create(p.openai(), model=model).headers["x-request-id"]
+        for model in ("smart", "llama-70b", "gpt-4o")
+    }
+    time.sleep(0.3)  # the writer's batch window
+    with p.http() as http:
+        rows = {m: http.get(f"/v1/stats/requests/{i}").json() for m, i in ids.items()}
+    assert [(rows[m]["chain"], rows[m]["route"]) for m in ids] == [
+        ("smart", "chain"),
+        ("llama-70b", "model"),
+        ("fast", "default"),
+    ]

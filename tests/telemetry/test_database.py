@@ -149,6 +149,30 @@ def test_migrations_apply_once_and_are_recorded(database: peewee.Database) -> No
     database.close()
 
 
+def test_migration_3_adds_the_route_to_a_previous_release_log(
+    database: peewee.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as previous_release:
+        previous_release.setattr(database_module, "MIGRATIONS", MIGRATIONS[:2])
+        assert migrate(database) == [1, 2]
+    # Migration 1 builds today's table; the previous release's had no route.
+    database.execute_sql('ALTER TABLE "requests" DROP COLUMN "route"')
+    old = RequestRecord(new_request_id(), time.time(), chain="fast", status=200, outcome="success")
+    database.execute_sql(
+        'INSERT INTO "requests" (id, time_ms, chain, status, outcome, latency_ms, stream, '
+        "attempts, queued_ms, tokens_estimated) "
+        f"VALUES ('{old.id}', 1, 'fast', 200, 'success', 1.0, false, 1, 0.0, false)"
+    )
+    assert migrate(database) == [3]
+    assert RequestRow.get_by_id(old.id).route is None
+    telemetry = Telemetry(database, batch_interval_s=0.01).start()
+    new = RequestRecord(new_request_id(), time.time(), chain="fast", route="default", status=200)
+    telemetry.submit(new)
+    assert telemetry.stop()
+    assert RequestRow.get_by_id(new.id).route == "default"
+    database.close()
+
+
 def test_migration_numbers_only_grow() -> None:
     numbers = [number for number, _, _ in MIGRATIONS]
     assert numbers == sorted(set(numbers)) and numbers[0] == 1
