@@ -191,9 +191,13 @@ _RATELIMITS = _obj("", "object entries buckets blocks", object=_const("ratelimit
     buckets=_list_of(_obj("bucket provider in_flight:i", quotas=_list_of(_QUOTA))),
     blocks=_list_of(_obj("until:t?"), "Every block in force."))
 _HEALTH = _obj("version uptime_s:n config_generation:i config_loaded_at:n config_error:s?",
-    "status version", status=_const("ok"),
-    request_log=_obj("queue_depth:i dropped:i written:i last_error:s?", "",
-                     "Present when the request log is on."))
+    "status version",
+    status=_t("string", "`degraded` (still 200) while the request log's database fails or "
+              "dropped a record in the last 5 minutes.", enum=["ok", "degraded"]),
+    log=_obj("dropped:i pending:i last_error:s? written:i", "dropped pending last_error written",
+             "The request log, when it is on: records dropped (never to be written), pending "
+             "(accepted, not yet committed), the database's last error (null once a write "
+             "succeeds again), records written."))
 
 _WRITE_RESULT = _obj("", "generation",
     result=_t("string", "What the edit did, e.g. `created`, `updated`, `deleted`."),
