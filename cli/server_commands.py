@@ -169,10 +169,24 @@ def _status_rows(limits: dict[str, Any]) -> list[list[str]]:
 
 
 def _status_title(client: AdminClient, health: dict[str, Any]) -> str:
-    return (
+    title = (
         f"chain429 {health.get('version')} at {client.base_url}, "
         f"config generation {health.get('config_generation')}"
     )
+    problem = _log_problem(health.get("log"))
+    return f"{title}; {health.get('status')}: {problem}" if problem else title
+
+
+def _log_problem(log: dict[str, Any] | None) -> str:
+    """What the server's request log is losing or holding back (/health's `log`), or ""."""
+    if not log:
+        return ""
+    parts = []
+    if log.get("dropped"):
+        parts.append(f"{log['dropped']} records dropped")
+    if log.get("last_error"):
+        parts.append(f"{log.get('pending', 0)} waiting, database failing: {log['last_error']}")
+    return f"request log: {', '.join(parts)}" if parts else ""
 
 
 def status(
