@@ -61,6 +61,7 @@ def test_kill_9_under_load_loses_only_the_last_batch_window(tmp_path):
     with FakeProvider("fake") as fake:
         proc, url = start_server(write_config(tmp_path, fake, db))
         answered: dict[str, float] = {}  # request id -> when its answer arrived
+        refused: list[int] = []
         lock = threading.Lock()
 
         def load() -> None:
@@ -73,8 +74,10 @@ def test_kill_9_under_load_loses_only_the_last_batch_window(tmp_path):
                     except httpx.HTTPError:
                         return  # killed
                     arrived = time.monotonic()
-                    assert response.status_code == 200
                     with lock:
+                        if response.status_code != 200:
+                            refused.append(response.status_code)
+                            return
                         answered[response.headers["x-request-id"]] = arrived
 
         threads = [threading.Thread(target=load) for _ in range(4)]
@@ -94,7 +97,7 @@ def test_kill_9_under_load_loses_only_the_last_batch_window(tmp_path):
     missing = {i: killed_at - answered[i] for i in answered.keys() - logged}
     oldest = max(missing.values(), default=0.0)
     print(f"kill -9: {len(missing)} of {len(answered)} answered not logged, oldest {oldest:.3f} s")
-    assert len(answered) > 200
+    assert not refused and len(answered) > 200
     # Every lost record was answered within the window before the kill; all older ones are there.
     late = {i: round(age, 3) for i, age in missing.items() if age > WINDOW_S + SLACK_S}
     assert not late, f"records answered {sorted(late.values())} s before the kill were lost"
