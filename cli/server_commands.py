@@ -204,7 +204,11 @@ def status(
         float, typer.Option("--interval", min=0.1, help="With --watch: seconds between refreshes.")
     ] = 2.0,
 ) -> None:
-    """Live rate-limit state of every chain entry, and the server's version and generation."""
+    """Live rate-limit state of every chain entry, and the server's version and generation.
+
+    When the server's request log is dropping records or its database is failing
+    (/health says `degraded`), the title says so.
+    """
     with AdminClient.connect(server, config) as client:
 
         def snapshot() -> tuple[dict[str, Any], dict[str, Any]]:
