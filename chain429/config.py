@@ -46,6 +46,10 @@ from chain429.config_errors import (
 from chain429.masking import redact
 from chain429.presets import PRESETS, PROVIDER_TYPES
 
+# The request log's buffer (settings.logBufferSize): 10,000 records of ~1-2 kB
+# each ride out a database outage of 100 s at 100 requests/s.
+LOG_BUFFER_SIZE = 10_000
+
 __all__ = [
     "Chain",
     "ChainEntry",
@@ -135,6 +139,9 @@ class Settings(Model):
     client_retry_max_wait_ms: Count = Field(default=10000, ge=0)
     # The request log: where it lives is databaseUrl (or 429chain's dbPath).
     log_retention_days: Count = Field(default=30, ge=0)  # 0 keeps everything
+    # Request records accepted and not yet committed, at most (queued, or in a
+    # batch being retried while the database is down); more are dropped, counted.
+    log_buffer_size: Count = Field(default=LOG_BUFFER_SIZE, ge=1)
     log_format: Literal["text", "json"] = "text"
     metrics_public: Flag = False  # serve /metrics without a key
     # Browser safety (docs/security.md). Host names the server answers to besides

@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -127,6 +127,11 @@ class MemoryStateStore:
         # persister writes only when there is something new. Only counts: the
         # request path pays one integer add.
         self.version = 0
+        # Called (on the event loop, without waiting) when a provider has just
+        # told us something a restart must not forget: a new block (a cooldown,
+        # a quota gone, a bad key) or a request quota read at zero. The persister
+        # sets it to wake its saver at once instead of at its next tick.
+        self.on_learnt: Callable[[], None] | None = None
 
     def _bucket(self, entry: EntryRuntime) -> Bucket:
         bucket = self._buckets.get(entry.bucket)
@@ -200,6 +205,8 @@ class MemoryStateStore:
         if outcome.kind is Kind.RATE_LIMITED:
             readings += read_body(entry.dialect, body, now=now)
         bucket.observe(readings, now)
+        if any(r.kind == "requests" and r.remaining == 0 for r in readings):
+            self._learnt()  # a quota gone, said on an answer that may still be a 200
         if reservation.probe_key is not None and outcome.kind is not Kind.RATE_LIMITED:
             # Success or not, the probe is answered; a new cooldown brings a new probe.
             self._probes.pop(reservation.probe_key, None)
@@ -238,7 +245,12 @@ class MemoryStateStore:
             return current
         self._blocks[key] = block
         self._probes.pop(key, None)
+        self._learnt()
         return block
+
+    def _learnt(self) -> None:
+        if self.on_learnt is not None:
+            self.on_learnt()
 
     async def finish(self, reservation: Reservation, used_tokens: int | None) -> None:
         if reservation.done:

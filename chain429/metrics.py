@@ -1,8 +1,9 @@
 """Prometheus metrics: counted from each finished request record, rendered on scrape.
 
 Each app has its own registry (several apps may share a process in tests and
-embeddings). Gauges that describe current state (cooldowns, queue depths) are
-read at scrape time rather than kept up to date on the request path.
+embeddings). Gauges that describe current state (cooldowns, queue depths) and
+the request log writer's counters are read at scrape time rather than kept up
+to date on the request path.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from chain429.db import LATENCY_BUCKETS_MS
 from chain429.records import RequestRecord
+from chain429.telemetry import Telemetry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _SECONDS_BUCKETS = tuple(ms / 1000 for ms in LATENCY_BUCKETS_MS)
@@ -32,17 +34,51 @@ class _StateCollector(Collector):
             ("chain429_active_cooldowns", "Entries or providers blocked right now."),
             ("chain429_open_connections", "Client connections open right now."),
             ("chain429_request_queue_depth", "Requests waiting for a provider to recover."),
-            ("chain429_log_queue_depth", "Request records waiting for the log writer."),
             (
-                "chain429_log_queue_dropped",
-                "Request records dropped because the log queue was full.",
+                "chain429_config_rejected",
+                "1 while the config file on disk is invalid (the last good one serves).",
             ),
         ):
             yield GaugeMetricFamily(name, help_text, value=values.get(name, 0.0))
 
 
+class _LogCollector(Collector):
+    """The request log writer's counters, read from it at scrape time (the same as /health's)."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._telemetry = telemetry
+
+    def collect(self) -> Iterable[Metric]:
+        t = self._telemetry
+        yield GaugeMetricFamily(
+            "chain429_log_pending",
+            "Request records accepted and not yet committed to the database.",
+            value=t.pending,
+        )
+        dropped = CounterMetricFamily(
+            "chain429_log_dropped",
+            "Request records that will never be written, by reason: full (the buffer "
+            "was full), rejected (the database refused the record), shutdown "
+            "(unwritten when a stop gave up on the database).",
+            labels=["reason"],
+        )
+        for reason, count in t.dropped_by_reason.items():
+            dropped.add_metric([reason], count)
+        yield dropped
+        yield CounterMetricFamily(
+            "chain429_log_written", "Request records committed to the database.", value=t.written
+        )
+        yield CounterMetricFamily(
+            "chain429_log_write_failures",
+            "Database errors the request log writer met (each failed try counts).",
+            value=t.failures,
+        )
+
+
 class Metrics:
-    def __init__(self, read_state: Callable[[], dict[str, float]]) -> None:
+    def __init__(
+        self, read_state: Callable[[], dict[str, float]], telemetry: Telemetry | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "chain429_requests",
@@ -94,6 +130,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_StateCollector(read_state))
+        if telemetry is not None:
+            self.registry.register(_LogCollector(telemetry))
 
     def observe(self, record: RequestRecord) -> None:
         chain = record.chain or ""

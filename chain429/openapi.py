@@ -220,13 +220,18 @@ _RATELIMITS = _obj("", "object entries buckets blocks", object=_const("ratelimit
     buckets=_list_of(_obj("bucket provider in_flight:i", quotas=_list_of(_QUOTA))),
     blocks=_list_of(_obj("until:t?"), "Every block in force."))
 _HEALTH = _obj("version uptime_s:n config_generation:i config_loaded_at:n",
-    "status version", status=_const("ok"),
+    "status version",
+    status=_t("string", "`degraded` (still 200) while the file on disk is rejected, the request "
+              "log's database fails, or it dropped a record in the last 5 minutes.",
+              enum=["ok", "degraded"]),
     config_error=_null("object", "Set while the file on disk is rejected (the running config "
                        "is kept): `rejected_at`, and for admin callers the `errors`.",
                        properties={"rejected_at": _t("number"),
                                    "errors": _list_of(_ref("ConfigIssue"))}),
-    request_log=_obj("queue_depth:i dropped:i written:i last_error:s?", "",
-                     "Present when the request log is on."))
+    log=_obj("dropped:i pending:i last_error:s? written:i", "dropped pending last_error written",
+             "The request log, when it is on: records dropped (never to be written), pending "
+             "(accepted, not yet committed), the database's last error (null once a write "
+             "succeeds again), records written."))
 
 _WRITE_RESULT = _obj("", "generation",
     result=_t("string", "What the edit did, e.g. `created`, `updated`, `deleted`."),

@@ -11,9 +11,14 @@ Every `interval_s` the saver looks at the store's version counter; if it moved,
 the state is exported on the event loop (the store is not thread-safe, and an
 export is a walk over a few dicts), then written in a worker thread in one
 transaction: rows that changed are upserted, rows whose state ended are
-deleted. A database error is logged (passwords masked) and the write is tried
-again at the next interval; it never reaches a request. `stop` writes once
-more, after the server has drained, so the last answers are not forgotten.
+deleted. What a restart must not forget (a cooldown or a quota gone, learnt
+from a provider's answer) does not wait for the tick: the store calls
+`on_learnt`, which wakes the saver at once, so a crash a few milliseconds
+after a 429 no longer re-asks that provider. Wake-ups that come while a save
+runs are folded into one more save. A database error is logged (passwords
+masked) and the write is tried again at the next interval; it never reaches a
+request. `stop` writes once more, after the server has drained, so the last
+answers are not forgotten.
 
 The rows belong to one process: the memory store is the single-instance
 default. Instances that must share state use a shared store (Redis), which
@@ -49,6 +54,7 @@ class PersistentStore(Protocol):
     """What the saver needs of a state store (MemoryStateStore has it)."""
 
     version: int
+    on_learnt: Callable[[], None] | None
 
     def export_state(self, now: float) -> dict[str, dict[str, Any]]: ...
 
@@ -76,6 +82,7 @@ class StatePersister:
         self._saved_version: int | None = None  # None: write at the first look
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()  # the store learnt something worth saving now
         self._writing = asyncio.Lock()
         self._last_failure_log = -math.inf
         self.writes = 0  # transactions committed
@@ -120,16 +127,18 @@ class StatePersister:
     # ------------------------------------------------------------ saving
 
     def start(self) -> asyncio.Task[None]:
-        """Run `run()` as a task on the running loop."""
+        """Run `run()` as a task on the running loop, woken early by the store's `on_learnt`."""
         if self._task is None:
+            self._store.on_learnt = self._wake.set
             self._task = asyncio.create_task(self.run(), name="chain429-state-persister")
         return self._task
 
     async def run(self) -> None:
-        """Save whenever the store changed, every `interval_s`, until `stop`."""
+        """Save what changed every `interval_s`, or at once when woken, until `stop`."""
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._interval_s)
+                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+            self._wake.clear()
             if self._stopping.is_set():
                 return  # stop() writes the last snapshot itself
             try:
@@ -195,6 +204,9 @@ class StatePersister:
     async def stop(self) -> None:
         """End the saving task and write a final snapshot. Idempotent."""
         self._stopping.set()
+        self._wake.set()
+        if self._store.on_learnt == self._wake.set:
+            self._store.on_learnt = None
         if self._task is not None:
             # return_exceptions: a task cancelled by someone else still gets its final write.
             await asyncio.gather(self._task, return_exceptions=True)

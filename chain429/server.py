@@ -40,11 +40,15 @@ from chain429.reloader import Reloader
 from chain429.router import Router
 from chain429.runtime import Snapshot, build_snapshot
 from chain429.stats_routes import register_stats_routes
+from chain429.telemetry import Telemetry
 from chain429.upstream import Upstream
 
 log = logging.getLogger("chain429")
 
 _app_numbers = itertools.count(1)
+
+# How long /health says "degraded" after a request record was dropped.
+DEGRADED_AFTER_DROP_S = 300.0
 
 
 class OpenAIErrorHandler(ErrorHandler):
@@ -99,7 +103,7 @@ def create_app(
     *,
     config_path: Path | None = None,
     state: StateStore | None = None,
-    telemetry: Any = None,
+    telemetry: Telemetry | None = None,
     name: str | None = None,
 ) -> Sanic:
     """Build the Sanic app for one config; nothing listens until it is served.
@@ -130,7 +134,7 @@ def create_app(
     app.ctx.database = getattr(telemetry, "database", None)
     app.ctx.cooldowns_in_force = 0
     app.ctx.draining = False
-    app.ctx.metrics = Metrics(lambda: _gauges(app))
+    app.ctx.metrics = Metrics(lambda: _gauges(app), telemetry)
     app.ctx.connection_guard = ConnectionGuard(app.ctx.metrics)
     app.ctx.reloader = Reloader(app, config_path)
     app.on_request(guard)
@@ -194,22 +198,17 @@ def create_app(
             rejected = {"rejected_at": reloader.last_error_at}
             if _is_admin(request, snapshot):
                 rejected["errors"] = reloader.last_error
+        telemetry: Telemetry | None = app.ctx.telemetry
         body: dict[str, Any] = {
-            "status": "ok",
+            "status": health_status(telemetry, rejected is not None),
             "version": __version__,
             "uptime_s": round(time.time() - app.ctx.started_at, 3),
             "config_generation": snapshot.generation,
             "config_loaded_at": snapshot.loaded_at,
             "config_error": rejected,
         }
-        telemetry = app.ctx.telemetry
         if telemetry is not None:
-            body["request_log"] = {
-                "queue_depth": telemetry.queue_depth,
-                "dropped": telemetry.dropped,
-                "written": telemetry.written,
-                "last_error": telemetry.last_error,
-            }
+            body["log"] = telemetry.health()
         return _json(body)
 
     @app.get("/metrics")
@@ -254,15 +253,34 @@ def _is_admin(request: Request, snapshot: Snapshot) -> bool:
     return True
 
 
+def health_status(telemetry: Telemetry | None, config_rejected: bool) -> str:
+    """`/health`'s `status`: "ok", or "degraded" while something needs the operator.
+
+    The answer stays 200 either way: the proxy is serving, and a load balancer
+    should keep it. Degraded: the file on disk is rejected (the last good
+    config serves), the request log's database is failing (`log.last_error`;
+    records wait in `log.pending`), or a record was dropped in the last
+    DEGRADED_AFTER_DROP_S.
+    """
+    if config_rejected:
+        return "degraded"
+    if telemetry is not None:
+        if telemetry.last_error is not None:
+            return "degraded"
+        dropped_at = telemetry.last_drop_at
+        if dropped_at is not None and time.monotonic() - dropped_at < DEGRADED_AFTER_DROP_S:
+            return "degraded"
+    return "ok"
+
+
 def _gauges(app: Sanic) -> dict[str, float]:
     """Current-state gauges for /metrics (the cooldown count is refreshed per scrape)."""
-    telemetry = app.ctx.telemetry
     router = getattr(app.ctx, "router", None)  # absent until the server starts
     guard = getattr(app.ctx, "connection_guard", None)  # absent while Metrics registers
+    reloader = getattr(app.ctx, "reloader", None)  # absent while Metrics registers
     return {
         "chain429_active_cooldowns": float(app.ctx.cooldowns_in_force),
         "chain429_open_connections": float(guard.open) if guard else 0.0,
         "chain429_request_queue_depth": float(router.queue_depth) if router else 0.0,
-        "chain429_log_queue_depth": float(telemetry.queue_depth) if telemetry else 0.0,
-        "chain429_log_queue_dropped": float(telemetry.dropped) if telemetry else 0.0,
+        "chain429_config_rejected": float(reloader is not None and reloader.last_error is not None),
     }

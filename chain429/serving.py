@@ -82,7 +82,11 @@ def open_request_log(config: Config) -> Telemetry:
     except (ValueError, peewee.PeeweeException, OSError) as err:
         raise RequestLogError(f"request log: {scrub(str(err))}") from None
     log.info("request log: %s", describe(database))
-    return Telemetry(database, retention_days=settings.log_retention_days)
+    return Telemetry(
+        database,
+        buffer_size=settings.log_buffer_size,
+        retention_days=settings.log_retention_days,
+    )
 
 
 def serve(app: Sanic, host: str, port: int, *, access_log: bool = False) -> None:

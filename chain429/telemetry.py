@@ -1,14 +1,23 @@
 """The request log writer: the request path hands records over without waiting.
 
-`submit` is a `put_nowait` onto a bounded queue, safe from the event loop and
-from any thread; when the queue is full the record is dropped and counted,
-because a slow database must never slow a request down. One writer thread
-owns every write: it takes up to `batch_rows` records (or what arrived within
-`batch_interval_s`) and writes requests, their attempt trails and the two
+`submit` puts a record in a bounded buffer (`chain429.logbuffer`), safe from
+the event loop and from any thread, and never blocks: a slow database must
+never slow a request down. One writer thread owns every write: it takes up to
+`batch_rows` records and writes requests, their attempt trails and the two
 hourly rollups (of requests, of attempts) in one transaction, so a batch is
 all there or not at all (the rollups themselves are `chain429.rollup`'s).
 Between batches it prunes rows older than the retention period, a little at a
 time.
+
+Nothing is lost silently. A batch the database fails to take (down, gone
+mid-batch, disk full, locked) stays in hand and is retried, in order, with
+backoff and a fresh connection, while new records wait behind it in the same
+bounded buffer; only records that overflow the buffer, that the database
+refuses outright (a record error, not an outage), or that a stop had to give
+up on are dropped, and each is counted by reason. A `kill -9` loses what is not
+committed yet: records submitted within the last `batch_interval_s` plus one
+write (docs/observability.md has the numbers), or the whole buffer during an
+outage.
 """
 
 from __future__ import annotations
@@ -17,7 +26,6 @@ import dataclasses
 import logging
 import math
 import operator
-import queue
 import sqlite3
 import threading
 import time
@@ -25,6 +33,7 @@ from typing import Any
 
 import peewee
 
+from chain429.config import LOG_BUFFER_SIZE
 from chain429.database import bind, describe, is_postgres, scrub, write_transaction
 from chain429.db import (
     AttemptRow,
@@ -33,6 +42,7 @@ from chain429.db import (
     RequestRow,
     database_proxy,
 )
+from chain429.logbuffer import Buffer
 from chain429.records import AttemptRecord, RequestRecord
 from chain429.rollup import (
     HOUR_MS,
@@ -43,7 +53,7 @@ from chain429.rollup import (
     merge_rollups,
 )
 
-__all__ = ["Telemetry", "latency_bucket"]
+__all__ = ["DROP_REASONS", "Telemetry", "latency_bucket"]
 
 log = logging.getLogger("chain429.telemetry")
 
@@ -54,8 +64,24 @@ _POSTGRES_MAX_PARAMS = 65535
 _MAX_ROWS_PER_STATEMENT = 500
 _RETENTION_BATCH = 1000  # ids per DELETE: each step holds the write lock only briefly
 _IDLE_WAIT_S = 1.0
-_RETRY_PAUSE_S = 0.1
+# A failed write is retried after 0.1 s, 0.2 s, ... then every second: a
+# database back up is written to within a second, one that stays down costs one
+# connection attempt a second.
+_RETRY_MIN_S = 0.1
+_RETRY_MAX_S = 1.0
+_STOP_MARGIN_S = 1.0  # a stop gives up on a failing database this long before its timeout
 _FAILURE_LOG_INTERVAL_S = 30.0  # a database that is down fails every batch: log, not flood
+_RECORD_ERRORS = frozenset({"IntegrityError", "DataError"})
+
+# Under load a transaction starts at most this often (unless a batch is full):
+# with one write's time it bounds what a kill -9 loses. See docs/observability.md.
+DEFAULT_BATCH_INTERVAL_S = 0.1
+
+# Why a record was dropped (`dropped_by_reason`, the `reason` label in /metrics).
+DROPPED_FULL = "full"
+DROPPED_REJECTED = "rejected"
+DROPPED_SHUTDOWN = "shutdown"
+DROP_REASONS = (DROPPED_FULL, DROPPED_REJECTED, DROPPED_SHUTDOWN)
 
 
 _REQUEST_MODEL = set(RequestRow._meta.fields) - {"id", "time_ms"}
@@ -98,22 +124,22 @@ def _insert_sql(db: peewee.Database, model: Any, fields: list[Any], rows: int, i
 
 
 class Telemetry:
-    """Owns the request log's writes: bounded queue in, one writer thread, batched transactions."""
+    """Owns the request log's writes: bounded buffer in, one writer thread, batched transactions."""
 
     def __init__(
         self,
         database: peewee.Database,
         *,
-        queue_size: int = 10000,
+        buffer_size: int = LOG_BUFFER_SIZE,
         batch_rows: int = 500,
-        batch_interval_s: float = 0.2,
+        batch_interval_s: float = DEFAULT_BATCH_INTERVAL_S,
         retention_days: int = 30,
         rollup_retention_days: int | None = None,
         retention_interval_s: float = 600.0,
         retention_delay_s: float = 10.0,
     ) -> None:
-        if queue_size < 1 or batch_rows < 1 or batch_interval_s < 0:
-            raise ValueError("queue_size and batch_rows must be >= 1, batch_interval_s >= 0")
+        if buffer_size < 1 or batch_rows < 1 or batch_interval_s < 0:
+            raise ValueError("buffer_size and batch_rows must be >= 1, batch_interval_s >= 0")
         # The models write through chain429.db.database_proxy; transactions are
         # taken on `database`. They must be the same object or a batch would
         # not be atomic.
@@ -122,7 +148,7 @@ class Telemetry:
         elif database_proxy.obj is not database:
             raise ValueError("the models are bound to another database; open it with open_database")
         self._db = database
-        self._queue: queue.Queue[RequestRecord | None] = queue.Queue(maxsize=queue_size)
+        self._buffer: Buffer[RequestRecord] = Buffer(buffer_size)
         self._batch_rows = batch_rows
         self._batch_interval_s = batch_interval_s
         self._retention_days = retention_days
@@ -131,33 +157,29 @@ class Telemetry:
         )
         self._retention_interval_s = retention_interval_s
         self._retention_delay_s = retention_delay_s
-        self._lock = threading.Lock()  # start/stop and the drop counter
+        self._lock = threading.Lock()  # start/stop and the drop counters
         self._thread: threading.Thread | None = None
-        self._closed = False
-        self._dropped = 0
+        self._wakeup = threading.Event()  # cuts a retry pause short at stop()
+        self._give_up_at = math.inf  # set by stop(): when a failing database is given up on
+        self._last_write = -math.inf  # monotonic start of the last write attempt
+        self._dropped = dict.fromkeys(DROP_REASONS, 0)
+        self._last_drop_at: float | None = None
         self._written = 0
-        self._lost = 0
         self._failures = 0
         self._last_error: str | None = None
         self._last_failure_log = -math.inf
-        self._failing = False
         self._param_limit: int | None = None
 
     # ------------------------------------------------------------ request path
 
     def submit(self, record: RequestRecord) -> bool:
-        """Queue a finished request for writing; False (and counted) if the queue is full."""
-        if not self._closed:
-            try:
-                self._queue.put_nowait(record)
-                return True
-            except queue.Full:
-                pass
-        with self._lock:
-            self._dropped += 1
+        """Buffer a finished request for writing; False (and counted) if the buffer is full."""
+        if self._buffer.put(record):
+            return True
+        self._drop(DROPPED_FULL, 1)
         return False
 
-    # ------------------------------------------------------------ what /metrics reads
+    # ------------------------------------------------------------ what /health and /metrics read
 
     @property
     def database(self) -> peewee.Database:
@@ -166,12 +188,29 @@ class Telemetry:
 
     @property
     def dropped(self) -> int:
-        """Records refused because the queue was full (or telemetry was stopped)."""
-        return self._dropped
+        """Records that will never be written, for any reason (see `dropped_by_reason`)."""
+        return sum(self._dropped.values())
 
     @property
-    def queue_depth(self) -> int:
-        return self._queue.qsize()
+    def dropped_by_reason(self) -> dict[str, int]:
+        """`full`: refused, the buffer was full (or the log stopped); `rejected`: the
+        database refused the record itself; `shutdown`: still unwritten when a stop
+        gave up on a database that was down."""
+        return dict(self._dropped)
+
+    @property
+    def last_drop_at(self) -> float | None:
+        """`time.monotonic()` of the last drop, None if nothing was ever dropped."""
+        return self._last_drop_at
+
+    @property
+    def pending(self) -> int:
+        """Records accepted and not yet committed: queued, or in a batch being (re)tried."""
+        return self._buffer.pending
+
+    @property
+    def buffer_size(self) -> int:
+        return self._buffer.capacity
 
     @property
     def written(self) -> int:
@@ -179,36 +218,29 @@ class Telemetry:
         return self._written
 
     @property
-    def lost(self) -> int:
-        """Records accepted but given up on after the database failed their batch twice."""
-        return self._lost
-
-    @property
     def failures(self) -> int:
-        """Database errors seen (a failed batch, record or retention step), retried or not."""
+        """Database errors met: failed batches (each retry counts), refused records, retention."""
         return self._failures
 
     @property
     def last_error(self) -> str | None:
-        """The last database error, with any password masked."""
+        """The database's last error (passwords masked); None again once a write succeeds."""
         return self._last_error
 
-    def stats(self) -> dict[str, Any]:
+    def health(self) -> dict[str, Any]:
+        """The `log` object of /health."""
         return {
-            "queue_depth": self.queue_depth,
-            "queue_size": self._queue.maxsize,
-            "dropped": self._dropped,
-            "written": self._written,
-            "lost": self._lost,
-            "failures": self._failures,
+            "dropped": self.dropped,
+            "pending": self.pending,
             "last_error": self._last_error,
+            "written": self._written,
         }
 
     # ------------------------------------------------------------ life cycle
 
     def start(self) -> Telemetry:
         with self._lock:
-            if self._closed:
+            if self._buffer.closed:
                 raise RuntimeError("telemetry was stopped; make a new one")
             if self._thread is None:
                 self._thread = self._spawn()
@@ -222,49 +254,29 @@ class Telemetry:
         return thread
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every record submitted so far is written (or counted lost)."""
-        deadline = time.monotonic() + timeout
-        with self._queue.all_tasks_done:
-            while self._queue.unfinished_tasks:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._queue.all_tasks_done.wait(remaining)
-        return True
+        """Wait until every record accepted so far is committed (or dropped and counted)."""
+        return self._buffer.wait_drained(timeout)
 
     def stop(self, timeout: float = 10.0) -> bool:
-        """Write what is queued, then end the writer thread. Idempotent; False if it timed out."""
+        """Write what is buffered, then end the writer thread. Idempotent; False if it timed out.
+
+        A database that is down is retried until shortly before `timeout`; what is
+        still unwritten then is dropped, counted (`shutdown`) and logged.
+        """
         deadline = time.monotonic() + timeout
         with self._lock:
-            first = not self._closed
-            self._closed = True
+            if not self._buffer.closed:
+                self._give_up_at = deadline - min(_STOP_MARGIN_S, timeout / 4)
+                self._buffer.close()
             if self._thread is None:
-                # Never started: start now so what was queued still gets written.
+                # Never started: start now so what was accepted still gets written.
                 self._thread = self._spawn()
+        self._wakeup.set()
         thread = self._thread
-        if first:
-            try:  # may wait while a full queue drains; the request path never calls this
-                self._queue.put(None, timeout=timeout)
-            except queue.Full:
-                log.error("telemetry: queue still full after %.1fs; not flushed", timeout)
         thread.join(max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
-            log.error(
-                "telemetry: writer still busy after %.1fs; %d queued", timeout, self.queue_depth
-            )
+            log.error("telemetry: writer still busy after %.1fs; %d pending", timeout, self.pending)
             return False
-        # Submits that raced with stop() landed after the writer's last look.
-        leftover = 0
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            self._queue.task_done()
-            leftover += item is not None
-        if leftover:
-            with self._lock:
-                self._dropped += leftover
         return True
 
     # ------------------------------------------------------------ writer thread
@@ -273,103 +285,134 @@ class Telemetry:
         enabled = self._retention_days > 0 or self._rollup_retention_days > 0
         next_prune = time.monotonic() + self._retention_delay_s if enabled else math.inf
         pruning = False
+        batch: list[RequestRecord] = []  # in hand: taken from the buffer, not yet committed
+        retry = False  # the batch failed before: its commit may have gone through
+        pause = _RETRY_MIN_S
         try:
             while True:
                 try:
-                    wait = 0.0 if pruning else min(_IDLE_WAIT_S, next_prune - time.monotonic())
-                    if self._take_and_write(max(0.0, wait)):
-                        return
-                    if pruning or time.monotonic() >= next_prune:
+                    if not batch:
+                        if self._buffer.closed and not self._buffer.pending:
+                            return
+                        now = time.monotonic()
+                        wait_until = now if pruning else min(now + _IDLE_WAIT_S, next_prune)
+                        batch, retry = self._next_batch(wait_until), False
+                    if batch:
+                        if not self._write(batch, retry):
+                            retry = True
+                            if self._pause_or_give_up(batch, pause):
+                                batch = []
+                            pause = min(2 * pause, _RETRY_MAX_S)
+                            continue
+                        self._buffer.release(len(batch))
+                        batch, pause = [], _RETRY_MIN_S
+                    if not self._buffer.closed and (pruning or time.monotonic() >= next_prune):
                         pruning = self._prune_step()
                         if not pruning:
                             next_prune = time.monotonic() + self._retention_interval_s
                 except Exception:  # a bug here must not silence the log until restart
                     log.exception("telemetry writer: unexpected error")
-                    time.sleep(_RETRY_PAUSE_S)
+                    time.sleep(_RETRY_MIN_S)
         finally:
             self._reset_connection()
 
-    def _take_and_write(self, wait: float) -> bool:
-        """Write one batch; True once the stop marker is seen and the rest is written."""
-        batch, stopping = self._collect(wait)
-        try:
-            if batch:
-                self._write(batch)
-        finally:
-            for _ in range(len(batch) + stopping):
-                self._queue.task_done()
-        while stopping:
-            batch, _ = self._collect(0.0, block=False)
-            if not batch:
-                break
-            try:
-                self._write(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-        return stopping
+    def _next_batch(self, wait_until: float) -> list[RequestRecord]:
+        """The oldest records, up to a batch; [] if none came by `wait_until`.
 
-    def _collect(self, wait: float, *, block: bool = True) -> tuple[list[RequestRecord], bool]:
-        try:
-            first = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-        except queue.Empty:
-            return [], False
-        if first is None:
-            return [], True
-        batch = [first]
-        # Wait a little for more: a busy proxy fills the batch at once, a quiet
-        # one pays one transaction per interval instead of one per request.
-        deadline = time.monotonic() + (self._batch_interval_s if block else 0.0)
-        while len(batch) < self._batch_rows:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    item = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
-            if item is None:
-                return batch, True
-            batch.append(item)
-        return batch, False
+        A record that finds the writer idle is written at once; under load a
+        transaction starts at most every `batch_interval_s` unless a full batch
+        is waiting. So a quiet proxy commits each record within one write's
+        time, and a busy one still writes a few big transactions a second.
+        """
+        buffer = self._buffer
+        if not buffer.wait(1, wait_until):
+            return []
+        write_at = self._last_write + self._batch_interval_s
+        if not buffer.closed and time.monotonic() < write_at:
+            buffer.wait(self._batch_rows, write_at)
+        return buffer.take(self._batch_rows)
 
-    def _write(self, batch: list[RequestRecord]) -> None:
+    def _pause_or_give_up(self, batch: list[RequestRecord], pause: float) -> bool:
+        """After a failed write: wait before retrying, or past a stop's deadline give up (True)."""
+        if self._buffer.closed:
+            left = self._give_up_at - time.monotonic()
+            if left <= 0:
+                self._give_up(batch)
+                return True
+            pause = min(pause, left)
+        self._wakeup.wait(pause)
+        self._wakeup.clear()
+        return False
+
+    def _give_up(self, batch: list[RequestRecord]) -> None:
+        count = len(batch) + self._buffer.discard_queued()
+        self._buffer.release(len(batch))
+        self._drop(DROPPED_SHUTDOWN, count)
+        log.error(
+            "request log %s: stopping with %d records unwritten (dropped): %s",
+            describe(self._db),
+            count,
+            self._last_error,
+        )
+
+    def _write(self, batch: list[RequestRecord], retry: bool) -> bool:
+        """Commit `batch`; False if the database failed and the batch must be retried.
+
+        The batch is one transaction. After a failure the commit may have gone
+        through anyway (the connection died before its answer), so a retry first
+        leaves out records already there: nothing is written twice, rollups
+        included.
+        """
+        self._last_write = time.monotonic()
         try:
             with write_transaction(self._db):
-                self._insert(batch)
-                merge_rollups(self._db, batch, self._insert_rows)
-            self._written += len(batch)
-            if self._failing:
-                self._failing = False
-                log.info("request log %s: writing again", describe(self._db))
-            return
+                todo = self._unwritten(batch) if retry else batch
+                self._insert(todo)
+                merge_rollups(self._db, todo, self._insert_rows)
         except Exception as exc:
-            self._failed(exc, f"batch of {len(batch)} failed, retrying")
-            self._reset_connection()
-        time.sleep(_RETRY_PAUSE_S)
-        # The retry isolates each record in a savepoint, so one bad record (a
-        # duplicate id, say) costs itself and not the whole batch.
+            if not _refuses_a_record(exc):
+                return self._retry_later(exc, f"batch of {len(batch)} kept, retrying")
+            self._failed(exc, f"batch of {len(batch)} refused; writing its records one by one")
+            return self._write_one_by_one(batch, retry)
+        self._written += len(batch)
+        self._recovered()
+        return True
+
+    def _write_one_by_one(self, batch: list[RequestRecord], retry: bool) -> bool:
+        """Each record in a savepoint, so one the database refuses (a duplicate id, a
+        value it cannot store) costs itself, not the batch."""
         kept: list[RequestRecord] = []
+        refused = 0
         try:
             with write_transaction(self._db):
-                for record in batch:
+                for record in self._unwritten(batch) if retry else batch:
                     try:
                         with self._db.atomic():
                             self._insert([record])
                         kept.append(record)
                     except Exception as exc:
-                        self._failed(exc, f"record {record.id} dropped")
+                        if not _refuses_a_record(exc):
+                            raise
+                        refused += 1
+                        self._failed(exc, f"record {record.id} refused by the database, dropped")
                 merge_rollups(self._db, kept, self._insert_rows)
         except Exception as exc:
-            self._failed(exc, f"batch of {len(batch)} dropped after a retry")
-            self._reset_connection()
-            self._lost += len(batch)
-            return
-        self._written += len(kept)
-        self._lost += len(batch) - len(kept)
+            return self._retry_later(exc, f"batch of {len(batch)} kept, retrying")
+        self._written += len(batch) - refused
+        self._drop(DROPPED_REJECTED, refused)
+        if not refused:
+            self._recovered()
+        return True
+
+    def _unwritten(self, batch: list[RequestRecord]) -> list[RequestRecord]:
+        """The records of `batch` whose row is not in the database yet."""
+        ids = [r.id for r in batch]
+        present: set[str] = set()
+        per = min(_RETENTION_BATCH, self._max_params())
+        for i in range(0, len(ids), per):
+            query = RequestRow.select(RequestRow.id).where(RequestRow.id.in_(ids[i : i + per]))
+            present.update(query.scalars())
+        return [r for r in batch if r.id not in present] if present else batch
 
     def _insert(self, records: list[RequestRecord]) -> None:
         self._insert_rows(RequestRow, _REQUEST_FIELDS, [_request_row(r) for r in records])
@@ -455,20 +498,41 @@ class Telemetry:
 
     # ------------------------------------------------------------ failures
 
+    def _drop(self, reason: str, count: int) -> None:
+        if count:
+            with self._lock:
+                self._dropped[reason] += count
+                self._last_drop_at = time.monotonic()
+
+    def _retry_later(self, exc: BaseException, what: str) -> bool:
+        self._failed(exc, what)
+        self._reset_connection()
+        return False
+
+    def _recovered(self) -> None:
+        if self._last_error is not None:
+            self._last_error = None
+            log.info(
+                "request log %s: writing again (%d failures so far, %d pending)",
+                describe(self._db),
+                self._failures,
+                self.pending,
+            )
+
     def _failed(self, exc: BaseException, what: str) -> None:
         self._failures += 1
-        self._failing = True
         self._last_error = scrub(f"{type(exc).__name__}: {exc}".strip())
         now = time.monotonic()
         if now - self._last_failure_log >= _FAILURE_LOG_INTERVAL_S:
             self._last_failure_log = now
             log.warning(
-                "request log %s: %s: %s (%d failures, %d records lost so far)",
+                "request log %s: %s: %s (%d failures, %d pending, %d dropped so far)",
                 describe(self._db),
                 what,
                 self._last_error,
                 self._failures,
-                self._lost,
+                self.pending,
+                self.dropped,
             )
 
     def _reset_connection(self) -> None:
@@ -478,3 +542,13 @@ class Telemetry:
             self._db.close()
         except Exception:
             self._db.dispose()
+
+
+def _refuses_a_record(exc: BaseException) -> bool:
+    """Whether the database refused what a record holds (it would refuse it again),
+    as opposed to failing to write at all (down, full, locked: worth retrying).
+
+    By DB-API class name, so it holds for Peewee's wrappers and for the drivers'
+    own exceptions (sqlite3, psycopg) that the raw cursor raises.
+    """
+    return any(cls.__name__ in _RECORD_ERRORS for cls in type(exc).__mro__)

@@ -169,10 +169,24 @@ def _status_rows(limits: dict[str, Any]) -> list[list[str]]:
 
 
 def _status_title(client: AdminClient, health: dict[str, Any]) -> str:
-    return (
+    title = (
         f"chain429 {health.get('version')} at {client.base_url}, "
         f"config generation {health.get('config_generation')}"
     )
+    problem = _log_problem(health.get("log"))
+    return f"{title}; {health.get('status')}: {problem}" if problem else title
+
+
+def _log_problem(log: dict[str, Any] | None) -> str:
+    """What the server's request log is losing or holding back (/health's `log`), or ""."""
+    if not log:
+        return ""
+    parts = []
+    if log.get("dropped"):
+        parts.append(f"{log['dropped']} records dropped")
+    if log.get("last_error"):
+        parts.append(f"{log.get('pending', 0)} waiting, database failing: {log['last_error']}")
+    return f"request log: {', '.join(parts)}" if parts else ""
 
 
 def status(
@@ -190,7 +204,11 @@ def status(
         float, typer.Option("--interval", min=0.1, help="With --watch: seconds between refreshes.")
     ] = 2.0,
 ) -> None:
-    """Live rate-limit state of every chain entry, and the server's version and generation."""
+    """Live rate-limit state of every chain entry, and the server's version and generation.
+
+    When the server's request log is dropping records or its database is failing
+    (/health says `degraded`), the title says so.
+    """
     with AdminClient.connect(server, config) as client:
 
         def snapshot() -> tuple[dict[str, Any], dict[str, Any]]:

@@ -369,6 +369,40 @@ def test_persister_writes_on_change_and_at_stop_and_a_new_process_loads_it(migra
     assert set(rows(migrated)) == {"block:bucket:cool/m", "bucket:cool/m"}
 
 
+def test_what_a_provider_says_no_with_is_saved_at_once_not_at_the_tick(migrated):
+    """A cooldown, a refused key, a quota read at zero: each is in the table well before
+    the saver's next tick (a minute away here). An answer that teaches nothing new is not
+    written until the tick."""
+    now = time.time()
+    e = make_entries()
+    day_gone = httpx.Headers(
+        {
+            "x-ratelimit-limit-requests": "14400",
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": "2h",
+        }
+    )
+
+    async def process():
+        store = MemoryStateStore()
+        persister = StatePersister(store, migrated, interval_s=60.0)
+        await asyncio.to_thread(persister.load)
+        persister.start()
+        await answer(store, e["daily"], 200, now)  # nothing learnt: waits for the tick
+        await asyncio.sleep(0.3)
+        quiet = persister.writes
+        await answer(store, e["cool"], 200, now, day_gone)  # a 200 that says "none left today"
+        await wait_for(lambda: "bucket:cool/m" in rows(migrated), timeout=1.0)
+        await answer(store, e["bad"], 401, now)
+        await wait_for(lambda: "block:provider:bad" in rows(migrated), timeout=1.0)
+        await persister.stop()
+        return quiet
+
+    assert asyncio.run(process()) == 0
+    (reading,) = rows(migrated)["bucket:cool/m"]["readings"]
+    assert (reading["kind"], reading["window"], reading["remaining"]) == ("requests", "day", 0)
+
+
 def test_expired_rows_are_deleted_at_the_first_write(migrated):
     now = time.time()
     e = make_entries()

@@ -262,18 +262,24 @@ def test_unreachable_server_error_hides_password(caplog: pytest.LogCaptureFixtur
     assert SECRET not in str(excinfo.value)
     assert "postgresql://bob:***@127.0.0.1:1/log" in str(excinfo.value)
 
-    # The writer keeps going when the database is down, and says so without the password.
+    # The writer keeps the record and retries while the database is down, and says
+    # so without the password.
     caplog.set_level(logging.WARNING, logger="chain429.telemetry")
     telemetry = Telemetry(db, batch_interval_s=0.01, retention_days=0).start()
     try:
         record_id = "req_unreachable"
         assert telemetry.submit(RequestRecord(id=record_id, started_at=0.0, outcome="success"))
-        assert telemetry.flush(5)
-        assert telemetry.lost == 1 and telemetry.written == 0 and telemetry.failures >= 2
+        assert not telemetry.flush(0.5)  # not written, and not thrown away either
+        assert telemetry.pending == 1 and telemetry.dropped == 0 and telemetry.written == 0
+        assert telemetry.failures >= 2  # retried
         assert telemetry.last_error and SECRET not in telemetry.last_error
         assert caplog.records and all(SECRET not in r.getMessage() for r in caplog.records)
     finally:
-        assert telemetry.stop()
+        assert telemetry.stop(timeout=1.0)
+    # A stop gives up on a database still down before its timeout: counted and logged.
+    assert telemetry.dropped_by_reason["shutdown"] == 1 and telemetry.pending == 0
+    assert any("1 records unwritten" in r.getMessage() for r in caplog.records)
+    assert all(SECRET not in r.getMessage() for r in caplog.records)
 
 
 # ------------------------------------------------------------------ reading

@@ -95,7 +95,7 @@ def test_records_round_trip_with_their_trails(
 def test_concurrent_submitters_lose_nothing(
     migrated: peewee.Database, make_record: MakeRecord
 ) -> None:
-    telemetry = writer(migrated, queue_size=10000, batch_rows=500).start()
+    telemetry = writer(migrated, buffer_size=10000, batch_rows=500).start()
     refused = []
 
     def submit_many() -> None:
@@ -120,12 +120,13 @@ def test_concurrent_submitters_lose_nothing(
 def test_full_queue_drops_and_never_blocks(
     migrated: peewee.Database, make_record: MakeRecord
 ) -> None:
-    telemetry = writer(migrated, queue_size=3)  # not started: nothing drains the queue
+    telemetry = writer(migrated, buffer_size=3)  # not started: nothing drains the buffer
     started = time.perf_counter()
     accepted = [telemetry.submit(make_record()) for _ in range(10)]
     assert time.perf_counter() - started < 0.5
     assert accepted == [True] * 3 + [False] * 7
-    assert telemetry.dropped == 7 and telemetry.queue_depth == 3
+    assert telemetry.dropped == 7 and telemetry.pending == 3
+    assert telemetry.dropped_by_reason == {"full": 7, "rejected": 0, "shutdown": 0}
     assert telemetry.stop()  # what was accepted is still written
     assert RequestRow.select().count() == 3
     assert not telemetry.submit(make_record()) and telemetry.dropped == 8
@@ -290,7 +291,7 @@ def test_two_writers_on_one_database_merge_both_rollups_exactly(
             assert (first if i % 2 else second).submit(record)
     finally:
         assert first.stop() and second.stop()
-    assert first.written + second.written == 400 and first.lost == second.lost == 0
+    assert first.written + second.written == 400 and first.dropped == second.dropped == 0
     assert HourlyRollup.select(peewee.fn.SUM(HourlyRollup.requests)).scalar() == 400
     assert_attempt_rollup_matches_trails()
     assert HourlyAttemptRollup.select(peewee.fn.SUM(HourlyAttemptRollup.count)).scalar() == 1200
@@ -367,7 +368,8 @@ def test_a_bad_record_costs_only_itself(migrated: peewee.Database, make_record: 
         telemetry.submit(record)
     telemetry.start()
     assert telemetry.flush(5)
-    assert (telemetry.written, telemetry.lost) == (11, 1)
+    assert (telemetry.written, telemetry.dropped_by_reason["rejected"]) == (11, 1)
+    assert telemetry.dropped == 1 and telemetry.pending == 0
     assert telemetry.last_error and telemetry.failures >= 2
     assert telemetry.submit(make_record())  # the writer is still alive
     assert telemetry.stop()
@@ -388,7 +390,7 @@ def test_overlong_strings_are_clipped_not_fatal(
     telemetry = writer(migrated).start()
     telemetry.submit(record)
     assert telemetry.stop()
-    assert telemetry.lost == 0
+    assert telemetry.dropped == 0
     row = RequestRow.get_by_id(record.id)
     assert row.chain == "x" * 200 and row.model == "x" * 200
     assert HourlyRollup.get().chain == "x" * 200
