@@ -173,8 +173,31 @@ def _status_title(client: AdminClient, health: dict[str, Any]) -> str:
         f"chain429 {health.get('version')} at {client.base_url}, "
         f"config generation {health.get('config_generation')}"
     )
-    problem = _log_problem(health.get("log"))
-    return f"{title}; {health.get('status')}: {problem}" if problem else title
+    problems = [p for p in (_config_problem(health), _log_problem(health.get("log"))) if p]
+    return f"{title}; {health.get('status')}: {'; '.join(problems)}" if problems else title
+
+
+def _config_problem(health: dict[str, Any]) -> str:
+    rejected = health.get("config_error")
+    if not rejected:
+        return ""
+    when = rejected.get("rejected_at")
+    at = datetime.fromtimestamp(when).strftime("%H:%M:%S") if when else "?"
+    return f"the config file on disk was rejected at {at}; the last good one serves"
+
+
+def _print_config_error(health: dict[str, Any]) -> None:
+    """Why the file on disk is rejected, on top and in red (admin keys see the reasons)."""
+    problem = _config_problem(health)
+    if not problem:
+        return
+    output.stderr.print(f"error: {problem}", style="bold red", markup=False, highlight=False)
+    errors = (health.get("config_error") or {}).get("errors")
+    if errors is None:
+        hint = "  (the reasons are shown to an admin key: set CHAIN429_ADMIN_KEY)"
+        output.stderr.print(hint, style="red", markup=False, highlight=False)
+    for line in _issue_lines(errors) if errors is not None else []:
+        output.stderr.print(f"  {line}", style="red", markup=False, highlight=False)
 
 
 def _log_problem(log: dict[str, Any] | None) -> str:
@@ -206,8 +229,9 @@ def status(
 ) -> None:
     """Live rate-limit state of every chain entry, and the server's version and generation.
 
-    When the server's request log is dropping records or its database is failing
-    (/health says `degraded`), the title says so.
+    When the config file on disk is rejected, its errors come first, in red. When
+    that happens, or the server's request log is dropping records or its database
+    is failing (/health says `degraded`), the title says so too.
     """
     with AdminClient.connect(server, config) as client:
 
@@ -219,6 +243,7 @@ def status(
             if as_json:
                 print_json({"server": health, "ratelimits": limits})
                 return
+            _print_config_error(health)
             title = _status_title(client, health)
             if not output.interactive():
                 say(title)

@@ -389,3 +389,56 @@ def test_config_show_masks_secrets(cli, server, tmp_path):
     assert data["providers"][0]["apiKey"] == "s3c…y-42"
     missing = cli("config", "show", "-c", str(tmp_path / "none.yaml"))
     assert missing.returncode == 2 and missing.stderr.startswith("error: no config file at")
+
+
+# -- a rejected config file ----------------------------------------------------
+
+
+def test_a_rejected_config_file_shows_in_health_status_metrics_and_once_in_the_log(tmp_path):
+    with FakeProvider("a") as a, FakeProvider("b") as b:
+        srv = Server(tmp_path, a, b)
+        proc = subprocess.Popen(
+            [*CHAIN429, "serve", "-c", str(srv.config)],
+            env={**os.environ, "T_ADMIN_KEY": ADMIN_KEY},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+        try:
+            wait_healthy(srv.url, proc)
+            srv.config.write_text(srv.text.replace("{provider: a,", "{provider: ghost,"))
+            deadline = time.monotonic() + 10
+            while httpx.get(f"{srv.url}/health").json()["status"] != "degraded":
+                assert time.monotonic() < deadline, "the rejected file never showed"
+                time.sleep(0.1)
+            time.sleep(1.5)  # three more polls of an unchanged file: no more log lines
+            public = httpx.get(f"{srv.url}/health")
+            assert public.status_code == 200  # a load balancer keeps the instance
+            assert "errors" not in public.json()["config_error"]
+            metrics = httpx.get(f"{srv.url}/metrics", headers=admin).text
+            assert "chain429_config_rejected 1.0" in metrics
+            result = subprocess.run(
+                [*CHAIN429, "status", "-c", str(srv.config)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=cli_env(tmp_path / "home"),
+            )
+            assert result.returncode == 0, result.stderr
+            first, second = result.stderr.splitlines()[:2]
+            assert first.startswith("error: the config file on disk was rejected at ")
+            assert "chains[0].entries[0].provider: no provider with id 'ghost'" in second
+            assert srv.chat()  # the last good config serves
+            srv.config.write_text(srv.text)
+            while httpx.get(f"{srv.url}/health").json()["status"] != "ok":
+                assert time.monotonic() < deadline + 10
+                time.sleep(0.1)
+            assert (
+                "chain429_config_rejected 0.0"
+                in httpx.get(f"{srv.url}/metrics", headers=admin).text
+            )
+        finally:
+            stop(proc)
+        log = proc.stderr.read() if proc.stderr else ""
+    assert log.count("config not reloaded") == 1, log
