@@ -18,7 +18,11 @@ from chain429.serving import ServerThread
 from chain429.testing import FakeProvider
 
 REPO = Path(__file__).resolve().parents[1]
-COMPAT_CONFIG = REPO.parent / "shared" / "compat" / "429chain-config.example.yaml"
+# A 429chain config of our own using every key of its schema; 429chain's own
+# example (shared/compat/, beside the repository) is checked too when present.
+COMPAT_CONFIG = REPO / "tests" / "engine" / "fixtures" / "429chain.yaml"
+SHARED_COMPAT_CONFIG = REPO.parent / "shared" / "compat" / "429chain-config.example.yaml"
+COMPAT_CONFIGS = [COMPAT_CONFIG, *([SHARED_COMPAT_CONFIG] if SHARED_COMPAT_CONFIG.exists() else [])]
 PROXY_KEY = "test-proxy-key"
 
 

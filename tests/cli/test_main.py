@@ -15,12 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import COMPAT_CONFIG
+from conftest import COMPAT_CONFIG, COMPAT_CONFIGS
 
 CHAIN429 = [sys.executable, "-m", "chain429.cli.main"]
 COMPAT_KEY = "your-proxy-api-key-here"
-
-needs_compat = pytest.mark.skipif(not COMPAT_CONFIG.exists(), reason="shared/compat not present")
 
 
 def free_port() -> int:
@@ -86,9 +84,9 @@ def test_version():
     assert result.stdout.strip() == f"chain429 {__version__}"
 
 
-@needs_compat
-def test_validate_accepts_429chain_example_unchanged():
-    result = run("validate", str(COMPAT_CONFIG))
+@pytest.mark.parametrize("path", COMPAT_CONFIGS, ids=lambda path: path.name)
+def test_validate_accepts_429chain_configs_unchanged(path):
+    result = run("validate", str(path))
     assert (result.returncode, result.stdout.strip()) == (0, "ok")
 
 
@@ -114,7 +112,6 @@ def test_validate_json(tmp_path):
     ]
 
 
-@needs_compat
 def test_validate_finds_config_from_environment(tmp_path):
     for variable in ("CHAIN429_CONFIG", "CONFIG_PATH"):
         result = run("validate", env={variable: str(COMPAT_CONFIG)}, cwd=tmp_path)
@@ -129,14 +126,14 @@ def test_validate_finds_chain429_yaml_in_the_working_directory(tmp_path):
     assert "chain429.yaml:3: settings.port" in result.stdout
 
 
-@needs_compat
-def test_serve_runs_the_429chain_example_and_stops_on_ctrl_c():
+def test_serve_runs_a_429chain_config_and_stops_on_ctrl_c(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
         [*CHAIN429, "serve", "--config", str(COMPAT_CONFIG), "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=tmp_path,  # its dbPath is relative, as 429chain's are
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -147,6 +144,7 @@ def test_serve_runs_the_429chain_example_and_stops_on_ctrl_c():
         assert [m["id"] for m in models["data"]][:2] == ["default", "fast"]
     finally:
         assert stop(proc) == 0
+    assert (tmp_path / "429chain.db").exists()  # 429chain's dbPath holds the request log
 
 
 ONE_CHAIN = (
