@@ -12,6 +12,7 @@ import json
 import time
 from typing import Any
 
+from chain429 import provider_json
 from chain429.limits import Reservation, StateStore
 from chain429.outcome import Kind, Outcome, Tried, classify
 from chain429.runtime import ChainRuntime, EntryRuntime, Snapshot
@@ -41,7 +42,7 @@ async def _ask(upstream: Upstream, snapshot: Snapshot, entry: EntryRuntime) -> T
     )
     data: dict[str, Any] = {}
     if outcome.kind is Kind.SUCCESS:
-        data = json.loads(reply.body)
+        data = provider_json.parse(reply.body)  # a chat completion: classify parsed it
     return Tried(outcome, data, reply.headers, reply.body[:4096])
 
 

@@ -7,13 +7,13 @@ down and for how long lives here, so one table test covers all of it.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Generic, TypeVar
 
+from chain429 import provider_json
 from chain429.dialects import read_body, read_headers
 from chain429.timeparse import parse_duration, parse_retry_after
 
@@ -157,7 +157,7 @@ def classify_stream_error(error: object, *, now: float, policy: CooldownPolicy) 
 
     OpenRouter, for one, reports a provider's 429 this way inside an HTTP 200.
     """
-    text = json.dumps(error).encode()
+    text = provider_json.encode(error) or b""
     code = error.get("code") if isinstance(error, dict) else None
     if code in (429, "429", "rate_limit_exceeded") or b"rate limit" in text.lower():
         until, source = rate_limit_until({}, text, now=now, policy=policy)
@@ -174,10 +174,7 @@ def classify_stream_error(error: object, *, now: float, policy: CooldownPolicy) 
 
 
 def _is_chat_completion(body: bytes) -> bool:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return False
+    data = provider_json.parse(body)  # None for junk and for too deep a nesting
     return isinstance(data, dict) and isinstance(data.get("choices"), list) and "error" not in data
 
 

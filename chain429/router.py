@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from chain429 import provider_json
 from chain429.limits import Block, Reservation, StateStore
 from chain429.outcome import CooldownPolicy, Kind, Outcome, Tried, classify
 from chain429.queueing import QueueError, Queues
@@ -405,7 +406,9 @@ def exhausted(
 
 def normalize_reasoning(body: bytes) -> bytes:
     """Move `reasoning_content` into an empty `content`, for clients that read only content."""
-    data = json.loads(body)
+    data = provider_json.parse(body)
+    if not isinstance(data, dict):
+        return body
     changed = False
     for choice in data.get("choices") or ():
         message = choice.get("message") if isinstance(choice, dict) else None
@@ -415,4 +418,4 @@ def normalize_reasoning(body: bytes) -> bytes:
                 message["content"] = reasoning
                 message.pop("reasoning_content")
                 changed = True
-    return json.dumps(data).encode() if changed else body
+    return (provider_json.encode(data) or body) if changed else body
