@@ -28,7 +28,13 @@ PROBE: dict[str, Any] = {
 async def _ask(upstream: Upstream, snapshot: Snapshot, entry: EntryRuntime) -> Tried[dict]:
     payload = json.dumps({**PROBE, "model": entry.model}).encode()
     try:
-        reply = await upstream.post(entry.url, entry.headers, payload, timeout_s=entry.timeout_s)
+        reply = await upstream.post(
+            entry.url,
+            entry.headers,
+            payload,
+            timeout_s=entry.timeout_s,
+            max_bytes=snapshot.config.settings.max_upstream_body_bytes,
+        )
     except UpstreamError as exc:
         return Tried(classify(None, {}, b"", exc.kind, now=time.time(), policy=snapshot.policy))
     outcome = classify(

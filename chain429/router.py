@@ -350,12 +350,17 @@ class Router:
     ) -> Reply:
         """Run one non-streaming chat completion down the chain."""
         policy = snapshot.policy
+        max_bytes = snapshot.config.settings.max_upstream_body_bytes
 
         async def attempt(entry: EntryRuntime) -> Tried[tuple[int, bytes]]:
             payload = json.dumps({**request, "model": entry.model}).encode()
             try:
                 reply = await self.upstream.post(
-                    entry.url, entry.headers, payload, timeout_s=entry.timeout_s
+                    entry.url,
+                    entry.headers,
+                    payload,
+                    timeout_s=entry.timeout_s,
+                    max_bytes=max_bytes,
                 )
             except UpstreamError as exc:
                 return Tried(classify(None, {}, b"", exc.kind, now=time.time(), policy=policy))

@@ -46,6 +46,8 @@ TABLE = [
     (None, {}, b"", "connect_error", Kind.TRANSIENT, True, None, Scope.ENTRY),
     (None, {}, b"", "connection_reset", Kind.TRANSIENT, True, None, Scope.ENTRY),
     (None, {}, b"", "timeout", Kind.TRANSIENT, True, None, Scope.ENTRY),
+    # Over maxUpstreamBodyBytes / maxSseEventBytes: the entry rests a minute.
+    (None, {}, b"", "upstream_too_large", Kind.UNHEALTHY, True, 60, Scope.ENTRY),
     (200, {}, b"<html>gateway</html>", None, Kind.TRANSIENT, True, None, Scope.ENTRY),
     # Valid JSON nested deeper than Python's parser goes: junk, not a crash.
     (200, {}, DEEP, None, Kind.TRANSIENT, True, None, Scope.ENTRY),
@@ -104,6 +106,14 @@ def test_trace_tokens_name_status_or_transport_error():
     assert run(None, error="timeout").token == "timeout"
     assert run(200, body=b"nope").token == "invalid_body"
     assert run(200, body=DEEP).token == "invalid_body"
+    assert run(None, error="upstream_too_large").token == "upstream_too_large"
+
+
+def test_an_oversized_answer_cools_down_for_the_policys_oversize_time():
+    policy = CooldownPolicy(oversize_s=5)
+    outcome = classify(None, {}, b"", "upstream_too_large", now=NOW, policy=policy)
+    assert outcome.until == pytest.approx(NOW + 5)
+    assert "maxUpstreamBodyBytes" in outcome.reason
 
 
 def test_an_error_event_too_deep_to_encode_is_not_a_crash():
