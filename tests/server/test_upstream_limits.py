@@ -157,6 +157,16 @@ def test_a_compressed_answer_within_the_limit_is_decoded(fake, proxy, encoding):
     assert a.requests[0].headers["accept-encoding"] == "gzip, deflate"
 
 
+def test_a_body_that_is_not_what_its_encoding_says_falls_through(fake, proxy):
+    broken = Reply(
+        body=b"\x1f\x8b\x08\x00" + b"not gzip at all" * 10, headers={"content-encoding": "gzip"}
+    )
+    a, b, p = two_entries(fake, proxy, broken)
+    text, headers = ask(p)
+    assert text == "Hello from b"
+    assert headers["x-429chain-trace"] == "a/model-a=upstream_error,b/model-b=200"
+
+
 def test_deeply_nested_json_bodies_fall_through_never_500(fake, proxy):
     deep = deep_json(100_000)
     a, b, p = two_entries(fake, proxy, Reply(body=deep))
