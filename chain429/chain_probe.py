@@ -12,6 +12,7 @@ import json
 import time
 from typing import Any
 
+from chain429 import provider_json
 from chain429.limits import Reservation, StateStore
 from chain429.outcome import Kind, Outcome, Tried, classify
 from chain429.runtime import ChainRuntime, EntryRuntime, Snapshot
@@ -27,7 +28,13 @@ PROBE: dict[str, Any] = {
 async def _ask(upstream: Upstream, snapshot: Snapshot, entry: EntryRuntime) -> Tried[dict]:
     payload = json.dumps({**PROBE, "model": entry.model}).encode()
     try:
-        reply = await upstream.post(entry.url, entry.headers, payload, timeout_s=entry.timeout_s)
+        reply = await upstream.post(
+            entry.url,
+            entry.headers,
+            payload,
+            timeout_s=entry.timeout_s,
+            max_bytes=snapshot.config.settings.max_upstream_body_bytes,
+        )
     except UpstreamError as exc:
         return Tried(classify(None, {}, b"", exc.kind, now=time.time(), policy=snapshot.policy))
     outcome = classify(
@@ -41,7 +48,7 @@ async def _ask(upstream: Upstream, snapshot: Snapshot, entry: EntryRuntime) -> T
     )
     data: dict[str, Any] = {}
     if outcome.kind is Kind.SUCCESS:
-        data = json.loads(reply.body)
+        data = provider_json.parse(reply.body)  # a chat completion: classify parsed it
     return Tried(outcome, data, reply.headers, reply.body[:4096])
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, raw
 
-from chain429 import logs
+from chain429 import logs, provider_json
 from chain429.auth import Scope, authorize
 from chain429.errors import ApiError
 from chain429.records import RequestRecord, new_request_id
@@ -126,9 +126,9 @@ def _count_tokens(record: RequestRecord, request: dict[str, Any], body: bytes) -
         record.prompt_tokens, record.completion_tokens = int(prompt[1]), int(completion[1])
     else:
         try:
-            choices = json.loads(body).get("choices") or []
+            choices = provider_json.parse(body).get("choices") or []
             text = "".join(str((c.get("message") or {}).get("content") or "") for c in choices)
-        except (ValueError, AttributeError):
+        except AttributeError:  # not an object (None when not JSON), or odd choices
             text = ""
         record.prompt_tokens = len(json.dumps(request.get("messages"))) // 4
         record.completion_tokens = len(text) // 4

@@ -120,6 +120,15 @@ class Settings(Model):
     access_log: Flag = False
     stream_idle_timeout_ms: Count = Field(default=20000, gt=0)
     first_token_timeout_ms: Count = Field(default=15000, gt=0)
+    # Providers' answers are bounded. A body (and a stream before its first
+    # token) over this many bytes, on the wire or after gzip/deflate, falls
+    # through as `upstream_too_large`; it also caps the answer text a stream keeps.
+    max_upstream_body_bytes: Count = Field(default=32 * 1024 * 1024, ge=1024)
+    # One SSE event (or line) over this: before the first token it falls
+    # through (`upstream_too_large`), after it the stream ends `stream_interrupted`.
+    max_sse_event_bytes: Count = Field(default=8 * 1024 * 1024, ge=1024)
+    # A stream still going this long after its first token ends `stream_too_long`.
+    stream_max_duration_ms: Count = Field(default=30 * 60 * 1000, gt=0)
     db_path: str | None = None
     database_url: str | None = None
     mid_stream_failure_threshold: Count = Field(default=3, ge=1)

@@ -15,7 +15,6 @@ request down with it.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -24,6 +23,7 @@ from datetime import datetime, time, timedelta, timezone, tzinfo
 from functools import cache
 from typing import Literal, cast
 
+from chain429 import provider_json
 from chain429.timeparse import parse_duration, parse_reset
 
 Window = Literal["minute", "hour", "day"]
@@ -206,10 +206,7 @@ _QUOTA_ID = re.compile(r"(Requests|Tokens)\w*?Per(Minute|Hour|Day)")
 def _error_object(body: bytes) -> dict | None:
     if len(body) > _MAX_JSON:
         return None
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        return None
+    data = provider_json.parse(body)
     # Gemini's OpenAI-compatible endpoint wraps the error in a one-item list.
     if isinstance(data, list) and data:
         data = data[0]

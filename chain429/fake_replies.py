@@ -5,6 +5,10 @@ its status line, headers and static body at construction; ``ReceivedRequest`` is
 what the fake recorded of a chat request. The helpers here (``dumps``,
 ``fill_model``, ``request_model``, ``static``, ``head``, ``COMPLETION``) are the
 framing API that the server in ``chain429.testing`` builds its bytes with.
+Hostile answers for the size limits: ``Reply.sized`` (a valid completion of an
+exact size), ``Reply.bomb`` and ``compressed_zeros`` (a gzip/deflate bomb built
+in milliseconds), ``deep_json`` (nesting that breaks a JSON parser), and
+``Reply(forever=...)`` (a stream that never ends: keep-alives, or tokens).
 Stdlib only.
 """
 
@@ -14,7 +18,9 @@ import dataclasses
 import itertools
 import json
 import re
+import struct
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from http.client import responses
 from typing import Any
@@ -73,6 +79,9 @@ class Reply:
     # Close abruptly / go silent after this many chunks (for a plain body: bytes of body).
     cut_after: int | None = None
     stall_after: int | None = None
+    # Streaming: once `chunks` are out, send this every `chunk_delay` seconds (at
+    # least every 10 ms) until the client leaves. Implies a stream (chunks=()).
+    forever: Chunk | None = None
 
     _prefix: bytes = dataclasses.field(init=False, repr=False, compare=False, default=b"")
     _extra: bytes = dataclasses.field(init=False, repr=False, compare=False, default=b"")
@@ -80,9 +89,15 @@ class Reply:
     _parts: tuple[bytes | dict[str, Any], ...] = dataclasses.field(
         init=False, repr=False, compare=False, default=()
     )
+    _forever: bytes | dict[str, Any] | None = dataclasses.field(
+        init=False, repr=False, compare=False, default=None
+    )
     _immediate: bool = dataclasses.field(init=False, repr=False, compare=False, default=True)
 
     def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if self.forever is not None and self.chunks is None:
+            set_(self, "chunks", ())
         own_type, extra = True, []
         for name, value in self.headers.items():
             low = name.lower()
@@ -90,7 +105,6 @@ class Reply:
                 continue  # framing is ours; a wrong length would hang the client
             own_type = own_type and low != "content-type"
             extra.append(f"{name}: {value}\r\n")
-        set_ = object.__setattr__
         set_(self, "_extra", "".join(extra).encode("latin-1"))
         ctype = b""
         if own_type:
@@ -102,15 +116,9 @@ class Reply:
         elif isinstance(body, dict) and body.get("model", "") is not None:
             set_(self, "_static", dumps(body))
         if self.chunks is not None:
-            parts: list[bytes | dict[str, Any]] = []
-            for c in self.chunks:
-                if isinstance(c, dict):  # a "model": None chunk is encoded per request
-                    parts.append(
-                        c if c.get("model", "") is None else b"data: " + dumps(c) + b"\n\n"
-                    )
-                else:
-                    parts.append(c.encode() if isinstance(c, str) else bytes(c))
-            set_(self, "_parts", tuple(parts))
+            set_(self, "_parts", tuple(_part(c) for c in self.chunks))
+        if self.forever is not None:
+            set_(self, "_forever", _part(self.forever))
         set_(
             self,
             "_immediate",
@@ -119,6 +127,27 @@ class Reply:
             and self.cut_after is None
             and self.stall_after is None,
         )
+
+    @classmethod
+    def sized(cls, size: int, *, model: str = FALLBACK_MODEL) -> Reply:
+        """A valid chat completion whose body is exactly `size` bytes (its content pads it)."""
+        bare = _sized_completion("", model)
+        pad = size - len(dumps(bare))
+        if pad < 0:
+            raise ValueError(f"a chat completion takes at least {size - pad} bytes")
+        return cls(body=_sized_completion("x" * pad, model))
+
+    @classmethod
+    def bomb(cls, inflated_mib: int, encoding: str = "gzip", *, stream: bool = False) -> Reply:
+        """A `Content-Encoding: gzip` (or deflate) body of zeros that inflates to
+        `inflated_mib` MiB, about 1 KB per MiB. `stream=True` sends it as a
+        text/event-stream in 64 KiB chunks."""
+        body = compressed_zeros(inflated_mib, encoding)
+        headers = {"content-encoding": encoding}
+        if not stream:
+            return cls(headers=headers, body=body)
+        pieces = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+        return cls(headers=headers, chunks=pieces)
 
     @classmethod
     def rate_limited(
@@ -198,6 +227,80 @@ class Reply:
             cut_after=cut_after,
             stall_after=stall_after,
         )
+
+
+def _part(chunk: Chunk) -> bytes | dict[str, Any]:
+    """One stream chunk, framed now unless it needs the request's model."""
+    if isinstance(chunk, dict):  # a "model": None chunk is encoded per request
+        return chunk if chunk.get("model", "") is None else b"data: " + dumps(chunk) + b"\n\n"
+    return chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+
+
+def _sized_completion(content: str, model: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake-sized",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+
+
+def deep_json(levels: int) -> str:
+    """A chat chunk whose delta nests `levels` lists deep: valid JSON that Python's
+    parser refuses (RecursionError) beyond about 1,000 levels."""
+    return '{"choices":[{"index":0,"delta":' + "[" * levels + "]" * levels + "}]}"
+
+
+_MIB = 1 << 20
+_CRC_POLY = 0xEDB88320  # CRC-32 (gzip), reflected
+
+
+def _gf2_times(matrix: list[int], vector: int) -> int:
+    out, i = 0, 0
+    while vector:
+        if vector & 1:
+            out ^= matrix[i]
+        vector >>= 1
+        i += 1
+    return out
+
+
+def _crc32_of_zeros(n: int) -> int:
+    """zlib.crc32(bytes(n)) in O(log n): the CRC register's step over a zero bit
+    is linear over GF(2), so n bytes are its 8n-th power (zlib's crc32_combine)."""
+    step = [_CRC_POLY] + [1 << (i - 1) for i in range(1, 32)]  # column i: image of bit i
+    register, bits = 0xFFFFFFFF, 8 * n
+    while bits:
+        if bits & 1:
+            register = _gf2_times(step, register)
+        bits >>= 1
+        if bits:
+            step = [_gf2_times(step, column) for column in step]
+    return register ^ 0xFFFFFFFF
+
+
+def compressed_zeros(mib: int, encoding: str = "gzip") -> bytes:
+    """A valid gzip (or zlib-wrapped deflate) stream of `mib` MiB of zeros, built
+    without compressing them: one MiB is deflated once, ending on a full flush
+    (byte-aligned, no back-references), and that block is repeated."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    block = compressor.compress(bytes(_MIB)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    deflated = block * mib + b"\x03\x00"  # then a final, empty block
+    size = mib * _MIB
+    if encoding == "gzip":
+        header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+        return header + deflated + struct.pack("<II", _crc32_of_zeros(size), size & 0xFFFFFFFF)
+    if encoding == "deflate":
+        adler = ((size % 65521) << 16) | 1  # Adler-32 of zeros: a stays 1, b counts them
+        return b"\x78\xda" + deflated + struct.pack(">I", adler)
+    raise ValueError(f"unknown encoding {encoding!r}: gzip or deflate")
 
 
 @dataclasses.dataclass

@@ -408,7 +408,8 @@ def _json_body(name: str) -> Schema:
 _CHAT_OK = {
     "description": "The provider's answer. With `stream: true`, server-sent events relayed "
     "chunk by chunk (`chat.completion.chunk`), ending with `data: [DONE]`; a stream that dies "
-    "mid-answer ends with an error event (`stream_stalled`, `stream_interrupted`) instead.",
+    "mid-answer ends with an error event (`stream_stalled`, `stream_interrupted`, "
+    "`stream_too_long`) instead.",
     "headers": _headers(*_WATERFALL),
     "content": {
         "application/json": {"schema": _ref("ChatCompletion")},

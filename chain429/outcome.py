@@ -7,13 +7,13 @@ down and for how long lives here, so one table test covers all of it.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Generic, TypeVar
 
+from chain429 import provider_json
 from chain429.dialects import read_body, read_headers
 from chain429.timeparse import parse_duration, parse_retry_after
 
@@ -24,7 +24,7 @@ class Kind(StrEnum):
     SUCCESS = "success"
     RATE_LIMITED = "rate_limited"  # 429: come back when the provider says
     QUOTA_EXHAUSTED = "quota_exhausted"  # 402: out of credits
-    UNHEALTHY = "unhealthy"  # 401/403/404: bad key or unknown model
+    UNHEALTHY = "unhealthy"  # 401/403/404 (bad key, unknown model), an oversized answer
     TRANSIENT = "transient"  # 5xx, timeouts, cut connections, junk bodies
     TOO_LARGE = "too_large"  # this request does not fit this entry; another may take it
     CLIENT_ERROR = "client_error"  # the request itself is wrong: no entry will take it
@@ -57,6 +57,10 @@ class CooldownPolicy:
     mid_stream_threshold: int = 3
     mid_stream_base_s: float = 120.0
     mid_stream_max_s: float = 1800.0
+    # An answer over the size limits (upstream_too_large): reading one costs
+    # up to maxUpstreamBodyBytes of memory, so the entry rests a minute instead
+    # of costing that again on every request; a one-off costs it only a minute.
+    oversize_s: float = 60.0
 
     def mid_stream_cooldown_s(self, failures_in_a_row: int) -> float | None:
         """How long an entry rests after this many consecutive mid-stream failures."""
@@ -93,6 +97,8 @@ class Tried(Generic[T]):
 
 # Transport failures, named by the upstream module; all transient.
 TRANSPORT_ERRORS = ("timeout", "connect_error", "connection_reset", "upstream_error")
+# An answer over maxUpstreamBodyBytes or maxSseEventBytes (also named by upstream).
+TOO_LARGE_ANSWER = "upstream_too_large"
 
 
 def classify(
@@ -106,6 +112,16 @@ def classify(
     dialect: str = "generic-openai",
 ) -> Outcome:
     """Classify one upstream answer. `headers` must be case-insensitive (httpx.Headers)."""
+    if error == TOO_LARGE_ANSWER:
+        return Outcome(
+            Kind.UNHEALTHY,
+            error,
+            status,
+            now + policy.oversize_s,
+            Scope.ENTRY,
+            "answer over maxUpstreamBodyBytes or maxSseEventBytes",
+            "default",
+        )
     if error is not None or status is None:
         kind = error or "upstream_error"
         return Outcome(Kind.TRANSIENT, kind, reason=kind.replace("_", " "))
@@ -157,7 +173,7 @@ def classify_stream_error(error: object, *, now: float, policy: CooldownPolicy) 
 
     OpenRouter, for one, reports a provider's 429 this way inside an HTTP 200.
     """
-    text = json.dumps(error).encode()
+    text = provider_json.encode(error) or b""
     code = error.get("code") if isinstance(error, dict) else None
     if code in (429, "429", "rate_limit_exceeded") or b"rate limit" in text.lower():
         until, source = rate_limit_until({}, text, now=now, policy=policy)
@@ -174,10 +190,7 @@ def classify_stream_error(error: object, *, now: float, policy: CooldownPolicy) 
 
 
 def _is_chat_completion(body: bytes) -> bool:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return False
+    data = provider_json.parse(body)  # None for junk and for too deep a nesting
     return isinstance(data, dict) and isinstance(data.get("choices"), list) and "error" not in data
 
 

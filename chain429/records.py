@@ -42,7 +42,8 @@ class RequestRecord:
     model: str | None = None
     status: int = 0  # what the client got
     # success, client_error, all_providers_exhausted, bad_request, unauthorized,
-    # model_not_found, stream_stalled, stream_interrupted, client_disconnected
+    # model_not_found, stream_stalled, stream_interrupted, stream_too_long,
+    # client_disconnected
     outcome: str = ""
     stream: bool = False
     attempts: int = 0  # upstream calls made

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
+from chain429 import provider_json
 from chain429.limits import Block, Reservation, StateStore
 from chain429.outcome import CooldownPolicy, Kind, Outcome, Tried, classify
 from chain429.queueing import QueueError, Queues
@@ -386,12 +387,17 @@ class Router:
         if "stream_options" in request:  # OpenAI refuses it without `stream: true`
             request = {key: value for key, value in request.items() if key != "stream_options"}
         retry_max_wait = snapshot.config.settings.client_retry_max_wait_ms / 1000
+        max_bytes = snapshot.config.settings.max_upstream_body_bytes
 
         async def attempt(entry: EntryRuntime) -> Tried[tuple[int, bytes]]:
             payload = json.dumps({**request, "model": entry.model}).encode()
             try:
                 reply = await self.upstream.post(
-                    entry.url, entry.headers, payload, timeout_s=entry.timeout_s
+                    entry.url,
+                    entry.headers,
+                    payload,
+                    timeout_s=entry.timeout_s,
+                    max_bytes=max_bytes,
                 )
             except UpstreamError as exc:
                 return Tried(classify(None, {}, b"", exc.kind, now=time.time(), policy=policy))
@@ -468,7 +474,9 @@ _RETRY_MARGIN_MS = 50
 
 def normalize_reasoning(body: bytes) -> bytes:
     """Move `reasoning_content` into an empty `content`, for clients that read only content."""
-    data = json.loads(body)
+    data = provider_json.parse(body)
+    if not isinstance(data, dict):
+        return body
     changed = False
     for choice in data.get("choices") or ():
         message = choice.get("message") if isinstance(choice, dict) else None
@@ -478,4 +486,4 @@ def normalize_reasoning(body: bytes) -> bytes:
                 message["content"] = reasoning
                 message.pop("reasoning_content")
                 changed = True
-    return json.dumps(data).encode() if changed else body
+    return (provider_json.encode(data) or body) if changed else body

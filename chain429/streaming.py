@@ -7,6 +7,12 @@ the next entry unseen. After it, chunks are relayed as they arrive; a stream
 that then dies ends with one `data: {"error": ...}` event and no `[DONE]`, so
 OpenAI SDKs raise instead of returning half an answer, unless the settings say
 to finish the answer on another entry that accepts a prefill.
+
+What a provider can make us hold or wait for is bounded: before the commit
+point the body (`maxUpstreamBodyBytes`) and each event (`maxSseEventBytes`),
+after it each event, the answer text kept (`maxUpstreamBodyBytes`
+characters) and the stream's duration (`streamMaxDurationMs`). Keep-alives
+(comments, events without data) never count as activity for the idle deadline.
 """
 
 from __future__ import annotations
@@ -14,15 +20,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chain429 import provider_json
 from chain429.limits import Block, Reservation, StateStore
-from chain429.outcome import Kind, Outcome, Tried, classify, classify_stream_error
+from chain429.outcome import (
+    TOO_LARGE_ANSWER,
+    Kind,
+    Outcome,
+    Tried,
+    classify,
+    classify_stream_error,
+)
 from chain429.runtime import ChainRuntime, EntryRuntime, Snapshot
-from chain429.sse import DONE, DONE_EVENT, Event, SSEParser, data_event
+from chain429.sse import DONE, DONE_EVENT, Event, EventTooLarge, SSEParser, data_event
 from chain429.upstream import Upstream, UpstreamError, UpstreamStream
 
 log = logging.getLogger("chain429.stream")
@@ -38,7 +53,7 @@ _DRAIN_S = 1.0
 class StreamStats:
     """What a stream did, for the request log."""
 
-    end: str = "done"  # "done", "stream_stalled", "stream_interrupted"
+    end: str = "done"  # "done", "stream_stalled", "stream_interrupted", "stream_too_long"
     malformed_chunks: int = 0
     done_added: bool = False  # the provider finished without [DONE]; we sent it
     continued_on: list[str] = field(default_factory=list)
@@ -50,11 +65,22 @@ class StreamStats:
 class ChunkReader:
     """Reads one upstream SSE body and says what each event is."""
 
-    def __init__(self, *, strip_usage: bool, normalize: bool) -> None:
-        self.parser = SSEParser()
+    def __init__(
+        self,
+        *,
+        strip_usage: bool,
+        normalize: bool,
+        max_event_bytes: int = sys.maxsize,
+        keep_chars: int = sys.maxsize,
+    ) -> None:
+        self.parser = SSEParser(max_event_bytes)
         self.strip_usage = strip_usage  # we asked for usage; the client did not
         self.normalize = normalize
+        # The answer's text, for a continuation's prefill; only its first
+        # `keep_chars` characters are kept (`chars` counts them all).
         self.text: list[str] = []
+        self.chars = 0
+        self.keep_chars = keep_chars
         self.saw_finish = False
         self.saw_done = False
         self.saw_tool_calls = False
@@ -62,8 +88,21 @@ class ChunkReader:
         self.usage: dict[str, Any] | None = None
         self.error: object = None
 
+    @property
+    def kept_all_text(self) -> bool:
+        return self.chars <= self.keep_chars
+
+    def _keep(self, text: str) -> None:
+        self.chars += len(text)
+        if self.chars <= self.keep_chars:
+            self.text.append(text)
+
     def inspect(self, event: Event) -> tuple[str, bytes | None]:
-        """(kind, bytes to relay): kind is comment, preamble, content, error, done or skip."""
+        """(kind, bytes to relay): comment, preamble, content, error, done, malformed or skip.
+
+        A malformed event (not a JSON object, or nested too deeply to parse) is
+        counted and never relayed.
+        """
         if event.comment is not None:
             return "comment", event.encode()
         data = event.data
@@ -72,13 +111,10 @@ class ChunkReader:
         if data.strip() == DONE:
             self.saw_done = True
             return "done", DONE_EVENT
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            chunk = None
+        chunk = provider_json.parse(data)
         if not isinstance(chunk, dict):
             self.malformed += 1
-            return "skip", None
+            return "malformed", None
         if event.event == "error" or "error" in chunk:
             self.error = chunk.get("error", chunk)
             return "error", None
@@ -100,19 +136,26 @@ class ChunkReader:
                 text = delta.get("content")
                 reasoning = delta.get("reasoning_content") or delta.get("reasoning")
                 if text:
-                    self.text.append(text)
+                    self._keep(text)
                     content = True
                 if reasoning:
                     content = True
                     if self.normalize and not text and "reasoning_content" in delta:
                         delta["content"] = delta.pop("reasoning_content")
-                        self.text.append(delta["content"])
+                        self._keep(delta["content"])
                         changed = True
                 if delta.get("tool_calls"):
                     self.saw_tool_calls = content = True
             if choice.get("finish_reason"):
                 self.saw_finish = content = True
-        out = data_event(json.dumps(chunk)) if changed else event.encode()
+        if changed:
+            encoded = provider_json.encode(chunk)
+            if encoded is None:
+                self.malformed += 1
+                return "malformed", None
+            out = data_event(encoded)
+        else:
+            out = event.encode()
         return ("content" if content else "preamble"), out
 
 
@@ -159,6 +202,10 @@ class StreamSession:
         self.state = state
         self.first_token_s = settings.first_token_timeout_ms / 1000
         self.idle_s = settings.stream_idle_timeout_ms / 1000
+        self.max_duration_s = settings.stream_max_duration_ms / 1000
+        self.max_body_bytes = settings.max_upstream_body_bytes
+        self.max_event_bytes = settings.max_sse_event_bytes
+        self.ends_at: float | None = None  # loop time: the streamMaxDurationMs deadline
         self.normalize = settings.normalize_responses
         self.continue_mid_stream = settings.mid_stream == "continue"
         self.client_wants_usage = _client_wants_usage(request)
@@ -192,6 +239,7 @@ class StreamSession:
                 entry.stream_headers,
                 payload,
                 timeout_s=min(entry.timeout_s, self.first_token_s),
+                max_bytes=self.max_body_bytes,
             )
         except UpstreamError as exc:
             return Tried(classify(None, {}, b"", exc.kind, now=time.time(), policy=policy))
@@ -221,15 +269,27 @@ class StreamSession:
                         reason="a stream was asked for; the answer was not SSE",
                     )
                     return Tried(not_sse, None, headers)
-                reader = ChunkReader(strip_usage=added_usage, normalize=self.normalize)
+                reader = ChunkReader(
+                    strip_usage=added_usage,
+                    normalize=self.normalize,
+                    max_event_bytes=self.max_event_bytes,
+                    keep_chars=self.max_body_bytes,
+                )
                 committed = await self._until_first_token(entry, stream, reader)
                 if committed is not None:
                     success = Outcome(Kind.SUCCESS, str(stream.status), stream.status)
                     return Tried(success, committed, headers)
                 if reader.error is not None:
-                    error = json.dumps(reader.error).encode()
+                    error = provider_json.encode(reader.error) or b""
                     outcome = classify_stream_error(reader.error, now=time.time(), policy=policy)
                     return Tried(outcome, None, headers, error)
+                if reader.malformed:
+                    malformed = Outcome(
+                        Kind.TRANSIENT,
+                        "malformed_event",
+                        reason="an event that is not a JSON object, before the first token",
+                    )
+                    return Tried(malformed, None, headers)
                 token = "empty_stream" if reader.saw_done else "connection_reset"
                 ended = Outcome(Kind.TRANSIENT, token, reason="the stream ended before a token")
                 return Tried(ended, None, headers)
@@ -240,6 +300,8 @@ class StreamSession:
             return Tried(slow, None, headers)
         except UpstreamError as exc:
             return Tried(classify(None, {}, b"", exc.kind, now=time.time(), policy=policy))
+        except EventTooLarge:
+            return Tried(classify(None, {}, b"", TOO_LARGE_ANSWER, now=time.time(), policy=policy))
         finally:
             if committed is None:
                 await stream.aclose()
@@ -259,8 +321,8 @@ class StreamSession:
                 elif kind == "content" and out is not None:
                     held.append(out)
                     return Committed(entry, stream, reader, held, events[index + 1 :])
-                elif kind in ("error", "done"):
-                    return None
+                elif kind in ("error", "done", "malformed"):
+                    return None  # malformed: the answer is broken, and we can still fall through
                 # Comments before the commit point are keep-alives for nobody: dropped.
             if not raw:
                 return None
@@ -279,6 +341,8 @@ class StreamSession:
     async def _relay_all(self, committed: Committed, send: Send) -> None:
         current: Committed | None = committed
         last = committed
+        # One deadline for the whole answer, continuations included.
+        self.ends_at = asyncio.get_running_loop().time() + self.max_duration_s
         await send(b"".join(committed.held))
         while current is not None:
             last = current
@@ -292,7 +356,8 @@ class StreamSession:
             if failure is None:
                 break
             code, message = failure
-            current = await self._continuation(current, send) if self.continue_mid_stream else None
+            continues = self.continue_mid_stream and code != "stream_too_long"
+            current = await self._continuation(current, send) if continues else None
             if current is None:
                 self.stats.end = code
                 error = {"message": message, "type": "server_error", "param": None, "code": code}
@@ -300,26 +365,48 @@ class StreamSession:
         self._count_tokens(last.reader)
 
     async def _pump(self, committed: Committed, send: Send) -> tuple[str, str] | None:
-        """Relay until the stream ends: None when it ended well, else (code, message)."""
+        """Relay until the stream ends: None when it ended well, else (code, message).
+
+        The idle deadline moves only when an event carrying data arrives (and
+        after it has been sent on, so a slow client does not eat into it):
+        comments and empty events are keep-alives, not activity.
+        """
         stream, reader, label = committed.upstream, committed.reader, committed.entry.label
+        stream.lift_limit()  # relayed, not held: events and the duration bound it now
         events, committed.pending = committed.pending, []
         ended = False
+        loop = asyncio.get_running_loop()
+        ends_at = self.ends_at if self.ends_at is not None else loop.time() + self.max_duration_s
+        idle_at = loop.time() + self.idle_s
         try:
             while True:
                 if not events and not ended:
+                    wake = min(idle_at, ends_at)
                     try:
-                        async with asyncio.timeout(self.idle_s):
+                        async with asyncio.timeout_at(wake):
                             raw = await stream.next_chunk()
+                        ended = not raw
+                        events = reader.parser.feed(raw) if raw else reader.parser.close()
                     except TimeoutError:
+                        if wake >= ends_at:
+                            return (
+                                "stream_too_long",
+                                f"{label} was still streaming after streamMaxDurationMs.",
+                            )
                         return "stream_stalled", f"{label} stopped sending mid-answer (stalled)."
                     except UpstreamError as exc:
                         return "stream_interrupted", f"{label} cut the stream ({exc.kind})."
-                    ended = not raw
-                    events = reader.parser.feed(raw) if raw else reader.parser.close()
+                    except EventTooLarge as exc:
+                        return (
+                            "stream_interrupted",
+                            f"{label} sent an event over maxSseEventBytes ({exc.limit} bytes).",
+                        )
                 out: list[bytes] = []
                 failure: tuple[str, str] | None = None
                 done = False
+                active = False
                 for event in events:
+                    active = active or event.data is not None
                     kind, data = reader.inspect(event)
                     if kind == "error":
                         failure = ("stream_interrupted", f"{label} sent an error mid-answer.")
@@ -332,6 +419,8 @@ class StreamSession:
                 events = []
                 if out:
                     await send(b"".join(out))
+                if active:
+                    idle_at = loop.time() + self.idle_s
                 if done:
                     await self._drain(stream)
                     return None
@@ -364,6 +453,8 @@ class StreamSession:
         """Finish the answer on a later entry that accepts the partial answer as a prefill."""
         if failed.reader.saw_tool_calls:
             return None  # a half-built tool call cannot be continued as text
+        if not failed.reader.kept_all_text:
+            return None  # an answer longer than we keep: no prefill to send
         partial = "".join(failed.reader.text)
         messages = [*self.request["messages"], {"role": "assistant", "content": partial}]
         request = {**self.request, "messages": messages}
@@ -397,6 +488,7 @@ class StreamSession:
             # The new stream's preamble (its role chunk) would restart the answer: send
             # only its content, and keep what the first stream already said.
             committed.reader.text[:0] = failed.reader.text
+            committed.reader.chars += failed.reader.chars
             await send(committed.held[-1])
             return committed
         return None
@@ -410,5 +502,5 @@ class StreamSession:
         # No usage from the provider: estimate (about 4 characters a token) and say so.
         prompt_chars = sum(len(json.dumps(m.get("content", ""))) for m in self.request["messages"])
         self.stats.prompt_tokens = max(1, prompt_chars // 4)
-        self.stats.completion_tokens = sum(len(t) for t in reader.text) // 4
+        self.stats.completion_tokens = reader.chars // 4
         self.stats.tokens_estimated = True

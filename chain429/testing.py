@@ -430,7 +430,24 @@ class _Conn(asyncio.Protocol):
                 await self.draining
             if self.transport.is_closing():
                 return
+        if reply._forever is not None:
+            await self._forever(reply, req_body)
+            return
         write(b"0\r\n\r\n")
+
+    async def _forever(self, reply: Reply, req_body: bytes) -> None:
+        """Send `reply.forever` every `chunk_delay` until the client leaves (or we stop)."""
+        part = reply._forever
+        if isinstance(part, dict):
+            part = b"data: " + dumps(fill_model(part, request_model(req_body))) + b"\n\n"
+        assert part, "an empty chunk would end the chunked body"
+        framed = b"%x\r\n%b\r\n" % (len(part), part)
+        delay = max(reply.chunk_delay, 0.01)
+        while not self.transport.is_closing():
+            await asyncio.sleep(delay)
+            self.transport.write(framed)
+            if self.draining is not None:
+                await self.draining
 
     def _cut(self) -> None:
         # close(), not abort(): what was written must arrive, then a FIN mid-body, which

@@ -10,6 +10,12 @@ wire move to aiohttp.
 
 aiohttp's exceptions are mapped onto httpx's precisely (connect vs read
 timeout, refused vs reset), because the outcome classifier depends on them.
+
+Bodies stay encoded (aiohttp's `auto_decompress=False`; `UpstreamStream`
+inflates them within its limit). The two headers it needs to do so,
+Content-Encoding and Content-Length, are handed on as response extensions
+read from aiohttp's parsed headers: a C lookup there, where each
+`httpx.Headers.get` is a Python scan of every header.
 """
 
 from __future__ import annotations
@@ -81,7 +87,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                auto_decompress=False,  # httpx decodes content-encoding itself
+                auto_decompress=False,  # UpstreamStream inflates, within a limit
                 # A proxy must not carry one client's cookies into another's request.
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
@@ -109,11 +115,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise
         except Exception as exc:
             raise _map_error(exc) from exc
+        headers = response.headers
         return httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,
             stream=_ResponseStream(response),
-            extensions={"http_version": b"HTTP/1.1"},
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "content_encoding": headers.get("Content-Encoding"),
+                "content_length": headers.get("Content-Length"),
+            },
         )
 
     async def aclose(self) -> None:

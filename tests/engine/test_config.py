@@ -91,6 +91,8 @@ def test_defaults() -> None:
     assert s.mid_stream_cooldown_max_ms == 1800000
     assert (s.queue_mode, s.queue_max_wait_ms, s.queue_max_size) == (False, 300000, 100)
     assert s.max_body_bytes == 10 * 1024 * 1024
+    assert (s.max_upstream_body_bytes, s.max_sse_event_bytes) == (32 * 1024 * 1024, 8 * 1024 * 1024)
+    assert s.stream_max_duration_ms == 30 * 60 * 1000
     assert not (s.normalize_responses or s.strict_models or s.access_log)
     groq = config.provider("groq")
     assert groq.display_name == "groq"
@@ -120,6 +122,11 @@ def test_every_camel_case_key_is_read(tmp_path: Path) -> None:
         s.queue_max_wait_ms,
         s.queue_max_size,
     ] == [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9, 10000, 11000, 12000, 13]
+    assert (s.max_upstream_body_bytes, s.max_sse_event_bytes, s.stream_max_duration_ms) == (
+        14000,
+        15000,
+        16000,
+    )
     assert s.normalize_responses and s.strict_models and s.access_log and s.queue_mode
     assert (s.db_path, s.database_url) == ("./data/chain429.db", None)
     local = config.provider("local")

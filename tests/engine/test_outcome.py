@@ -12,11 +12,13 @@ from chain429.outcome import (
     Kind,
     Scope,
     classify,
+    classify_stream_error,
 )
 from chain429.timeparse import parse_duration, parse_reset, parse_retry_after
 
 NOW = 1_800_000_000.0
 POLICY = CooldownPolicy(default_s=60, payment_s=300, unhealthy_s=600)
+DEEP = b'{"choices": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"  # < 64 KiB: dialects parse it
 COMPLETION = json.dumps(
     {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {}}]}
 ).encode()
@@ -44,7 +46,12 @@ TABLE = [
     (None, {}, b"", "connect_error", Kind.TRANSIENT, True, None, Scope.ENTRY),
     (None, {}, b"", "connection_reset", Kind.TRANSIENT, True, None, Scope.ENTRY),
     (None, {}, b"", "timeout", Kind.TRANSIENT, True, None, Scope.ENTRY),
+    # Over maxUpstreamBodyBytes / maxSseEventBytes: the entry rests a minute.
+    (None, {}, b"", "upstream_too_large", Kind.UNHEALTHY, True, 60, Scope.ENTRY),
     (200, {}, b"<html>gateway</html>", None, Kind.TRANSIENT, True, None, Scope.ENTRY),
+    # Valid JSON nested deeper than Python's parser goes: junk, not a crash.
+    (200, {}, DEEP, None, Kind.TRANSIENT, True, None, Scope.ENTRY),
+    (429, {}, DEEP, None, Kind.RATE_LIMITED, True, 60, Scope.ENTRY),
     (
         200,
         {},
@@ -98,6 +105,23 @@ def test_trace_tokens_name_status_or_transport_error():
     assert run(429).token == "429"
     assert run(None, error="timeout").token == "timeout"
     assert run(200, body=b"nope").token == "invalid_body"
+    assert run(200, body=DEEP).token == "invalid_body"
+    assert run(None, error="upstream_too_large").token == "upstream_too_large"
+
+
+def test_an_oversized_answer_cools_down_for_the_policys_oversize_time():
+    policy = CooldownPolicy(oversize_s=5)
+    outcome = classify(None, {}, b"", "upstream_too_large", now=NOW, policy=policy)
+    assert outcome.until == pytest.approx(NOW + 5)
+    assert "maxUpstreamBodyBytes" in outcome.reason
+
+
+def test_an_error_event_too_deep_to_encode_is_not_a_crash():
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    outcome = classify_stream_error({"message": deep}, now=NOW, policy=POLICY)
+    assert outcome.kind is Kind.TRANSIENT
 
 
 def test_429_retry_after_http_date():

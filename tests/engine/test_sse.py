@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chain429.sse import Event, SSEParser
+from chain429.sse import Event, EventTooLarge, SSEParser
 
 STREAM = (
     b": OPENROUTER PROCESSING\n\n"
@@ -60,3 +60,38 @@ def test_utf8_split_inside_a_character():
 def test_encode_round_trips():
     for event in EXPECTED:
         assert parse_all([event.encode()]) == [event]
+
+
+def test_an_event_at_the_limit_passes_one_over_it_raises():
+    limit = 1000  # counts the field name: "data: " is 6 of it
+    at = b"data: " + b"x" * (limit - 6) + b"\n\n"
+    assert SSEParser(limit).feed(at) == [Event(data="x" * (limit - 6))]
+    two_lines = b"data: " + b"x" * 494 + b"\ndata: " + b"x" * 494 + b"\n\n"
+    assert SSEParser(limit).feed(two_lines) == [Event(data="x" * 494 + "\n" + "x" * 494)]
+    for over in (at.replace(b"x", b"xx", 1), two_lines.replace(b"x", b"xx", 1)):
+        with pytest.raises(EventTooLarge) as caught:
+            SSEParser(limit).feed(over)
+        assert caught.value.limit == limit
+
+
+def test_an_endless_line_raises_once_the_limit_is_passed_not_at_its_end():
+    parser = SSEParser(10_000)
+    parser.feed(b'data: {"ok": 1}\n\n')
+    with pytest.raises(EventTooLarge):
+        for _ in range(100):  # 100 KB that never ends its line
+            parser.feed(b"y" * 1000)
+    assert parser._pieces_size <= 11_000  # it stopped holding at the limit
+
+
+def test_many_data_lines_never_closed_by_a_blank_line_raise():
+    parser = SSEParser(10_000)
+    with pytest.raises(EventTooLarge):
+        for _ in range(1000):
+            parser.feed(b"data: " + b"z" * 100 + b"\n")
+
+
+def test_a_long_line_split_over_many_chunks_is_joined_once_and_exactly():
+    payload = b'{"content": "' + b"w" * 50_000 + b'"}'
+    data = b"data: " + payload + b"\r\n\r\n"
+    chunks = [data[i : i + 777] for i in range(0, len(data), 777)]
+    assert parse_all(chunks) == [Event(data=payload.decode())]

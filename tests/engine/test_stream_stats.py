@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from chain429.config import Config
+from chain429.fake_replies import deep_json
 from chain429.limits import MemoryStateStore
 from chain429.router import Router, StreamStart, Trace
 from chain429.runtime import build_snapshot
@@ -15,10 +16,11 @@ from conftest import chain_config
 HELLO = [{"role": "user", "content": "a prompt of forty characters, roughly.."}]
 
 
-async def stream_once(reply, provider_type="generic-openai", **request):
+async def stream_once(reply, provider_type="generic-openai", settings=None, kept=None, **request):
     async with FakeProvider("p", default=reply) as fake:
         provider = {"id": "p", "type": provider_type, "baseUrl": fake.base_url, "apiKey": "k"}
-        snapshot = build_snapshot(Config.model_validate(chain_config([provider], [("p", "m")])))
+        config = chain_config([provider], [("p", "m")], settings=settings)
+        snapshot = build_snapshot(Config.model_validate(config))
         upstream = Upstream()
         try:
             started = await Router(upstream, MemoryStateStore()).stream(
@@ -34,6 +36,8 @@ async def stream_once(reply, provider_type="generic-openai", **request):
                 sent.append(data)
 
             stats = await started.session.relay(started.committed, send)
+            if kept is not None:
+                kept.extend(started.committed.reader.text)
         finally:
             await upstream.aclose()
     return stats, b"".join(sent)
@@ -65,3 +69,30 @@ def test_stats_count_malformed_chunks_and_an_added_done():
     assert stats.malformed_chunks == 1
     assert stats.done_added is True
     assert sent.endswith(b"data: [DONE]\n\n")
+
+
+def test_a_deeply_nested_event_is_counted_as_malformed_and_the_stream_goes_on():
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": None}]},
+        "data: " + deep_json(100_000) + "\n\n",
+        {"choices": [{"index": 0, "delta": {"content": "y"}, "finish_reason": "stop"}]},
+        "data: [DONE]\n\n",
+    ]
+    stats, sent = asyncio.run(stream_once(Reply(chunks=chunks)))
+    assert stats.malformed_chunks == 1
+    assert stats.end == "done"
+    assert b"[[[" not in sent and sent.endswith(b"data: [DONE]\n\n")
+
+
+def test_the_answer_text_kept_is_capped_but_every_character_is_counted():
+    kept: list[str] = []
+    pieces = ["abcd" * 250] * 8  # 8,000 characters, in 8 events
+    settings = {"maxUpstreamBodyBytes": 2048}
+    # One event per read (chunk_delay): the limit also bounds what is read before
+    # the first token, and the fake would otherwise send all of it in one read.
+    reply = Reply.stream("", pieces=pieces, chunk_delay=0.005)
+    stats, sent = asyncio.run(stream_once(reply, settings=settings, kept=kept))
+    assert stats.end == "done"
+    assert sent.count(b"abcd" * 250) == 8  # all relayed
+    assert len("".join(kept)) <= 2048  # not all held
+    assert stats.completion_tokens == 8000 // 4

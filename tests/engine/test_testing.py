@@ -140,6 +140,40 @@ def test_stalled_stream_times_out_the_reader(groq):
     assert wait_for(lambda: groq.disconnects == 1)
 
 
+def test_forever_keeps_sending_after_the_chunks_until_the_client_leaves(groq):
+    role = {"choices": [{"index": 0, "delta": {"role": "assistant"}}], "model": None}
+    groq.script(Reply(chunks=[role], forever=": ping\n\n", chunk_delay=0.01))
+    lines = []
+    with httpx.Client(base_url=groq.base_url, timeout=5) as c:
+        with c.stream("POST", "/chat/completions", json=CHAT) as r:
+            assert r.headers["content-type"] == "text/event-stream"
+            for line in r.iter_lines():
+                lines.append(line)
+                if len(lines) >= 2 + 2 * 20:
+                    break  # 20 keep-alives later, and it has not ended: leave
+        assert lines[0].startswith("data: ") and '"llama-3.1-8b"' in lines[0]
+        assert set(lines[2:]) == {": ping", ""}
+    assert wait_for(lambda: groq.disconnects == 1)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_bomb_is_a_valid_body_of_zeros_that_httpx_inflates(groq, client, encoding):
+    groq.script(Reply.bomb(3, encoding))
+    r = client.post("/chat/completions", json=CHAT)
+    assert r.headers["content-encoding"] == encoding
+    assert int(r.headers["content-length"]) < 4000  # 3 KB for 3 MiB
+    assert r.content == bytes(3 * 1024 * 1024)
+
+
+def test_sized_is_a_chat_completion_of_exactly_that_size(groq, client):
+    groq.script(Reply.sized(10_000))
+    r = client.post("/chat/completions", json=CHAT)
+    assert len(r.content) == 10_000
+    assert r.json()["choices"][0]["message"]["content"].startswith("xxx")
+    with pytest.raises(ValueError):
+        Reply.sized(10)
+
+
 def test_client_leaving_during_delay_counts_a_disconnect(groq):
     groq.script(Reply(delay=30))
     with (

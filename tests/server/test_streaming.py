@@ -75,6 +75,11 @@ def test_stream_relays_every_chunk_with_headers(fake, proxy):
         (Reply.stream("never seen", cut_after=1), "connection_reset"),
         # [DONE] with no content at all.
         (Reply(chunks=["data: [DONE]\n\n"]), "empty_stream"),
+        # An event that is not JSON before any token: the answer is broken, and unseen.
+        (
+            Reply(chunks=["data: {not json\n\n", *Reply.stream("never seen").chunks]),
+            "malformed_event",
+        ),
     ],
 )
 def test_failure_before_the_first_token_falls_through_unseen(fake, proxy, first, token):
