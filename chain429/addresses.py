@@ -23,6 +23,7 @@ __all__ = [
     "METADATA_HOSTS",
     "forbidden_upstream",
     "host_of",
+    "is_listed",
     "is_loopback",
     "is_loopback_name",
 ]
@@ -79,6 +80,13 @@ def host_of(url: str) -> str:
         return (urlsplit(url).hostname or "").rstrip(".")
     except ValueError:
         return ""
+
+
+def is_listed(host: str, allowed: Iterable[str]) -> bool:
+    """Whether `settings.allowPrivateUpstreams` names this host, or an address or network
+    it falls in."""
+    host = host.lower().strip("[]").rstrip(".")
+    return _listed(host, _address(host), allowed)
 
 
 def _listed(host: str, address: IPAddress | None, allowed: Iterable[str]) -> bool:

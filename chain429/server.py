@@ -143,7 +143,10 @@ def create_app(
     @app.before_server_start
     async def open_upstream(app: Sanic) -> None:
         settings = app.ctx.snapshot.config.settings
-        app.ctx.upstream = Upstream(connect_timeout_s=settings.connect_timeout_ms / 1000)
+        app.ctx.upstream = Upstream(
+            connect_timeout_s=settings.connect_timeout_ms / 1000,
+            allowed_private=lambda: app.ctx.snapshot.config.settings.allow_private_upstreams,
+        )
         app.ctx.router = Router(app.ctx.upstream, app.ctx.state)
 
         if app.ctx.telemetry is not None:

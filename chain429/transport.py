@@ -21,11 +21,16 @@ read from aiohttp's parsed headers: a C lookup there, where each
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import aiohttp
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from chain429.addresses import forbidden_upstream, is_listed
 
 
 class _ResponseStream(httpx.AsyncByteStream):
@@ -68,12 +73,57 @@ def _map_error(exc: BaseException) -> httpx.TransportError:
     return httpx.TransportError(message)
 
 
+class GuardedResolver(AbstractResolver):
+    """DNS answers without link-local or cloud-metadata addresses (chain429.addresses).
+
+    The config refuses such addresses written in a `baseUrl`; a name that
+    resolves to one (`169.254.169.254.nip.io`, or a DNS record changed later)
+    is refused here, when connecting, unless `allowed()` (the running
+    `settings.allowPrivateUpstreams`) lists the name or the address.
+    """
+
+    def __init__(
+        self, allowed: Callable[[], Iterable[str]], inner: AbstractResolver | None = None
+    ) -> None:
+        self._allowed = allowed
+        self._inner = inner
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if self._inner is None:  # made on the running loop, as aiohttp's own are
+            self._inner = DefaultResolver()
+        found = await self._inner.resolve(host, port, family)
+        allowed = tuple(self._allowed())
+        if is_listed(host, allowed):
+            return found  # the owner named this host as a private upstream
+        kept = [info for info in found if forbidden_upstream(info["host"], allowed) is None]
+        if not kept:
+            addresses = ", ".join(sorted({info["host"] for info in found}))
+            raise OSError(
+                f"{host} resolves to {addresses}: a link-local / cloud metadata address "
+                "(list it in settings.allowPrivateUpstreams if a provider really lives there)"
+            )
+        return kept
+
+    async def close(self) -> None:
+        if self._inner is not None:
+            await self._inner.close()
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 keep-alive pool; one per Upstream, created lazily on the running loop."""
 
-    def __init__(self, *, max_connections: int = 512, keepalive_expiry: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int = 512,
+        keepalive_expiry: float = 60.0,
+        allowed_private: Callable[[], Iterable[str]] = tuple,
+    ) -> None:
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
+        self._allowed_private = allowed_private
         self._session: aiohttp.ClientSession | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -84,6 +134,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 keepalive_timeout=self._keepalive_expiry,
                 ttl_dns_cache=300,
                 ssl=ssl.create_default_context(),
+                resolver=GuardedResolver(self._allowed_private),
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -166,10 +166,21 @@ _HOP_BY_HOP = frozenset({"host", "content-length", "connection", "transfer-encod
 
 
 class Upstream:
-    def __init__(self, *, connect_timeout_s: float = 5.0, max_connections: int = 512) -> None:
+    def __init__(
+        self,
+        *,
+        connect_timeout_s: float = 5.0,
+        max_connections: int = 512,
+        allowed_private: Callable[[], Iterable[str]] = tuple,
+    ) -> None:
+        """`allowed_private`: the private upstreams allowed now (settings.allowPrivateUpstreams)."""
         self._connect_timeout_s = connect_timeout_s
         self._client = httpx.AsyncClient(
-            transport=AiohttpTransport(max_connections=max_connections, keepalive_expiry=60.0),
+            transport=AiohttpTransport(
+                max_connections=max_connections,
+                keepalive_expiry=60.0,
+                allowed_private=allowed_private,
+            ),
             # Per-call timeouts are set by each call; this is only a backstop.
             timeout=httpx.Timeout(30.0, connect=connect_timeout_s),
             follow_redirects=False,

@@ -564,3 +564,16 @@ def test_the_document_says_what_the_server_refuses(start):
     empty = s.send("POST", "/v1/admin/validate", {**ADMIN, **YAML_TYPE}, content="{}")
     assert empty.status_code == 422
     assert "version" in empty.json()["errors"][0]["message"]
+
+
+def test_providers_named_by_host_name_go_through_the_guarded_resolver(fake, proxy):
+    """Names are resolved when connecting, the answers checked (tests/engine/test_addresses.py)."""
+    from conftest import chain_config, provider_entry
+
+    a = fake("a")
+    by_name = provider_entry("a", a, baseUrl=a.base_url.replace("127.0.0.1", "localhost"))
+    p = proxy(chain_config([by_name], [("a", "m")]))
+    with p.http() as http:
+        answer = http.post("/v1/chat/completions", json={"model": "main", "messages": HELLO})
+    assert answer.status_code == 200 and answer.headers["x-429chain-provider"] == "a/m"
+    assert len(a.requests) == 1
