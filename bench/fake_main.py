@@ -2,14 +2,14 @@
 
     python bench/fake_main.py --port 0      # prints "listening on http://127.0.0.1:N/v1"
 
-`python -m chain429.testing` answers every request the same way; the benchmark
-needs both kinds from one process (chain429 has one upstream), so this runs
-`chain429.testing.FakeProvider` with a callable default reply:
+Like `chain429 fake` and `python -m chain429.testing`, it answers a streaming
+request with a stream (`chain429.fake_replies.in_kind`); its stream has the
+fixed shape the load generator checks:
 
 - request body with `"stream": true` -> `Reply.stream`: a role chunk, 8 content
   delta chunks, a finish chunk, `data: [DONE]`, in chunked transfer-encoding,
   zero delay;
-- anything else -> the default 200 chat completion (as `python -m chain429.testing`).
+- anything else -> the default 200 chat completion.
 
 The stream is built once (model fixed, so every chunk is pre-encoded bytes and
 the fake does no JSON work per stream; the chunk id is the same for every
@@ -23,27 +23,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import signal
 from collections.abc import Sequence
 
-from chain429.testing import FakeProvider, ReceivedRequest, Reply
+from chain429.fake_replies import in_kind
+from chain429.testing import FakeProvider, Reply
 
 # 8 content pieces: what the load generator's stream check expects (bench/loadgen_stream.py).
 PIECES = ("Hello", " from", " the", " fake", " provider,", " streamed", " in", " pieces.")
-PLAIN = Reply()
-STREAM = Reply.stream(model="fake-model", pieces=PIECES)
-
-
-def choose(req: ReceivedRequest) -> Reply:
-    body = req.body
-    if body.find(b'"stream"') < 0:  # fast path: the plain benchmark's body never has it
-        return PLAIN
-    try:
-        wants = json.loads(body).get("stream") is True
-    except (ValueError, AttributeError):
-        return PLAIN  # the fake's own completion; the client sent garbage anyway
-    return STREAM if wants else PLAIN
+# The fake's own choice by kind (no JSON parsed unless the body says "stream").
+choose = in_kind(Reply(), Reply.stream(model="fake-model", pieces=PIECES))
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

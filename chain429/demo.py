@@ -9,6 +9,7 @@ serving so the user can point an OpenAI SDK at it.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import tempfile
 from typing import Any
@@ -91,6 +92,27 @@ async def narrate(base_url: str) -> None:
                     f"3. GET /v1/ratelimits: {entry['provider']}/{entry['model']} is "
                     f"{entry['state']} until {entry['until']}; the chain answers meanwhile."
                 )
+        await _stream(client)
+
+
+async def _stream(client: httpx.AsyncClient) -> None:
+    """One streamed answer, shown as it arrives."""
+    body = {"model": CHAIN, "stream": True, "messages": [{"role": "user", "content": "Hi"}]}
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        answered = response.headers.get("x-429chain-provider", "nobody")
+        say(f"4. the same with stream=true: HTTP {response.status_code} from {answered}, live:")
+        text, chunks = "", 0
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            for choice in chunk.get("choices") or ():
+                piece = (choice.get("delta") or {}).get("content") or ""
+                if piece:
+                    chunks += 1
+                    text += piece
+                    print(f"   {piece!r}", flush=True)
+        say(f"   = {text!r} in {chunks} chunks, then data: [DONE]")
 
 
 def _report(number: int, response: httpx.Response) -> None:

@@ -21,7 +21,7 @@ import re
 import struct
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http.client import responses
 from typing import Any
 
@@ -76,6 +76,8 @@ class Reply:
     # (a close-delimited body would make an abrupt close look like a clean end).
     chunks: Sequence[Chunk] | None = None
     chunk_delay: float = 0.0  # before each chunk (so also between the headers and the first)
+    # Streaming: before the first chunk only, headers already sent (a slow first token).
+    first_chunk_delay: float = 0.0
     # Close abruptly / go silent after this many chunks (for a plain body: bytes of body).
     cut_after: int | None = None
     stall_after: int | None = None
@@ -192,6 +194,7 @@ class Reply:
         headers: Mapping[str, str] | None = None,
         delay: float = 0.0,
         chunk_delay: float = 0.0,
+        first_chunk_delay: float = 0.0,
         cut_after: int | None = None,
         stall_after: int | None = None,
         usage: Mapping[str, int] | None = None,
@@ -224,9 +227,29 @@ class Reply:
             delay=delay,
             chunks=chunks,
             chunk_delay=chunk_delay,
+            first_chunk_delay=first_chunk_delay,
             cut_after=cut_after,
             stall_after=stall_after,
         )
+
+
+def in_kind(plain: Reply, stream: Reply) -> Callable[[ReceivedRequest], Reply]:
+    """A reply source answering a streaming request with `stream`, any other with `plain`."""
+
+    def choose(request: ReceivedRequest) -> Reply:
+        return stream if wants_stream(request.body) else plain
+
+    return choose
+
+
+def wants_stream(body: bytes) -> bool:
+    """Whether a chat request asks for a stream (`"stream": true`)."""
+    if body.find(b'"stream"') < 0:  # the usual case, without parsing anything
+        return False
+    try:
+        return json.loads(body).get("stream") is True
+    except (ValueError, AttributeError, RecursionError):
+        return False
 
 
 def _part(chunk: Chunk) -> bytes | dict[str, Any]:

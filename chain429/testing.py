@@ -14,7 +14,9 @@ framing live in ``chain429.fake_replies``; they are re-exported here.
         fake.script(Reply.rate_limited("30"), Reply(delay=0.5))
         ...  # point a client at fake.base_url
 
-Run standalone (for a benchmark subprocess): ``python -m chain429.testing --port N``.
+Unscripted, it answers a streaming request with a stream and any other with a
+completion. Run standalone: ``python -m chain429.testing --port N``, or with a
+script, ``chain429 fake`` (``chain429.fake_script``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from chain429.fake_replies import (
     dumps,
     fill_model,
     head,
+    in_kind,
     request_model,
     static,
 )
@@ -73,7 +76,10 @@ class FakeProvider:
         self.disconnects = 0  # requests whose client left before the reply was fully sent
         self.connections_opened = 0
         self.host, self.port = "127.0.0.1", 0
-        self._default: ReplySource = default if default is not None else Reply()
+        # Unscripted, a streaming request gets a stream and any other a completion.
+        self._default: ReplySource = (
+            default if default is not None else in_kind(Reply(), Reply.stream(f"Hello from {name}"))
+        )
         self._script: deque[ReplySource] = deque()
         self._lock = threading.Lock()  # script() is called from the test thread
         self._ids = itertools.count(1)
@@ -419,6 +425,8 @@ class _Conn(asyncio.Protocol):
                 await asyncio.get_running_loop().create_future()  # until cancelled
             if part is None:
                 break
+            if i == 0 and reply.first_chunk_delay > 0:
+                await asyncio.sleep(reply.first_chunk_delay)
             if reply.chunk_delay > 0:
                 await asyncio.sleep(reply.chunk_delay)
             if isinstance(part, dict):
@@ -465,7 +473,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 def run_fake_provider_forever(
-    host: str, port: int, reply: Reply | None = None, *, name: str = "fake"
+    host: str, port: int, reply: ReplySource | None = None, *, name: str = "fake"
 ) -> None:
     """Serve until SIGINT/SIGTERM. Records nothing, so memory stays flat under load."""
     fake = FakeProvider(name, reply, record=False)
@@ -501,8 +509,11 @@ def _main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
     ap.add_argument("--status", type=int, default=200, help="answer every request with this")
     args = ap.parse_args(argv)
-    reply = Reply() if args.status == 200 else Reply.error(args.status)
-    reply = dataclasses.replace(reply, delay=args.delay)
+    if args.status == 200:  # a stream for a streaming request, as unscripted fakes do
+        stream = Reply.stream(f"Hello from {args.name}", delay=args.delay)
+        reply: ReplySource = in_kind(Reply(delay=args.delay), stream)
+    else:
+        reply = dataclasses.replace(Reply.error(args.status), delay=args.delay)
     run_fake_provider_forever(args.host, args.port, reply, name=args.name)
 
 
