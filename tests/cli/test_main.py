@@ -55,7 +55,7 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 15) -> dict:
 def stop(proc: subprocess.Popen) -> int:
     proc.send_signal(signal.SIGINT)
     try:
-        return proc.wait(timeout=10)
+        return proc.wait(timeout=20)  # a graceful stop is quick; a busy machine is not
     finally:
         if proc.poll() is None:
             proc.kill()
