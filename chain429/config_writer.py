@@ -7,6 +7,9 @@ whole by the server's own loader, and only then replace the file atomically.
 ruamel hangs the text that follows a node on its last scalar, so an appended
 provider would land after the "Chains" banner and deleting the last item would
 take that banner along; `_swap_rest` moves it to wherever the node now ends.
+For the same reason a deleted item is cut out of the text itself (`_cut_item`):
+in ruamel's tree the comment above it hangs on the item before it, and would
+end up above the next one.
 """
 
 from __future__ import annotations
@@ -213,7 +216,56 @@ def _append(seq: Any, item: Any) -> None:
     _swap_rest(seq, rest)
 
 
+def _cut_item(text: str, data: Any, section: str, index: int) -> str | None:
+    """`text` without item `index` of the block list `section` and the comment lines
+    right above it (the comment that describes it); None if the lines are not as expected.
+
+    Comment lines and blank lines no deeper than the item's dash, between two
+    items, belong to the next one; deeper ones belong to the item they follow.
+    """
+    lines, seq = text.splitlines(keepends=True), data[section]
+
+    def dash_line(i: int) -> int | None:
+        line, column = seq.lc.item(i)
+        if lines[line][:column].rstrip().endswith("-"):
+            return line
+        return line - 1 if line > 0 and lines[line - 1].strip() == "-" else None
+
+    def loose(line: str) -> bool:  # blank, or a comment at most as deep as the dash
+        return not line.strip() or (
+            line.lstrip().startswith("#") and len(line) - len(line.lstrip()) <= dash
+        )
+
+    start = dash_line(index)
+    if start is None:
+        return None
+    dash = len(lines[start]) - len(lines[start].lstrip())
+    last = index == len(seq) - 1
+    if not last:
+        after = dash_line(index + 1)
+    else:
+        keys = list(data)
+        following = keys[keys.index(section) + 1 :]
+        after = data.lc.key(following[0])[0] if following else len(lines)
+    if after is None or not 0 < data.lc.key(section)[0] + 1 <= start < after <= len(lines):
+        return None
+    end = after  # the item's own lines end where the loose lines before `after` begin
+    while end > start + 1 and loose(lines[end - 1]):
+        end -= 1
+    above = start  # the comment lines right above the item go with it
+    while above > 0 and lines[above - 1].strip() and loose(lines[above - 1]):
+        above -= 1
+    if last:  # what follows the list stays, so the gap before the item goes
+        while above > data.lc.key(section)[0] + 1 and not lines[above - 1].strip():
+            above -= 1
+    else:  # the next item keeps the gap before this one; this one's gap goes
+        while end < after and not lines[end].strip():
+            end += 1
+    return "".join(lines[:above] + lines[end:])
+
+
 def _remove(parent: Any, section: str, index: int) -> None:
+    """Delete an item in ruamel's tree (where `_cut_item` cannot): its comments may move."""
     seq = parent[section]
     if index < len(seq) - 1:
         del seq[index]  # its trailing gap goes with it; the one before it stays
@@ -284,6 +336,24 @@ class ConfigDocument:
         self._yaml.dump(self._data, out)
         text = self._preamble + out.getvalue()
         return text.replace("\n", "\r\n") if self._crlf else text
+
+    def _remove(self, section: str, index: int) -> None:
+        """Delete item `index` of a section, with the comment lines above it."""
+        expected = _plain(self._data)
+        del expected[section][index]
+        expected[section] = expected[section] or None
+        if not self._data[section].fa.flow_style():
+            out = io.StringIO()
+            self._yaml.dump(self._data, out)
+            try:
+                cut = _cut_item(out.getvalue(), self._yaml.load(out.getvalue()), section, index)
+                data = None if cut is None else self._yaml.load(cut)
+            except (RuamelYAMLError, KeyError, IndexError, TypeError, ValueError):
+                data = None  # an anchor in the item, say: let ruamel delete it
+            if isinstance(data, CommentedMap) and _plain(data) == expected:
+                self._data = data
+                return
+        _remove(self._data, section, index)
 
     def raw(self) -> dict[str, Any]:
         return _plain(self._data)
@@ -385,7 +455,7 @@ class ConfigDocument:
         if users:
             message = f"provider {provider_id!r} is used by chains: {', '.join(users)}"
             raise ConfigEditError(409, message, names=users)
-        _remove(self._data, "providers", index)
+        self._remove("providers", index)
 
     def upsert_chain(self, chain: dict[str, Any]) -> str:
         seq, index = self._find("chains", "name", chain.get("name"), "chain")
@@ -402,7 +472,7 @@ class ConfigDocument:
         if _plain(self._section("settings").get("defaultChain")) == name:
             message = f"chain {name!r} is settings.defaultChain; choose another default first"
             raise ConfigEditError(409, message, names=["settings.defaultChain"])
-        _remove(self._data, "chains", index)
+        self._remove("chains", index)
 
     def patch_settings(self, changes: dict[str, Any]) -> None:
         if not isinstance(changes, Mapping):

@@ -494,3 +494,68 @@ def test_unchanged_values_keep_their_spelling(tmp_path: Path) -> None:
     assert doc.raw()["settings"] == {"accessLog": True, "maxBodyBytes": 10485760}
     apply_edit(path, lambda doc: doc.patch_settings(doc.raw()["settings"]))
     assert path.read_text() == text
+
+
+NOTED = """\
+version: 1
+providers:
+  # Groq: the fast one
+  - id: groq
+    type: groq
+  # A box under the desk
+  - id: local
+    type: generic-openai
+    baseUrl: http://127.0.0.1:1/v1
+    # (its own note, deeper than the dash)
+  # Cerebras: the backup
+  - id: cb
+    type: cerebras
+chains:  # what clients ask for
+  # The first chain
+  - name: a
+    entries:
+      - {provider: groq, model: m}
+  # The second chain
+  - name: b
+    entries:
+      - provider: local
+        model: m
+
+  # The third chain
+  - name: c
+    entries:
+      - {provider: cb, model: m}
+# The end
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "first", "after"),
+    [
+        ("chain", "a", "  # The first chain", "  # The second chain"),
+        ("chain", "b", "  # The second chain", "  # The third chain"),  # and the gap after it
+        ("chain", "c", "\n  # The third chain", "# The end"),  # the last: the gap before it
+        ("provider", "groq", "  # Groq", "  # A box"),
+        ("provider", "local", "  # A box", "  # Cerebras"),  # with its own deeper note
+        ("provider", "cb", "  # Cerebras", "chains:"),
+    ],
+)
+def test_a_removed_item_takes_the_comment_above_it_and_only_that(
+    tmp_path: Path, kind: str, name: str, first: str, after: str
+) -> None:
+    """The comment that describes an item goes with it, never onto the next item."""
+    path = tmp_path / "noted.yaml"
+    path.write_text(NOTED)
+    if kind == "provider":  # free the provider first (a chain edit, not a removal)
+        user = {"groq": "a", "local": "b", "cb": "c"}[name]
+        entries = [{"provider": "groq" if name != "groq" else "cb", "model": "m"}]
+        apply_edit(path, lambda doc: doc.upsert_chain({"name": user, "entries": entries}))
+    before = path.read_text()
+    start = before.index(first)
+    gone = before[start : before.index(after, start)]
+    if kind == "chain":
+        apply_edit(path, lambda doc: doc.delete_chain(name))
+    else:
+        apply_edit(path, lambda doc: doc.delete_provider(name))
+    assert path.read_text() == before.replace(gone, "", 1)
+    assert f"name: {name}\n" not in path.read_text() and f"id: {name}\n" not in path.read_text()
