@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from chain429 import config_writer
 from chain429.config_writer import (
     ConfigDocument,
     ConfigEditError,
@@ -376,7 +375,7 @@ def test_failed_write_leaves_the_original_and_no_temp_file(
     def boom(*args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(config_writer.os, failing, boom)
+    monkeypatch.setattr(os, failing, boom)  # wherever the writer calls it
     with pytest.raises(OSError, match="disk full"):
         apply_edit(small, lambda doc: doc.patch_settings({"port": 1}), environ=ENV)
     monkeypatch.undo()
@@ -559,3 +558,78 @@ def test_a_removed_item_takes_the_comment_above_it_and_only_that(
         apply_edit(path, lambda doc: doc.delete_provider(name))
     assert path.read_text() == before.replace(gone, "", 1)
     assert f"name: {name}\n" not in path.read_text() and f"id: {name}\n" not in path.read_text()
+
+
+ENTRIES = """\
+version: 1
+settings:
+  defaultChain: b
+providers:
+  - {id: groq, type: groq}
+  - {id: openai, type: openai}
+  - {id: cb, type: cerebras}
+chains:
+  - name: a
+    entries:
+      # free first
+      - provider: groq
+        model: m
+      # paid fallback
+      - provider: openai
+        model: x
+  # The second chain
+  - name: b
+    entries:
+      - {provider: groq, model: m}
+      - {provider: cb, model: m}   # backup
+  # Only the paid one
+  - name: c
+    entries:
+      - provider: openai
+        model: x
+# The end
+"""
+FREE = "      # free first\n      - provider: groq\n        model: m\n"
+PAID = "      # paid fallback\n      - provider: openai\n        model: x\n"
+
+
+def test_entries_move_and_insert_with_the_comment_that_describes_them(tmp_path: Path) -> None:
+    path = tmp_path / "entries.yaml"
+    path.write_text(ENTRIES)
+    apply_edit(path, lambda doc: doc.move_entry("a", 1, 0))
+    assert path.read_text() == ENTRIES.replace(FREE + PAID, PAID + FREE)
+    new = {"provider": "cb", "model": "z"}
+    apply_edit(path, lambda doc: doc.add_entry("a", new, 1))  # between the two
+    added = "      - provider: cb\n        model: z\n"
+    assert path.read_text() == ENTRIES.replace(FREE + PAID, PAID + added + FREE)
+    apply_edit(path, lambda doc: doc.delete_entry("a", 0))
+    assert path.read_text() == ENTRIES.replace(FREE + PAID, added + FREE)
+    with pytest.raises(ConfigEditError) as caught:
+        apply_edit(path, lambda doc: doc.delete_entry("c", 0))
+    assert caught.value.status == 409 and "only entry" in caught.value.message
+
+
+def test_removing_a_provider_with_cascade_takes_its_entries_and_emptied_chains(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "entries.yaml"
+    path.write_text(ENTRIES)
+    with pytest.raises(ConfigEditError) as caught:
+        apply_edit(path, lambda doc: doc.delete_provider("openai"))
+    assert caught.value.status == 409 and caught.value.names == ("a", "c")
+    _, emptied = apply_edit(path, lambda doc: doc.delete_provider("openai", cascade=True))
+    assert emptied == ["c"]
+    gone = [
+        "  - {id: openai, type: openai}\n",
+        PAID,
+        ENTRIES[ENTRIES.index("  # Only") : ENTRIES.index("# The end")],
+    ]
+    expected = ENTRIES
+    for text in gone:
+        expected = expected.replace(text, "")
+    assert path.read_text() == expected and expected.endswith("backup\n# The end\n")
+    before = path.read_text()
+    with pytest.raises(ConfigEditError) as caught:  # b, the default, would be left empty
+        apply_edit(path, lambda doc: [doc.delete_provider(p, cascade=True) for p in ("cb", "groq")])
+    assert caught.value.status == 409 and "default chain 'b'" in caught.value.message
+    assert path.read_text() == before
