@@ -13,7 +13,13 @@ from typing import Annotated
 import typer
 
 from chain429 import __version__, logs
-from chain429.cli import config_commands, output, server_commands
+from chain429.cli import (
+    chain_commands,
+    config_commands,
+    output,
+    server_commands,
+    settings_commands,
+)
 from chain429.cli.options import ConfigOption
 from chain429.cli.output import fail
 from chain429.config import Config, ConfigError, find_config_path, load_config
@@ -177,6 +183,8 @@ def demo(
 
 
 config_commands.register(app)
+chain_commands.register(app)
+settings_commands.register(app)
 server_commands.register(app)
 
 
