@@ -246,8 +246,11 @@ class AdminClient:
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict) and error.get("message"):
             message = str(error["message"])
-            if response.status_code == 401:
-                message += f" (set ${ADMIN_KEY_ENV}, or a context with --admin-key-env)"
+            if response.status_code in (401, 403):
+                message += (
+                    f" (set ${ADMIN_KEY_ENV}, or {ADMIN_KEY_ENV} in the .env beside the "
+                    "config, or use a context with --admin-key-env)"
+                )
             return message
         if response.status_code == 404:
             where = f"{self.base_url}{response.url.path}"

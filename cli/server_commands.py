@@ -31,7 +31,8 @@ ServerOption = Annotated[
         "--server",
         help="Server URL. Default: $CHAIN429_SERVER, the current context, else the host and "
         "port of the config file. Admin key: $CHAIN429_ADMIN_KEY, else the context's "
-        "admin_key_env variable, else the config file's first adminKeys (or apiKeys) entry.",
+        "admin_key_env variable, else the config file's first adminKeys entry (${VAR} read "
+        "from the .env beside it too), else CHAIN429_ADMIN_KEY in that .env, else apiKeys.",
         show_default=False,
     ),
 ]

@@ -2,9 +2,9 @@
 
 Keys are the file's camelCase names (`cooldownDefaultMs`); the snake_case
 spelling works too. A value is read as YAML would read it in the file (`true`,
-`4000`, `[a, b]`), except for text settings, which take the value as written,
-and list settings, which take one item as a list of one. `null` removes the
-key, so the default applies again. The change is validated with the whole
+`4000`), except for text settings, which take the value as written, and list
+settings, which take `a,b` or `[a, b]` (one item is a list of one). `null`
+removes the key, so the default applies again. The change is validated with the whole
 file before anything is written (config_commands.write_change).
 """
 
@@ -81,9 +81,10 @@ def parse_value(key: str, text: str) -> Any:
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
-        return text  # the validation says what is wrong with it
+        value = text  # `[${A}, ${B}]` is not YAML (braces); the validation judges the rest
     if get_origin(annotation) is tuple and not isinstance(value, list):
-        return [] if value is None else [value]
+        items = text.strip().removeprefix("[").removesuffix("]").split(",")
+        return [item.strip().strip("'\"") for item in items if item.strip()]
     return value
 
 
@@ -142,7 +143,8 @@ def settings_set(
         str,
         typer.Argument(
             metavar="VALUE",
-            help="As in the file: 4000, true, [a, b], ${VAR}; null removes the key.",
+            help="As in the file: 4000, true, ${VAR}; a list as a,b or [a, b]; null removes "
+            "the key.",
         ),
     ],
     config: ConfigOption = None,

@@ -184,6 +184,12 @@ def test_settings_set_validates_before_writing_and_get_reads(tmp_path):
         ("cooldown_default_ms", "2000", 2000),  # the snake_case spelling works too
         ("queueMode", "true", True),
         ("allowedHosts", "proxy.example", ["proxy.example"]),
+        (
+            "corsOrigins",
+            "https://a.example,https://b.example",
+            ["https://a.example", "https://b.example"],
+        ),
+        ("adminKeys", "[${ADMIN_A}, ${ADMIN_B}]", ["${ADMIN_A}", "${ADMIN_B}"]),
         ("logLevel", "debug", "debug"),
     ]:
         result = cli("settings", "set", key, value, "-c", str(path))

@@ -127,9 +127,11 @@ def test_provider_add_starts_a_config_and_local_providers_get_no_key(tmp_path, m
             assert f"the server at {url} took the change" in moved
             answer = httpx.post(f"{url}/v1/chat/completions", json=chat, headers=auth)
             assert answer.headers["x-429chain-provider"] == "vllm/m2"
+            assert "available" in in_process("status").stdout  # reads take it too
             with pytest.MonkeyPatch.context() as proxy_only:  # a proxy key changes nothing
                 proxy_only.setenv("CHAIN429_ADMIN_KEY", keys["CHAIN429_API_KEY"])
-                assert in_process("reload").exit_code == 2
+                refused = in_process("reload")
+                assert refused.exit_code == 2 and ".env beside the config" in refused.stderr
         finally:
             stop(proc)
     assert box.requests and vllm.requests

@@ -429,7 +429,7 @@ def test_every_command_that_reads_the_config_takes_config(tmp_path):
             else:
                 yield (*prefix, name), {o for p in command.params for o in getattr(p, "opts", [])}
 
-    reads_config = {"config", "context", "demo"}  # these read no config file
+    reads_no_config = {"context", "demo"}
     for path_, options in commands(get_command(app)):
-        if path_[0] not in reads_config or path_[0] == "config":
+        if path_[0] not in reads_no_config:
             assert "--config" in options, path_
