@@ -7,17 +7,16 @@ whole by the server's own loader, and only then replace the file atomically.
 ruamel hangs the text that follows a node on its last scalar, so an appended
 provider would land after the "Chains" banner and deleting the last item would
 take that banner along; `_swap_rest` moves it to wherever the node now ends.
+For the same reason items are deleted and reordered in the text itself
+(chain429.yaml_lines): in ruamel's tree the comment above an item hangs on the
+item before it, and would end up above the next one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
 import re
-import tempfile
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +29,9 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
 from ruamel.yaml.tokens import CommentToken
 
+from chain429 import yaml_lines
 from chain429.config import Config, ConfigError, ConfigIssue, parse_config_text
+from chain429.file_writes import one_writer, write_atomically
 from chain429.masking import (
     PROVIDER_SECRETS,
     SETTINGS_SECRETS,
@@ -213,7 +214,12 @@ def _append(seq: Any, item: Any) -> None:
     _swap_rest(seq, rest)
 
 
+def _provider_of(entry: Any) -> Any:
+    return _plain(entry.get("provider")) if isinstance(entry, Mapping) else None
+
+
 def _remove(parent: Any, section: str, index: int) -> None:
+    """Delete an item in ruamel's tree (where yaml_lines cannot): its comments may move."""
     seq = parent[section]
     if index < len(seq) - 1:
         del seq[index]  # its trailing gap goes with it; the one before it stays
@@ -284,6 +290,29 @@ class ConfigDocument:
         self._yaml.dump(self._data, out)
         text = self._preamble + out.getvalue()
         return text.replace("\n", "\r\n") if self._crlf else text
+
+    def _rewrite(self, expected: Any, change: Callable[[str, Any], str | None]) -> bool:
+        """Replace the document by `change(text, loaded text)` if that reads as `expected`."""
+        out = io.StringIO()
+        self._yaml.dump(self._data, out)
+        try:
+            text = change(out.getvalue(), self._yaml.load(out.getvalue()))
+            data = None if text is None else self._yaml.load(text)
+        except (RuamelYAMLError, KeyError, IndexError, TypeError, ValueError):
+            data = None  # an alias into the item, say: the caller edits the tree instead
+        if isinstance(data, CommentedMap) and _plain(data) == expected:
+            self._data = data
+            return True
+        return False
+
+    def _remove(self, path: yaml_lines.Path, index: int) -> None:
+        """Delete item `index` of the list at `path`, with the comment lines above it."""
+        expected = _plain(self._data)
+        parent = yaml_lines.node_at(expected, path[:-1])
+        del parent[path[-1]][index]
+        parent[path[-1]] = parent[path[-1]] or None  # as an emptied section reads
+        if not self._rewrite(expected, lambda text, data: yaml_lines.cut(text, data, path, index)):
+            _remove(yaml_lines.node_at(self._data, path[:-1]), str(path[-1]), index)
 
     def raw(self) -> dict[str, Any]:
         return _plain(self._data)
@@ -372,20 +401,41 @@ class ConfigDocument:
             detail = "; ".join(f"{issue.path}: {issue.message}" for issue in issues)
             raise ConfigEditError(422, f"provider {new.get('id')!r}: {detail}", issues)
 
-    def delete_provider(self, provider_id: str) -> None:
+    def delete_provider(self, provider_id: str, *, cascade: bool = False) -> list[str]:
+        """Remove a provider; 409 while a chain uses it, unless `cascade`: then its chain
+        entries go too, and the chains that leaves empty (their names are returned).
+        The default chain may not be left empty (409)."""
         _, index = self._find("providers", "id", provider_id, "provider")
         if index is None:
             raise ConfigEditError(404, f"no provider with id {provider_id!r}")
-        users = []
+        uses: dict[str, list[int]] = {}  # chain -> the entries on this provider
+        emptied: list[str] = []
         for chain in self._section("chains"):
-            entries = chain.get("entries") if isinstance(chain, Mapping) else None
-            refs = [e.get("provider") for e in entries or () if isinstance(e, Mapping)]
-            if provider_id in refs:
-                users.append(str(chain.get("name")))
-        if users:
-            message = f"provider {provider_id!r} is used by chains: {', '.join(users)}"
-            raise ConfigEditError(409, message, names=users)
-        _remove(self._data, "providers", index)
+            entries = (chain.get("entries") if isinstance(chain, Mapping) else None) or ()
+            mine = [i for i, e in enumerate(entries) if _provider_of(e) == provider_id]
+            if mine:
+                uses[str(chain.get("name"))] = mine
+                emptied += [str(chain.get("name"))] if len(mine) == len(entries) else []
+        if uses and not cascade:
+            message = f"provider {provider_id!r} is used by chains: {', '.join(uses)}"
+            raise ConfigEditError(409, message, names=list(uses))
+        default = _plain(self._section("settings").get("defaultChain"))
+        if default in emptied:
+            message = (
+                f"the default chain {default!r} would be left empty (all its entries are on "
+                f"{provider_id!r}); choose another default first"
+            )
+            raise ConfigEditError(409, message, names=["settings.defaultChain"])
+        for name, mine in uses.items():  # each removal may replace the tree: look again
+            at = self._entries(name)[0]
+            for path, i in (
+                [(("chains",), at)]
+                if name in emptied
+                else [(("chains", at, "entries"), i) for i in reversed(mine)]
+            ):
+                self._remove(path, i)
+        self._remove(("providers",), self._find("providers", "id", provider_id, "provider")[1] or 0)
+        return emptied
 
     def upsert_chain(self, chain: dict[str, Any]) -> str:
         seq, index = self._find("chains", "name", chain.get("name"), "chain")
@@ -402,7 +452,48 @@ class ConfigDocument:
         if _plain(self._section("settings").get("defaultChain")) == name:
             message = f"chain {name!r} is settings.defaultChain; choose another default first"
             raise ConfigEditError(409, message, names=["settings.defaultChain"])
-        _remove(self._data, "chains", index)
+        self._remove(("chains",), index)
+
+    def _entries(self, chain: str) -> tuple[int, Any]:
+        seq, index = self._find("chains", "name", chain, "chain")
+        if index is None:
+            raise ConfigEditError(404, f"no chain named {chain!r}")
+        entries = seq[index].get("entries") if isinstance(seq[index], Mapping) else None
+        if not isinstance(entries, CommentedSeq):
+            raise ConfigEditError(422, f"chain {chain!r} has no list of entries")
+        return index, entries
+
+    def add_entry(self, chain: str, entry: dict[str, Any], position: int | None = None) -> None:
+        """Add an entry to a chain at `position` (from 0; default: last)."""
+        index, entries = self._entries(chain)
+        old = _plain(self._data["chains"][index])
+        _merge(self._data["chains"][index], {**old, "entries": [*old["entries"], entry]})
+        if position is not None and position < len(entries) - 1:
+            self.move_entry(chain, len(entries) - 1, position)
+
+    def move_entry(self, chain: str, index: int, to: int) -> None:
+        """Move entry `index` of a chain to `to` (both from 0), the comment above it along."""
+        at, entries = self._entries(chain)
+        order = list(range(len(entries)))
+        order.insert(to, order.pop(index))
+        path = ("chains", at, "entries")
+        expected = _plain(self._data)
+        moved = [yaml_lines.node_at(expected, path)[i] for i in order]
+        yaml_lines.node_at(expected, path[:-1])["entries"] = moved
+        if not self._rewrite(
+            expected, lambda text, data: yaml_lines.reorder(text, data, path, order)
+        ):
+            _merge(self._data["chains"][at], yaml_lines.node_at(expected, path[:-1]))
+
+    def delete_entry(self, chain: str, index: int) -> None:
+        """Remove entry `index` (from 0) of a chain, and the comment above it."""
+        at, entries = self._entries(chain)
+        if not 0 <= index < len(entries):
+            raise ConfigEditError(404, f"chain {chain!r} has no entry {index + 1}")
+        if len(entries) == 1:
+            message = f"that is the only entry of chain {chain!r}, and a chain needs one"
+            raise ConfigEditError(409, message, names=[chain])
+        self._remove(("chains", at, "entries"), index)
 
     def patch_settings(self, changes: dict[str, Any]) -> None:
         if not isinstance(changes, Mapping):
@@ -427,57 +518,6 @@ class ConfigDocument:
             raise ConfigEditError(422, "the edited config is not valid", exc.issues) from None
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text`: a reader sees the old file or the new one, never half."""
-    target = Path(os.path.realpath(path))  # write through a symlink, not over it
-    current = target.stat() if target.exists() else None  # a new file: 0600, it may hold keys
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            if current is not None:
-                os.fchmod(handle.fileno(), current.st_mode & 0o7777)
-                with contextlib.suppress(OSError):  # only root may give a file away
-                    os.fchown(handle.fileno(), current.st_uid, current.st_gid)
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # the rename is durable once the directory is
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An advisory lock on the config file's directory (a no-op where flock is missing).
-
-    Not on the file: the write replaces it, so a newcomer would lock the new
-    inode while an older waiter holds the old one. The directory stays put.
-    """
-    try:
-        import fcntl
-    except ImportError:  # Windows: the thread lock is all there is
-        yield
-        return
-    descriptor = os.open(path.parent, os.O_RDONLY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)  # closing releases the lock
-
-
-_LOCKS: dict[str, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
 def apply_edit(
     path: Path,
     edit: Callable[[ConfigDocument], T],
@@ -494,13 +534,9 @@ def apply_edit(
     validated result by raising, just before it is written.
     """
     path = Path(path)
-    with _LOCKS_GUARD:
-        lock = _LOCKS.setdefault(os.path.realpath(path), threading.Lock())
     # One writer per file, or two edits loaded from the same text would each
-    # write back without the other's change: a thread lock within this process,
-    # and a file lock across processes (a CLI edit while the
-    # server edits).
-    with lock, _file_lock(path):
+    # write back without the other's change (a CLI edit while the server edits).
+    with one_writer(path):
         original = path.read_bytes().decode("utf-8")
         if base_must_be_valid:
             try:

@@ -57,6 +57,8 @@ class _Dialect:
 
 
 _OPENAI_WINDOWS: dict[str, Window] = {"requests": "minute", "tokens": "minute"}
+# Any server that speaks OpenAI's API: every family it might send is read.
+_GENERIC = _Dialect(plain=_OPENAI_WINDOWS, bare=True)
 
 # Keyed by preset type. The suffixed family (`-requests-day`, `-req-minute`)
 # is read for every dialect: its names say their own window, so reading it
@@ -68,7 +70,10 @@ DIALECTS: dict[str, _Dialect] = {
     "mistral": _Dialect(),
     "openrouter": _Dialect(bare=True),
     "google-ai": _Dialect(day_zone="America/Los_Angeles"),
-    "generic-openai": _Dialect(plain=_OPENAI_WINDOWS, bare=True),
+    "generic-openai": _GENERIC,
+    # Local servers send no quota headers; should one ever, it is read generically.
+    "ollama": _GENERIC,
+    "lmstudio": _GENERIC,
 }
 
 

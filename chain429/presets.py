@@ -21,6 +21,9 @@ class Preset:
     # Whether the provider accepts stream_options.include_usage on streams;
     # where it does, chain429 asks for usage even when the client did not.
     supports_stream_usage: bool = False
+    # Servers on the user's own machine take no key: `provider add` writes no
+    # apiKey for them, and a provider without one is sent no Authorization.
+    needs_key: bool = True
 
 
 PRESETS: dict[str, Preset] = {
@@ -47,6 +50,11 @@ PRESETS: dict[str, Preset] = {
         # Anything else that speaks OpenAI's API: the config must give baseUrl.
         # Unknown servers may reject unknown fields, so nothing extra is sent.
         Preset("generic-openai", None),
+        # Local model servers at their default addresses (the OpenAI-compatible
+        # endpoints of Ollama and LM Studio): no key, and like generic-openai
+        # otherwise, rate limits included. vLLM is generic-openai with a baseUrl.
+        Preset("ollama", "http://127.0.0.1:11434/v1", needs_key=False),
+        Preset("lmstudio", "http://127.0.0.1:1234/v1", needs_key=False),
     )
 }
 

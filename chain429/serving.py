@@ -9,11 +9,13 @@ server next to their own code.
 from __future__ import annotations
 
 import asyncio
+import errno
+import ipaddress
 import logging
 import os
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import peewee
@@ -46,6 +48,8 @@ def resolve_bind(
             port = int(environ["PORT"])
         except ValueError:
             raise ValueError(f"PORT must be a number, got {environ['PORT']!r}") from None
+        if not 0 <= port <= 65535:
+            raise ValueError(f"PORT must be 0 to 65535, got {port}")
     return host or settings.host, port if port is not None else settings.port
 
 
@@ -89,21 +93,82 @@ def open_request_log(config: Config) -> Telemetry:
     )
 
 
-def serve(app: Sanic, host: str, port: int, *, access_log: bool = False) -> None:
-    """Run in the foreground until SIGINT/SIGTERM, then stop gracefully."""
+class PortInUse(OSError):
+    """Another program listens on the port already."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, before Sanic starts: a port in use is one PortInUse
+    (not a log line from inside Sanic), and port 0 becomes a port to name.
+
+    It does not listen yet: the event loop does, when the server starts serving,
+    so no client is taken in (and answered) while the server is still starting.
+    """
+    try:  # as Sanic's bind_socket does, without its listen()
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:  # a host name
+        family = socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise PortInUse(err.errno, f"port {port} is in use") from None
+        raise
+    return sock
+
+
+def serve(
+    app: Sanic,
+    host: str,
+    port: int,
+    *,
+    access_log: bool = False,
+    sock: socket.socket | None = None,
+    ready: Callable[[int], None] | None = None,
+) -> None:
+    """Run in the foreground until SIGINT/SIGTERM, then stop gracefully.
+
+    `sock` is a socket from `bind` (else one is bound here); `ready` is told
+    the port once the server accepts connections, and not before.
+    """
+    sock = sock if sock is not None else bind(host, port)
+    # Sanic's hint to use --debug or --dev names flags chain429 does not have.
+    os.environ.setdefault("SANIC_IGNORE_PRODUCTION_WARNING", "1")
     # With one app in the process, Sanic's touchup can compile out the lifecycle
     # signals nobody listens to: about an eighth of the CPU per request (bench/).
     app.config.TOUCHUP = True
     app.ctx.bind_host = host
-    app.run(
-        host=host,
-        port=port,
-        single_process=True,
-        access_log=access_log,
-        motd=False,
-        verbosity=0,
-        **server_options(app),
-    )
+    if ready is not None:
+        bound: int = sock.getsockname()[1]
+
+        async def announce(app: Sanic, _: Any = None) -> None:
+            loop = asyncio.get_running_loop()
+
+            def when_running() -> None:
+                # Once Sanic's start-up is over: a Ctrl-C it takes during its
+                # start-up listeners is lost, so "serving" must not invite one.
+                if app.state.is_running:
+                    ready(bound)
+                else:
+                    loop.call_later(0.005, when_running)
+
+            when_running()
+
+        app.after_server_start(announce)
+    try:
+        app.run(
+            sock=sock,
+            single_process=True,
+            access_log=access_log,
+            motd=False,
+            verbosity=0,
+            **server_options(app),
+        )
+    finally:
+        sock.close()
 
 
 class ServerThread:

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import itertools
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -473,14 +474,24 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 def run_fake_provider_forever(
-    host: str, port: int, reply: ReplySource | None = None, *, name: str = "fake"
+    host: str,
+    port: int,
+    reply: ReplySource | None = None,
+    *,
+    name: str = "fake",
+    announce: str | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM. Records nothing, so memory stays flat under load."""
+    """Serve until SIGINT/SIGTERM. Records nothing, so memory stays flat under load.
+
+    Once listening, prints the base URL on stdout, and `announce` on stderr.
+    """
     fake = FakeProvider(name, reply, record=False)
 
     async def main() -> None:
         await fake.start(host, port)
         print(f"listening on {fake.base_url}", flush=True)  # a parent reads the port here
+        if announce:
+            print(announce, file=sys.stderr, flush=True)
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -5,10 +5,12 @@ The server: `--server URL`, else `$CHAIN429_SERVER`, else the current context
 finds (a wildcard bind address means this machine).
 
 The admin key: `$CHAIN429_ADMIN_KEY`, else the variable the context names in
-`admin_key_env`, else the config file's first `adminKeys` entry (or its first
-`apiKeys` entry), after `${VAR}` substitution. A key from the config file is
-only sent to the server that file describes or to a loopback address, never to
-some other machine.
+`admin_key_env`, else the config file's first `adminKeys` entry, after `${VAR}`
+substitution from the environment and the `.env` beside the file (where `init`
+puts `CHAIN429_ADMIN_KEY`), else `CHAIN429_ADMIN_KEY` in that `.env`, else the
+file's first `apiKeys` entry. Nobody has to export a key to use the CLI next to
+its config. A key from the config file or its `.env` is only sent to the server
+that file describes or to a loopback address, never to some other machine.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ import yaml
 
 from chain429 import __version__
 from chain429.cli.contexts import ContextError, check_server, current_context
+from chain429.cli.options import ADMIN_KEY_ENV
 from chain429.cli.output import fail
 from chain429.config import ConfigError, find_config_path, load_config, read_dotenv
 
 SERVER_ENV = "CHAIN429_SERVER"
-ADMIN_KEY_ENV = "CHAIN429_ADMIN_KEY"
 TIMEOUT_S = 10.0
 
 _WILDCARD = {"0.0.0.0", "::", ""}
@@ -87,25 +89,36 @@ def _substitute(value: str, env: Mapping[str, str]) -> str | None:
     return None if missing or not result else result
 
 
+def _dotenv(path: Path) -> dict[str, str]:
+    try:
+        return read_dotenv(path.parent / ".env")
+    except (OSError, UnicodeDecodeError):
+        return {}
+
+
 def _from_file(path: Path) -> _FileServer:
-    """Where the server that `path` configures listens, and its first admin key."""
-    host, port, keys = "127.0.0.1", 3429, []
+    """Where the server that `path` configures listens, and the key to send it."""
+    host, port, admin, proxy = "127.0.0.1", 3429, [], []
+    dotenv = _dotenv(path)
     try:
         settings = load_config(path).settings
         host, port = settings.host, settings.port
-        keys = list(settings.admin_keys or settings.api_keys)
+        admin, proxy = list(settings.admin_keys), list(settings.api_keys)
     except ConfigError:
         raw = _lenient_settings(path)
         host = str(raw.get("host") or host)
         port = raw["port"] if isinstance(raw.get("port"), int) else port
-        env = {**read_dotenv(path.parent / ".env"), **os.environ}
+        env = {**dotenv, **os.environ}
+        found: dict[str, list[str]] = {}
         for name in ("adminKeys", "apiKeys"):
             values = raw.get(name)
-            if isinstance(values, str):
-                values = [values]
-            if isinstance(values, list) and values:
-                keys = [k for v in values if isinstance(v, str) and (k := _substitute(v, env))]
-                break
+            values = [values] if isinstance(values, str) else values
+            if isinstance(values, list):
+                found[name] = [
+                    k for v in values if isinstance(v, str) and (k := _substitute(v, env))
+                ]
+        admin, proxy = found.get("adminKeys", []), found.get("apiKeys", [])
+    keys = admin or ([dotenv[ADMIN_KEY_ENV]] if dotenv.get(ADMIN_KEY_ENV) else []) or proxy
     if host in _WILDCARD:
         host = "127.0.0.1"
     if ":" in host and not host.startswith("["):
@@ -233,8 +246,11 @@ class AdminClient:
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict) and error.get("message"):
             message = str(error["message"])
-            if response.status_code == 401:
-                message += f" (set ${ADMIN_KEY_ENV}, or a context with --admin-key-env)"
+            if response.status_code in (401, 403):
+                message += (
+                    f" (set ${ADMIN_KEY_ENV}, or {ADMIN_KEY_ENV} in the .env beside the "
+                    "config, or use a context with --admin-key-env)"
+                )
             return message
         if response.status_code == 404:
             where = f"{self.base_url}{response.url.path}"

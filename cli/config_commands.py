@@ -1,4 +1,5 @@
-"""Commands that write the config file: init, provider ..., chain ...
+"""Commands that write the config file: init and provider ...; and what every
+command that edits the file shares (chain ... and settings ... too).
 
 Every change goes through `chain429.config_writer.apply_edit`, the admin API's
 own writer: comments and `${VAR}` references are kept, the whole result is
@@ -17,9 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from chain429.cli import output, wizard
+from chain429.cli import output, starter, wizard
 from chain429.cli.options import ConfigOption, JsonOption
-from chain429.cli.output import fail, say
+from chain429.cli.output import fail, plural, say
 from chain429.config import Config, ConfigError, find_config_path, load_config, read_dotenv
 from chain429.presets import PRESETS, PROVIDER_TYPES
 
@@ -38,10 +39,6 @@ ServerOption = Annotated[
     ),
 ]
 StreamOption = Annotated[bool, typer.Option("--stream", help="Test with streaming requests.")]
-
-# What a `${VAR}` that is set nowhere stands for while an edit is validated:
-# the file may name a key its user has not set yet (it is still a valid file).
-UNSET = "https://unset.invalid"
 
 
 # --- shared helpers ------------------------------------------------------------
@@ -83,9 +80,13 @@ def strict_config(path: Path) -> Config:
 
 
 def write_change(
-    path: Path, change: Callable[[ConfigDocument], T], done: str, server: str | None
+    path: Path,
+    change: Callable[[ConfigDocument], T],
+    done: str | Callable[[T], str],
+    server: str | None,
 ) -> T:
-    """Apply `change` through the one write path, say what happened, tell the server."""
+    """Apply `change` through the one write path, say what happened (`done`, or what it
+    makes of the change's result), tell the server."""
     from chain429.config_writer import ConfigEditError, apply_edit
 
     known = known_env(path)
@@ -94,7 +95,7 @@ def write_change(
     def edit(document: ConfigDocument) -> T:
         result = change(document)
         unset.update(wizard.referenced_vars(document.text()) - known.keys())
-        environ.update({var: UNSET for var in unset})
+        environ.update({var: wizard.UNSET for var in unset})
         return result
 
     try:
@@ -103,7 +104,7 @@ def write_change(
         raise fail(edit_message(err)) from None
     except OSError as err:
         raise fail(f"cannot write {path}: {err.strerror or err}") from None
-    say(f"{done} in {path}")
+    say(f"{done if isinstance(done, str) else done(result)} in {path}")
     if unset:
         say(f"note: {', '.join(sorted(unset))} not set (environment or .env); the server needs it")
     say(notify_server(path, server))
@@ -145,23 +146,23 @@ def _same_file(a: str, b: Path) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _items(data: dict[str, Any], section: str) -> list[dict[str, Any]]:
+def items(data: dict[str, Any], section: str) -> list[dict[str, Any]]:
     return [item for item in data.get(section) or [] if isinstance(item, dict)]
 
 
-def _chain(data: dict[str, Any], name: str) -> dict[str, Any]:
-    for chain in _items(data, "chains"):
+def find_chain(data: dict[str, Any], name: str) -> dict[str, Any]:
+    for chain in items(data, "chains"):
         if chain.get("name") == name:
             return chain
-    names = ", ".join(str(c.get("name")) for c in _items(data, "chains")) or "none"
+    names = ", ".join(str(c.get("name")) for c in items(data, "chains")) or "none"
     raise fail(f"no chain named {name!r} (chains: {names})")
 
 
-def _users(data: dict[str, Any], provider_id: str) -> list[str]:
+def chains_using(data: dict[str, Any], provider_id: str) -> list[str]:
     return [
         str(chain.get("name"))
-        for chain in _items(data, "chains")
-        if any(e.get("provider") == provider_id for e in _items(chain, "entries"))
+        for chain in items(data, "chains")
+        if any(e.get("provider") == provider_id for e in items(chain, "entries"))
     ]
 
 
@@ -188,7 +189,8 @@ def init(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 3429,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
-    """Write a starter chain429.yaml with free-tier chains, and a proxy key in .env."""
+    """Write a starter chain429.yaml with free-tier chains, and a proxy key and an admin key
+    in .env (keys already there are kept)."""
     path = config or Path("chain429.yaml")
     if path.is_dir():
         raise fail(f"{path} is a directory; pass the file to write, e.g. {path}/chain429.yaml")
@@ -215,31 +217,24 @@ def init(
             names = ", ".join(var for known in wizard.KNOWN for var in known.env)
             raise fail(f"no provider key in the environment ({names}); set one or pass --provider")
         plan = wizard.plan(types, environ, port=port)
-    text = wizard.render_config(plan)
-    key = wizard.new_proxy_key()
-    placeholders = {var: UNSET for var in wizard.referenced_vars(text)}
-    from chain429.config import parse_config_text
-    from chain429.config_writer import write_atomically
-
-    parse_config_text(text, environ=placeholders)  # a bug here must not write a bad file
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        wizard.upsert_dotenv(dotenv, wizard.PROXY_KEY_VAR, key)
-        write_atomically(path, text)
+        written = starter.write(path, plan, environ)
     except OSError as err:
         raise fail(f"cannot write {err.filename or path}: {err.strerror or err}") from None
     say(f"wrote {path} (providers: {', '.join(plan.providers)}; chains: {', '.join(plan.chains)})")
-    say(f"wrote the proxy key to {dotenv} as {wizard.PROXY_KEY_VAR} (mode 600)")
-    if os.environ.get(wizard.PROXY_KEY_VAR, key) != key:
-        say(f"note: {wizard.PROXY_KEY_VAR} in your environment wins over .env; unset it")
+    starter.report_keys(written)
     missing = [var for var in plan.providers.values() if not environ.get(var)]
     if missing:
         say(f"before `chain429 serve`, set {', '.join(missing)} (environment or {dotenv})")
     else:
         flag = "" if config is None else f" -c {path}"
         say(f"start it with: chain429 serve{flag}")
-    say("your proxy API key, on stdout and shown only this once (clients send it as their key):")
-    sys.stdout.write(key + "\n")
+    proxy = written.keys[wizard.PROXY_KEY_VAR]
+    say(
+        "your proxy API key, on stdout (clients send it as their API key; "
+        f"it is in {dotenv} as {proxy.var}):"
+    )
+    sys.stdout.write(proxy.value + "\n")
     sys.stdout.flush()
 
 
@@ -272,6 +267,14 @@ def provider_add(
             show_default=False,
         ),
     ] = None,
+    no_key: Annotated[
+        bool,
+        typer.Option(
+            "--no-key",
+            help="It takes no key (a local server: vLLM, llama.cpp); no apiKey is written. "
+            "The ollama and lmstudio types take none by default.",
+        ),
+    ] = False,
     paid: Annotated[
         bool,
         typer.Option("--paid", help="Mark it paid: a last resort (see settings.waitBeforePaidMs)."),
@@ -279,47 +282,69 @@ def provider_add(
     config: ConfigOption = None,
     server: ServerOption = None,
 ) -> None:
-    """Add a provider (asks for what the flags leave out, on a terminal)."""
-    path = config_path(config)
-    if provider_id in {p.get("id") for p in _items(load_document(path).raw(), "providers")}:
+    """Add a provider (asks for what the flags leave out, on a terminal). With no config
+    file yet, first writes one as `init --yes` would."""
+    if no_key and api_key_env is not None:
+        raise fail("--no-key and --api-key-env contradict each other; give one")
+    if ptype is not None and ptype not in PRESETS:
+        raise fail(f"unknown type {ptype!r}; types: {', '.join(PROVIDER_TYPES)}")
+    path = find_config_path(str(config) if config else None)
+    exists = path.is_file()
+    if exists and provider_id in {
+        p.get("id") for p in items(load_document(path).raw(), "providers")
+    }:
         raise fail(f"provider {provider_id!r} already exists in {path}")
-    if ptype is None or (ptype == "generic-openai" and base_url is None):
+    if ptype is None or (PRESETS[ptype].default_base_url is None and base_url is None):
         if not wizard.can_prompt():
             raise fail(
                 "provider add needs --type TYPE (and --base-url URL for generic-openai); "
                 "there is no terminal to ask on"
             )
         with wizard.prompting():
-            answers = wizard.ask_provider(provider_id, ptype, name, base_url, api_key_env)
+            answers = wizard.ask_provider(provider_id, ptype, name, base_url, api_key_env, no_key)
     else:
-        var = api_key_env or wizard.key_var(ptype, provider_id, known_env(path))
+        var = api_key_env
+        if var is None and not no_key and PRESETS[ptype].needs_key:
+            var = wizard.key_var(ptype, provider_id, known_env(path))
         answers = wizard.ProviderAnswers(ptype, name, base_url, var)
-    if answers.type not in PRESETS:
-        raise fail(f"unknown type {answers.type!r}; types: {', '.join(PROVIDER_TYPES)}")
-    if not wizard.VAR_NAME.fullmatch(answers.api_key_env):
+    if answers.api_key_env is not None and not wizard.VAR_NAME.fullmatch(answers.api_key_env):
         raise fail(f"--api-key-env {answers.api_key_env!r} is not a variable name")
+    if not exists:
+        path = _starter_path(config)
+        try:
+            starter.create_quietly(path)
+        except OSError as err:
+            raise fail(f"cannot write {err.filename or path}: {err.strerror or err}") from None
     entry = {
         "id": provider_id,
         "name": answers.name,
         "type": answers.type,
         "baseUrl": answers.base_url,
-        "apiKey": f"${{{answers.api_key_env}}}",
+        "apiKey": None if answers.api_key_env is None else f"${{{answers.api_key_env}}}",
         "paid": True if paid else None,
     }
 
     def change(document: ConfigDocument) -> str:
-        if provider_id in {p.get("id") for p in _items(document.raw(), "providers")}:
+        if provider_id in {p.get("id") for p in items(document.raw(), "providers")}:
             raise fail(f"provider {provider_id!r} already exists in {path}")
         return document.upsert_provider(entry)
 
-    write_change(path, change, f"added provider {provider_id!r} ({answers.type})", server)
+    keyless = "" if answers.api_key_env else ", no key"
+    write_change(path, change, f"added provider {provider_id!r} ({answers.type}{keyless})", server)
+
+
+def _starter_path(config: Path | None) -> Path:
+    """Where a new config goes: as named (--config, $CHAIN429_CONFIG, $CONFIG_PATH), else
+    ./chain429.yaml as `init` writes it (not the user config dir, the last place looked)."""
+    named = config or os.environ.get("CHAIN429_CONFIG") or os.environ.get("CONFIG_PATH")
+    return find_config_path(str(named)) if named else Path("chain429.yaml")
 
 
 @provider_app.command("list")
 def provider_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """The providers, secrets masked."""
     document = load_document(config_path(config))
-    providers, raw = _items(document.masked(), "providers"), document.raw()
+    providers, raw = items(document.masked(), "providers"), document.raw()
     if as_json:
         output.print_json(providers)
         return
@@ -328,7 +353,7 @@ def provider_list(config: ConfigOption = None, as_json: JsonOption = False) -> N
         preset = PRESETS.get(str(p.get("type")))
         url = p.get("baseUrl") or (preset.default_base_url if preset else None)
         paid = "yes" if p.get("paid") else ""
-        users = ", ".join(_users(raw, str(p.get("id"))))
+        users = ", ".join(chains_using(raw, str(p.get("id"))))
         rows.append([p.get("id"), p.get("type"), p.get("name"), url, p.get("apiKey"), paid, users])
     output.table(["ID", "TYPE", "NAME", "BASE URL", "API KEY", "PAID", "CHAINS"], rows)
 
@@ -339,10 +364,10 @@ def provider_show(
 ) -> None:
     """One provider's fields (secrets masked) and the chains that use it."""
     document = load_document(config_path(config))
-    found = [p for p in _items(document.masked(), "providers") if p.get("id") == provider_id]
+    found = [p for p in items(document.masked(), "providers") if p.get("id") == provider_id]
     if not found:
         raise fail(f"no provider with id {provider_id!r}")
-    users = _users(document.raw(), provider_id)
+    users = chains_using(document.raw(), provider_id)
     if as_json:
         output.print_json({"provider": found[0], "usedBy": users})
         return
@@ -352,14 +377,44 @@ def provider_show(
 
 @provider_app.command("remove")
 def provider_remove(
-    provider_id: IdArgument, config: ConfigOption = None, server: ServerOption = None
+    provider_id: IdArgument,
+    cascade: Annotated[
+        bool,
+        typer.Option(
+            "--cascade",
+            help="Remove its chain entries too, and the chains that leaves empty (never the "
+            "default chain).",
+        ),
+    ] = False,
+    config: ConfigOption = None,
+    server: ServerOption = None,
 ) -> None:
-    """Remove a provider (refused while a chain uses it)."""
+    """Remove a provider (refused while a chain uses it, unless --cascade)."""
+    path = config_path(config)
+    data = load_document(path).raw()
+    chains = chains_using(data, provider_id)
+    if chains and not cascade:
+        raise fail(
+            f"provider {provider_id!r} is used by chains: {', '.join(chains)}; "
+            "pass --cascade to remove its entries too"
+        )
+    entries = sum(
+        e.get("provider") == provider_id for c in items(data, "chains") for e in items(c, "entries")
+    )
 
-    def change(document: ConfigDocument) -> None:
-        document.delete_provider(provider_id)
+    def change(document: ConfigDocument) -> list[str]:
+        return document.delete_provider(provider_id, cascade=cascade)
 
-    write_change(config_path(config), change, f"removed provider {provider_id!r}", server)
+    def done(emptied: list[str]) -> str:
+        text = f"removed provider {provider_id!r}"
+        if entries:
+            text += f" and its {plural(entries, 'chain entry', 'chain entries')}"
+        if emptied:
+            names = ", ".join(emptied)
+            text += f"; left empty, so removed too: {plural(len(emptied), 'chain')} ({names})"
+        return text
+
+    write_change(path, change, done, server)
 
 
 @provider_app.command("test")
@@ -394,180 +449,7 @@ def provider_test(
     wizard.run_probe(probed, test_chain.name, stream, as_json)
 
 
-# --- chain ---------------------------------------------------------------------------
-chain_app = typer.Typer(
-    help="Chains in the config file: add, list, show, remove, move, test.", no_args_is_help=True
-)
-NameArgument = Annotated[str, typer.Argument(metavar="NAME", help="The chain's name.")]
-
-
-@chain_app.command("add")
-def chain_add(
-    name: NameArgument,
-    entry: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--entry",
-            "-e",
-            help="PROVIDER:MODEL, repeatable, in the order to try them (split at the "
-            "first colon: groq:llama-3.1-8b-instant, openrouter:meta-llama/x:free).",
-            show_default=False,
-        ),
-    ] = None,
-    config: ConfigOption = None,
-    server: ServerOption = None,
-) -> None:
-    """Add a chain: entries from --entry, or picked and ordered on a terminal."""
-    path = config_path(config)
-    data = load_document(path).raw()
-    if name in {c.get("name") for c in _items(data, "chains")}:
-        raise fail(f"chain {name!r} already exists in {path}")
-    if entry:
-        try:
-            entries = [wizard.parse_entry(text) for text in entry]
-        except ValueError as err:
-            raise fail(str(err)) from None
-    else:
-        if not wizard.can_prompt():
-            raise fail("chain add needs --entry PROVIDER:MODEL (repeatable, in order); no terminal")
-        providers = {str(p.get("id")): str(p.get("type")) for p in _items(data, "providers")}
-        if not providers:
-            raise fail("the config has no providers; add one with `chain429 provider add`")
-        with wizard.prompting():
-            entries = wizard.ask_entries(providers)
-    body = {"name": name, "entries": [{"provider": p, "model": m} for p, m in entries]}
-
-    def change(document: ConfigDocument) -> str:
-        if name in {c.get("name") for c in _items(document.raw(), "chains")}:
-            raise fail(f"chain {name!r} already exists in {path}")
-        return document.upsert_chain(body)
-
-    write_change(path, change, f"added chain {name!r} ({len(entries)} entries)", server)
-
-
-@chain_app.command("list")
-def chain_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """The chains, the default marked."""
-    data = load_document(config_path(config)).raw()
-    default = (data.get("settings") or {}).get("defaultChain")
-    chains = [
-        {"name": c.get("name"), "default": c.get("name") == default, "entries": c.get("entries")}
-        for c in _items(data, "chains")
-    ]
-    if as_json:
-        output.print_json(chains)
-        return
-    rows = []
-    for chain in chains:
-        entries = _items(chain, "entries")
-        providers = list(dict.fromkeys(str(e.get("provider")) for e in entries))
-        default = "yes" if chain["default"] else ""
-        rows.append([chain["name"], len(entries), default, ", ".join(providers)])
-    output.table(["NAME", "ENTRIES", "DEFAULT", "PROVIDERS"], rows)
-
-
-@chain_app.command("show")
-def chain_show(
-    name: NameArgument, config: ConfigOption = None, as_json: JsonOption = False
-) -> None:
-    """A chain's entries, numbered from 1 in the order they are tried."""
-    data = load_document(config_path(config)).raw()
-    chain = _chain(data, name)
-    paid = {p.get("id"): bool(p.get("paid")) for p in _items(data, "providers")}
-    entries = [
-        {
-            "position": i,
-            **e,
-            "paid": paid.get(e.get("provider"), False)
-            if e.get("paid") is None
-            else bool(e["paid"]),
-        }
-        for i, e in enumerate(_items(chain, "entries"), 1)
-    ]
-    if as_json:
-        default = (data.get("settings") or {}).get("defaultChain") == name
-        output.print_json({"name": name, "default": default, "entries": entries})
-        return
-    rows = [
-        [e["position"], e.get("provider"), e.get("model"), "yes" if e["paid"] else ""]
-        for e in entries
-    ]
-    output.table(["#", "PROVIDER", "MODEL", "PAID"], rows, title=f"chain {name}")
-
-
-@chain_app.command("remove")
-def chain_remove(
-    name: NameArgument, config: ConfigOption = None, server: ServerOption = None
-) -> None:
-    """Remove a chain (refused while it is settings.defaultChain)."""
-
-    def change(document: ConfigDocument) -> None:
-        document.delete_chain(name)
-
-    write_change(config_path(config), change, f"removed chain {name!r}", server)
-
-
-@chain_app.command("move")
-def chain_move(
-    name: NameArgument,
-    entry: Annotated[str, typer.Argument(metavar="PROVIDER:MODEL", help="The entry to move.")],
-    to: Annotated[
-        int, typer.Option("--to", min=1, help="New position, from 1 as `chain show` lists.")
-    ],
-    config: ConfigOption = None,
-    server: ServerOption = None,
-) -> None:
-    """Move an entry of a chain to position N."""
-    try:
-        provider, model = wizard.parse_entry(entry)
-    except ValueError as err:
-        raise fail(str(err)) from None
-    path = config_path(config)
-
-    def reordered(document: ConfigDocument) -> dict[str, Any] | None:
-        """The chain with the entry at `to`; None if it is there already."""
-        chain = _chain(document.raw(), name)
-        entries = _items(chain, "entries")
-        pairs = [(e.get("provider"), e.get("model")) for e in entries]
-        if (provider, model) not in pairs:
-            listed = ", ".join(f"{p}:{m}" for p, m in pairs)
-            raise fail(f"chain {name!r} has no entry {entry} (it has: {listed})")
-        if to > len(entries):
-            raise fail(f"--to {to} is past the end: chain {name!r} has {len(entries)} entries")
-        where = pairs.index((provider, model))
-        if where == to - 1:
-            return None
-        entries.insert(to - 1, entries.pop(where))
-        return {**chain, "entries": entries}
-
-    if reordered(load_document(path)) is None:
-        say(f"{entry} is already at position {to} of chain {name!r}; nothing to change")
-        return
-
-    def change(document: ConfigDocument) -> None:
-        chain = reordered(document)
-        if chain is not None:
-            document.upsert_chain(chain)
-
-    write_change(path, change, f"moved {entry} to position {to} of chain {name!r}", server)
-
-
-@chain_app.command("test")
-def chain_test(
-    name: NameArgument,
-    stream: StreamOption = False,
-    config: ConfigOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Send one tiny request to every entry (no server needed); exit 1 if none works."""
-    loaded = strict_config(config_path(config))
-    if loaded.chain(name) is None:
-        raise fail(f"no chain named {name!r} (chains: {', '.join(c.name for c in loaded.chains)})")
-    wizard.run_probe(loaded, name, stream, as_json)
-
-
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the CLI."""
     app.command()(init)
     app.add_typer(provider_app, name="provider")
-    app.add_typer(chain_app, name="chain")

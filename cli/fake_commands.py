@@ -7,12 +7,13 @@ quota (docs/fake.md). The script format is chain429.fake_script's.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from chain429.cli.output import fail
+from chain429.cli.output import fail, port_in_use
 
 
 def fake(
@@ -61,13 +62,18 @@ def fake(
         played = load_script(script, reply or (), loop)
     except ScriptError as err:
         raise fail(str(err)) from None
-    typer.echo(f"script: {played.describe()}", err=True)
     try:
-        run_fake_provider_forever(host, port, played.reply_source(name), name=name)
+        run_fake_provider_forever(
+            host,
+            port,
+            played.reply_source(name),
+            name=name,
+            announce=f"script: {played.describe()}",
+        )
     except OSError as err:
-        raise fail(
-            f"cannot listen on {host}:{port}: {err.strerror or err}; pick another with --port"
-        ) from None
+        if err.errno == errno.EADDRINUSE:
+            raise port_in_use(port) from None
+        raise fail(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
 
 def register(app: typer.Typer) -> None:

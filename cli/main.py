@@ -13,11 +13,19 @@ from typing import Annotated
 import typer
 
 from chain429 import __version__, logs
-from chain429.cli import config_commands, fake_commands, server_commands
+from chain429.cli import (
+    chain_commands,
+    config_commands,
+    fake_commands,
+    output,
+    server_commands,
+    settings_commands,
+)
 from chain429.cli.options import ConfigOption
-from chain429.cli.output import fail
+from chain429.cli.output import fail, port_in_use
 from chain429.config import Config, ConfigError, find_config_path, load_config
 
+output.typer_style()
 app = typer.Typer(
     name="chain429",
     help="OpenAI-compatible proxy that walks a chain of LLM providers when they rate-limit.",
@@ -48,8 +56,8 @@ def load_or_exit(path: Path) -> Config:
         return load_config(path)
     except ConfigError as err:
         for issue in err.issues:
-            typer.echo(str(issue), err=True)
-        raise typer.Exit(2) from None
+            output.stderr.print(str(issue), markup=False, highlight=False)
+        raise fail(f"{path} is not a valid config (see `chain429 validate`)") from None
 
 
 @app.command()
@@ -59,7 +67,10 @@ def serve(
         str | None, typer.Option(help="Bind address (overrides settings.host).")
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="Port (overrides $PORT and settings.port).")
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="Port (overrides $PORT and settings.port); 0 picks a free one."
+        ),
     ] = None,
     access_log: Annotated[
         bool, typer.Option("--access-log", help="Log every HTTP request.")
@@ -69,8 +80,10 @@ def serve(
     from chain429.server import create_app
     from chain429.serving import (
         ExposureError,
+        PortInUse,
         RequestLogError,
         announce_open_access,
+        bind,
         check_exposure,
         open_request_log,
         resolve_bind,
@@ -87,24 +100,37 @@ def serve(
         check_exposure(loaded, bind_host)
     except (ValueError, ExposureError) as err:
         raise fail(str(err)) from None
+    try:  # first: a port in use is the one thing said
+        sock = bind(bind_host, bind_port)
+    except PortInUse:
+        raise port_in_use(bind_port) from None
+    except OSError as err:
+        raise fail(f"cannot listen on {bind_host}:{bind_port}: {err.strerror or err}") from None
     announce_open_access(loaded, bind_host)
     chains = ", ".join(chain.name for chain in loaded.chains) or "none"
-    typer.echo(
-        f"chain429 {__version__} serving {path} on http://{bind_host}:{bind_port}/v1 "
-        f"(chains: {chains})",
-        err=True,
-    )
+    url_host = f"[{bind_host}]" if ":" in bind_host else bind_host
+
+    def ready(bound_port: int) -> None:
+        typer.echo(
+            f"chain429 {__version__} serving {path} on http://{url_host}:{bound_port}/v1 "
+            f"(chains: {chains})",
+            err=True,
+        )
+
     try:
         telemetry = open_request_log(loaded)
     except RequestLogError as err:
+        sock.close()
         raise fail(str(err)) from None
     web_app = create_app(loaded, config_path=path, telemetry=telemetry)
-    try:
-        run_server(
-            web_app, bind_host, bind_port, access_log=access_log or loaded.settings.access_log
-        )
-    except OSError as err:
-        raise fail(f"cannot listen on {bind_host}:{bind_port}: {err.strerror or err}") from None
+    run_server(
+        web_app,
+        bind_host,
+        bind_port,
+        sock=sock,
+        ready=ready,
+        access_log=access_log or loaded.settings.access_log,
+    )
 
 
 @app.command()
@@ -112,10 +138,13 @@ def validate(
     file: Annotated[
         Path | None, typer.Argument(help="Config file (default: the one serve would use).")
     ] = None,
+    config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Check a config file: print `ok` (exit 0) or every problem with file and line (exit 1)."""
-    path = file if file is not None else find_config_path(None)
+    if file is not None and config is not None and file != config:
+        raise fail(f"two files to check: {file} and --config {config}; give one")
+    path = find_config_path(str(file or config) if (file or config) else None)
     try:
         load_config(path)
     except ConfigError as err:
@@ -134,26 +163,31 @@ def validate(
 
 @app.command()
 def demo(
-    port: Annotated[int, typer.Option(help="Port for the demo proxy.")] = 3429,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port for the demo proxy.")] = 3429,
     once: Annotated[bool, typer.Option("--once", help="Exit after the scripted requests.")] = False,
 ) -> None:
     """Run the proxy with built-in fake providers (the first one rate-limits); no keys needed."""
     from chain429.demo import run_demo
+    from chain429.serving import PortInUse
 
     logs.configure("warn")
     try:
         run_demo(port=port, once=once)
+    except PortInUse:
+        raise port_in_use(port) from None
     except OSError as err:
         raise fail(f"cannot listen on 127.0.0.1:{port}: {err.strerror or err}") from None
 
 
 config_commands.register(app)
+chain_commands.register(app)
+settings_commands.register(app)
 server_commands.register(app)
 fake_commands.register(app)
 
 
 def run() -> None:
-    app()
+    app(prog_name="chain429")  # as installed, also when run as `python -m chain429.cli.main`
 
 
 if __name__ == "__main__":

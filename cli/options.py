@@ -7,6 +7,10 @@ from typing import Annotated
 
 import typer
 
+# The admin key the CLI sends: this variable, or `init`'s entry of that name in
+# the .env beside the config (chain429.cli.client says the whole order).
+ADMIN_KEY_ENV = "CHAIN429_ADMIN_KEY"
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option(

@@ -2,14 +2,18 @@
 
 On a terminal, tables are rich tables with colour; piped, they are plain
 tab-separated lines a script can cut. `--json` everywhere prints the data
-as JSON instead.
+as JSON instead. Typer's own usage errors and help are fitted to the same
+style here (`typer_style`).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
+import types
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import typer
@@ -55,3 +59,99 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     """One clear line on stderr, and the exit code (kubectl's: 1 failed check, 2 error)."""
     stderr.print(f"[red]error:[/red] {message}" if sys.stderr.isatty() else f"error: {message}")
     return typer.Exit(code)
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """`1 entry`, `2 entries`: a count with its noun in the right form."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"
+
+
+# -- cells: how values read in tables and lines ----------------------------------
+
+
+def ms(value: Any) -> str:
+    """Milliseconds to a tenth, `-` when there are none."""
+    return "-" if value is None else f"{float(value):.1f}"
+
+
+def cell(value: Any) -> str:
+    """A value as a table shows it: `-` where there is none (never Python's `None`)."""
+    return "-" if value is None else str(value)
+
+
+def until_text(value: str | None) -> str:
+    """ISO time when piped; `in 29s` on a terminal."""
+    if not value or not interactive():
+        return value or ""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    seconds = max(0, int((moment - datetime.now(UTC)).total_seconds()))
+    if seconds < 120:
+        return f"in {seconds}s"
+    if seconds < 7200:
+        return f"in {seconds // 60}m"
+    return f"in {seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def time_text(value: str | None) -> str:
+    """ISO 8601 when piped; `2026-11-26 10:00:00` (UTC) on a terminal, to leave room."""
+    if not value or not interactive():
+        return value or ""
+    return value[:19].replace("T", " ")
+
+
+def typer_style() -> None:
+    """Typer's own output, fitted to ours (applied once, when the CLI is imported).
+
+    A usage error (an unknown option, a bad value) is one `error:` line saying
+    where help is, like every other error, instead of a box titled "Error"; and
+    a flag shows no `<bool>` type in help, since it takes no value. Typer's rich
+    module loads only when help is shown (a tenth of the CLI's start-up time), so
+    the error printer is put where typer looks for it without loading it.
+    """
+    import typer
+    from typer import core
+
+    option: Any = getattr(core, "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "_chain429", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if self.is_flag and self.metavar is None else shown(self, ctx)
+
+    display_type_rich._chain429 = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
+
+    def usage_error(exc: Any) -> None:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # typer has printed the help
+            return
+        message = exc.format_message().rstrip(".")
+        if message[1:2].islower():  # "No such option" reads as our errors do
+            message = message[0].lower() + message[1:]
+        ctx = getattr(exc, "ctx", None)
+        fail(f"{message} (see `{ctx.command_path} --help`)" if ctx is not None else message)
+
+    def ours(module: Any) -> Any:
+        module.rich_format_error = usage_error
+        return module
+
+    if "typer.rich_utils" in sys.modules:
+        ours(sys.modules["typer.rich_utils"])
+        return
+
+    class RichUtils(types.ModuleType):
+        """What `from . import rich_utils` in typer.core finds: our error printer, and
+        the real module (loaded, and given our printer) for anything else."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(ours(importlib.import_module("typer.rich_utils")), name)
+
+    setattr(typer, "rich_utils", ours(RichUtils("typer.rich_utils")))  # noqa: B010
+
+
+def port_in_use(port: int) -> typer.Exit:
+    """The one line for a port another program holds (serve, demo, fake)."""
+    return fail(f"port {port} is in use; pick another with --port")

@@ -22,7 +22,7 @@ from rich.table import Table
 from chain429.cli import contexts, output
 from chain429.cli.client import AdminClient, reports_errors
 from chain429.cli.options import JsonOption
-from chain429.cli.output import fail, print_json, say, table
+from chain429.cli.output import fail, plural, print_json, say, table
 from chain429.config import Config, ConfigError, ConfigIssue, find_config_path, load_config
 
 ServerOption = Annotated[
@@ -31,7 +31,8 @@ ServerOption = Annotated[
         "--server",
         help="Server URL. Default: $CHAIN429_SERVER, the current context, else the host and "
         "port of the config file. Admin key: $CHAIN429_ADMIN_KEY, else the context's "
-        "admin_key_env variable, else the config file's first adminKeys (or apiKeys) entry.",
+        "admin_key_env variable, else the config file's first adminKeys entry (${VAR} read "
+        "from the .env beside it too), else CHAIN429_ADMIN_KEY in that .env, else apiKeys.",
         show_default=False,
     ),
 ]
@@ -55,33 +56,6 @@ FOLLOW_WINDOW_MS = 15 * 60 * 1000  # how far back each --follow poll looks for l
 
 
 # -- formatting -------------------------------------------------------------
-
-
-def _ms(value: Any) -> str:
-    return "" if value is None else f"{float(value):.1f}"
-
-
-def _until(value: str | None) -> str:
-    """ISO time when piped; `in 29s` on a terminal."""
-    if not value or not output.interactive():
-        return value or ""
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return value
-    seconds = max(0, int((moment - datetime.now(UTC)).total_seconds()))
-    if seconds < 120:
-        return f"in {seconds}s"
-    if seconds < 7200:
-        return f"in {seconds // 60}m"
-    return f"in {seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def _time(value: str | None) -> str:
-    """ISO 8601 when piped; `2026-11-26 10:00:00` (UTC) on a terminal, to leave room."""
-    if not value or not output.interactive():
-        return value or ""
-    return value[:19].replace("T", " ")
 
 
 def _issue_lines(errors: Any, file: Path | str | None = None) -> list[str]:
@@ -160,7 +134,7 @@ def _status_rows(limits: dict[str, Any]) -> list[list[str]]:
             f"{e.get('provider')}/{e.get('model')}",
             str(e.get("state")),
             e.get("reason") or "",
-            _until(e.get("until")),
+            output.until_text(e.get("until")),
             _quota_text(quotas.get(e.get("bucket"))),
             str(e.get("in_flight", 0)),
         ]
@@ -298,13 +272,13 @@ def _provider_rows(data: list[dict[str, Any]]) -> list[list[str]]:
         outcomes = attempts.get("outcomes") or {}
         rows.append(
             [
-                str(p.get("provider")),
+                output.cell(p.get("provider")),
                 str(p.get("requests", 0)),
                 str(attempts.get("calls", 0)),
                 str(attempts.get("skips", 0)),
                 str((p.get("tokens") or {}).get("total", 0)),
-                _ms((p.get("latency_ms") or {}).get("p50")),
-                _ms((p.get("latency_ms") or {}).get("p95")),
+                output.ms((p.get("latency_ms") or {}).get("p50")),
+                output.ms((p.get("latency_ms") or {}).get("p95")),
                 " ".join(f"{k}={v}" for k, v in outcomes.items()),
             ]
         )
@@ -314,14 +288,14 @@ def _provider_rows(data: list[dict[str, Any]]) -> list[list[str]]:
 def _chain_rows(data: list[dict[str, Any]]) -> list[list[str]]:
     return [
         [
-            str(c.get("chain")),
+            output.cell(c.get("chain")),
             str(c.get("requests", 0)),
             str(c.get("successes", 0)),
             str(c.get("errors", 0)),
             f"{(c.get('error_rate') or 0) * 100:.1f}",
             str((c.get("tokens") or {}).get("total", 0)),
-            _ms((c.get("latency_ms") or {}).get("p50")),
-            _ms((c.get("latency_ms") or {}).get("p95")),
+            output.ms((c.get("latency_ms") or {}).get("p50")),
+            output.ms((c.get("latency_ms") or {}).get("p95")),
         ]
         for c in data
     ]
@@ -329,13 +303,16 @@ def _chain_rows(data: list[dict[str, Any]]) -> list[list[str]]:
 
 def _summary_line(s: dict[str, Any]) -> str:
     latency = s.get("latency_ms") or {}
+    timing = ", ".join(
+        f"{name} {output.ms(latency.get(name))}{'' if latency.get(name) is None else ' ms'}"
+        for name in ("avg", "p50", "p95")
+    )
     return (
-        f"{s.get('requests', 0)} requests, {s.get('successes', 0)} ok, "
-        f"{s.get('errors', 0)} errors ({(s.get('error_rate') or 0) * 100:.1f}%), "
-        f"{s.get('attempts', 0)} upstream attempts, {(s.get('tokens') or {}).get('total', 0)} "
-        f"tokens; latency avg {_ms(latency.get('avg')) or '-'} ms, "
-        f"p50 {_ms(latency.get('p50')) or '-'} ms, p95 {_ms(latency.get('p95')) or '-'} ms; "
-        f"{s.get('since')} to {s.get('until')}"
+        f"{plural(s.get('requests', 0), 'request')}, {s.get('successes', 0)} ok, "
+        f"{plural(s.get('errors', 0), 'error')} ({(s.get('error_rate') or 0) * 100:.1f}%), "
+        f"{plural(s.get('attempts', 0), 'upstream attempt')}, "
+        f"{plural((s.get('tokens') or {}).get('total', 0), 'token')}; latency {timing}; "
+        f"{output.cell(s.get('since'))} to {output.cell(s.get('until'))}"
     )
 
 
@@ -388,14 +365,14 @@ LOG_WIDTHS = [19, 30, 12, 28, 6, 24, 8, 9, 6]
 def _log_row(r: dict[str, Any]) -> list[str]:
     answered = f"{r['provider']}/{r['model']}" if r.get("provider") else "-"
     return [
-        _time(r.get("time")),
+        output.time_text(r.get("time")),
         str(r.get("id")),
         str(r.get("chain") or "-"),
         answered,
         str(r.get("status") if r.get("status") is not None else "-"),
         str(r.get("outcome")),
         str(r.get("attempts", 0)),
-        _ms(r.get("latency_ms")),
+        output.ms(r.get("latency_ms")),
         str(r.get("total_tokens") or 0) + ("~" if r.get("tokens_estimated") else ""),
     ]
 
@@ -407,7 +384,9 @@ def _show_request(record: dict[str, Any], as_json: bool) -> None:
     row = _log_row(record)
     typer.echo(
         f"{row[1]} at {row[0]}: chain {row[2]} -> {row[3]}, {row[4]} {row[5]}, "
-        f"{row[6]} attempts, {row[7]} ms, {row[8]} tokens"
+        f"{plural(int(row[6]), 'attempt')}, {row[7]} ms, "
+        f"{plural(record.get('total_tokens') or 0, 'token')}"
+        f"{' (estimated)' if record.get('tokens_estimated') else ''}"
     )
     table(
         ["#", "ENTRY", "OUTCOME", "STATUS", "MS", "COOLDOWN MS", "REASON"],
@@ -417,7 +396,7 @@ def _show_request(record: dict[str, Any], as_json: bool) -> None:
                 f"{a.get('provider')}/{a.get('model')}",
                 str(a.get("outcome")),
                 "" if a.get("status") is None else str(a.get("status")),
-                _ms(a.get("latency_ms")),
+                output.ms(a.get("latency_ms")),
                 "" if a.get("cooldown_ms") is None else str(a.get("cooldown_ms")),
                 a.get("reason") or "",
             ]
@@ -577,12 +556,23 @@ def diff(
     ] = False,
     as_json: JsonOption = False,
     server: ServerOption = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Config file that says where the server listens (and its admin key); "
+            "the new side too when FILE is not given.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """What would change going from the running server's config (or --against OTHER) to FILE.
 
     Exit 0 when they are the same, 1 when they differ, 2 on an error (like kubectl diff).
     """
-    path = file if file is not None else find_config_path(None)
+    found = find_config_path(str(config) if config else None)
+    path = file if file is not None else found
     if against is not None:
         old, new = _load_local(against), _load_local(path)
         from chain429.config_diff import diff_configs, unified_diff
@@ -601,7 +591,7 @@ def diff(
         except (OSError, UnicodeDecodeError) as err:
             reason = "file not found" if isinstance(err, FileNotFoundError) else str(err)
             raise fail(f"cannot read {path}: {reason}") from None
-        with AdminClient.connect(server) as client:
+        with AdminClient.connect(server, found) as client:
             status_code, result = client.request(
                 "POST",
                 "/v1/admin/diff",

@@ -23,14 +23,16 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from chain429.cli import output
+from chain429.cli.options import ADMIN_KEY_ENV
 from chain429.cli.output import fail, say
-from chain429.presets import PROVIDER_TYPES
+from chain429.presets import PRESETS, PROVIDER_TYPES
 
 if TYPE_CHECKING:
     from chain429.config import Config
 
 VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-PROXY_KEY_VAR = "CHAIN429_API_KEY"
+PROXY_KEY_VAR = "CHAIN429_API_KEY"  # what clients send
+ADMIN_KEY_VAR = ADMIN_KEY_ENV  # what the CLI sends to change a running server
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,7 @@ def _yaml(value: str) -> str:
 
 
 def _commented(line: str, comment: str) -> str:
-    return f"{line:<33}# {comment}"
+    return f"{line:<{max(33, len(line) + 2)}}# {comment}"
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,8 @@ def render_config(plan: InitPlan) -> str:
     out = [
         "# chain429: free tiers first, a paid provider as the last resort.",
         "# Written by `chain429 init`. Keys come from the environment or from .env beside",
-        f"# this file (the proxy key is there as {PROXY_KEY_VAR}); none is written here.",
+        f"# this file (the proxy key is there as {PROXY_KEY_VAR}, the admin key as",
+        f"# {ADMIN_KEY_VAR}); none is written here.",
         "version: 1",
         "",
         "settings:",
@@ -173,6 +176,9 @@ def render_config(plan: InitPlan) -> str:
         "  host: 127.0.0.1",
         "  apiKeys:",
         _commented(f"    - ${{{PROXY_KEY_VAR}}}", "what clients send as their OpenAI API key"),
+        _commented(
+            f'  adminKeys: ["${{{ADMIN_KEY_VAR}}}"]', "what the CLI sends to change the config"
+        ),
     ]
     if chains:
         out.append(_commented(f"  defaultChain: {chains[0]}", "for requests that name no chain"))
@@ -202,8 +208,6 @@ def render_config(plan: InitPlan) -> str:
         out += [f"  # {CHAINS[name][0]}", f"  - name: {name}", "    entries:"]
         for ptype, model in chain_entries(plan, name):
             out += [f"      - provider: {ptype}", f"        model: {_yaml(model)}"]
-    if not chains:
-        out[-1] = "chains: []"
     return "\n".join(out) + "\n"
 
 
@@ -211,6 +215,11 @@ def chain_entries(plan: InitPlan, chain: str) -> list[tuple[str, str]]:
     order = CHAINS[chain][1]
     model = "fast" if chain == "fast" else "smart"
     return [(t, getattr(BY_TYPE[t], model)) for t in order if t in plan.providers]
+
+
+# What a `${VAR}` that is set nowhere stands for while a config is validated:
+# the file may name a key its user has not set yet (it is still a valid file).
+UNSET = "https://unset.invalid"
 
 
 def referenced_vars(text: str) -> set[str]:
@@ -361,7 +370,7 @@ class ProviderAnswers:
     type: str
     name: str | None
     base_url: str | None
-    api_key_env: str
+    api_key_env: str | None  # None: the provider takes no key
 
 
 def ask_provider(
@@ -370,8 +379,9 @@ def ask_provider(
     name: str | None,
     base_url: str | None,
     api_key_env: str | None,
+    no_key: bool = False,
 ) -> ProviderAnswers:
-    """Ask for what the flags did not give."""
+    """Ask for what the flags did not give (a local server's preset asks for no key)."""
     import questionary
 
     if ptype is None:
@@ -380,7 +390,7 @@ def ask_provider(
     if name is None:
         name = _ask(questionary.text("Display name", default=known.name if known else "")) or None
     if base_url is None:
-        required = ptype == "generic-openai"
+        required = PRESETS[ptype].default_base_url is None
         hint = "Base URL (…/v1)" + ("" if required else "; empty for the preset's")
         base_url = (
             _ask(
@@ -391,13 +401,16 @@ def ask_provider(
             ).strip()
             or None
         )
-    if api_key_env is None:
-        api_key_env = _ask(
-            questionary.text(
-                "Environment variable that holds the API key",
-                default=key_var(ptype, provider_id, os.environ),
-                validate=lambda t: bool(VAR_NAME.fullmatch(t)) or "letters, digits and _",
-            )
+    if api_key_env is None and not no_key and PRESETS[ptype].needs_key:
+        api_key_env = (
+            _ask(
+                questionary.text(
+                    "Environment variable that holds the API key (empty: it takes no key)",
+                    default=key_var(ptype, provider_id, os.environ),
+                    validate=lambda t: not t or bool(VAR_NAME.fullmatch(t)) or "letters, digits, _",
+                )
+            ).strip()
+            or None
         )
     return ProviderAnswers(ptype, name, base_url, api_key_env)
 
@@ -483,7 +496,7 @@ def run_probe(config: Config, chain_name: str, stream: bool, as_json: bool) -> N
             asyncio.run(probe_all(lambda: view.update(render())))
     else:
         if not as_json:
-            say(f"testing {_entries(len(chain.entries))} of {chain_name}")
+            say(f"testing {output.plural(len(chain.entries), 'entry', 'entries')} of {chain_name}")
         asyncio.run(probe_all(lambda: None))
     done = [r for r in results if r is not None]
     working = sum(1 for r in done if r["result"] == "ok")
@@ -496,10 +509,7 @@ def run_probe(config: Config, chain_name: str, stream: bool, as_json: bool) -> N
             for i, (e, r) in enumerate(zip(chain.entries, done, strict=True), 1)
         ]
         output.table(PROBE_COLUMNS, rows)
-    say(f"{working} of {_entries(len(done))} work{'s' if len(done) == 1 else ''}")
+    works = "works" if len(done) == 1 else "work"
+    say(f"{working} of {output.plural(len(done), 'entry', 'entries')} {works}")
     if not working:
         raise typer.Exit(1)
-
-
-def _entries(n: int) -> str:
-    return f"{n} entry" if n == 1 else f"{n} entries"

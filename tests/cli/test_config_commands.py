@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from chain429.cli import wizard
 from chain429.cli.main import app
-from chain429.config import parse_config_text
+from chain429.config import parse_config_text, read_dotenv
 from chain429.testing import FakeProvider, Reply
 
 KEY_VARS = [var for known in wizard.KNOWN for var in known.env]
@@ -109,8 +109,11 @@ def test_rendered_config_is_valid_with_paid_provider_last():
         assert chain.entries[-1].provider == "openai"
     smart = config.chain("smart")
     assert smart is not None and smart.entries[0].model.endswith(":free")
+    assert config.settings.admin_keys == ("v",)  # init's admin key, from .env
+    assert '  adminKeys: ["${CHAIN429_ADMIN_KEY}"]' in text
     assert wizard.referenced_vars(text) == {
         "CHAIN429_API_KEY",
+        "CHAIN429_ADMIN_KEY",
         "OPENAI_API_KEY",
         "OPENROUTER_API_KEY",
         "GROQ_API_KEY",
@@ -188,9 +191,13 @@ def test_init_yes_writes_a_valid_config_and_a_private_env(tmp_path):
     assert result.exit_code == 0, result.output
     key = result.stdout.strip()
     assert len(key) >= 40 and "\n" not in key
-    assert "shown only this once" in result.stderr and key not in result.stderr
+    assert "shown only" not in result.stderr and key not in result.stderr
+    assert "it is in" in result.stderr and "as CHAIN429_API_KEY" in result.stderr
     dotenv = tmp_path / ".env"
-    assert dotenv.read_text() == f"KEEP=me\nCHAIN429_API_KEY={key}\n"
+    values = read_dotenv(dotenv)
+    admin = values["CHAIN429_ADMIN_KEY"]
+    assert dotenv.read_text().startswith(f"KEEP=me\nCHAIN429_API_KEY={key}\n")
+    assert values["KEEP"] == "me" and len(admin) >= 40 and admin != key
     assert stat.S_IMODE(dotenv.stat().st_mode) == 0o600
     text = path.read_text()
     assert key not in text and not any(secret in text for secret in KEYS.values())
@@ -209,9 +216,12 @@ def test_init_never_overwrites_without_force(tmp_path):
     assert result.exit_code == 2 and "--force" in result.stderr
     assert path.read_text() == "# mine\n" and not (tmp_path / ".env").exists()
     first = cli("init", "--yes", "--force", "-c", str(path), env=KEYS)
+    keys = read_dotenv(tmp_path / ".env")
     second = cli("init", "--yes", "--force", "-c", str(path), "-p", "groq", env=KEYS)
     assert first.exit_code == second.exit_code == 0
-    assert (tmp_path / ".env").read_text() == f"CHAIN429_API_KEY={second.stdout.strip()}\n"
+    assert first.stdout == second.stdout == f"{keys['CHAIN429_API_KEY']}\n"  # kept, not replaced
+    assert read_dotenv(tmp_path / ".env") == keys
+    assert "kept the proxy key" in second.stderr and "kept the admin key" in second.stderr
     assert "${OPENAI_API_KEY}" not in path.read_text()
 
 

@@ -173,3 +173,11 @@ def test_a_config_tried_against_the_fake_before_real_quota(fake):
             streamed = client.chat.completions.create(model="main", messages=HELLO, stream=True)
             text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
             assert text == "Hello from spare"
+
+
+def test_a_port_in_use_is_the_same_one_line():
+    with fake_process() as url:
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        result = run("fake", "--port", port)
+    assert result.returncode == 2
+    assert result.stderr == f"error: port {port} is in use; pick another with --port\n"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
+import re
+import select
 import signal
 import socket
 import subprocess
@@ -309,3 +313,121 @@ def test_serve_fits_max_connections_to_the_open_file_limit(tmp_path):
         "settings.maxConnections is 1024 but the open-file limit allows 68 connections"
         in proc.stderr.read()
     )
+
+
+# -- the small things a user notices --------------------------------------------------------
+
+
+def test_serve_says_serving_only_once_it_listens(tmp_path):
+    """The line names the real port (0 picks one) and a client can connect the moment it shows."""
+    path = tmp_path / "c.yaml"
+    path.write_text(ONE_CHAIN)
+    with serving("-c", str(path), "--port", "0") as proc:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 15
+        line = ""
+        while "serving" not in line and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stderr], [], [], 0.2)
+            line = proc.stderr.readline() if ready else line
+        assert "serving" in line, "no serving line"
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/v1", line)[1])
+        assert port != 0
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()  # not refused
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_a_port_in_use_is_one_line_naming_the_flag(tmp_path, command):
+    path = tmp_path / "c.yaml"
+    path.write_text(ONE_CHAIN)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["-c", str(path)] if command == "serve" else ["--once"]
+        result = run(command, *args, "--port", str(port), timeout=60)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"error: port {port} is in use; pick another with --port\n"
+
+
+def on_a_terminal(args: list[str], until: str | None = None, timeout: float = 15) -> str:
+    """What the CLI prints with a terminal for stdin, stdout and stderr: until `until`
+    shows (then Ctrl-C), or until it exits."""
+    main, child = pty.openpty()
+    proc = subprocess.Popen([*CHAIN429, *args], stdin=child, stdout=child, stderr=child)
+    os.close(child)
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not (until and until.encode() in out):
+            if select.select([main], [], [], 0.2)[0]:
+                try:
+                    out += os.read(main, 65536)
+                except OSError:  # the child has closed the terminal: it has exited
+                    break
+        if until is not None:
+            stop(proc)
+            with contextlib.suppress(OSError):
+                while select.select([main], [], [], 1)[0] and (chunk := os.read(main, 65536)):
+                    out += chunk
+        assert proc.wait(timeout=10) is not None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(main)
+    return out.decode(errors="replace")
+
+
+def test_no_sanic_banner_nor_its_debug_hint_on_a_terminal(tmp_path):
+    path = tmp_path / "c.yaml"
+    own_log = f"  apiKeys: [k]\n  dbPath: {tmp_path}/log.db\n"
+    path.write_text(ONE_CHAIN.replace("  apiKeys: [k]\n", own_log))
+    port = free_port()
+    served = on_a_terminal(["serve", "-c", str(path), "--port", str(port)], until="serving")
+    assert f"serving {path} on http://127.0.0.1:{port}/v1" in served
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        refused = on_a_terminal(["serve", "-c", str(path), "--port", str(busy)])
+    assert f"port {busy} is in use; pick another with --port" in refused
+    for output in (served, refused):
+        for sanic in ("--debug", "--dev", "PRODUCTION", "Sanic v", "Goin' Fast", "Traceback"):
+            assert sanic not in output, (sanic, output)
+
+
+def test_help_shows_flags_without_a_type_and_usage_errors_as_one_line(tmp_path):
+    shown = run("--help", env={"COLUMNS": "100"}).stdout
+    assert re.search(r"--version +Print the version", shown) and "<bool>" not in shown
+    wrong = run("validate", "--nope")
+    assert wrong.returncode == 2 and wrong.stdout == ""
+    assert wrong.stderr == "error: no such option: --nope (see `chain429 validate --help`)\n"
+    bad = run("chain", "move", "c", "a:m", "--to", "0")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: invalid value for '--to'")
+    assert len(bad.stderr.splitlines()) == 1
+
+
+def test_every_command_that_reads_the_config_takes_config(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD)
+    for flag in ("--config", "-c"):
+        result = run("validate", flag, str(path))
+        assert result.returncode == 1 and f"{path}:3: settings.port" in result.stdout
+    good = tmp_path / "good.yaml"
+    good.write_text(ONE_CHAIN)
+    assert run("validate", "--config", str(good)).stdout == "ok\n"
+    from typer.main import get_command
+
+    from chain429.cli.main import app
+
+    def commands(group, prefix=()):
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):
+                yield from commands(command, (*prefix, name))
+            else:
+                yield (*prefix, name), {o for p in command.params for o in getattr(p, "opts", [])}
+
+    reads_no_config = {"context", "demo", "fake"}
+    for path_, options in commands(get_command(app)):
+        if path_[0] not in reads_no_config:
+            assert "--config" in options, path_

@@ -391,6 +391,49 @@ def test_config_show_masks_secrets(cli, server, tmp_path):
     assert missing.returncode == 2 and missing.stderr.startswith("error: no config file at")
 
 
+def test_stats_shows_a_dash_where_there_is_no_provider_or_chain(tmp_path):
+    """Requests nobody answered, and one for no chain: `-` in their cells, never `None`."""
+    with FakeProvider("dead", default=Reply.rate_limited("300")) as dead:
+        port = free_port()
+        config = tmp_path / "chain429.yaml"
+        config.write_text(
+            f"version: 1\nsettings:\n  port: {port}\n  databaseUrl: sqlite:///{tmp_path}/l.db\n"
+            f"providers:\n  - {{id: dead, type: generic-openai, baseUrl: '{dead.base_url}'}}\n"
+            "chains:\n  - {name: c, entries: [{provider: dead, model: m}]}\n"
+        )
+        proc = subprocess.Popen(
+            [*CHAIN429, "serve", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_healthy(url, proc)
+            for model in ("c", "no-such-chain"):
+                body = {"model": model, "messages": HELLO}
+                assert httpx.post(f"{url}/v1/chat/completions", json=body).status_code >= 400
+            deadline = time.monotonic() + 10
+            while len(httpx.get(f"{url}/v1/stats/requests").json()["data"]) < 2:
+                assert time.monotonic() < deadline, "requests were not logged"
+                time.sleep(0.1)
+            result = subprocess.run(
+                [*CHAIN429, "stats", "-c", str(config)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=cli_env(tmp_path / "home"),
+            )
+        finally:
+            stop(proc)
+    assert result.returncode == 0, result.stderr
+    assert "None" not in result.stdout
+    table = rows(result.stdout)
+    assert ["-", "2"] in [row[:2] for row in table]  # nobody answered the two requests
+    assert any(row[0] == "-" and row[1] == "1" for row in table)  # the request for no chain
+    assert result.stdout.splitlines()[-1].startswith("2 requests, 0 ok, 2 errors")
+
+
 # -- a rejected config file ----------------------------------------------------
 
 

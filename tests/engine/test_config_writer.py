@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from chain429 import config_writer
 from chain429.config_writer import (
     ConfigDocument,
     ConfigEditError,
@@ -376,7 +375,7 @@ def test_failed_write_leaves_the_original_and_no_temp_file(
     def boom(*args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(config_writer.os, failing, boom)
+    monkeypatch.setattr(os, failing, boom)  # wherever the writer calls it
     with pytest.raises(OSError, match="disk full"):
         apply_edit(small, lambda doc: doc.patch_settings({"port": 1}), environ=ENV)
     monkeypatch.undo()
