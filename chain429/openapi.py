@@ -105,9 +105,13 @@ def _config_schema(model: type[BaseModel], schemas: Schema, drop: str | None = N
 
 
 def _null_means_default(schema: Schema) -> None:
-    """An optional field may be sent as null: the writer leaves it out of the file."""
+    """An optional field may be sent as null: the writer leaves it out of the file
+    (a null header value too)."""
     required = set(schema.get("required", ()))
     for name, field in schema.get("properties", {}).items():
+        values = field.get("additionalProperties")
+        if isinstance(values, dict) and isinstance(values.get("type"), str):
+            values["type"] = [values["type"], "null"]
         if name in required:
             continue
         options = field.get("anyOf")
@@ -414,7 +418,11 @@ _CHAT_OK = {
     "content": {
         "application/json": {"schema": _ref("ChatCompletion")},
         "text/event-stream": {
-            "schema": _t("string", "Server-sent events (`Cache-Control: no-cache`)."),
+            "schema": _obj(
+                "data event id", "data",
+                "One server-sent event (`Cache-Control: no-cache`); its `data` is a "
+                "`chat.completion.chunk` as JSON, `[DONE]` at the end, or an `error` object.",
+            ),
             "example": 'data: {"object": "chat.completion.chunk", ...}\n\ndata: [DONE]\n\n',
         },
     },
@@ -597,7 +605,8 @@ _route("get", "/v1/admin/status", _op(
 _route("post", "/v1/test/chain/{name}", _op(
     "testChain", "admin", "Call every entry of a chain once, with a tiny request",
     _answer("Each entry's result.", _CHAIN_TEST, "ETag"),
-    parameters=[*_CHAIN_NAME, *_params("stream")], errors={404: "No such chain (`not_found`)."}))
+    parameters=[*_CHAIN_NAME, *_params("stream")],
+    errors={400: "`stream` is not true or false.", 404: "No such chain (`not_found`)."}))
 # fmt: on
 
 
