@@ -26,6 +26,7 @@ from chain429 import __version__
 from chain429.completions import MAX_WAIT_PATTERN
 from chain429.config import Chain, Provider, Settings
 from chain429.presets import PROVIDER_TYPES
+from chain429.web_ui import assets
 
 Schema = dict[str, Any]
 
@@ -540,6 +541,20 @@ def _probe_ok(schema: Schema) -> Schema:
     return answer
 
 
+_UI_FILE_TYPES = ("text/html", "text/javascript", "text/css", "image/svg+xml")
+_UI_ERRORS = {404: "No such file in the web UI (`not_found`)."}
+_NOT_MODIFIED = {"304": {"description": "Unchanged since the `ETag` in `If-None-Match`."}}
+
+
+def _redirect_to_ui(operation_id: str) -> Schema:
+    """`/` and `/ui` send the browser to `/ui/`: a 302, never a 200."""
+    location = {"Location": {"schema": _t("string")}}
+    found = {"302": {"description": "To `/ui/`.", "headers": location}}
+    op = _op(operation_id, "server", "Redirect to the web UI", _t("object"), extra=found)
+    del op["responses"]["200"]
+    return op
+
+
 _PATHS: Schema = {}
 
 
@@ -648,6 +663,22 @@ _route("post", "/v1/test/provider/{provider_id}", _op(
     "testProvider", "admin", "Call each model a provider serves in a chain once",
     _probe_ok(_PROVIDER_TEST), parameters=[*_PROVIDER_ID, *_params("stream")],
     errors={404: "No such provider (`not_found`)."}))
+
+# The web UI (chain429.web_ui): no key, no data.
+_route("get", "/", _redirect_to_ui("webUiRoot"))
+_route("get", "/ui", _redirect_to_ui("webUiBare"))
+_route("get", "/ui/", _op(
+    "webUi", "server", "The web UI (docs/ui.md)",
+    {"description": "Its page, with a strict Content-Security-Policy and an `ETag`.",
+     "content": {"text/html": {"schema": _t("string")}}}, extra=_NOT_MODIFIED))
+_route("get", "/ui/{path}", _op(
+    "webUiFile", "server", "One file of the web UI",
+    {"description": "The file, with a strict Content-Security-Policy and an `ETag`.",
+     "content": {kind: {"schema": _t("string")} for kind in _UI_FILE_TYPES}},
+    parameters=[{"name": "path", "in": "path", "required": True,
+                 "description": "The file's path under /ui/ (a slash may be sent as `%2F`).",
+                 "schema": _t("string", enum=sorted(assets()))}],
+    errors=_UI_ERRORS, extra=_NOT_MODIFIED))
 # fmt: on
 
 
