@@ -245,7 +245,7 @@ def init(
 
 # --- provider ----------------------------------------------------------------------
 provider_app = typer.Typer(
-    help="Providers in the config file: add, list, show, remove, test.", no_args_is_help=True
+    help="Providers in the config file: add, list, show, set, remove, test.", no_args_is_help=True
 )
 IdArgument = Annotated[str, typer.Argument(metavar="ID", help="The provider's id.")]
 
@@ -396,7 +396,8 @@ def provider_test(
 
 # --- chain ---------------------------------------------------------------------------
 chain_app = typer.Typer(
-    help="Chains in the config file: add, list, show, remove, move, test.", no_args_is_help=True
+    help="Chains in the config file: add, list, show, remove, move, set, default, test.",
+    no_args_is_help=True,
 )
 NameArgument = Annotated[str, typer.Argument(metavar="NAME", help="The chain's name.")]
 

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from chain429 import __version__, logs
-from chain429.cli import config_commands, limits_commands, server_commands
+from chain429.cli import config_commands, edit_commands, limits_commands, server_commands
 from chain429.cli.options import ConfigOption
 from chain429.cli.output import fail
 from chain429.config import Config, ConfigError, find_config_path, load_config
@@ -148,6 +148,7 @@ def demo(
 
 
 config_commands.register(app)
+edit_commands.register(app)
 server_commands.register(app)
 limits_commands.register(app)
 
