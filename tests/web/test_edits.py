@@ -11,7 +11,7 @@ import sys
 
 from playwright.sync_api import expect
 
-from conftest import PAGES, sign_in
+from .helpers import PAGES, sign_in
 
 CHAIN429 = [sys.executable, "-m", "chain429.cli.main"]
 COMMENTS = (

@@ -9,7 +9,8 @@ import time
 from playwright.sync_api import expect
 
 from chain429.testing import Reply
-from conftest import PAGES, visit
+
+from .helpers import PAGES, visit
 
 TRAIL = "alpha/alpha-model=429,beta/beta-model=200"
 

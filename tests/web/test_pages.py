@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from conftest import ADMIN_KEY, PAGES, PROXY_KEY, sign_in, visit
+from .helpers import ADMIN_KEY, PAGES, PROXY_KEY, sign_in, visit
 
 XSS = "<img src=x onerror=alert(1)>"
 

@@ -151,15 +151,31 @@ export function badge(text, kind) {
   return h("span", { class: ["badge", kind || "neutral"] }, text);
 }
 
-/** A table whose head is `columns` (strings or {label, class}). */
-export function table(columns, rows, { caption, className } = {}) {
+const columnLabel = (c) => (typeof c === "string" ? c : c.label);
+
+/** Name each cell of a row after its column: a narrow screen shows a row as a card of labelled lines. */
+export function labelCells(row, columns) {
+  [...row.children].forEach((cell, i) => {
+    const label = columns[i] === undefined ? "" : columnLabel(columns[i]);
+    if (label) cell.dataset.label = label;
+  });
+  return row;
+}
+
+/**
+ * A table whose head is `columns` (strings or {label, class}). `stacked`: on a
+ * narrow screen each row becomes a card (cells labelled by labelCells).
+ */
+export function table(columns, rows, { caption, className, stacked = false } = {}) {
   const head = h("tr", null, columns.map((c) =>
     typeof c === "string" ? h("th", { scope: "col" }, c) : h("th", { scope: "col", class: c.class }, c.label)));
+  const body = rows instanceof HTMLTableSectionElement ? rows : h("tbody", null, rows);
+  if (stacked) for (const row of body.children) labelCells(row, columns);
   return h("div", { class: "table-wrap" },
-    h("table", { class: className },
+    h("table", { class: [className, stacked ? "stacked" : null] },
       caption ? h("caption", null, caption) : null,
       h("thead", null, head),
-      rows instanceof HTMLTableSectionElement ? rows : h("tbody", null, rows)));
+      body));
 }
 
 /** A `<dl>` of label/value pairs. */

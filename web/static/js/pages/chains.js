@@ -230,7 +230,7 @@ export default {
             h("span", { class: "hint" }, "What clients send as model")),
           h("div", { class: "field" }, h("label", { for: provider.id }, "First entry: provider"), provider),
           h("div", { class: "field" }, h("label", { for: model.id }, "Model"), model),
-          h("div", null, h("button", { type: "submit", class: "primary" }, "Create chain"))),
+          h("div", { class: "submit" }, h("button", { type: "submit", class: "primary" }, "Create chain"))),
         error));
     }
 

@@ -7,9 +7,12 @@
 // is `POST /v1/admin/limits/clear`, as `chain429 limits clear PROVIDER MODEL`.
 
 import { api, get } from "../api.js";
-import { badge, banner, button, duration, fill, h, num, setText, syncRows, table, when } from "../dom.js";
+import { badge, banner, button, duration, fill, h, labelCells, num, setText, syncRows, table, when } from "../dom.js";
 
 const REFRESH_MS = 2000;
+const ENTRY_COLUMNS = ["Chain", "Entry", "State", "Why", "Ends", { label: "In flight", class: "num" }, ""];
+const BUCKET_COLUMNS = ["Bucket", "Provider", "Quota", "Resets", "Known from", { label: "In flight", class: "num" }];
+const BLOCK_COLUMNS = ["Scope key", "Scope", "Reason", "Detail", "Ends", ""];
 const CLEARABLE = new Set(["cooling", "unhealthy", "probing"]);
 const SOURCES = {
   header: "provider's rate-limit headers",
@@ -96,8 +99,8 @@ export default {
         clearButton.disabled = true;
         clearButton.title = ctx.whyReadOnly || "Needs an admin key";
       }
-      return h("tr", null, h("td", { class: "break" }), h("td", { class: "break" }), h("td"),
-        h("td", { class: "small" }), countdownCell(), h("td", { class: "num" }), h("td", { class: "actions" }, clearButton));
+      return labelCells(h("tr", null, h("td", { class: "break" }), h("td", { class: "break" }), h("td"),
+        h("td", { class: "small" }), countdownCell(), h("td", { class: "num" }), h("td", { class: "actions" }, clearButton)), ENTRY_COLUMNS);
     }
 
     function updateEntry(row, entry) {
@@ -119,7 +122,7 @@ export default {
     }
 
     function bucketRow() {
-      return h("tr", null, h("td", { class: "break" }), h("td"), h("td"), countdownCell(), h("td", { class: "small" }), h("td", { class: "num" }));
+      return labelCells(h("tr", null, h("td", { class: "break" }), h("td"), h("td"), countdownCell(), h("td", { class: "small" }), h("td", { class: "num" })), BUCKET_COLUMNS);
     }
 
     function updateBucket(row, item) {
@@ -133,7 +136,7 @@ export default {
     }
 
     function blockRow() {
-      return h("tr", null, h("td", { class: "break" }), h("td"), h("td"), h("td", { class: "small" }), countdownCell(), h("td", { class: "actions" }));
+      return labelCells(h("tr", null, h("td", { class: "break" }), h("td"), h("td"), h("td", { class: "small" }), countdownCell(), h("td", { class: "actions" })), BLOCK_COLUMNS);
     }
 
     function updateBlock(row, block) {
@@ -192,13 +195,13 @@ export default {
       h("h2", null, "Next pick per chain"),
       picks,
       h("h2", null, "Entries"),
-      table(["Chain", "Entry", "State", "Why", "Ends", { label: "In flight", class: "num" }, ""], entryRows,
-        { caption: "Every entry of every chain; an entry in several chains is listed in each", className: "entries-table" }),
+      table(ENTRY_COLUMNS, entryRows,
+        { caption: "Every entry of every chain; an entry in several chains is listed in each", className: "entries-table", stacked: true }),
       h("h2", null, "Quota buckets"),
-      table(["Bucket", "Provider", "Quota", "Resets", "Known from", { label: "In flight", class: "num" }], bucketRows,
-        { caption: "A quota is counted where the provider counts it: entries of one bucket are limited together" }),
+      table(BUCKET_COLUMNS, bucketRows,
+        { caption: "A quota is counted where the provider counts it: entries of one bucket are limited together", stacked: true }),
       h("h2", null, "Blocks in force"),
-      table(["Scope key", "Scope", "Reason", "Detail", "Ends", ""], blockRows),
+      table(BLOCK_COLUMNS, blockRows, { stacked: true }),
       noBlocks);
 
     ctx.poll(async () => {

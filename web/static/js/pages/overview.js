@@ -53,7 +53,7 @@ function providerTable(rows) {
       h("td", { class: "num" }, num(r.tokens.total)),
       h("td", { class: "num" }, ms(r.latency_ms.p50)),
       h("td", { class: "num" }, ms(r.latency_ms.p95)))),
-    { caption: "Per provider: requests it answered, and every call and skip the waterfall made on it" });
+    { caption: "Per provider: requests it answered, and every call and skip the waterfall made on it", stacked: true });
 }
 
 function chainTable(rows) {
@@ -70,7 +70,7 @@ function chainTable(rows) {
       h("td", { class: "num" }, num(r.tokens.total)),
       h("td", { class: "num" }, ms(r.latency_ms.p50)),
       h("td", { class: "num" }, ms(r.latency_ms.p95)))),
-    { caption: "Per chain" });
+    { caption: "Per chain", stacked: true });
 }
 
 function healthView(health, status) {

@@ -113,7 +113,7 @@ export default {
               button("Edit", () => showForm(p), { disabled: !canEdit, title: canEdit ? null : why, "aria-label": `Edit ${p.id}` }),
               button("Test", () => test(p), { disabled: !canEdit, title: canEdit ? null : why, "aria-label": `Test ${p.id}` }),
               button("Remove", () => confirmRemove(p), { class: "danger", disabled: !canEdit, title: canEdit ? null : why, "aria-label": `Remove ${p.id}` })));
-        }), { caption: "Keys are masked: a ${VAR} reference is shown as written, a literal key as its last characters" }));
+        }), { caption: "Keys are masked: a ${VAR} reference is shown as written, a literal key as its last characters", stacked: true }));
     }
 
     function test(provider) {

@@ -67,7 +67,7 @@ async function showList(view, ctx) {
     select("filter-provider", "Answered by", [["", "any"], ...keep(names.providers, chosen.provider).map((p) => [p, p])], chosen.provider),
     h("div", { class: "field" }, h("label", { for: "filter-status" }, "HTTP status"), status),
     select("filter-outcome", "Outcome", [["", "any"], ...keep(OUTCOMES, chosen.outcome).map((o) => [o, o])], chosen.outcome),
-    h("div", null, h("button", { type: "submit", class: "primary" }, "Apply"))));
+    h("div", { class: "submit" }, h("button", { type: "submit", class: "primary" }, "Apply"))));
   fill(view, h("div", { class: "row spread" }, h("h1", null, "Requests"),
     button("Refresh", () => ctx.go(location.hash))), form, results);
 
@@ -106,7 +106,7 @@ async function showList(view, ctx) {
     page.data.length
       ? table(["Time", "Chain", "Answered by", "Status", "Outcome", { label: "Calls", class: "num" },
         { label: "Latency", class: "num" }, { label: "Tokens", class: "num hide-narrow" }, { label: "", class: "hide-narrow" }], rows,
-      { caption: `Newest first, ${PAGE_SIZE} a page; open a request to see its attempt trail`, className: "requests-table" })
+      { caption: `Newest first, ${PAGE_SIZE} a page; open a request to see its attempt trail`, className: "requests-table", stacked: true })
       : h("p", { class: "empty" }, "No requests match."),
     h("div", { class: "row" },
       button("← Newer", newer, { disabled: !cursor }),
@@ -151,7 +151,7 @@ async function showOne(view, ctx, id) {
     h("h2", null, "Attempt trail"),
     r.trail.length
       ? table([{ label: "#", class: "num" }, "Entry", "Outcome", { label: "HTTP", class: "num" }, { label: "Latency", class: "num" }, "Cooldown set", "Reason"],
-        trail, { caption: "Each entry the waterfall considered, in order; a skip made no call", className: "trail" })
+        trail, { caption: "Each entry the waterfall considered, in order; a skip made no call", className: "trail", stacked: true })
       : h("p", { class: "empty" }, "No entry was considered (the request was refused before the waterfall)."));
 }
 
