@@ -12,6 +12,7 @@ real server.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -40,19 +41,33 @@ CHAIN = "demo"
 RETRY_AFTER_S = 30
 
 
-def answers_as_asked(name: str, chunk_delay: float = 0.04) -> Callable[[ReceivedRequest], Reply]:
-    """A fake's answer to each request: a stream (word by word) when it asks for one."""
-    plain = Reply()
+def answers_as_asked(
+    name: str, chunk_delay: float = 0.04, requests_per_minute: int | None = None
+) -> Callable[[ReceivedRequest], Reply]:
+    """A fake's answer to each request: a stream (word by word) when it asks for one.
+
+    With `requests_per_minute`, each answer says what is left of that quota in
+    OpenAI's rate-limit headers, as real providers do, so the quota shows up in
+    `/v1/ratelimits` (and counts down there)."""
+    asked = itertools.count(1)
 
     def answer(request: ReceivedRequest) -> Reply:
+        headers = {}
+        if requests_per_minute is not None:
+            left = max(0, requests_per_minute - next(asked))
+            headers = {
+                "x-ratelimit-limit-requests": str(requests_per_minute),
+                "x-ratelimit-remaining-requests": str(left),
+                "x-ratelimit-reset-requests": "1m0s",
+            }
         try:
             wants_stream = json.loads(request.body).get("stream") is True
         except (ValueError, AttributeError):
-            return plain
+            wants_stream = False
         if not wants_stream:
-            return plain
+            return Reply(headers=headers)
         text = f"Hello from {name}, streamed word by word through chain429."
-        return Reply.stream(text, chunk_delay=chunk_delay)
+        return Reply.stream(text, chunk_delay=chunk_delay, headers=headers)
 
     return answer
 
@@ -160,7 +175,7 @@ def _report(number: int, response: httpx.Response) -> None:
 def run_demo(port: int = 3429, once: bool = False) -> None:
     fakes = [
         FakeProvider("alpha", default=Reply.rate_limited(retry_after=str(RETRY_AFTER_S))),
-        FakeProvider("beta", default=answers_as_asked("beta")),
+        FakeProvider("beta", default=answers_as_asked("beta", requests_per_minute=1000)),
         FakeProvider("gamma", default=answers_as_asked("gamma")),
     ]
     for fake in fakes:
