@@ -193,7 +193,7 @@ def test_providers_are_added_from_a_preset_edited_tested_and_removed(ui_server, 
     assert tab.errors == []
 
 
-def test_the_config_page_validates_diffs_and_reloads(ui_server, tab):
+def test_the_config_page_validates_diffs_and_reloads_and_a_rejected_file_shows(ui_server, tab):
     server = ui_server(keys=False)
     page = tab.open(server.url + "/ui/#/config")
     page.wait_for_selector(PAGES["config"])
@@ -216,5 +216,9 @@ def test_the_config_page_validates_diffs_and_reloads(ui_server, tab):
     expect(page.locator("#file-diff .banner.error")).to_contain_text(
         "line 2: version: must be one of 1"
     )
+    # The overview's health says so too, with the reason.
+    page.goto(server.url + "/ui/#/overview")
+    rejected = page.locator(".banner.error", has_text="The config file on disk was rejected")
+    expect(rejected).to_contain_text("line 2: version: must be one of 1")
     # The browser logs each 422 it was shown; nothing else went wrong.
     assert [e for e in tab.errors if "status of 422" not in e] == []
