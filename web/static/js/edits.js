@@ -28,6 +28,9 @@ function issues(err) {
  * is where the outcome shows. Resolves true when the server took it.
  */
 export async function edit(state, notice, method, path, body, doing) {
+  if (state.busy) return false; // one edit at a time: a double click is not two edits
+  state.busy = true;
+  fill(notice, h("p", { class: "loading", role: "status" }, `${doing}: saving…`));
   try {
     const answer = await api(method, path, { json: body, ifMatch: state.etag });
     state.etag = answer.etag;
@@ -46,5 +49,7 @@ export async function edit(state, notice, method, path, body, doing) {
       fill(notice, banner("error", `${doing} failed: ${err.message}`, issues(err)));
     }
     return false;
+  } finally {
+    state.busy = false;
   }
 }
