@@ -76,6 +76,24 @@ def test_a_requests_attempt_trail(ui_server, tab):
     assert tab.errors == []
 
 
+def test_the_request_log_pages_with_the_servers_cursors(ui_server, tab):
+    server = ui_server(keys=False)
+    ids = [server.chat().headers["x-request-id"] for _ in range(3)]
+    server.logged(3)
+    page = tab.open(server.url + "/ui/#/requests?limit=2")
+    rows = page.locator(".requests-table tbody tr")
+    expect(rows).to_have_count(2)
+    assert [rows.nth(i).get_attribute("data-id") for i in range(2)] == ids[:0:-1]  # newest first
+    page.click("#older")
+    expect(rows).to_have_count(1)
+    assert rows.first.get_attribute("data-id") == ids[0]
+    assert page.locator("#older").is_disabled()
+    page.get_by_role("button", name="← Newer").click()
+    expect(rows).to_have_count(2)
+    assert rows.first.get_attribute("data-id") == ids[2]
+    assert tab.errors == []
+
+
 def test_a_chain_test_streams_each_entrys_text_live(ui_server, tab):
     server = ui_server(keys=False)
     slow = Reply.stream("one two three four five six", chunk_delay=0.15)

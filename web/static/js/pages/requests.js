@@ -41,6 +41,8 @@ async function showList(view, ctx) {
   listHash = location.hash;
   const chosen = Object.fromEntries(FILTERS.map((f) => [f, params.get(f) || ""]));
   const cursor = params.get("cursor") || "";
+  // `#/requests?limit=N` changes the page size (1 to 1000, as the API allows).
+  const pageSize = Math.min(1000, Math.max(1, Number(params.get("limit")) || PAGE_SIZE));
   const results = h("div", null, h("p", { class: "loading" }, "Loading…"));
   let names = { chains: [], providers: [] };
   try {
@@ -72,7 +74,7 @@ async function showList(view, ctx) {
     button("Refresh", () => ctx.go(location.hash))), form, results);
 
   const filters = { since: chosen.range || "24h", chain: chosen.chain, provider: chosen.provider,
-    status: chosen.status, outcome: chosen.outcome, limit: PAGE_SIZE, cursor };
+    status: chosen.status, outcome: chosen.outcome, limit: pageSize, cursor };
   let page;
   try {
     page = (await get(`/v1/stats/requests${query(filters)}`, { signal: ctx.signal })).data;
@@ -84,6 +86,7 @@ async function showList(view, ctx) {
   }
   if (!ctx.alive()) return;
   const base = Object.fromEntries(FILTERS.filter((f) => chosen[f]).map((f) => [f, chosen[f]]));
+  if (params.get("limit")) base.limit = pageSize;
   const older = () => {
     cursors.push(cursor);
     ctx.go(`#/requests${query({ ...base, cursor: page.next_cursor })}`);
@@ -106,7 +109,7 @@ async function showList(view, ctx) {
     page.data.length
       ? table(["Time", "Chain", "Answered by", "Status", "Outcome", { label: "Calls", class: "num" },
         { label: "Latency", class: "num" }, { label: "Tokens", class: "num hide-narrow" }, { label: "", class: "hide-narrow" }], rows,
-      { caption: `Newest first, ${PAGE_SIZE} a page; open a request to see its attempt trail`, className: "requests-table", stacked: true })
+      { caption: `Newest first, ${pageSize} a page; open a request to see its attempt trail`, className: "requests-table", stacked: true })
       : h("p", { class: "empty" }, "No requests match."),
     h("div", { class: "row" },
       button("← Newer", newer, { disabled: !cursor }),
