@@ -1,4 +1,4 @@
-"""The admin API: read, edit, validate and reload the config file.
+"""The admin API: read, edit, validate and reload the config file; steer the running server.
 
 Every change goes through `chain429.config_writer` (the same code the CLI
 uses): the whole new config is validated first, then the file is written
@@ -6,6 +6,10 @@ atomically with its comments and `${VAR}` references kept, then the new
 snapshot is swapped in. Writes are serialized, and each answer carries the
 config generation as an `ETag`; a write whose `If-Match` names an older
 generation gets 412 instead of overwriting a change it has not seen.
+
+Steering, for the CLI and the web UI alike: clear an entry's or a provider's
+cooldowns, test a chain's entries or a provider's models (as JSON at the end,
+or live as server-sent events), and say what the caller's key may do.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +31,7 @@ from chain429.config import (
     Config,
     ConfigError,
     ConfigIssue,
+    load_config,
     parse_config_text,
     references_in,
     submitted_reference_rule,
@@ -36,6 +42,7 @@ from chain429.errors import ApiError
 from chain429.guard import JSON_BODY, YAML_BODY
 from chain429.masking import mask_config, redact
 from chain429.reloader import Reloader
+from chain429.runtime import ChainRuntime, Snapshot
 
 _JSON = "application/json"
 
@@ -279,6 +286,26 @@ def register_admin_routes(app: Sanic) -> None:
         except ConfigError as err:
             body = {"valid": False, "errors": _issues(err.issues)}
             return raw(json.dumps(body).encode(), 422, None, _JSON)
+        return diff_answer(new)
+
+    @app.get("/v1/admin/diff")
+    async def diff_file(request: Request) -> HTTPResponse:
+        """What a reload would change: the config file on disk against the running config
+        (as `chain429 diff`; the web UI cannot send the file, whose secrets it sees masked)."""
+        admin(request)
+        path = reloader().path
+        if path is None:
+            raise ApiError(
+                409, "This server was started without a config file.", code="no_config_file"
+            )
+        try:
+            new = await asyncio.to_thread(load_config, path)
+        except ConfigError as err:
+            body = {"valid": False, "errors": _issues(err.issues)}
+            return raw(json.dumps(body).encode(), 422, None, _JSON)
+        return diff_answer(new)
+
+    def diff_answer(new: Config) -> HTTPResponse:
         running = app.ctx.snapshot.config
         semantic = diff_configs(running, new)
         body = {
@@ -301,7 +328,7 @@ def register_admin_routes(app: Sanic) -> None:
         return _answer(body, result.generation, 200 if result.error is None else 422)
 
     @app.post("/v1/test/chain/<name>")
-    async def test_chain(request: Request, name: str) -> HTTPResponse:
+    async def test_chain(request: Request, name: str) -> HTTPResponse | None:
         admin(request, Scope.WRITE)
         snapshot = app.ctx.snapshot
         chain = snapshot.chains.get(name)
@@ -312,21 +339,111 @@ def register_admin_routes(app: Sanic) -> None:
                 code="not_found",
                 param="name",
             )
+        return await probe(request, snapshot, chain, {"chain": name})
+
+    @app.post("/v1/test/provider/<provider_id>")
+    async def test_provider(request: Request, provider_id: str) -> HTTPResponse | None:
+        """Each model the provider serves in a chain, once (as `chain429 provider test`)."""
+        admin(request, Scope.WRITE)
+        snapshot = app.ctx.snapshot
+        known_provider(snapshot, provider_id)
+        entries: dict[str, Any] = {}
+        for chain in snapshot.chains.values():
+            for entry in chain.entries:
+                if entry.provider_id == provider_id:
+                    entries.setdefault(entry.model, entry)
+        tested = ChainRuntime(f"provider:{provider_id}", tuple(entries.values()))
+        return await probe(request, snapshot, tested, {"provider": provider_id})
+
+    async def probe(
+        request: Request, snapshot: Snapshot, chain: ChainRuntime, about: dict[str, Any]
+    ) -> HTTPResponse | None:
+        """Run a test; as JSON at the end, or (`Accept: text/event-stream`) as events live."""
         flag = request.args.get("stream", "false").lower()
         if flag not in ("true", "false"):
             raise ApiError(400, "'stream' must be true or false.", param="stream")
         stream = flag == "true"
-        results = await probe_chain(snapshot, chain, app.ctx.upstream, app.ctx.state, stream=stream)
-        ok = sum(1 for r in results if r["result"] == "ok")
-        return _answer(
-            {"chain": name, "stream": stream, "working": ok, "entries": results},
-            snapshot.generation,
+        state, upstream = app.ctx.state, app.ctx.upstream
+
+        def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+            ok = sum(1 for r in results if r["result"] == "ok")
+            return {**about, "stream": stream, "working": ok, "entries": results}
+
+        if "text/event-stream" not in request.headers.get("accept", ""):
+            results = await probe_chain(snapshot, chain, upstream, state, stream=stream)
+            return _answer(summary(results), snapshot.generation)
+        response = await request.respond(
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            content_type="text/event-stream",
         )
+        sending = asyncio.Lock()  # entries run at once; one event at a time on the wire
+
+        async def send(event: dict[str, Any]) -> None:
+            async with sending:
+                await response.send(b"data: " + json.dumps(event).encode() + b"\n\n")
+
+        listed = [
+            {"index": i, "provider": e.provider_id, "model": e.model}
+            for i, e in enumerate(chain.entries)
+        ]
+        await send({"type": "start", **about, "stream": stream, "entries": listed})
+        results = await probe_chain(snapshot, chain, upstream, state, stream=stream, on_event=send)
+        await send({"type": "done", **summary(results)})
+        await response.eof()
+        return None
+
+    def known_provider(snapshot: Snapshot, provider_id: str) -> None:
+        if provider_id not in {p.id for p in snapshot.config.providers}:
+            known = ", ".join(p.id for p in snapshot.config.providers) or "none"
+            raise ApiError(
+                404,
+                f"No provider with id '{provider_id}'; providers: {known}.",
+                code="not_found",
+                param="provider",
+            )
+
+    @app.post("/v1/admin/limits/clear", ctx_body=JSON_BODY)
+    async def clear_limits(request: Request) -> HTTPResponse:
+        """End an entry's cooldowns (`{"provider", "model"}`) or a provider's (`{"provider"}`)."""
+        admin(request, Scope.WRITE)
+        body = _json_body(request)
+        unknown = sorted(set(body) - {"provider", "model"})
+        if unknown:
+            raise ApiError(400, f"Unknown field '{unknown[0]}'.", param=unknown[0])
+        provider, model = body.get("provider"), body.get("model")
+        if not isinstance(provider, str) or not provider:
+            raise ApiError(400, "'provider' must be a non-empty string.", param="provider")
+        if "model" in body and (not isinstance(model, str) or not model):
+            raise ApiError(400, "'model' must be a non-empty string.", param="model")
+        snapshot = app.ctx.snapshot
+        known_provider(snapshot, provider)
+        entries = []
+        if "model" in body:
+            chains = (*snapshot.chains.values(), *snapshot.model_chains.values())
+            entries = [
+                e
+                for c in chains
+                for e in c.entries
+                if (e.provider_id, e.model) == (provider, model)
+            ]
+            if not entries:
+                raise ApiError(
+                    404, f"No chain entry {provider}/{model}.", code="not_found", param="model"
+                )
+        cleared = await app.ctx.state.clear(provider, entries, time.time())
+        return raw(json.dumps({"cleared": cleared}).encode(), 200, None, _JSON)
 
     @app.get("/v1/admin/status")
     async def status(request: Request) -> HTTPResponse:
-        admin(request)
-        return _answer(reloader().status(), app.ctx.snapshot.generation)
+        """The reloader's state, and what the caller's key may do (the web UI asks)."""
+        label = authorize(request, app.ctx.snapshot, Scope.READ)
+        try:
+            authorize(request, app.ctx.snapshot, Scope.WRITE)
+            write = True
+        except ApiError:
+            write = False
+        body = {**reloader().status(), "access": {"label": label, "write": write}}
+        return _answer(body, app.ctx.snapshot.generation)
 
 
 _CODES = {404: "not_found", 409: "conflict", 412: "precondition_failed", 422: "invalid_config"}

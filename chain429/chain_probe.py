@@ -3,6 +3,11 @@
 Each entry gets a tiny request (a few tokens), whatever its cooldown says:
 the point is to find out. What the answer teaches (cooldowns, header
 readings) goes into the rate-limit state like any other answer.
+
+`on_event`, when given, hears each entry's streamed text as it arrives
+(`{"type": "delta", "index", "text"}`) and each entry's result as soon as that
+entry is done (`{"type": "result", "index", ...}`): the admin route relays them
+as server-sent events, so a person watching sees every entry answer live.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from chain429 import provider_json
@@ -23,6 +29,19 @@ PROBE: dict[str, Any] = {
     "messages": [{"role": "user", "content": "Reply with the word OK."}],
     "max_tokens": 5,
 }
+TEXT_MAX = 2000  # characters of each answer a result carries
+
+OnEvent = Callable[[dict[str, Any]], Awaitable[None]]
+OnText = Callable[[str], Awaitable[None]]
+
+
+def _answer_text(data: dict[str, Any]) -> str | None:
+    """The first choice's text of a chat completion, if it has one."""
+    try:
+        content = data["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return content[:TEXT_MAX] if isinstance(content, str) else None
 
 
 async def _ask(upstream: Upstream, snapshot: Snapshot, entry: EntryRuntime) -> Tried[dict]:
@@ -49,6 +68,7 @@ async def _ask(upstream: Upstream, snapshot: Snapshot, entry: EntryRuntime) -> T
     data: dict[str, Any] = {}
     if outcome.kind is Kind.SUCCESS:
         data = provider_json.parse(reply.body)  # a chat completion: classify parsed it
+        data["text"] = _answer_text(data)
     return Tried(outcome, data, reply.headers, reply.body[:4096])
 
 
@@ -58,16 +78,22 @@ async def _ask_streaming(
     snapshot: Snapshot,
     chain: ChainRuntime,
     entry: EntryRuntime,
+    on_text: OnText | None = None,
 ) -> Tried[dict]:
     session = StreamSession(snapshot, chain, {**PROBE, "stream": True}, upstream, state)
     tried = await session.open_entry(entry)
     committed = tried.result
     if not isinstance(committed, Committed):
         return Tried(tried.outcome, None, tried.headers, tried.body)
-    sent: list[bytes] = []
+    pieces = committed.reader.text  # the answer's text so far, grown as chunks are read
+    told = 0
 
     async def collect(data: bytes) -> None:
-        sent.append(data)
+        nonlocal told
+        if on_text is not None and len(pieces) > told:
+            text, told = "".join(pieces[told:]), len(pieces)
+            if text:
+                await on_text(text)
 
     stats = await session.relay(committed, collect)
     outcome = tried.outcome
@@ -78,7 +104,8 @@ async def _ask_streaming(
         "completion_tokens": stats.completion_tokens,
         "estimated": stats.tokens_estimated,
     }
-    return Tried(outcome, {"model": entry.model, "usage": usage}, tried.headers)
+    text = "".join(pieces)[:TEXT_MAX]
+    return Tried(outcome, {"model": entry.model, "usage": usage, "text": text}, tried.headers)
 
 
 async def probe_chain(
@@ -88,11 +115,17 @@ async def probe_chain(
     state: StateStore,
     *,
     stream: bool = False,
+    on_event: OnEvent | None = None,
 ) -> list[dict[str, Any]]:
-    async def one(entry: EntryRuntime) -> dict[str, Any]:
+    async def one(index: int, entry: EntryRuntime) -> dict[str, Any]:
         started = time.perf_counter()
         if stream:
-            tried = await _ask_streaming(upstream, state, snapshot, chain, entry)
+
+            async def on_text(text: str) -> None:
+                if on_event is not None:
+                    await on_event({"type": "delta", "index": index, "text": text})
+
+            tried = await _ask_streaming(upstream, state, snapshot, chain, entry, on_text)
         else:
             tried = await _ask(upstream, snapshot, entry)
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
@@ -104,7 +137,7 @@ async def probe_chain(
         )
         data = tried.result or {}
         usage = data.get("usage") or {}
-        return {
+        result = {
             "provider": entry.provider_id,
             "model": entry.model,
             "result": "ok" if tried.outcome.kind is Kind.SUCCESS else tried.outcome.token,
@@ -118,6 +151,10 @@ async def probe_chain(
             "reason": tried.outcome.reason or None,
             "cooldown_until": block.until if block else None,
             "quotas": state.bucket_quotas(entry, now),
+            "text": data.get("text"),
         }
+        if on_event is not None:
+            await on_event({"type": "result", "index": index, **result})
+        return result
 
-    return list(await asyncio.gather(*(one(entry) for entry in chain.entries)))
+    return list(await asyncio.gather(*(one(i, entry) for i, entry in enumerate(chain.entries))))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -102,9 +102,19 @@ class StateStore(Protocol):
     async def forget_provider(self, provider_id: str) -> None:
         """Drop everything known about a provider (removed, or its URL or key changed)."""
 
+    async def clear(self, provider_id: str, entries: Sequence[EntryRuntime], now: float) -> int:
+        """End the blocks in force on these entries' scopes (entry, bucket, provider), or
+        with no entries every block of the provider; how many ended. A person's call
+        (`POST /v1/admin/limits/clear`): the entries are asked at once, without a probe."""
+
 
 def scope_keys(entry: EntryRuntime) -> tuple[str, str, str]:
     return (f"provider:{entry.provider_id}", f"bucket:{entry.bucket}", f"entry:{entry.label}")
+
+
+def _names_provider(name: str, provider_id: str) -> bool:
+    """Whether a scope's name ("groq", "groq/llama-3", "groq/*") belongs to the provider."""
+    return name == provider_id or name.startswith(f"{provider_id}/")
 
 
 def _jittered(now: float, until: float) -> float:
@@ -317,6 +327,26 @@ class MemoryStateStore:
         for key in [k for k in self._stream_failures if k.partition(":")[2].startswith(prefix)]:
             del self._stream_failures[key]
         self.version += 1
+
+    async def clear(self, provider_id: str, entries: Sequence[EntryRuntime], now: float) -> int:
+        if entries:
+            keys = {key for entry in entries for key in scope_keys(entry)}
+        else:
+            keys = {k for k in self._blocks if _names_provider(k.partition(":")[2], provider_id)}
+        cleared = 0
+        for key in keys:
+            block = self._blocks.pop(key, None)
+            self._probes.pop(key, None)
+            if block is not None and block.until > now:
+                cleared += 1
+            # Start over: no doubled back-off on the next 429, no count of dead streams.
+            self._stream_failures.pop(key, None)
+            bucket = self._buckets.get(key.removeprefix("bucket:"))
+            if key.startswith("bucket:") and bucket is not None:
+                bucket.strikes = 0
+        self.version += 1
+        self._learnt()  # saved at once: a restart must not bring the cooldown back
+        return cleared
 
     # -- surviving a restart ---------------------------------------------------
     #

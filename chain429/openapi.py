@@ -26,6 +26,7 @@ from chain429 import __version__
 from chain429.completions import MAX_WAIT_PATTERN
 from chain429.config import Chain, Provider, Settings
 from chain429.presets import PROVIDER_TYPES
+from chain429.web_ui import assets
 
 Schema = dict[str, Any]
 
@@ -244,10 +245,21 @@ _RELOAD = _obj("generation:i", "reloaded generation",
     reloaded=_t("boolean", "Whether the config changed."),
     errors=_null("array", "Why the reload failed; the running config is kept.",
                  items=_ref("ConfigIssue")))
+_TESTED = _list_of(_obj("provider model status:i? latency_ms:n? model_reported:s? reason:s?",
+    result=_t("string", "`ok`, or the trace token of the failure."),
+    tokens=_obj("prompt:i? completion:i?"),
+    text=_null("string", "What the entry answered (at most 2,000 characters).")))
 _CHAIN_TEST = _obj("chain stream:b", working=_t("integer", "Entries that answered."),
-    entries=_list_of(_obj("provider model status:i? latency_ms:n? model_reported:s? reason:s?",
-        result=_t("string", "`ok`, or the trace token of the failure."),
-        tokens=_obj("prompt:i? completion:i?"))))
+                   entries=_TESTED)
+_PROVIDER_TEST = _obj("provider stream:b", working=_t("integer", "Models that answered."),
+                      entries=_TESTED)
+_CLEARED = _obj("", "cleared", cleared=_t("integer", "Blocks that were in force and ended."))
+_CLEAR_REQUEST = _obj("", "provider",
+    "With `model`: that entry's cooldowns (its entry, quota bucket and provider scopes); "
+    "without: every block of the provider.",
+    provider=_t("string", "A provider's id.", minLength=1),
+    model=_t("string", "An entry's model on that provider.", minLength=1))
+_CLEAR_REQUEST["additionalProperties"] = False
 
 
 _HEADERS = {
@@ -419,7 +431,8 @@ _CHAT_OK = {
         "application/json": {"schema": _ref("ChatCompletion")},
         "text/event-stream": {
             "schema": _obj(
-                "data event id", "data",
+                "data event id",
+                "data",
                 "One server-sent event (`Cache-Control: no-cache`); its `data` is a "
                 "`chat.completion.chunk` as JSON, `[DONE]` at the end, or an `error` object.",
             ),
@@ -514,7 +527,43 @@ _REQUEST_FILTERS = ("chain", "provider", "status", "outcome", "limit", "cursor")
 _STATUS = _obj(
     "config_path:s? generation:i loaded_at:n last_reload_at:n? last_error_at:n?",
     last_error=_null("array", "Why the file on disk is rejected.", items=_ref("ConfigIssue")),
+    access=_obj(
+        "label write:b",
+        "label write",
+        "The caller: its label (`admin#1`, `key#2`, `open`) and whether it may edit.",
+    ),
 )
+
+
+def _probe_ok(schema: Schema) -> Schema:
+    """A test's answer: JSON at the end, or each entry live as server-sent events."""
+    answer = _answer("Each entry's result.", schema, "ETag")
+    answer["content"]["text/event-stream"] = {
+        "schema": _t(
+            "string",
+            "With `Accept: text/event-stream`: one `data:` JSON event per step: `start` (the "
+            "entries, each with its `index`), `delta` (`index`, `text`: streamed text as it "
+            "arrives, with `stream=true`), `result` (`index` and that entry's result, as soon "
+            "as it is done), then `done` (the JSON answer).",
+        ),
+        "example": 'data: {"type": "delta", "index": 0, "text": "OK"}\n\n',
+    }
+    return answer
+
+
+_UI_FILE_TYPES = ("text/html", "text/javascript", "text/css", "image/svg+xml")
+_UI_ERRORS = {404: "No such file in the web UI (`not_found`)."}
+_NOT_MODIFIED = {"304": {"description": "Unchanged since the `ETag` in `If-None-Match`."}}
+
+
+def _redirect_to_ui(operation_id: str) -> Schema:
+    """`/` and `/ui` send the browser to `/ui/`: a 302, never a 200."""
+    location = {"Location": {"schema": _t("string")}}
+    found = {"302": {"description": "To `/ui/`.", "headers": location}}
+    op = _op(operation_id, "server", "Redirect to the web UI", _t("object"), extra=found)
+    del op["responses"]["200"]
+    return op
+
 
 _PATHS: Schema = {}
 
@@ -602,11 +651,45 @@ _route("post", "/v1/admin/reload", _op(
 _route("get", "/v1/admin/status", _op(
     "getAdminStatus", "admin", "The config file, generation and last reload",
     _answer("The reloader's state.", _STATUS, "ETag")))
+_route("get", "/v1/admin/diff", _op(
+    "diffFile", "admin", "What a reload would change: the config file against the running config",
+    _answer("The semantic diff, summary lines and a unified diff.", _obj(
+        "valid:b same:b generation:i diff:o unified", "valid same diff",
+        summary=_list_of(_t("string"), "One line per change.")), "ETag"),
+    errors={409: "Started without a config file (`no_config_file`)."},
+    extra={"422": _answer("The file is invalid: every problem found.", _VALIDATE_FAILED)}))
+_route("post", "/v1/admin/limits/clear", _op(
+    "clearLimits", "admin", "End an entry's or a provider's cooldowns now",
+    _CLEARED, description="The entries are asked again at once, without a probe, and their "
+    "quota buckets' back-off starts over. `chain429 limits clear` does the same.",
+    body={"application/json": {"schema": _CLEAR_REQUEST}},
+    errors={400: "A field is missing, empty or unknown (`param` names it).",
+            404: "No such provider, or no chain entry with that model (`not_found`)."}))
 _route("post", "/v1/test/chain/{name}", _op(
     "testChain", "admin", "Call every entry of a chain once, with a tiny request",
-    _answer("Each entry's result.", _CHAIN_TEST, "ETag"),
+    _probe_ok(_CHAIN_TEST),
     parameters=[*_CHAIN_NAME, *_params("stream")],
     errors={400: "`stream` is not true or false.", 404: "No such chain (`not_found`)."}))
+_route("post", "/v1/test/provider/{provider_id}", _op(
+    "testProvider", "admin", "Call each model a provider serves in a chain once",
+    _probe_ok(_PROVIDER_TEST), parameters=[*_PROVIDER_ID, *_params("stream")],
+    errors={400: "`stream` is not true or false.", 404: "No such provider (`not_found`)."}))
+
+# The web UI (chain429.web_ui): no key, no data.
+_route("get", "/", _redirect_to_ui("webUiRoot"))
+_route("get", "/ui", _redirect_to_ui("webUiBare"))
+_route("get", "/ui/", _op(
+    "webUi", "server", "The web UI (docs/ui.md)",
+    {"description": "Its page, with a strict Content-Security-Policy and an `ETag`.",
+     "content": {"text/html": {"schema": _t("string")}}}, extra=_NOT_MODIFIED))
+_route("get", "/ui/{path}", _op(
+    "webUiFile", "server", "One file of the web UI",
+    {"description": "The file, with a strict Content-Security-Policy and an `ETag`.",
+     "content": {kind: {"schema": _t("string")} for kind in _UI_FILE_TYPES}},
+    parameters=[{"name": "path", "in": "path", "required": True,
+                 "description": "The file's path under /ui/ (a slash may be sent as `%2F`).",
+                 "schema": _t("string", enum=sorted(assets()))}],
+    errors=_UI_ERRORS, extra=_NOT_MODIFIED))
 # fmt: on
 
 

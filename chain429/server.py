@@ -42,6 +42,7 @@ from chain429.runtime import Snapshot, build_snapshot
 from chain429.stats_routes import register_stats_routes
 from chain429.telemetry import Telemetry
 from chain429.upstream import Upstream
+from chain429.web_ui import register_web_ui
 
 log = logging.getLogger("chain429")
 
@@ -241,6 +242,7 @@ def create_app(
     register_stats_routes(app, authorize)
     register_openapi_route(app)
     register_admin_routes(app)
+    register_web_ui(app)
 
     return app
 

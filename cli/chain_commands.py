@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from chain429.config_writer import ConfigDocument
 
 chain_app = typer.Typer(
-    help="Chains in the config file: add, list, show, remove, move, test, entry add|remove, "
-    "default.",
+    help="Chains in the config file: add, list, show, remove, move, set, test, "
+    "entry add|remove, default.",
     no_args_is_help=True,
 )
 entry_app = typer.Typer(help="One entry of a chain: add or remove it.", no_args_is_help=True)

@@ -240,7 +240,8 @@ def init(
 
 # --- provider ----------------------------------------------------------------------
 provider_app = typer.Typer(
-    help="Providers in the config file: add, list, show, remove, test.", no_args_is_help=True
+    help="Providers in the config file: add, list, show, set, remove, test.",
+    no_args_is_help=True,
 )
 IdArgument = Annotated[str, typer.Argument(metavar="ID", help="The provider's id.")]
 

@@ -16,7 +16,9 @@ from chain429 import __version__, logs
 from chain429.cli import (
     chain_commands,
     config_commands,
+    edit_commands,
     fake_commands,
+    limits_commands,
     output,
     server_commands,
     settings_commands,
@@ -184,6 +186,8 @@ chain_commands.register(app)
 settings_commands.register(app)
 server_commands.register(app)
 fake_commands.register(app)
+edit_commands.register(app)
+limits_commands.register(app)
 
 
 def run() -> None:

@@ -18,13 +18,22 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
+CLIENTS = ("chain429.cli", "chain429.web", "cli", "web")
+
+
+def is_client(module: str) -> bool:
+    """`chain429.web` and its modules; not an engine module named like it (`chain429.web_ui`)."""
+    return any(module == client or module.startswith(f"{client}.") for client in CLIENTS)
+
+
 def test_the_engine_imports_neither_cli_nor_web():
     offenders = {
-        path.name: sorted(
-            name
-            for name in imported_modules(path)
-            if name.startswith(("chain429.cli", "chain429.web", "cli", "web"))
-        )
+        path.name: sorted(name for name in imported_modules(path) if is_client(name))
         for path in ENGINE.glob("*.py")
     }
     assert {name: mods for name, mods in offenders.items() if mods} == {}
+
+
+def test_the_rule_tells_a_client_from_an_engine_module_of_a_like_name():
+    assert is_client("chain429.web") and is_client("chain429.web.static") and is_client("cli.main")
+    assert not is_client("chain429.web_ui") and not is_client("webbrowser")

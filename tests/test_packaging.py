@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+STATIC = REPO / "web" / "static"
 
 
 @pytest.mark.slow
@@ -43,6 +48,10 @@ def test_wheel_holds_only_chain429_and_installs_a_working_command(tmp_path):
         "chain429/web/static/index.html",
     ):
         assert expected in names
+    # Every file of the web UI, subfolders included.
+    shipped = {n.removeprefix("chain429/web/static/") for n in names if "/web/static/" in n}
+    on_disk = {str(f.relative_to(STATIC)) for f in STATIC.rglob("*") if f.is_file()}
+    assert shipped == on_disk
     assert not any(name.startswith(("tests/", "bench/", "cli/", "web/")) for name in names)
 
     venv = tmp_path / "venv"
@@ -60,3 +69,43 @@ def test_wheel_holds_only_chain429_and_installs_a_working_command(tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"chain429 {__version__}"
+    _serves_the_ui(venv, tmp_path)
+
+
+def _serves_the_ui(venv: Path, tmp_path: Path) -> None:
+    """The installed `chain429 serve` hands out the web UI from the installed package."""
+    config = tmp_path / "c.yaml"
+    config.write_text("version: 1\n")
+    port = free_port()
+    server = subprocess.Popen(
+        [str(venv / "bin" / "chain429"), "serve", "-c", str(config), "--port", str(port)],
+        cwd=tmp_path,
+        env={**os.environ, "CHAIN429_HOME": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                first = httpx.get(f"{url}/", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                assert time.monotonic() < deadline, "chain429 serve did not answer"
+                time.sleep(0.2)
+        assert (first.status_code, first.headers["location"]) == (302, "/ui/")
+        for name in ("index.html", "js/app.js", "js/pages/chains.js", "app.css"):
+            answer = httpx.get(f"{url}/ui/{name}", timeout=5)
+            assert answer.status_code == 200, name
+            assert answer.content == (STATIC / name).read_bytes()
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,134 @@
+"""`chain429 chain set` and `chain429 provider set`: the edits of the web UI, in the CLI.
+
+Everything the web UI changes has a command (docs/ui.md lists them); these
+are the ones `chain add|remove|move|entry|default` and `provider add|remove`
+do not cover: giving a chain a whole new list of entries at once, and
+changing an existing provider. They write the file
+through the same writer as the other commands (comments and `${VAR}`
+references kept) and tell a running server to reload.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from chain429.cli import wizard
+from chain429.cli.chain_commands import NameArgument, chain_app
+from chain429.cli.config_commands import (
+    ServerOption,
+    config_path,
+    find_chain,
+    items,
+    provider_app,
+    write_change,
+)
+from chain429.cli.options import ConfigOption
+from chain429.cli.output import fail
+from chain429.presets import PROVIDER_TYPES
+
+if TYPE_CHECKING:
+    from chain429.config_writer import ConfigDocument
+
+
+def chain_set(
+    name: NameArgument,
+    entry: Annotated[
+        list[str],
+        typer.Option(
+            "--entry",
+            "-e",
+            help="PROVIDER:MODEL, repeatable, in the order to try them: the chain's whole new "
+            "list. Entries that stay keep their own settings (rateLimits, paid).",
+            show_default=False,
+        ),
+    ],
+    config: ConfigOption = None,
+    server: ServerOption = None,
+) -> None:
+    """Give an existing chain a new list of entries (to add, remove or reorder them at once)."""
+    try:
+        wanted = [wizard.parse_entry(text) for text in entry]
+    except ValueError as err:
+        raise fail(str(err)) from None
+
+    def change(document: ConfigDocument) -> None:
+        chain = find_chain(document.raw(), name)
+        known = {(e.get("provider"), e.get("model")): e for e in items(chain, "entries")}
+        entries = [known.get(pair) or {"provider": pair[0], "model": pair[1]} for pair in wanted]
+        document.upsert_chain({**chain, "entries": entries})
+
+    write_change(
+        config_path(config), change, f"set chain {name!r} to {len(wanted)} entries", server
+    )
+
+
+def provider_set(
+    provider_id: Annotated[str, typer.Argument(metavar="ID", help="The provider's id.")],
+    ptype: Annotated[
+        str | None,
+        typer.Option(
+            "--type", "-t", help=f"One of: {', '.join(PROVIDER_TYPES)}.", show_default=False
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Display name.", show_default=False)] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="API base URL (…/v1).", show_default=False)
+    ] = None,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(
+            help="Variable holding the key, written as apiKey: ${VAR}. Needed again when the "
+            "type or base URL changes.",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        int | None, typer.Option(min=1, help="Request timeout in ms.", show_default=False)
+    ] = None,
+    paid: Annotated[
+        bool | None,
+        typer.Option(
+            "--paid/--free", help="Mark it paid (a last resort) or free.", show_default=False
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    server: ServerOption = None,
+) -> None:
+    """Change some fields of an existing provider; the others, and its key, are kept."""
+    changes: dict[str, Any] = {
+        "type": ptype,
+        "name": name,
+        "baseUrl": base_url,
+        "timeout": timeout,
+        "paid": paid,
+    }
+    changes = {key: value for key, value in changes.items() if value is not None}
+    if api_key_env is not None:
+        if not wizard.VAR_NAME.fullmatch(api_key_env):
+            raise fail(f"--api-key-env {api_key_env!r} is not a variable name")
+        changes["apiKey"] = f"${{{api_key_env}}}"
+    if not changes:
+        raise fail("nothing to change: give at least one option (see --help)")
+    if ptype is not None and ptype not in PROVIDER_TYPES:
+        raise fail(f"unknown type {ptype!r}; types: {', '.join(PROVIDER_TYPES)}")
+
+    def change(document: ConfigDocument) -> None:
+        found = [p for p in items(document.raw(), "providers") if p.get("id") == provider_id]
+        if not found:
+            raise fail(f"no provider with id {provider_id!r}")
+        # The stored key goes along only while the type and URL stay (the writer checks).
+        kept = {key: value for key, value in found[0].items() if key != "apiKey"}
+        document.upsert_provider({**kept, **changes})
+
+    fields = ", ".join(sorted(changes))
+    write_change(
+        config_path(config), change, f"changed provider {provider_id!r} ({fields})", server
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add these commands to `chain429 chain` and `chain429 provider`."""
+    chain_app.command("set")(chain_set)
+    provider_app.command("set")(provider_set)
