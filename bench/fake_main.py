@@ -2,7 +2,7 @@
 
     python bench/fake_main.py --port 0      # prints "listening on http://127.0.0.1:N/v1"
 
-Like `chain429 fake` and `python -m chain429.testing`, it answers a streaming
+Like `chain429 fake` and `python -m chain429.fakes`, it answers a streaming
 request with a stream (`chain429.fake_replies.in_kind`); its stream has the
 fixed shape the load generator checks:
 
@@ -26,8 +26,8 @@ import contextlib
 import signal
 from collections.abc import Sequence
 
-from chain429.fake_replies import in_kind
-from chain429.testing import FakeProvider, Reply
+from chain429.fakes.provider import FakeProvider, Reply
+from chain429.fakes.replies import in_kind
 
 # 8 content pieces: what the load generator's stream check expects (bench/loadgen_stream.py).
 PIECES = ("Hello", " from", " the", " fake", " provider,", " streamed", " in", " pieces.")

@@ -19,9 +19,9 @@ import cProfile
 from collections.abc import Sequence
 from typing import Any
 
-from chain429.config import Config
-from chain429.server import create_app
-from chain429.serving import serve
+from chain429.config.model import Config
+from chain429.server.app import create_app
+from chain429.server.serving import serve
 
 PROXY_KEY = "bench-proxy-key"
 CHAIN = "bench"

@@ -31,9 +31,9 @@ from urllib.parse import urlencode, urlsplit
 
 import peewee
 
-from chain429 import stats
-from chain429.database import bind, migrate, open_database
-from chain429.db import (
+from chain429.requestlog import stats
+from chain429.requestlog.database import bind, migrate, open_database
+from chain429.requestlog.tables import (
     ALL_MODELS,
     LATENCY_BUCKETS_MS,
     AttemptRow,

@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from chain429.database import migrate, open_database
-from chain429.db import ALL_MODELS
-from chain429.records import AttemptRecord, RequestRecord, new_request_id
-from chain429.telemetry import Telemetry
+from chain429.requestlog.database import migrate, open_database
+from chain429.requestlog.records import AttemptRecord, RequestRecord, new_request_id
+from chain429.requestlog.tables import ALL_MODELS
+from chain429.requestlog.writer import Telemetry
 
 
 def record() -> RequestRecord:

@@ -26,7 +26,7 @@ from chain429.cli.options import ConfigOption, JsonOption
 from chain429.cli.output import fail, plural, say
 
 if TYPE_CHECKING:
-    from chain429.config_writer import ConfigDocument
+    from chain429.config.writer import ConfigDocument
 
 chain_app = typer.Typer(
     help="Chains in the config file: add, list, show, remove, move, set, test, "

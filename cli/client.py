@@ -31,7 +31,8 @@ from chain429 import __version__
 from chain429.cli.contexts import ContextError, check_server, current_context
 from chain429.cli.options import ADMIN_KEY_ENV
 from chain429.cli.output import fail
-from chain429.config import ConfigError, find_config_path, load_config, read_dotenv
+from chain429.config.errors import ConfigError
+from chain429.config.loader import find_config_path, load_config, read_dotenv
 
 SERVER_ENV = "CHAIN429_SERVER"
 TIMEOUT_S = 10.0
@@ -218,7 +219,7 @@ class AdminClient:
     ) -> tuple[int, Any]:
         """`(status, JSON body)`; a status outside `accept` is a ClientError with its message."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
-        # The server takes a body only with its declared media type (chain429.guard).
+        # The server takes a body only with its declared media type (chain429.server.guard).
         headers = {"content-type": content_type} if content is not None else None
         try:
             response = self._http.request(

@@ -21,11 +21,13 @@ import typer
 from chain429.cli import output, starter, wizard
 from chain429.cli.options import ConfigOption, JsonOption
 from chain429.cli.output import fail, plural, say
-from chain429.config import Config, ConfigError, find_config_path, load_config, read_dotenv
-from chain429.presets import PRESETS, PROVIDER_TYPES
+from chain429.config.errors import ConfigError
+from chain429.config.loader import find_config_path, load_config, read_dotenv
+from chain429.config.model import Config
+from chain429.upstream.presets import PRESETS, PROVIDER_TYPES
 
 if TYPE_CHECKING:
-    from chain429.config_writer import ConfigDocument, ConfigEditError
+    from chain429.config.writer import ConfigDocument, ConfigEditError
 
 T = TypeVar("T")
 
@@ -50,7 +52,7 @@ def config_path(config: Path | None) -> Path:
 
 
 def load_document(path: Path) -> ConfigDocument:
-    from chain429.config_writer import ConfigDocument, ConfigEditError
+    from chain429.config.writer import ConfigDocument, ConfigEditError
 
     try:
         return ConfigDocument.load(path)
@@ -87,7 +89,7 @@ def write_change(
 ) -> T:
     """Apply `change` through the one write path, say what happened (`done`, or what it
     makes of the change's result), tell the server."""
-    from chain429.config_writer import ConfigEditError, apply_edit
+    from chain429.config.writer import ConfigEditError, apply_edit
 
     known = known_env(path)
     environ, unset = dict(os.environ), set()
@@ -429,7 +431,7 @@ def provider_test(
     as_json: JsonOption = False,
 ) -> None:
     """Send one tiny request to each chain entry on this provider; exit 1 if none works."""
-    from chain429.config import Chain, ChainEntry
+    from chain429.config.model import Chain, ChainEntry
 
     loaded = strict_config(config_path(config))
     if provider_id not in {p.id for p in loaded.providers}:

@@ -32,7 +32,7 @@ from tomlkit.exceptions import TOMLKitError
 
 from chain429.cli import output
 from chain429.cli.output import fail, print_json, say, table
-from chain429.config import find_config_path
+from chain429.config.loader import find_config_path
 
 CONFIG_DIR_ENV = "CHAIN429_CONFIG_DIR"
 
@@ -281,7 +281,7 @@ def config_path(config: _ConfigOption = None, as_json: _JsonOption = False) -> N
 @config_app.command("show")
 def config_show(config: _ConfigOption = None, as_json: _JsonOption = False) -> None:
     """Print the config file with secrets masked (`${VAR}` references are shown as written)."""
-    from chain429.config_writer import ConfigDocument, ConfigEditError
+    from chain429.config.writer import ConfigDocument, ConfigEditError
 
     path, _ = _found(config)
     if not path.is_file():

@@ -26,10 +26,10 @@ from chain429.cli.config_commands import (
 )
 from chain429.cli.options import ConfigOption
 from chain429.cli.output import fail
-from chain429.presets import PROVIDER_TYPES
+from chain429.upstream.presets import PROVIDER_TYPES
 
 if TYPE_CHECKING:
-    from chain429.config_writer import ConfigDocument
+    from chain429.config.writer import ConfigDocument
 
 
 def chain_set(

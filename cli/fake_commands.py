@@ -2,7 +2,7 @@
 
 Point a config's provider at it to see what chain429 does with a 429, a
 quota at zero, a slow first token or a cut stream, before spending real
-quota (docs/fake.md). The script format is chain429.fake_script's.
+quota (docs/fake.md). The script format is chain429.fakes.script's.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ def fake(
     stream when the request asks for one. A script makes it answer request by
     request as told (429s, slow first tokens, cut streams...), then normally.
     """
-    from chain429.fake_script import ScriptError, load_script
-    from chain429.testing import run_fake_provider_forever
+    from chain429.fakes.provider import run_fake_provider_forever
+    from chain429.fakes.script import ScriptError, load_script
 
     try:
         played = load_script(script, reply or (), loop)

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from chain429 import __version__, logs
+from chain429 import __version__
 from chain429.cli import (
     chain_commands,
     config_commands,
@@ -25,7 +25,10 @@ from chain429.cli import (
 )
 from chain429.cli.options import ConfigOption
 from chain429.cli.output import fail, port_in_use
-from chain429.config import Config, ConfigError, find_config_path, load_config
+from chain429.config.errors import ConfigError
+from chain429.config.loader import find_config_path, load_config
+from chain429.config.model import Config
+from chain429.server import logs
 
 output.typer_style()
 app = typer.Typer(
@@ -79,8 +82,8 @@ def serve(
     ] = False,
 ) -> None:
     """Run the proxy in the foreground until Ctrl-C."""
-    from chain429.server import create_app
-    from chain429.serving import (
+    from chain429.server.app import create_app
+    from chain429.server.serving import (
         ExposureError,
         PortInUse,
         RequestLogError,
@@ -90,7 +93,7 @@ def serve(
         open_request_log,
         resolve_bind,
     )
-    from chain429.serving import (
+    from chain429.server.serving import (
         serve as run_server,
     )
 
@@ -169,8 +172,8 @@ def demo(
     once: Annotated[bool, typer.Option("--once", help="Exit after the scripted requests.")] = False,
 ) -> None:
     """Run the proxy with built-in fake providers (the first one rate-limits); no keys needed."""
-    from chain429.demo import run_demo
-    from chain429.serving import PortInUse
+    from chain429.fakes.demo import run_demo
+    from chain429.server.serving import PortInUse
 
     logs.configure("warn")
     try:

@@ -23,7 +23,9 @@ from chain429.cli import contexts, output
 from chain429.cli.client import AdminClient, reports_errors
 from chain429.cli.options import JsonOption
 from chain429.cli.output import fail, plural, print_json, say, table
-from chain429.config import Config, ConfigError, ConfigIssue, find_config_path, load_config
+from chain429.config.errors import ConfigError, ConfigIssue
+from chain429.config.loader import find_config_path, load_config
+from chain429.config.model import Config
 
 ServerOption = Annotated[
     str | None,
@@ -575,7 +577,7 @@ def diff(
     path = file if file is not None else found
     if against is not None:
         old, new = _load_local(against), _load_local(path)
-        from chain429.config_diff import diff_configs, unified_diff
+        from chain429.config.diff import diff_configs, unified_diff
 
         semantic = diff_configs(old=old, new=new)
         result: dict[str, Any] = {

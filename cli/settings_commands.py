@@ -23,11 +23,11 @@ from chain429.cli import output
 from chain429.cli.config_commands import ServerOption, config_path, load_document, write_change
 from chain429.cli.options import ConfigOption, JsonOption
 from chain429.cli.output import fail, say
-from chain429.config import Settings
-from chain429.masking import SETTINGS_SECRETS
+from chain429.config.masking import SETTINGS_SECRETS
+from chain429.config.model import Settings
 
 if TYPE_CHECKING:
-    from chain429.config_writer import ConfigDocument
+    from chain429.config.writer import ConfigDocument
 
 # What the running server reads once, at start: binding, the request log, logging.
 AT_RESTART = frozenset(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from chain429.cli import wizard
 from chain429.cli.output import say
-from chain429.config import parse_config_text, read_dotenv
+from chain429.config.loader import parse_config_text, read_dotenv
 
 PLACEHOLDER_NOTE = (
     "# Provider keys not set yet: fill one in and remove its `#`. A provider that is\n"
@@ -63,7 +63,7 @@ def ensure_key(dotenv: Path, var: str) -> Key:
 
 def add_placeholders(dotenv: Path, variables: list[str]) -> list[str]:
     """Append `# VAR=` for each variable .env does not mention yet; the ones added."""
-    from chain429.config_writer import write_atomically
+    from chain429.config.writer import write_atomically
 
     try:
         text = dotenv.read_text(encoding="utf-8")
@@ -99,7 +99,7 @@ def write(path: Path, plan: wizard.InitPlan, environ: Mapping[str, str]) -> Star
 
     Raises OSError (with the file name) when something cannot be written.
     """
-    from chain429.config_writer import write_atomically
+    from chain429.config.writer import write_atomically
 
     text = wizard.render_config(plan)
     unset = {var: wizard.UNSET for var in wizard.referenced_vars(text)}

@@ -25,10 +25,10 @@ import typer
 from chain429.cli import output
 from chain429.cli.options import ADMIN_KEY_ENV
 from chain429.cli.output import fail, say
-from chain429.presets import PRESETS, PROVIDER_TYPES
+from chain429.upstream.presets import PRESETS, PROVIDER_TYPES
 
 if TYPE_CHECKING:
-    from chain429.config import Config
+    from chain429.config.model import Config
 
 VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PROXY_KEY_VAR = "CHAIN429_API_KEY"  # what clients send
@@ -230,7 +230,7 @@ def referenced_vars(text: str) -> set[str]:
 # --- .env ----------------------------------------------------------------------
 def upsert_dotenv(path: Path, name: str, value: str) -> None:
     """Set NAME=value in a .env file (mode 600), keeping every other line as it was."""
-    from chain429.config_writer import write_atomically
+    from chain429.config.writer import write_atomically
 
     try:
         lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -447,17 +447,17 @@ def probe_cells(result: dict[str, Any]) -> list[str]:
 
 def run_probe(config: Config, chain_name: str, stream: bool, as_json: bool) -> None:
     """Probe each entry of a chain at once; a live table on a terminal; exit 1 if none works."""
-    from chain429.runtime import build_snapshot
+    from chain429.routing.runtime import build_snapshot
 
     snapshot = build_snapshot(config)
     chain = snapshot.chains[chain_name]
     results: list[dict[str, Any] | None] = [None] * len(chain.entries)
 
     async def probe_all(on_result: Callable[[], None]) -> None:
-        from chain429.chain_probe import probe_chain
-        from chain429.limits import MemoryStateStore
-        from chain429.runtime import ChainRuntime
-        from chain429.upstream import Upstream
+        from chain429.routing.limits import MemoryStateStore
+        from chain429.routing.probe import probe_chain
+        from chain429.routing.runtime import ChainRuntime
+        from chain429.upstream.client import Upstream
 
         upstream = Upstream(connect_timeout_s=config.settings.connect_timeout_ms / 1000)
         state = MemoryStateStore()

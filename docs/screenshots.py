@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from chain429.demo import CHAIN, DEMO_ADMIN_KEY, DEMO_KEY
+from chain429.fakes.demo import CHAIN, DEMO_ADMIN_KEY, DEMO_KEY
 
 DOCS = Path(__file__).resolve().parent
 CHROMIUM_ARGS = [

@@ -12,10 +12,10 @@ import httpx
 import openai
 import pytest
 
-from chain429.config import Config
-from chain429.server import create_app
-from chain429.serving import ServerThread
-from chain429.testing import FakeProvider
+from chain429.config.model import Config
+from chain429.fakes.provider import FakeProvider
+from chain429.server.app import create_app
+from chain429.server.serving import ServerThread
 
 REPO = Path(__file__).resolve().parents[1]
 # A 429chain config of our own using every key of its schema; 429chain's own

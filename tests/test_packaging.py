@@ -42,7 +42,7 @@ def test_wheel_holds_only_chain429_and_installs_a_working_command(tmp_path):
     top_level = {name.split("/")[0] for name in names}
     assert {t for t in top_level if not t.endswith(".dist-info")} == {"chain429"}
     for expected in (
-        "chain429/server.py",
+        "chain429/server/app.py",
         "chain429/cli/main.py",
         "chain429/web/__init__.py",
         "chain429/web/static/index.html",

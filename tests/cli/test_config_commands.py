@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 
 from chain429.cli import wizard
 from chain429.cli.main import app
-from chain429.config import parse_config_text, read_dotenv
-from chain429.testing import FakeProvider, Reply
+from chain429.config.loader import parse_config_text, read_dotenv
+from chain429.fakes.provider import FakeProvider, Reply
 
 KEY_VARS = [var for known in wizard.KNOWN for var in known.env]
 ISOLATE = ["CHAIN429_SERVER", "CHAIN429_ADMIN_KEY", "CHAIN429_CONFIG", "CONFIG_PATH", "PORT"]

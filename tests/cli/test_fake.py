@@ -18,9 +18,9 @@ import openai
 import pytest
 from test_main import CHAIN429, free_port, run, stop, wait_healthy
 
-from chain429.config import Config
-from chain429.server import create_app
-from chain429.serving import ServerThread
+from chain429.config.model import Config
+from chain429.server.app import create_app
+from chain429.server.serving import ServerThread
 from conftest import provider_entry
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -31,7 +31,7 @@ PLAIN = {"model": "m", "messages": HELLO}
 @contextmanager
 def fake_process(*args: str, module: bool = False) -> Iterator[str]:
     """A fake provider process; yields its base URL (which it prints on stdout)."""
-    command = [sys.executable, "-m", "chain429.testing"] if module else [*CHAIN429, "fake"]
+    command = [sys.executable, "-m", "chain429.fakes"] if module else [*CHAIN429, "fake"]
     proc = subprocess.Popen(
         [*command, "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -53,7 +53,7 @@ def streamed_text(response: httpx.Response) -> str:
     return text
 
 
-@pytest.mark.parametrize("module", [True, False], ids=["python -m chain429.testing", "fake"])
+@pytest.mark.parametrize("module", [True, False], ids=["python -m chain429.fakes", "fake"])
 def test_the_fake_answers_a_streaming_request_with_a_stream(module):
     with fake_process(module=module) as url, httpx.Client(base_url=url) as http:
         with http.stream("POST", "/chat/completions", json=STREAM) as response:

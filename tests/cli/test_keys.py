@@ -19,8 +19,8 @@ from test_config_commands import KEY_VARS, _clean_env  # noqa: F401
 from test_config_commands import cli as in_process
 from test_main import CHAIN429, free_port, run, stop, wait_healthy
 
-from chain429.config import read_dotenv
-from chain429.testing import FakeProvider
+from chain429.config.loader import read_dotenv
+from chain429.fakes.provider import FakeProvider
 
 HELLO = [{"role": "user", "content": "hi"}]
 

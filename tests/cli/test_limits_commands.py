@@ -9,7 +9,7 @@ import httpx
 import pytest
 from test_main import run
 
-from chain429.testing import Reply
+from chain429.fakes.provider import Reply
 from conftest import chain_config, provider_entry
 
 ADMIN_KEY = "limits-admin-key-0123"

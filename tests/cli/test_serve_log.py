@@ -12,7 +12,7 @@ import time
 import httpx
 from test_main import CHAIN429, free_port, wait_healthy
 
-from chain429.testing import FakeProvider, Reply
+from chain429.fakes.provider import FakeProvider, Reply
 
 HELLO = [{"role": "user", "content": "hi"}]
 

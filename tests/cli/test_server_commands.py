@@ -13,7 +13,7 @@ import httpx
 import pytest
 from test_main import CHAIN429, free_port, stop, wait_healthy
 
-from chain429.testing import FakeProvider, Reply
+from chain429.fakes.provider import FakeProvider, Reply
 
 ADMIN_KEY = "adm-test-key-0123456789"
 PROXY_KEY = "proxy-test-key-0123456789"

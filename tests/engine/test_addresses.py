@@ -14,8 +14,8 @@ import socket
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from chain429.addresses import forbidden_upstream, is_loopback_name
-from chain429.transport import GuardedResolver
+from chain429.upstream.addresses import forbidden_upstream, is_loopback_name
+from chain429.upstream.transport import GuardedResolver
 
 
 @pytest.mark.parametrize(

@@ -7,19 +7,9 @@ import platformdirs
 import pydantic
 import pytest
 
-from chain429.config import (
-    Chain,
-    ChainEntry,
-    Config,
-    ConfigError,
-    ConfigIssue,
-    Provider,
-    Settings,
-    find_config_path,
-    load_config,
-    parse_config_text,
-    read_dotenv,
-)
+from chain429.config.errors import ConfigError, ConfigIssue
+from chain429.config.loader import find_config_path, load_config, parse_config_text, read_dotenv
+from chain429.config.model import Chain, ChainEntry, Config, Provider, Settings
 
 COMPAT = Path(__file__).resolve().parents[3] / "shared" / "compat"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

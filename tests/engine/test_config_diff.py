@@ -5,8 +5,7 @@ from typing import Any
 
 import pytest
 
-from chain429.config import Config
-from chain429.config_diff import (
+from chain429.config.diff import (
     ChainChange,
     ConfigDiff,
     EntryMove,
@@ -16,6 +15,7 @@ from chain429.config_diff import (
     mask_secret,
     unified_diff,
 )
+from chain429.config.model import Config
 
 GROQ_KEY = "gsk_live_AAAAAAAAAAAAAAAA_1111"
 GROQ_KEY_2 = "gsk_live_BBBBBBBBBBBBBBBB_2222"

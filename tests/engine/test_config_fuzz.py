@@ -15,8 +15,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chain429.config import Config, ConfigError, parse_config_text
-from chain429.config_writer import ConfigDocument, ConfigEditError
+from chain429.config.errors import ConfigError
+from chain429.config.loader import parse_config_text
+from chain429.config.model import Config
+from chain429.config.writer import ConfigDocument, ConfigEditError
 
 FUZZ = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
@@ -107,3 +109,9 @@ chains:
 def test_a_valid_file_with_a_splice_loads_or_is_a_config_error(at: int, splice: str) -> None:
     """Typos land anywhere: in keys, in indentation, inside quotes."""
     check(VALID[:at] + splice + VALID[at:])
+
+
+def test_a_mapping_used_as_a_key_is_a_config_error():
+    """Found by the splice test: YAML lets a mapping be a key (`{a: 1}: x`)."""
+    check("version: 1\n{a: 1}: x\n")
+    check("version: 1\n? [a, b]\n: x\n")

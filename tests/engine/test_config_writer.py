@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chain429.config_writer import (
+from chain429.config.writer import (
     ConfigDocument,
     ConfigEditError,
     apply_edit,
@@ -438,7 +438,7 @@ def test_edits_from_several_processes_are_serialized(small: Path) -> None:
     import sys
 
     script = (
-        "import sys; from pathlib import Path; from chain429.config_writer import apply_edit\n"
+        "import sys; from pathlib import Path; from chain429.config.writer import apply_edit\n"
         "n = sys.argv[2]\n"
         "chain = {'name': 'p' + n, 'entries': [{'provider': 'groq', 'model': 'm' + n}]}\n"
         "for _ in range(3):\n"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import httpx
 import pytest
 
-from chain429.dialects import (
+from chain429.upstream.dialects import (
     DIALECTS,
     Reading,
     _zone,
@@ -18,7 +18,7 @@ from chain429.dialects import (
     read_headers,
     window_end,
 )
-from chain429.presets import PROVIDER_TYPES
+from chain429.upstream.presets import PROVIDER_TYPES
 
 PDT = timezone(timedelta(hours=-7))  # written out, so the tests do not trust zoneinfo
 PST = timezone(timedelta(hours=-8))

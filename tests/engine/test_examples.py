@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from chain429.config import ConfigError, load_config
+from chain429.config.errors import ConfigError
+from chain429.config.loader import load_config
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from chain429.config import Config
-from chain429.limits import Block, MemoryStateStore, Reservation
-from chain429.outcome import CooldownPolicy, Kind, Outcome, Scope, classify
-from chain429.runtime import EntryRuntime, build_snapshot
+from chain429.config.model import Config
+from chain429.routing.limits import Block, MemoryStateStore, Reservation
+from chain429.routing.outcome import CooldownPolicy, Kind, Outcome, Scope, classify
+from chain429.routing.runtime import EntryRuntime, build_snapshot
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC).timestamp()
 POLICY = CooldownPolicy()

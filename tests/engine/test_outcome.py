@@ -7,14 +7,14 @@ import json
 import httpx
 import pytest
 
-from chain429.outcome import (
+from chain429.routing.outcome import (
     CooldownPolicy,
     Kind,
     Scope,
     classify,
     classify_stream_error,
 )
-from chain429.timeparse import parse_duration, parse_reset, parse_retry_after
+from chain429.upstream.timeparse import parse_duration, parse_reset, parse_retry_after
 
 NOW = 1_800_000_000.0
 POLICY = CooldownPolicy(default_s=60, payment_s=300, unhealthy_s=600)

@@ -25,14 +25,14 @@ from test_database import (
     postgres_url_fixture,
 )
 
-from chain429.buckets import Bucket
-from chain429.config import Config, RateLimits
-from chain429.database import migrate, read_connection
-from chain429.db import ProviderState, database_proxy
-from chain429.limits import MemoryStateStore, Reservation
-from chain429.outcome import CooldownPolicy, Kind, Outcome, classify
-from chain429.persist import StatePersister
-from chain429.runtime import EntryRuntime, build_snapshot
+from chain429.config.model import Config, RateLimits
+from chain429.requestlog.database import migrate, read_connection
+from chain429.requestlog.persist import StatePersister
+from chain429.requestlog.tables import ProviderState, database_proxy
+from chain429.routing.buckets import Bucket
+from chain429.routing.limits import MemoryStateStore, Reservation
+from chain429.routing.outcome import CooldownPolicy, Kind, Outcome, classify
+from chain429.routing.runtime import EntryRuntime, build_snapshot
 
 # Shared with tests/telemetry by import (see test_telemetry.py for why not a conftest).
 SHARED_FIXTURES = (postgres_url_fixture, database_fixture, migrated_fixture, no_writer_left_fixture)
@@ -249,7 +249,7 @@ def test_a_restored_block_longer_than_the_one_in_memory_wins():
 def test_malformed_items_are_skipped_not_raised(caplog):
     now = time.time()
     store = MemoryStateStore()
-    with caplog.at_level(logging.WARNING, logger="chain429.limits"):
+    with caplog.at_level(logging.WARNING, logger="chain429.routing.limits"):
         taken = store.import_state(
             {
                 "block:bucket:x/m": {"until": "soon"},
@@ -447,7 +447,7 @@ def test_a_failing_database_is_logged_retried_and_never_raised(caplog):
         await persister.stop()
         return persister, await store.check(e["cool"], now)
 
-    with caplog.at_level(logging.WARNING, logger="chain429.persist"):
+    with caplog.at_level(logging.WARNING, logger="chain429.requestlog.persist"):
         for database in (broken, unset):
             persister, block = asyncio.run(scenario(database))
             assert persister.failures >= 2 and persister.writes == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chain429.sse import Event, EventTooLarge, SSEParser
+from chain429.upstream.sse import Event, EventTooLarge, SSEParser
 
 STREAM = (
     b": OPENROUTER PROCESSING\n\n"

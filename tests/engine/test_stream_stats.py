@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from chain429.config import Config
-from chain429.fake_replies import deep_json
-from chain429.limits import MemoryStateStore
-from chain429.router import Router, StreamStart, Trace
-from chain429.runtime import build_snapshot
-from chain429.testing import FakeProvider, Reply
-from chain429.upstream import Upstream
+from chain429.config.model import Config
+from chain429.fakes.provider import FakeProvider, Reply
+from chain429.fakes.replies import deep_json
+from chain429.routing.limits import MemoryStateStore
+from chain429.routing.router import Router, StreamStart, Trace
+from chain429.routing.runtime import build_snapshot
+from chain429.upstream.client import Upstream
 from conftest import chain_config
 
 HELLO = [{"role": "user", "content": "a prompt of forty characters, roughly.."}]

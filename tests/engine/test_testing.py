@@ -12,7 +12,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from chain429.testing import FakeProvider, ReceivedRequest, Reply
+from chain429.fakes.provider import FakeProvider, ReceivedRequest, Reply
 
 CHAT = {"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -1,5 +1,5 @@
 """Items of the config's lists leave and move with the comment that describes them
-(chain429.yaml_lines, through chain429.config_writer's edits)."""
+(chain429.config.yaml_lines, through chain429.config.writer's edits)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chain429.config_writer import ConfigEditError, apply_edit
+from chain429.config.writer import ConfigEditError, apply_edit
 
 NOTED = """\
 version: 1

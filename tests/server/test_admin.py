@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chain429.config import load_config
-from chain429.server import create_app
-from chain429.serving import ServerThread
-from chain429.testing import Reply
+from chain429.config.loader import load_config
+from chain429.fakes.provider import Reply
+from chain429.server.app import create_app
+from chain429.server.serving import ServerThread
 
 ADMIN = {"authorization": "Bearer admin-key"}
 YAML_ADMIN = {**ADMIN, "content-type": "application/yaml"}

@@ -8,8 +8,8 @@ import logging
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from chain429.logs import JsonFormatter
-from chain429.testing import Reply
+from chain429.fakes.provider import Reply
+from chain429.server.logs import JsonFormatter
 from conftest import PROXY_KEY, chain_config, provider_entry
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -149,7 +149,7 @@ def test_log_lines_about_a_request_carry_its_id_and_no_secrets(fake, proxy, capl
 
 def test_json_log_format_is_one_object_per_line():
     record = logging.LogRecord(
-        "chain429.router", logging.INFO, __file__, 1, "a/m answered %s", ("429",), None
+        "chain429.routing.router", logging.INFO, __file__, 1, "a/m answered %s", ("429",), None
     )
     record.request_id = "req_0123"
     line = JsonFormatter().format(record)
@@ -158,4 +158,4 @@ def test_json_log_format_is_one_object_per_line():
     assert data["message"] == "a/m answered 429"
     assert data["level"] == "info"
     assert data["request_id"] == "req_0123"
-    assert data["logger"] == "chain429.router"
+    assert data["logger"] == "chain429.routing.router"

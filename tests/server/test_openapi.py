@@ -1,6 +1,6 @@
 """`GET /openapi.json`: public, valid OpenAPI 3.1, and in step with the routes.
 
-A route added without an operation in `chain429/openapi.py` fails here, and so
+A route added without an operation in `chain429/server/openapi.py` fails here, and so
 does an operation whose route is gone.
 """
 
@@ -17,7 +17,7 @@ import pytest
 from sanic import Sanic
 
 from chain429 import __version__
-from chain429.openapi import DOCUMENT
+from chain429.server.openapi import DOCUMENT
 from conftest import chain_config, provider_entry
 
 _probe_names = itertools.count(1)
@@ -76,7 +76,9 @@ def test_every_route_of_the_app_is_documented(served):
     assert ("post", "/v1/chat/completions") in routes  # the conversion found the real routes
     assert ("get", "/v1/stats/requests/{request_id}") in routes
     missing = routes - documented(document)
-    assert not missing, f"routes without an operation in chain429/openapi.py: {sorted(missing)}"
+    assert not missing, (
+        f"routes without an operation in chain429/server/openapi.py: {sorted(missing)}"
+    )
     # The served document lists exactly what this app serves: no route that would 404.
     assert documented(document) == routes
     for method, path in routes:
@@ -87,9 +89,9 @@ def test_every_route_of_the_app_is_documented(served):
 
 
 def _admin_operations() -> set[tuple[str, str]] | None:
-    """The admin routes, on a bare app; None while `chain429.admin_routes` cannot be imported."""
+    """The admin routes, on a bare app; None while `chain429.server.admin` cannot be imported."""
     try:
-        from chain429.admin_routes import register_admin_routes
+        from chain429.server.admin import register_admin_routes
     except ImportError:
         return None
     app = Sanic(f"openapi-admin-probe-{next(_probe_names)}", configure_logging=False)
@@ -113,7 +115,7 @@ def test_every_documented_operation_has_a_route(served):
         assert admin, "register_admin_routes added no routes"
         routes |= admin
     stale = documented(DOCUMENT) - routes
-    assert not stale, f"operations in chain429/openapi.py without a route: {sorted(stale)}"
+    assert not stale, f"operations in chain429/server/openapi.py without a route: {sorted(stale)}"
     assert routes - documented(DOCUMENT) == set()
 
 

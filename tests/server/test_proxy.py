@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from chain429.testing import Reply
+from chain429.fakes.provider import Reply
 from conftest import PROXY_KEY, chain_config, provider_entry
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -465,8 +465,8 @@ def test_a_body_that_stalls_times_out_and_falls_through(fake, proxy):
 
 
 def test_the_request_log_says_which_chain_and_why(fake, proxy, tmp_path):
-    from chain429.database import migrate, open_database
-    from chain429.telemetry import Telemetry
+    from chain429.requestlog.database import migrate, open_database
+    from chain429.requestlog.writer import Telemetry
 
     groq, other = fake("groq"), fake("other")
     database = open_database(f"sqlite:///{tmp_path / 'log.db'}")

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from chain429.testing import Reply
+from chain429.fakes.provider import Reply
 from conftest import chain_config, provider_entry
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -85,6 +85,9 @@ def test_a_success_that_says_nothing_is_left_skips_the_entry_next_time(
     fake, proxy, provider_type, headers
 ):
     headers = {k: v.format(reset_ms=int((time.time() + 40) * 1000)) for k, v in headers.items()}
+    if provider_type == "mistral" and time.time() % 60 > 55:
+        # Mistral's minute quota rests until the minute's end: not this close to it.
+        time.sleep(60.5 - time.time() % 60)
     a = fake("a", default=Reply(headers=headers))
     b = fake("b")
     config = chain_config(

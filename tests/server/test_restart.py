@@ -10,13 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
-from chain429.config import Config
-from chain429.database import migrate, open_database
-from chain429.db import database_proxy
-from chain429.server import create_app
-from chain429.serving import ServerThread
-from chain429.telemetry import Telemetry
-from chain429.testing import Reply
+from chain429.config.model import Config
+from chain429.fakes.provider import Reply
+from chain429.requestlog.database import migrate, open_database
+from chain429.requestlog.tables import database_proxy
+from chain429.requestlog.writer import Telemetry
+from chain429.server.app import create_app
+from chain429.server.serving import ServerThread
 from conftest import PROXY_KEY, chain_config, provider_entry
 
 HELLO = [{"role": "user", "content": "hi"}]

@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from chain429.config import load_config
-from chain429.database import open_database
-from chain429.server import create_app
-from chain429.serving import ServerThread
+from chain429.config.loader import load_config
+from chain429.requestlog.database import open_database
+from chain429.server.app import create_app
+from chain429.server.serving import ServerThread
 
 ADMIN = {"authorization": "Bearer admin-key"}
 PROXY = {"authorization": "Bearer proxy-key"}
@@ -505,8 +505,8 @@ def test_a_control_character_in_the_file_is_a_config_error(start):
 
 def test_an_unexpected_error_is_logged_with_its_status(fake, tmp_path, monkeypatch):
     """A bug on the request path answers 500 and leaves a record saying so (not status 0)."""
-    from chain429.database import migrate
-    from chain429.telemetry import Telemetry
+    from chain429.requestlog.database import migrate
+    from chain429.requestlog.writer import Telemetry
 
     monkeypatch.setenv("A_API_KEY", PROVIDER_KEY)
     a, b = fake("a"), fake("b")

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from chain429.testing import Reply
+from chain429.fakes.provider import Reply
 from conftest import chain_config, provider_entry
 
 HELLO = [{"role": "user", "content": "hi"}]

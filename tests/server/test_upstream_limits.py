@@ -16,8 +16,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from chain429.fake_replies import deep_json
-from chain429.testing import Reply
+from chain429.fakes.provider import Reply
+from chain429.fakes.replies import deep_json
 from conftest import chain_config, provider_entry
 
 HELLO = [{"role": "user", "content": "hi"}]

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sanic import Sanic
 
-from chain429.web_ui import assets, register_web_ui
+from chain429.server.web_ui import assets, register_web_ui
 from conftest import chain_config, provider_entry
 
 
@@ -62,7 +62,12 @@ def test_every_file_is_served_with_its_type(served):
 
 @pytest.mark.parametrize(
     "path",
-    ["/ui/nope.js", "/ui/../chain429/server.py", "/ui/..%2F..%2Fpyproject.toml", "/ui/__init__.py"],
+    [
+        "/ui/nope.js",
+        "/ui/../chain429/server/app.py",
+        "/ui/..%2F..%2Fpyproject.toml",
+        "/ui/__init__.py",
+    ],
 )
 def test_nothing_else_is_served(served, path):
     answer = get(served, path)

@@ -24,8 +24,9 @@ from typing import Any
 import peewee
 import pytest
 
-from chain429 import database as chain_database
-from chain429.db import (
+from chain429.requestlog import database as chain_database
+from chain429.requestlog.stats import quantile
+from chain429.requestlog.tables import (
     LATENCY_BUCKETS_MS,
     AttemptRow,
     HourlyAttemptRollup,
@@ -33,7 +34,6 @@ from chain429.db import (
     RequestRow,
     database_proxy,
 )
-from chain429.stats import quantile
 
 HOUR = 3_600_000
 DAY = 86_400_000

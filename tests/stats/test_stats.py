@@ -10,9 +10,9 @@ import pytest
 import stats_data
 from stats_data import DAY, HOUR, NOW_MS
 
-from chain429 import database as chain_database
-from chain429 import stats
-from chain429.db import HourlyAttemptRollup, HourlyRollup
+from chain429.requestlog import database as chain_database
+from chain429.requestlog import stats
+from chain429.requestlog.tables import HourlyAttemptRollup, HourlyRollup
 
 
 @pytest.fixture(scope="module", params=stats_data.KINDS)

@@ -6,9 +6,9 @@ import pytest
 import stats_data
 from stats_data import DAY, HOUR, NOW_MS
 
-from chain429 import stats
-from chain429.records import AttemptRecord, RequestRecord
-from chain429.telemetry import Telemetry
+from chain429.requestlog import stats
+from chain429.requestlog.records import AttemptRecord, RequestRecord
+from chain429.requestlog.writer import Telemetry
 
 
 def as_record(row, trail):

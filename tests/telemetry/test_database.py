@@ -23,8 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 import peewee
 import pytest
 
-from chain429 import database as database_module
-from chain429.database import (
+from chain429.requestlog import database as database_module
+from chain429.requestlog.database import (
     MIGRATIONS,
     mask_url,
     migrate,
@@ -32,9 +32,9 @@ from chain429.database import (
     read_connection,
     scrub,
 )
-from chain429.db import ALL_MODELS, RequestRow, SchemaMigration, database_proxy
-from chain429.records import AttemptRecord, RequestRecord, new_request_id
-from chain429.telemetry import Telemetry
+from chain429.requestlog.records import AttemptRecord, RequestRecord, new_request_id
+from chain429.requestlog.tables import ALL_MODELS, RequestRow, SchemaMigration, database_proxy
+from chain429.requestlog.writer import Telemetry
 
 SECRET = "hunter2-s3cret"
 
@@ -264,7 +264,7 @@ def test_unreachable_server_error_hides_password(caplog: pytest.LogCaptureFixtur
 
     # The writer keeps the record and retries while the database is down, and says
     # so without the password.
-    caplog.set_level(logging.WARNING, logger="chain429.telemetry")
+    caplog.set_level(logging.WARNING, logger="chain429.requestlog.writer")
     telemetry = Telemetry(db, batch_interval_s=0.01, retention_days=0).start()
     try:
         record_id = "req_unreachable"

@@ -25,13 +25,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from tcp_proxy import TcpProxy
 from test_database import no_writer_left_fixture, postgres_url_fixture, restore_binding
 
-from chain429.config import Config
-from chain429.database import migrate, open_database
-from chain429.db import ALL_MODELS, AttemptRow, HourlyAttemptRollup, HourlyRollup, RequestRow
-from chain429.records import RequestRecord, new_request_id
-from chain429.server import create_app
-from chain429.serving import ServerThread
-from chain429.telemetry import Telemetry
+from chain429.config.model import Config
+from chain429.requestlog.database import migrate, open_database
+from chain429.requestlog.records import RequestRecord, new_request_id
+from chain429.requestlog.tables import (
+    ALL_MODELS,
+    AttemptRow,
+    HourlyAttemptRollup,
+    HourlyRollup,
+    RequestRow,
+)
+from chain429.requestlog.writer import Telemetry
+from chain429.server.app import create_app
+from chain429.server.serving import ServerThread
 from conftest import PROXY_KEY, chain_config, provider_entry
 
 SHARED_FIXTURES = (postgres_url_fixture, no_writer_left_fixture, restore_binding)

@@ -20,17 +20,17 @@ from test_database import (
     postgres_url_fixture,
 )
 
-from chain429 import telemetry as telemetry_module
-from chain429.database import read_connection
-from chain429.db import (
+from chain429.requestlog import writer as telemetry_module
+from chain429.requestlog.database import read_connection
+from chain429.requestlog.records import AttemptRecord, RequestRecord
+from chain429.requestlog.tables import (
     LATENCY_BUCKETS_MS,
     AttemptRow,
     HourlyAttemptRollup,
     HourlyRollup,
     RequestRow,
 )
-from chain429.records import AttemptRecord, RequestRecord
-from chain429.telemetry import HOUR_MS, Telemetry, latency_bucket
+from chain429.requestlog.writer import HOUR_MS, Telemetry, latency_bucket
 
 # Shared with test_database.py by import, not by a tests/telemetry/conftest.py: that
 # would replace the root conftest in sys.modules and break `from conftest import ...`

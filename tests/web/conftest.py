@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from chain429.config import load_config
-from chain429.demo import answers_as_asked
-from chain429.server import create_app
-from chain429.serving import ServerThread, open_request_log
-from chain429.testing import FakeProvider
+from chain429.config.loader import load_config
+from chain429.fakes.demo import answers_as_asked
+from chain429.fakes.provider import FakeProvider
+from chain429.server.app import create_app
+from chain429.server.serving import ServerThread, open_request_log
 
 from .helpers import ADMIN_KEY, CHROMIUM, CHROMIUM_ARGS, CONFIG, KEY_VAR, PROXY_KEY, Tab, UiServer
 

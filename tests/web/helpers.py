@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from chain429.serving import ServerThread
-from chain429.testing import FakeProvider
+from chain429.fakes.provider import FakeProvider
+from chain429.server.serving import ServerThread
 
 CHROMIUM = os.environ.get("CHAIN429_CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking flags Chromium phones home at start, and

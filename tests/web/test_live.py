@@ -8,7 +8,7 @@ import time
 
 from playwright.sync_api import expect
 
-from chain429.testing import Reply
+from chain429.fakes.provider import Reply
 
 from .helpers import PAGES, visit
 

@@ -1,0 +1,566 @@
+"""Edits to the config file (admin API and CLI) that keep it hand-editable.
+
+People keep notes in the file, so edits go through ruamel.yaml's round-trip mode
+(comments, order, blank lines, quotes and `${VAR}` strings survive), are validated
+whole by the server's own loader, and only then replace the file atomically.
+
+ruamel hangs the text that follows a node on its last scalar, so an appended
+provider would land after the "Chains" banner and deleting the last item would
+take that banner along; `_swap_rest` moves it to wherever the node now ends.
+For the same reason items are deleted and reordered in the text itself
+(chain429.config.yaml_lines): in ruamel's tree the comment above an item hangs on the
+item before it, and would end up above the next one.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import CommentMark
+from ruamel.yaml.error import YAMLError as RuamelYAMLError
+from ruamel.yaml.scalarbool import ScalarBoolean
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
+from ruamel.yaml.tokens import CommentToken
+
+from chain429.config import yaml_lines
+from chain429.config.errors import ConfigError, ConfigIssue
+from chain429.config.files import one_writer, write_atomically
+from chain429.config.loader import parse_config_text
+from chain429.config.masking import (
+    PROVIDER_SECRETS,
+    SETTINGS_SECRETS,
+    is_reference,
+    mask_config,
+    mask_headers,
+    mask_secret,
+    mask_url,
+)
+from chain429.config.model import Config
+
+__all__ = ["ConfigDocument", "ConfigEditError", "apply_edit", "mask_secret", "write_atomically"]
+
+T = TypeVar("T")
+
+
+class ConfigEditError(Exception):
+    """A change that cannot apply: .status 404 (unknown), 409 (conflict), 422 (invalid)."""
+
+    def __init__(self, status: int, message: str, issues: Iterable[ConfigIssue] = (), names=()):
+        self.status, self.message = status, message
+        self.issues: list[ConfigIssue] = list(issues)
+        self.names: tuple[str, ...] = tuple(names)  # what a 409 conflicts with
+        detail = "\n".join(str(issue) for issue in self.issues)
+        super().__init__(f"{message}\n{detail}" if detail else message)
+
+
+def _keep_masked(new: Any, old: Any, mask: Callable[[Any], Any]) -> Any:
+    """`new`, except where it is the masked form of what `old` holds."""
+    if old is None or new is None:
+        return new
+    if isinstance(new, Mapping) and isinstance(old, Mapping):  # headers, by name
+        masked = mask(_plain(old))
+        return {k: old[k] if k in old and v == masked.get(k) else v for k, v in new.items()}
+    if isinstance(new, list) and isinstance(old, list):  # apiKeys, item by item
+        unused, out = list(old), []
+        for item in new:  # each old key matches once: two keys can mask alike
+            out.append(next((o for o in unused if item == mask(_plain(o))), item))
+            unused = [o for o in unused if o is not out[-1]]
+        return out
+    return old if new == mask(_plain(old)) else new
+
+
+# --- YAML nodes ----------------------------------------------------------------
+# The server reads the file with PyYAML (YAML 1.1), to which `on`, `no` and
+# `1:20` are not strings; ruamel (YAML 1.2) would write them unquoted.
+_PYYAML = yaml.resolver.Resolver()
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _key(node: Any) -> Any:
+    # YAML allows a mapping or a list as a key (`? {a: 1}`); no config key is
+    # one, so it stays as its text and validation reports it as unknown.
+    key = _plain(node)
+    return repr(key) if isinstance(key, dict | list) else key
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        return {_key(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    kind = next((t for t in (bool, int, float, str) if isinstance(node, t)), None)
+    kind = bool if isinstance(node, ScalarBoolean) else kind  # an anchored bool is an int
+    return node if kind is None else kind(node)  # ruamel's Scalar* types -> builtins
+
+
+def _scalar(value: str, like: Any = None) -> Any:
+    if isinstance(like, ScalarString):  # keep the quoting the user chose
+        return type(like)(value)
+    if _PYYAML.resolve(yaml.ScalarNode, value, (True, False)) != _STR_TAG:
+        return DoubleQuotedScalarString(value)
+    return value
+
+
+def _node(value: Any) -> Any:
+    """Plain data as nodes that dump in block style, like hand-written YAML."""
+    if isinstance(value, Mapping):  # a null field is an absent one
+        return CommentedMap((_scalar(str(k)), _node(v)) for k, v in value.items() if v is not None)
+    if isinstance(value, list | tuple):
+        return CommentedSeq(_node(v) for v in value)
+    return _scalar(value) if isinstance(value, str) else value
+
+
+def _identity(item: Any, loose: bool = False) -> Any:
+    if not isinstance(item, Mapping):
+        return _plain(item)
+    keys = [k for k in ("id", "name", "provider", "model") if k in item]
+    return tuple((k, _plain(item[k])) for k in (keys[:1] if loose else keys))
+
+
+def _split_tail(value: str, column: int | None) -> tuple[str, str]:
+    """(the line's comment and comment lines indented under it, the rest: blank lines and
+    less indented comments, which separate the node from what follows it)."""
+    first, newline, after = value.partition("\n")
+    lines = after.splitlines(keepends=True)
+    own = 0
+    while column is not None and own < len(lines) and re.match(f" {{{column},}}#", lines[own]):
+        own += 1
+    return first + newline + "".join(lines[:own]), "".join(lines[own:])
+
+
+def _tail(node: Any) -> tuple[list[Any], int, int | None] | None:
+    """The comment slot after `node`'s last line: (ca.items entry, index in it, key column)."""
+    while isinstance(node, CommentedMap | CommentedSeq) and node:
+        container: Any = node  # mypy narrows to a union that lacks non_merged_items
+        is_map = isinstance(node, CommentedMap)
+        key = list(dict(container.non_merged_items()))[-1] if is_map else len(node) - 1
+        value = node[key]
+        if isinstance(value, CommentedMap | CommentedSeq) and value and not value.fa.flow_style():
+            node = value  # the text after a block collection hangs on its last scalar
+            continue
+        try:  # a node made in this process has no position; its comments are all "rest"
+            column = node.lc.key(key)[1] if is_map else node.lc.item(key)[1] - 1
+        except (KeyError, TypeError, IndexError):
+            column = None
+        return node.ca.items.setdefault(key, [None] * 4), 2 if is_map else 0, column
+    return None
+
+
+def _swap_rest(node: Any, rest: str | None = "") -> str:
+    """Put `rest` after `node`'s own lines (None: leave it); return what was there."""
+    slot = _tail(node)
+    if slot is None:
+        return ""
+    entry, pos, column = slot
+    own, old = _split_tail(entry[pos].value, column) if entry[pos] else ("\n", "")
+    if rest is not None and entry[pos] is not None:
+        entry[pos].value = own + rest
+    elif rest:
+        entry[pos] = CommentToken(own + rest, CommentMark(0))
+    if entry[pos] is not None and entry[pos].value == "\n":
+        entry[pos] = None
+    return old
+
+
+def _merge(old: Any, new: Any) -> Any:
+    """`new` written over `old` in place, keeping the comments of what persists."""
+    if old is new:
+        return old
+    if isinstance(old, CommentedMap) and isinstance(new, Mapping):
+        rest = _swap_rest(old)
+        for key in [k for k in old if new.get(k) is None]:
+            del old[key]
+            old.ca.items.pop(key, None)  # or a re-added key would get its comment back
+        for key, value in new.items():
+            if value is not None:
+                old[key] = _merge(old[key], value) if key in old else _node(value)
+        _swap_rest(old, rest)
+        return old
+    if isinstance(old, CommentedSeq) and isinstance(new, list | tuple):
+        rest = _swap_rest(old)
+        comments, pool, merged = dict(old.ca.items), list(enumerate(old)), []
+        for i, value in enumerate(new):
+            # Match items by what they are, so "# paid fallback" follows its entry;
+            # an edited entry keeps the comments of the one it replaces.
+            found = next((p for p in pool if _identity(p[1]) == _identity(value)), None)
+            if found is None and isinstance(value, Mapping):
+                same = _identity(value, loose=True)
+                found = next((p for p in pool if same and _identity(p[1], True) == same), None)
+                found = found or next((p for p in pool if p[0] == i), None)
+            if found is not None:
+                pool.remove(found)
+            merged.append(
+                (None, _node(value)) if found is None else (found[0], _merge(found[1], value))
+            )
+        list.clear(old)
+        old.ca.items.clear()
+        for i, (origin, item) in enumerate(merged):
+            old.append(item)
+            if origin in comments:
+                old.ca.items[i] = comments[origin]
+        _swap_rest(old, rest)
+        return old
+    if type(_plain(old)) is type(new) and _plain(old) == new:
+        return old  # unchanged: keep its quoting and formatting
+    return _scalar(new, like=old) if isinstance(new, str) else _node(new)
+
+
+def _append(seq: Any, item: Any) -> None:
+    # Items separated by blank lines stay so, and what followed the list still does.
+    sample = _swap_rest(seq[-2], None) if len(seq) >= 2 else None
+    rest = _swap_rest(seq)
+    gap = re.match(r"(?:[ \t]*\n)*", rest if sample is None else sample)
+    seq.append(item)
+    if len(seq) >= 2 and gap:
+        _swap_rest(seq[-2], "\n" * gap[0].count("\n"))
+    _swap_rest(seq, rest)
+
+
+def _provider_of(entry: Any) -> Any:
+    return _plain(entry.get("provider")) if isinstance(entry, Mapping) else None
+
+
+def _remove(parent: Any, section: str, index: int) -> None:
+    """Delete an item in ruamel's tree (where yaml_lines cannot): its comments may move."""
+    seq = parent[section]
+    if index < len(seq) - 1:
+        del seq[index]  # its trailing gap goes with it; the one before it stays
+        return
+    rest = _swap_rest(seq)  # what followed the list must still follow it
+    del seq[index]
+    if seq:
+        _swap_rest(seq, rest)
+    else:  # null reads as empty; ruamel would put comments that follow a `[]` before it
+        parent[section] = None
+        entry = parent.ca.items.setdefault(section, [None] * 4)
+        own = entry[2].value.partition("\n")[0] if entry[2] else ""  # "chains:  # ..."
+        if own or rest:
+            entry[2] = entry[2] or CommentToken("", CommentMark(0))
+            entry[2].value = f"{own}\n{rest}"
+
+
+# A "key:" line with nothing after it, then (past blank and comment lines) the
+# first line of its value: how this file indents mappings and lists.
+_OPENER = r"^( *)(- +)?[^\s#-][^#\n]*:[ \t]*(?:#.*)?\n(?:[ \t]*(?:#.*)?\n)*( *)"
+
+
+def _guess_indent(text: str) -> tuple[int, int]:
+    """(mapping indent, list dash offset) as the file does it; 429chain's by default."""
+    found = [re.search(_OPENER + tail, text, re.M) for tail in (r"[^\s#-]", "- ")]
+    mapping, offset = (len(m[3]) - len(m[1]) - len(m[2] or "") if m else 2 for m in found)
+    return max(mapping, 1), max(offset, 0)
+
+
+# ruamel drops comments before a `---` line; that prefix is kept verbatim.
+_PREAMBLE = re.compile(r"\A(?:[ \t]*(?:#[^\n]*)?\n)*---[ \t]*(?:#[^\n]*)?\n")
+
+
+class ConfigDocument:
+    """One config file loaded for round-trip editing; edits change it in memory only."""
+
+    def __init__(self, data: Any, yaml_: YAML, path: Path | None, preamble: str, crlf: bool):
+        self._data, self._yaml, self.path = data, yaml_, path
+        self._preamble, self._crlf = preamble, crlf
+        self._filename = str(path) if path is not None else None
+
+    @classmethod
+    def load(cls, path: Path) -> ConfigDocument:
+        return cls.from_text(Path(path).read_bytes().decode("utf-8"), Path(path))
+
+    @classmethod
+    def from_text(cls, text: str, path: Path | None = None) -> ConfigDocument:
+        crlf, text = "\r\n" in text, text.replace("\r\n", "\n")
+        preamble = match[0] if (match := _PREAMBLE.match(text)) else ""
+        yaml_ = YAML(typ="rt")
+        yaml_.preserve_quotes, yaml_.width = True, 4096  # never re-wrap a long line
+        mapping, offset = _guess_indent(text)  # or every line could be re-indented
+        yaml_.indent(mapping=mapping, sequence=offset + 2, offset=offset)
+        filename = None if path is None else str(path)
+        try:
+            data = yaml_.load(text[len(preamble) :])
+        except RuamelYAMLError as exc:  # its message carries the line and column
+            issue = ConfigIssue(filename, None, "", f"invalid YAML: {exc}")
+            raise ConfigEditError(422, "the config file is not valid YAML", [issue]) from None
+        data = CommentedMap() if data is None else data
+        if not isinstance(data, CommentedMap):
+            issue = ConfigIssue(filename, 1, "", "the top level must be a mapping")
+            raise ConfigEditError(422, "the config file is not a mapping", [issue])
+        return cls(data, yaml_, path, preamble, crlf)
+
+    def text(self) -> str:
+        out = io.StringIO()
+        self._yaml.dump(self._data, out)
+        text = self._preamble + out.getvalue()
+        return text.replace("\n", "\r\n") if self._crlf else text
+
+    def _rewrite(self, expected: Any, change: Callable[[str, Any], str | None]) -> bool:
+        """Replace the document by `change(text, loaded text)` if that reads as `expected`."""
+        out = io.StringIO()
+        self._yaml.dump(self._data, out)
+        try:
+            text = change(out.getvalue(), self._yaml.load(out.getvalue()))
+            data = None if text is None else self._yaml.load(text)
+        except (RuamelYAMLError, KeyError, IndexError, TypeError, ValueError):
+            data = None  # an alias into the item, say: the caller edits the tree instead
+        if isinstance(data, CommentedMap) and _plain(data) == expected:
+            self._data = data
+            return True
+        return False
+
+    def _remove(self, path: yaml_lines.Path, index: int) -> None:
+        """Delete item `index` of the list at `path`, with the comment lines above it."""
+        expected = _plain(self._data)
+        parent = yaml_lines.node_at(expected, path[:-1])
+        del parent[path[-1]][index]
+        parent[path[-1]] = parent[path[-1]] or None  # as an emptied section reads
+        if not self._rewrite(expected, lambda text, data: yaml_lines.cut(text, data, path, index)):
+            _remove(yaml_lines.node_at(self._data, path[:-1]), str(path[-1]), index)
+
+    def raw(self) -> dict[str, Any]:
+        return _plain(self._data)
+
+    def masked(self) -> dict[str, Any]:
+        return mask_config(self.raw())
+
+    def _section(self, key: str, create: bool = False) -> Any:
+        kind = CommentedMap if key == "settings" else CommentedSeq
+        value = self._data.get(key)
+        if isinstance(value, kind):
+            return value
+        if value is not None:
+            shape = "list" if kind is CommentedSeq else "mapping"
+            issue = ConfigIssue(self._filename, None, key, f"must be a {shape}")
+            raise ConfigEditError(422, f"{key} has the wrong type", [issue])
+        if create:  # a null section keeps its place and comments; a missing one goes last
+            self._data[key] = kind()
+        return self._data[key] if create else kind()
+
+    def _find(self, section: str, field: str, value: Any, what: str) -> tuple[Any, int | None]:
+        if not isinstance(value, str) or not value:
+            issue = ConfigIssue(self._filename, None, field, f"a {what} needs a {field}")
+            raise ConfigEditError(422, f"the {what} has no {field}", [issue])
+        seq = self._section(section)
+        ids = [_plain(item.get(field)) if isinstance(item, Mapping) else None for item in seq]
+        return seq, ids.index(value) if value in ids else None
+
+    def upsert_provider(self, provider: dict[str, Any]) -> str:
+        new = dict(provider)
+        seq, index = self._find("providers", "id", new.get("id"), "provider")
+        if index is None:
+            _append(self._section("providers", create=True), _node(new))
+            return "created"
+        old = seq[index]
+        self._check_redirect(index, old, new)
+        if new.get("apiKey") is None:
+            new["apiKey"] = old.get("apiKey")  # omitted means "keep": a form need not echo it
+        for field, mask in PROVIDER_SECRETS.items():
+            new[field] = _keep_masked(new.get(field), old.get(field), mask)
+        _merge(old, new)
+        return "updated"
+
+    def _check_redirect(self, index: int, old: Any, new: dict[str, Any]) -> None:
+        """A provider sent elsewhere (new baseUrl or type) takes its secrets only if named again.
+
+        Otherwise whoever may edit the config could point a provider at their
+        own server and receive its key: the stored key, and secret headers
+        sent back masked, are kept only while the destination stays the same.
+        """
+        moved = [
+            field
+            for field in ("type", "baseUrl")
+            if _plain(old.get(field)) != new.get(field)
+            and new.get(field) != mask_url(_plain(old.get(field)))
+        ]
+        if not moved:
+            return
+        why = f"{' and '.join(moved)} changed"
+        issues = []
+        if old.get("apiKey") is not None and not (
+            isinstance(new.get("apiKey"), str) and is_reference(new["apiKey"])
+        ):
+            issues.append(
+                ConfigIssue(
+                    self._filename,
+                    None,
+                    f"providers[{index}].apiKey",
+                    f"{why}: give the key again in the same edit, as a ${{VAR}} reference",
+                )
+            )
+        old_headers = _plain(old.get("headers")) or {}
+        new_headers = new.get("headers") or {}
+        for name, value in new_headers.items() if isinstance(new_headers, Mapping) else ():
+            masked = mask_headers(old_headers).get(name)
+            if name in old_headers and value == masked and masked != old_headers[name]:
+                issues.append(
+                    ConfigIssue(
+                        self._filename,
+                        None,
+                        f"providers[{index}].headers.{name}",
+                        f"{why}: give this secret header again, not its masked form",
+                    )
+                )
+        if issues:
+            detail = "; ".join(f"{issue.path}: {issue.message}" for issue in issues)
+            raise ConfigEditError(422, f"provider {new.get('id')!r}: {detail}", issues)
+
+    def delete_provider(self, provider_id: str, *, cascade: bool = False) -> list[str]:
+        """Remove a provider; 409 while a chain uses it, unless `cascade`: then its chain
+        entries go too, and the chains that leaves empty (their names are returned).
+        The default chain may not be left empty (409)."""
+        _, index = self._find("providers", "id", provider_id, "provider")
+        if index is None:
+            raise ConfigEditError(404, f"no provider with id {provider_id!r}")
+        uses: dict[str, list[int]] = {}  # chain -> the entries on this provider
+        emptied: list[str] = []
+        for chain in self._section("chains"):
+            entries = (chain.get("entries") if isinstance(chain, Mapping) else None) or ()
+            mine = [i for i, e in enumerate(entries) if _provider_of(e) == provider_id]
+            if mine:
+                uses[str(chain.get("name"))] = mine
+                emptied += [str(chain.get("name"))] if len(mine) == len(entries) else []
+        if uses and not cascade:
+            message = f"provider {provider_id!r} is used by chains: {', '.join(uses)}"
+            raise ConfigEditError(409, message, names=list(uses))
+        default = _plain(self._section("settings").get("defaultChain"))
+        if default in emptied:
+            message = (
+                f"the default chain {default!r} would be left empty (all its entries are on "
+                f"{provider_id!r}); choose another default first"
+            )
+            raise ConfigEditError(409, message, names=["settings.defaultChain"])
+        for name, mine in uses.items():  # each removal may replace the tree: look again
+            at = self._entries(name)[0]
+            for path, i in (
+                [(("chains",), at)]
+                if name in emptied
+                else [(("chains", at, "entries"), i) for i in reversed(mine)]
+            ):
+                self._remove(path, i)
+        self._remove(("providers",), self._find("providers", "id", provider_id, "provider")[1] or 0)
+        return emptied
+
+    def upsert_chain(self, chain: dict[str, Any]) -> str:
+        seq, index = self._find("chains", "name", chain.get("name"), "chain")
+        if index is None:
+            _append(self._section("chains", create=True), _node(chain))
+            return "created"
+        _merge(seq[index], chain)
+        return "updated"
+
+    def delete_chain(self, name: str) -> None:
+        _, index = self._find("chains", "name", name, "chain")
+        if index is None:
+            raise ConfigEditError(404, f"no chain named {name!r}")
+        if _plain(self._section("settings").get("defaultChain")) == name:
+            message = f"chain {name!r} is settings.defaultChain; choose another default first"
+            raise ConfigEditError(409, message, names=["settings.defaultChain"])
+        self._remove(("chains",), index)
+
+    def _entries(self, chain: str) -> tuple[int, Any]:
+        seq, index = self._find("chains", "name", chain, "chain")
+        if index is None:
+            raise ConfigEditError(404, f"no chain named {chain!r}")
+        entries = seq[index].get("entries") if isinstance(seq[index], Mapping) else None
+        if not isinstance(entries, CommentedSeq):
+            raise ConfigEditError(422, f"chain {chain!r} has no list of entries")
+        return index, entries
+
+    def add_entry(self, chain: str, entry: dict[str, Any], position: int | None = None) -> None:
+        """Add an entry to a chain at `position` (from 0; default: last)."""
+        index, entries = self._entries(chain)
+        old = _plain(self._data["chains"][index])
+        _merge(self._data["chains"][index], {**old, "entries": [*old["entries"], entry]})
+        if position is not None and position < len(entries) - 1:
+            self.move_entry(chain, len(entries) - 1, position)
+
+    def move_entry(self, chain: str, index: int, to: int) -> None:
+        """Move entry `index` of a chain to `to` (both from 0), the comment above it along."""
+        at, entries = self._entries(chain)
+        order = list(range(len(entries)))
+        order.insert(to, order.pop(index))
+        path = ("chains", at, "entries")
+        expected = _plain(self._data)
+        moved = [yaml_lines.node_at(expected, path)[i] for i in order]
+        yaml_lines.node_at(expected, path[:-1])["entries"] = moved
+        if not self._rewrite(
+            expected, lambda text, data: yaml_lines.reorder(text, data, path, order)
+        ):
+            _merge(self._data["chains"][at], yaml_lines.node_at(expected, path[:-1]))
+
+    def delete_entry(self, chain: str, index: int) -> None:
+        """Remove entry `index` (from 0) of a chain, and the comment above it."""
+        at, entries = self._entries(chain)
+        if not 0 <= index < len(entries):
+            raise ConfigEditError(404, f"chain {chain!r} has no entry {index + 1}")
+        if len(entries) == 1:
+            message = f"that is the only entry of chain {chain!r}, and a chain needs one"
+            raise ConfigEditError(409, message, names=[chain])
+        self._remove(("chains", at, "entries"), index)
+
+    def patch_settings(self, changes: dict[str, Any]) -> None:
+        if not isinstance(changes, Mapping):
+            issue = ConfigIssue(self._filename, None, "settings", "must be a mapping")
+            raise ConfigEditError(422, "settings changes must be a mapping", [issue])
+        changes = dict(changes)
+        settings = self._section("settings", create=True)
+        for field, mask in SETTINGS_SECRETS.items():
+            if field in changes:
+                changes[field] = _keep_masked(changes[field], settings.get(field), mask)
+        # Keys not named are passed through as they are; null removes a key.
+        _merge(settings, {**{k: settings[k] for k in settings}, **changes})
+
+    def validate(
+        self, *, environ: Mapping[str, str] | None = None, dotenv_dir: Path | None = None
+    ) -> Config:
+        try:
+            return parse_config_text(
+                self.text(), filename=self._filename, environ=environ, dotenv_dir=dotenv_dir
+            )
+        except ConfigError as exc:
+            raise ConfigEditError(422, "the edited config is not valid", exc.issues) from None
+
+
+def apply_edit(
+    path: Path,
+    edit: Callable[[ConfigDocument], T],
+    *,
+    environ: Mapping[str, str] | None = None,
+    base_must_be_valid: bool = False,
+    check: Callable[[Config], None] | None = None,
+) -> tuple[Config, T]:
+    """Load, edit, validate the whole result, write it; on any error nothing changes.
+
+    `base_must_be_valid`: refuse (409) to edit a file that is empty or invalid
+    now, instead of writing a config made of the edit alone (the admin API:
+    its caller cannot see what the file lost). `check` may refuse the
+    validated result by raising, just before it is written.
+    """
+    path = Path(path)
+    # One writer per file, or two edits loaded from the same text would each
+    # write back without the other's change (a CLI edit while the server edits).
+    with one_writer(path):
+        original = path.read_bytes().decode("utf-8")
+        if base_must_be_valid:
+            try:
+                parse_config_text(
+                    original, filename=str(path), environ=environ, dotenv_dir=path.parent
+                )
+            except ConfigError as exc:
+                message = "the config file is not valid now; fix it before editing it here"
+                raise ConfigEditError(409, message, exc.issues) from None
+        document = ConfigDocument.from_text(original, path)
+        result = edit(document)
+        config = document.validate(environ=environ, dotenv_dir=path.parent)
+        if check is not None:
+            check(config)
+        text = document.text()
+        if text != original:
+            write_atomically(path, text)
+        return config, result

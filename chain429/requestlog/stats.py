@@ -1,0 +1,594 @@
+"""Read-only questions about the request log, answered as JSON-ready dicts.
+
+Every function here is synchronous and runs on a worker thread (the server
+calls it through `asyncio.to_thread`); none writes. Ranges are half-open,
+`[since_ms, until_ms)`, in epoch milliseconds.
+
+Aggregates read `HourlyRollup` for the whole hours inside a range and the raw
+`requests` rows only for the partial hours at its two ends. That keeps a 30-day
+summary at a few thousand rollup rows however many requests were logged, and
+still exact at the edges: `since=now-24h` counts requests to the millisecond.
+Attempt counts per provider work the same way with `HourlyAttemptRollup`, whose
+hours are those of the requests the attempts belong to, and the attempt trails
+of the edge hours' requests.
+
+Latency percentiles (`p50`, `p95`) are *estimates*: percentiles cannot be
+summed across hours, so each rollup row keeps a histogram over
+`LATENCY_BUCKETS_MS`, and the raw edge rows are bucketed the same way before
+merging. A percentile is interpolated linearly inside the bucket it falls in,
+so its error is at most that bucket's width; one above the last bound reports
+the last bound. `avg` is exact.
+
+A request counts as an error when its outcome is anything but "success"; both
+the rollup and the raw rows are classified by that one rule (the rollup's own
+`errors` column is not read), so whole hours and edges always agree.
+
+Parsing and checking the API's parameters is `chain429.requestlog.params`'s job;
+its names are re-exported here, so `stats.parse_range` and the rest still work.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import peewee
+from peewee import Case, fn
+
+from chain429.requestlog.database import is_postgres, read_connection
+from chain429.requestlog.params import (
+    BUCKETS_MS,
+    DAY_MS,
+    DEFAULT_LIMIT,
+    HOUR_MS,
+    MAX_BUCKETS,
+    MAX_LIMIT,
+    MAX_MINUTE_RANGE_MS,
+    MINUTE_MS,
+    StatsParamError,
+    decode_cursor,
+    encode_cursor,
+    iso,
+    parse_limit,
+    parse_range,
+    parse_time,
+    pick_bucket,
+)
+from chain429.requestlog.tables import (
+    LATENCY_BUCKETS_MS,
+    AttemptRow,
+    HourlyAttemptRollup,
+    HourlyRollup,
+    RequestRow,
+    database_proxy,
+)
+
+__all__ = [
+    "BUCKETS_MS",
+    "DAY_MS",
+    "DEFAULT_LIMIT",
+    "HOUR_MS",
+    "LATENCY_BUCKETS_MS",
+    "MAX_BUCKETS",
+    "MAX_LIMIT",
+    "MAX_MINUTE_RANGE_MS",
+    "MINUTE_MS",
+    "SUCCESS",
+    "StatsParamError",
+    "Totals",
+    "attempt_outcomes",
+    "chains",
+    "collect",
+    "decode_cursor",
+    "encode_cursor",
+    "iso",
+    "parse_limit",
+    "parse_range",
+    "parse_time",
+    "pick_bucket",
+    "providers",
+    "quantile",
+    "read_snapshot",
+    "request_detail",
+    "requests",
+    "summary",
+    "timeseries",
+]
+
+SUCCESS = "success"
+
+_DIMENSIONS = ("chain", "provider", "outcome")
+_STAR = peewee.SQL("*")
+# What the rollup query reads, in Totals.add's order after the four key columns.
+_ROLLUP_COLUMNS = (
+    "hour_ms",
+    "chain",
+    "provider",
+    "outcome",
+    "requests",
+    "attempts",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_sum_ms",
+)
+_ATTEMPT_ID = AttemptRow._meta.primary_key  # peewee's implicit auto id; ties keep insert order
+
+
+# -- aggregation over rollup + edges -----------------------------------------
+
+
+@dataclass(slots=True)
+class Totals:
+    requests: int = 0
+    successes: int = 0
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_sum_ms: float = 0.0
+    histogram: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        """Add one aggregate row: the six sums, then one count per histogram bucket."""
+        # PostgreSQL sums bigints as numeric (Decimal); int() keeps the JSON plain.
+        self.requests += int(row[0] or 0)
+        self.successes += int(row[1] or 0)
+        self.attempts += int(row[2] or 0)
+        self.prompt_tokens += int(row[3] or 0)
+        self.completion_tokens += int(row[4] or 0)
+        self.latency_sum_ms += float(row[5] or 0)
+        for i, count in enumerate(row[6:]):
+            self.histogram[i] += int(count or 0)
+
+    @property
+    def errors(self) -> int:
+        return self.requests - self.successes
+
+    def tokens(self) -> dict[str, int]:
+        return {
+            "prompt": self.prompt_tokens,
+            "completion": self.completion_tokens,
+            "total": self.prompt_tokens + self.completion_tokens,
+        }
+
+    def latency(self, *, avg: bool = True) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        if avg:
+            out["avg"] = round(self.latency_sum_ms / self.requests, 1) if self.requests else None
+        out["p50"] = quantile(self.histogram, 0.50)
+        out["p95"] = quantile(self.histogram, 0.95)
+        return out
+
+
+def quantile(histogram: list[int], q: float) -> float | None:
+    """Estimate a quantile from per-bucket counts, interpolating inside the bucket."""
+    total = sum(histogram)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for i, count in enumerate(histogram):
+        if count and seen + count >= rank:
+            if i >= len(LATENCY_BUCKETS_MS):
+                return float(LATENCY_BUCKETS_MS[-1])  # open-ended: all we know is "above"
+            low = LATENCY_BUCKETS_MS[i - 1] if i else 0.0
+            high = LATENCY_BUCKETS_MS[i]
+            return round(low + (high - low) * (rank - seen) / count, 1)
+        seen += count
+    return float(LATENCY_BUCKETS_MS[-1])
+
+
+def _database() -> peewee.Database:
+    database = database_proxy.obj
+    if database is None:
+        raise RuntimeError("the request log database is not open (chain429.database.open_database)")
+    return database
+
+
+@contextmanager
+def read_snapshot() -> Iterator[None]:
+    """This thread's own connection, and one consistent view for all queries of one answer.
+
+    The writer adds rows and updates the rollup in one transaction; reading
+    both in one transaction (a WAL snapshot on SQLite, REPEATABLE READ on
+    PostgreSQL) means an answer never counts a batch in one and not the other.
+    """
+    with read_connection(_database()):
+        yield
+
+
+def _raw_columns() -> list[Any]:
+    latency = RequestRow.latency_ms
+    bounds = LATENCY_BUCKETS_MS
+    buckets = [fn.SUM(Case(None, [(latency <= bounds[0], 1)], 0))]
+    for low, high in itertools.pairwise(bounds):
+        buckets.append(fn.SUM(Case(None, [((latency > low) & (latency <= high), 1)], 0)))
+    buckets.append(fn.SUM(Case(None, [(latency > bounds[-1], 1)], 0)))
+    return [
+        fn.COUNT(RequestRow.id),
+        fn.SUM(Case(None, [(RequestRow.outcome == SUCCESS, 1)], 0)),
+        fn.SUM(RequestRow.attempts),
+        fn.SUM(fn.COALESCE(RequestRow.prompt_tokens, 0)),
+        fn.SUM(fn.COALESCE(RequestRow.completion_tokens, 0)),
+        fn.SUM(latency),
+        *buckets,
+    ]
+
+
+def _bucket_expr(column: Any, bucket_ms: int) -> Any:
+    # Both databases store times as integers, so "/" is integer division here.
+    return (column / bucket_ms) * bucket_ms
+
+
+def _ordinals(keys: list[Any]) -> list[Any]:
+    # GROUP BY 1, 2: PostgreSQL with server-side parameters (psycopg 3) cannot tell
+    # that `COALESCE(chain, $1)` in SELECT and `COALESCE(chain, $5)` are one expression.
+    return [peewee.SQL(str(i)) for i in range(1, len(keys) + 1)]
+
+
+def _raw_dimension(name: str) -> Any:
+    # The rollup keeps "" for "no chain" / "nobody answered"; raw rows say NULL.
+    if name == "outcome":
+        return RequestRow.outcome
+    return fn.COALESCE(getattr(RequestRow, name), "")
+
+
+def _raw_part(
+    since_ms: int, until_ms: int, dims: tuple[str, ...], bucket_ms: int | None
+) -> Iterator[tuple[Any, ...]]:
+    keys = [_raw_dimension(d) for d in dims]
+    if bucket_ms:
+        keys.insert(0, _bucket_expr(RequestRow.time_ms, bucket_ms))
+    query: Any = (
+        RequestRow.select(*keys, *_raw_columns())
+        .where((RequestRow.time_ms >= since_ms) & (RequestRow.time_ms < until_ms))
+        .tuples()
+    )
+    if keys:
+        query = query.group_by(*_ordinals(keys))
+    yield from query
+
+
+def _rollup_part(
+    first_hour_ms: int, end_hour_ms: int, dims: tuple[str, ...], bucket_ms: int | None
+) -> Iterator[tuple[Any, ...]]:
+    # Histograms are summed inside the database, so 30 days of rollup rows come
+    # back as a handful of rows. PostgreSQL re-parses `json` text at every `->>`:
+    # the inner query parses each histogram once into `jsonb`, and OFFSET 0 keeps
+    # the planner from folding it back into 15 parses a row (5x slower at 30 days).
+    # SQLite caches the parse across json_extract calls on the same value.
+    postgres = is_postgres(_database())
+    R = HourlyRollup
+    hist = R.latency_histogram.cast("jsonb") if postgres else R.latency_histogram
+    inner = R.select(*(getattr(R, name) for name in _ROLLUP_COLUMNS), hist.alias("histogram"))
+    inner = inner.where((R.hour_ms >= first_hour_ms) & (R.hour_ms < end_hour_ms))
+    if postgres:
+        inner = inner.offset(0)  # SQLite, unfenced, flattens the subquery away
+    src: Any = inner.alias("r")
+    buckets = []
+    for i in range(len(LATENCY_BUCKETS_MS) + 1):
+        if postgres:
+            item = peewee.Expression(src.c.histogram, "->>", peewee.SQL(str(i)))
+            buckets.append(fn.SUM(item.cast("bigint")))
+        else:
+            buckets.append(fn.SUM(fn.json_extract(src.c.histogram, f"$[{i}]")))
+    keys = [getattr(src.c, d) for d in dims]
+    if bucket_ms:
+        hour = src.c.hour_ms
+        keys.insert(0, hour if bucket_ms == HOUR_MS else _bucket_expr(hour, bucket_ms))
+    sums = [
+        fn.SUM(src.c.requests),
+        fn.SUM(Case(None, [(src.c.outcome == SUCCESS, src.c.requests)], 0)),
+        *(fn.SUM(getattr(src.c, name)) for name in _ROLLUP_COLUMNS[5:]),
+    ]
+    query: Any = peewee.Select([src], [*keys, *sums, *buckets]).bind(_database()).tuples()
+    if keys:
+        query = query.group_by(*_ordinals(keys))
+    yield from query
+
+
+def _whole_hours(since_ms: int, until_ms: int) -> tuple[int, int]:
+    """`[first_hour, end_hour)`: the whole hours inside the range (empty when first >= end)."""
+    return -(-since_ms // HOUR_MS) * HOUR_MS, until_ms // HOUR_MS * HOUR_MS
+
+
+def collect(
+    since_ms: int, until_ms: int, dims: tuple[str, ...] = (), bucket_ms: int | None = None
+) -> dict[tuple[Any, ...], Totals]:
+    """Totals per group: (bucket start if bucketed, then the named dimensions)."""
+    assert all(d in _DIMENSIONS for d in dims)
+    width = len(dims) + (1 if bucket_ms else 0)
+    groups: dict[tuple[Any, ...], Totals] = {}
+
+    def take(rows: Iterator[tuple[Any, ...]]) -> None:
+        for row in rows:
+            key = tuple(int(v) if i == 0 and bucket_ms else v for i, v in enumerate(row[:width]))
+            if row[width] is None or int(row[width]) == 0:
+                continue  # an ungrouped aggregate over no rows is one row of NULLs
+            groups.setdefault(key, Totals()).add(row[width:])
+
+    first_hour, end_hour = _whole_hours(since_ms, until_ms)
+    # Sub-hour buckets cannot come from hourly rows; such ranges are short (see timeseries).
+    use_rollup = first_hour < end_hour and (bucket_ms is None or bucket_ms % HOUR_MS == 0)
+    if use_rollup:
+        take(_rollup_part(first_hour, end_hour, dims, bucket_ms))
+        if since_ms < first_hour:
+            take(_raw_part(since_ms, first_hour, dims, bucket_ms))
+        if end_hour < until_ms:
+            take(_raw_part(end_hour, until_ms, dims, bucket_ms))
+    else:
+        take(_raw_part(since_ms, until_ms, dims, bucket_ms))
+    return groups
+
+
+def _range_fields(since_ms: int, until_ms: int) -> dict[str, Any]:
+    return {
+        "since_ms": since_ms,
+        "until_ms": until_ms,
+        "since": iso(since_ms),
+        "until": iso(until_ms),
+    }
+
+
+# -- the questions -----------------------------------------------------------
+
+
+def summary(since_ms: int, until_ms: int) -> dict[str, Any]:
+    """Totals over the range; `latency_ms.p50/p95` are histogram estimates."""
+    with read_snapshot():
+        totals = collect(since_ms, until_ms).get((), Totals())  # no dimensions: one group
+    return {
+        "object": "stats.summary",
+        **_range_fields(since_ms, until_ms),
+        "requests": totals.requests,
+        "successes": totals.successes,
+        "errors": totals.errors,
+        "error_rate": round(totals.errors / totals.requests, 4) if totals.requests else 0.0,
+        "attempts": totals.attempts,
+        "tokens": totals.tokens(),
+        "latency_ms": totals.latency(),
+    }
+
+
+def _raw_attempts(since_ms: int, until_ms: int) -> Iterator[tuple[Any, ...]]:
+    """(provider, outcome, count) from the trails of the requests in the range.
+
+    Only ever asked for less than two hours (the edges around the rollup's
+    whole hours), so the way in is the requests' time index, then each one's
+    trail by `request_id`. PostgreSQL would rather hash-join a sequential scan
+    of every attempt logged (40 ms for one edge hour at 190,000 attempts, and
+    growing with the table, against 3 ms): a LATERAL subquery, fenced with
+    OFFSET 0 so the planner cannot flatten it back into a join, makes it look
+    each trail up. SQLite joins that way by itself.
+    """
+    A, R = AttemptRow, RequestRow
+    in_range = (R.time_ms >= since_ms) & (R.time_ms < until_ms)
+    query: Any
+    if is_postgres(_database()):
+        trail = A.select(A.provider, A.outcome).where(A.request == R.id).offset(0).alias("trail")
+        query = R.select(trail.c.provider, trail.c.outcome, fn.COUNT(_STAR))
+        query = query.join(trail, peewee.JOIN.LATERAL).where(in_range)
+    else:
+        query = A.select(A.provider, A.outcome, fn.COUNT(_STAR)).join(R).where(in_range)
+    yield from query.group_by(*_ordinals([A.provider, A.outcome])).tuples()
+
+
+def _rollup_attempts(first_hour_ms: int, end_hour_ms: int) -> Iterator[tuple[Any, ...]]:
+    """(provider, outcome, count) from the attempt rollup's whole hours."""
+    H = HourlyAttemptRollup
+    query: Any = (
+        H.select(H.provider, H.outcome, fn.SUM(H.count))
+        .where((H.hour_ms >= first_hour_ms) & (H.hour_ms < end_hour_ms))
+        .group_by(H.provider, H.outcome)
+        .tuples()
+    )
+    yield from query
+
+
+def attempt_outcomes(since_ms: int, until_ms: int) -> dict[str, dict[str, int]]:
+    """Attempts per provider and outcome token, for the requests in the range."""
+    outcomes: dict[str, dict[str, int]] = {}
+
+    def take(rows: Iterator[tuple[Any, ...]]) -> None:
+        for provider, outcome, count in rows:
+            if count:  # PostgreSQL's SUM is a Decimal; int() keeps the JSON plain
+                by_outcome = outcomes.setdefault(provider, {})
+                by_outcome[outcome] = by_outcome.get(outcome, 0) + int(count)
+
+    first_hour, end_hour = _whole_hours(since_ms, until_ms)
+    if first_hour < end_hour:
+        take(_rollup_attempts(first_hour, end_hour))
+        if since_ms < first_hour:
+            take(_raw_attempts(since_ms, first_hour))
+        if end_hour < until_ms:
+            take(_raw_attempts(end_hour, until_ms))
+    else:
+        take(_raw_attempts(since_ms, until_ms))
+    return outcomes
+
+
+def providers(since_ms: int, until_ms: int) -> dict[str, Any]:
+    """Per provider: the requests it answered, and every attempt made on it.
+
+    A request is attributed to the provider that answered it (`requests.provider`);
+    one nobody answered is listed under `provider: null`, never under the last
+    provider tried. Attempts, skips included, come from the attempt trails of
+    the requests in the range (the attempt rollup for whole hours).
+    """
+    with read_snapshot():
+        answered = collect(since_ms, until_ms, ("provider",))
+        outcomes = attempt_outcomes(since_ms, until_ms)
+    names = {key[0] for key in answered} | set(outcomes)
+    rows = []
+    for name in sorted(names, key=lambda n: (n == "", n)):
+        totals = answered.get((name,), Totals())
+        by_outcome = outcomes.get(name, {})
+        skips = sum(n for token, n in by_outcome.items() if token.startswith("skip:"))
+        rows.append(
+            {
+                "provider": name or None,
+                "requests": totals.requests,
+                "successes": totals.successes,
+                "errors": totals.errors,
+                "tokens": totals.tokens(),
+                "latency_ms": totals.latency(),
+                "attempts": {
+                    "calls": sum(by_outcome.values()) - skips,
+                    "skips": skips,
+                    "outcomes": dict(sorted(by_outcome.items())),
+                },
+            }
+        )
+    return {"object": "stats.providers", **_range_fields(since_ms, until_ms), "data": rows}
+
+
+def chains(since_ms: int, until_ms: int) -> dict[str, Any]:
+    """Per chain (`null`: requests that never reached one, e.g. an unknown model)."""
+    with read_snapshot():
+        groups = collect(since_ms, until_ms, ("chain",))
+    rows = []
+    for (name,), totals in sorted(groups.items(), key=lambda kv: (kv[0][0] == "", kv[0][0])):
+        rows.append(
+            {
+                "chain": name or None,
+                "requests": totals.requests,
+                "successes": totals.successes,
+                "errors": totals.errors,
+                "error_rate": round(totals.errors / totals.requests, 4),
+                "tokens": totals.tokens(),
+                "latency_ms": totals.latency(),
+            }
+        )
+    return {"object": "stats.chains", **_range_fields(since_ms, until_ms), "data": rows}
+
+
+def timeseries(since_ms: int, until_ms: int, bucket: str | None = None) -> dict[str, Any]:
+    """Per time bucket (UTC-aligned; the first and last may be cut by the range).
+
+    Every bucket in the range is listed, empty ones with zeros, so a chart needs
+    no gap filling. `latency_ms.p50/p95` are histogram estimates.
+    """
+    bucket_ms = pick_bucket(since_ms, until_ms, bucket)
+    with read_snapshot():
+        groups = collect(since_ms, until_ms, (), bucket_ms)
+    points = []
+    start = since_ms // bucket_ms * bucket_ms
+    while start < until_ms:
+        totals = groups.get((start,), Totals())
+        points.append(
+            {
+                "start_ms": start,
+                "start": iso(start),
+                "requests": totals.requests,
+                "errors": totals.errors,
+                "tokens": totals.tokens(),
+                "latency_ms": totals.latency(avg=False),
+            }
+        )
+        start += bucket_ms
+    name = next(k for k, v in BUCKETS_MS.items() if v == bucket_ms)
+    return {
+        "object": "stats.timeseries",
+        **_range_fields(since_ms, until_ms),
+        "bucket": name,
+        "bucket_ms": bucket_ms,
+        "data": points,
+    }
+
+
+# -- single requests ---------------------------------------------------------
+
+# Every column, in declaration order: the list page and the detail page show the same fields.
+_REQUEST_FIELDS = tuple(f.name for f in RequestRow._meta.sorted_fields)
+
+
+def _request_dict(row: RequestRow) -> dict[str, Any]:
+    out = {name: getattr(row, name) for name in _REQUEST_FIELDS}
+    out["stream"] = bool(out["stream"])
+    out["tokens_estimated"] = bool(out["tokens_estimated"])
+    out["time"] = iso(row.time_ms)
+    return out
+
+
+def requests(
+    since_ms: int,
+    until_ms: int,
+    *,
+    chain: str | None = None,
+    provider: str | None = None,
+    status: int | None = None,
+    outcome: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Logged requests, newest first, `limit` per page; pass `next_cursor` back for the next.
+
+    The cursor is the (time, id) of the last row handed out, so rows logged
+    while a client pages never shift or repeat a page.
+    """
+    limit = parse_limit(limit)
+    query = RequestRow.select().where(
+        (RequestRow.time_ms >= since_ms) & (RequestRow.time_ms < until_ms)
+    )
+    if cursor:
+        after_ms, after_id = decode_cursor(cursor)
+        # The plain `<=` lets the database use the time index; the OR breaks ties by id.
+        query = query.where(
+            (RequestRow.time_ms <= after_ms)
+            & (
+                (RequestRow.time_ms < after_ms)
+                | ((RequestRow.time_ms == after_ms) & (RequestRow.id < after_id))
+            )
+        )
+    for column, value in (
+        (RequestRow.chain, chain),
+        (RequestRow.provider, provider),
+        (RequestRow.status, status),
+        (RequestRow.outcome, outcome),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    with read_snapshot():
+        rows = list(
+            query.order_by(RequestRow.time_ms.desc(), RequestRow.id.desc()).limit(limit + 1)
+        )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if rows else None
+    return {
+        "object": "list",
+        **_range_fields(since_ms, until_ms),
+        "data": [_request_dict(row) for row in rows],
+        "has_more": more,
+        "next_cursor": encode_cursor(last.time_ms, last.id) if more and last else None,
+    }
+
+
+def request_detail(request_id: str) -> dict[str, Any] | None:
+    """One request and its attempt trail in chain order, or None if it is not logged."""
+    with read_snapshot():
+        row = RequestRow.get_or_none(RequestRow.id == request_id)
+        if row is None:
+            return None
+        trail = list(
+            AttemptRow.select()
+            .where(AttemptRow.request == request_id)
+            .order_by(AttemptRow.order, _ATTEMPT_ID)
+        )
+    out = {"object": "stats.request", **_request_dict(row)}
+    out["trail"] = [
+        {
+            "order": a.order,
+            "provider": a.provider,
+            "model": a.model,
+            "outcome": a.outcome,
+            "status": a.status,
+            "latency_ms": a.latency_ms,
+            "cooldown_ms": a.cooldown_ms,
+            "reason": a.reason,
+        }
+        for a in trail
+    ]
+    return out

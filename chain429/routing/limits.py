@@ -1,0 +1,428 @@
+"""Which entries may be asked right now, behind one async interface.
+
+The router asks `reserve` before each upstream call: either a `Block` (skip
+the entry, and why) or a `Reservation` (go ahead; the unit it takes is already
+counted, so concurrent requests never both take the last one). It reports the
+answer with `record`, and `finish`es the reservation when the request is over
+(for a stream, when the stream ends) with the tokens it really used.
+
+State is kept per scope:
+- a whole provider: a bad key (401/403), an empty wallet (402);
+- a quota bucket (`EntryRuntime.bucket`): 429 cooldowns, header readings,
+  configured limits; entries sharing a bucket are skipped together;
+- one entry: an unknown model (404), streams that keep dying mid-answer.
+
+When a cooldown ends, one request probes the entry before it takes traffic
+again. The memory store is the default; a shared store (Redis) implements the
+same protocol.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from chain429.routing.buckets import Bucket
+from chain429.routing.outcome import SKIP_REASON, CooldownPolicy, Kind, Outcome, Scope
+from chain429.routing.runtime import EntryRuntime
+from chain429.upstream.dialects import daily_exhausted, next_day_boundary, read_body, read_headers
+
+log = logging.getLogger("chain429.routing.limits")
+
+# Reasons a skip can give, as the trace shows them (`skip:<reason>`).
+PROBING = "probing"
+
+# Prefixes of the keys `export_state` gives (and `import_state` takes): one
+# JSON-able dict per key, the rows chain429.requestlog.persist keeps in `provider_state`.
+BLOCK_PREFIX = "block:"  # + a scope key: "block:bucket:groq/llama-3.3-70b"
+BUCKET_PREFIX = "bucket:"  # + a bucket key
+STREAMFAIL_PREFIX = "streamfail:"  # + an entry label
+_SCOPE_PREFIXES = ("provider:", "bucket:", "entry:")
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    reason: str  # cooldown, quota, unhealthy, unstable, limited, tokens, concurrency, probing
+    until: float  # epoch seconds
+    scope: str  # "provider", "bucket" or "entry"
+    detail: str = ""
+    source: str = "status"  # what said so: status, header, body, manual
+
+
+@dataclass(slots=True)
+class Reservation:
+    id: int
+    entry: EntryRuntime
+    need_tokens: int
+    reserved_at: float
+    probe_key: str | None = None  # set when this request probes a recovered scope
+    done: bool = False
+
+
+class StateStore(Protocol):
+    async def reserve(
+        self, entry: EntryRuntime, need_tokens: int, now: float
+    ) -> Reservation | Block:
+        """Atomically: a Block if the entry may not be asked now, else a Reservation."""
+
+    async def record(
+        self,
+        reservation: Reservation,
+        outcome: Outcome,
+        headers: Mapping[str, str],
+        body: bytes,
+        now: float,
+        policy: CooldownPolicy,
+    ) -> Block | None:
+        """Learn from an answer; returns the block it put in force, if any."""
+
+    async def finish(self, reservation: Reservation, used_tokens: int | None) -> None:
+        """The request is over: free its slot, count its real tokens."""
+
+    async def check(self, entry: EntryRuntime, now: float) -> Block | None:
+        """The block in force for this entry, without reserving anything."""
+
+    async def record_stream_end(
+        self, entry: EntryRuntime, *, clean: bool, now: float, policy: CooldownPolicy
+    ) -> Block | None:
+        """Count a stream that died after its first token (or reset the count on a clean one)."""
+
+    async def snapshot(self, now: float) -> list[dict[str, object]]:
+        """Every block still in force."""
+
+    def bucket_quotas(self, entry: EntryRuntime, now: float) -> list[dict[str, object]]:
+        """What the entry's bucket knows of its quotas, for /v1/ratelimits."""
+
+    def in_flight(self, entry: EntryRuntime) -> int: ...
+
+    async def forget_provider(self, provider_id: str) -> None:
+        """Drop everything known about a provider (removed, or its URL or key changed)."""
+
+    async def clear(self, provider_id: str, entries: Sequence[EntryRuntime], now: float) -> int:
+        """End the blocks in force on these entries' scopes (entry, bucket, provider), or
+        with no entries every block of the provider; how many ended. A person's call
+        (`POST /v1/admin/limits/clear`): the entries are asked at once, without a probe."""
+
+
+def scope_keys(entry: EntryRuntime) -> tuple[str, str, str]:
+    return (f"provider:{entry.provider_id}", f"bucket:{entry.bucket}", f"entry:{entry.label}")
+
+
+def _names_provider(name: str, provider_id: str) -> bool:
+    """Whether a scope's name ("groq", "groq/llama-3", "groq/*") belongs to the provider."""
+    return name == provider_id or name.startswith(f"{provider_id}/")
+
+
+def _jittered(now: float, until: float) -> float:
+    # Entries that cooled down together should not all come back in the same
+    # instant: up to 5% later, at most 2 s.
+    return until + random.uniform(0.0, min(2.0, 0.05 * max(0.0, until - now)))
+
+
+class MemoryStateStore:
+    """Process-local state; the single-instance default."""
+
+    def __init__(self) -> None:
+        self._blocks: dict[str, Block] = {}
+        self._buckets: dict[str, Bucket] = {}
+        # scope key -> id of the probing reservation, or None: the next request probes.
+        self._probes: dict[str, int | None] = {}
+        self._stream_failures: dict[str, int] = {}
+        self._ids = itertools.count(1)
+        # Bumped by every call that may change what `export_state` gives, so the
+        # persister writes only when there is something new. Only counts: the
+        # request path pays one integer add.
+        self.version = 0
+        # Called (on the event loop, without waiting) when a provider has just
+        # told us something a restart must not forget: a new block (a cooldown,
+        # a quota gone, a bad key) or a request quota read at zero. The persister
+        # sets it to wake its saver at once instead of at its next tick.
+        self.on_learnt: Callable[[], None] | None = None
+
+    def _bucket(self, entry: EntryRuntime) -> Bucket:
+        bucket = self._buckets.get(entry.bucket)
+        if bucket is None:
+            bucket = self._buckets[entry.bucket] = Bucket(entry.bucket, entry.dialect)
+        return bucket
+
+    def _block_for(self, entry: EntryRuntime, now: float) -> tuple[Block | None, str | None]:
+        """The block in force, and a scope key whose cooldown just ended (needs a probe)."""
+        found: Block | None = None
+        recovered: str | None = None
+        for key in scope_keys(entry):
+            block = self._blocks.get(key)
+            if block is not None:
+                if block.until > now:
+                    if found is None or block.until > found.until:
+                        found = block
+                    continue
+                del self._blocks[key]
+                self._probes[key] = None
+            if key in self._probes:
+                recovered = key
+        return found, recovered
+
+    async def check(self, entry: EntryRuntime, now: float) -> Block | None:
+        block, _ = self._block_for(entry, now)
+        if block is not None:
+            return block
+        refusal = self._bucket(entry).refusal(entry.limits, 0, now)
+        if refusal is None:
+            return None
+        return Block(refusal.reason, refusal.until, "bucket", refusal.detail, refusal.source)
+
+    async def reserve(
+        self, entry: EntryRuntime, need_tokens: int, now: float
+    ) -> Reservation | Block:
+        block, recovered = self._block_for(entry, now)
+        if block is not None:
+            return block
+        if recovered is not None and self._probes[recovered] is not None:
+            return Block(
+                PROBING,
+                now + 1.0,
+                recovered.split(":", 1)[0],
+                "one request is probing the recovered entry",
+            )
+        bucket = self._bucket(entry)
+        refusal = bucket.refusal(entry.limits, need_tokens, now)
+        if refusal is not None:
+            return Block(refusal.reason, refusal.until, "bucket", refusal.detail, refusal.source)
+        bucket.reserve(need_tokens, now, entry.limits)
+        reservation = Reservation(next(self._ids), entry, need_tokens, now)
+        if recovered is not None:
+            self._probes[recovered] = reservation.id
+            reservation.probe_key = recovered
+        return reservation
+
+    async def record(
+        self,
+        reservation: Reservation,
+        outcome: Outcome,
+        headers: Mapping[str, str],
+        body: bytes,
+        now: float,
+        policy: CooldownPolicy,
+    ) -> Block | None:
+        self.version += 1
+        entry = reservation.entry
+        bucket = self._bucket(entry)
+        readings = read_headers(entry.dialect, headers, now=now)
+        if outcome.kind is Kind.RATE_LIMITED:
+            readings += read_body(entry.dialect, body, now=now)
+        bucket.observe(readings, now)
+        if any(r.kind == "requests" and r.remaining == 0 for r in readings):
+            self._learnt()  # a quota gone, said on an answer that may still be a 200
+        if reservation.probe_key is not None and outcome.kind is not Kind.RATE_LIMITED:
+            # Success or not, the probe is answered; a new cooldown brings a new probe.
+            self._probes.pop(reservation.probe_key, None)
+            reservation.probe_key = None
+        if outcome.kind is Kind.SUCCESS:
+            bucket.strikes = 0
+            return None
+        reason = SKIP_REASON.get(outcome.kind)
+        if reason is None or outcome.until is None:
+            return None
+        provider_key, bucket_key, entry_key = scope_keys(entry)
+        until, key, scope = outcome.until, entry_key, "entry"
+        if outcome.kind is Kind.RATE_LIMITED:
+            key, scope = bucket_key, "bucket"
+            bucket.strikes += 1
+            daily = daily_exhausted(entry.dialect, outcome.status or 429, headers, body, now=now)
+            if daily is not None:
+                until = daily
+            else:
+                # The same quota saying no again: back off harder, but never past
+                # the provider's next day, when every quota refills.
+                until = now + (until - now) * 2 ** min(bucket.strikes - 1, 16)
+                until = min(until, max(outcome.until, next_day_boundary(entry.dialect, now)))
+        elif outcome.scope is Scope.PROVIDER:
+            key, scope = provider_key, "provider"
+        if reservation.probe_key is not None:
+            self._probes.pop(reservation.probe_key, None)
+            reservation.probe_key = None
+        block = Block(reason, _jittered(now, until), scope, outcome.reason, outcome.source)
+        return self._block(key, block)
+
+    def _block(self, key: str, block: Block) -> Block:
+        current = self._blocks.get(key)
+        # A new cooldown never shortens a longer one already in force.
+        if current is not None and current.until >= block.until:
+            return current
+        self._blocks[key] = block
+        self._probes.pop(key, None)
+        self._learnt()
+        return block
+
+    def _learnt(self) -> None:
+        if self.on_learnt is not None:
+            self.on_learnt()
+
+    async def finish(self, reservation: Reservation, used_tokens: int | None) -> None:
+        if reservation.done:
+            return
+        reservation.done = True
+        self.version += 1  # the day's token count may have changed
+        self._bucket(reservation.entry).finish(
+            reservation.reserved_at, reservation.need_tokens, used_tokens
+        )
+        if (
+            reservation.probe_key is not None
+            and self._probes.get(reservation.probe_key) == reservation.id
+        ):
+            self._probes[reservation.probe_key] = None  # cancelled probe: the next request probes
+
+    async def record_stream_end(
+        self, entry: EntryRuntime, *, clean: bool, now: float, policy: CooldownPolicy
+    ) -> Block | None:
+        self.version += 1
+        key = scope_keys(entry)[2]
+        if clean:
+            self._stream_failures.pop(key, None)
+            return None
+        failures = self._stream_failures.get(key, 0) + 1
+        self._stream_failures[key] = failures
+        rest_s = policy.mid_stream_cooldown_s(failures)
+        if rest_s is None:
+            return None
+        detail = f"{failures} streams in a row died mid-answer"
+        return self._block(key, Block("unstable", now + rest_s, "entry", detail))
+
+    async def snapshot(self, now: float) -> list[dict[str, object]]:
+        return [
+            {
+                "key": key,
+                "scope": block.scope,
+                "reason": block.reason,
+                "detail": block.detail,
+                "source": block.source,
+                "until": block.until,
+                "remaining_ms": int((block.until - now) * 1000),
+            }
+            for key, block in sorted(self._blocks.items())
+            if block.until > now
+        ]
+
+    def bucket_quotas(self, entry: EntryRuntime, now: float) -> list[dict[str, object]]:
+        return self._bucket(entry).describe(entry.limits, now)
+
+    def in_flight(self, entry: EntryRuntime) -> int:
+        return self._bucket(entry).in_flight
+
+    async def forget_provider(self, provider_id: str) -> None:
+        prefix = f"{provider_id}/"
+        for key in list(self._blocks):
+            _, _, name = key.partition(":")
+            if name == provider_id or name.startswith(prefix):
+                del self._blocks[key]
+                self._probes.pop(key, None)
+        for key in [k for k in self._probes if k.partition(":")[2].startswith(prefix)]:
+            del self._probes[key]
+        for key in [k for k in self._buckets if k.startswith(prefix)]:
+            del self._buckets[key]
+        for key in [k for k in self._stream_failures if k.partition(":")[2].startswith(prefix)]:
+            del self._stream_failures[key]
+        self.version += 1
+
+    async def clear(self, provider_id: str, entries: Sequence[EntryRuntime], now: float) -> int:
+        if entries:
+            keys = {key for entry in entries for key in scope_keys(entry)}
+        else:
+            keys = {k for k in self._blocks if _names_provider(k.partition(":")[2], provider_id)}
+        cleared = 0
+        for key in keys:
+            block = self._blocks.pop(key, None)
+            self._probes.pop(key, None)
+            if block is not None and block.until > now:
+                cleared += 1
+            # Start over: no doubled back-off on the next 429, no count of dead streams.
+            self._stream_failures.pop(key, None)
+            bucket = self._buckets.get(key.removeprefix("bucket:"))
+            if key.startswith("bucket:") and bucket is not None:
+                bucket.strikes = 0
+        self.version += 1
+        self._learnt()  # saved at once: a restart must not bring the cooldown back
+        return cleared
+
+    # -- surviving a restart ---------------------------------------------------
+    #
+    # Saved: blocks in force, buckets' live state (see Bucket.to_dict), streams
+    # that died in a row. Not saved: probes and in-flight counts, which belong
+    # to requests of the process that stopped. A restored block that has ended
+    # by the time it is next asked about brings its probe like any other.
+
+    def export_state(self, now: float) -> dict[str, dict[str, Any]]:
+        """Everything live, one JSON-able dict per key (BLOCK_/BUCKET_/STREAMFAIL_PREFIX)."""
+        items: dict[str, dict[str, Any]] = {}
+        for key, block in self._blocks.items():
+            if block.until > now:
+                items[BLOCK_PREFIX + key] = {
+                    "reason": block.reason,
+                    "until": block.until,
+                    "scope": block.scope,
+                    "detail": block.detail,
+                    "source": block.source,
+                }
+        for key, bucket in self._buckets.items():
+            data = bucket.to_dict(now)
+            if data is not None:
+                items[BUCKET_PREFIX + key] = data
+        for key, failures in self._stream_failures.items():
+            if failures > 0:
+                items[STREAMFAIL_PREFIX + key.removeprefix("entry:")] = {"failures": failures}
+        return items
+
+    def import_state(self, items: Mapping[str, Mapping[str, Any]], now: float) -> int:
+        """Restore `export_state` items; returns how many were taken.
+
+        Expired items are skipped, a block never shortens one already in force,
+        and a malformed item is skipped (logged) without stopping the rest.
+        """
+        taken = 0
+        for key, data in items.items():
+            try:
+                taken += self._import_item(key, data, now)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("saved rate-limit state %r ignored: %s", key, exc)
+        return taken
+
+    def _import_item(self, key: str, data: Mapping[str, Any], now: float) -> bool:
+        if key.startswith(BLOCK_PREFIX):
+            scope_key = key.removeprefix(BLOCK_PREFIX)
+            if not scope_key.startswith(_SCOPE_PREFIXES):
+                raise ValueError("unknown scope")
+            until = float(data["until"])
+            if until <= now:
+                return False
+            block = Block(
+                str(data["reason"]),
+                until,
+                str(data["scope"]),
+                str(data.get("detail", "")),
+                str(data.get("source", "status")),
+            )
+            self._block(scope_key, block)
+            return True
+        if key.startswith(BUCKET_PREFIX):
+            restored = Bucket.from_dict(data, now)
+            if restored.key != key.removeprefix(BUCKET_PREFIX):
+                raise ValueError("bucket key does not match its row")
+            current = self._buckets.get(restored.key)
+            if current is None:
+                self._buckets[restored.key] = restored
+            else:
+                current.absorb(restored)
+            return True
+        if key.startswith(STREAMFAIL_PREFIX):
+            entry_key = "entry:" + key.removeprefix(STREAMFAIL_PREFIX)
+            failures = int(data["failures"])
+            if failures <= 0:
+                return False
+            known = self._stream_failures.get(entry_key, 0)
+            self._stream_failures[entry_key] = max(known, failures)
+            return True
+        raise ValueError("unknown kind of state")

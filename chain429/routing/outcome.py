@@ -1,0 +1,259 @@
+"""What an upstream answer means for the waterfall.
+
+`classify` is a pure function of (status, headers, body, transport error):
+every rule about what falls through to the next entry, what cools an entry
+down and for how long lives here, so one table test covers all of it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+from chain429.upstream import provider_json
+from chain429.upstream.dialects import read_body, read_headers
+from chain429.upstream.timeparse import parse_duration, parse_retry_after
+
+T = TypeVar("T")
+
+
+class Kind(StrEnum):
+    SUCCESS = "success"
+    RATE_LIMITED = "rate_limited"  # 429: come back when the provider says
+    QUOTA_EXHAUSTED = "quota_exhausted"  # 402: out of credits
+    UNHEALTHY = "unhealthy"  # 401/403/404 (bad key, unknown model), an oversized answer
+    TRANSIENT = "transient"  # 5xx, timeouts, cut connections, junk bodies
+    TOO_LARGE = "too_large"  # this request does not fit this entry; another may take it
+    CLIENT_ERROR = "client_error"  # the request itself is wrong: no entry will take it
+
+
+class Scope(StrEnum):
+    ENTRY = "entry"  # one (provider, model)
+    PROVIDER = "provider"  # every entry of the provider: a bad key, an empty wallet
+
+
+# Why an entry is skipped while it is blocked; the trace shows `skip:<reason>`.
+SKIP_REASON = {
+    Kind.RATE_LIMITED: "cooldown",
+    Kind.QUOTA_EXHAUSTED: "quota",
+    Kind.UNHEALTHY: "unhealthy",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CooldownPolicy:
+    default_s: float = 60.0  # 429 with no hint at all
+    payment_s: float = 300.0  # 402
+    unhealthy_s: float = 600.0  # 401, 403, 404
+    # A provider hint beyond this is treated as a typo or an epoch mix-up.
+    max_s: float = 26 * 3600.0
+    # A hint of "0s" would have us hammer the provider again at once.
+    min_s: float = 1.0
+    # Streams that die after the first token: after `mid_stream_threshold` in a
+    # row the entry cools down, doubling from the base up to the max.
+    mid_stream_threshold: int = 3
+    mid_stream_base_s: float = 120.0
+    mid_stream_max_s: float = 1800.0
+    # An answer over the size limits (upstream_too_large): reading one costs
+    # up to maxUpstreamBodyBytes of memory, so the entry rests a minute instead
+    # of costing that again on every request; a one-off costs it only a minute.
+    oversize_s: float = 60.0
+
+    def mid_stream_cooldown_s(self, failures_in_a_row: int) -> float | None:
+        """How long an entry rests after this many consecutive mid-stream failures."""
+        over = failures_in_a_row - self.mid_stream_threshold
+        if over < 0:
+            return None
+        return min(self.mid_stream_base_s * 2.0 ** min(over, 32), self.mid_stream_max_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: Kind
+    token: str  # what the trace shows: "200", "429", "timeout", ...
+    status: int | None = None
+    until: float | None = None  # epoch seconds the entry stays blocked
+    scope: Scope = Scope.ENTRY
+    reason: str = ""
+    source: str = "status"  # what set the cooldown: status, header, body, default
+
+    @property
+    def falls_through(self) -> bool:
+        return self.kind not in (Kind.SUCCESS, Kind.CLIENT_ERROR)
+
+
+@dataclass(frozen=True, slots=True)
+class Tried(Generic[T]):
+    """One entry asked: what it meant, what to hand on, and what the provider said."""
+
+    outcome: Outcome
+    result: T | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+# Transport failures, named by the upstream module; all transient.
+TRANSPORT_ERRORS = ("timeout", "connect_error", "connection_reset", "upstream_error")
+# An answer over maxUpstreamBodyBytes or maxSseEventBytes (also named by upstream).
+TOO_LARGE_ANSWER = "upstream_too_large"
+
+
+def classify(
+    status: int | None,
+    headers: Mapping[str, str],
+    body: bytes,
+    error: str | None,
+    *,
+    now: float,
+    policy: CooldownPolicy,
+    dialect: str = "generic-openai",
+) -> Outcome:
+    """Classify one upstream answer. `headers` must be case-insensitive (httpx.Headers)."""
+    if error == TOO_LARGE_ANSWER:
+        return Outcome(
+            Kind.UNHEALTHY,
+            error,
+            status,
+            now + policy.oversize_s,
+            Scope.ENTRY,
+            "answer over maxUpstreamBodyBytes or maxSseEventBytes",
+            "default",
+        )
+    if error is not None or status is None:
+        kind = error or "upstream_error"
+        return Outcome(Kind.TRANSIENT, kind, reason=kind.replace("_", " "))
+    token = str(status)
+    if 200 <= status < 300:
+        if _is_chat_completion(body):
+            return Outcome(Kind.SUCCESS, token, status)
+        return Outcome(Kind.TRANSIENT, "invalid_body", status, reason="not a chat completion")
+    if status == 429:
+        until, source = rate_limit_until(headers, body, now=now, policy=policy)
+        return Outcome(
+            Kind.RATE_LIMITED,
+            token,
+            status,
+            until,
+            Scope.ENTRY,
+            f"rate limited ({source})",
+            _HINT_SOURCE[source],
+        )
+    if status == 402:
+        until = now + policy.payment_s
+        return Outcome(
+            Kind.QUOTA_EXHAUSTED, token, status, until, Scope.PROVIDER, "payment required"
+        )
+    if status in (401, 403):
+        until = now + policy.unhealthy_s
+        return Outcome(Kind.UNHEALTHY, token, status, until, Scope.PROVIDER, "rejected the API key")
+    if status == 404:
+        until = now + policy.unhealthy_s
+        return Outcome(Kind.UNHEALTHY, token, status, until, Scope.ENTRY, "unknown model or path")
+    if status == 413 or (status == 400 and _is_context_length_error(body)):
+        return Outcome(Kind.TOO_LARGE, token, status, reason="request too large for this model")
+    if status in (400, 422):
+        return Outcome(Kind.CLIENT_ERROR, token, status, reason="the request was rejected")
+    # 408, 409, 5xx and anything unexpected: the provider's trouble, not the request's.
+    return Outcome(Kind.TRANSIENT, token, status, reason=f"upstream answered {status}")
+
+
+_HINT_SOURCE = {
+    "retry-after": "header",
+    "reset headers": "header",
+    "body hint": "body",
+    "default cooldown": "default",
+}
+
+
+def classify_stream_error(error: object, *, now: float, policy: CooldownPolicy) -> Outcome:
+    """An error event inside a stream, before its first token (`data: {"error": ...}`).
+
+    OpenRouter, for one, reports a provider's 429 this way inside an HTTP 200.
+    """
+    text = provider_json.encode(error) or b""
+    code = error.get("code") if isinstance(error, dict) else None
+    if code in (429, "429", "rate_limit_exceeded") or b"rate limit" in text.lower():
+        until, source = rate_limit_until({}, text, now=now, policy=policy)
+        return Outcome(
+            Kind.RATE_LIMITED,
+            "429",
+            None,
+            until,
+            Scope.ENTRY,
+            f"rate limited in stream ({source})",
+            _HINT_SOURCE[source],
+        )
+    return Outcome(Kind.TRANSIENT, "stream_error", reason="error event in the stream")
+
+
+def _is_chat_completion(body: bytes) -> bool:
+    data = provider_json.parse(body)  # None for junk and for too deep a nesting
+    return isinstance(data, dict) and isinstance(data.get("choices"), list) and "error" not in data
+
+
+def _is_context_length_error(body: bytes) -> bool:
+    head = body[:4096].lower()
+    return b"context_length_exceeded" in head or b"maximum context length" in head
+
+
+# -- when may we ask again ---------------------------------------------------
+
+_BODY_HINTS = (
+    # Groq / OpenAI: "Please try again in 7m12.3s."; Gemini: "Please retry in 52.45s."
+    re.compile(rb"(?:try again|retry) in ((?:\d+(?:\.\d+)?(?:ms|h|m|s))+)", re.IGNORECASE),
+    # Gemini's error.details[].retryDelay: "52.45s"
+    re.compile(rb'"retryDelay"\s*:\s*"((?:\d+(?:\.\d+)?(?:ms|h|m|s))+)"'),
+)
+
+
+def _reset_from_readings(
+    dialect: str, headers: Mapping[str, str], body: bytes, now: float
+) -> tuple[float, str] | None:
+    """The reset the provider's own quota readings point at, read in its dialect.
+
+    The quota that said no (remaining 0) wins, the latest of them; otherwise the
+    soonest reset is the best guess.
+    """
+    readings = read_headers(dialect, headers, now=now) + read_body(dialect, body, now=now)
+    timed = [r for r in readings if r.reset_at is not None and r.reset_at > now]
+    exhausted = [r for r in timed if r.remaining is not None and r.remaining <= 0]
+    if exhausted:
+        chosen = max(exhausted, key=lambda r: r.reset_at or 0.0)
+    elif timed:
+        chosen = min(timed, key=lambda r: r.reset_at or 0.0)
+    else:
+        return None
+    assert chosen.reset_at is not None
+    return chosen.reset_at, "reset headers" if chosen.source == "header" else "body hint"
+
+
+def rate_limit_until(
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float,
+    policy: CooldownPolicy,
+    dialect: str = "generic-openai",
+) -> tuple[float, str]:
+    """When a 429'd entry may be asked again, and which hint said so."""
+    until: float | None = None
+    source = "default cooldown"
+    retry_after = headers.get("retry-after")
+    if retry_after:
+        until, source = parse_retry_after(retry_after, now=now), "retry-after"
+    if until is None and (found := _reset_from_readings(dialect, headers, body, now)):
+        until, source = found
+    if until is None:
+        for pattern in _BODY_HINTS:
+            match = pattern.search(body[:8192])
+            if match:
+                seconds = parse_duration(match.group(1).decode())
+                if seconds is not None:
+                    until, source = now + seconds, "body hint"
+                    break
+    if until is None:
+        until, source = now + policy.default_s, "default cooldown"
+    return min(max(until, now + policy.min_s), now + policy.max_s), source

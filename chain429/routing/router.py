@@ -1,0 +1,489 @@
+"""The waterfall: pick a chain, walk its entries, answer from the first that works.
+
+For each entry the router asks the state store whether it may be asked, calls
+it through `Upstream`, classifies the answer and reports the outcome back.
+The walk itself (`Waterfall.walk`) does not know how an entry is asked, so the
+streaming path plugs a different `attempt` into the same walk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+from chain429.requestlog.records import AttemptRecord
+from chain429.routing.limits import Block, Reservation, StateStore
+from chain429.routing.outcome import CooldownPolicy, Kind, Outcome, Tried, classify
+from chain429.routing.queueing import QueueError, Queues
+from chain429.routing.runtime import ChainRuntime, EntryRuntime, Snapshot
+from chain429.routing.streaming import Committed, Rejected, StreamSession
+from chain429.upstream import provider_json
+from chain429.upstream.client import Upstream, UpstreamError
+
+T = TypeVar("T")
+# Why a request went to its chain: `model` named it, named an entry model, or neither.
+Route = Literal["chain", "model", "default"]
+log = logging.getLogger("chain429.routing.router")
+
+
+@dataclass(slots=True)
+class Trace:
+    """What happened to each entry considered, in chain order: the attempt trail."""
+
+    trail: list[AttemptRecord] = field(default_factory=list)
+    earliest_recovery: float | None = None
+    free_recovery: float | None = None  # the earliest recovery of a free (not paid) entry
+    queued_ms: float = 0.0  # time spent waiting in the queue for an entry to recover
+    # False once an entry failed for a reason with no known recovery (5xx, timeout):
+    # then waiting in the queue would be a guess, so the answer is a 503 at once.
+    only_rate_limits: bool = True
+    # Reservations of entries that answered: the caller finishes them with the
+    # real token count once the answer (or the stream) is over.
+    open: list[Reservation] = field(default_factory=list)
+
+    def skip(self, entry: EntryRuntime, block: Block) -> None:
+        self.trail.append(
+            AttemptRecord(
+                len(self.trail) + 1,
+                entry.provider_id,
+                entry.model,
+                f"skip:{block.reason}",
+                reason=block.detail,
+            )
+        )
+        self.saw_recovery(block.until, entry)
+
+    def called(
+        self, entry: EntryRuntime, outcome: Outcome, latency_ms: float, applied: Block | None
+    ) -> None:
+        if outcome.falls_through and outcome.until is None:
+            self.only_rate_limits = False
+        cooldown_ms = None
+        if applied is not None:
+            self.saw_recovery(applied.until, entry)
+            cooldown_ms = max(0, int((applied.until - time.time()) * 1000))
+        self.trail.append(
+            AttemptRecord(
+                len(self.trail) + 1,
+                entry.provider_id,
+                entry.model,
+                outcome.token,
+                outcome.status,
+                round(latency_ms, 3),
+                cooldown_ms,
+                outcome.reason,
+            )
+        )
+
+    def saw_recovery(self, until: float, entry: EntryRuntime) -> None:
+        if self.earliest_recovery is None or until < self.earliest_recovery:
+            self.earliest_recovery = until
+        if not entry.paid and (self.free_recovery is None or until < self.free_recovery):
+            self.free_recovery = until
+
+    @property
+    def calls(self) -> int:
+        """Upstream calls made: every step of the trail that is not a skip."""
+        return sum(1 for a in self.trail if not a.outcome.startswith("skip:"))
+
+    def header(self) -> str:
+        return ",".join(f"{a.provider}/{a.model}={a.outcome}" for a in self.trail)
+
+    def headers(self, answered_by: str | None) -> dict[str, str]:
+        headers = {"X-429chain-Attempts": str(self.calls), "X-429chain-Trace": self.header()}
+        if answered_by is not None:
+            headers["X-429chain-Provider"] = answered_by
+        return headers
+
+
+@dataclass(frozen=True, slots=True)
+class Answer(Generic[T]):
+    """The end of a walk: the entry that answered and what it answered, or nothing."""
+
+    entry: EntryRuntime | None
+    outcome: Outcome | None
+    result: T | None
+    wait_for_free_until: float | None = None  # set when a paid entry should wait
+
+
+Attempt = Callable[[EntryRuntime], Awaitable[Tried[T]]]
+
+
+def estimate_tokens(request: dict[str, Any]) -> int:
+    """What a request will cost a token quota: prompt characters / 4, plus the
+    completion it may ask for, which providers such as Cerebras count up front."""
+    prompt = sum(len(str(message.get("content") or "")) for message in request["messages"])
+    completion = request.get("max_completion_tokens") or request.get("max_tokens") or 0
+    return prompt // 4 + (int(completion) if isinstance(completion, int | float) else 0)
+
+
+# After the wait before a paid entry, how much longer a free entry may still
+# be waited for: a moment, never a second full wait.
+_PAID_GRACE_S = 0.25
+
+
+async def sleep_until(moment: float) -> None:
+    """Sleep until the wall clock reads `moment` (a cooldown's `until`).
+
+    The event loop's timers run on the monotonic clock and may fire a hair
+    early against wall-clock times; waking before a cooldown ends would find
+    the entry still cooling.
+    """
+    while (left := moment - time.time()) > 0:
+        await asyncio.sleep(left + 0.001)
+
+
+class Waterfall:
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
+
+    async def walk(
+        self,
+        chain: ChainRuntime,
+        attempt: Attempt[T],
+        trace: Trace,
+        *,
+        need_tokens: int,
+        policy: CooldownPolicy,
+        paid_wait_s: float = 0.0,
+    ) -> Answer[T]:
+        """Try entries in order until one succeeds or answers with a client error.
+
+        Before the first paid entry, if a free entry is known to recover within
+        `paid_wait_s`, stop and say so: the caller waits for it instead of paying.
+        """
+        for entry in chain.entries:
+            now = time.time()
+            free_at = trace.free_recovery
+            if (
+                entry.paid
+                and paid_wait_s > 0
+                and free_at is not None
+                and free_at - now <= paid_wait_s
+            ):
+                return Answer(None, None, None, wait_for_free_until=free_at)
+            reservation = await self.state.reserve(entry, need_tokens, now)
+            if isinstance(reservation, Block):
+                trace.skip(entry, reservation)
+                continue
+            started = time.perf_counter()
+            try:
+                tried = await attempt(entry)
+            except BaseException:
+                await self.state.finish(reservation, None)
+                raise
+            latency_ms = (time.perf_counter() - started) * 1000
+            outcome = tried.outcome
+            applied = await self.state.record(
+                reservation, outcome, tried.headers, tried.body, time.time(), policy
+            )
+            trace.called(entry, outcome, latency_ms, applied)
+            if outcome.kind is Kind.SUCCESS:
+                trace.open.append(reservation)
+            else:
+                await self.state.finish(reservation, None)
+            if outcome.falls_through:
+                log.info(
+                    "%s answered %s (%s); trying the next entry",
+                    entry.label,
+                    outcome.token,
+                    outcome.reason,
+                )
+            else:
+                return Answer(entry, outcome, tried.result)
+        return Answer(None, None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    """A stream past its commit point: send `headers`, then `session.relay(committed, ...)`."""
+
+    headers: dict[str, str]
+    session: StreamSession
+    committed: Committed
+
+    @property
+    def entry(self) -> EntryRuntime:
+        return self.committed.entry
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What the server sends back for a non-streaming completion."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    outcome: str  # for the request log: success, client_error, all_providers_exhausted
+    entry: EntryRuntime | None = None  # who answered, if anyone
+
+
+class Router:
+    def __init__(self, upstream: Upstream, state: StateStore) -> None:
+        self.upstream = upstream
+        self.waterfall = Waterfall(state)
+        self.queues = Queues()
+
+    @property
+    def queue_depth(self) -> int:
+        return self.queues.depth
+
+    async def _walk(
+        self,
+        snapshot: Snapshot,
+        chain: ChainRuntime,
+        request: dict[str, Any],
+        attempt: Attempt[T],
+        trace: Trace,
+        max_wait_s: float | None = None,
+    ) -> Answer[T]:
+        """Walk the chain; in queue mode, wait in line for a recovery and walk again.
+
+        A request queues only when every entry was skipped or failed for a rate
+        limit (so a recovery time is known), and only when that recovery comes
+        within its allowed wait (`queueMaxWaitMs`, shortened by the client's
+        `X-429chain-Max-Wait`). Otherwise it is answered at once.
+        """
+        settings = snapshot.config.settings
+        started = time.time()
+        allowed_s = settings.queue_max_wait_ms / 1000
+        if max_wait_s is not None:
+            allowed_s = min(allowed_s, max_wait_s)
+        deadline = started + allowed_s
+        walk = self._walker(snapshot, chain, request, attempt, trace)
+        answer = await walk()
+        if answer.entry is not None or not settings.queue_mode or not trace.only_rate_limits:
+            return answer
+        recovery = trace.earliest_recovery
+        if recovery is None:
+            return answer
+        if recovery > deadline:
+            raise QueueError("queue_timeout", "No entry recovers within the allowed wait.")
+        ticket = self.queues.enter(chain.name, settings.queue_max_size)
+        log.info(
+            "chain %s exhausted; queued until about %.1f s from now",
+            chain.name,
+            recovery - time.time(),
+        )
+        try:
+            while True:
+                await ticket.turn(recovery, deadline)
+                trace.earliest_recovery = trace.free_recovery = None
+                answer = await walk()
+                if answer.entry is not None or not trace.only_rate_limits:
+                    return answer
+                if trace.earliest_recovery is None:
+                    return answer
+                recovery = trace.earliest_recovery
+                if recovery > deadline:
+                    raise QueueError("queue_timeout", "No entry recovers within the allowed wait.")
+        finally:
+            trace.queued_ms += (time.perf_counter() - ticket.entered_at) * 1000
+            ticket.leave()
+
+    def _walker(
+        self,
+        snapshot: Snapshot,
+        chain: ChainRuntime,
+        request: dict[str, Any],
+        attempt: Attempt[T],
+        trace: Trace,
+    ) -> Callable[[], Awaitable[Answer[T]]]:
+        """One walk of the chain, waiting for a free entry rather than paying.
+
+        The wait before a paid entry is spent once (`waitBeforePaidMs`); after
+        it, a free entry found cooling for only a moment longer (a new
+        cooldown's jitter, say) is still waited for, up to `_PAID_GRACE_S`,
+        rather than paid for.
+        """
+        paid_wait_s = snapshot.config.settings.wait_before_paid_ms / 1000
+        need_tokens = estimate_tokens(request)
+
+        async def walk() -> Answer[T]:
+            nonlocal paid_wait_s
+            while True:
+                answer = await self.waterfall.walk(
+                    chain,
+                    attempt,
+                    trace,
+                    need_tokens=need_tokens,
+                    policy=snapshot.policy,
+                    paid_wait_s=paid_wait_s,
+                )
+                if answer.wait_for_free_until is None:
+                    if answer.entry is not None:
+                        self.queues.notify()
+                    return answer
+                log.info(
+                    "waiting %.1f s for a free entry before paying",
+                    answer.wait_for_free_until - time.time(),
+                )
+                await sleep_until(answer.wait_for_free_until)
+                paid_wait_s = min(paid_wait_s, _PAID_GRACE_S)
+                trace.earliest_recovery = trace.free_recovery = None
+
+        return walk
+
+    @staticmethod
+    def pick_chain(snapshot: Snapshot, model: object) -> tuple[ChainRuntime, Route] | None:
+        """The chain `model` selects, and why (docs/api.md, "Choosing a chain").
+
+        A chain's name picks it; an entry model picks every entry serving it;
+        anything else gets the default chain, or nothing when models are strict.
+        """
+        if isinstance(model, str):
+            if model in snapshot.chains:
+                return snapshot.chains[model], "chain"
+            if model in snapshot.model_chains:
+                return snapshot.model_chains[model], "model"
+        if snapshot.config.settings.strict_models or snapshot.default_chain is None:
+            return None
+        return snapshot.default_chain, "default"
+
+    async def stream(
+        self,
+        snapshot: Snapshot,
+        chain: ChainRuntime,
+        request: dict[str, Any],
+        trace: Trace,
+        max_wait_s: float | None = None,
+    ) -> Reply | StreamStart:
+        """Walk the chain until an entry sends its first token; the caller relays the rest."""
+        retry_max_wait = snapshot.config.settings.client_retry_max_wait_ms / 1000
+        session = StreamSession(snapshot, chain, request, self.upstream, self.waterfall.state)
+        try:
+            answer = await self._walk(
+                snapshot, chain, request, session.open_entry, trace, max_wait_s
+            )
+        except QueueError as err:
+            return exhausted(chain, trace, retry_max_wait, err.code, err.message)
+        if answer.entry is None or answer.outcome is None:
+            return exhausted(chain, trace, retry_max_wait)
+        headers = trace.headers(answer.entry.label)
+        if isinstance(answer.result, Rejected):
+            # The request itself is wrong (400, 422): the client gets the answer unchanged.
+            return Reply(
+                answer.result.status, answer.result.body, headers, "client_error", answer.entry
+            )
+        assert isinstance(answer.result, Committed)
+        return StreamStart(headers, session, answer.result)
+
+    async def complete(
+        self,
+        snapshot: Snapshot,
+        chain: ChainRuntime,
+        request: dict[str, Any],
+        trace: Trace,
+        max_wait_s: float | None = None,
+    ) -> Reply:
+        """Run one non-streaming chat completion down the chain."""
+        policy = snapshot.policy
+        if "stream_options" in request:  # OpenAI refuses it without `stream: true`
+            request = {key: value for key, value in request.items() if key != "stream_options"}
+        retry_max_wait = snapshot.config.settings.client_retry_max_wait_ms / 1000
+        max_bytes = snapshot.config.settings.max_upstream_body_bytes
+
+        async def attempt(entry: EntryRuntime) -> Tried[tuple[int, bytes]]:
+            payload = json.dumps({**request, "model": entry.model}).encode()
+            try:
+                reply = await self.upstream.post(
+                    entry.url,
+                    entry.headers,
+                    payload,
+                    timeout_s=entry.timeout_s,
+                    max_bytes=max_bytes,
+                )
+            except UpstreamError as exc:
+                return Tried(classify(None, {}, b"", exc.kind, now=time.time(), policy=policy))
+            outcome = classify(
+                reply.status,
+                reply.headers,
+                reply.body,
+                None,
+                now=time.time(),
+                policy=policy,
+                dialect=entry.dialect,
+            )
+            return Tried(outcome, (reply.status, reply.body), reply.headers, reply.body)
+
+        try:
+            answer = await self._walk(snapshot, chain, request, attempt, trace, max_wait_s)
+        except QueueError as err:
+            return exhausted(chain, trace, retry_max_wait, err.code, err.message)
+        if answer.entry is None or answer.result is None or answer.outcome is None:
+            return exhausted(chain, trace, retry_max_wait)
+        status, body = answer.result
+        headers = trace.headers(answer.entry.label)
+        if answer.outcome.kind is Kind.CLIENT_ERROR:
+            return Reply(status, body, headers, "client_error", answer.entry)
+        if snapshot.config.settings.normalize_responses:
+            body = normalize_reasoning(body)
+        return Reply(status, body, headers, "success", answer.entry)
+
+
+def exhausted(
+    chain: ChainRuntime,
+    trace: Trace,
+    retry_max_wait_s: float,
+    code: str = "all_providers_exhausted",
+    why: str | None = None,
+) -> Reply:
+    """503 in OpenAI's error shape, saying what each entry did and when to come back."""
+    summary = ", ".join(f"{a.provider}/{a.model}: {a.outcome}" for a in trace.trail)
+    message = f"All providers in chain '{chain.name}' are exhausted ({summary})."
+    if why:
+        message = f"{why} {message}"
+    error = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
+    headers = {**trace.headers(None), **retry_advice(trace.earliest_recovery, retry_max_wait_s)}
+    return Reply(503, json.dumps(error).encode(), headers, code)
+
+
+def retry_advice(recovery: float | None, max_wait_s: float) -> dict[str, str]:
+    """What a 503 tells the client about coming back (docs/api.md, "Retrying").
+
+    `Retry-After` (whole seconds, rounded up) whenever a recovery is known,
+    for clients that plan. OpenAI's SDKs retry a 503 twice by default and
+    honour `Retry-After` up to a minute each time, so a chain that recovers
+    in minutes would hold `create()` for minutes: past `max_wait_s` the answer
+    says `x-should-retry: false` and the SDK raises at once. Sooner, it says
+    `true`, with `retry-after-ms` so the SDK's retry lands just after the
+    recovery rather than up to a second late.
+    """
+    if recovery is None:
+        return {}
+    wait = max(0.0, recovery - time.time())
+    headers = {"Retry-After": str(max(1, math.ceil(wait)))}
+    if wait > max_wait_s:
+        headers["x-should-retry"] = "false"
+    else:
+        headers["x-should-retry"] = "true"
+        headers["retry-after-ms"] = str(math.ceil(wait * 1000) + _RETRY_MARGIN_MS)
+    return headers
+
+
+# A retry timed to the millisecond could still arrive a hair early (clocks,
+# jitter in the SDK's own sleep): land a little after the recovery instead.
+_RETRY_MARGIN_MS = 50
+
+
+def normalize_reasoning(body: bytes) -> bytes:
+    """Move `reasoning_content` into an empty `content`, for clients that read only content."""
+    data = provider_json.parse(body)
+    if not isinstance(data, dict):
+        return body
+    changed = False
+    for choice in data.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and not message.get("content"):
+            reasoning = message.get("reasoning_content")
+            if reasoning:
+                message["content"] = reasoning
+                message.pop("reasoning_content")
+                changed = True
+    return (provider_json.encode(data) or body) if changed else body

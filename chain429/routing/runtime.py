@@ -1,0 +1,164 @@
+"""An immutable, request-ready view of one loaded config.
+
+Everything the request path would otherwise recompute per request (URLs,
+upstream headers, timeouts, the /v1/models body, key bytes for auth) is built
+once here. A reload builds a new `Snapshot` and swaps one reference, so a
+request in flight keeps the snapshot it started with.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from chain429.config.model import Chain, Config, RateLimits
+from chain429.routing.outcome import CooldownPolicy
+from chain429.upstream.client import request_headers
+from chain429.upstream.presets import bucket_key, preset_for
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRuntime:
+    provider_id: str
+    model: str
+    label: str  # "<provider id>/<model>", as the trace and headers name it
+    url: str
+    headers: dict[str, str] = field(repr=False)  # carries the provider key: never log
+    stream_headers: dict[str, str] = field(repr=False)
+    timeout_s: float
+    paid: bool
+    asks_stream_usage: bool  # the preset accepts stream_options.include_usage
+    supports_prefill: bool  # may be sent a partial answer to continue
+    dialect: str  # how the provider reports its quotas (a preset type)
+    bucket: str  # the quota it draws from, shared with entries of the same key
+    limits: RateLimits | None  # configured limits: the entry's own, else its provider's
+
+
+@dataclass(frozen=True, slots=True)
+class ChainRuntime:
+    name: str
+    entries: tuple[EntryRuntime, ...]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    config: Config
+    generation: int
+    loaded_at: float
+    chains: dict[str, ChainRuntime]
+    # An entry model that names no chain selects every entry serving it, in
+    # config order: `llama-3.3-70b-versatile` fails over across its providers.
+    model_chains: dict[str, ChainRuntime]
+    default_chain: ChainRuntime | None
+    policy: CooldownPolicy
+    proxy_keys: tuple[bytes, ...] = field(repr=False)
+    admin_keys: tuple[bytes, ...] = field(repr=False)
+    models_body: bytes = b""
+    # Browser safety (chain429.server.guard): whether `Host` is checked, and against what.
+    check_host: bool = True
+    allowed_hosts: frozenset[str] = frozenset()
+    cors_origins: frozenset[str] = frozenset()
+
+
+def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
+    settings = config.settings
+    chains = {chain.name: _chain_runtime(config, chain) for chain in config.chains}
+    default = chains.get(settings.default_chain) if settings.default_chain else None
+    by_model: dict[str, dict[str, EntryRuntime]] = {}
+    for chain_runtime in chains.values():
+        for entry in chain_runtime.entries:
+            if entry.model not in chains:
+                by_model.setdefault(entry.model, {}).setdefault(entry.label, entry)
+    loaded_at = time.time()
+    return Snapshot(
+        config=config,
+        generation=generation,
+        loaded_at=loaded_at,
+        chains=chains,
+        model_chains={
+            model: ChainRuntime(model, tuple(entries.values()))
+            for model, entries in by_model.items()
+        },
+        default_chain=default,
+        policy=CooldownPolicy(
+            default_s=settings.cooldown_default_ms / 1000,
+            payment_s=settings.payment_cooldown_ms / 1000,
+            unhealthy_s=settings.unhealthy_cooldown_ms / 1000,
+            mid_stream_threshold=settings.mid_stream_failure_threshold,
+            mid_stream_base_s=settings.mid_stream_cooldown_ms / 1000,
+            mid_stream_max_s=settings.mid_stream_cooldown_max_ms / 1000,
+        ),
+        proxy_keys=tuple(key.encode() for key in settings.api_keys),
+        admin_keys=tuple(key.encode() for key in settings.admin_keys),
+        models_body=_models_body(config, int(loaded_at)),
+        # Keyless, the only thing between a web page and the admin API is the
+        # Host check (DNS rebinding); with keys, only if the user asks for it.
+        check_host=not settings.api_keys or bool(settings.allowed_hosts),
+        allowed_hosts=frozenset(h.lower().rstrip(".") for h in settings.allowed_hosts),
+        cors_origins=frozenset(settings.cors_origins),
+    )
+
+
+def _chain_runtime(config: Config, chain: Chain) -> ChainRuntime:
+    settings = config.settings
+    entries = []
+    for entry in chain.entries:
+        provider = config.provider(entry.provider)
+        timeout_ms = provider.timeout or settings.request_timeout_ms
+        headers = request_headers(provider.api_key, dict(provider.headers))
+        prefill = entry.supports_prefill
+        preset = preset_for(provider.type)
+        scope = provider.quota_scope or preset.quota_scope
+        entries.append(
+            EntryRuntime(
+                provider_id=provider.id,
+                model=entry.model,
+                label=f"{provider.id}/{entry.model}",
+                url=f"{provider.resolved_base_url}/chat/completions",
+                headers=headers,
+                stream_headers={**headers, "accept": "text/event-stream"},
+                timeout_s=timeout_ms / 1000,
+                paid=provider.paid if entry.paid is None else entry.paid,
+                asks_stream_usage=preset.supports_stream_usage,
+                supports_prefill=provider.supports_prefill if prefill is None else prefill,
+                dialect=provider.type,
+                bucket=bucket_key(provider.id, scope, entry.model),
+                limits=entry.rate_limits or provider.rate_limits,
+            )
+        )
+    return ChainRuntime(chain.name, tuple(entries))
+
+
+def _models_body(config: Config, created: int) -> bytes:
+    """OpenAI's model list of what `model` may name: every chain, then each entry model
+    (an implicit chain of the entries serving it); `kind` says which."""
+    data: list[dict[str, object]] = [
+        {
+            "id": chain.name,
+            "object": "model",
+            "created": created,
+            "owned_by": "chain429",
+            "kind": "chain",
+        }
+        for chain in config.chains
+    ]
+    providers: dict[str, list[str]] = {}
+    for chain in config.chains:
+        for entry in chain.entries:
+            if entry.model not in {c.name for c in config.chains}:
+                serving = providers.setdefault(entry.model, [])
+                if entry.provider not in serving:
+                    serving.append(entry.provider)
+    for model, serving in providers.items():
+        data.append(
+            {
+                "id": model,
+                "object": "model",
+                "created": created,
+                "owned_by": serving[0],
+                "kind": "model",
+                "providers": serving,
+            }
+        )
+    return json.dumps({"object": "list", "data": data}).encode()

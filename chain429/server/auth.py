@@ -1,0 +1,103 @@
+"""Who is asking: proxy keys, admin keys, or nobody (loopback-only open mode).
+
+Three scopes: `PROXY` routes (completions, models, rate limits) take a proxy
+or an admin key; `READ` routes (admin views, stats, metrics) take an admin
+key, or a proxy key when no admin keys are configured; `WRITE` routes (config
+edits, reloads, chain tests) take an admin key only — a proxy key must never
+be able to point a provider, and its key, somewhere else. With no keys at
+all the server is open, which `serve` allows on loopback only, where
+`chain429.server.guard` keeps web pages out.
+
+Keys are compared in constant time against every configured key, so timing
+reveals neither which key matched nor how many keys there are. A caller is
+identified in logs and the request log by a label (`key#2`, `admin#1`),
+never by the key.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+
+from sanic import Request
+
+from chain429.config.model import Config
+from chain429.routing.runtime import Snapshot
+from chain429.server.errors import ApiError
+from chain429.upstream.addresses import is_loopback
+
+OPEN = "open"  # the label when no keys guard the route
+
+
+class Scope(enum.Enum):
+    PROXY = "proxy"
+    READ = "read"
+    WRITE = "write"
+
+
+def presented_key(request: Request) -> bytes | None:
+    auth = request.headers.get("authorization")
+    if auth and auth[:7].lower() == "bearer ":
+        return auth[7:].strip().encode()
+    key = request.headers.get("x-api-key")
+    return key.strip().encode() if key else None
+
+
+def _match(presented: bytes, keys: tuple[bytes, ...]) -> int | None:
+    """1-based index of the matching key; every key is compared whatever the result."""
+    found = None
+    for index, key in enumerate(keys, 1):
+        if hmac.compare_digest(presented, key) and found is None:
+            found = index
+    return found
+
+
+def is_guarded(snapshot: Snapshot, scope: Scope) -> bool:
+    """Whether a route of this scope needs a key at all."""
+    if scope is Scope.PROXY:
+        return bool(snapshot.proxy_keys)
+    return bool(snapshot.admin_keys or snapshot.proxy_keys)
+
+
+def authorize(request: Request, snapshot: Snapshot, scope: Scope) -> str:
+    """The caller's label; raises 401 (no or unknown key) or 403 (a key of the wrong scope)."""
+    proxy_keys, admin_keys = snapshot.proxy_keys, snapshot.admin_keys
+    if not is_guarded(snapshot, scope):
+        return OPEN
+    presented = presented_key(request)
+    if presented is None:
+        raise ApiError(
+            401,
+            "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key'.",
+            code="invalid_api_key",
+        )
+    as_admin = _match(presented, admin_keys)
+    as_proxy = _match(presented, proxy_keys)
+    if as_admin is not None:
+        return f"admin#{as_admin}"
+    if as_proxy is None:
+        raise ApiError(401, "Invalid API key.", code="invalid_api_key")
+    if scope is Scope.WRITE:
+        hint = "" if admin_keys else " Add settings.adminKeys and use one of those."
+        raise ApiError(
+            403,
+            f"A proxy key may not change this server's configuration.{hint}",
+            code="insufficient_permissions",
+        )
+    if scope is Scope.READ and admin_keys:
+        raise ApiError(403, "This key may not use admin routes.", code="insufficient_permissions")
+    return f"key#{as_proxy}"
+
+
+def exposure_problem(config: Config, host: str) -> str | None:
+    """Why serving `config` on `host` would open the proxy to the network, if it would.
+
+    One rule for starting (`serve` refuses), for admin edits (422) and for hot
+    reloads (the last good config stays): without proxy keys, loopback only.
+    """
+    if config.settings.api_keys or is_loopback(host):
+        return None
+    return (
+        f"on {host} without settings.apiKeys: anyone on the network could spend your "
+        "provider quota; keep apiKeys, or bind to 127.0.0.1"
+    )

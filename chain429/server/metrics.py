@@ -1,0 +1,154 @@
+"""Prometheus metrics: counted from each finished request record, rendered on scrape.
+
+Each app has its own registry (several apps may share a process in tests and
+embeddings). Gauges that describe current state (cooldowns, queue depths) and
+the request log writer's counters are read at scrape time rather than kept up
+to date on the request path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from chain429.requestlog.records import RequestRecord
+from chain429.requestlog.tables import LATENCY_BUCKETS_MS
+from chain429.requestlog.writer import Telemetry
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_SECONDS_BUCKETS = tuple(ms / 1000 for ms in LATENCY_BUCKETS_MS)
+
+
+class _StateCollector(Collector):
+    """Gauges computed when Prometheus scrapes."""
+
+    def __init__(self, read: Callable[[], dict[str, float]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        values = self._read()
+        for name, help_text in (
+            ("chain429_active_cooldowns", "Entries or providers blocked right now."),
+            ("chain429_open_connections", "Client connections open right now."),
+            ("chain429_request_queue_depth", "Requests waiting for a provider to recover."),
+            (
+                "chain429_config_rejected",
+                "1 while the config file on disk is invalid (the last good one serves).",
+            ),
+        ):
+            yield GaugeMetricFamily(name, help_text, value=values.get(name, 0.0))
+
+
+class _LogCollector(Collector):
+    """The request log writer's counters, read from it at scrape time (the same as /health's)."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._telemetry = telemetry
+
+    def collect(self) -> Iterable[Metric]:
+        t = self._telemetry
+        yield GaugeMetricFamily(
+            "chain429_log_pending",
+            "Request records accepted and not yet committed to the database.",
+            value=t.pending,
+        )
+        dropped = CounterMetricFamily(
+            "chain429_log_dropped",
+            "Request records that will never be written, by reason: full (the buffer "
+            "was full), rejected (the database refused the record), shutdown "
+            "(unwritten when a stop gave up on the database).",
+            labels=["reason"],
+        )
+        for reason, count in t.dropped_by_reason.items():
+            dropped.add_metric([reason], count)
+        yield dropped
+        yield CounterMetricFamily(
+            "chain429_log_written", "Request records committed to the database.", value=t.written
+        )
+        yield CounterMetricFamily(
+            "chain429_log_write_failures",
+            "Database errors the request log writer met (each failed try counts).",
+            value=t.failures,
+        )
+
+
+class Metrics:
+    def __init__(
+        self, read_state: Callable[[], dict[str, float]], telemetry: Telemetry | None = None
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "chain429_requests",
+            "Client requests by chain, answering provider and outcome.",
+            ("chain", "provider", "outcome"),
+            registry=self.registry,
+        )
+        self.attempts = Counter(
+            "chain429_attempts",
+            "Upstream calls by provider, model and result token.",
+            ("provider", "model", "outcome"),
+            registry=self.registry,
+        )
+        self.skips = Counter(
+            "chain429_skips",
+            "Entries skipped without a call, by reason.",
+            ("provider", "model", "reason"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "chain429_request_latency_seconds",
+            "Time from request to the full answer.",
+            ("chain",),
+            buckets=_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "chain429_time_to_first_token_seconds",
+            "Streams: time to the first token sent.",
+            ("chain",),
+            buckets=_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "chain429_tokens",
+            "Tokens by chain, provider and kind (prompt, completion).",
+            ("chain", "provider", "kind"),
+            registry=self.registry,
+        )
+        self.connections_refused = Counter(
+            "chain429_connections_refused",
+            "Client connections answered 503 and closed: settings.maxConnections were open.",
+            registry=self.registry,
+        )
+        self.connection_timeouts = Counter(
+            "chain429_connection_timeouts",
+            "Client connections closed for missing a deadline (headers, body).",
+            ("phase",),
+            registry=self.registry,
+        )
+        self.registry.register(_StateCollector(read_state))
+        if telemetry is not None:
+            self.registry.register(_LogCollector(telemetry))
+
+    def observe(self, record: RequestRecord) -> None:
+        chain = record.chain or ""
+        provider = record.provider or ""
+        self.requests.labels(chain, provider, record.outcome).inc()
+        self.latency.labels(chain).observe(record.latency_ms / 1000)
+        if record.ttft_ms is not None:
+            self.ttft.labels(chain).observe(record.ttft_ms / 1000)
+        if record.prompt_tokens:
+            self.tokens.labels(chain, provider, "prompt").inc(record.prompt_tokens)
+        if record.completion_tokens:
+            self.tokens.labels(chain, provider, "completion").inc(record.completion_tokens)
+        for attempt in record.trail:
+            if attempt.outcome.startswith("skip:"):
+                self.skips.labels(attempt.provider, attempt.model, attempt.outcome[5:]).inc()
+            else:
+                self.attempts.labels(attempt.provider, attempt.model, attempt.outcome).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,102 @@
+"""`GET /v1/ratelimits`: what the state store knows, per entry and per bucket.
+
+The answer carries our own view (`entries`, `buckets`, `blocks`: states,
+quotas with ISO 8601 resets, sources) and, under 429chain's field names,
+its `ratelimits` list, so clients written against 429chain keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chain429.requestlog.params import iso as iso_ms
+from chain429.routing.limits import Block, StateStore
+from chain429.routing.runtime import Snapshot
+
+# What a skip reason means for an entry's state.
+_STATE_OF = {
+    "cooldown": "cooling",
+    "quota": "cooling",
+    "unstable": "cooling",
+    "unhealthy": "unhealthy",
+    "limited": "limited",
+    "tokens": "limited",
+    "concurrency": "limited",
+    "probing": "probing",
+}
+
+
+def iso(epoch: float | None) -> str | None:
+    return None if epoch is None else iso_ms(int(epoch * 1000))
+
+
+def _tightest(quotas: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    known = [q for q in quotas if q["kind"] == kind and q["remaining"] is not None]
+    return min(known, key=lambda q: q["remaining"]) if known else None
+
+
+def _as_429chain(
+    provider: str, model: str, block: Block | None, quotas: list[dict[str, Any]], now: float
+) -> dict[str, Any]:
+    def reset_ms(quota: dict[str, Any] | None) -> int | None:
+        if quota is None or quota["reset_at"] is None:
+            return None
+        return max(0, int((quota["reset_at"] - now) * 1000))  # 429chain: ms from now
+
+    requests, tokens = _tightest(quotas, "requests"), _tightest(quotas, "tokens")
+    quota = None
+    if quotas:
+        quota = {
+            "remainingRequests": requests["remaining"] if requests else None,
+            "remainingTokens": tokens["remaining"] if tokens else None,
+            "resetRequestsMs": reset_ms(requests),
+            "resetTokensMs": reset_ms(tokens),
+            "lastUpdated": int(now * 1000),
+        }
+    return {
+        "provider": provider,
+        "model": model,
+        "status": "exhausted" if block else "available",
+        "cooldownUntil": int(block.until * 1000) if block else None,
+        "reason": block.detail if block else "",
+        "quota": quota,
+    }
+
+
+async def ratelimit_report(snapshot: Snapshot, state: StateStore, now: float) -> dict[str, Any]:
+    entries: list[dict[str, Any]] = []
+    buckets: dict[str, dict[str, Any]] = {}
+    compatible: list[dict[str, Any]] = []
+    for chain in snapshot.chains.values():
+        for entry in chain.entries:
+            block = await state.check(entry, now)
+            quotas = state.bucket_quotas(entry, now)
+            in_flight = state.in_flight(entry)
+            entries.append(
+                {
+                    "chain": chain.name,
+                    "provider": entry.provider_id,
+                    "model": entry.model,
+                    "bucket": entry.bucket,
+                    "state": _STATE_OF.get(block.reason, "limited") if block else "available",
+                    "reason": block.detail if block else None,
+                    "source": block.source if block else None,
+                    "until": iso(block.until) if block else None,
+                    "in_flight": in_flight,
+                }
+            )
+            buckets[entry.bucket] = {
+                "bucket": entry.bucket,
+                "provider": entry.provider_id,
+                "quotas": [{**q, "reset_at": iso(q["reset_at"])} for q in quotas],  # type: ignore[arg-type]
+                "in_flight": in_flight,
+            }
+            compatible.append(_as_429chain(entry.provider_id, entry.model, block, quotas, now))
+    blocks = [{**b, "until": iso(b["until"])} for b in await state.snapshot(now)]  # type: ignore[arg-type]
+    return {
+        "object": "ratelimits",
+        "entries": entries,
+        "buckets": list(buckets.values()),
+        "blocks": blocks,
+        "ratelimits": compatible,
+    }

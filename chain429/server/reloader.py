@@ -1,0 +1,177 @@
+"""Hot reload: the running server follows its config file without a restart.
+
+A reload reads and validates the whole file off the event loop, then swaps
+one reference (`app.ctx.snapshot`): requests in flight keep the snapshot they
+started with. An invalid file never replaces the running config; its error
+(file, line, field) is kept for `/health` and `/v1/admin/status`.
+
+Rate-limit state belongs to the provider: it survives a reload while the
+provider keeps its id, type, baseUrl and key, and starts fresh otherwise.
+
+The file is watched by polling its identity (inode, size, mtime) twice a
+second: editors that save by writing a new file and renaming it over the old
+one (vim, VS Code) change the inode, which a watch on the old file would miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sanic import Sanic
+
+from chain429.config.errors import ConfigError, ConfigIssue
+from chain429.config.loader import load_config
+from chain429.config.model import Config
+from chain429.routing.runtime import Snapshot, build_snapshot
+from chain429.server.auth import exposure_problem
+
+log = logging.getLogger("chain429.reload")
+
+POLL_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    changed: bool
+    generation: int
+    error: list[dict[str, Any]] | None = None
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _provider_identity(config: Config) -> dict[str, tuple[Any, ...]]:
+    return {p.id: (p.type, p.resolved_base_url, p.api_key) for p in config.providers}
+
+
+class Reloader:
+    """Owns the path, the generation and the last reload's outcome for one app."""
+
+    def __init__(self, app: Sanic, path: Path | None) -> None:
+        self.app = app
+        self.path = path
+        self.last_reload_at: float | None = None
+        self.last_error: list[dict[str, Any]] | None = None
+        self.last_error_at: float | None = None
+        self._digest = _digest(path) if path else None
+        self._identity = _identity(path) if path else None
+        # Held by a reload and by an admin edit from write to swap, so the watcher
+        # never reloads a file an edit is about to adopt (one change, one generation).
+        self.lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def snapshot(self) -> Snapshot:
+        snapshot: Snapshot = self.app.ctx.snapshot
+        return snapshot
+
+    async def reload(self, *, force: bool = False) -> ReloadResult:
+        """Read the file again; swap it in if it is valid and differs."""
+        if self.path is None:
+            return ReloadResult(False, self.snapshot.generation)
+        async with self.lock:
+            digest = await asyncio.to_thread(_digest, self.path)
+            if digest == self._digest and not force and self.last_error is None:
+                return ReloadResult(False, self.snapshot.generation)
+            try:
+                config = await asyncio.to_thread(load_config, self.path)
+                problem = exposure_problem(config, self.app.ctx.bind_host)
+                if problem is not None:
+                    message = f"this file would leave the server {problem}"
+                    raise ConfigError([ConfigIssue(str(self.path), None, "settings", message)])
+            except ConfigError as err:
+                self.last_error = [
+                    {"file": i.file, "line": i.line, "path": i.path, "message": i.message}
+                    for i in err.issues
+                ]
+                self.last_error_at = time.time()
+                self._digest = digest
+                for issue in err.issues:
+                    log.error(
+                        "config not reloaded, keeping generation %d: %s",
+                        self.snapshot.generation,
+                        issue,
+                    )
+                return ReloadResult(False, self.snapshot.generation, self.last_error)
+            self._digest = digest
+            await self.adopt(config)
+            return ReloadResult(True, self.snapshot.generation)
+
+    async def adopt(self, config: Config, *, written_digest: str | None = None) -> Snapshot:
+        """Swap in a validated config (after a reload, or an edit through the admin API)."""
+        old = self.snapshot
+        await self._forget_changed_providers(old.config, config)
+        snapshot = build_snapshot(config, old.generation + 1)
+        self.app.ctx.snapshot = snapshot
+        self.last_error = self.last_error_at = None
+        self.last_reload_at = time.time()
+        if written_digest is not None:
+            self._digest = written_digest
+        if self.path is not None:
+            self._identity = _identity(self.path)
+        router = getattr(self.app.ctx, "router", None)
+        if router is not None:
+            router.queues.notify()  # new entries may let queued requests through
+        log.info("config generation %d in force", snapshot.generation)
+        return snapshot
+
+    async def _forget_changed_providers(self, old: Config, new: Config) -> None:
+        before, after = _provider_identity(old), _provider_identity(new)
+        state = self.app.ctx.state
+        for provider_id, identity in before.items():
+            if after.get(provider_id) != identity:
+                await state.forget_provider(provider_id)
+
+    # -- watching ----------------------------------------------------------
+
+    def start_watching(self) -> None:
+        if self.path is not None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def stop_watching(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _watch(self) -> None:
+        assert self.path is not None
+        while True:
+            await asyncio.sleep(POLL_S)
+            identity = await asyncio.to_thread(_identity, self.path)
+            if identity is None or identity == self._identity:
+                continue  # missing for a moment while an editor replaces it
+            self._identity = identity
+            try:
+                await self.reload()
+            except Exception:  # the watcher must outlive any one bad reload
+                log.exception("config reload failed")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "config_path": str(self.path) if self.path else None,
+            "generation": self.snapshot.generation,
+            "loaded_at": self.snapshot.loaded_at,
+            "last_reload_at": self.last_reload_at,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+        }

@@ -1,0 +1,251 @@
+"""Putting the app on a socket: the foreground server and an in-thread one.
+
+`serve` is what `chain429 serve` runs: one process, Sanic's own signal
+handling for a graceful stop. `ServerThread` runs the same app on its own
+event loop in a background thread, for tests and tools that need a real
+server next to their own code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import peewee
+from sanic import Sanic
+
+from chain429.config.model import Config
+from chain429.requestlog.database import describe, migrate, open_database, scrub
+from chain429.requestlog.writer import Telemetry
+from chain429.server.auth import exposure_problem
+from chain429.server.connections import server_options
+
+log = logging.getLogger("chain429")
+
+
+class ExposureError(Exception):
+    """Serving without keys anywhere but loopback would open the proxy to the network."""
+
+
+def resolve_bind(
+    config: Config,
+    host: str | None = None,
+    port: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[str, int]:
+    """Flags win over 429chain's PORT variable, which wins over the file."""
+    environ = os.environ if environ is None else environ
+    settings = config.settings
+    if port is None and environ.get("PORT"):
+        try:
+            port = int(environ["PORT"])
+        except ValueError:
+            raise ValueError(f"PORT must be a number, got {environ['PORT']!r}") from None
+        if not 0 <= port <= 65535:
+            raise ValueError(f"PORT must be 0 to 65535, got {port}")
+    return host or settings.host, port if port is not None else settings.port
+
+
+def check_exposure(config: Config, host: str) -> None:
+    problem = exposure_problem(config, host)
+    if problem is not None:
+        raise ExposureError(f"refusing to serve {problem}")
+
+
+def announce_open_access(config: Config, host: str) -> None:
+    if config.settings.api_keys and not config.settings.admin_keys:
+        log.warning(
+            "no settings.adminKeys configured: proxy keys may read the admin API and stats "
+            "but not change the config; add adminKeys to edit through the API"
+        )
+    if not config.settings.api_keys:
+        log.warning(
+            "no settings.apiKeys configured: serving without authentication on %s "
+            "(loopback only; requests must name a loopback Host, and web pages are refused)",
+            host,
+        )
+
+
+class RequestLogError(Exception):
+    """The request log's database could not be opened or migrated."""
+
+
+def open_request_log(config: Config) -> Telemetry:
+    """The request log the settings ask for: SQLite by default, PostgreSQL by URL."""
+    settings = config.settings
+    try:
+        database = open_database(settings.database_url, db_path=settings.db_path)
+        migrate(database)
+    except (ValueError, peewee.PeeweeException, OSError) as err:
+        raise RequestLogError(f"request log: {scrub(str(err))}") from None
+    log.info("request log: %s", describe(database))
+    return Telemetry(
+        database,
+        buffer_size=settings.log_buffer_size,
+        retention_days=settings.log_retention_days,
+    )
+
+
+class PortInUse(OSError):
+    """Another program listens on the port already."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, before Sanic starts: a port in use is one PortInUse
+    (not a log line from inside Sanic), and port 0 becomes a port to name.
+
+    It does not listen yet: the event loop does, when the server starts serving,
+    so no client is taken in (and answered) while the server is still starting.
+    """
+    try:  # as Sanic's bind_socket does, without its listen()
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:  # a host name
+        family = socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise PortInUse(err.errno, f"port {port} is in use") from None
+        raise
+    return sock
+
+
+def serve(
+    app: Sanic,
+    host: str,
+    port: int,
+    *,
+    access_log: bool = False,
+    sock: socket.socket | None = None,
+    ready: Callable[[int], None] | None = None,
+) -> None:
+    """Run in the foreground until SIGINT/SIGTERM, then stop gracefully.
+
+    `sock` is a socket from `bind` (else one is bound here); `ready` is told
+    the port once the server accepts connections, and not before.
+    """
+    sock = sock if sock is not None else bind(host, port)
+    # Sanic's hint to use --debug or --dev names flags chain429 does not have.
+    os.environ.setdefault("SANIC_IGNORE_PRODUCTION_WARNING", "1")
+    # With one app in the process, Sanic's touchup can compile out the lifecycle
+    # signals nobody listens to: about an eighth of the CPU per request (bench/).
+    app.config.TOUCHUP = True
+    app.ctx.bind_host = host
+    if ready is not None:
+        bound: int = sock.getsockname()[1]
+
+        async def announce(app: Sanic, _: Any = None) -> None:
+            loop = asyncio.get_running_loop()
+
+            def when_running() -> None:
+                # Once Sanic's start-up is over: a Ctrl-C it takes during its
+                # start-up listeners is lost, so "serving" must not invite one.
+                if app.state.is_running:
+                    ready(bound)
+                else:
+                    loop.call_later(0.005, when_running)
+
+            when_running()
+
+        app.after_server_start(announce)
+    try:
+        app.run(
+            sock=sock,
+            single_process=True,
+            access_log=access_log,
+            motd=False,
+            verbosity=0,
+            **server_options(app),
+        )
+    finally:
+        sock.close()
+
+
+class ServerThread:
+    """Serve an app on 127.0.0.1 from a background thread; `port=0` picks a free port."""
+
+    def __init__(self, app: Sanic, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = app
+        self.host = host
+        app.ctx.bind_host = host
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        self._sock.listen(512)
+        self.port: int = self._sock.getsockname()[1]
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def call(self, coro: Any, timeout: float = 10.0) -> Any:
+        """Run a coroutine on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        self._server = self.call(self._start())
+        return self
+
+    async def _start(self) -> Any:
+        server = await self.app.create_server(
+            sock=self._sock,
+            return_asyncio_server=True,
+            access_log=False,
+            **server_options(self.app),
+        )
+        assert server is not None
+        await server.startup()
+        await server.before_start()
+        await server.after_start()
+        await server.start_serving()
+        return server
+
+    def stop(self) -> None:
+        if self._loop.is_closed():
+            return  # already stopped
+        if self._server is not None:
+            self.call(self._stop(self._server))
+            self._server = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+        self._sock.close()
+
+    @staticmethod
+    async def _stop(server: Any, grace_s: float = 10.0) -> None:
+        """Sanic's graceful stop: finish in-flight requests, then close what is left."""
+        await server.before_stop()
+        server.close()
+        await server.wait_closed()
+        connections = server.connections
+        for connection in list(connections):
+            connection.close_if_idle()
+        deadline = asyncio.get_running_loop().time() + grace_s
+        while connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+            for connection in list(connections):
+                connection.close_if_idle()
+        for connection in list(connections):
+            connection.abort()
+        await asyncio.sleep(0)  # let the aborted connections' tasks end
+        await server.after_stop()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,187 @@
+"""The admin API over the request log: `GET /v1/stats/*`.
+
+Handlers only check the caller, parse the query string and hand the question
+to `chain429.requestlog.stats` on a worker thread, so a slow query never stalls the event
+loop that is relaying other clients' streams. All routes are admin-only: the
+log names keys, chains and providers, which a proxy key holder need not see.
+
+Parameters (all optional):
+
+- `/v1/stats/summary`, `/providers`, `/chains`: `since`, `until`
+- `/v1/stats/requests`: `since`, `until`, `chain`, `provider`, `status`,
+  `outcome` (exact matches), `limit` (1-1000, default 100), `cursor`
+- `/v1/stats/requests/<id>`: none
+- `/v1/stats/timeseries`: `since`, `until`, `bucket` (`5m`, `1h`, `1d`;
+  from the range when absent: 5m up to 6h, 1h up to 7d, else 1d)
+
+`since`/`until` take ISO 8601 (`2026-11-26T10:00:00Z`, `2026-11-26`) or an
+age (`24h`, `7d`, `30m`, `90s`); the default is the last 24 hours. An unknown,
+repeated or malformed parameter is a 400 `invalid_request_error` whose `param`
+names it (being strict catches a misspelt filter that would otherwise be
+silently ignored and show unfiltered numbers). With the request log off the
+routes answer 503 `request_log_disabled`.
+
+Latency `p50`/`p95` are estimated from histogram buckets (see `chain429.requestlog.stats`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sanic import Request, Sanic
+from sanic.response import HTTPResponse, raw
+
+from chain429.requestlog import stats
+from chain429.server.auth import Scope
+from chain429.server.errors import ApiError
+
+_JSON = "application/json"
+_RANGE = ("since", "until")
+_REQUEST_FILTERS = ("chain", "provider", "status", "outcome", "limit", "cursor")
+
+# chain429.auth.authorize: raises ApiError 401/403, returns the caller's label.
+Authorize = Callable[..., object]
+
+
+def _params(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
+    """The query string as one value per name; anything unexpected is a 400 naming it."""
+    params: dict[str, str] = {}
+    # keep_blank_values: `since=` is a mistake worth reporting, not "use the default".
+    for name, value in request.get_query_args(keep_blank_values=True):
+        if name not in allowed:
+            raise ApiError(
+                400,
+                f"Unknown parameter '{name}'; this route takes: {', '.join(allowed) or 'none'}.",
+                param=name,
+            )
+        if name in params:
+            raise ApiError(400, f"Parameter '{name}' is given more than once.", param=name)
+        if not value.strip():
+            raise ApiError(400, f"Parameter '{name}' is empty.", param=name)
+        params[name] = value
+    return params
+
+
+def _status(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise stats.StatsParamError("status", f"must be an integer, got {value!r}") from None
+
+
+def _bad(exc: stats.StatsParamError) -> ApiError:
+    return ApiError(400, f"Invalid '{exc.param}': {exc.message}.", param=exc.param)
+
+
+async def _ask(question: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return await asyncio.to_thread(question, *args, **kwargs)
+    except stats.StatsParamError as exc:
+        raise _bad(exc) from None
+
+
+def _json(body: Any) -> HTTPResponse:
+    return raw(json.dumps(body).encode(), 200, None, _JSON)
+
+
+def _one(answer: dict[str, Any], field: str, name: str) -> HTTPResponse:
+    """One row of a per-provider or per-chain answer, with the answer's range."""
+    for row in answer["data"]:
+        if row.get(field) == name:
+            ranged = {k: v for k, v in answer.items() if k not in ("object", "data")}
+            return _json({"object": f"stats.{field}", **ranged, **row})
+    raise ApiError(
+        404,
+        f"No requests logged for {field} '{name}' in this range.",
+        code="not_found",
+        param=f"{field}",
+    )
+
+
+def register_stats_routes(app: Sanic, authorize: Authorize) -> None:
+    """Add the `/v1/stats/*` routes to `app`; `authorize` is the server's key check."""
+
+    def admit(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
+        # Authentication first: an anonymous caller learns nothing, not even a 503 or 400.
+        authorize(request, app.ctx.snapshot, Scope.READ)
+        if getattr(app.ctx, "database", None) is None:
+            raise ApiError(
+                503,
+                "The request log is off; set settings.dbPath or settings.databaseUrl to keep one.",
+                code="request_log_disabled",
+            )
+        return _params(request, allowed)
+
+    def time_range(params: dict[str, str]) -> tuple[int, int]:
+        try:
+            return stats.parse_range(params.get("since"), params.get("until"), time.time())
+        except stats.StatsParamError as exc:
+            raise _bad(exc) from None
+
+    @app.get("/v1/stats/summary")
+    async def stats_summary(request: Request) -> HTTPResponse:
+        return _json(await _ask(stats.summary, *time_range(admit(request, _RANGE))))
+
+    @app.get("/v1/stats/providers")
+    async def stats_providers(request: Request) -> HTTPResponse:
+        return _json(await _ask(stats.providers, *time_range(admit(request, _RANGE))))
+
+    @app.get("/v1/stats/chains")
+    async def stats_chains(request: Request) -> HTTPResponse:
+        return _json(await _ask(stats.chains, *time_range(admit(request, _RANGE))))
+
+    # 429chain's paths for one provider or chain: the same row as in the list.
+    @app.get("/v1/stats/providers/<provider_id:str>")
+    async def stats_provider(request: Request, provider_id: str) -> HTTPResponse:
+        answer = await _ask(stats.providers, *time_range(admit(request, _RANGE)))
+        return _one(answer, "provider", provider_id)
+
+    @app.get("/v1/stats/chains/<chain_name:str>")
+    async def stats_chain(request: Request, chain_name: str) -> HTTPResponse:
+        answer = await _ask(stats.chains, *time_range(admit(request, _RANGE)))
+        return _one(answer, "chain", chain_name)
+
+    @app.get("/v1/stats/timeseries")
+    async def stats_timeseries(request: Request) -> HTTPResponse:
+        params = admit(request, (*_RANGE, "bucket"))
+        return _json(await _ask(stats.timeseries, *time_range(params), params.get("bucket")))
+
+    @app.get("/v1/stats/requests")
+    async def stats_requests(request: Request) -> HTTPResponse:
+        params = admit(request, (*_RANGE, *_REQUEST_FILTERS))
+        since_ms, until_ms = time_range(params)
+        try:
+            limit = stats.parse_limit(params.get("limit"))
+            status = _status(params.get("status"))
+            if "cursor" in params:
+                stats.decode_cursor(params["cursor"])  # a bad cursor fails before any query
+        except stats.StatsParamError as exc:
+            raise _bad(exc) from None
+        page = await _ask(
+            stats.requests,
+            since_ms,
+            until_ms,
+            chain=params.get("chain"),
+            provider=params.get("provider"),
+            status=status,
+            outcome=params.get("outcome"),
+            limit=limit,
+            cursor=params.get("cursor"),
+        )
+        return _json(page)
+
+    @app.get("/v1/stats/requests/<request_id:str>")
+    async def stats_request(request: Request, request_id: str) -> HTTPResponse:
+        admit(request, ())
+        detail = await _ask(stats.request_detail, request_id)
+        if detail is None:
+            raise ApiError(
+                404, f"No request '{request_id}' in the log.", code="not_found", param="request_id"
+            )
+        return _json(detail)

@@ -1,0 +1,11 @@
+"""Talking to providers: the pooled HTTP client and everything about their wire.
+
+Owns: the httpx client on aiohttp's pool (`client`, `transport`), bounded
+decompression (`decoding`), SSE framing (`sse`), provider JSON that cannot
+break the parser (`provider_json`), the presets and their rate-limit dialects
+(`presets`, `dialects`), time parsing and formatting (`timeparse`), and which
+addresses may never be a provider (`addresses`).
+
+May import: nothing else of chain429's (like httpx's `_transports/`), so
+every other room can build on it.
+"""
