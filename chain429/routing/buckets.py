@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chain429.config.model import RateLimits
-from chain429.upstream.dialects import Reading, next_day_boundary
+from chain429.upstream.dialects import Dialect, Reading, next_day_boundary
+from chain429.upstream.presets import dialect_named
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,7 @@ _CONCURRENCY_RETRY_S = 5.0
 @dataclass
 class Bucket:
     key: str
-    dialect: str
+    dialect: Dialect
     readings: dict[tuple[str, str], _Seen] = field(default_factory=dict)
     minute_requests: deque[float] = field(default_factory=deque)
     minute_tokens: deque[tuple[float, int]] = field(default_factory=deque)
@@ -262,7 +263,7 @@ class Bucket:
         today = self.day_ends_at > now and (self.day_requests > 0 or self.day_tokens > 0)
         if not (readings or minute_requests or minute_tokens or today or self.strikes > 0):
             return None
-        data: dict[str, Any] = {"key": self.key, "dialect": self.dialect}
+        data: dict[str, Any] = {"key": self.key, "dialect": self.dialect.name}
         if readings:
             data["readings"] = readings
         if minute_requests:
@@ -280,7 +281,7 @@ class Bucket:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], now: float) -> Bucket:
         """A bucket from `to_dict` data, without what expired since; raises on malformed data."""
-        bucket = cls(str(data["key"]), str(data["dialect"]))
+        bucket = cls(str(data["key"]), dialect_named(str(data["dialect"])))
         for item in data.get("readings", ()):
             kind, window = item["kind"], item["window"]
             if kind not in ("requests", "tokens") or window not in ("minute", "hour", "day"):

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Generic, TypeVar
 
 from chain429.upstream import provider_json
-from chain429.upstream.dialects import read_body, read_headers
+from chain429.upstream.dialects import GENERIC, Dialect, read_body, read_headers
 from chain429.upstream.timeparse import parse_duration, parse_retry_after
 
 T = TypeVar("T")
@@ -109,7 +109,7 @@ def classify(
     *,
     now: float,
     policy: CooldownPolicy,
-    dialect: str = "generic-openai",
+    dialect: Dialect = GENERIC,
 ) -> Outcome:
     """Classify one upstream answer. `headers` must be case-insensitive (httpx.Headers)."""
     if error == TOO_LARGE_ANSWER:
@@ -210,7 +210,7 @@ _BODY_HINTS = (
 
 
 def _reset_from_readings(
-    dialect: str, headers: Mapping[str, str], body: bytes, now: float
+    dialect: Dialect, headers: Mapping[str, str], body: bytes, now: float
 ) -> tuple[float, str] | None:
     """The reset the provider's own quota readings point at, read in its dialect.
 
@@ -236,7 +236,7 @@ def rate_limit_until(
     *,
     now: float,
     policy: CooldownPolicy,
-    dialect: str = "generic-openai",
+    dialect: Dialect = GENERIC,
 ) -> tuple[float, str]:
     """When a 429'd entry may be asked again, and which hint said so."""
     until: float | None = None

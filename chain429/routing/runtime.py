@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from chain429.config.model import Chain, Config, RateLimits
 from chain429.routing.outcome import CooldownPolicy
 from chain429.upstream.client import request_headers
+from chain429.upstream.dialects import Dialect
 from chain429.upstream.presets import bucket_key, preset_for
 
 
@@ -30,7 +31,7 @@ class EntryRuntime:
     paid: bool
     asks_stream_usage: bool  # the preset accepts stream_options.include_usage
     supports_prefill: bool  # may be sent a partial answer to continue
-    dialect: str  # how the provider reports its quotas (a preset type)
+    dialect: Dialect  # how the provider reports its quotas (its preset's)
     bucket: str  # the quota it draws from, shared with entries of the same key
     limits: RateLimits | None  # configured limits: the entry's own, else its provider's
 
@@ -122,7 +123,7 @@ def _chain_runtime(config: Config, chain: Chain) -> ChainRuntime:
                 paid=provider.paid if entry.paid is None else entry.paid,
                 asks_stream_usage=preset.supports_stream_usage,
                 supports_prefill=provider.supports_prefill if prefill is None else prefill,
-                dialect=provider.type,
+                dialect=preset.dialect,
                 bucket=bucket_key(provider.id, scope, entry.model),
                 limits=entry.rate_limits or provider.rate_limits,
             )

@@ -45,7 +45,10 @@ class Reading:
 
 
 @dataclass(frozen=True, slots=True)
-class _Dialect:
+class Dialect:
+    """How one provider family reports its quotas. A preset owns one (by reference)."""
+
+    name: str  # the preset type it was written for (what persisted state records)
     # Windows of the unsuffixed `x-ratelimit-{field}-{requests,tokens}` family,
     # or None where the provider does not send it. The names are OpenAI's, the
     # meaning is not shared: Groq's `-requests` is its daily quota.
@@ -57,30 +60,19 @@ class _Dialect:
 
 
 _OPENAI_WINDOWS: dict[str, Window] = {"requests": "minute", "tokens": "minute"}
+
+# One per provider family; presets (chain429.upstream.presets) point at them.
+# The suffixed family (`-requests-day`, `-req-minute`) is read for every
+# dialect: its names say their own window, so reading it where a provider
+# never sends it costs nothing.
+OPENAI = Dialect("openai", plain=_OPENAI_WINDOWS)
+GROQ = Dialect("groq", plain={"requests": "day", "tokens": "minute"})
+CEREBRAS = Dialect("cerebras")
+MISTRAL = Dialect("mistral")
+OPENROUTER = Dialect("openrouter", bare=True)
+GOOGLE_AI = Dialect("google-ai", day_zone="America/Los_Angeles")
 # Any server that speaks OpenAI's API: every family it might send is read.
-_GENERIC = _Dialect(plain=_OPENAI_WINDOWS, bare=True)
-
-# Keyed by preset type. The suffixed family (`-requests-day`, `-req-minute`)
-# is read for every dialect: its names say their own window, so reading it
-# where a provider never sends it costs nothing.
-DIALECTS: dict[str, _Dialect] = {
-    "openai": _Dialect(plain=_OPENAI_WINDOWS),
-    "groq": _Dialect(plain={"requests": "day", "tokens": "minute"}),
-    "cerebras": _Dialect(),
-    "mistral": _Dialect(),
-    "openrouter": _Dialect(bare=True),
-    "google-ai": _Dialect(day_zone="America/Los_Angeles"),
-    "generic-openai": _GENERIC,
-    # Local servers send no quota headers; should one ever, it is read generically.
-    "ollama": _GENERIC,
-    "lmstudio": _GENERIC,
-}
-
-
-def _dialect(name: str) -> _Dialect:
-    # A preset added without a dialect still gets the most tolerant reading
-    # rather than an exception in the middle of a request.
-    return DIALECTS.get(name, DIALECTS["generic-openai"])
+GENERIC = Dialect("generic-openai", plain=_OPENAI_WINDOWS, bare=True)
 
 
 # -- time --------------------------------------------------------------------
@@ -104,9 +96,9 @@ def _zone(name: str) -> tzinfo:
         return timezone(timedelta(hours=-8), "PST")
 
 
-def next_day_boundary(dialect: str, now: float) -> float:
+def next_day_boundary(dialect: Dialect, now: float) -> float:
     """Epoch seconds of the provider's next midnight (Pacific for Gemini, UTC otherwise)."""
-    zone_name = _dialect(dialect).day_zone
+    zone_name = dialect.day_zone
     if zone_name is None:
         return window_end("day", now)
     zone = _zone(zone_name)
@@ -115,7 +107,7 @@ def next_day_boundary(dialect: str, now: float) -> float:
     return datetime.combine(today + timedelta(days=1), time(), tzinfo=zone).timestamp()
 
 
-def _refill_at(dialect: str, window: Window, now: float) -> float:
+def _refill_at(dialect: Dialect, window: Window, now: float) -> float:
     if window == "day":
         return next_day_boundary(dialect, now)
     return window_end(window, now)
@@ -150,7 +142,7 @@ def _reset(value: str | None, now: float) -> float | None:
 
 
 def _group(
-    spec: _Dialect, headers: Iterable[tuple[str, str]], now: float
+    spec: Dialect, headers: Iterable[tuple[str, str]], now: float
 ) -> dict[_Key, dict[str, str]]:
     """Header values per quota, most explicit family first.
 
@@ -182,10 +174,10 @@ def _group(
 
 
 def _readings(
-    dialect: str, headers: Iterable[tuple[str, str]], now: float, source: str
+    dialect: Dialect, headers: Iterable[tuple[str, str]], now: float, source: str
 ) -> list[Reading]:
     out = []
-    for (kind, window), fields in _group(_dialect(dialect), headers, now).items():
+    for (kind, window), fields in _group(dialect, headers, now).items():
         limit, remaining = _count(fields.get("limit")), _count(fields.get("remaining"))
         reset_at = _reset(fields.get("reset"), now)
         if limit is None and remaining is None and reset_at is None:
@@ -197,7 +189,7 @@ def _readings(
     return sorted(out, key=lambda r: (r.kind, _WINDOW_SECONDS[r.window]))
 
 
-def read_headers(dialect: str, headers: Mapping[str, str], *, now: float) -> list[Reading]:
+def read_headers(dialect: Dialect, headers: Mapping[str, str], *, now: float) -> list[Reading]:
     """Every quota the response headers describe, one reading per (kind, window)."""
     return _readings(dialect, headers.items(), now, "header")
 
@@ -219,7 +211,7 @@ def _error_object(body: bytes) -> dict | None:
     return error if isinstance(error, dict) else None
 
 
-def _gemini_readings(dialect: str, error: dict, now: float) -> list[Reading]:
+def _gemini_readings(dialect: Dialect, error: dict, now: float) -> list[Reading]:
     details = error.get("details")
     if not isinstance(details, list):
         return []
@@ -255,7 +247,7 @@ def _gemini_readings(dialect: str, error: dict, now: float) -> list[Reading]:
     return out
 
 
-def read_body(dialect: str, body: bytes, *, now: float) -> list[Reading]:
+def read_body(dialect: Dialect, body: bytes, *, now: float) -> list[Reading]:
     """Quotas a 429 body describes: Gemini's QuotaFailure, OpenRouter's `metadata.headers`."""
     error = _error_object(body)
     if error is None:
@@ -294,7 +286,7 @@ def _daily_named(body: bytes) -> tuple[bool, set[Kind]]:
 
 
 def daily_exhausted(
-    dialect: str, status: int, headers: Mapping[str, str], body: bytes, *, now: float
+    dialect: Dialect, status: int, headers: Mapping[str, str], body: bytes, *, now: float
 ) -> float | None:
     """For a 429 whose DAILY quota is gone: epoch seconds it comes back; else None.
 

@@ -1,19 +1,25 @@
 """Provider presets: what a provider `type` implies.
 
-A preset is the one place that knows a provider family: its default base URL
-today, its rate-limit dialect and quota scopes once those land. Adding a
-provider is adding one preset here.
+A preset is the one place that knows a provider family: its default base
+URL, its rate-limit dialect (an object of `chain429.upstream.dialects`, held
+by reference), where its quotas live, and what its API accepts. Adding a
+provider type is adding one preset here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chain429.upstream import dialects
+from chain429.upstream.dialects import Dialect
+
 
 @dataclass(frozen=True)
 class Preset:
     type: str
     default_base_url: str | None
+    # How its headers and 429 bodies report quotas.
+    dialect: Dialect = dialects.GENERIC
     # Where the provider enforces its quotas: per "model" of an account, or the
     # whole "account". OpenRouter is per model, except that all `:free` models
     # share one account-wide quota ("free").
@@ -32,21 +38,25 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "openrouter",
             "https://openrouter.ai/api/v1",
+            dialects.OPENROUTER,
             supports_stream_usage=True,
             quota_scope="free",
         ),
-        Preset("groq", "https://api.groq.com/openai/v1", supports_stream_usage=True),
-        Preset("cerebras", "https://api.cerebras.ai/v1", supports_stream_usage=True),
-        Preset("openai", "https://api.openai.com/v1", supports_stream_usage=True),
+        Preset("groq", "https://api.groq.com/openai/v1", dialects.GROQ, supports_stream_usage=True),
+        Preset(
+            "cerebras", "https://api.cerebras.ai/v1", dialects.CEREBRAS, supports_stream_usage=True
+        ),
+        Preset("openai", "https://api.openai.com/v1", dialects.OPENAI, supports_stream_usage=True),
         # Gemini's OpenAI-compatible endpoint.
         Preset(
             "google-ai",
             "https://generativelanguage.googleapis.com/v1beta/openai",
+            dialects.GOOGLE_AI,
             supports_stream_usage=True,
         ),
         # Mistral reports usage on its last chunk unasked and has no stream_options.
         # All keys of a Mistral workspace share its limits (unverified upstream).
-        Preset("mistral", "https://api.mistral.ai/v1", quota_scope="account"),
+        Preset("mistral", "https://api.mistral.ai/v1", dialects.MISTRAL, quota_scope="account"),
         # Anything else that speaks OpenAI's API: the config must give baseUrl.
         # Unknown servers may reject unknown fields, so nothing extra is sent.
         Preset("generic-openai", None),
@@ -63,6 +73,13 @@ PROVIDER_TYPES: tuple[str, ...] = tuple(PRESETS)
 
 def preset_for(provider_type: str) -> Preset:
     return PRESETS[provider_type]
+
+
+def dialect_named(name: str) -> Dialect:
+    """The dialect a preset type reads quotas in (persisted state names it); the
+    most tolerant one for a name no preset has any more."""
+    preset = PRESETS.get(name)
+    return preset.dialect if preset is not None else dialects.GENERIC
 
 
 def bucket_key(provider_id: str, scope: str, model: str) -> str:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from chain429.upstream.dialects import (
-    DIALECTS,
+    Dialect,
     Reading,
     _zone,
     daily_exhausted,
@@ -18,7 +18,7 @@ from chain429.upstream.dialects import (
     read_headers,
     window_end,
 )
-from chain429.upstream.presets import PROVIDER_TYPES
+from chain429.upstream.presets import PRESETS, PROVIDER_TYPES, dialect_named
 
 PDT = timezone(timedelta(hours=-7))  # written out, so the tests do not trust zoneinfo
 PST = timezone(timedelta(hours=-8))
@@ -28,11 +28,13 @@ def at(*args: int, tz: timezone = UTC) -> float:
     return datetime(*args, tzinfo=tz).timestamp()
 
 
+# Each preset's dialect, by the preset type the tables name.
+D = {name: preset.dialect for name, preset in PRESETS.items()}
 NOW = at(2027, 1, 15, 8, 0, 30)  # mid-minute, mid-day UTC
 MINUTE_END = at(2027, 1, 15, 8, 1)
 UTC_MIDNIGHT = at(2027, 1, 16)
 PACIFIC_MIDNIGHT = at(2027, 1, 16, tz=PST)  # 00:30 PST now, so the same date's end
-ALL = sorted(DIALECTS)
+ALL = sorted(PRESETS)
 
 
 def headers(raw: dict[str, str]) -> httpx.Headers:
@@ -43,8 +45,14 @@ def R(kind, window, limit, remaining, reset_at, source="header"):
     return Reading(kind, window, limit, remaining, reset_at, source)
 
 
-def test_every_preset_has_a_dialect():
-    assert set(DIALECTS) == set(PROVIDER_TYPES)
+def test_every_preset_owns_a_dialect_and_persisted_names_find_it():
+    assert all(isinstance(PRESETS[name].dialect, Dialect) for name in PROVIDER_TYPES)
+    assert {PRESETS[name].dialect.name for name in PROVIDER_TYPES} <= set(PROVIDER_TYPES)
+    for name in PROVIDER_TYPES:
+        assert dialect_named(PRESETS[name].dialect.name) is PRESETS[name].dialect or (
+            PRESETS[name].dialect.name != name
+        )
+    assert dialect_named("a-type-removed-since") is D["generic-openai"]
 
 
 # -- read_headers --------------------------------------------------------------
@@ -157,10 +165,10 @@ READ_CASES = [
     # google-ai sends nothing on success
     ("google-ai", {"content-type": "application/json"}, []),
     # generic-openai reads whichever family appears ...
-    ("generic-openai", OPENAI_OK, read_headers("openai", headers(OPENAI_OK), now=NOW)),
-    ("generic-openai", CEREBRAS_OK, read_headers("cerebras", headers(CEREBRAS_OK), now=NOW)),
+    ("generic-openai", OPENAI_OK, read_headers(D["openai"], headers(OPENAI_OK), now=NOW)),
+    ("generic-openai", CEREBRAS_OK, read_headers(D["cerebras"], headers(CEREBRAS_OK), now=NOW)),
     ("generic-openai", OPENROUTER_OK, [R("requests", "minute", 20, 19, NOW + 30)]),
-    ("generic-openai", MISTRAL_OK, read_headers("mistral", headers(MISTRAL_OK), now=NOW)),
+    ("generic-openai", MISTRAL_OK, read_headers(D["mistral"], headers(MISTRAL_OK), now=NOW)),
     # ... and one quota spelled two or three ways is one reading, the most explicit
     (
         "generic-openai",
@@ -195,7 +203,7 @@ READ_CASES = [
 
 @pytest.mark.parametrize(("dialect", "raw", "expected"), READ_CASES)
 def test_read_headers(dialect, raw, expected):
-    got = read_headers(dialect, headers(raw), now=NOW)
+    got = read_headers(D[dialect], headers(raw), now=NOW)
     assert _close(got, expected)
 
 
@@ -229,21 +237,21 @@ def _close(got: list[Reading], expected: list[Reading]) -> bool:
     ],
 )
 def test_openai_reset_durations(value, seconds):
-    (reading,) = read_headers("openai", headers({"x-ratelimit-reset-requests": value}), now=NOW)
+    (reading,) = read_headers(D["openai"], headers({"x-ratelimit-reset-requests": value}), now=NOW)
     assert reading.reset_at == pytest.approx(NOW + seconds)
 
 
 def test_header_names_are_case_insensitive():
     shouty = {k.upper(): v for k, v in CEREBRAS_OK.items()}
-    assert read_headers("cerebras", headers(shouty), now=NOW) == read_headers(
-        "cerebras", headers(CEREBRAS_OK), now=NOW
+    assert read_headers(D["cerebras"], headers(shouty), now=NOW) == read_headers(
+        D["cerebras"], headers(CEREBRAS_OK), now=NOW
     )
     lower = {k.lower(): v for k, v in OPENROUTER_OK.items()}
-    assert read_headers("openrouter", headers(lower), now=NOW) == read_headers(
-        "openrouter", headers(OPENROUTER_OK), now=NOW
+    assert read_headers(D["openrouter"], headers(lower), now=NOW) == read_headers(
+        D["openrouter"], headers(OPENROUTER_OK), now=NOW
     )
     # httpx.Headers looks names up case-insensitively; a plain dict works too.
-    assert read_headers("openrouter", OPENROUTER_OK, now=NOW)[0].limit == 20
+    assert read_headers(D["openrouter"], OPENROUTER_OK, now=NOW)[0].limit == 20
 
 
 JUNK = ["", " ", "lots", "NaN", "inf", "-inf", "-5", "1e400", "0x10", "5 5", "None", "1s2", "ms"]
@@ -257,8 +265,8 @@ def test_junk_values_are_ignored(dialect, value):
         for field in ("limit", "remaining", "reset")
         for suffix in ("", "-requests", "-tokens", "-requests-day", "-req-minute")
     }
-    assert read_headers(dialect, headers(raw), now=NOW) == []
-    assert daily_exhausted(dialect, 429, headers(raw), value.encode(), now=NOW) is None
+    assert read_headers(D[dialect], headers(raw), now=NOW) == []
+    assert daily_exhausted(D[dialect], 429, headers(raw), value.encode(), now=NOW) is None
 
 
 def test_junk_beside_good_values_keeps_the_good_ones():
@@ -267,7 +275,7 @@ def test_junk_beside_good_values_keeps_the_good_ones():
         "x-ratelimit-remaining-requests": "99",
         "x-ratelimit-reset-requests": "soon",
     }
-    assert read_headers("openai", headers(raw), now=NOW) == [
+    assert read_headers(D["openai"], headers(raw), now=NOW) == [
         R("requests", "minute", None, 99, None)
     ]
 
@@ -472,7 +480,7 @@ DAILY_CASES = [
 
 @pytest.mark.parametrize(("dialect", "status", "raw", "payload", "expected"), DAILY_CASES)
 def test_daily_exhausted(dialect, status, raw, payload, expected):
-    got = daily_exhausted(dialect, status, headers(raw), payload, now=NOW)
+    got = daily_exhausted(D[dialect], status, headers(raw), payload, now=NOW)
     if expected is None:
         assert got is None
     else:
@@ -503,12 +511,12 @@ GEMINI_JUNK = [
 @pytest.mark.parametrize("payload", GEMINI_JUNK)
 @pytest.mark.parametrize("dialect", ALL)
 def test_junk_bodies_are_ignored(dialect, payload):
-    assert read_body(dialect, payload, now=NOW) == []
-    assert daily_exhausted(dialect, 429, headers({}), payload, now=NOW) is None
+    assert read_body(D[dialect], payload, now=NOW) == []
+    assert daily_exhausted(D[dialect], 429, headers({}), payload, now=NOW) is None
 
 
 def test_gemini_body_readings():
-    got = read_body("google-ai", gemini_body(RPM, RPD, TPM), now=NOW)
+    got = read_body(D["google-ai"], gemini_body(RPM, RPD, TPM), now=NOW)
     assert got == [
         R("requests", "minute", 50, 0, NOW + 52.45, "body"),
         R("requests", "day", 50, 0, PACIFIC_MIDNIGHT, "body"),
@@ -517,7 +525,7 @@ def test_gemini_body_readings():
     # no RetryInfo: a minute quota refills with the minute
     no_retry = json.loads(gemini_body(RPM))
     no_retry["error"]["details"].pop()
-    (reading,) = read_body("google-ai", json.dumps(no_retry).encode(), now=NOW)
+    (reading,) = read_body(D["google-ai"], json.dumps(no_retry).encode(), now=NOW)
     assert reading.reset_at == MINUTE_END
 
 
@@ -553,7 +561,7 @@ BOUNDARY_CASES = [
 
 @pytest.mark.parametrize(("dialect", "now", "expected"), BOUNDARY_CASES)
 def test_next_day_boundary(dialect, now, expected):
-    assert next_day_boundary(dialect, now) == expected
+    assert next_day_boundary(dialect_named(dialect), now) == expected
 
 
 def test_a_missing_tz_database_falls_back_to_pacific_standard_time():
@@ -562,9 +570,9 @@ def test_a_missing_tz_database_falls_back_to_pacific_standard_time():
 
 
 def test_dst_days_really_are_23_and_25_hours():
-    spring = next_day_boundary("google-ai", at(2026, 3, 8, tz=PST))
+    spring = next_day_boundary(D["google-ai"], at(2026, 3, 8, tz=PST))
     assert spring - at(2026, 3, 8, tz=PST) == 23 * 3600
-    fall = next_day_boundary("google-ai", at(2026, 11, 1, tz=PDT))
+    fall = next_day_boundary(D["google-ai"], at(2026, 11, 1, tz=PDT))
     assert fall - at(2026, 11, 1, tz=PDT) == 25 * 3600
 
 

@@ -14,6 +14,7 @@ from chain429.routing.outcome import (
     classify,
     classify_stream_error,
 )
+from chain429.upstream.presets import PRESETS
 from chain429.upstream.timeparse import parse_duration, parse_reset, parse_retry_after
 
 NOW = 1_800_000_000.0
@@ -205,6 +206,8 @@ def test_429_reads_headers_in_the_providers_dialect():
         {"x-ratelimit-limit-req-minute": "60", "x-ratelimit-remaining-req-minute": "0"}
     )
     now = NOW + 15  # NOW is on a minute boundary
-    mistral = classify(429, headers, b"", None, now=now, policy=POLICY, dialect="mistral")
+    mistral = classify(
+        429, headers, b"", None, now=now, policy=POLICY, dialect=PRESETS["mistral"].dialect
+    )
     assert mistral.until == pytest.approx(NOW + 60)
     assert mistral.source == "header"

@@ -33,6 +33,7 @@ from chain429.routing.buckets import Bucket
 from chain429.routing.limits import MemoryStateStore, Reservation
 from chain429.routing.outcome import CooldownPolicy, Kind, Outcome, classify
 from chain429.routing.runtime import EntryRuntime, build_snapshot
+from chain429.upstream.dialects import GENERIC
 
 # Shared with tests/telemetry by import (see test_telemetry.py for why not a conftest).
 SHARED_FIXTURES = (postgres_url_fixture, database_fixture, migrated_fixture, no_writer_left_fixture)
@@ -290,7 +291,7 @@ def test_stream_failures_survive_and_a_clean_stream_clears_them():
 
 
 def test_minute_windows_are_saved_per_second_exact_in_count():
-    bucket = Bucket("b/m", "generic-openai")
+    bucket = Bucket("b/m", GENERIC)
     now = 1_000_000.0
     limits = RateLimits(requests_per_minute=100, tokens_per_minute=100_000)
     for i in range(50):
