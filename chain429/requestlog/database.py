@@ -38,6 +38,7 @@ from chain429.requestlog.tables import (
     SchemaMigration,
     database_proxy,
 )
+from chain429.upstream.times import HOUR_MS
 
 __all__ = [
     "MIGRATIONS",
@@ -257,8 +258,6 @@ def read_connection(database: peewee.Database) -> Iterator[peewee.Database]:
 Migration = tuple[int, str, Callable[[peewee.Database], None]]
 
 
-_HOUR_MS = 3_600_000
-
 # The tables migration 1 created when it was released. Spelled out rather than
 # read from `chain429.requestlog.tables.ALL_MODELS`, which grows: a table a later migration
 # adds must not appear early in a fresh database, or that migration (an ALTER,
@@ -280,7 +279,7 @@ def _create_attempt_rollup(database: peewee.Database) -> None:
     """
     database.create_tables([HourlyAttemptRollup], safe=True)
     A, R, H = AttemptRow, RequestRow, HourlyAttemptRollup
-    hour = (R.time_ms / _HOUR_MS) * _HOUR_MS  # integers: "/" truncates, times are >= 0
+    hour = (R.time_ms / HOUR_MS) * HOUR_MS  # integers: "/" truncates, times are >= 0
     trails = (
         A.select(
             hour,

@@ -15,9 +15,8 @@ import binascii
 import re
 from datetime import UTC, datetime
 
-MINUTE_MS = 60_000
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
+from chain429.upstream.times import DAY_MS, HOUR_MS, MINUTE_MS
+
 BUCKETS_MS = {"5m": 5 * MINUTE_MS, "1h": HOUR_MS, "1d": DAY_MS}
 # Minute buckets are computed from raw rows; past two days that scan stops being small.
 MAX_MINUTE_RANGE_MS = 2 * DAY_MS
@@ -95,11 +94,6 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         return int(time_text), request_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise StatsParamError("cursor", "is not a cursor this server handed out") from None
-
-
-def iso(time_ms: int) -> str:
-    moment = datetime.fromtimestamp(time_ms / 1000, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def pick_bucket(since_ms: int, until_ms: int, bucket: str | None) -> int:

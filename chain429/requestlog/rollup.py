@@ -24,8 +24,7 @@ import peewee
 from chain429.requestlog.database import is_postgres
 from chain429.requestlog.records import RequestRecord
 from chain429.requestlog.tables import LATENCY_BUCKETS_MS, HourlyAttemptRollup, HourlyRollup
-
-HOUR_MS = 3_600_000
+from chain429.upstream.times import HOUR_MS
 
 
 class RowInserter(Protocol):

@@ -41,17 +41,13 @@ from peewee import Case, fn
 from chain429.requestlog.database import is_postgres, read_connection
 from chain429.requestlog.params import (
     BUCKETS_MS,
-    DAY_MS,
     DEFAULT_LIMIT,
-    HOUR_MS,
     MAX_BUCKETS,
     MAX_LIMIT,
     MAX_MINUTE_RANGE_MS,
-    MINUTE_MS,
     StatsParamError,
     decode_cursor,
     encode_cursor,
-    iso,
     parse_limit,
     parse_range,
     parse_time,
@@ -65,17 +61,16 @@ from chain429.requestlog.tables import (
     RequestRow,
     database_proxy,
 )
+from chain429.upstream.times import HOUR_MS
+from chain429.upstream.times import iso_ms as iso
 
 __all__ = [
     "BUCKETS_MS",
-    "DAY_MS",
     "DEFAULT_LIMIT",
-    "HOUR_MS",
     "LATENCY_BUCKETS_MS",
     "MAX_BUCKETS",
     "MAX_LIMIT",
     "MAX_MINUTE_RANGE_MS",
-    "MINUTE_MS",
     "SUCCESS",
     "StatsParamError",
     "Totals",
@@ -84,7 +79,6 @@ __all__ = [
     "collect",
     "decode_cursor",
     "encode_cursor",
-    "iso",
     "parse_limit",
     "parse_range",
     "parse_time",

@@ -38,7 +38,6 @@ from chain429.requestlog.buffer import Buffer
 from chain429.requestlog.database import bind, describe, is_postgres, scrub, write_transaction
 from chain429.requestlog.records import AttemptRecord, RequestRecord
 from chain429.requestlog.rollup import (
-    HOUR_MS,
     clip,
     column_limits,
     fields_of,
@@ -52,12 +51,12 @@ from chain429.requestlog.tables import (
     RequestRow,
     database_proxy,
 )
+from chain429.upstream.times import DAY_MS, HOUR_MS
 
 __all__ = ["DROP_REASONS", "Telemetry", "latency_bucket"]
 
 log = logging.getLogger("chain429.requestlog.writer")
 
-DAY_MS = 86_400_000
 # PostgreSQL's wire protocol counts bind parameters in 16 bits.
 _POSTGRES_MAX_PARAMS = 65535
 # Past a few hundred rows a bigger INSERT is no faster, only a bigger string.

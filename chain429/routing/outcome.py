@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 
 from chain429.upstream import provider_json
 from chain429.upstream.dialects import GENERIC, Dialect, read_body, read_headers
-from chain429.upstream.timeparse import parse_duration, parse_retry_after
+from chain429.upstream.times import parse_duration, parse_retry_after
 
 T = TypeVar("T")
 

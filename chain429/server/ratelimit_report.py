@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from chain429.requestlog.params import iso as iso_ms
 from chain429.routing.limits import Block, StateStore
 from chain429.routing.runtime import Snapshot
+from chain429.upstream.times import iso
 
 # What a skip reason means for an entry's state.
 _STATE_OF = {
@@ -24,10 +24,6 @@ _STATE_OF = {
     "concurrency": "limited",
     "probing": "probing",
 }
-
-
-def iso(epoch: float | None) -> str | None:
-    return None if epoch is None else iso_ms(int(epoch * 1000))
 
 
 def _tightest(quotas: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:

@@ -3,7 +3,7 @@
 Owns: the httpx client on aiohttp's pool (`client`, `transport`), bounded
 decompression (`decoding`), SSE framing (`sse`), provider JSON that cannot
 break the parser (`provider_json`), the presets and their rate-limit dialects
-(`presets`, `dialects`), time parsing and formatting (`timeparse`), and which
+(`presets`, `dialects`), time parsing and formatting (`times`), and which
 addresses may never be a provider (`addresses`).
 
 May import: nothing else of chain429's (like httpx's `_transports/`), so

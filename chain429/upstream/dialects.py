@@ -24,7 +24,7 @@ from functools import cache
 from typing import Literal, cast
 
 from chain429.upstream import provider_json
-from chain429.upstream.timeparse import parse_duration, parse_reset
+from chain429.upstream.times import parse_duration, parse_reset
 
 Window = Literal["minute", "hour", "day"]
 Kind = Literal["requests", "tokens"]

@@ -15,7 +15,7 @@ from chain429.routing.outcome import (
     classify_stream_error,
 )
 from chain429.upstream.presets import PRESETS
-from chain429.upstream.timeparse import parse_duration, parse_reset, parse_retry_after
+from chain429.upstream.times import parse_duration, parse_reset, parse_retry_after
 
 NOW = 1_800_000_000.0
 POLICY = CooldownPolicy(default_s=60, payment_s=300, unhealthy_s=600)

@@ -11,11 +11,11 @@ from stats_data import DAY, HOUR
 
 from chain429.config.model import Config
 from chain429.requestlog import database as chain_database
-from chain429.requestlog.stats import iso
 from chain429.server.app import create_app
 from chain429.server.auth import authorize
 from chain429.server.serving import ServerThread
 from chain429.server.stats_routes import register_stats_routes
+from chain429.upstream.times import iso_ms as iso
 
 PROXY_KEY = "stats-proxy-key"
 ADMIN_KEY = "stats-admin-key"

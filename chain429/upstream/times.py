@@ -1,14 +1,33 @@
-"""Times as providers write them: durations, Retry-After values, reset headers.
+"""Time, in one place: the units chain429 counts in, ISO 8601 as it writes it,
+and times as providers write them (durations, Retry-After, reset headers).
 
-Shared by the outcome classifier and the rate-limit dialects; pure functions
-that take `now` (epoch seconds) instead of reading a clock.
+Pure functions that take `now` (epoch seconds) instead of reading a clock.
+The request log, the stats API and the rate-limit report all format with
+`iso_ms`, so a time reads the same wherever it shows.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+
+
+def iso_ms(time_ms: int) -> str:
+    """`2026-11-26T10:37:12.345Z`: UTC, milliseconds, `Z`."""
+    moment = datetime.fromtimestamp(time_ms / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso(epoch: float | None) -> str | None:
+    """Epoch seconds as `iso_ms` does it; None stays None."""
+    return None if epoch is None else iso_ms(int(epoch * 1000))
+
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|h|m|s))+$")
