@@ -25,6 +25,7 @@ from chain429.routing.runtime import ChainRuntime, EntryRuntime, Snapshot
 from chain429.routing.streaming import Committed, Rejected, StreamSession
 from chain429.upstream import provider_json
 from chain429.upstream.client import Upstream, UpstreamError
+from chain429.upstream.openai_error import error_body
 
 T = TypeVar("T")
 # Why a request went to its chain: `model` named it, named an entry model, or neither.
@@ -439,9 +440,9 @@ def exhausted(
     message = f"All providers in chain '{chain.name}' are exhausted ({summary})."
     if why:
         message = f"{why} {message}"
-    error = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
+
     headers = {**trace.headers(None), **retry_advice(trace.earliest_recovery, retry_max_wait_s)}
-    return Reply(503, json.dumps(error).encode(), headers, code)
+    return Reply(503, error_body(message, "server_error", code), headers, code)
 
 
 def retry_advice(recovery: float | None, max_wait_s: float) -> dict[str, str]:

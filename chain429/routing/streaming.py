@@ -38,6 +38,7 @@ from chain429.routing.outcome import (
 from chain429.routing.runtime import ChainRuntime, EntryRuntime, Snapshot
 from chain429.upstream import provider_json
 from chain429.upstream.client import Upstream, UpstreamError, UpstreamStream
+from chain429.upstream.openai_error import error_body
 from chain429.upstream.sse import DONE, DONE_EVENT, Event, EventTooLarge, SSEParser, data_event
 
 log = logging.getLogger("chain429.stream")
@@ -360,8 +361,7 @@ class StreamSession:
             current = await self._continuation(current, send) if continues else None
             if current is None:
                 self.stats.end = code
-                error = {"message": message, "type": "server_error", "param": None, "code": code}
-                await send(data_event(json.dumps({"error": error})))
+                await send(data_event(error_body(message, "server_error", code).decode()))
         self._count_tokens(last.reader)
 
     async def _pump(self, committed: Committed, send: Send) -> tuple[str, str] | None:

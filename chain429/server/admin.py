@@ -42,6 +42,7 @@ from chain429.server.auth import Scope, authorize, exposure_problem
 from chain429.server.errors import ApiError
 from chain429.server.guard import JSON_BODY, YAML_BODY
 from chain429.server.reloader import Reloader
+from chain429.upstream.openai_error import error_object
 
 _JSON = "application/json"
 
@@ -81,12 +82,7 @@ def _edit_error(err: ConfigEditError, generation: int) -> HTTPResponse:
     code = _CODES.get(err.status, "invalid_config")
     first = err.issues[0].path if err.issues else None
     body = {
-        "error": {
-            "message": err.message,
-            "type": "invalid_request_error",
-            "param": first or None,
-            "code": code,
-        },
+        "error": error_object(err.message, "invalid_request_error", code, first or None),
         "errors": _issues(err.issues),
     }
     return _answer(body, generation, err.status)

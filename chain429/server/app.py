@@ -33,7 +33,7 @@ from chain429.server.admin import register_admin_routes
 from chain429.server.auth import Scope, authorize, is_guarded, presented_key
 from chain429.server.completions import JSON, handle_chat
 from chain429.server.connections import ConnectionGuard
-from chain429.server.errors import ApiError, error_body
+from chain429.server.errors import ApiError
 from chain429.server.guard import JSON_BODY, add_cors_headers, guard
 from chain429.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chain429.server.metrics import Metrics
@@ -43,6 +43,7 @@ from chain429.server.reloader import Reloader
 from chain429.server.stats_routes import register_stats_routes
 from chain429.server.web_ui import register_web_ui
 from chain429.upstream.client import Upstream
+from chain429.upstream.openai_error import error_body
 
 log = logging.getLogger("chain429")
 

@@ -37,7 +37,7 @@ from sanic.log import error_logger
 from sanic.server.protocols.http_protocol import HttpProtocol
 
 from chain429.config.model import Settings
-from chain429.server.errors import error_body
+from chain429.upstream.openai_error import error_body
 
 if TYPE_CHECKING:
     from chain429.server.metrics import Metrics

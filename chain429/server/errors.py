@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from chain429.upstream.openai_error import error_body
 
 # OpenAI's `type` field by HTTP status; the SDKs pick exception classes by status.
 _TYPE_BY_STATUS = {
@@ -45,8 +45,3 @@ class ApiError(Exception):
 
     def body(self) -> bytes:
         return error_body(self.message, self.error_type, self.code, self.param)
-
-
-def error_body(message: str, error_type: str, code: str | None, param: str | None = None) -> bytes:
-    payload = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
-    return json.dumps(payload).encode()
