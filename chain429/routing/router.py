@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from chain429.requestlog.records import AttemptRecord
+from chain429.routing import tokens
 from chain429.routing.limits import Block, Reservation, StateStore
 from chain429.routing.outcome import CooldownPolicy, Kind, Outcome, Tried, classify
 from chain429.routing.queueing import QueueError, Queues
@@ -114,14 +115,6 @@ class Answer(Generic[T]):
 
 
 Attempt = Callable[[EntryRuntime], Awaitable[Tried[T]]]
-
-
-def estimate_tokens(request: dict[str, Any]) -> int:
-    """What a request will cost a token quota: prompt characters / 4, plus the
-    completion it may ask for, which providers such as Cerebras count up front."""
-    prompt = sum(len(str(message.get("content") or "")) for message in request["messages"])
-    completion = request.get("max_completion_tokens") or request.get("max_tokens") or 0
-    return prompt // 4 + (int(completion) if isinstance(completion, int | float) else 0)
 
 
 # After the wait before a paid entry, how much longer a free entry may still
@@ -304,7 +297,7 @@ class Router:
         rather than paid for.
         """
         paid_wait_s = snapshot.config.settings.wait_before_paid_ms / 1000
-        need_tokens = estimate_tokens(request)
+        need_tokens = tokens.reservation(request)
 
         async def walk() -> Answer[T]:
             nonlocal paid_wait_s

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chain429.routing import tokens
 from chain429.routing.limits import Block, Reservation, StateStore
 from chain429.routing.outcome import (
     TOO_LARGE_ANSWER,
@@ -499,8 +500,7 @@ class StreamSession:
             self.stats.prompt_tokens = usage.get("prompt_tokens")
             self.stats.completion_tokens = usage["completion_tokens"]
             return
-        # No usage from the provider: estimate (about 4 characters a token) and say so.
-        prompt_chars = sum(len(json.dumps(m.get("content", ""))) for m in self.request["messages"])
-        self.stats.prompt_tokens = max(1, prompt_chars // 4)
-        self.stats.completion_tokens = reader.chars // 4
+        # No usage from the provider: estimate, and say so.
+        self.stats.prompt_tokens = tokens.prompt_tokens(self.request["messages"])
+        self.stats.completion_tokens = tokens.text_tokens(reader.chars)
         self.stats.tokens_estimated = True

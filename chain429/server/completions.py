@@ -19,6 +19,7 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse, raw
 
 from chain429.requestlog.records import RequestRecord, new_request_id
+from chain429.routing import tokens
 from chain429.routing.router import Reply, Router, StreamStart, Trace
 from chain429.routing.runtime import Snapshot
 from chain429.server import logs
@@ -120,7 +121,7 @@ def _max_wait(request: Request) -> float | None:
 
 
 def _count_tokens(record: RequestRecord, request: dict[str, Any], body: bytes) -> None:
-    """Tokens from the provider's usage; an estimate (about 4 characters a token) without it."""
+    """Tokens from the provider's usage; an estimate (chain429.routing.tokens) without it."""
     # A regex, not a parse: the success body is relayed as it came, never decoded.
     prompt, completion = _PROMPT_TOKENS.search(body), _COMPLETION_TOKENS.search(body)
     if prompt and completion:
@@ -131,8 +132,8 @@ def _count_tokens(record: RequestRecord, request: dict[str, Any], body: bytes) -
             text = "".join(str((c.get("message") or {}).get("content") or "") for c in choices)
         except AttributeError:  # not an object (None when not JSON), or odd choices
             text = ""
-        record.prompt_tokens = len(json.dumps(request.get("messages"))) // 4
-        record.completion_tokens = len(text) // 4
+        record.prompt_tokens = tokens.prompt_tokens(request.get("messages") or ())
+        record.completion_tokens = tokens.text_tokens(len(text))
         record.tokens_estimated = True
     record.total_tokens = record.prompt_tokens + record.completion_tokens
 

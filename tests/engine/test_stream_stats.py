@@ -56,7 +56,7 @@ def test_without_provider_usage_tokens_are_estimated_and_marked():
     stats, _ = asyncio.run(stream_once(Reply.stream("sixteen chars!!!")))
     assert stats.tokens_estimated is True
     assert stats.completion_tokens == 4  # 16 characters / 4
-    assert stats.prompt_tokens and stats.prompt_tokens >= 10
+    assert stats.prompt_tokens == len(HELLO[0]["content"]) // 4  # the prompt's text / 4
 
 
 def test_stats_count_malformed_chunks_and_an_added_done():
@@ -96,3 +96,15 @@ def test_the_answer_text_kept_is_capped_but_every_character_is_counted():
     assert sent.count(b"abcd" * 250) == 8  # all relayed
     assert len("".join(kept)) <= 2048  # not all held
     assert stats.completion_tokens == 8000 // 4
+
+
+def test_one_estimate_for_reservations_and_the_log():
+    """chain429.routing.tokens: text parts count, images do not, and max_tokens is reserved."""
+    from chain429.routing.tokens import prompt_tokens, reservation
+
+    parts = [{"type": "text", "text": "x" * 40}, {"type": "image_url", "image_url": {"url": "u"}}]
+    messages = [{"role": "user", "content": parts}, {"role": "assistant", "content": "y" * 20}]
+    assert prompt_tokens(messages) == 15
+    assert reservation({"messages": messages, "max_tokens": 100}) == 115
+    assert reservation({"messages": messages, "max_completion_tokens": 7, "max_tokens": 9}) == 22
+    assert prompt_tokens([{"role": "user", "content": ""}]) == 1

@@ -1,0 +1,49 @@
+"""How many tokens a request will cost, and cost, when no provider said so.
+
+One estimate, for the two places that need one: the reservation a request
+makes against token quotas before it is sent (so a `tokensPerMinute` window
+is not overrun by requests in flight), and the request log's count when a
+provider's answer carried no `usage` (marked `tokens_estimated`). About four
+characters a token is what OpenAI's own guidance says for English text; it
+is an estimate and says so wherever it is shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["CHARS_PER_TOKEN", "prompt_tokens", "reservation", "text_tokens"]
+
+CHARS_PER_TOKEN = 4
+
+
+def text_tokens(chars: int) -> int:
+    """The tokens `chars` characters of text are about."""
+    return chars // CHARS_PER_TOKEN
+
+
+def _text_of(content: Any) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):  # parts: the text ones count, images and audio do not
+        return sum(
+            len(part["text"])
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return 0
+
+
+def prompt_tokens(messages: Iterable[Any]) -> int:
+    """The tokens a request's messages are about (at least 1)."""
+    chars = sum(_text_of(m.get("content")) for m in messages if isinstance(m, dict))
+    return max(1, text_tokens(chars))
+
+
+def reservation(request: dict[str, Any]) -> int:
+    """What a request will cost a token quota: its prompt, plus the completion it may
+    ask for, which providers such as Cerebras count up front."""
+    completion = request.get("max_completion_tokens") or request.get("max_tokens") or 0
+    asked = int(completion) if isinstance(completion, int | float) else 0
+    return prompt_tokens(request["messages"]) + asked
