@@ -18,12 +18,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from chain429.routing.attempts import post_and_classify
 from chain429.routing.limits import Reservation, StateStore
-from chain429.routing.outcome import Kind, Outcome, Tried, classify
+from chain429.routing.outcome import Kind, Outcome, Tried
 from chain429.routing.runtime import ChainRuntime, EntryRuntime, Snapshot
 from chain429.routing.streaming import Committed, StreamSession
 from chain429.upstream import provider_json
-from chain429.upstream.client import Upstream, UpstreamError
+from chain429.upstream.client import Upstream
 
 PROBE: dict[str, Any] = {
     "messages": [{"role": "user", "content": "Reply with the word OK."}],
@@ -46,30 +47,18 @@ def _answer_text(data: dict[str, Any]) -> str | None:
 
 async def _ask(upstream: Upstream, snapshot: Snapshot, entry: EntryRuntime) -> Tried[dict]:
     payload = json.dumps({**PROBE, "model": entry.model}).encode()
-    try:
-        reply = await upstream.post(
-            entry.url,
-            entry.headers,
-            payload,
-            timeout_s=entry.timeout_s,
-            max_bytes=snapshot.config.settings.max_upstream_body_bytes,
-        )
-    except UpstreamError as exc:
-        return Tried(classify(None, {}, b"", exc.kind, now=time.time(), policy=snapshot.policy))
-    outcome = classify(
-        reply.status,
-        reply.headers,
-        reply.body,
-        None,
-        now=time.time(),
+    tried = await post_and_classify(
+        upstream,
+        entry,
+        payload,
         policy=snapshot.policy,
-        dialect=entry.dialect,
+        max_bytes=snapshot.config.settings.max_upstream_body_bytes,
     )
     data: dict[str, Any] = {}
-    if outcome.kind is Kind.SUCCESS:
-        data = provider_json.parse(reply.body)  # a chat completion: classify parsed it
+    if tried.outcome.kind is Kind.SUCCESS and tried.result is not None:
+        data = provider_json.parse(tried.result.body)  # a chat completion: classify parsed it
         data["text"] = _answer_text(data)
-    return Tried(outcome, data, reply.headers, reply.body[:4096])
+    return Tried(tried.outcome, data, tried.headers, tried.body[:4096])
 
 
 async def _ask_streaming(

@@ -19,13 +19,14 @@ from typing import Any, Generic, Literal, TypeVar
 
 from chain429.requestlog.records import AttemptRecord
 from chain429.routing import tokens
+from chain429.routing.attempts import ask_entry, post_and_classify
 from chain429.routing.limits import Block, Reservation, StateStore
-from chain429.routing.outcome import CooldownPolicy, Kind, Outcome, Tried, classify
+from chain429.routing.outcome import CooldownPolicy, Kind, Outcome, Tried
 from chain429.routing.queueing import QueueError, Queues
 from chain429.routing.runtime import ChainRuntime, EntryRuntime, Snapshot
 from chain429.routing.streaming import Committed, Rejected, StreamSession
 from chain429.upstream import provider_json
-from chain429.upstream.client import Upstream, UpstreamError
+from chain429.upstream.client import Upstream, UpstreamReply
 from chain429.upstream.openai_error import error_body
 
 T = TypeVar("T")
@@ -153,35 +154,24 @@ class Waterfall:
         `paid_wait_s`, stop and say so: the caller waits for it instead of paying.
         """
         for entry in chain.entries:
-            now = time.time()
             free_at = trace.free_recovery
             if (
                 entry.paid
                 and paid_wait_s > 0
                 and free_at is not None
-                and free_at - now <= paid_wait_s
+                and free_at - time.time() <= paid_wait_s
             ):
                 return Answer(None, None, None, wait_for_free_until=free_at)
-            reservation = await self.state.reserve(entry, need_tokens, now)
-            if isinstance(reservation, Block):
-                trace.skip(entry, reservation)
-                continue
-            started = time.perf_counter()
-            try:
-                tried = await attempt(entry)
-            except BaseException:
-                await self.state.finish(reservation, None)
-                raise
-            latency_ms = (time.perf_counter() - started) * 1000
-            outcome = tried.outcome
-            applied = await self.state.record(
-                reservation, outcome, tried.headers, tried.body, time.time(), policy
+            asked = await ask_entry(
+                self.state, entry, attempt, need_tokens=need_tokens, policy=policy
             )
-            trace.called(entry, outcome, latency_ms, applied)
+            if isinstance(asked, Block):
+                trace.skip(entry, asked)
+                continue
+            outcome = asked.tried.outcome
+            trace.called(entry, outcome, asked.latency_ms, asked.applied)
             if outcome.kind is Kind.SUCCESS:
-                trace.open.append(reservation)
-            else:
-                await self.state.finish(reservation, None)
+                trace.open.append(asked.reservation)
             if outcome.falls_through:
                 log.info(
                     "%s answered %s (%s); trying the next entry",
@@ -190,7 +180,7 @@ class Waterfall:
                     outcome.reason,
                 )
             else:
-                return Answer(entry, outcome, tried.result)
+                return Answer(entry, outcome, asked.tried.result)
         return Answer(None, None, None)
 
 
@@ -383,28 +373,11 @@ class Router:
         retry_max_wait = snapshot.config.settings.client_retry_max_wait_ms / 1000
         max_bytes = snapshot.config.settings.max_upstream_body_bytes
 
-        async def attempt(entry: EntryRuntime) -> Tried[tuple[int, bytes]]:
+        async def attempt(entry: EntryRuntime) -> Tried[UpstreamReply]:
             payload = json.dumps({**request, "model": entry.model}).encode()
-            try:
-                reply = await self.upstream.post(
-                    entry.url,
-                    entry.headers,
-                    payload,
-                    timeout_s=entry.timeout_s,
-                    max_bytes=max_bytes,
-                )
-            except UpstreamError as exc:
-                return Tried(classify(None, {}, b"", exc.kind, now=time.time(), policy=policy))
-            outcome = classify(
-                reply.status,
-                reply.headers,
-                reply.body,
-                None,
-                now=time.time(),
-                policy=policy,
-                dialect=entry.dialect,
+            return await post_and_classify(
+                self.upstream, entry, payload, policy=policy, max_bytes=max_bytes
             )
-            return Tried(outcome, (reply.status, reply.body), reply.headers, reply.body)
 
         try:
             answer = await self._walk(snapshot, chain, request, attempt, trace, max_wait_s)
@@ -412,7 +385,7 @@ class Router:
             return exhausted(chain, trace, retry_max_wait, err.code, err.message)
         if answer.entry is None or answer.result is None or answer.outcome is None:
             return exhausted(chain, trace, retry_max_wait)
-        status, body = answer.result
+        status, body = answer.result.status, answer.result.body
         headers = trace.headers(answer.entry.label)
         if answer.outcome.kind is Kind.CLIENT_ERROR:
             return Reply(status, body, headers, "client_error", answer.entry)

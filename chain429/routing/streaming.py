@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chain429.routing import tokens
+from chain429.routing.attempts import ask_entry, transport_failure
 from chain429.routing.limits import Block, Reservation, StateStore
 from chain429.routing.outcome import (
     TOO_LARGE_ANSWER,
@@ -244,7 +245,7 @@ class StreamSession:
                 max_bytes=self.max_body_bytes,
             )
         except UpstreamError as exc:
-            return Tried(classify(None, {}, b"", exc.kind, now=time.time(), policy=policy))
+            return Tried(transport_failure(exc.kind, policy))
         committed: Committed | None = None
         headers = stream.headers
         try:
@@ -301,9 +302,9 @@ class StreamSession:
             )
             return Tried(slow, None, headers)
         except UpstreamError as exc:
-            return Tried(classify(None, {}, b"", exc.kind, now=time.time(), policy=policy))
+            return Tried(transport_failure(exc.kind, policy))
         except EventTooLarge:
-            return Tried(classify(None, {}, b"", TOO_LARGE_ANSWER, now=time.time(), policy=policy))
+            return Tried(transport_failure(TOO_LARGE_ANSWER, policy))
         finally:
             if committed is None:
                 await stream.aclose()
@@ -464,27 +465,19 @@ class StreamSession:
         for entry in entries[start:]:
             if not entry.supports_prefill:
                 continue
-            reservation = await self.state.reserve(entry, 0, time.time())
-            if isinstance(reservation, Block):
+            asked = await ask_entry(
+                self.state,
+                entry,
+                lambda entry: self.open_entry(entry, request),
+                need_tokens=0,
+                policy=self.snapshot.policy,
+            )
+            if isinstance(asked, Block):
                 continue
-            try:
-                tried = await self.open_entry(entry, request)
-                await self.state.record(
-                    reservation,
-                    tried.outcome,
-                    tried.headers,
-                    tried.body,
-                    time.time(),
-                    self.snapshot.policy,
-                )
-            except BaseException:
-                await self.state.finish(reservation, None)
-                raise
-            committed = tried.result
+            committed = asked.tried.result
             if not isinstance(committed, Committed):
-                await self.state.finish(reservation, None)
                 continue
-            self.continuations.append(reservation)
+            self.continuations.append(asked.reservation)
             self.stats.continued_on.append(entry.label)
             # The new stream's preamble (its role chunk) would restart the answer: send
             # only its content, and keep what the first stream already said.

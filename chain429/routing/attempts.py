@@ -1,0 +1,104 @@
+"""One entry, asked once: the send-and-classify of a plain call, and the bookkeeping
+around any call.
+
+Three callers ask entries: the non-streaming walk, the streaming walk (and a
+stream's continuation on another entry), and chain tests. They share:
+
+- `post_and_classify`: a non-streaming call and what its answer means (the
+  streaming counterpart, up to the first token, is `StreamSession.open_entry`);
+- `ask_entry`: reserve the entry's quota, make the call, record what the
+  answer taught, and give the reservation back unless the entry answered —
+  then the caller holds it until the answer (or stream) is over and finishes
+  it with the tokens it really cost.
+
+Chain tests ignore cooldowns on purpose, so they call entries without a
+reservation; what they learn is still recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from chain429.routing.limits import Block, Reservation, StateStore
+from chain429.routing.outcome import CooldownPolicy, Kind, Outcome, Tried, classify
+from chain429.routing.runtime import EntryRuntime
+from chain429.upstream.client import Upstream, UpstreamError, UpstreamReply
+
+__all__ = ["Asked", "ask_entry", "post_and_classify", "transport_failure"]
+
+T = TypeVar("T")
+
+
+def transport_failure(kind: str, policy: CooldownPolicy) -> Outcome:
+    """What a call that got no (complete) HTTP answer means: timeout, refused, reset..."""
+    return classify(None, {}, b"", kind, now=time.time(), policy=policy)
+
+
+async def post_and_classify(
+    upstream: Upstream,
+    entry: EntryRuntime,
+    payload: bytes,
+    *,
+    policy: CooldownPolicy,
+    max_bytes: int,
+) -> Tried[UpstreamReply]:
+    """POST one non-streaming request to an entry, and classify its answer."""
+    try:
+        reply = await upstream.post(
+            entry.url, entry.headers, payload, timeout_s=entry.timeout_s, max_bytes=max_bytes
+        )
+    except UpstreamError as exc:
+        return Tried(transport_failure(exc.kind, policy))
+    outcome = classify(
+        reply.status,
+        reply.headers,
+        reply.body,
+        None,
+        now=time.time(),
+        policy=policy,
+        dialect=entry.dialect,
+    )
+    return Tried(outcome, reply, reply.headers, reply.body)
+
+
+@dataclass(frozen=True, slots=True)
+class Asked(Generic[T]):
+    """An entry that was called: its reservation (still open if it answered), what
+    the call gave, the cooldown the answer set (if any), and how long it took."""
+
+    reservation: Reservation
+    tried: Tried[T]
+    applied: Block | None
+    latency_ms: float
+
+
+async def ask_entry(
+    state: StateStore,
+    entry: EntryRuntime,
+    call: Callable[[EntryRuntime], Awaitable[Tried[T]]],
+    *,
+    need_tokens: int,
+    policy: CooldownPolicy,
+) -> Asked[T] | Block:
+    """Reserve, call, record: the Block that kept the entry from being asked, or what
+    the call gave. A successful answer's reservation stays open for the caller to
+    `finish`; every other is finished here."""
+    reservation = await state.reserve(entry, need_tokens, time.time())
+    if isinstance(reservation, Block):
+        return reservation
+    started = time.perf_counter()
+    try:
+        tried = await call(entry)
+    except BaseException:
+        await state.finish(reservation, None)
+        raise
+    latency_ms = (time.perf_counter() - started) * 1000
+    applied = await state.record(
+        reservation, tried.outcome, tried.headers, tried.body, time.time(), policy
+    )
+    if tried.outcome.kind is not Kind.SUCCESS:
+        await state.finish(reservation, None)
+    return Asked(reservation, tried, applied, latency_ms)
