@@ -1,10 +1,12 @@
 """The waterfall: which entry answers a request, and what each answer teaches.
 
 Owns: the runtime snapshot of a config (`runtime`), the walk down a chain
-and the reply it makes (`router`), streams up to and past their commit point
-(`streaming`), the pure classification of an upstream answer (`outcome`),
-rate-limit state behind the `StateStore` protocol (`limits`, `buckets`),
-queueing for a recovery (`queueing`) and chain tests (`probe`).
+and the reply it makes (`router`), one entry asked once and the quota
+bookkeeping around it (`attempts`), streams up to and past their commit
+point (`streaming`), the pure classification of an upstream answer
+(`outcome`), the token estimate (`tokens`), rate-limit state behind the
+`StateStore` protocol (`limits`, `buckets`), queueing for a recovery
+(`queueing`) and chain tests (`probe`).
 
 May import: `chain429.upstream`, `chain429.config`, and the record types of
 `chain429.requestlog.records`. Never the server: routing knows no HTTP
