@@ -19,67 +19,14 @@ import pytest
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
-from test_main import free_port, run, serving, wait_healthy
-from typer.testing import CliRunner
 
 from chain429.cli import wizard
-from chain429.cli.main import app
 from chain429.config.loader import parse_config_text, read_dotenv
 from chain429.fakes.provider import FakeProvider, Reply
+from fixtures.cli_edits import assert_comments_kept, cli, commented
+from fixtures.processes import free_port, run, serving, wait_healthy
 
-KEY_VARS = [var for known in wizard.KNOWN for var in known.env]
-ISOLATE = ["CHAIN429_SERVER", "CHAIN429_ADMIN_KEY", "CHAIN429_CONFIG", "CONFIG_PATH", "PORT"]
 DOWN, ENTER, SPACE, CTRL_C = "\x1b[B", "\r", " ", "\x03"
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in [*KEY_VARS, *ISOLATE, wizard.PROXY_KEY_VAR]:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("CHAIN429_CONFIG_DIR", str(tmp_path_factory.mktemp("contexts")))
-
-
-def cli(*args: str, env: dict[str, str] | None = None):
-    return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
-
-
-COMMENTED = """\
-# My chain429 config: keep this note.
-version: 1
-settings:
-  port: {port}
-  apiKeys: [k]                 # the proxy key
-  defaultChain: main
-providers:
-  - id: groq                   # fast and free
-    type: groq
-    apiKey: ${{GROQ_API_KEY}}
-  - id: local
-    type: generic-openai
-    baseUrl: {url}
-    apiKey: sk-literal-secret-123456   # never shown
-chains:
-  # The default chain.
-  - name: main
-    entries:
-      - provider: groq
-        model: llama-3.1-8b-instant
-      - provider: local
-        model: m
-"""
-
-
-def commented(tmp_path: Path, port: int | None = None, url: str = "http://127.0.0.1:9/v1") -> Path:
-    path = tmp_path / "chain429.yaml"
-    path.write_text(COMMENTED.format(port=port or free_port(), url=url))
-    return path
-
-
-def assert_comments_kept(path: Path) -> None:
-    text = path.read_text()
-    for note in ("# My chain429 config", "# the proxy key", "# fast and free", "# never shown"):
-        assert note in text, note
-    assert "${GROQ_API_KEY}" in text
 
 
 # --- pure parts ----------------------------------------------------------------------

@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-from test_main import free_port, run
+
+from fixtures.processes import free_port, run
 
 CONFIG = """\
 # edit commands: keep this note

@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 
 import yaml
-from test_config_commands import _clean_env, assert_comments_kept, cli, commented  # noqa: F401
+
+from fixtures.cli_edits import assert_comments_kept, cli, commented
 
 NOTED = """\
 # My config

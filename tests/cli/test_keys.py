@@ -15,12 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from test_config_commands import KEY_VARS, _clean_env  # noqa: F401
-from test_config_commands import cli as in_process
-from test_main import CHAIN429, free_port, run, stop, wait_healthy
 
 from chain429.config.loader import read_dotenv
 from chain429.fakes.provider import FakeProvider
+from fixtures.cli_edits import KEY_VARS
+from fixtures.cli_edits import cli as in_process
+from fixtures.processes import CHAIN429, free_port, run, stop, wait_healthy
 
 HELLO = [{"role": "user", "content": "hi"}]
 

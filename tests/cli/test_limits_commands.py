@@ -7,10 +7,10 @@ import os
 
 import httpx
 import pytest
-from test_main import run
 
 from chain429.fakes.provider import Reply
-from conftest import chain_config, provider_entry
+from fixtures.processes import run
+from fixtures.servers import chain_config, provider_entry
 
 ADMIN_KEY = "limits-admin-key-0123"
 PROXY_KEY = "limits-proxy-key-0123"

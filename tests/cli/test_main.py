@@ -11,58 +11,15 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import time
-from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import COMPAT_CONFIG, COMPAT_CONFIGS
+from fixtures.processes import CHAIN429, free_port, run, serving, stop, wait_healthy
+from fixtures.servers import COMPAT_CONFIG, COMPAT_CONFIGS
 
-CHAIN429 = [sys.executable, "-m", "chain429.cli.main"]
 COMPAT_KEY = "your-proxy-api-key-here"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout=30):
-    """The CLI as a user's script runs it: no terminal, nothing on stdin."""
-    return subprocess.run(
-        [*CHAIN429, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 15) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited {proc.returncode}: {proc.stderr.read()}")
-        try:
-            return httpx.get(f"{url}/health", timeout=1).json()
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError("server did not become healthy")
-
-
-def stop(proc: subprocess.Popen) -> int:
-    proc.send_signal(signal.SIGINT)
-    try:
-        return proc.wait(timeout=20)  # a graceful stop is quick; a busy machine is not
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 BAD = """\
@@ -155,21 +112,6 @@ ONE_CHAIN = (
     "version: 1\nsettings:\n  apiKeys: [k]\nproviders:\n  - id: a\n    type: groq\n"
     "chains:\n  - name: c\n    entries:\n      - {provider: a, model: m}\n"
 )
-
-
-@contextmanager
-def serving(*args: str, env: dict[str, str] | None = None):
-    proc = subprocess.Popen(
-        [*CHAIN429, "serve", *args],
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        yield proc
-    finally:
-        stop(proc)
 
 
 def test_serve_takes_port_from_PORT_and_flag_wins(tmp_path):

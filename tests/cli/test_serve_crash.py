@@ -18,11 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_main import CHAIN429, free_port, wait_healthy
-from test_serve_log import write_config
 
 from chain429.fakes.provider import FakeProvider, Reply
 from chain429.requestlog.writer import DEFAULT_BATCH_INTERVAL_S
+from fixtures.processes import CHAIN429, free_port, wait_healthy, write_config
 
 HELLO = [{"role": "user", "content": "hi"}]
 # The documented window is the batch interval plus one write (a few ms, under 50 ms

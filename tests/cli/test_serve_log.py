@@ -10,28 +10,11 @@ import threading
 import time
 
 import httpx
-from test_main import CHAIN429, free_port, wait_healthy
 
 from chain429.fakes.provider import FakeProvider, Reply
+from fixtures.processes import CHAIN429, free_port, wait_healthy, write_config
 
 HELLO = [{"role": "user", "content": "hi"}]
-
-
-def write_config(tmp_path, fake, db):
-    path = tmp_path / "chain429.yaml"
-    path.write_text(
-        "version: 1\n"
-        "settings:\n"
-        "  apiKeys: [k]\n"
-        f"  databaseUrl: sqlite:///{db}\n"
-        "providers:\n"
-        f"  - {{id: fake, type: generic-openai, baseUrl: '{fake.base_url}', apiKey: s3cret}}\n"
-        "chains:\n"
-        "  - name: c\n"
-        "    entries:\n"
-        "      - {provider: fake, model: m}\n"
-    )
-    return path
 
 
 def test_sigterm_under_load_writes_a_row_for_every_answered_request(tmp_path):

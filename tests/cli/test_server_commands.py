@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_main import CHAIN429, free_port, stop, wait_healthy
 
 from chain429.fakes.provider import FakeProvider, Reply
+from fixtures.processes import CHAIN429, free_port, stop, wait_healthy
 
 ADMIN_KEY = "adm-test-key-0123456789"
 PROXY_KEY = "proxy-test-key-0123456789"

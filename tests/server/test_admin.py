@@ -335,7 +335,7 @@ def test_diff_says_what_a_file_would_change(served):
 
 
 def test_config_of_a_server_without_a_file_is_masked_too(fake, proxy):
-    from conftest import PROXY_KEY, chain_config, provider_entry
+    from fixtures.servers import PROXY_KEY, chain_config, provider_entry
 
     a = fake("a")
     extra = {"headers": {"Authorization": "Bearer sk-header-secret-1234", "X-Title": "t"}}

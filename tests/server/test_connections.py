@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import PROXY_KEY, chain_config, provider_entry
+from fixtures.servers import PROXY_KEY, chain_config, provider_entry
 
 HELLO = [{"role": "user", "content": "hi"}]
 AUTH = f"authorization: Bearer {PROXY_KEY}\r\n".encode()

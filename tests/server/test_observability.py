@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chain429.fakes.provider import Reply
 from chain429.server.logs import JsonFormatter
-from conftest import PROXY_KEY, chain_config, provider_entry
+from fixtures.servers import PROXY_KEY, chain_config, provider_entry
 
 HELLO = [{"role": "user", "content": "hi"}]
 
@@ -115,7 +115,7 @@ def test_metrics_count_requests_attempts_skips_tokens_and_cooldowns(fake, proxy)
         > 0
     )
     assert found[("chain429_active_cooldowns", ())] == 1
-    # No request log here: no log series either (with one: tests/telemetry/test_outage.py).
+    # No request log here: no log series either (with one: tests/requestlog/test_outage.py).
     assert not [name for name, _ in found if name.startswith("chain429_log_")]
 
 

@@ -18,7 +18,7 @@ from sanic import Sanic
 
 from chain429 import __version__
 from chain429.server.openapi import DOCUMENT
-from conftest import chain_config, provider_entry
+from fixtures.servers import chain_config, provider_entry
 
 _probe_names = itertools.count(1)
 

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from chain429.fakes.provider import Reply
-from conftest import PROXY_KEY, chain_config, provider_entry
+from fixtures.servers import PROXY_KEY, chain_config, provider_entry
 
 HELLO = [{"role": "user", "content": "hi"}]
 

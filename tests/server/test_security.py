@@ -554,7 +554,7 @@ def test_a_bad_body_is_reported_even_when_if_match_is_stale(start):
 def test_the_document_says_what_the_server_refuses(start):
     s = start()
     document = s.send("GET", "/openapi.json").json()
-    # `since=` is a 400 (tests/stats): the document says an empty value is not one.
+    # `since=` is a 400 (tests/requestlog): the document says an empty value is not one.
     assert document["components"]["parameters"]["chain"]["schema"]["minLength"] == 1
     since = document["components"]["parameters"]["since"]["schema"]["anyOf"]
     assert {"format": "date-time", "type": "string"} in since
@@ -567,8 +567,8 @@ def test_the_document_says_what_the_server_refuses(start):
 
 
 def test_providers_named_by_host_name_go_through_the_guarded_resolver(fake, proxy):
-    """Names are resolved when connecting, the answers checked (tests/engine/test_addresses.py)."""
-    from conftest import chain_config, provider_entry
+    """Names are resolved when connecting and the answers checked (tests/upstream)."""
+    from fixtures.servers import chain_config, provider_entry
 
     a = fake("a")
     by_name = provider_entry("a", a, baseUrl=a.base_url.replace("127.0.0.1", "localhost"))

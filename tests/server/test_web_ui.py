@@ -11,7 +11,7 @@ import pytest
 from sanic import Sanic
 
 from chain429.server.web_ui import assets, register_web_ui
-from conftest import chain_config, provider_entry
+from fixtures.servers import chain_config, provider_entry
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ import time
 
 import httpx
 import pytest
-import stats_data
-from stats_data import DAY, HOUR
 
 from chain429.config.model import Config
 from chain429.requestlog import database as chain_database
@@ -16,6 +14,8 @@ from chain429.server.auth import authorize
 from chain429.server.serving import ServerThread
 from chain429.server.stats_routes import register_stats_routes
 from chain429.upstream.times import iso_ms as iso
+from fixtures import stats_data
+from fixtures.stats_data import DAY, HOUR
 
 PROXY_KEY = "stats-proxy-key"
 ADMIN_KEY = "stats-admin-key"

@@ -11,8 +11,8 @@ from chain429.config.errors import ConfigError, ConfigIssue
 from chain429.config.loader import find_config_path, load_config, parse_config_text, read_dotenv
 from chain429.config.model import Chain, ChainEntry, Config, Provider, Settings
 
-COMPAT_CONFIG = Path(__file__).resolve().parent / "fixtures" / "429chain.yaml"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+COMPAT_CONFIG = Path(__file__).resolve().parents[1] / "fixtures" / "429chain.yaml"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 MINIMAL = """\
 version: 1
@@ -43,7 +43,7 @@ def issues(text: str, **env: str) -> list[tuple[int | None, str, str]]:
 
 
 def test_a_429chain_config_loads_unchanged() -> None:
-    """Every key of 429chain's schema, in a file of our own (tests/engine/fixtures)."""
+    """Every key of 429chain's schema, in a file of our own (tests/fixtures)."""
     config = load_config(COMPAT_CONFIG, environ={})
     assert len(config.providers) == 7
     assert [c.name for c in config.chains] == ["default", "fast"]

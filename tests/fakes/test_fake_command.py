@@ -16,12 +16,12 @@ from contextlib import contextmanager
 import httpx
 import openai
 import pytest
-from test_main import CHAIN429, free_port, run, stop, wait_healthy
 
 from chain429.config.model import Config
 from chain429.server.app import create_app
 from chain429.server.serving import ServerThread
-from conftest import provider_entry
+from fixtures.processes import CHAIN429, free_port, run, stop, wait_healthy
+from fixtures.servers import provider_entry
 
 HELLO = [{"role": "user", "content": "hi"}]
 STREAM = {"model": "m", "stream": True, "messages": HELLO}

@@ -6,25 +6,14 @@ import asyncio
 import json
 import logging
 import sqlite3
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import peewee
 
-# The database fixtures (a fresh SQLite file and a fresh PostgreSQL database) live in
-# tests/telemetry/test_database.py; its directory is on sys.path only once pytest
-# collects it, which is after this directory.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "telemetry"))
-from test_database import (
-    database_fixture,
-    migrated_fixture,
-    no_writer_left_fixture,
-    postgres_url_fixture,
-)
-
+# The database fixtures (a fresh SQLite file and a fresh PostgreSQL database) are
+# this folder's conftest.py.
 from chain429.config.model import Config, RateLimits
 from chain429.requestlog.database import migrate, read_connection
 from chain429.requestlog.persist import StatePersister
@@ -34,9 +23,6 @@ from chain429.routing.limits import MemoryStateStore, Reservation
 from chain429.routing.outcome import CooldownPolicy, Kind, Outcome, classify
 from chain429.routing.runtime import EntryRuntime, build_snapshot
 from chain429.upstream.dialects import GENERIC
-
-# Shared with tests/telemetry by import (see test_telemetry.py for why not a conftest).
-SHARED_FIXTURES = (postgres_url_fixture, database_fixture, migrated_fixture, no_writer_left_fixture)
 
 POLICY = CooldownPolicy()
 OK = Outcome(Kind.SUCCESS, "200", 200)

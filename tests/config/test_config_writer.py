@@ -17,7 +17,7 @@ from chain429.config.writer import (
 )
 
 # Commented the way people comment their configs (and shaped like 429chain's example).
-EXAMPLE = Path(__file__).resolve().parent / "fixtures" / "commented.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "commented.yaml"
 
 SMALL = """\
 # chain429 config: keep this comment

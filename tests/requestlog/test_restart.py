@@ -17,7 +17,7 @@ from chain429.requestlog.tables import database_proxy
 from chain429.requestlog.writer import Telemetry
 from chain429.server.app import create_app
 from chain429.server.serving import ServerThread
-from conftest import PROXY_KEY, chain_config, provider_entry
+from fixtures.servers import PROXY_KEY, chain_config, provider_entry
 
 HELLO = [{"role": "user", "content": "hi"}]
 # Groq's `-requests` family is its daily quota: none left, back in 3 hours.

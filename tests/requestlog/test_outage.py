@@ -22,8 +22,6 @@ import httpx
 import peewee
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tcp_proxy import TcpProxy
-from test_database import no_writer_left_fixture, postgres_url_fixture, restore_binding
 
 from chain429.config.model import Config
 from chain429.requestlog.database import migrate, open_database
@@ -38,9 +36,9 @@ from chain429.requestlog.tables import (
 from chain429.requestlog.writer import Telemetry
 from chain429.server.app import create_app
 from chain429.server.serving import ServerThread
-from conftest import PROXY_KEY, chain_config, provider_entry
+from fixtures.servers import PROXY_KEY, chain_config, provider_entry
+from fixtures.tcp_proxy import TcpProxy
 
-SHARED_FIXTURES = (postgres_url_fixture, no_writer_left_fixture, restore_binding)
 HELLO = [{"role": "user", "content": "hi"}]
 SECRET = "hunter2-s3cret"  # trust auth ignores it; it must still never be shown
 

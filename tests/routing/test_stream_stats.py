@@ -11,7 +11,7 @@ from chain429.routing.limits import MemoryStateStore
 from chain429.routing.router import Router, StreamStart, Trace
 from chain429.routing.runtime import build_snapshot
 from chain429.upstream.client import Upstream
-from conftest import chain_config
+from fixtures.servers import chain_config
 
 HELLO = [{"role": "user", "content": "a prompt of forty characters, roughly.."}]
 

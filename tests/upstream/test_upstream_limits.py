@@ -18,7 +18,7 @@ import pytest
 
 from chain429.fakes.provider import Reply
 from chain429.fakes.replies import deep_json
-from conftest import chain_config, provider_entry
+from fixtures.servers import chain_config, provider_entry
 
 HELLO = [{"role": "user", "content": "hi"}]
 KIB = 1024

@@ -7,12 +7,12 @@ import itertools
 import json
 
 import pytest
-import stats_data
-from stats_data import DAY, HOUR, NOW_MS
 
 from chain429.requestlog import database as chain_database
 from chain429.requestlog import stats
 from chain429.requestlog.tables import HourlyAttemptRollup, HourlyRollup
+from fixtures import stats_data
+from fixtures.stats_data import DAY, HOUR, NOW_MS
 
 
 @pytest.fixture(scope="module", params=stats_data.KINDS)

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from chain429.fakes.provider import Reply
-from conftest import chain_config, provider_entry
+from fixtures.servers import chain_config, provider_entry
 
 HELLO = [{"role": "user", "content": "hi"}]
 

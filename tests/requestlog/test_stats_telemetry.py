@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import stats_data
-from stats_data import DAY, HOUR, NOW_MS
 
 from chain429.requestlog import stats
 from chain429.requestlog.records import AttemptRecord, RequestRecord
 from chain429.requestlog.writer import Telemetry
+from fixtures import stats_data
+from fixtures.stats_data import DAY, HOUR, NOW_MS
 
 
 def as_record(row, trail):

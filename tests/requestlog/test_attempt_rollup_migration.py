@@ -4,12 +4,12 @@ created and filled from the trails already logged, so `providers` stays exact.""
 from __future__ import annotations
 
 import pytest
-import stats_data
-from stats_data import DAY, HOUR, NOW_MS
 
 from chain429.requestlog import database as chain_database
 from chain429.requestlog import stats
 from chain429.requestlog.tables import HourlyAttemptRollup, SchemaMigration
+from fixtures import stats_data
+from fixtures.stats_data import DAY, HOUR, NOW_MS
 
 HOUR_START = NOW_MS // HOUR * HOUR
 KEY = ("hour_ms", "provider", "model", "outcome")

@@ -12,13 +12,6 @@ from typing import Any
 
 import peewee
 import pytest
-from test_database import (
-    database_fixture,
-    make_record_fixture,
-    migrated_fixture,
-    no_writer_left_fixture,
-    postgres_url_fixture,
-)
 
 from chain429.requestlog import writer as telemetry_module
 from chain429.requestlog.database import read_connection
@@ -32,16 +25,6 @@ from chain429.requestlog.tables import (
 )
 from chain429.requestlog.writer import HOUR_MS, Telemetry, latency_bucket
 
-# Shared with test_database.py by import, not by a tests/telemetry/conftest.py: that
-# would replace the root conftest in sys.modules and break `from conftest import ...`
-# in every test module collected after it.
-SHARED_FIXTURES = (
-    postgres_url_fixture,
-    database_fixture,
-    migrated_fixture,
-    no_writer_left_fixture,
-    make_record_fixture,
-)
 MakeRecord = Callable[..., RequestRecord]
 DAY_S = 86400
 
