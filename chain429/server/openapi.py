@@ -111,9 +111,10 @@ def _null_means_default(schema: Schema) -> None:
     (a null header value too)."""
     required = set(schema.get("required", ()))
     for name, field in schema.get("properties", {}).items():
-        values = field.get("additionalProperties")
-        if isinstance(values, dict) and isinstance(values.get("type"), str):
-            values["type"] = [values["type"], "null"]
+        for option in (field, *field.get("anyOf", ())):  # a map, or a map or null
+            values = option.get("additionalProperties")
+            if isinstance(values, dict) and isinstance(values.get("type"), str):
+                values["type"] = [values["type"], "null"]
         if name in required:
             continue
         options = field.get("anyOf")
