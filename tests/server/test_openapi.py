@@ -190,3 +190,7 @@ def test_the_config_bodies_carry_the_models_descriptions(served):
                 assert described == field.description, (body, name)
     assert "`groq`" in schemas["ProviderConfig"]["properties"]["type"]["description"]
     assert "groq" in schemas["ProviderConfig"]["properties"]["type"]["enum"]
+    # The writer takes a null header value (it leaves the header out), and a null map.
+    headers = schemas["ProviderConfig"]["properties"]["headers"]["anyOf"]
+    assert {"type": "null"} in headers
+    assert {"type": "object", "additionalProperties": {"type": ["string", "null"]}} in headers
