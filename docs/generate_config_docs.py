@@ -44,10 +44,11 @@ def table(model: type[BaseModel]) -> str:
     """One row per field of `model`, in the model's order: key, default, meaning."""
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for name, field in model.model_fields.items():
-        if not (field.description or "").strip():
+        description = (field.description or "").strip()
+        if not description:
             raise UndescribedField(f"{model.__name__}.{name} has no Field(description=...)")
         key = field.alias or name
-        rows.append(f"| `{key}` | {default_text(key, field)} | {meaning(field.description)} |")
+        rows.append(f"| `{key}` | {default_text(key, field)} | {meaning(description)} |")
     return "\n".join(rows) + "\n"
 
 

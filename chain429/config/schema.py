@@ -28,7 +28,6 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import DEFAULT_REF_TEMPLATE, GenerateJsonSchema
-from pydantic_core import core_schema
 
 from chain429.config.loader import HOLDS_REFERENCE
 from chain429.config.model import Config
@@ -57,7 +56,7 @@ class _Untitled(GenerateJsonSchema):
     """No `title` per field: pydantic's would be the key run together ("Apikeys"), and the
     description says more. A model keeps its title (its class name)."""
 
-    def field_title_should_be_set(self, schema: core_schema.CoreSchema) -> bool:
+    def field_title_should_be_set(self, schema: Any) -> bool:  # pydantic's type is private
         return False
 
 
