@@ -13,8 +13,6 @@ import typer
 
 from chain429.cli import output, wizard
 from chain429.cli.config_commands import (
-    ServerOption,
-    StreamOption,
     config_path,
     find_chain,
     items,
@@ -22,7 +20,7 @@ from chain429.cli.config_commands import (
     strict_config,
     write_change,
 )
-from chain429.cli.options import ConfigOption, JsonOption
+from chain429.cli.options import ConfigOption, JsonOption, ServerOption, StreamOption
 from chain429.cli.output import fail, plural, say
 
 if TYPE_CHECKING:
@@ -37,6 +35,17 @@ entry_app = typer.Typer(help="One entry of a chain: add or remove it.", no_args_
 chain_app.add_typer(entry_app, name="entry")
 
 NameArgument = Annotated[str, typer.Argument(metavar="NAME", help="The chain's name.")]
+# What `chain add` and `chain set` (edit_commands) both take.
+EntriesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--entry",
+        "-e",
+        help="PROVIDER:MODEL, repeatable, in the order to try them (split at the first colon: "
+        "groq:llama-3.1-8b-instant, openrouter:meta-llama/x:free).",
+        show_default=False,
+    ),
+]
 EntryArgument = Annotated[
     str,
     typer.Argument(
@@ -64,16 +73,7 @@ def _listed(pairs: list[tuple[Any, Any]]) -> str:
 @chain_app.command("add")
 def chain_add(
     name: NameArgument,
-    entry: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--entry",
-            "-e",
-            help="PROVIDER:MODEL, repeatable, in the order to try them (split at the "
-            "first colon: groq:llama-3.1-8b-instant, openrouter:meta-llama/x:free).",
-            show_default=False,
-        ),
-    ] = None,
+    entry: EntriesOption = None,
     config: ConfigOption = None,
     server: ServerOption = None,
 ) -> None:

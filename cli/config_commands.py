@@ -1,7 +1,7 @@
 """Commands that write the config file: init and provider ...; and what every
 command that edits the file shares (chain ... and settings ... too).
 
-Every change goes through `chain429.config_writer.apply_edit`, the admin API's
+Every change goes through `chain429.config.writer.apply_edit`, the admin API's
 own writer: comments and `${VAR}` references are kept, the whole result is
 validated, and the file is replaced atomically. Then `notify_server` asks a
 running server to reload and says whether it took the change.
@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from chain429.cli import output, starter, wizard
-from chain429.cli.options import ConfigOption, JsonOption
+from chain429.cli.options import (
+    ConfigOption,
+    JsonOption,
+    NewConfigOption,
+    ServerOption,
+    StreamOption,
+)
 from chain429.cli.output import fail, plural, say
 from chain429.config.errors import ConfigError
 from chain429.config.loader import find_config_path, load_config, read_dotenv
@@ -30,17 +36,6 @@ if TYPE_CHECKING:
     from chain429.config.writer import ConfigDocument, ConfigEditError
 
 T = TypeVar("T")
-
-ServerOption = Annotated[
-    str | None,
-    typer.Option(
-        "--server",
-        help="Server to tell to reload. Default: $CHAIN429_SERVER, the current context, "
-        "else host:port of the file.",
-        show_default=False,
-    ),
-]
-StreamOption = Annotated[bool, typer.Option("--stream", help="Test with streaming requests.")]
 
 
 # --- shared helpers ------------------------------------------------------------
@@ -170,10 +165,7 @@ def chains_using(data: dict[str, Any], provider_id: str) -> list[str]:
 
 # --- init ------------------------------------------------------------------------
 def init(
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="File to write. Default: ./chain429.yaml."),
-    ] = None,
+    config: NewConfigOption = None,
     yes: Annotated[
         bool,
         typer.Option("--yes", "-y", help="Ask nothing: use the flags and the environment."),
@@ -245,31 +237,40 @@ provider_app = typer.Typer(
     help="Providers in the config file: add, list, show, set, remove, test.",
     no_args_is_help=True,
 )
+# What `provider add` and `provider set` (edit_commands) both take.
 IdArgument = Annotated[str, typer.Argument(metavar="ID", help="The provider's id.")]
+TypeOption = Annotated[
+    str | None,
+    typer.Option("--type", "-t", help=f"One of: {', '.join(PROVIDER_TYPES)}.", show_default=False),
+]
+NameOption = Annotated[str | None, typer.Option("--name", help="Display name.", show_default=False)]
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        help="API base URL (…/v1); required for "
+        + ", ".join(t for t in PROVIDER_TYPES if PRESETS[t].default_base_url is None)
+        + ".",
+        show_default=False,
+    ),
+]
+ApiKeyEnvOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key-env",
+        help="Variable holding the key, written as apiKey: ${VAR}.",
+        show_default=False,
+    ),
+]
 
 
 @provider_app.command("add")
 def provider_add(
     provider_id: IdArgument,
-    ptype: Annotated[
-        str | None,
-        typer.Option(
-            "--type", "-t", help=f"One of: {', '.join(PROVIDER_TYPES)}.", show_default=False
-        ),
-    ] = None,
-    name: Annotated[str | None, typer.Option(help="Display name.", show_default=False)] = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option(help="API base URL (…/v1); required for generic-openai.", show_default=False),
-    ] = None,
-    api_key_env: Annotated[
-        str | None,
-        typer.Option(
-            help="Variable holding the key, written as apiKey: ${VAR}. Default: from the "
-            "type (GROQ_API_KEY for groq).",
-            show_default=False,
-        ),
-    ] = None,
+    ptype: TypeOption = None,
+    name: NameOption = None,
+    base_url: BaseUrlOption = None,
+    api_key_env: ApiKeyEnvOption = None,
     no_key: Annotated[
         bool,
         typer.Option(
@@ -286,7 +287,11 @@ def provider_add(
     server: ServerOption = None,
 ) -> None:
     """Add a provider (asks for what the flags leave out, on a terminal). With no config
-    file yet, first writes one as `init --yes` would."""
+    file yet, first writes one as `init --yes` would.
+
+    The key's variable is the type's unless --api-key-env names one (GROQ_API_KEY for
+    groq).
+    """
     if no_key and api_key_env is not None:
         raise fail("--no-key and --api-key-env contradict each other; give one")
     if ptype is not None and ptype not in PRESETS:

@@ -1,5 +1,4 @@
-"""Where the CLI looks: named servers (`context add|list|use`) and the config file
-(`config path|show`).
+"""Which server the CLI talks to: named servers (`context add|list|use`).
 
 Contexts live in `contexts.toml` in the user config dir (`~/.config/chain429`
 on Linux; `$CHAIN429_CONFIG_DIR` moves it). The file is read and written with
@@ -18,7 +17,6 @@ that holds it.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +25,10 @@ from typing import Annotated, Any
 import platformdirs
 import tomlkit
 import typer
-import yaml
 from tomlkit.exceptions import TOMLKitError
 
-from chain429.cli import output
+from chain429.cli.options import JsonOption
 from chain429.cli.output import fail, print_json, say, table
-from chain429.config.loader import find_config_path
 
 CONFIG_DIR_ENV = "CHAIN429_CONFIG_DIR"
 
@@ -192,7 +188,7 @@ def add_command(
 
 @context_app.command("list")
 def list_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the contexts as JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """List contexts; `*` marks the current one."""
     try:
@@ -241,66 +237,6 @@ def use_command(name: Annotated[str, typer.Argument(help="Context name.")]) -> N
     say(f"current context: {name}")
 
 
-# -- config path|show -------------------------------------------------------
-
-_ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="Config file (default: the one serve would use).", show_default=False
-    ),
-]
-_JsonOption = Annotated[bool, typer.Option("--json", help="Print the data as JSON.")]
-
-config_app = typer.Typer(help="Where the config file is, and what it says.", no_args_is_help=True)
-
-
-def _found(explicit: Path | None) -> tuple[Path, str]:
-    if explicit is not None:
-        return explicit, "given with --config"
-    for variable in ("CHAIN429_CONFIG", "CONFIG_PATH"):
-        if os.environ.get(variable):
-            return find_config_path(None), f"from ${variable}"
-    path = find_config_path(None)
-    if path.parent == Path.cwd():
-        return path, "chain429.yaml in the current directory"
-    return path, "the user config dir (no chain429.yaml in the current directory)"
-
-
-@config_app.command("path")
-def config_path(config: _ConfigOption = None, as_json: _JsonOption = False) -> None:
-    """Print the config file the CLI would use, and how it was found."""
-    path, how = _found(config)
-    exists = path.is_file()
-    if as_json:
-        print_json({"path": str(path), "found_by": how, "exists": exists})
-        return
-    typer.echo(str(path))
-    say(f"{how}{'' if exists else '; the file does not exist'}")
-
-
-@config_app.command("show")
-def config_show(config: _ConfigOption = None, as_json: _JsonOption = False) -> None:
-    """Print the config file with secrets masked (`${VAR}` references are shown as written)."""
-    from chain429.config.writer import ConfigDocument, ConfigEditError
-
-    path, _ = _found(config)
-    if not path.is_file():
-        raise fail(f"no config file at {path} (create one with `chain429 init`)")
-    try:
-        data = ConfigDocument.load(path).masked()
-    except ConfigEditError as err:
-        for issue in err.issues:
-            output.stderr.print(str(issue), markup=False, highlight=False)
-        raise fail(f"cannot read {path}: {err.message}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise fail(f"cannot read {path}: {err}") from None
-    if as_json:
-        print_json(data)
-    else:
-        sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-
-
 def register(app: typer.Typer) -> None:
-    """Add `context add|list|use` and `config path|show` to the CLI."""
+    """Add `context add|list|use` to the CLI."""
     app.add_typer(context_app, name="context")
-    app.add_typer(config_app, name="config")

@@ -15,16 +15,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from chain429.cli import wizard
-from chain429.cli.chain_commands import NameArgument, chain_app
+from chain429.cli.chain_commands import EntriesOption, NameArgument, chain_app
 from chain429.cli.config_commands import (
-    ServerOption,
+    ApiKeyEnvOption,
+    BaseUrlOption,
+    IdArgument,
+    NameOption,
+    TypeOption,
     config_path,
     find_chain,
     items,
     provider_app,
     write_change,
 )
-from chain429.cli.options import ConfigOption
+from chain429.cli.options import ConfigOption, ServerOption
 from chain429.cli.output import fail
 from chain429.upstream.presets import PROVIDER_TYPES
 
@@ -34,22 +38,17 @@ if TYPE_CHECKING:
 
 def chain_set(
     name: NameArgument,
-    entry: Annotated[
-        list[str],
-        typer.Option(
-            "--entry",
-            "-e",
-            help="PROVIDER:MODEL, repeatable, in the order to try them: the chain's whole new "
-            "list. Entries that stay keep their own settings (rateLimits, paid).",
-            show_default=False,
-        ),
-    ],
+    entry: EntriesOption,
     config: ConfigOption = None,
     server: ServerOption = None,
 ) -> None:
-    """Give an existing chain a new list of entries (to add, remove or reorder them at once)."""
+    """Give an existing chain a new list of entries (to add, remove or reorder them at once).
+
+    The --entry options are the chain's whole new list; entries that stay keep their own
+    settings (rateLimits, paid).
+    """
     try:
-        wanted = [wizard.parse_entry(text) for text in entry]
+        wanted = [wizard.parse_entry(text) for text in entry or ()]
     except ValueError as err:
         raise fail(str(err)) from None
 
@@ -65,25 +64,11 @@ def chain_set(
 
 
 def provider_set(
-    provider_id: Annotated[str, typer.Argument(metavar="ID", help="The provider's id.")],
-    ptype: Annotated[
-        str | None,
-        typer.Option(
-            "--type", "-t", help=f"One of: {', '.join(PROVIDER_TYPES)}.", show_default=False
-        ),
-    ] = None,
-    name: Annotated[str | None, typer.Option(help="Display name.", show_default=False)] = None,
-    base_url: Annotated[
-        str | None, typer.Option(help="API base URL (…/v1).", show_default=False)
-    ] = None,
-    api_key_env: Annotated[
-        str | None,
-        typer.Option(
-            help="Variable holding the key, written as apiKey: ${VAR}. Needed again when the "
-            "type or base URL changes.",
-            show_default=False,
-        ),
-    ] = None,
+    provider_id: IdArgument,
+    ptype: TypeOption = None,
+    name: NameOption = None,
+    base_url: BaseUrlOption = None,
+    api_key_env: ApiKeyEnvOption = None,
     timeout: Annotated[
         int | None, typer.Option(min=1, help="Request timeout in ms.", show_default=False)
     ] = None,
@@ -96,7 +81,11 @@ def provider_set(
     config: ConfigOption = None,
     server: ServerOption = None,
 ) -> None:
-    """Change some fields of an existing provider; the others, and its key, are kept."""
+    """Change some fields of an existing provider; the others, and its key, are kept.
+
+    Changing its type or base URL needs --api-key-env again: a key goes only where its
+    owner sent it.
+    """
     changes: dict[str, Any] = {
         "type": ptype,
         "name": name,

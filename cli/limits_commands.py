@@ -14,9 +14,8 @@ from typing import Annotated
 import typer
 
 from chain429.cli.client import AdminClient, reports_errors
-from chain429.cli.options import JsonOption
+from chain429.cli.options import ConfigOption, JsonOption, ServerOption
 from chain429.cli.output import print_json
-from chain429.cli.server_commands import ConfigOption, ServerOption
 
 limits_app = typer.Typer(
     help="A running server's rate-limit state: clear a cooldown (see `status` to watch it).",

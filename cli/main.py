@@ -16,6 +16,7 @@ from chain429 import __version__
 from chain429.cli import (
     chain_commands,
     config_commands,
+    config_file_commands,
     edit_commands,
     fake_commands,
     limits_commands,
@@ -23,7 +24,7 @@ from chain429.cli import (
     server_commands,
     settings_commands,
 )
-from chain429.cli.options import ConfigOption
+from chain429.cli.options import ConfigOption, JsonOption
 from chain429.cli.output import fail, port_in_use
 from chain429.config.errors import ConfigError
 from chain429.config.loader import find_config_path, load_config
@@ -144,7 +145,7 @@ def validate(
         Path | None, typer.Argument(help="Config file (default: the one serve would use).")
     ] = None,
     config: ConfigOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Check a config file: print `ok` (exit 0) or every problem with file and line (exit 1)."""
     if file is not None and config is not None and file != config:
@@ -185,6 +186,7 @@ def demo(
 
 
 config_commands.register(app)
+config_file_commands.register(app)
 chain_commands.register(app)
 settings_commands.register(app)
 server_commands.register(app)

@@ -18,6 +18,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.protocol import is_renderable
 from rich.table import Table
 
 stdout = Console(highlight=False, soft_wrap=True)
@@ -36,18 +37,32 @@ def table(
     columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None
 ) -> None:
     """Rows as a rich table on a terminal, as tab-separated lines when piped."""
-    rows = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
     if not interactive():
-        sys.stdout.write("\t".join(columns) + "\n")
-        for row in rows:
-            sys.stdout.write("\t".join(row) + "\n")
+        plain_line(columns)
+        for row in cells:
+            plain_line(row)
         return
-    rich_table = Table(title=title, header_style="bold")
+    stdout.print(rich_table(columns, cells, title=title))
+
+
+def rich_table(
+    columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None
+) -> Table:
+    """The one look of a table on a terminal: `table` prints it, and the live views
+    (`status --watch`, `chain test`) redraw it. A cell may be text (with rich markup), a
+    renderable (a spinner), or anything else, shown as `str` would."""
+    drawn = Table(title=title, header_style="bold")
     for column in columns:
-        rich_table.add_column(column)
+        drawn.add_column(column)
     for row in rows:
-        rich_table.add_row(*row)
-    stdout.print(rich_table)
+        drawn.add_row(*("" if c is None else c if is_renderable(c) else str(c) for c in row))
+    return drawn
+
+
+def plain_line(cells: Sequence[str]) -> None:
+    """One row as a script reads it: tab-separated, on stdout."""
+    sys.stdout.write("\t".join(cells) + "\n")
 
 
 def say(message: str) -> None:

@@ -1,4 +1,4 @@
-"""Commands that talk to a running server: status, stats, logs, reload, diff, config, context.
+"""Commands that talk to a running server: status, stats, logs, reload, diff; and context.
 
 Each finds its server with `chain429.cli.client` (`--server`, `$CHAIN429_SERVER`,
 the current context, else the config file's host and port) and turns a server
@@ -21,32 +21,12 @@ from rich.table import Table
 
 from chain429.cli import contexts, output
 from chain429.cli.client import AdminClient, reports_errors
-from chain429.cli.options import JsonOption
+from chain429.cli.options import ConfigOption, JsonOption, ServerOption
 from chain429.cli.output import fail, plural, print_json, say, table
 from chain429.config.errors import ConfigError, ConfigIssue
 from chain429.config.loader import find_config_path, load_config
 from chain429.config.model import Config
 
-ServerOption = Annotated[
-    str | None,
-    typer.Option(
-        "--server",
-        help="Server URL. Default: $CHAIN429_SERVER, the current context, else the host and "
-        "port of the config file. Admin key: $CHAIN429_ADMIN_KEY, else the context's "
-        "admin_key_env variable, else the config file's first adminKeys entry (${VAR} read "
-        "from the .env beside it too), else CHAIN429_ADMIN_KEY in that .env, else apiKeys.",
-        show_default=False,
-    ),
-]
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="Config file that says where the server listens (and its admin key).",
-        show_default=False,
-    ),
-]
 SinceOption = Annotated[
     str, typer.Option("--since", help="Start: an age (24h, 7d, 30m) or an ISO 8601 time.")
 ]
@@ -76,15 +56,6 @@ def _issue_lines(errors: Any, file: Path | str | None = None) -> list[str]:
         for e in errors
         if isinstance(e, dict)
     ]
-
-
-def _rich_table(columns: list[str], rows: list[list[str]], title: str | None) -> Table:
-    rich_table = Table(title=title, header_style="bold")
-    for column in columns:
-        rich_table.add_column(column)
-    for row in rows:
-        rich_table.add_row(*row)
-    return rich_table
 
 
 # -- reload -----------------------------------------------------------------
@@ -237,7 +208,7 @@ def _watch_status(
     def render() -> tuple[dict[str, Any], dict[str, Any], Table]:
         health, limits = snapshot()
         title = f"{_status_title(client, health)}, {time.strftime('%H:%M:%S')}"
-        return health, limits, _rich_table(STATUS_COLUMNS, _status_rows(limits), title)
+        return health, limits, output.rich_table(STATUS_COLUMNS, _status_rows(limits), title=title)
 
     if output.interactive() and not as_json:
         live_table = render()[2]
@@ -428,7 +399,7 @@ class _LinePrinter:
 
     def _line(self, cells: list[str], bold: bool = False) -> None:
         if not output.interactive():
-            sys.stdout.write("\t".join(cells) + "\n")
+            output.plain_line(cells)
             return
         text = "  ".join(c.ljust(w) for c, w in zip(cells, LOG_WIDTHS, strict=True)).rstrip()
         output.stdout.print(text, style="bold" if bold else None, markup=False)
@@ -447,12 +418,7 @@ def logs(
         str | None, typer.Option(help="Only this outcome (success, all_providers_exhausted, ...).")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="How many requests.")] = 20,
-    since: Annotated[
-        str | None,
-        typer.Option(
-            help="Start: an age (24h, 7d) or ISO 8601 time (default: 24h).", show_default=False
-        ),
-    ] = None,
+    since: SinceOption = "24h",
     follow: Annotated[
         bool,
         typer.Option(
@@ -545,7 +511,7 @@ def _load_local(path: Path) -> Config:
 def diff(
     file: Annotated[
         Path | None,
-        typer.Argument(help="The new side (default: the config file the CLI finds)."),
+        typer.Argument(help="The new side (default: the config file, as --config finds it)."),
     ] = None,
     against: Annotated[
         Path | None,
@@ -558,16 +524,7 @@ def diff(
     ] = False,
     as_json: JsonOption = False,
     server: ServerOption = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            "-c",
-            help="Config file that says where the server listens (and its admin key); "
-            "the new side too when FILE is not given.",
-            show_default=False,
-        ),
-    ] = None,
+    config: ConfigOption = None,
 ) -> None:
     """What would change going from the running server's config (or --against OTHER) to FILE.
 

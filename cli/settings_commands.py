@@ -20,8 +20,8 @@ import yaml
 from pydantic.fields import FieldInfo
 
 from chain429.cli import output
-from chain429.cli.config_commands import ServerOption, config_path, load_document, write_change
-from chain429.cli.options import ConfigOption, JsonOption
+from chain429.cli.config_commands import config_path, load_document, write_change
+from chain429.cli.options import ConfigOption, JsonOption, ServerOption
 from chain429.cli.output import fail, say
 from chain429.config.masking import SETTINGS_SECRETS
 from chain429.config.model import Settings

@@ -478,19 +478,16 @@ def run_probe(config: Config, chain_name: str, stream: bool, as_json: bool) -> N
 
         def render() -> Any:
             from rich.spinner import Spinner
-            from rich.table import Table
 
-            table = Table(title=f"testing {chain_name}", header_style="bold")
-            for column in PROBE_COLUMNS:
-                table.add_column(column)
+            rows: list[list[Any]] = []
             for i, (entry, result) in enumerate(zip(chain.entries, results, strict=True), 1):
                 if result is None:
-                    table.add_row(str(i), entry.label, Spinner("dots", "testing"))
+                    rows.append([i, entry.label, Spinner("dots", "testing")])
                 else:
                     cells = probe_cells(result)
                     colour = "green" if result["result"] == "ok" else "red"
-                    table.add_row(str(i), entry.label, f"[{colour}]{cells[0]}[/]", *cells[1:])
-            return table
+                    rows.append([i, entry.label, f"[{colour}]{cells[0]}[/]", *cells[1:]])
+            return output.rich_table(PROBE_COLUMNS, rows, title=f"testing {chain_name}")
 
         with Live(render(), console=output.stdout, refresh_per_second=12) as view:
             asyncio.run(probe_all(lambda: view.update(render())))

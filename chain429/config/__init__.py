@@ -1,10 +1,11 @@
 """The config file: its model, its errors, and every way chain429 reads, edits and shows it.
 
 Owns: the frozen pydantic model of 429chain's schema and ours (`model`),
-loading with `${VAR}` references and errors with file, line and field
-(`loader`, `errors`), the round-trip writer the CLI and the admin API edit
-through (`writer`, `yaml_lines`, `files`), the semantic diff (`diff`), and
-how secrets are shown (`masking`).
+with the checks that span its sections (`cross_checks`), loading with
+`${VAR}` references and errors with file, line and field (`loader`,
+`errors`), the file's JSON Schema for editors (`schema`), the round-trip
+writer the CLI and the admin API edit through (`writer`, `yaml_lines`,
+`files`), the semantic diff (`diff`), and how secrets are shown (`masking`).
 
 May import: `chain429.upstream` (presets and address rules a config is
 checked against). Nothing here knows about requests, the server or the log.

@@ -19,6 +19,7 @@ import platformdirs
 import yaml
 from pydantic import ValidationError
 
+from chain429.config.cross_checks import cross_check
 from chain429.config.errors import (
     ConfigError,
     ConfigIssue,
@@ -28,9 +29,10 @@ from chain429.config.errors import (
     pydantic_message,
 )
 from chain429.config.masking import redact
-from chain429.config.model import _DEFER_CROSS_CHECKS, Config, cross_check
+from chain429.config.model import _DEFER_CROSS_CHECKS, Config
 
 __all__ = [
+    "HOLDS_REFERENCE",
     "find_config_path",
     "load_config",
     "parse_config_text",
@@ -42,7 +44,12 @@ __all__ = [
 
 # `$${` is an escape for a literal `${`; any other `${` must be a well-formed
 # reference, because a typo left in place would be sent upstream as an API key.
-_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}|\$\{")
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_REFERENCE = re.compile(rf"\$\$\{{|\$\{{({_NAME})(:-([^}}]*))?\}}|\$\{{")
+# A value that holds a reference (`${PORT}`, `${PORT:-3429}`) is known only once it
+# is resolved: the config file's JSON Schema (chain429.config.schema) takes it
+# wherever a number goes, and leaves the judging to the loader.
+HOLDS_REFERENCE = rf"\$\{{{_NAME}(:-[^}}]*)?\}}"
 
 
 def references_in(value: Any) -> set[str]:

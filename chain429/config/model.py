@@ -1,17 +1,21 @@
-"""The config's model: frozen pydantic classes of every section, and their cross-checks.
+"""The config's model: frozen pydantic classes of every section.
 
 The schema is a superset of 429chain's (camelCase keys, `version: 1`), so a
 429chain config loads unchanged. Validation that spans sections (a chain
-naming a provider, the default chain, provider addresses) is `cross_check`,
-which the loader (`chain429.config.loader`) runs on the raw document so its
-problems come with lines like every other.
+naming a provider, the default chain, provider addresses) is
+`chain429.config.cross_checks`, which the loader (`chain429.config.loader`)
+runs on the raw document so its problems come with lines like every other.
+
+Each field's `description` is its one explanation, written for users: the
+tables of docs/config.md (docs/generate_config_docs.py), the file's JSON
+Schema that editors show (`chain429 config schema`, chain429.config.schema)
+and the admin API's /openapi.json are all made from it.
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Self
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -27,12 +31,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from chain429.config.errors import (
-    FIELD_CTX,
-    Loc,
-    format_path,
-)
-from chain429.upstream.addresses import forbidden_upstream, host_of
+from chain429.config.cross_checks import cross_check
+from chain429.config.errors import FIELD_CTX, format_path
 from chain429.upstream.presets import PRESETS, PROVIDER_TYPES
 
 # The request log's buffer (settings.logBufferSize): 10,000 records of ~1-2 kB
@@ -46,7 +46,6 @@ __all__ = [
     "Provider",
     "RateLimits",
     "Settings",
-    "cross_check",
 ]
 
 
@@ -70,89 +69,289 @@ Flag = Annotated[bool, BeforeValidator(_no_number)]
 Count = Annotated[int, BeforeValidator(_no_bool)]
 
 
+LogLevel = Literal["trace", "debug", "info", "warn", "error", "fatal"]
+
+
+def _listed(names: Iterable[str]) -> str:
+    return ", ".join(f"`{name}`" for name in names)
+
+
 class Model(BaseModel):
     model_config = ConfigDict(
         frozen=True, extra="forbid", populate_by_name=True, alias_generator=to_camel
     )
 
 
+# A Count of at least 1, for optional limits. `Field(ge=1)` on `Count | None`
+# would bind to the union, where JSON Schema has no word for it; on the number
+# (inside the validator) it reads `minimum: 1` in the schema.
+PositiveCount = Annotated[int, Field(ge=1), BeforeValidator(_no_bool)]
+
+
 class RateLimits(Model):
-    requests_per_minute: Count | None = Field(default=None, ge=1)
-    tokens_per_minute: Count | None = Field(default=None, ge=1)
-    requests_per_day: Count | None = Field(default=None, ge=1)
-    tokens_per_day: Count | None = Field(default=None, ge=1)
-    concurrent_requests: Count | None = Field(default=None, ge=1)
+    """Limits chain429 counts itself, for providers whose answers carry no rate-limit headers
+    (docs/ratelimits.md). They are counted per quota bucket (see `quotaScope`)."""
+
+    requests_per_minute: PositiveCount | None = Field(
+        default=None, description="Requests per minute, in a sliding 60 s window."
+    )
+    tokens_per_minute: PositiveCount | None = Field(
+        default=None,
+        description="Tokens per minute, counted from real usage once the answer is in.",
+    )
+    requests_per_day: PositiveCount | None = Field(
+        default=None, description="Requests per calendar day (the provider's day boundary)."
+    )
+    tokens_per_day: PositiveCount | None = Field(
+        default=None,
+        description="Tokens per calendar day (the provider's day boundary), counted from real "
+        "usage.",
+    )
+    concurrent_requests: PositiveCount | None = Field(
+        default=None,
+        description="Requests in flight at once; a slot is freed on completion, error and "
+        "client cancel.",
+    )
 
 
 class Settings(Model):
-    port: Count = Field(default=3429, ge=1, le=65535)
-    host: str = "127.0.0.1"
-    api_keys: tuple[str, ...] = ()
-    admin_keys: tuple[str, ...] = ()
-    default_chain: str | None = None
-    log_level: Literal["trace", "debug", "info", "warn", "error", "fatal"] = "info"
-    cooldown_default_ms: Count = Field(default=60000, ge=0)
-    request_timeout_ms: Count = Field(default=30000, gt=0)
-    connect_timeout_ms: Count = Field(default=5000, gt=0)
-    payment_cooldown_ms: Count = Field(default=300000, ge=0)
-    unhealthy_cooldown_ms: Count = Field(default=600000, ge=0)
-    normalize_responses: Flag = False
-    strict_models: Flag = False
-    max_body_bytes: Count = Field(default=10 * 1024 * 1024, ge=1)
-    access_log: Flag = False
-    stream_idle_timeout_ms: Count = Field(default=20000, gt=0)
-    first_token_timeout_ms: Count = Field(default=15000, gt=0)
-    # Providers' answers are bounded. A body (and a stream before its first
-    # token) over this many bytes, on the wire or after gzip/deflate, falls
-    # through as `upstream_too_large`; it also caps the answer text a stream keeps.
-    max_upstream_body_bytes: Count = Field(default=32 * 1024 * 1024, ge=1024)
-    # One SSE event (or line) over this: before the first token it falls
-    # through (`upstream_too_large`), after it the stream ends `stream_interrupted`.
-    max_sse_event_bytes: Count = Field(default=8 * 1024 * 1024, ge=1024)
-    # A stream still going this long after its first token ends `stream_too_long`.
-    stream_max_duration_ms: Count = Field(default=30 * 60 * 1000, gt=0)
-    db_path: str | None = None
-    database_url: str | None = None
-    mid_stream_failure_threshold: Count = Field(default=3, ge=1)
-    mid_stream_cooldown_ms: Count = Field(default=120000, ge=0)
-    mid_stream_cooldown_max_ms: Count = Field(default=1800000, ge=0)
-    queue_mode: Flag = False
-    queue_max_wait_ms: Count = Field(default=300000, ge=0)
-    queue_max_size: Count = Field(default=100, ge=1)
-    # After the first token: "error" ends the client's stream with an error
-    # event; "continue" finishes the answer on an entry that supports prefill.
-    mid_stream: Literal["error", "continue"] = "error"
-    # Before spilling to a paid entry, wait this long for a free one known to recover.
-    wait_before_paid_ms: Count = Field(default=0, ge=0)
-    # A 503 whose earliest recovery is further away than this tells SDKs not to
-    # retry (`x-should-retry: false`); a sooner one invites the retry that
-    # lands after the recovery. OpenAI's SDKs otherwise wait up to minutes.
-    client_retry_max_wait_ms: Count = Field(default=10000, ge=0)
-    # The request log: where it lives is databaseUrl (or 429chain's dbPath).
-    log_retention_days: Count = Field(default=30, ge=0)  # 0 keeps everything
-    # Request records accepted and not yet committed, at most (queued, or in a
-    # batch being retried while the database is down); more are dropped, counted.
-    log_buffer_size: Count = Field(default=LOG_BUFFER_SIZE, ge=1)
-    log_format: Literal["text", "json"] = "text"
-    metrics_public: Flag = False  # serve /metrics without a key
-    # Browser safety (docs/security.md). Host names the server answers to besides
-    # the loopback ones: checked on every request when no keys are configured,
-    # and only when this list is set otherwise (a server behind a load balancer).
-    allowed_hosts: tuple[str, ...] = ()
-    # Web origins whose pages may call this server (CORS); none by default.
-    cors_origins: tuple[str, ...] = ()
-    # Link-local / cloud-metadata addresses, networks or names a provider's
-    # baseUrl may use all the same (refused by default: chain429.upstream.addresses).
-    allow_private_upstreams: tuple[str, ...] = ()
-    # Client connections (chain429/server/connections.py). Total deadlines, not reset by
-    # each byte received: a client trickling bytes cannot hold a connection.
-    client_header_timeout_ms: Count = Field(default=10000, gt=0)  # accept/first byte -> headers
-    client_body_timeout_ms: Count = Field(default=60000, gt=0)  # end of headers -> whole body
-    # An idle keep-alive connection closes after this. Clients should drop idle
-    # connections sooner (httpx: 5 s), and so should a load balancer in front.
-    keep_alive_timeout_ms: Count = Field(default=15000, gt=0)
-    # Open client connections; more are answered 503 and closed at once.
-    max_connections: Count = Field(default=1024, ge=1)
+    """How the server listens, waits, cools down and logs."""
+
+    port: Count = Field(
+        default=3429,
+        ge=1,
+        le=65535,
+        description="Port to listen on. `$PORT` and `serve --port` override it (the flag wins).",
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        description="Bind address; `serve --host` overrides it. Without `apiKeys`, only a "
+        "loopback address is allowed.",
+    )
+    api_keys: tuple[str, ...] = Field(
+        default=(),
+        description="Keys clients send (`Authorization: Bearer <key>` or `x-api-key`). Empty: "
+        "no auth, loopback only.",
+    )
+    admin_keys: tuple[str, ...] = Field(
+        default=(),
+        description="Keys for every route, admin ones included. Empty: the `apiKeys` may read "
+        "the admin API but not change the config (429chain let them).",
+    )
+    default_chain: str | None = Field(
+        default=None,
+        description="Chain for a request whose `model` names no chain and no entry's model "
+        "(docs/api.md#choosing-a-chain); must name a chain. Without one, such a request is a "
+        "404 `model_not_found`.",
+    )
+    log_level: LogLevel = Field(
+        default="info",
+        description=f"Least severe log message written: {_listed(get_args(LogLevel))}.",
+    )
+    cooldown_default_ms: Count = Field(
+        default=60000,
+        ge=0,
+        description="Milliseconds an entry rests after a 429 that carries no hint (no "
+        "`Retry-After`, reset header or body hint).",
+    )
+    request_timeout_ms: Count = Field(
+        default=30000,
+        gt=0,
+        description="Milliseconds an upstream call may take, connecting aside; a provider's "
+        "`timeout` overrides it.",
+    )
+    connect_timeout_ms: Count = Field(
+        default=5000, gt=0, description="Milliseconds to open a connection to a provider."
+    )
+    payment_cooldown_ms: Count = Field(
+        default=300000,
+        ge=0,
+        description="Milliseconds a whole provider rests after a 402 (payment required).",
+    )
+    unhealthy_cooldown_ms: Count = Field(
+        default=600000,
+        ge=0,
+        description="Milliseconds of rest after a 401/403 (the whole provider: a bad key) or a "
+        "404 (that entry: an unknown model).",
+    )
+    normalize_responses: Flag = Field(
+        default=False,
+        description="Move `reasoning_content` into an empty `content`, for clients that read "
+        "only `content`.",
+    )
+    strict_models: Flag = Field(
+        default=False,
+        description="When true, a `model` that names no chain and no entry's model is a 404 "
+        "`model_not_found` instead of going to `defaultChain`.",
+    )
+    max_body_bytes: Count = Field(
+        default=10 * 1024 * 1024,
+        ge=1,
+        description="Largest request body, in bytes; a larger one gets a 413.",
+    )
+    access_log: Flag = Field(
+        default=False, description="Log every HTTP request (also `serve --access-log`)."
+    )
+    stream_idle_timeout_ms: Count = Field(
+        default=20000,
+        gt=0,
+        description="Milliseconds a stream may stay silent after its first token; then it ends "
+        "with a `stream_stalled` error event. Keep-alives (comments, blank lines, events "
+        "without data) are silence.",
+    )
+    first_token_timeout_ms: Count = Field(
+        default=15000,
+        gt=0,
+        description="Milliseconds a stream may take to send content; with none by then it "
+        "falls through to the next entry.",
+    )
+    max_upstream_body_bytes: Count = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Largest answer taken from a provider, in bytes, on the wire or after "
+        "undoing gzip/deflate; a larger one is refused (`upstream_too_large`: the next entry "
+        "is tried, this one rests 1 min). For a stream it bounds what is read before the "
+        "first token, and the answer text kept.",
+    )
+    max_sse_event_bytes: Count = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest SSE event (or line) of a provider's stream, in bytes. A larger "
+        "one before the first token is `upstream_too_large` (the next entry is tried); after "
+        "it, the stream ends with a `stream_interrupted` error event.",
+    )
+    stream_max_duration_ms: Count = Field(
+        default=30 * 60 * 1000,
+        gt=0,
+        description="Milliseconds a stream may go on after its first token; then it ends with "
+        "a `stream_too_long` error event.",
+    )
+    db_path: str | None = Field(
+        default=None,
+        description="429chain's SQLite file for the request log, used when `databaseUrl` is "
+        "not set. Neither set: `chain429.db` in the user data dir (`$CHAIN429_HOME` moves it).",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="The request log's database: `sqlite:///path` or `postgresql://...` (see "
+        "docs/observability.md).",
+    )
+    mid_stream_failure_threshold: Count = Field(
+        default=3,
+        ge=1,
+        description="Streams of one entry that die mid-answer in a row before it rests "
+        "`midStreamCooldownMs`.",
+    )
+    mid_stream_cooldown_ms: Count = Field(
+        default=120000,
+        ge=0,
+        description="Milliseconds an entry rests after `midStreamFailureThreshold` mid-answer "
+        "stream failures in a row; each further failure doubles it, up to "
+        "`midStreamCooldownMaxMs`.",
+    )
+    mid_stream_cooldown_max_ms: Count = Field(
+        default=1800000,
+        ge=0,
+        description="Longest rest after mid-answer stream failures, in milliseconds.",
+    )
+    queue_mode: Flag = Field(
+        default=False,
+        description="When every entry is cooling down, wait for the earliest known recovery "
+        "and try again instead of answering 503.",
+    )
+    queue_max_wait_ms: Count = Field(
+        default=300000,
+        ge=0,
+        description="With `queueMode`, a request waits only if some entry recovers within this "
+        "many milliseconds; otherwise it gets the 503 at once.",
+    )
+    queue_max_size: Count = Field(
+        default=100,
+        ge=1,
+        description="With `queueMode`, the requests of one chain that may wait at once; more "
+        "get the 503.",
+    )
+    mid_stream: Literal["error", "continue"] = Field(
+        default="error",
+        description="A stream that dies after its first token: `error` ends the client's "
+        "stream with an error event; `continue` finishes the answer on the next entry with "
+        "`supportsPrefill: true`.",
+    )
+    wait_before_paid_ms: Count = Field(
+        default=0,
+        ge=0,
+        description="Before spilling to a paid entry, wait up to this many milliseconds for a "
+        "free entry known to recover sooner.",
+    )
+    client_retry_max_wait_ms: Count = Field(
+        default=10000,
+        ge=0,
+        description="A 503 whose earliest recovery is further away than this many milliseconds "
+        "says `x-should-retry: false` (SDKs raise at once); a sooner one invites the SDK's "
+        "retry, which lands after the recovery (OpenAI's SDKs otherwise wait up to minutes; "
+        "docs/api.md#retrying).",
+    )
+    log_retention_days: Count = Field(
+        default=30,
+        ge=0,
+        description="Request log rows older than this many days are pruned; `0` keeps everything.",
+    )
+    log_buffer_size: Count = Field(
+        default=LOG_BUFFER_SIZE,
+        ge=1,
+        description="Request records held in memory while not yet written (queued, or in a "
+        "batch being retried while the database is down); records that find it full are "
+        "dropped and counted (docs/observability.md#what-can-be-lost). Read at start.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="`text`, or `json`: one JSON object per log line."
+    )
+    metrics_public: Flag = Field(default=False, description="Serve `/metrics` without a key.")
+    allowed_hosts: tuple[str, ...] = Field(
+        default=(),
+        description="Host names (no port) the server answers to besides `localhost`, "
+        "`*.localhost`, `127.0.0.1` and `::1`. Checked on every request when there are no "
+        "`apiKeys` (a 421 otherwise: DNS rebinding), and only if set when there are (a server "
+        "behind a load balancer). See docs/security.md.",
+    )
+    cors_origins: tuple[str, ...] = Field(
+        default=(),
+        description="Web origins (`https://app.example`) whose pages may call the server: "
+        "CORS preflights are answered, and their state-changing requests accepted, for these "
+        "only. `*` (any page) needs `apiKeys`.",
+    )
+    allow_private_upstreams: tuple[str, ...] = Field(
+        default=(),
+        description="Link-local / cloud-metadata addresses (`169.254.0.0/16`, "
+        "`fd00:ec2::254`, `metadata.google.internal`), networks or names that a provider's "
+        "`baseUrl` may use after all; refused otherwise.",
+    )
+    client_header_timeout_ms: Count = Field(
+        default=10000,
+        gt=0,
+        description="Milliseconds a client has to send a request's headers, counted from "
+        "accept (first request) or from the request's first byte (later ones on a kept-alive "
+        "connection); else 408, or just a close if it sent nothing. A total: bytes trickling "
+        "in do not restart it.",
+    )
+    client_body_timeout_ms: Count = Field(
+        default=60000,
+        gt=0,
+        description="Milliseconds a client has to send the whole body after its headers; else "
+        "408. A total: bytes trickling in do not restart it.",
+    )
+    keep_alive_timeout_ms: Count = Field(
+        default=15000,
+        gt=0,
+        description="Milliseconds after which an idle keep-alive connection closes. Clients, "
+        "and a load balancer in front, should drop idle connections sooner (httpx: 5 s).",
+    )
+    max_connections: Count = Field(
+        default=1024,
+        ge=1,
+        description="Open client connections at most; past it a new connection gets a 503 and "
+        "is closed at once.",
+    )
 
     # A list whose items are all commented out parses as null; that means "none".
     @field_validator(
@@ -162,6 +361,7 @@ class Settings(Model):
         "cors_origins",
         "allow_private_upstreams",
         mode="before",
+        json_schema_input_type=tuple[str, ...] | None,
     )
     @classmethod
     def _null_is_empty(cls, value: Any) -> Any:
@@ -186,19 +386,59 @@ class Settings(Model):
 
 
 class Provider(Model):
-    id: str = Field(min_length=1)
-    name: str | None = None
-    type: str
-    api_key: str | None = None
-    base_url: str | None = None
-    timeout: Count | None = Field(default=None, ge=1)
-    rate_limits: RateLimits | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    paid: Flag = False
-    supports_prefill: Flag = False
-    # Overrides the preset's quota scope: "model", "account", or "free"
-    # (OpenRouter's: `:free` models share one account-wide quota).
-    quota_scope: Literal["model", "account", "free"] | None = None
+    """An LLM provider: where it is, its key, and how to treat it."""
+
+    id: str = Field(
+        min_length=1, description="Unique name, used by chain entries, headers and traces."
+    )
+    name: str | None = Field(default=None, description="Display name.")
+    type: str = Field(
+        description=f"A preset: {_listed(PROVIDER_TYPES)}. It says the default `baseUrl`, how "
+        "the provider reports rate limits, and where it counts its quota.",
+        json_schema_extra={"enum": list(PROVIDER_TYPES)},
+    )
+    api_key: str | None = Field(
+        default=None,
+        description="The provider key; write it as `${VAR}`. Without one, no `Authorization` "
+        "header is sent (local servers take none).",
+    )
+    base_url: str | None = Field(
+        default=None,
+        description="The API's base URL (`http://` or `https://`, up to `/v1`), instead of "
+        "the preset's; required for "
+        + _listed(t for t in PROVIDER_TYPES if PRESETS[t].default_base_url is None)
+        + ".",
+    )
+    timeout: PositiveCount | None = Field(
+        default=None,
+        description="Milliseconds a call to this provider may take; overrides "
+        "`settings.requestTimeoutMs`.",
+    )
+    rate_limits: RateLimits | None = Field(
+        default=None,
+        description="Limits for a provider that sends no rate-limit headers (docs/ratelimits.md).",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra headers sent to this provider, e.g. OpenRouter's `HTTP-Referer` and "
+        "`X-Title`.",
+    )
+    paid: Flag = Field(
+        default=False,
+        description="A paid provider, a last resort: with `settings.waitBeforePaidMs`, "
+        "chain429 first waits for a free entry.",
+    )
+    supports_prefill: Flag = Field(
+        default=False,
+        description="`true` if the provider continues a final assistant message (for "
+        "`settings.midStream: continue`).",
+    )
+    quota_scope: Literal["model", "account", "free"] | None = Field(
+        default=None,
+        description="Where the provider counts its quota, instead of where its preset says: "
+        "per `model`, per `account`, or `free` (OpenRouter's: `:free` models share one "
+        "account-wide quota).",
+    )
 
     @field_validator("type")
     @classmethod
@@ -218,7 +458,7 @@ class Provider(Model):
                 raise ValueError(f"must be an http:// or https:// URL (got {value!r})")
         return value
 
-    @field_validator("headers", mode="before")
+    @field_validator("headers", mode="before", json_schema_input_type=dict[str, str] | None)
     @classmethod
     def _null_headers(cls, value: Any) -> Any:
         return {} if value is None else value
@@ -246,16 +486,30 @@ class Provider(Model):
 
 
 class ChainEntry(Model):
-    provider: str = Field(min_length=1)
-    model: str = Field(min_length=1)
-    rate_limits: RateLimits | None = None
-    paid: Flag | None = None
-    supports_prefill: Flag | None = None
+    """One (provider, model) pair of a chain."""
+
+    provider: str = Field(min_length=1, description="The `id` of a provider.")
+    model: str = Field(min_length=1, description="The model, sent upstream as `model`.")
+    rate_limits: RateLimits | None = Field(
+        default=None, description="Replaces the provider's `rateLimits` for this entry."
+    )
+    paid: Flag | None = Field(
+        default=None, description="Overrides the provider's `paid` for this entry."
+    )
+    supports_prefill: Flag | None = Field(
+        default=None, description="Overrides the provider's `supportsPrefill` for this entry."
+    )
 
 
 class Chain(Model):
-    name: str = Field(min_length=1)
-    entries: tuple[ChainEntry, ...] = Field(min_length=1)
+    """An ordered list of entries that a request names as its `model`."""
+
+    name: str = Field(
+        min_length=1, description="Unique; clients select the chain by sending it as `model`."
+    )
+    entries: tuple[ChainEntry, ...] = Field(
+        min_length=1, description="The entries in order of preference: the first is tried first."
+    )
 
 
 # Validation context key: the loader runs the cross-field checks itself, on
@@ -264,10 +518,20 @@ _DEFER_CROSS_CHECKS = "chain429.defer_cross_checks"
 
 
 class Config(Model):
-    version: Literal[1] = 1
-    settings: Settings = Field(default_factory=Settings)
-    providers: tuple[Provider, ...] = ()
-    chains: tuple[Chain, ...] = ()
+    """A chain429 config file (429chain's schema, and more)."""
+
+    version: Literal[1] = Field(
+        default=1,
+        description="Always `1`, and required in a file: one without it (`{}`, a stray YAML "
+        "document) is not a config.",
+    )
+    settings: Settings = Field(default_factory=Settings, description="Server-wide settings.")
+    providers: tuple[Provider, ...] = Field(
+        default=(), description="The LLM providers, each with its key."
+    )
+    chains: tuple[Chain, ...] = Field(
+        default=(), description="Named, ordered lists of (provider, model) entries."
+    )
 
     _providers_by_id: dict[str, Provider] = PrivateAttr(default_factory=dict)
     _chains_by_name: dict[str, Chain] = PrivateAttr(default_factory=dict)
@@ -276,13 +540,21 @@ class Config(Model):
     _references: frozenset[str] = PrivateAttr(default_factory=frozenset)
     _resolved: dict[str, str] = PrivateAttr(default_factory=dict)
 
-    @field_validator("settings", "providers", "chains", mode="before")
+    # A section with every line commented out parses as null; that means "none".
+    @field_validator("settings", mode="before", json_schema_input_type=Settings | None)
     @classmethod
-    def _null_section(cls, value: Any, info: ValidationInfo) -> Any:
-        # A section with every line commented out parses as null.
-        if value is None:
-            return {} if info.field_name == "settings" else ()
-        return value
+    def _null_settings(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("providers", mode="before", json_schema_input_type=tuple[Provider, ...] | None)
+    @classmethod
+    def _null_providers(cls, value: Any) -> Any:
+        return () if value is None else value
+
+    @field_validator("chains", mode="before", json_schema_input_type=tuple[Chain, ...] | None)
+    @classmethod
+    def _null_chains(cls, value: Any) -> Any:
+        return () if value is None else value
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> Self:
@@ -313,105 +585,3 @@ class Config(Model):
     def resolved_values(self) -> Mapping[str, str]:
         """Each value a `${VAR}` resolved to, mapped to its reference."""
         return self._resolved
-
-
-def _items(value: Any) -> list[tuple[int, dict[str, Any]]]:
-    if not isinstance(value, list | tuple):
-        return []
-    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)]
-
-
-def _hint(name: str, known: list[str], noun: str) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    if close:
-        return f"; did you mean {close[0]!r}?"
-    return f"; {noun}: {', '.join(known)}" if known else f"; there are no {noun}"
-
-
-def cross_check(data: Any) -> list[tuple[Loc, str]]:
-    """References between sections, checked on loosely-typed data.
-
-    Works on the raw document so these problems are reported in the same pass
-    as type errors elsewhere; values of the wrong type are skipped here because
-    the model validation already reports them.
-    """
-    if not isinstance(data, dict):
-        return []
-    problems: list[tuple[Loc, str]] = []
-    provider_ids: dict[str, int] = {}
-    for i, provider in _items(data.get("providers")):
-        pid = provider.get("id")
-        if not isinstance(pid, str):
-            continue
-        if pid in provider_ids:
-            first = format_path(("providers", provider_ids[pid]))
-            problems.append(
-                (("providers", i, "id"), f"duplicate provider id {pid!r} (already used by {first})")
-            )
-        else:
-            provider_ids[pid] = i
-    chain_names: dict[str, int] = {}
-    for i, chain in _items(data.get("chains")):
-        name = chain.get("name")
-        if isinstance(name, str):
-            if name in chain_names:
-                first = format_path(("chains", chain_names[name]))
-                problems.append(
-                    (
-                        ("chains", i, "name"),
-                        f"duplicate chain name {name!r} (already used by {first})",
-                    )
-                )
-            else:
-                chain_names[name] = i
-        for j, entry in _items(chain.get("entries")):
-            ref = entry.get("provider")
-            if isinstance(ref, str) and ref and ref not in provider_ids:
-                hint = _hint(ref, list(provider_ids), "providers")
-                problems.append(
-                    (("chains", i, "entries", j, "provider"), f"no provider with id {ref!r}{hint}")
-                )
-    settings = data.get("settings")
-    settings = settings if isinstance(settings, dict) else {}
-    key = "defaultChain" if "defaultChain" in settings else "default_chain"
-    default = settings.get(key)
-    if isinstance(default, str) and default not in chain_names:
-        hint = _hint(default, list(chain_names), "chains")
-        problems.append((("settings", key), f"no chain named {default!r}{hint}"))
-    problems += _address_problems(data, settings)
-    return problems
-
-
-def _setting(settings: dict[str, Any], name: str) -> Any:
-    """A setting from loosely-typed data, under its camelCase or snake_case key."""
-    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
-    return settings.get(name, settings.get(snake))
-
-
-def _address_problems(data: dict[str, Any], settings: dict[str, Any]) -> list[tuple[Loc, str]]:
-    """Provider URLs that would hand a key to a metadata service; origins that open the server."""
-    problems: list[tuple[Loc, str]] = []
-    allowed = _setting(settings, "allowPrivateUpstreams")
-    allowed = [a for a in allowed if isinstance(a, str)] if isinstance(allowed, list) else []
-    for i, provider in _items(data.get("providers")):
-        url = provider.get("baseUrl", provider.get("base_url"))
-        if isinstance(url, str):
-            reason = forbidden_upstream(host_of(url), allowed)
-            if reason is not None:
-                host = host_of(url)
-                problems.append(
-                    (
-                        ("providers", i, "baseUrl"),
-                        f"{host} {reason}; list it in settings.allowPrivateUpstreams "
-                        "if this provider really lives there",
-                    )
-                )
-    origins = _setting(settings, "corsOrigins")
-    if isinstance(origins, list) and "*" in origins and not _setting(settings, "apiKeys"):
-        problems.append(
-            (
-                ("settings", "corsOrigins"),
-                "'*' lets every web page call this server; it needs settings.apiKeys",
-            )
-        )
-    return problems

@@ -24,9 +24,9 @@ from sanic.response import HTTPResponse, raw
 
 from chain429 import __version__
 from chain429.config.model import Chain, Provider, Settings
+from chain429.config.schema import model_schema
 from chain429.server.completions import MAX_WAIT_PATTERN
 from chain429.server.web_ui import assets
-from chain429.upstream.presets import PROVIDER_TYPES
 
 Schema = dict[str, Any]
 
@@ -91,8 +91,9 @@ def _const(value: str) -> Schema:
 
 
 def _config_schema(model: type[BaseModel], schemas: Schema, drop: str | None = None) -> Schema:
-    """A config model's JSON Schema (camelCase, as in YAML); its sub-models join `schemas`."""
-    schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+    """A config model's JSON Schema (camelCase, as in YAML, with the descriptions of
+    docs/config.md); its sub-models join `schemas`."""
+    schema = model_schema(model, ref_template="#/components/schemas/{model}")
     defs = schema.pop("$defs", {})
     for found in (schema, *defs.values()):
         _null_means_default(found)
@@ -110,9 +111,10 @@ def _null_means_default(schema: Schema) -> None:
     (a null header value too)."""
     required = set(schema.get("required", ()))
     for name, field in schema.get("properties", {}).items():
-        values = field.get("additionalProperties")
-        if isinstance(values, dict) and isinstance(values.get("type"), str):
-            values["type"] = [values["type"], "null"]
+        for option in (field, *field.get("anyOf", ())):  # a map, or a map or null
+            values = option.get("additionalProperties")
+            if isinstance(values, dict) and isinstance(values.get("type"), str):
+                values["type"] = [values["type"], "null"]
         if name in required:
             continue
         options = field.get("anyOf")
@@ -336,7 +338,6 @@ def _schemas() -> Schema:
     }
     config_defs: Schema = {}  # the config's sub-models (RateLimits, ChainEntry)
     schemas["ProviderConfig"] = _config_schema(Provider, config_defs, drop="id")
-    schemas["ProviderConfig"]["properties"]["type"]["enum"] = list(PROVIDER_TYPES)
     schemas["ChainConfig"] = _config_schema(Chain, config_defs, drop="name")
     settings = _config_schema(Settings, config_defs)
     settings["description"] = "The settings to change (camelCase, as in YAML); others are kept."

@@ -17,6 +17,7 @@ import pytest
 from sanic import Sanic
 
 from chain429 import __version__
+from chain429.config.model import Chain, ChainEntry, Provider, RateLimits, Settings
 from chain429.server.openapi import DOCUMENT
 from fixtures.servers import chain_config, provider_entry
 
@@ -164,3 +165,32 @@ def test_the_shapes_the_clients_rely_on(served):
 
 def test_the_document_passes_an_openapi_validator(served):
     openapi_spec_validator.validate(served[1].json())
+
+
+def test_the_config_bodies_carry_the_models_descriptions(served):
+    """The admin API's provider, chain and settings bodies explain each field as
+    docs/config.md and an editor do: the model's own description."""
+    schemas = served[1].json()["components"]["schemas"]
+    bodies = {
+        "ProviderConfig": Provider,
+        "ChainConfig": Chain,
+        "SettingsPatch": Settings,
+        "RateLimits": RateLimits,
+        "ChainEntry": ChainEntry,
+    }
+    in_the_path = {("ProviderConfig", "id"), ("ChainConfig", "name")}
+    for body, model in bodies.items():
+        properties = schemas[body]["properties"]
+        assert set(properties) == {f.alias or n for n, f in model.model_fields.items()}, body
+        for name, field in model.model_fields.items():
+            described = properties[field.alias or name]["description"]
+            if (body, field.alias or name) in in_the_path:
+                assert described == "Optional: defaults to the one in the path."
+            else:
+                assert described == field.description, (body, name)
+    assert "`groq`" in schemas["ProviderConfig"]["properties"]["type"]["description"]
+    assert "groq" in schemas["ProviderConfig"]["properties"]["type"]["enum"]
+    # The writer takes a null header value (it leaves the header out), and a null map.
+    headers = schemas["ProviderConfig"]["properties"]["headers"]["anyOf"]
+    assert {"type": "null"} in headers
+    assert {"type": "object", "additionalProperties": {"type": ["string", "null"]}} in headers

@@ -1,0 +1,120 @@
+"""Checks that span sections of a config: references between them, and addresses.
+
+A chain entry must name a provider, `defaultChain` a chain; ids and names are
+unique; a provider's URL may not point at a cloud metadata service. They run
+on the loosely-typed document, not the model, so the loader
+(`chain429.config.loader`) reports them with lines in the same pass as every
+type error; the model (`Config`) runs them too when it is built in code.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from chain429.config.errors import Loc, format_path
+from chain429.upstream.addresses import forbidden_upstream, host_of
+
+__all__ = ["cross_check"]
+
+
+def _items(value: Any) -> list[tuple[int, dict[str, Any]]]:
+    if not isinstance(value, list | tuple):
+        return []
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)]
+
+
+def _hint(name: str, known: list[str], noun: str) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; {noun}: {', '.join(known)}" if known else f"; there are no {noun}"
+
+
+def cross_check(data: Any) -> list[tuple[Loc, str]]:
+    """References between sections, checked on loosely-typed data.
+
+    Works on the raw document so these problems are reported in the same pass
+    as type errors elsewhere; values of the wrong type are skipped here because
+    the model validation already reports them.
+    """
+    if not isinstance(data, dict):
+        return []
+    problems: list[tuple[Loc, str]] = []
+    provider_ids: dict[str, int] = {}
+    for i, provider in _items(data.get("providers")):
+        pid = provider.get("id")
+        if not isinstance(pid, str):
+            continue
+        if pid in provider_ids:
+            first = format_path(("providers", provider_ids[pid]))
+            problems.append(
+                (("providers", i, "id"), f"duplicate provider id {pid!r} (already used by {first})")
+            )
+        else:
+            provider_ids[pid] = i
+    chain_names: dict[str, int] = {}
+    for i, chain in _items(data.get("chains")):
+        name = chain.get("name")
+        if isinstance(name, str):
+            if name in chain_names:
+                first = format_path(("chains", chain_names[name]))
+                problems.append(
+                    (
+                        ("chains", i, "name"),
+                        f"duplicate chain name {name!r} (already used by {first})",
+                    )
+                )
+            else:
+                chain_names[name] = i
+        for j, entry in _items(chain.get("entries")):
+            ref = entry.get("provider")
+            if isinstance(ref, str) and ref and ref not in provider_ids:
+                hint = _hint(ref, list(provider_ids), "providers")
+                problems.append(
+                    (("chains", i, "entries", j, "provider"), f"no provider with id {ref!r}{hint}")
+                )
+    settings = data.get("settings")
+    settings = settings if isinstance(settings, dict) else {}
+    key = "defaultChain" if "defaultChain" in settings else "default_chain"
+    default = settings.get(key)
+    if isinstance(default, str) and default not in chain_names:
+        hint = _hint(default, list(chain_names), "chains")
+        problems.append((("settings", key), f"no chain named {default!r}{hint}"))
+    problems += _address_problems(data, settings)
+    return problems
+
+
+def _setting(settings: dict[str, Any], name: str) -> Any:
+    """A setting from loosely-typed data, under its camelCase or snake_case key."""
+    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+    return settings.get(name, settings.get(snake))
+
+
+def _address_problems(data: dict[str, Any], settings: dict[str, Any]) -> list[tuple[Loc, str]]:
+    """Provider URLs that would hand a key to a metadata service; origins that open the server."""
+    problems: list[tuple[Loc, str]] = []
+    allowed = _setting(settings, "allowPrivateUpstreams")
+    allowed = [a for a in allowed if isinstance(a, str)] if isinstance(allowed, list) else []
+    for i, provider in _items(data.get("providers")):
+        url = provider.get("baseUrl", provider.get("base_url"))
+        if isinstance(url, str):
+            reason = forbidden_upstream(host_of(url), allowed)
+            if reason is not None:
+                host = host_of(url)
+                problems.append(
+                    (
+                        ("providers", i, "baseUrl"),
+                        f"{host} {reason}; list it in settings.allowPrivateUpstreams "
+                        "if this provider really lives there",
+                    )
+                )
+    origins = _setting(settings, "corsOrigins")
+    if isinstance(origins, list) and "*" in origins and not _setting(settings, "apiKeys"):
+        problems.append(
+            (
+                ("settings", "corsOrigins"),
+                "'*' lets every web page call this server; it needs settings.apiKeys",
+            )
+        )
+    return problems
