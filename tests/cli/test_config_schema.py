@@ -24,8 +24,9 @@ from chain429.config.model import Chain, ChainEntry, Config, Provider, RateLimit
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted(
-    [*(ROOT / "tests" / "engine" / "fixtures").glob("*.yaml"), *(ROOT / "examples").glob("*.yaml")]
+    [*(ROOT / "tests" / "fixtures").glob("*.yaml"), *(ROOT / "examples").glob("*.yaml")]
 )
+assert len(SHIPPED) >= 4, "the shipped configs moved: point SHIPPED at them"
 VALIDATORS = (jsonschema.Draft202012Validator, jsonschema.Draft7Validator)
 
 
