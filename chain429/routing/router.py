@@ -12,12 +12,13 @@ import asyncio
 import json
 import logging
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
-from chain429.requestlog.records import AttemptRecord
+from chain429.requestlog.records import AttemptRecord, is_call
 from chain429.routing import tokens
 from chain429.routing.attempts import ask_entry, post_and_classify
 from chain429.routing.limits import Block, Reservation, StateStore
@@ -90,10 +91,24 @@ class Trace:
         if not entry.paid and (self.free_recovery is None or until < self.free_recovery):
             self.free_recovery = until
 
+    def over_budget(self, entry: EntryRuntime, budget: int) -> None:
+        """The entry was not asked: the walk had made its `maxAttemptsPerRequest` calls.
+        No recovery is known for that, so the request will not queue for it."""
+        self.only_rate_limits = False
+        self.trail.append(
+            AttemptRecord(
+                len(self.trail) + 1,
+                entry.provider_id,
+                entry.model,
+                f"skip:{BUDGET}",
+                reason=f"{budget} upstream calls made (maxAttemptsPerRequest)",
+            )
+        )
+
     @property
     def calls(self) -> int:
-        """Upstream calls made: every step of the trail that is not a skip."""
-        return sum(1 for a in self.trail if not a.outcome.startswith("skip:"))
+        """Upstream calls made: every step of the trail that stands for one."""
+        return sum(1 for a in self.trail if is_call(a.outcome))
 
     def header(self) -> str:
         return ",".join(f"{a.provider}/{a.model}={a.outcome}" for a in self.trail)
@@ -116,6 +131,19 @@ class Answer(Generic[T]):
 
 
 Attempt = Callable[[EntryRuntime], Awaitable[Tried[T]]]
+
+
+# Why an entry was skipped when the walk's call budget was spent (`skip:budget`).
+BUDGET = "budget"
+# A cooldown skip that may be waited for (`retry.shortWaitMs`): a rate limit, not
+# a bad key, an empty wallet or a breaker.
+_WAITABLE = frozenset({"cooldown"})
+
+
+def backoff_s(retry: int) -> float:
+    """The pause before the same entry is asked again: 100-400 ms, jittered so that
+    requests failing together do not come back together, doubling per further retry."""
+    return random.uniform(0.1, 0.4) * 2.0**retry
 
 
 # After the wait before a paid entry, how much longer a free entry may still
@@ -147,12 +175,18 @@ class Waterfall:
         need_tokens: int,
         policy: CooldownPolicy,
         paid_wait_s: float = 0.0,
+        budget: int | None = None,
+        deadline: float | None = None,
     ) -> Answer[T]:
         """Try entries in order until one succeeds or answers with a client error.
 
         Before the first paid entry, if a free entry is known to recover within
         `paid_wait_s`, stop and say so: the caller waits for it instead of paying.
+        An entry may be asked more than once (`EntryRuntime.retry_attempts`,
+        `short_wait_s`), within `budget` calls and without waiting past `deadline`.
         """
+        budget = budget if budget is not None else len(chain.entries) + 2
+        calls = 0
         for entry in chain.entries:
             free_at = trace.free_recovery
             if (
@@ -162,26 +196,69 @@ class Waterfall:
                 and free_at - time.time() <= paid_wait_s
             ):
                 return Answer(None, None, None, wait_for_free_until=free_at)
-            asked = await ask_entry(
-                self.state, entry, attempt, need_tokens=need_tokens, policy=policy
-            )
-            if isinstance(asked, Block):
-                trace.skip(entry, asked)
-                continue
-            outcome = asked.tried.outcome
-            trace.called(entry, outcome, asked.latency_ms, asked.applied)
-            if outcome.kind is Kind.SUCCESS:
-                trace.open.append(asked.reservation)
-            if outcome.falls_through:
+            retries = 0
+            waited = False
+            while True:
+                if calls >= budget:
+                    trace.over_budget(entry, budget)
+                    break
+                asked = await ask_entry(
+                    self.state, entry, attempt, need_tokens=need_tokens, policy=policy
+                )
+                if isinstance(asked, Block):
+                    trace.skip(entry, asked)
+                    if not waited and asked.reason in _WAITABLE:
+                        waited = await self._wait_for(entry, asked.until, deadline)
+                        if waited:
+                            continue
+                    break
+                calls += 1
+                outcome = asked.tried.outcome
+                trace.called(entry, outcome, asked.latency_ms, asked.applied)
+                if outcome.kind is Kind.SUCCESS:
+                    trace.open.append(asked.reservation)
+                if not outcome.falls_through:
+                    return Answer(entry, outcome, asked.tried.result)
+                if calls < budget:
+                    if outcome.kind is Kind.RATE_LIMITED and not waited:
+                        until = asked.applied.until if asked.applied else outcome.until
+                        if until is not None:
+                            waited = await self._wait_for(entry, until, deadline)
+                            if waited:
+                                continue
+                    if outcome.retryable and retries < entry.retry_attempts:
+                        pause = backoff_s(retries)
+                        if deadline is None or time.time() + pause <= deadline:
+                            retries += 1
+                            log.info(
+                                "%s answered %s; asking it again in %.0f ms (retry %d of %d)",
+                                entry.label,
+                                outcome.token,
+                                pause * 1000,
+                                retries,
+                                entry.retry_attempts,
+                            )
+                            await asyncio.sleep(pause)
+                            continue
                 log.info(
                     "%s answered %s (%s); trying the next entry",
                     entry.label,
                     outcome.token,
                     outcome.reason,
                 )
-            else:
-                return Answer(entry, outcome, asked.tried.result)
+                break
         return Answer(None, None, None)
+
+    @staticmethod
+    async def _wait_for(entry: EntryRuntime, until: float, deadline: float | None) -> bool:
+        """Wait for a rate limit that ends within the entry's `shortWaitMs` (and before
+        the request's deadline); False, at once, when it ends later."""
+        left = until - time.time()
+        if left > entry.short_wait_s or (deadline is not None and until > deadline):
+            return False
+        log.info("%s is rate limited for %.1f s more; waiting for it", entry.label, left)
+        await sleep_until(until)
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +317,9 @@ class Router:
         if max_wait_s is not None:
             allowed_s = min(allowed_s, max_wait_s)
         deadline = started + allowed_s
-        walk = self._walker(snapshot, chain, request, attempt, trace)
+        # Retries' pauses and short waits stay within the client's wait (or the queue's).
+        walk_deadline = deadline if settings.queue_mode or max_wait_s is not None else None
+        walk = self._walker(snapshot, chain, request, attempt, trace, walk_deadline)
         answer = await walk()
         if answer.entry is not None or not settings.queue_mode or not trace.only_rate_limits:
             return answer
@@ -278,6 +357,7 @@ class Router:
         request: dict[str, Any],
         attempt: Attempt[T],
         trace: Trace,
+        deadline: float | None = None,
     ) -> Callable[[], Awaitable[Answer[T]]]:
         """One walk of the chain, waiting for a free entry rather than paying.
 
@@ -288,6 +368,7 @@ class Router:
         """
         paid_wait_s = snapshot.config.settings.wait_before_paid_ms / 1000
         need_tokens = tokens.reservation(request)
+        budget = snapshot.config.settings.max_attempts_per_request
 
         async def walk() -> Answer[T]:
             nonlocal paid_wait_s
@@ -299,6 +380,8 @@ class Router:
                     need_tokens=need_tokens,
                     policy=snapshot.policy,
                     paid_wait_s=paid_wait_s,
+                    budget=budget,
+                    deadline=deadline,
                 )
                 if answer.wait_for_free_until is None:
                     if answer.entry is not None:

@@ -124,8 +124,9 @@ def _null_means_default(schema: Schema) -> None:
             kinds = field["type"] if isinstance(field["type"], list) else [field["type"]]
             if "null" not in kinds:
                 field["type"] = [*kinds, "null"]
-        elif options is None:
-            schema["properties"][name] = {"anyOf": [field, {"type": "null"}]}
+        elif options is None:  # a sub-model ($ref): its description stays beside the anyOf
+            described = {key: field.pop(key) for key in ("description", "title") if key in field}
+            schema["properties"][name] = {"anyOf": [field, {"type": "null"}], **described}
 
 
 def _headers(*names: str) -> Schema:
