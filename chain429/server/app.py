@@ -26,7 +26,7 @@ from chain429 import __version__
 from chain429.config.model import Config
 from chain429.requestlog.persist import StatePersister
 from chain429.requestlog.writer import Telemetry
-from chain429.routing.limits import MemoryStateStore, StateStore
+from chain429.routing.limits import BREAKER, MemoryStateStore, StateStore
 from chain429.routing.router import Router
 from chain429.routing.runtime import Snapshot, build_snapshot
 from chain429.server.admin import register_admin_routes
@@ -135,6 +135,7 @@ def create_app(
     app.ctx.telemetry = telemetry
     app.ctx.database = getattr(telemetry, "database", None)
     app.ctx.cooldowns_in_force = 0
+    app.ctx.breakers_open = 0
     app.ctx.draining = False
     app.ctx.metrics = Metrics(lambda: _gauges(app), telemetry)
     app.ctx.connection_guard = ConnectionGuard(app.ctx.metrics)
@@ -221,7 +222,9 @@ def create_app(
         snapshot: Snapshot = app.ctx.snapshot
         if not snapshot.config.settings.metrics_public:
             authorize(request, snapshot, Scope.READ)
-        app.ctx.cooldowns_in_force = len(await app.ctx.state.snapshot(time.time()))
+        blocks = await app.ctx.state.snapshot(time.time())
+        app.ctx.cooldowns_in_force = len(blocks)
+        app.ctx.breakers_open = sum(1 for block in blocks if block["reason"] == BREAKER)
         return raw(app.ctx.metrics.render(), 200, None, METRICS_CONTENT_TYPE)
 
     @app.get("/v1/models")
@@ -286,6 +289,7 @@ def _gauges(app: Sanic) -> dict[str, float]:
     reloader = getattr(app.ctx, "reloader", None)  # absent while Metrics registers
     return {
         "chain429_active_cooldowns": float(app.ctx.cooldowns_in_force),
+        "chain429_open_breakers": float(app.ctx.breakers_open),
         "chain429_open_connections": float(guard.open) if guard else 0.0,
         "chain429_request_queue_depth": float(router.queue_depth) if router else 0.0,
         "chain429_config_rejected": float(reloader is not None and reloader.last_error is not None),

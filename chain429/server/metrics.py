@@ -32,6 +32,10 @@ class _StateCollector(Collector):
         values = self._read()
         for name, help_text in (
             ("chain429_active_cooldowns", "Entries or providers blocked right now."),
+            (
+                "chain429_open_breakers",
+                "Entries whose circuit breaker is open right now (skipped: `skip:breaker`).",
+            ),
             ("chain429_open_connections", "Client connections open right now."),
             ("chain429_request_queue_depth", "Requests waiting for a provider to recover."),
             (

@@ -223,8 +223,13 @@ _QUOTA = _obj("limit:i? remaining:i? reset_at:t? source:s?",
               window=_t("string", enum=["minute", "hour", "day"]))
 _RATELIMITS = _obj("", "object entries buckets blocks", object=_const("ratelimits"),
     entries=_list_of(_obj("chain provider model bucket reason:s? until:t? in_flight:i",
-        state=_t("string", enum=["available", "limited", "cooling", "unhealthy", "probing"]),
-        source=_null("string", "`header`, `body`, `manual`, `status`, `default`."))),
+        state=_t("string", enum=["available", "limited", "cooling", "unhealthy", "probing",
+                                 "broken"]),
+        source=_null("string", "`header`, `body`, `manual`, `status`, `default`."),
+        breaker=_obj("failures:i until:t? reason:s?", "state failures until reason",
+                     "The entry's circuit breaker (`settings.breaker`): `open` skips it until "
+                     "`until`, `half_open` lets one probe through.",
+                     state=_t("string", enum=["closed", "open", "half_open"])))),
     buckets=_list_of(_obj("bucket provider in_flight:i", quotas=_list_of(_QUOTA))),
     blocks=_list_of(_obj("until:t?"), "Every block in force."))
 _HEALTH = _obj("version uptime_s:n config_generation:i config_loaded_at:n",

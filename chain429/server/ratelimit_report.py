@@ -23,6 +23,7 @@ _STATE_OF = {
     "tokens": "limited",
     "concurrency": "limited",
     "probing": "probing",
+    "breaker": "broken",  # its circuit breaker is open, or its probe is in flight
 }
 
 
@@ -68,17 +69,26 @@ async def ratelimit_report(snapshot: Snapshot, state: StateStore, now: float) ->
             block = await state.check(entry, now)
             quotas = state.bucket_quotas(entry, now)
             in_flight = state.in_flight(entry)
+            breaker = state.breaker(entry, now)
+            if block is None and breaker["state"] == "half_open":
+                block_state = "probing"  # the next request (or the one in flight) probes it
+            else:
+                block_state = _STATE_OF.get(block.reason, "limited") if block else "available"
             entries.append(
                 {
                     "chain": chain.name,
                     "provider": entry.provider_id,
                     "model": entry.model,
                     "bucket": entry.bucket,
-                    "state": _STATE_OF.get(block.reason, "limited") if block else "available",
-                    "reason": block.detail if block else None,
+                    "state": block_state,
+                    "reason": block.detail if block else breaker["reason"],
                     "source": block.source if block else None,
                     "until": iso(block.until) if block else None,
                     "in_flight": in_flight,
+                    "breaker": {
+                        **breaker,
+                        "until": iso(breaker["until"]) if breaker["until"] else None,  # type: ignore[arg-type]
+                    },
                 }
             )
             buckets[entry.bucket] = {
