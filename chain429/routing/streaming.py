@@ -181,6 +181,14 @@ class Rejected:
     body: bytes
 
 
+def _slow_first_token() -> Outcome:
+    return Outcome(
+        Kind.TRANSIENT,
+        "first_token_timeout",
+        reason="no token within firstTokenTimeoutMs of sending the request",
+    )
+
+
 def _client_wants_usage(request: dict[str, Any]) -> bool:
     options = request.get("stream_options")
     return isinstance(options, dict) and bool(options.get("include_usage"))
@@ -235,15 +243,21 @@ class StreamSession:
         """Ask one entry; succeed only once it has sent a token."""
         policy = self.snapshot.policy
         payload, added_usage = self._payload(entry, request or self.request)
+        # One deadline from the moment the request is sent: connecting, the headers
+        # and the first token all spend it (a provider that answers its headers at
+        # once but thinks for 20 s is as slow as one that sends nothing for 20 s).
         deadline = asyncio.get_running_loop().time() + self.first_token_s
         try:
-            stream = await self.upstream.open_stream(
-                entry.url,
-                entry.stream_headers,
-                payload,
-                timeout_s=min(entry.timeout_s, self.first_token_s),
-                max_bytes=self.max_body_bytes,
-            )
+            async with asyncio.timeout_at(deadline):
+                stream = await self.upstream.open_stream(
+                    entry.url,
+                    entry.stream_headers,
+                    payload,
+                    timeout_s=min(entry.timeout_s, self.first_token_s),
+                    max_bytes=self.max_body_bytes,
+                )
+        except TimeoutError:
+            return Tried(_slow_first_token())
         except UpstreamError as exc:
             return Tried(transport_failure(exc.kind, policy))
         committed: Committed | None = None
@@ -297,10 +311,7 @@ class StreamSession:
                 ended = Outcome(Kind.TRANSIENT, token, reason="the stream ended before a token")
                 return Tried(ended, None, headers)
         except TimeoutError:
-            slow = Outcome(
-                Kind.TRANSIENT, "first_token_timeout", reason="no token within firstTokenTimeoutMs"
-            )
-            return Tried(slow, None, headers)
+            return Tried(_slow_first_token(), None, headers)
         except UpstreamError as exc:
             return Tried(transport_failure(exc.kind, policy))
         except EventTooLarge:
