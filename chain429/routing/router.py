@@ -423,7 +423,9 @@ class Router:
     ) -> Reply | StreamStart:
         """Walk the chain until an entry sends its first token; the caller relays the rest."""
         retry_max_wait = snapshot.config.settings.client_retry_max_wait_ms / 1000
-        session = StreamSession(snapshot, chain, request, self.upstream, self.waterfall.state)
+        session = StreamSession(
+            snapshot, chain, request, self.upstream, self.waterfall.state, trace
+        )
         try:
             answer = await self._walk(
                 snapshot, chain, request, session.open_entry, trace, max_wait_s

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chain429.routing import tokens
-from chain429.routing.attempts import ask_entry, transport_failure
-from chain429.routing.limits import Block, Reservation, StateStore
+from chain429.routing.attempts import transport_failure
+from chain429.routing.continuation import Trail, note_interrupted, take_over
+from chain429.routing.limits import Reservation, StateStore
 from chain429.routing.outcome import (
     TOO_LARGE_ANSWER,
     Kind,
@@ -60,6 +61,9 @@ class StreamStats:
     malformed_chunks: int = 0
     done_added: bool = False  # the provider finished without [DONE]; we sent it
     continued_on: list[str] = field(default_factory=list)
+    # midStream: continue: how the answer was finished after a failure, if it was:
+    # "prefill", "restart", or "interrupted" (it ended with an error event).
+    path: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     tokens_estimated: bool = False
@@ -204,8 +208,10 @@ class StreamSession:
         request: dict[str, Any],
         upstream: Upstream,
         state: StateStore,
+        trace: Trail | None = None,
     ) -> None:
         settings = snapshot.config.settings
+        self.trace = trace  # the request's attempt trail: continuations add to it
         self.snapshot = snapshot
         self.chain = chain
         self.request = request
@@ -370,10 +376,15 @@ class StreamSession:
             if failure is None:
                 break
             code, message = failure
-            continues = self.continue_mid_stream and code != "stream_too_long"
-            current = await self._continuation(current, send) if continues else None
+            current = None
+            if self.continue_mid_stream and code != "stream_too_long":
+                taken = await take_over(self, last)
+                if taken is not None:
+                    current = taken[0]
+                    await send(b"".join(current.held))
             if current is None:
                 self.stats.end = code
+                note_interrupted(self, last.entry, message)
                 await send(data_event(error_body(message, "server_error", code).decode()))
         self._count_tokens(last.reader)
 
@@ -461,42 +472,6 @@ class StreamSession:
                     pass
         except (TimeoutError, UpstreamError):
             pass
-
-    async def _continuation(self, failed: Committed, send: Send) -> Committed | None:
-        """Finish the answer on a later entry that accepts the partial answer as a prefill."""
-        if failed.reader.saw_tool_calls:
-            return None  # a half-built tool call cannot be continued as text
-        if not failed.reader.kept_all_text:
-            return None  # an answer longer than we keep: no prefill to send
-        partial = "".join(failed.reader.text)
-        messages = [*self.request["messages"], {"role": "assistant", "content": partial}]
-        request = {**self.request, "messages": messages}
-        entries = self.chain.entries
-        start = entries.index(failed.entry) + 1 if failed.entry in entries else len(entries)
-        for entry in entries[start:]:
-            if not entry.supports_prefill:
-                continue
-            asked = await ask_entry(
-                self.state,
-                entry,
-                lambda entry: self.open_entry(entry, request),
-                need_tokens=0,
-                policy=self.snapshot.policy,
-            )
-            if isinstance(asked, Block):
-                continue
-            committed = asked.tried.result
-            if not isinstance(committed, Committed):
-                continue
-            self.continuations.append(asked.reservation)
-            self.stats.continued_on.append(entry.label)
-            # The new stream's preamble (its role chunk) would restart the answer: send
-            # only its content, and keep what the first stream already said.
-            committed.reader.text[:0] = failed.reader.text
-            committed.reader.chars += failed.reader.chars
-            await send(committed.held[-1])
-            return committed
-        return None
 
     def _count_tokens(self, reader: ChunkReader) -> None:
         usage = reader.usage
