@@ -19,12 +19,13 @@ import typer
 import yaml
 from pydantic.fields import FieldInfo
 
-from chain429.cli import output
-from chain429.cli.config_commands import config_path, load_document, write_change
-from chain429.cli.options import ConfigOption, JsonOption, ServerOption
-from chain429.cli.output import fail, say
 from chain429.config.masking import SETTINGS_SECRETS
 from chain429.config.model import Settings
+
+from . import output
+from .config_commands import config_path, load_document, write_change
+from .options import ConfigOption, JsonOption, ServerOption
+from .output import fail, say
 
 if TYPE_CHECKING:
     from chain429.config.writer import ConfigDocument

@@ -7,22 +7,44 @@ its `ratelimits` list, so clients written against 429chain keep working.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import time
+from typing import Any, Literal
+
+from sanic import Blueprint
+from sanic.response import HTTPResponse, raw
 
 from chain429.routing.limits import Block, StateStore
+from chain429.routing.outcome import BlockReason
 from chain429.routing.runtime import Snapshot
+from chain429.server.auth import Scope, requires
+from chain429.server.context import AppRequest
 from chain429.upstream.times import iso
 
-# What a skip reason means for an entry's state.
-_STATE_OF = {
-    "cooldown": "cooling",
-    "quota": "cooling",
-    "unstable": "cooling",
-    "unhealthy": "unhealthy",
-    "limited": "limited",
-    "tokens": "limited",
-    "concurrency": "limited",
-    "probing": "probing",
+ratelimit_routes = Blueprint("ratelimits")
+
+
+@ratelimit_routes.get("/v1/ratelimits")
+@requires(Scope.PROXY)
+async def ratelimits(request: AppRequest) -> HTTPResponse:
+    ctx = request.app.ctx
+    body = await ratelimit_report(ctx.snapshot, ctx.state, time.time())
+    return raw(json.dumps(body).encode(), 200, None, "application/json")
+
+
+# An entry's state, as /v1/ratelimits, the CLI and the web UI show it.
+EntryState = Literal["available", "limited", "cooling", "unhealthy", "probing"]
+
+# What a block means for an entry's state.
+STATE_OF: dict[BlockReason, EntryState] = {
+    BlockReason.COOLDOWN: "cooling",
+    BlockReason.QUOTA: "cooling",
+    BlockReason.UNSTABLE: "cooling",
+    BlockReason.UNHEALTHY: "unhealthy",
+    BlockReason.LIMITED: "limited",
+    BlockReason.TOKENS: "limited",
+    BlockReason.CONCURRENCY: "limited",
+    BlockReason.PROBING: "probing",
 }
 
 
@@ -74,7 +96,7 @@ async def ratelimit_report(snapshot: Snapshot, state: StateStore, now: float) ->
                     "provider": entry.provider_id,
                     "model": entry.model,
                     "bucket": entry.bucket,
-                    "state": _STATE_OF.get(block.reason, "limited") if block else "available",
+                    "state": STATE_OF[block.reason] if block else "available",
                     "reason": block.detail if block else None,
                     "source": block.source if block else None,
                     "until": iso(block.until) if block else None,
