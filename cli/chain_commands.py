@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from chain429.cli import output, wizard
-from chain429.cli.config_commands import (
+from . import output, wizard
+from .config_commands import (
     config_path,
     find_chain,
     items,
@@ -20,8 +20,8 @@ from chain429.cli.config_commands import (
     strict_config,
     write_change,
 )
-from chain429.cli.options import ConfigOption, JsonOption, ServerOption, StreamOption
-from chain429.cli.output import fail, plural, say
+from .options import ConfigOption, JsonOption, ServerOption, StreamOption
+from .output import fail, plural, say
 
 if TYPE_CHECKING:
     from chain429.config.writer import ConfigDocument

@@ -28,11 +28,12 @@ import httpx
 import yaml
 
 from chain429 import __version__
-from chain429.cli.contexts import ContextError, check_server, current_context
-from chain429.cli.options import ADMIN_KEY_ENV
-from chain429.cli.output import fail
 from chain429.config.errors import ConfigError
 from chain429.config.loader import find_config_path, load_config, read_dotenv
+
+from .contexts import ContextError, check_server, current_context
+from .options import ADMIN_KEY_ENV
+from .output import fail
 
 SERVER_ENV = "CHAIN429_SERVER"
 TIMEOUT_S = 10.0

@@ -18,19 +18,20 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from chain429.cli import output, starter, wizard
-from chain429.cli.options import (
+from chain429.config.errors import ConfigError
+from chain429.config.loader import find_config_path, load_config, read_dotenv
+from chain429.config.model import Config
+from chain429.upstream.presets import PRESETS, PROVIDER_TYPES
+
+from . import output, starter, wizard
+from .options import (
     ConfigOption,
     JsonOption,
     NewConfigOption,
     ServerOption,
     StreamOption,
 )
-from chain429.cli.output import fail, plural, say
-from chain429.config.errors import ConfigError
-from chain429.config.loader import find_config_path, load_config, read_dotenv
-from chain429.config.model import Config
-from chain429.upstream.presets import PRESETS, PROVIDER_TYPES
+from .output import fail, plural, say
 
 if TYPE_CHECKING:
     from chain429.config.writer import ConfigDocument, ConfigEditError
@@ -114,7 +115,7 @@ def notify_server(config_path: Path, server: str | None = None) -> str:
     Which server and key: `chain429.cli.client.resolve_target` (--server,
     $CHAIN429_SERVER, the current context, else host:port of the file).
     """
-    from chain429.cli.client import AdminClient, ClientError, resolve_target
+    from .client import AdminClient, ClientError, resolve_target
 
     try:
         target = resolve_target(server, config_path)

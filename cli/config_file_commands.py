@@ -16,10 +16,11 @@ from typing import Annotated
 import typer
 import yaml
 
-from chain429.cli import output
-from chain429.cli.options import ConfigOption, JsonOption
-from chain429.cli.output import fail, print_json, say
 from chain429.config.loader import find_config_path
+
+from . import output
+from .options import ConfigOption, JsonOption
+from .output import fail, print_json, say
 
 config_app = typer.Typer(
     help="The config file: where it is, what it says, its JSON Schema.", no_args_is_help=True

@@ -27,8 +27,8 @@ import tomlkit
 import typer
 from tomlkit.exceptions import TOMLKitError
 
-from chain429.cli.options import JsonOption
-from chain429.cli.output import fail, print_json, say, table
+from .options import JsonOption
+from .output import fail, print_json, say, table
 
 CONFIG_DIR_ENV = "CHAIN429_CONFIG_DIR"
 

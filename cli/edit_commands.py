@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from chain429.cli import wizard
-from chain429.cli.chain_commands import EntriesOption, NameArgument, chain_app
-from chain429.cli.config_commands import (
+from chain429.upstream.presets import PROVIDER_TYPES
+
+from . import wizard
+from .chain_commands import EntriesOption, NameArgument, chain_app
+from .config_commands import (
     ApiKeyEnvOption,
     BaseUrlOption,
     IdArgument,
@@ -28,9 +30,8 @@ from chain429.cli.config_commands import (
     provider_app,
     write_change,
 )
-from chain429.cli.options import ConfigOption, ServerOption
-from chain429.cli.output import fail
-from chain429.upstream.presets import PROVIDER_TYPES
+from .options import ConfigOption, ServerOption
+from .output import fail
 
 if TYPE_CHECKING:
     from chain429.config.writer import ConfigDocument

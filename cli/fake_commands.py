@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from chain429.cli.output import fail, port_in_use
+from .output import fail, port_in_use
 
 
 def fake(

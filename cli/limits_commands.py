@@ -13,9 +13,9 @@ from typing import Annotated
 
 import typer
 
-from chain429.cli.client import AdminClient, reports_errors
-from chain429.cli.options import ConfigOption, JsonOption, ServerOption
-from chain429.cli.output import print_json
+from .client import AdminClient, reports_errors
+from .options import ConfigOption, JsonOption, ServerOption
+from .output import print_json
 
 limits_app = typer.Typer(
     help="A running server's rate-limit state: clear a cooldown (see `status` to watch it).",

@@ -13,7 +13,12 @@ from typing import Annotated
 import typer
 
 from chain429 import __version__
-from chain429.cli import (
+from chain429.config.errors import ConfigError
+from chain429.config.loader import find_config_path, load_config
+from chain429.config.model import Config
+from chain429.server import logs
+
+from . import (
     chain_commands,
     config_commands,
     config_file_commands,
@@ -24,12 +29,8 @@ from chain429.cli import (
     server_commands,
     settings_commands,
 )
-from chain429.cli.options import ConfigOption, JsonOption
-from chain429.cli.output import fail, port_in_use
-from chain429.config.errors import ConfigError
-from chain429.config.loader import find_config_path, load_config
-from chain429.config.model import Config
-from chain429.server import logs
+from .options import ConfigOption, JsonOption
+from .output import fail, port_in_use
 
 output.typer_style()
 app = typer.Typer(

@@ -17,14 +17,16 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_
 
 import typer
 import yaml
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from chain429.cli import output
-from chain429.cli.config_commands import config_path, load_document, write_change
-from chain429.cli.options import ConfigOption, JsonOption, ServerOption
-from chain429.cli.output import fail, say
 from chain429.config.masking import SETTINGS_SECRETS
 from chain429.config.model import Settings
+
+from . import output
+from .config_commands import config_path, load_document, write_change
+from .options import ConfigOption, JsonOption, ServerOption
+from .output import fail, say
 
 if TYPE_CHECKING:
     from chain429.config.writer import ConfigDocument
@@ -98,6 +100,8 @@ def _shown(value: Any) -> str:
 
 def _default(key: str) -> Any:
     default = _fields()[key].get_default(call_default_factory=True)
+    if isinstance(default, BaseModel):  # a section (retry, breaker): as the file writes it
+        return default.model_dump(by_alias=True)
     return list(default) if isinstance(default, tuple) else default
 
 

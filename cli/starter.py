@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chain429.cli import wizard
-from chain429.cli.output import say
 from chain429.config.loader import parse_config_text, read_dotenv
+
+from . import wizard
+from .output import say
 
 PLACEHOLDER_NOTE = (
     "# Provider keys not set yet: fill one in and remove its `#`. A provider that is\n"

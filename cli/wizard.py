@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from chain429.cli import output
-from chain429.cli.options import ADMIN_KEY_ENV
-from chain429.cli.output import fail, say
 from chain429.upstream.presets import PRESETS, PROVIDER_TYPES
+
+from . import output
+from .options import ADMIN_KEY_ENV
+from .output import fail, say
 
 if TYPE_CHECKING:
     from chain429.config.model import Config

@@ -321,7 +321,7 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
         for name in sorted(old_c.keys() & new_c.keys())
         if (change := _diff_chain(old_c[name], new_c[name], resolved)) is not None
     ]
-    return _redacted(
+    redacted: ConfigDiff = _redacted(
         ConfigDiff(
             providers_added=tuple(sorted(new_p.keys() - old_p.keys())),
             providers_removed=tuple(sorted(old_p.keys() - new_p.keys())),
@@ -336,6 +336,7 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
         ),
         resolved,
     )
+    return redacted
 
 
 # ---------------------------------------------------------------- unified diff

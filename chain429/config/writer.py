@@ -52,7 +52,13 @@ T = TypeVar("T")
 class ConfigEditError(Exception):
     """A change that cannot apply: .status 404 (unknown), 409 (conflict), 422 (invalid)."""
 
-    def __init__(self, status: int, message: str, issues: Iterable[ConfigIssue] = (), names=()):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        issues: Iterable[ConfigIssue] = (),
+        names: Iterable[str] = (),
+    ) -> None:
         self.status, self.message = status, message
         self.issues: list[ConfigIssue] = list(issues)
         self.names: tuple[str, ...] = tuple(names)  # what a 409 conflicts with
@@ -324,7 +330,8 @@ class ConfigDocument:
             _remove(yaml_lines.node_at(self._data, path[:-1]), str(path[-1]), index)
 
     def raw(self) -> dict[str, Any]:
-        return _plain(self._data)
+        plain: dict[str, Any] = _plain(self._data)
+        return plain
 
     def masked(self) -> dict[str, Any]:
         return mask_config(self.raw())

@@ -210,11 +210,11 @@ def run_demo(port: int = 3429, once: bool = False) -> None:
             config, config_path=path, name="chain429-demo", telemetry=Telemetry(database)
         )
         base_url = f"http://127.0.0.1:{port}"
-        app.ctx.demo_tasks = []
+        story: list[asyncio.Task[None]] = []  # held here, so the task is not collected
 
         @app.after_server_start
         async def start_story(app: Any, _: Any = None) -> None:
-            app.ctx.demo_tasks.append(asyncio.create_task(_story(app, base_url, once)))
+            story.append(asyncio.create_task(_story(app, base_url, once)))
 
         serve(app, "127.0.0.1", port)
     finally:

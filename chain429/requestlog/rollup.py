@@ -198,7 +198,7 @@ def _merge_request_rollup(
             completion_tokens=row.completion_tokens + tally.completion_tokens,
             latency_sum_ms=row.latency_sum_ms + tally.latency_sum_ms,
             latency_histogram=_merged_histogram(row.latency_histogram, tally.histogram),
-        ).where(_rollup_id == row.get_id()).execute()
+        ).where(_rollup_id == row.get_id()).execute()  # type: ignore[no-untyped-call]  # peewee: no annotations
 
 
 def _merge_attempt_rollup(
@@ -221,4 +221,4 @@ def _merge_attempt_rollup(
         H.update(
             count=row.count + int(tally[0]),
             latency_sum_ms=row.latency_sum_ms + tally[1],
-        ).where(_attempt_rollup_id == row.get_id()).execute()
+        ).where(_attempt_rollup_id == row.get_id()).execute()  # type: ignore[no-untyped-call]  # peewee: no annotations

@@ -176,7 +176,7 @@ def quantile(histogram: list[int], q: float) -> float | None:
 
 
 def _database() -> peewee.Database:
-    database = database_proxy.obj
+    database: peewee.Database | None = database_proxy.obj
     if database is None:
         raise RuntimeError("the request log database is not open (chain429.database.open_database)")
     return database

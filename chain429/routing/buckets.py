@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chain429.config.model import RateLimits
+from chain429.routing.outcome import BlockReason
 from chain429.upstream.dialects import Dialect, Reading, next_day_boundary
 from chain429.upstream.presets import dialect_named
 
@@ -31,7 +32,7 @@ from chain429.upstream.presets import dialect_named
 class Refusal:
     """Why a bucket says no right now, and until when."""
 
-    reason: str  # "limited" (requests), "tokens", "concurrency"
+    reason: BlockReason  # LIMITED (requests), TOKENS or CONCURRENCY
     until: float
     source: str  # "header", "body" or "manual"
     detail: str
@@ -72,14 +73,14 @@ class Bucket:
                 continue
             if kind == "requests" and reading.remaining - seen.reserved <= 0:
                 return Refusal(
-                    "limited",
+                    BlockReason.LIMITED,
                     reading.reset_at,
                     reading.source,
                     f"{window} request quota used up ({reading.limit} allowed)",
                 )
             if kind == "tokens" and reading.remaining < need_tokens:
                 return Refusal(
-                    "tokens",
+                    BlockReason.TOKENS,
                     reading.reset_at,
                     reading.source,
                     f"{reading.remaining} {window} tokens left, request needs about {need_tokens}",
@@ -91,7 +92,7 @@ class Bucket:
     def _manual_refusal(self, limits: RateLimits, need: int, now: float) -> Refusal | None:
         if limits.concurrent_requests and self.in_flight >= limits.concurrent_requests:
             return Refusal(
-                "concurrency",
+                BlockReason.CONCURRENCY,
                 now + _CONCURRENCY_RETRY_S,
                 "manual",
                 f"{self.in_flight} requests in flight "
@@ -100,7 +101,7 @@ class Bucket:
         rpm = limits.requests_per_minute
         if rpm and len(self.minute_requests) >= rpm:
             return Refusal(
-                "limited",
+                BlockReason.LIMITED,
                 self.minute_requests[0] + 60.0,
                 "manual",
                 f"requestsPerMinute {rpm} reached",
@@ -110,14 +111,14 @@ class Bucket:
             used = sum(tokens for _, tokens in self.minute_tokens)
             if used + need > tpm:
                 return Refusal(
-                    "tokens",
+                    BlockReason.TOKENS,
                     self.minute_tokens[0][0] + 60.0,
                     "manual",
                     f"tokensPerMinute {tpm}: {used} used, request needs about {need}",
                 )
         if limits.requests_per_day and self.day_requests >= limits.requests_per_day:
             return Refusal(
-                "limited",
+                BlockReason.LIMITED,
                 self.day_ends_at,
                 "manual",
                 f"requestsPerDay {limits.requests_per_day} reached",
@@ -125,7 +126,10 @@ class Bucket:
         tpd = limits.tokens_per_day
         if tpd and self.day_tokens + need > tpd:
             return Refusal(
-                "tokens", self.day_ends_at, "manual", f"tokensPerDay {tpd}: {self.day_tokens} used"
+                BlockReason.TOKENS,
+                self.day_ends_at,
+                "manual",
+                f"tokensPerDay {tpd}: {self.day_tokens} used",
             )
         return None
 

@@ -28,18 +28,21 @@ import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from chain429.routing.buckets import Bucket
-from chain429.routing.outcome import SKIP_REASON, CooldownPolicy, Kind, Outcome, Scope
+from chain429.routing.outcome import (
+    SKIP_REASON,
+    BlockReason,
+    CooldownPolicy,
+    Kind,
+    Outcome,
+    Scope,
+)
 from chain429.routing.runtime import EntryRuntime
 from chain429.upstream.dialects import daily_exhausted, next_day_boundary, read_body, read_headers
 
 log = logging.getLogger("chain429.routing.limits")
-
-# Reasons a skip can give, as the trace shows them (`skip:<reason>`).
-PROBING = "probing"
-BREAKER = "breaker"  # the entry's circuit breaker is open, or its probe is in flight
 
 # Prefixes of the keys `export_state` gives (and `import_state` takes): one
 # JSON-able dict per key, the rows chain429.requestlog.persist keeps in `provider_state`.
@@ -50,13 +53,23 @@ BREAKER_PREFIX = "breaker:"  # + an entry label: transient failures in a row
 _SCOPE_PREFIXES = ("provider:", "bucket:", "entry:")
 
 
+BlockScope = Literal["provider", "bucket", "entry"]
+
+
+def _scope_of(scope_key: str) -> BlockScope:
+    """`bucket:groq/llama` -> "bucket": the scope a block key was made for."""
+    if scope_key.startswith("provider:"):
+        return "provider"
+    return "bucket" if scope_key.startswith("bucket:") else "entry"
+
+
 @dataclass(frozen=True, slots=True)
 class Block:
-    reason: str  # cooldown, quota, unhealthy, unstable, limited, tokens, concurrency, probing
+    reason: BlockReason
     until: float  # epoch seconds
-    scope: str  # "provider", "bucket" or "entry"
+    scope: BlockScope
     detail: str = ""
-    source: str = "status"  # what said so: status, header, body, manual
+    source: str = "status"  # what said so: status, header, body, default, manual
 
 
 @dataclass(slots=True)
@@ -198,15 +211,15 @@ class MemoryStateStore:
         if recovered is not None and self._probes[recovered] is not None:
             if recovered in self._breakers_open:
                 return Block(
-                    BREAKER,
+                    BlockReason.BREAKER,
                     now + 1.0,
                     "entry",
                     "half-open: one request is probing the entry",
                 )
             return Block(
-                PROBING,
+                BlockReason.PROBING,
                 now + 1.0,
-                recovered.split(":", 1)[0],
+                _scope_of(recovered),
                 "one request is probing the recovered entry",
             )
         bucket = self._bucket(entry)
@@ -252,7 +265,8 @@ class MemoryStateStore:
         if reason is None or outcome.until is None:
             return None
         provider_key, bucket_key, entry_key = scope_keys(entry)
-        until, key, scope = outcome.until, entry_key, "entry"
+        scope: BlockScope = "entry"
+        until, key = outcome.until, entry_key
         if outcome.kind is Kind.RATE_LIMITED:
             key, scope = bucket_key, "bucket"
             bucket.strikes += 1
@@ -282,7 +296,7 @@ class MemoryStateStore:
             if self._breaker_failures.pop(key, None) is not None:
                 self._breakers_open.discard(key)
                 block = self._blocks.get(key)
-                if block is not None and block.reason == BREAKER:
+                if block is not None and block.reason == BlockReason.BREAKER:
                     del self._blocks[key]  # a success while open (a shared store's view)
             return None
         failures = self._breaker_failures.get(key, 0) + 1
@@ -293,7 +307,7 @@ class MemoryStateStore:
         self._breakers_open.add(key)
         detail = f"{failures} transient failures in a row (last: {outcome.token})"
         log.warning("%s: circuit breaker open for %.0f s (%s)", entry.label, open_s, detail)
-        return self._block(key, Block(BREAKER, now + open_s, "entry", detail))
+        return self._block(key, Block(BlockReason.BREAKER, now + open_s, "entry", detail))
 
     def breaker(self, entry: EntryRuntime, now: float) -> dict[str, object]:
         key = scope_keys(entry)[2]
@@ -301,7 +315,7 @@ class MemoryStateStore:
         if key not in self._breakers_open:
             return {"state": "closed", "failures": failures, "until": None, "reason": None}
         block = self._blocks.get(key)
-        if block is not None and block.reason == BREAKER and block.until > now:
+        if block is not None and block.reason == BlockReason.BREAKER and block.until > now:
             return {
                 "state": "open",
                 "failures": failures,
@@ -357,7 +371,7 @@ class MemoryStateStore:
         if rest_s is None:
             return None
         detail = f"{failures} streams in a row died mid-answer"
-        return self._block(key, Block("unstable", now + rest_s, "entry", detail))
+        return self._block(key, Block(BlockReason.UNSTABLE, now + rest_s, "entry", detail))
 
     async def snapshot(self, now: float) -> list[dict[str, object]]:
         return [
@@ -476,10 +490,13 @@ class MemoryStateStore:
             until = float(data["until"])
             if until <= now:
                 return False
+            scope = data["scope"]
+            if scope not in get_args(BlockScope):
+                raise ValueError("unknown scope")
             block = Block(
-                str(data["reason"]),
+                BlockReason(data["reason"]),  # ValueError for a reason this version lacks
                 until,
-                str(data["scope"]),
+                scope,
                 str(data.get("detail", "")),
                 str(data.get("source", "status")),
             )

@@ -35,11 +35,26 @@ class Scope(StrEnum):
     PROVIDER = "provider"  # every entry of the provider: a bad key, an empty wallet
 
 
-# Why an entry is skipped while it is blocked; the trace shows `skip:<reason>`.
+class BlockReason(StrEnum):
+    """Why an entry is skipped while it is blocked; the trace shows `skip:<reason>`."""
+
+    COOLDOWN = "cooldown"  # a 429 (or a rate-limit header said 0 left)
+    QUOTA = "quota"  # a 402: out of credits
+    UNHEALTHY = "unhealthy"  # a bad key, an unknown model, an oversized answer
+    UNSTABLE = "unstable"  # streams keep dying mid-answer
+    LIMITED = "limited"  # a request bucket is empty (header, body or configured limit)
+    TOKENS = "tokens"  # a token bucket cannot take this request
+    CONCURRENCY = "concurrency"  # maxConcurrent requests already in flight
+    PROBING = "probing"  # one request is finding out whether the block is over
+    BREAKER = "breaker"  # its circuit breaker is open, or its one probe is in flight
+    BUDGET = "budget"  # not a block: the request made maxAttemptsPerRequest calls
+
+
+# What each kind of failure blocks an entry for.
 SKIP_REASON = {
-    Kind.RATE_LIMITED: "cooldown",
-    Kind.QUOTA_EXHAUSTED: "quota",
-    Kind.UNHEALTHY: "unhealthy",
+    Kind.RATE_LIMITED: BlockReason.COOLDOWN,
+    Kind.QUOTA_EXHAUSTED: BlockReason.QUOTA,
+    Kind.UNHEALTHY: BlockReason.UNHEALTHY,
 }
 
 

@@ -45,7 +45,9 @@ def _answer_text(data: dict[str, Any]) -> str | None:
     return content[:TEXT_MAX] if isinstance(content, str) else None
 
 
-async def _ask(upstream: Upstream, snapshot: Snapshot, entry: EntryRuntime) -> Tried[dict]:
+async def _ask(
+    upstream: Upstream, snapshot: Snapshot, entry: EntryRuntime
+) -> Tried[dict[str, Any]]:
     payload = json.dumps({**PROBE, "model": entry.model}).encode()
     tried = await post_and_classify(
         upstream,
@@ -68,7 +70,7 @@ async def _ask_streaming(
     chain: ChainRuntime,
     entry: EntryRuntime,
     on_text: OnText | None = None,
-) -> Tried[dict]:
+) -> Tried[dict[str, Any]]:
     session = StreamSession(snapshot, chain, {**PROBE, "stream": True}, upstream, state)
     tried = await session.open_entry(entry)
     committed = tried.result

@@ -22,7 +22,7 @@ from chain429.requestlog.records import AttemptRecord, is_call
 from chain429.routing import tokens
 from chain429.routing.attempts import ask_entry, post_and_classify
 from chain429.routing.limits import Block, Reservation, StateStore
-from chain429.routing.outcome import CooldownPolicy, Kind, Outcome, Tried
+from chain429.routing.outcome import BlockReason, CooldownPolicy, Kind, Outcome, Tried
 from chain429.routing.queueing import QueueError, Queues
 from chain429.routing.runtime import ChainRuntime, EntryRuntime, Snapshot
 from chain429.routing.streaming import Committed, Rejected, StreamSession
@@ -100,7 +100,7 @@ class Trace:
                 len(self.trail) + 1,
                 entry.provider_id,
                 entry.model,
-                f"skip:{BUDGET}",
+                f"skip:{BlockReason.BUDGET}",
                 reason=f"{budget} upstream calls made (maxAttemptsPerRequest)",
             )
         )
@@ -133,11 +133,9 @@ class Answer(Generic[T]):
 Attempt = Callable[[EntryRuntime], Awaitable[Tried[T]]]
 
 
-# Why an entry was skipped when the walk's call budget was spent (`skip:budget`).
-BUDGET = "budget"
 # A cooldown skip that may be waited for (`retry.shortWaitMs`): a rate limit, not
 # a bad key, an empty wallet or a breaker.
-_WAITABLE = frozenset({"cooldown"})
+_WAITABLE = frozenset({BlockReason.COOLDOWN})
 
 
 def backoff_s(retry: int) -> float:

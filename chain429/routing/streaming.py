@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from chain429.routing import tokens
 from chain429.routing.attempts import transport_failure
@@ -53,11 +53,20 @@ Send = Callable[[bytes], Awaitable[Any]]
 _DRAIN_S = 1.0
 
 
+# What one upstream SSE event is, for the relay: a keep-alive comment, the
+# role-only preamble, content (text, reasoning or tool calls), an error event,
+# [DONE], a malformed event (counted, never relayed), or nothing to relay.
+ChunkKind = Literal["comment", "preamble", "content", "error", "done", "malformed", "skip"]
+# How a relayed stream ended when it did not end well.
+StreamFailure = Literal["stream_stalled", "stream_interrupted", "stream_too_long"]
+StreamEnd = Literal["done", StreamFailure]
+
+
 @dataclass
 class StreamStats:
     """What a stream did, for the request log."""
 
-    end: str = "done"  # "done", "stream_stalled", "stream_interrupted", "stream_too_long"
+    end: StreamEnd = "done"
     malformed_chunks: int = 0
     done_added: bool = False  # the provider finished without [DONE]; we sent it
     continued_on: list[str] = field(default_factory=list)
@@ -104,7 +113,7 @@ class ChunkReader:
         if self.chars <= self.keep_chars:
             self.text.append(text)
 
-    def inspect(self, event: Event) -> tuple[str, bytes | None]:
+    def inspect(self, event: Event) -> tuple[ChunkKind, bytes | None]:
         """(kind, bytes to relay): comment, preamble, content, error, done, malformed or skip.
 
         A malformed event (not a JSON object, or nested too deeply to parse) is
@@ -388,7 +397,7 @@ class StreamSession:
                 await send(data_event(error_body(message, "server_error", code).decode()))
         self._count_tokens(last.reader)
 
-    async def _pump(self, committed: Committed, send: Send) -> tuple[str, str] | None:
+    async def _pump(self, committed: Committed, send: Send) -> tuple[StreamFailure, str] | None:
         """Relay until the stream ends: None when it ended well, else (code, message).
 
         The idle deadline moves only when an event carrying data arrives (and
@@ -426,7 +435,7 @@ class StreamSession:
                             f"{label} sent an event over maxSseEventBytes ({exc.limit} bytes).",
                         )
                 out: list[bytes] = []
-                failure: tuple[str, str] | None = None
+                failure: tuple[StreamFailure, str] | None = None
                 done = False
                 active = False
                 for event in events:

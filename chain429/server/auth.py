@@ -8,6 +8,12 @@ be able to point a provider, and its key, somewhere else. With no keys at
 all the server is open, which `serve` allows on loopback only, where
 `chain429.server.guard` keeps web pages out.
 
+Routes declare their scope with one decorator, `@requires(Scope.X)`: the
+key is checked before the handler runs (before any body or parameter is
+read, so an anonymous caller learns nothing, not even a 400), and the
+caller's label is left in `request.ctx.caller`. The proxy route alone checks
+inside its handler, so that a refused key is still a row in the request log.
+
 Keys are compared in constant time against every configured key, so timing
 reveals neither which key matched nor how many keys there are. A caller is
 identified in logs and the request log by a label (`key#2`, `admin#1`),
@@ -16,30 +22,36 @@ never by the key.
 
 from __future__ import annotations
 
-import enum
+import functools
 import hmac
-
-from sanic import Request
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Concatenate, ParamSpec, TypeVar
 
 from chain429.config.model import Config
 from chain429.routing.runtime import Snapshot
+from chain429.server.context import AppRequest
 from chain429.server.errors import ApiError
 from chain429.upstream.addresses import is_loopback
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Handler = Callable[Concatenate[AppRequest, P], Awaitable[R]]
 
 OPEN = "open"  # the label when no keys guard the route
 
 
-class Scope(enum.Enum):
+class Scope(StrEnum):
     PROXY = "proxy"
     READ = "read"
     WRITE = "write"
 
 
-def presented_key(request: Request) -> bytes | None:
-    auth = request.headers.get("authorization")
+def presented_key(request: AppRequest) -> bytes | None:
+    auth: str | None = request.headers.get("authorization")
     if auth and auth[:7].lower() == "bearer ":
         return auth[7:].strip().encode()
-    key = request.headers.get("x-api-key")
+    key: str | None = request.headers.get("x-api-key")
     return key.strip().encode() if key else None
 
 
@@ -59,7 +71,7 @@ def is_guarded(snapshot: Snapshot, scope: Scope) -> bool:
     return bool(snapshot.admin_keys or snapshot.proxy_keys)
 
 
-def authorize(request: Request, snapshot: Snapshot, scope: Scope) -> str:
+def authorize(request: AppRequest, snapshot: Snapshot, scope: Scope) -> str:
     """The caller's label; raises 401 (no or unknown key) or 403 (a key of the wrong scope)."""
     proxy_keys, admin_keys = snapshot.proxy_keys, snapshot.admin_keys
     if not is_guarded(snapshot, scope):
@@ -87,6 +99,20 @@ def authorize(request: Request, snapshot: Snapshot, scope: Scope) -> str:
     if scope is Scope.READ and admin_keys:
         raise ApiError(403, "This key may not use admin routes.", code="insufficient_permissions")
     return f"key#{as_proxy}"
+
+
+def requires(scope: Scope) -> Callable[[Handler[P, R]], Handler[P, R]]:
+    """The route decorator for `scope`: 401/403 before the handler runs."""
+
+    def decorate(handler: Handler[P, R]) -> Handler[P, R]:
+        @functools.wraps(handler)
+        async def checked(request: AppRequest, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            request.ctx.caller = authorize(request, request.app.ctx.snapshot, scope)
+            return await handler(request, *args, **kwargs)
+
+        return checked
+
+    return decorate
 
 
 def exposure_problem(config: Config, host: str) -> str | None:

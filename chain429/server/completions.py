@@ -1,4 +1,5 @@
-"""`POST /v1/chat/completions`: one request, from its body to its log record.
+"""The proxy API: `POST /v1/chat/completions` (one request, from its body to its
+log record) and `GET /v1/models` (the chains and entry models it accepts).
 
 Every request, answered or not, leaves one `RequestRecord` (with its attempt
 trail) that is counted in the metrics and handed to the request log without
@@ -15,16 +16,17 @@ import re
 import time
 from typing import Any
 
-from sanic import Request, Sanic
+from sanic import Blueprint
 from sanic.response import HTTPResponse, raw
 
 from chain429.requestlog.records import RequestRecord, new_request_id
 from chain429.routing import tokens
 from chain429.routing.router import Reply, Router, StreamStart, Trace
-from chain429.routing.runtime import Snapshot
 from chain429.server import logs
-from chain429.server.auth import Scope, authorize
+from chain429.server.auth import Scope, authorize, requires
+from chain429.server.context import App, AppRequest
 from chain429.server.errors import ApiError
+from chain429.server.guard import JSON_BODY
 from chain429.upstream import provider_json
 
 log = logging.getLogger("chain429.requests")
@@ -103,7 +105,7 @@ MAX_WAIT_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
 _MAX_WAIT = re.compile(MAX_WAIT_PATTERN)
 
 
-def _max_wait(request: Request) -> float | None:
+def _max_wait(request: AppRequest) -> float | None:
     """The client's own limit on queueing, in seconds (`X-429chain-Max-Wait`).
 
     Any such limit is taken; the server's `queueMaxWaitMs` caps it.
@@ -138,7 +140,22 @@ def _count_tokens(record: RequestRecord, request: dict[str, Any], body: bytes) -
     record.total_tokens = record.prompt_tokens + record.completion_tokens
 
 
-async def handle_chat(app: Sanic, request: Request) -> HTTPResponse | None:
+proxy_routes = Blueprint("proxy")
+
+
+@proxy_routes.get("/v1/models")
+@requires(Scope.PROXY)
+async def models(request: AppRequest) -> HTTPResponse:
+    return raw(request.app.ctx.snapshot.models_body, 200, None, JSON)
+
+
+@proxy_routes.post("/v1/chat/completions", ctx_body=JSON_BODY)
+async def chat_completions(request: AppRequest) -> HTTPResponse | None:
+    # The key is checked inside (not by `requires`) so a refused key is a logged request too.
+    return await handle_chat(request.app, request)
+
+
+async def handle_chat(app: App, request: AppRequest) -> HTTPResponse | None:
     if app.ctx.draining:
         request.stream.keep_alive = False  # type: ignore[union-attr]  # shutting down
     record = RequestRecord(new_request_id(), time.time())
@@ -178,9 +195,9 @@ async def handle_chat(app: Sanic, request: Request) -> HTTPResponse | None:
 
 
 async def _handle(
-    app: Sanic, request: Request, record: RequestRecord, trace: Trace, started: float
+    app: App, request: AppRequest, record: RequestRecord, trace: Trace, started: float
 ) -> HTTPResponse | None:
-    snapshot: Snapshot = app.ctx.snapshot  # this request keeps it, whatever reloads
+    snapshot = app.ctx.snapshot  # this request keeps it, whatever reloads
     record.key_label = authorize(request, snapshot, Scope.PROXY)
     body = parse_chat_request(request.body)
     model = body.get("model")
@@ -197,7 +214,7 @@ async def _handle(
         )
     chain, record.route = picked
     record.chain = chain.name
-    router: Router = app.ctx.router
+    router = app.ctx.router
     max_wait_s = _max_wait(request)
     if record.stream:
         started_stream = await router.stream(snapshot, chain, body, trace, max_wait_s)
@@ -230,7 +247,7 @@ def _reply(record: RequestRecord, reply: Reply) -> HTTPResponse:
 
 
 async def _relay(
-    request: Request, record: RequestRecord, stream: StreamStart, started: float
+    request: AppRequest, record: RequestRecord, stream: StreamStart, started: float
 ) -> None:
     record.provider, record.model = stream.entry.provider_id, stream.entry.model
     record.status, record.outcome = 200, "success"

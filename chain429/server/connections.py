@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
-from sanic import Sanic
 from sanic.exceptions import RequestTimeout, ServiceUnavailable
 from sanic.http import Http, Stage
 from sanic.log import error_logger
@@ -40,6 +39,7 @@ from chain429.config.model import Settings
 from chain429.upstream.openai_error import error_body
 
 if TYPE_CHECKING:
+    from chain429.server.context import App
     from chain429.server.metrics import Metrics
 
 log = logging.getLogger("chain429")
@@ -153,7 +153,7 @@ class DeadlineHttp(Http):
     __slots__ = ("head_began", "head_done")
 
     def __init__(self, protocol: Any) -> None:
-        super().__init__(protocol)
+        super().__init__(protocol)  # type: ignore[no-untyped-call]  # Sanic: no annotations
         self.head_began = monotonic()  # accept: the first request's clock starts here
         self.head_done = 0.0  # 0: no request's headers complete yet on this connection
 
@@ -164,7 +164,7 @@ class DeadlineHttp(Http):
         if self.head_done:
             self.head_began = protocol._time
             self.head_done = 0.0
-        await super().http1_request_header()
+        await super().http1_request_header()  # type: ignore[no-untyped-call]  # Sanic: no annotations
         self.head_done = protocol._time  # the bytes that completed the headers
 
 
@@ -182,7 +182,7 @@ class GuardedHttpProtocol(HttpProtocol):
     def connection_made(self, transport: Any) -> None:
         app = self.app
         limits = limits_for(app.ctx.snapshot.config.settings)
-        guard: ConnectionGuard = app.ctx.connection_guard
+        guard = app.ctx.connection_guard
         if not guard.admit(limits):
             self.recv_buffer = bytearray()
             transport.write(REFUSED_RESPONSE)
@@ -190,14 +190,14 @@ class GuardedHttpProtocol(HttpProtocol):
             return
         self.limits = limits
         self.guard = guard
-        super().connection_made(transport)
+        super().connection_made(transport)  # type: ignore[no-untyped-call]  # Sanic: no annotations
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.guard is None:
             return  # refused at the door: Sanic never knew this connection
         self.guard.release()
         self.guard = None
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[no-untyped-call]  # Sanic: no annotations
 
     def check_timeouts(self) -> None:
         """Sanic's periodic check, with deadlines that received bytes do not move."""
@@ -255,7 +255,7 @@ class GuardedHttpProtocol(HttpProtocol):
         self._callback_check_timeouts = self.loop.call_later(limits.tick_s, self.check_timeouts)
 
 
-def server_options(app: Sanic) -> dict[str, Any]:
+def server_options(app: App) -> dict[str, Any]:
     """What `serve` and `ServerThread` both pass to Sanic to put the app on a socket."""
     limits = limits_for(app.ctx.snapshot.config.settings)
     if limits.max_connections < limits.configured_max:

@@ -20,10 +20,10 @@ before any handler reads a body:
 
 from __future__ import annotations
 
-from sanic import Request
 from sanic.response import HTTPResponse, empty
 
 from chain429.routing.runtime import Snapshot
+from chain429.server.context import AppRequest
 from chain429.server.errors import ApiError
 from chain429.upstream.addresses import is_loopback_name
 
@@ -66,9 +66,9 @@ def _same_origin(origin: str, host: str) -> bool:
     return bool(sep) and rest.lower() == host.strip().lower()
 
 
-async def guard(request: Request) -> HTTPResponse | None:
+async def guard(request: AppRequest) -> HTTPResponse | None:
     """Sanic request middleware: refuse what a foreign web page could send."""
-    snapshot: Snapshot = request.app.ctx.snapshot
+    snapshot = request.app.ctx.snapshot
     headers = request.headers
     host = headers.get("host", "")
     if snapshot.check_host:
@@ -114,7 +114,7 @@ def _check_media_type(content_type: str | None, accepted: tuple[str, ...]) -> No
     )
 
 
-def _preflight(origin: str, request: Request, snapshot: Snapshot) -> HTTPResponse:
+def _preflight(origin: str, request: AppRequest, snapshot: Snapshot) -> HTTPResponse:
     if not _origin_allowed(origin.lower(), snapshot):
         raise ApiError(
             403,
@@ -131,7 +131,7 @@ def _preflight(origin: str, request: Request, snapshot: Snapshot) -> HTTPRespons
     return empty(204, headers)
 
 
-async def add_cors_headers(request: Request, response: HTTPResponse) -> None:
+async def add_cors_headers(request: AppRequest, response: HTTPResponse) -> None:
     """Sanic response middleware: CORS headers for the origins the user allowed."""
     origin = request.headers.get("origin")
     if origin is not None and _origin_allowed(origin.lower(), request.app.ctx.snapshot):

@@ -7,23 +7,46 @@ its `ratelimits` list, so clients written against 429chain keep working.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import time
+from typing import Any, Literal
+
+from sanic import Blueprint
+from sanic.response import HTTPResponse, raw
 
 from chain429.routing.limits import Block, StateStore
+from chain429.routing.outcome import BlockReason
 from chain429.routing.runtime import Snapshot
+from chain429.server.auth import Scope, requires
+from chain429.server.context import AppRequest
 from chain429.upstream.times import iso
 
-# What a skip reason means for an entry's state.
-_STATE_OF = {
-    "cooldown": "cooling",
-    "quota": "cooling",
-    "unstable": "cooling",
-    "unhealthy": "unhealthy",
-    "limited": "limited",
-    "tokens": "limited",
-    "concurrency": "limited",
-    "probing": "probing",
-    "breaker": "broken",  # its circuit breaker is open, or its probe is in flight
+ratelimit_routes = Blueprint("ratelimits")
+
+
+@ratelimit_routes.get("/v1/ratelimits")
+@requires(Scope.PROXY)
+async def ratelimits(request: AppRequest) -> HTTPResponse:
+    ctx = request.app.ctx
+    body = await ratelimit_report(ctx.snapshot, ctx.state, time.time())
+    return raw(json.dumps(body).encode(), 200, None, "application/json")
+
+
+# An entry's state, as /v1/ratelimits, the CLI and the web UI show it.
+EntryState = Literal["available", "limited", "cooling", "unhealthy", "probing", "broken"]
+
+# What a block means for an entry's state.
+STATE_OF: dict[BlockReason, EntryState] = {
+    BlockReason.COOLDOWN: "cooling",
+    BlockReason.QUOTA: "cooling",
+    BlockReason.UNSTABLE: "cooling",
+    BlockReason.UNHEALTHY: "unhealthy",
+    BlockReason.LIMITED: "limited",
+    BlockReason.TOKENS: "limited",
+    BlockReason.CONCURRENCY: "limited",
+    BlockReason.PROBING: "probing",
+    BlockReason.BREAKER: "broken",  # its circuit breaker is open, or its probe is in flight
+    BlockReason.BUDGET: "limited",  # never a block in force; here for completeness
 }
 
 
@@ -70,17 +93,16 @@ async def ratelimit_report(snapshot: Snapshot, state: StateStore, now: float) ->
             quotas = state.bucket_quotas(entry, now)
             in_flight = state.in_flight(entry)
             breaker = state.breaker(entry, now)
+            state_now: EntryState = STATE_OF[block.reason] if block else "available"
             if block is None and breaker["state"] == "half_open":
-                block_state = "probing"  # the next request (or the one in flight) probes it
-            else:
-                block_state = _STATE_OF.get(block.reason, "limited") if block else "available"
+                state_now = "probing"  # the next request (or the one in flight) probes it
             entries.append(
                 {
                     "chain": chain.name,
                     "provider": entry.provider_id,
                     "model": entry.model,
                     "bucket": entry.bucket,
-                    "state": block_state,
+                    "state": state_now,
                     "reason": block.detail if block else breaker["reason"],
                     "source": block.source if block else None,
                     "until": iso(block.until) if block else None,

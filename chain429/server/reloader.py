@@ -1,7 +1,7 @@
 """Hot reload: the running server follows its config file without a restart.
 
 A reload reads and validates the whole file off the event loop, then swaps
-one reference (`app.ctx.snapshot`): requests in flight keep the snapshot they
+one reference (`AppContext.snapshot`): requests in flight keep the snapshot they
 started with. An invalid file never replaces the running config; its error
 (file, line, field) is kept for `/health` and `/v1/admin/status`.
 
@@ -22,15 +22,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from sanic import Sanic
+from typing import TYPE_CHECKING, Any
 
 from chain429.config.errors import ConfigError, ConfigIssue
 from chain429.config.loader import load_config
 from chain429.config.model import Config
 from chain429.routing.runtime import Snapshot, build_snapshot
 from chain429.server.auth import exposure_problem
+
+if TYPE_CHECKING:
+    from chain429.server.context import AppContext
 
 log = logging.getLogger("chain429.reload")
 
@@ -66,8 +67,8 @@ def _provider_identity(config: Config) -> dict[str, tuple[Any, ...]]:
 class Reloader:
     """Owns the path, the generation and the last reload's outcome for one app."""
 
-    def __init__(self, app: Sanic, path: Path | None) -> None:
-        self.app = app
+    def __init__(self, ctx: AppContext, path: Path | None) -> None:
+        self.ctx = ctx
         self.path = path
         self.last_reload_at: float | None = None
         self.last_error: list[dict[str, Any]] | None = None
@@ -81,8 +82,7 @@ class Reloader:
 
     @property
     def snapshot(self) -> Snapshot:
-        snapshot: Snapshot = self.app.ctx.snapshot
-        return snapshot
+        return self.ctx.snapshot
 
     async def reload(self, *, force: bool = False) -> ReloadResult:
         """Read the file again; swap it in if it is valid and differs."""
@@ -94,7 +94,7 @@ class Reloader:
                 return ReloadResult(False, self.snapshot.generation)
             try:
                 config = await asyncio.to_thread(load_config, self.path)
-                problem = exposure_problem(config, self.app.ctx.bind_host)
+                problem = exposure_problem(config, self.ctx.bind_host)
                 if problem is not None:
                     message = f"this file would leave the server {problem}"
                     raise ConfigError([ConfigIssue(str(self.path), None, "settings", message)])
@@ -121,22 +121,21 @@ class Reloader:
         old = self.snapshot
         await self._forget_changed_providers(old.config, config)
         snapshot = build_snapshot(config, old.generation + 1)
-        self.app.ctx.snapshot = snapshot
+        self.ctx.snapshot = snapshot
         self.last_error = self.last_error_at = None
         self.last_reload_at = time.time()
         if written_digest is not None:
             self._digest = written_digest
         if self.path is not None:
             self._identity = _identity(self.path)
-        router = getattr(self.app.ctx, "router", None)
-        if router is not None:
-            router.queues.notify()  # new entries may let queued requests through
+        if self.ctx.serving:
+            self.ctx.router.queues.notify()  # new entries may let queued requests through
         log.info("config generation %d in force", snapshot.generation)
         return snapshot
 
     async def _forget_changed_providers(self, old: Config, new: Config) -> None:
         before, after = _provider_identity(old), _provider_identity(new)
-        state = self.app.ctx.state
+        state = self.ctx.state
         for provider_id, identity in before.items():
             if after.get(provider_id) != identity:
                 await state.forget_provider(provider_id)

@@ -19,13 +19,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import peewee
-from sanic import Sanic
 
 from chain429.config.model import Config
 from chain429.requestlog.database import describe, migrate, open_database, scrub
 from chain429.requestlog.writer import Telemetry
 from chain429.server.auth import exposure_problem
 from chain429.server.connections import server_options
+from chain429.server.context import App
 
 log = logging.getLogger("chain429")
 
@@ -121,7 +121,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(
-    app: Sanic,
+    app: App,
     host: str,
     port: int,
     *,
@@ -144,7 +144,7 @@ def serve(
     if ready is not None:
         bound: int = sock.getsockname()[1]
 
-        async def announce(app: Sanic, _: Any = None) -> None:
+        async def announce(app: App, _: Any = None) -> None:
             loop = asyncio.get_running_loop()
 
             def when_running() -> None:
@@ -174,7 +174,7 @@ def serve(
 class ServerThread:
     """Serve an app on 127.0.0.1 from a background thread; `port=0` picks a free port."""
 
-    def __init__(self, app: Sanic, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: App, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
         self.host = host
         app.ctx.bind_host = host

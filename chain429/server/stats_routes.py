@@ -32,22 +32,22 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sanic import Request, Sanic
+from sanic import Blueprint
 from sanic.response import HTTPResponse, raw
 
 from chain429.requestlog import stats
-from chain429.server.auth import Scope
+from chain429.server.auth import Scope, requires
+from chain429.server.context import AppRequest
 from chain429.server.errors import ApiError
 
 _JSON = "application/json"
 _RANGE = ("since", "until")
 _REQUEST_FILTERS = ("chain", "provider", "status", "outcome", "limit", "cursor")
 
-# chain429.auth.authorize: raises ApiError 401/403, returns the caller's label.
-Authorize = Callable[..., object]
+stats_routes = Blueprint("stats")
 
 
-def _params(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
+def _params(request: AppRequest, allowed: tuple[str, ...]) -> dict[str, str]:
     """The query string as one value per name; anything unexpected is a 400 naming it."""
     params: dict[str, str] = {}
     # keep_blank_values: `since=` is a mistake worth reporting, not "use the default".
@@ -104,84 +104,101 @@ def _one(answer: dict[str, Any], field: str, name: str) -> HTTPResponse:
     )
 
 
-def register_stats_routes(app: Sanic, authorize: Authorize) -> None:
-    """Add the `/v1/stats/*` routes to `app`; `authorize` is the server's key check."""
+def admit(request: AppRequest, allowed: tuple[str, ...]) -> dict[str, str]:
+    """The query parameters, once the request log is known to be on.
 
-    def admit(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
-        # Authentication first: an anonymous caller learns nothing, not even a 503 or 400.
-        authorize(request, app.ctx.snapshot, Scope.READ)
-        if getattr(app.ctx, "database", None) is None:
-            raise ApiError(
-                503,
-                "The request log is off; set settings.dbPath or settings.databaseUrl to keep one.",
-                code="request_log_disabled",
-            )
-        return _params(request, allowed)
-
-    def time_range(params: dict[str, str]) -> tuple[int, int]:
-        try:
-            return stats.parse_range(params.get("since"), params.get("until"), time.time())
-        except stats.StatsParamError as exc:
-            raise _bad(exc) from None
-
-    @app.get("/v1/stats/summary")
-    async def stats_summary(request: Request) -> HTTPResponse:
-        return _json(await _ask(stats.summary, *time_range(admit(request, _RANGE))))
-
-    @app.get("/v1/stats/providers")
-    async def stats_providers(request: Request) -> HTTPResponse:
-        return _json(await _ask(stats.providers, *time_range(admit(request, _RANGE))))
-
-    @app.get("/v1/stats/chains")
-    async def stats_chains(request: Request) -> HTTPResponse:
-        return _json(await _ask(stats.chains, *time_range(admit(request, _RANGE))))
-
-    # 429chain's paths for one provider or chain: the same row as in the list.
-    @app.get("/v1/stats/providers/<provider_id:str>")
-    async def stats_provider(request: Request, provider_id: str) -> HTTPResponse:
-        answer = await _ask(stats.providers, *time_range(admit(request, _RANGE)))
-        return _one(answer, "provider", provider_id)
-
-    @app.get("/v1/stats/chains/<chain_name:str>")
-    async def stats_chain(request: Request, chain_name: str) -> HTTPResponse:
-        answer = await _ask(stats.chains, *time_range(admit(request, _RANGE)))
-        return _one(answer, "chain", chain_name)
-
-    @app.get("/v1/stats/timeseries")
-    async def stats_timeseries(request: Request) -> HTTPResponse:
-        params = admit(request, (*_RANGE, "bucket"))
-        return _json(await _ask(stats.timeseries, *time_range(params), params.get("bucket")))
-
-    @app.get("/v1/stats/requests")
-    async def stats_requests(request: Request) -> HTTPResponse:
-        params = admit(request, (*_RANGE, *_REQUEST_FILTERS))
-        since_ms, until_ms = time_range(params)
-        try:
-            limit = stats.parse_limit(params.get("limit"))
-            status = _status(params.get("status"))
-            if "cursor" in params:
-                stats.decode_cursor(params["cursor"])  # a bad cursor fails before any query
-        except stats.StatsParamError as exc:
-            raise _bad(exc) from None
-        page = await _ask(
-            stats.requests,
-            since_ms,
-            until_ms,
-            chain=params.get("chain"),
-            provider=params.get("provider"),
-            status=status,
-            outcome=params.get("outcome"),
-            limit=limit,
-            cursor=params.get("cursor"),
+    Every route is `requires(Scope.READ)`, checked before this: an anonymous
+    caller learns nothing, not even a 503 or a 400.
+    """
+    if request.app.ctx.database is None:
+        raise ApiError(
+            503,
+            "The request log is off; set settings.dbPath or settings.databaseUrl to keep one.",
+            code="request_log_disabled",
         )
-        return _json(page)
+    return _params(request, allowed)
 
-    @app.get("/v1/stats/requests/<request_id:str>")
-    async def stats_request(request: Request, request_id: str) -> HTTPResponse:
-        admit(request, ())
-        detail = await _ask(stats.request_detail, request_id)
-        if detail is None:
-            raise ApiError(
-                404, f"No request '{request_id}' in the log.", code="not_found", param="request_id"
-            )
-        return _json(detail)
+
+def time_range(params: dict[str, str]) -> tuple[int, int]:
+    try:
+        return stats.parse_range(params.get("since"), params.get("until"), time.time())
+    except stats.StatsParamError as exc:
+        raise _bad(exc) from None
+
+
+@stats_routes.get("/v1/stats/summary")
+@requires(Scope.READ)
+async def stats_summary(request: AppRequest) -> HTTPResponse:
+    return _json(await _ask(stats.summary, *time_range(admit(request, _RANGE))))
+
+
+@stats_routes.get("/v1/stats/providers")
+@requires(Scope.READ)
+async def stats_providers(request: AppRequest) -> HTTPResponse:
+    return _json(await _ask(stats.providers, *time_range(admit(request, _RANGE))))
+
+
+@stats_routes.get("/v1/stats/chains")
+@requires(Scope.READ)
+async def stats_chains(request: AppRequest) -> HTTPResponse:
+    return _json(await _ask(stats.chains, *time_range(admit(request, _RANGE))))
+
+
+# 429chain's paths for one provider or chain: the same row as in the list.
+@stats_routes.get("/v1/stats/providers/<provider_id:str>")
+@requires(Scope.READ)
+async def stats_provider(request: AppRequest, provider_id: str) -> HTTPResponse:
+    answer = await _ask(stats.providers, *time_range(admit(request, _RANGE)))
+    return _one(answer, "provider", provider_id)
+
+
+@stats_routes.get("/v1/stats/chains/<chain_name:str>")
+@requires(Scope.READ)
+async def stats_chain(request: AppRequest, chain_name: str) -> HTTPResponse:
+    answer = await _ask(stats.chains, *time_range(admit(request, _RANGE)))
+    return _one(answer, "chain", chain_name)
+
+
+@stats_routes.get("/v1/stats/timeseries")
+@requires(Scope.READ)
+async def stats_timeseries(request: AppRequest) -> HTTPResponse:
+    params = admit(request, (*_RANGE, "bucket"))
+    return _json(await _ask(stats.timeseries, *time_range(params), params.get("bucket")))
+
+
+@stats_routes.get("/v1/stats/requests")
+@requires(Scope.READ)
+async def stats_requests(request: AppRequest) -> HTTPResponse:
+    params = admit(request, (*_RANGE, *_REQUEST_FILTERS))
+    since_ms, until_ms = time_range(params)
+    try:
+        limit = stats.parse_limit(params.get("limit"))
+        status = _status(params.get("status"))
+        if "cursor" in params:
+            stats.decode_cursor(params["cursor"])  # a bad cursor fails before any query
+    except stats.StatsParamError as exc:
+        raise _bad(exc) from None
+    page = await _ask(
+        stats.requests,
+        since_ms,
+        until_ms,
+        chain=params.get("chain"),
+        provider=params.get("provider"),
+        status=status,
+        outcome=params.get("outcome"),
+        limit=limit,
+        cursor=params.get("cursor"),
+    )
+    return _json(page)
+
+
+@stats_routes.get("/v1/stats/requests/<request_id:str>")
+@requires(Scope.READ)
+async def stats_request(request: AppRequest, request_id: str) -> HTTPResponse:
+    admit(request, ())
+    detail = await _ask(stats.request_detail, request_id)
+    if detail is None:
+        raise ApiError(
+            404, f"No request '{request_id}' in the log.", code="not_found", param="request_id"
+        )
+    return _json(detail)

@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from urllib.parse import unquote
 
-from sanic import Request, Sanic
+from sanic import Blueprint
 from sanic.response import HTTPResponse, empty, raw, redirect
 
+from chain429.server.context import AppRequest
 from chain429.server.errors import ApiError
 
-__all__ = ["CONTENT_SECURITY_POLICY", "UI_PATH", "register_web_ui"]
+__all__ = ["CONTENT_SECURITY_POLICY", "UI_PATH", "web_ui_routes"]
 
 UI_PATH = "/ui/"
 STATIC_PACKAGE = "chain429.web"
@@ -106,7 +107,7 @@ def assets() -> dict[str, Asset]:
     return _walk(importlib.resources.files(STATIC_PACKAGE).joinpath(STATIC_DIR))
 
 
-def _not_modified(request: Request, etag: str) -> bool:
+def _not_modified(request: AppRequest, etag: str) -> bool:
     wanted = request.headers.get("if-none-match")
     if wanted is None:
         return False
@@ -114,7 +115,7 @@ def _not_modified(request: Request, etag: str) -> bool:
     return etag in tags or "*" in tags
 
 
-def _serve(request: Request, name: str) -> HTTPResponse:
+def _serve(request: AppRequest, name: str) -> HTTPResponse:
     asset = assets().get(name)
     if asset is None:
         raise ApiError(404, f"No file {UI_PATH}{name} in the web UI.", code="not_found")
@@ -124,24 +125,28 @@ def _serve(request: Request, name: str) -> HTTPResponse:
     return raw(asset.body, 200, headers, asset.content_type)
 
 
-def register_web_ui(app: Sanic) -> None:
-    """`/` and `/ui` redirect to `/ui/`; `/ui/<file>` serves the UI's files. No key needed:
-    they hold no data, and every call they make for data goes through the API's keys."""
+# `/` and `/ui` redirect to `/ui/`; `/ui/<file>` serves the UI's files. No key needed:
+# they hold no data, and every call they make for data goes through the API's keys.
+web_ui_routes = Blueprint("web_ui")
 
-    @app.get("/", strict_slashes=True)
-    async def web_ui_root(request: Request) -> HTTPResponse:
-        return redirect(UI_PATH, status=302)
 
-    @app.get("/ui", strict_slashes=True)
-    async def web_ui_bare(request: Request) -> HTTPResponse:
-        return redirect(UI_PATH, status=302)
+@web_ui_routes.get("/", strict_slashes=True)
+async def web_ui_root(request: AppRequest) -> HTTPResponse:
+    return redirect(UI_PATH, status=302)
 
-    @app.get(UI_PATH, strict_slashes=True)
-    async def web_ui_index(request: Request) -> HTTPResponse:
-        return _serve(request, "index.html")
 
-    @app.get(f"{UI_PATH}<path:path>")
-    async def web_ui_file(request: Request, path: str) -> HTTPResponse:
-        # Names are looked up, never joined to a directory: `..` finds nothing. An
-        # encoded slash (`js%2Fapp.js`, as OpenAPI clients send a path parameter) is one.
-        return _serve(request, unquote(path))
+@web_ui_routes.get("/ui", strict_slashes=True)
+async def web_ui_bare(request: AppRequest) -> HTTPResponse:
+    return redirect(UI_PATH, status=302)
+
+
+@web_ui_routes.get(UI_PATH, strict_slashes=True)
+async def web_ui_index(request: AppRequest) -> HTTPResponse:
+    return _serve(request, "index.html")
+
+
+@web_ui_routes.get(f"{UI_PATH}<path:path>")
+async def web_ui_file(request: AppRequest, path: str) -> HTTPResponse:
+    # Names are looked up, never joined to a directory: `..` finds nothing. An
+    # encoded slash (`js%2Fapp.js`, as OpenAPI clients send a path parameter) is one.
+    return _serve(request, unquote(path))

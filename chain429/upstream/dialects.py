@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone, tzinfo
 from functools import cache
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from chain429.upstream import provider_json
 from chain429.upstream.times import parse_duration, parse_reset
@@ -200,7 +200,7 @@ _MAX_JSON = 65536  # 429 bodies are small; a huge one is not worth parsing
 _QUOTA_ID = re.compile(r"(Requests|Tokens)\w*?Per(Minute|Hour|Day)")
 
 
-def _error_object(body: bytes) -> dict | None:
+def _error_object(body: bytes) -> dict[str, Any] | None:
     if len(body) > _MAX_JSON:
         return None
     data = provider_json.parse(body)
@@ -211,7 +211,7 @@ def _error_object(body: bytes) -> dict | None:
     return error if isinstance(error, dict) else None
 
 
-def _gemini_readings(dialect: Dialect, error: dict, now: float) -> list[Reading]:
+def _gemini_readings(dialect: Dialect, error: dict[str, Any], now: float) -> list[Reading]:
     details = error.get("details")
     if not isinstance(details, list):
         return []

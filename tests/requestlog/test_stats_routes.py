@@ -10,9 +10,7 @@ import pytest
 from chain429.config.model import Config
 from chain429.requestlog import database as chain_database
 from chain429.server.app import create_app
-from chain429.server.auth import authorize
 from chain429.server.serving import ServerThread
-from chain429.server.stats_routes import register_stats_routes
 from chain429.upstream.times import iso_ms as iso
 from fixtures import stats_data
 from fixtures.stats_data import DAY, HOUR
@@ -55,9 +53,6 @@ def serve(log):
             }
         )
         app = create_app(config)
-        # The server may wire these itself one day; then registering again would clash.
-        if not any(route.name.endswith(".stats_summary") for route in app.router.routes):
-            register_stats_routes(app, authorize)
         app.ctx.database = database
         if database is not None:
             chain_database.bind(database)

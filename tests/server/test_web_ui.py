@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sanic import Sanic
 
-from chain429.server.web_ui import assets, register_web_ui
+from chain429.server.web_ui import assets, web_ui_routes
 from fixtures.servers import chain_config, provider_entry
 
 
@@ -87,7 +87,7 @@ def test_the_ui_adds_no_middleware():
     """The proxy's request path runs what it ran before: the UI is routes only."""
     app = Sanic("web-ui-middleware-probe", configure_logging=False)
     before = (len(app.request_middleware), len(app.response_middleware))
-    register_web_ui(app)
+    app.blueprint(web_ui_routes)
     assert (len(app.request_middleware), len(app.response_middleware)) == before
 
 

@@ -1,0 +1,302 @@
+"""Commands that read a running server's request log: `stats` and `logs`.
+
+Both ask the stats API (`/v1/stats/*`), never the database file: the CLI
+works the same against a local server and a remote one, and sees exactly
+what the web UI sees.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from . import output
+from .client import AdminClient, reports_errors
+from .options import ConfigOption, JsonOption, ServerOption
+from .output import plural, print_json, table
+
+SinceOption = Annotated[
+    str, typer.Option("--since", help="Start: an age (24h, 7d, 30m) or an ISO 8601 time.")
+]
+UntilOption = Annotated[
+    str | None, typer.Option("--until", help="End (default: now).", show_default=False)
+]
+
+FOLLOW_WINDOW_MS = 15 * 60 * 1000  # how far back each --follow poll looks for late records
+
+
+def _provider_rows(data: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for p in data:
+        attempts = p.get("attempts") or {}
+        outcomes = attempts.get("outcomes") or {}
+        rows.append(
+            [
+                output.cell(p.get("provider")),
+                str(p.get("requests", 0)),
+                str(attempts.get("calls", 0)),
+                str(attempts.get("skips", 0)),
+                str((p.get("tokens") or {}).get("total", 0)),
+                output.ms((p.get("latency_ms") or {}).get("p50")),
+                output.ms((p.get("latency_ms") or {}).get("p95")),
+                " ".join(f"{k}={v}" for k, v in outcomes.items()),
+            ]
+        )
+    return rows
+
+
+def _chain_rows(data: list[dict[str, Any]]) -> list[list[str]]:
+    return [
+        [
+            output.cell(c.get("chain")),
+            str(c.get("requests", 0)),
+            str(c.get("successes", 0)),
+            str(c.get("errors", 0)),
+            f"{(c.get('error_rate') or 0) * 100:.1f}",
+            str((c.get("tokens") or {}).get("total", 0)),
+            output.ms((c.get("latency_ms") or {}).get("p50")),
+            output.ms((c.get("latency_ms") or {}).get("p95")),
+        ]
+        for c in data
+    ]
+
+
+def _summary_line(s: dict[str, Any]) -> str:
+    latency = s.get("latency_ms") or {}
+    timing = ", ".join(
+        f"{name} {output.ms(latency.get(name))}{'' if latency.get(name) is None else ' ms'}"
+        for name in ("avg", "p50", "p95")
+    )
+    return (
+        f"{plural(s.get('requests', 0), 'request')}, {s.get('successes', 0)} ok, "
+        f"{plural(s.get('errors', 0), 'error')} ({(s.get('error_rate') or 0) * 100:.1f}%), "
+        f"{plural(s.get('attempts', 0), 'upstream attempt')}, "
+        f"{plural((s.get('tokens') or {}).get('total', 0), 'token')}; latency {timing}; "
+        f"{output.cell(s.get('since'))} to {output.cell(s.get('until'))}"
+    )
+
+
+def stats(
+    server: ServerOption = None,
+    config: ConfigOption = None,
+    since: SinceOption = "24h",
+    until: UntilOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Requests, errors, tokens and latency per provider and per chain, from the request log."""
+    with AdminClient.connect(server, config) as client:
+        summary = client.get("/v1/stats/summary", since=since, until=until)
+        providers = client.get("/v1/stats/providers", since=since, until=until)
+        chains = client.get("/v1/stats/chains", since=since, until=until)
+    if as_json:
+        print_json({"summary": summary, "providers": providers["data"], "chains": chains["data"]})
+        return
+    table(
+        ["PROVIDER", "ANSWERED", "CALLS", "SKIPS", "TOKENS", "P50 MS", "P95 MS", "OUTCOMES"],
+        _provider_rows(providers["data"]),
+        title=f"Providers since {since}",
+    )
+    typer.echo("")
+    table(
+        ["CHAIN", "REQUESTS", "OK", "ERRORS", "ERROR %", "TOKENS", "P50 MS", "P95 MS"],
+        _chain_rows(chains["data"]),
+        title=f"Chains since {since}",
+    )
+    typer.echo("")
+    typer.echo(_summary_line(summary))
+
+
+# -- logs -------------------------------------------------------------------
+
+LOG_COLUMNS = [
+    "TIME",
+    "ID",
+    "CHAIN",
+    "ANSWERED BY",
+    "STATUS",
+    "OUTCOME",
+    "ATTEMPTS",
+    "MS",
+    "TOKENS",
+]
+LOG_WIDTHS = [19, 30, 12, 28, 6, 24, 8, 9, 6]
+
+
+def _log_row(r: dict[str, Any]) -> list[str]:
+    answered = f"{r['provider']}/{r['model']}" if r.get("provider") else "-"
+    return [
+        output.time_text(r.get("time")),
+        str(r.get("id")),
+        str(r.get("chain") or "-"),
+        answered,
+        str(r.get("status") if r.get("status") is not None else "-"),
+        str(r.get("outcome")),
+        str(r.get("attempts", 0)),
+        output.ms(r.get("latency_ms")),
+        str(r.get("total_tokens") or 0) + ("~" if r.get("tokens_estimated") else ""),
+    ]
+
+
+def _show_request(record: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(record)
+        return
+    row = _log_row(record)
+    typer.echo(
+        f"{row[1]} at {row[0]}: chain {row[2]} -> {row[3]}, {row[4]} {row[5]}, "
+        f"{plural(int(row[6]), 'attempt')}, {row[7]} ms, "
+        f"{plural(record.get('total_tokens') or 0, 'token')}"
+        f"{' (estimated)' if record.get('tokens_estimated') else ''}"
+    )
+    table(
+        ["#", "ENTRY", "OUTCOME", "STATUS", "MS", "COOLDOWN MS", "REASON"],
+        [
+            [
+                str(a.get("order")),
+                f"{a.get('provider')}/{a.get('model')}",
+                str(a.get("outcome")),
+                "" if a.get("status") is None else str(a.get("status")),
+                output.ms(a.get("latency_ms")),
+                "" if a.get("cooldown_ms") is None else str(a.get("cooldown_ms")),
+                a.get("reason") or "",
+            ]
+            for a in record.get("trail", [])
+        ],
+        title="Attempt trail",
+    )
+
+
+class _LinePrinter:
+    """Rows one at a time (for --follow): aligned on a terminal, tab-separated when piped."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def header(self) -> None:
+        if not self.as_json:
+            self._line(LOG_COLUMNS, bold=True)
+            sys.stdout.flush()
+
+    def record(self, record: dict[str, Any]) -> None:
+        if self.as_json:
+            sys.stdout.write(json.dumps(record) + "\n")
+        else:
+            self._line(_log_row(record))
+        sys.stdout.flush()
+
+    def _line(self, cells: list[str], bold: bool = False) -> None:
+        if not output.interactive():
+            output.plain_line(cells)
+            return
+        text = "  ".join(c.ljust(w) for c, w in zip(cells, LOG_WIDTHS, strict=True)).rstrip()
+        output.stdout.print(text, style="bold" if bold else None, markup=False)
+
+
+def logs(
+    request_id: Annotated[
+        str | None, typer.Argument(help="Show this request's attempt trail.")
+    ] = None,
+    chain: Annotated[str | None, typer.Option(help="Only this chain.")] = None,
+    provider: Annotated[
+        str | None, typer.Option(help="Only requests this provider answered.")
+    ] = None,
+    status: Annotated[int | None, typer.Option(help="Only this HTTP status.")] = None,
+    outcome: Annotated[
+        str | None, typer.Option(help="Only this outcome (success, all_providers_exhausted, ...).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many requests.")] = 20,
+    since: SinceOption = "24h",
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Keep polling (every 1 s) and print new requests, oldest first."
+        ),
+    ] = False,
+    count: Annotated[
+        int | None, typer.Option("--count", min=1, help="With --follow: stop after N new requests.")
+    ] = None,
+    server: ServerOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recent requests from the request log, newest first; or one request's attempt trail."""
+    filters = {"chain": chain, "provider": provider, "status": status, "outcome": outcome}
+    with AdminClient.connect(server, config) as client:
+        if request_id is not None:
+            _show_request(client.get(f"/v1/stats/requests/{request_id}"), as_json)
+            return
+
+        def first() -> dict[str, Any]:
+            page: dict[str, Any] = client.get(
+                "/v1/stats/requests", since=since, limit=limit, **filters
+            )
+            return page
+
+        if not follow:
+            body = first()
+            if as_json:
+                print_json(body)
+            else:
+                table(LOG_COLUMNS, [_log_row(r) for r in body["data"]], title="Recent requests")
+            return
+        try:
+            _follow(client, first, filters, count, as_json)
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+
+
+def _follow(
+    client: AdminClient,
+    first: Callable[[], dict[str, Any]],
+    filters: dict[str, Any],
+    count: int | None,
+    as_json: bool,
+) -> None:
+    def window(server_now_ms: int | None) -> dict[str, Any]:
+        """Everything logged lately: a record is written when its request ends, late."""
+        since = None
+        if server_now_ms is not None:
+            moment = datetime.fromtimestamp((server_now_ms - FOLLOW_WINDOW_MS) / 1000, UTC)
+            since = moment.isoformat(timespec="milliseconds")
+        page: dict[str, Any] = client.get("/v1/stats/requests", since=since, limit=1000, **filters)
+        return page
+
+    # What is already logged is not new; ask before the listing so nothing falls between.
+    body = window(None)
+    seen = {r["id"]: int(r["time_ms"]) for r in body["data"]}
+    server_now = int(body["until_ms"])
+    printer = _LinePrinter(as_json)
+    printer.header()
+    for record in reversed(first()["data"]):
+        printer.record(record)
+        seen[record["id"]] = int(record["time_ms"])
+    printed = 0
+    while count is None or printed < count:
+        time.sleep(1.0)
+        body = window(server_now)
+        server_now = int(body["until_ms"])
+        for record in reversed(body["data"]):
+            if record["id"] in seen:
+                continue
+            seen[record["id"]] = int(record["time_ms"])
+            printer.record(record)
+            printed += 1
+            if count is not None and printed >= count:
+                return
+        horizon = server_now - FOLLOW_WINDOW_MS
+        seen = {k: t for k, t in seen.items() if t >= horizon}
+
+
+# -- diff -------------------------------------------------------------------
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the CLI."""
+    for command in (stats, logs):
+        app.command()(reports_errors(command))
