@@ -194,8 +194,7 @@ class Waterfall:
                 and free_at - time.time() <= paid_wait_s
             ):
                 return Answer(None, None, None, wait_for_free_until=free_at)
-            retries = 0
-            waited = False
+            tries = _Tries()
             while True:
                 if calls >= budget:
                     trace.over_budget(entry, budget)
@@ -205,39 +204,25 @@ class Waterfall:
                 )
                 if isinstance(asked, Block):
                     trace.skip(entry, asked)
-                    if not waited and asked.reason in _WAITABLE:
-                        waited = await self._wait_for(entry, asked.until, deadline)
-                        if waited:
-                            continue
+                    if asked.reason in _WAITABLE and await self._wait_out(
+                        entry, tries, asked.until, deadline
+                    ):
+                        continue
                     break
                 calls += 1
+                # When it ended: the provider got it before then, so the spacing
+                # holds as the provider sees it, whatever the connection took.
+                tries.calls.append(time.time())
                 outcome = asked.tried.outcome
                 trace.called(entry, outcome, asked.latency_ms, asked.applied)
                 if outcome.kind is Kind.SUCCESS:
                     trace.open.append(asked.reservation)
                 if not outcome.falls_through:
                     return Answer(entry, outcome, asked.tried.result)
-                if calls < budget:
-                    if outcome.kind is Kind.RATE_LIMITED and not waited:
-                        until = asked.applied.until if asked.applied else outcome.until
-                        if until is not None:
-                            waited = await self._wait_for(entry, until, deadline)
-                            if waited:
-                                continue
-                    if outcome.retryable and retries < entry.retry_attempts:
-                        pause = backoff_s(retries)
-                        if deadline is None or time.time() + pause <= deadline:
-                            retries += 1
-                            log.info(
-                                "%s answered %s; asking it again in %.0f ms (retry %d of %d)",
-                                entry.label,
-                                outcome.token,
-                                pause * 1000,
-                                retries,
-                                entry.retry_attempts,
-                            )
-                            await asyncio.sleep(pause)
-                            continue
+                if calls < budget and await self._again(
+                    entry, tries, outcome, asked.applied, deadline
+                ):
+                    continue
                 log.info(
                     "%s answered %s (%s); trying the next entry",
                     entry.label,
@@ -247,16 +232,74 @@ class Waterfall:
                 break
         return Answer(None, None, None)
 
-    @staticmethod
-    async def _wait_for(entry: EntryRuntime, until: float, deadline: float | None) -> bool:
-        """Wait for a rate limit that ends within the entry's `shortWaitMs` (and before
-        the request's deadline); False, at once, when it ends later."""
-        left = until - time.time()
-        if left > entry.short_wait_s or (deadline is not None and until > deadline):
+    async def _again(
+        self,
+        entry: EntryRuntime,
+        tries: _Tries,
+        outcome: Outcome,
+        applied: Block | None,
+        deadline: float | None,
+    ) -> bool:
+        """Whether to ask the entry again after this failure (having waited if so):
+        a 429 that ends within `shortWaitMs`, or a retryable failure within `attempts`."""
+        if outcome.kind is Kind.RATE_LIMITED:
+            until = applied.until if applied is not None else outcome.until
+            return until is not None and await self._wait_out(entry, tries, until, deadline)
+        if not outcome.retryable or tries.retries >= entry.retry_attempts:
             return False
-        log.info("%s is rate limited for %.1f s more; waiting for it", entry.label, left)
+        now = time.time()
+        pause = max(backoff_s(tries.retries), tries.spacing_s(now))
+        if deadline is not None and now + pause > deadline:
+            return False
+        tries.retries += 1
+        log.info(
+            "%s answered %s; asking it again in %.0f ms (retry %d of %d)",
+            entry.label,
+            outcome.token,
+            pause * 1000,
+            tries.retries,
+            entry.retry_attempts,
+        )
+        await asyncio.sleep(pause)
+        return True
+
+    @staticmethod
+    async def _wait_out(
+        entry: EntryRuntime, tries: _Tries, until: float, deadline: float | None
+    ) -> bool:
+        """Wait for a rate limit that ends within the entry's `shortWaitMs` (and before
+        the request's deadline), once per entry; False, at once, otherwise."""
+        now = time.time()
+        if tries.waited or until - now > entry.short_wait_s:
+            return False
+        until = max(until, now + tries.spacing_s(now))
+        if deadline is not None and until > deadline:
+            return False
+        tries.waited = True
+        log.info("%s is rate limited for %.1f s more; waiting for it", entry.label, until - now)
         await sleep_until(until)
         return True
+
+
+# However retries and waits combine, one request never makes a third call to an
+# entry within this long of the call two before it: a provider in trouble is
+# not hammered (two calls in 1.5 s at most).
+_SPACING_S = 1.5
+
+
+@dataclass(slots=True)
+class _Tries:
+    """One walk's calls to one entry, for its retry policy."""
+
+    retries: int = 0  # retries after transient failures (`retry.attempts`)
+    waited: bool = False  # whether a short 429 has been waited for (`retry.shortWaitMs`)
+    calls: list[float] = field(default_factory=list)  # when each call ended
+
+    def spacing_s(self, now: float) -> float:
+        """How long the next call must still wait to keep `_SPACING_S`."""
+        if len(self.calls) < 2:
+            return 0.0
+        return max(0.0, self.calls[-2] + _SPACING_S - now)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,12 +27,12 @@ def trace_of(p, **kwargs):
     return raw.headers["x-429chain-trace"]
 
 
-def two_entries(fake, proxy, breaker):
+def two_entries(fake, proxy, breaker, admin_keys=()):
     a, b = fake("a"), fake("b")
     config = chain_config(
         [provider_entry("a", a), provider_entry("b", b)],
         [("a", "model-a"), ("b", "model-b")],
-        settings={"breaker": breaker},
+        settings={"breaker": breaker, "adminKeys": list(admin_keys)},
     )
     return a, b, proxy(config)
 
@@ -185,3 +185,16 @@ def test_breaker_state_survives_a_restart_of_the_store():
     import asyncio
 
     asyncio.run(scenario())
+
+
+def test_clearing_the_limits_of_an_entry_closes_its_breaker(fake, proxy):
+    a, b, p = two_entries(fake, proxy, {"failures": 1, "baseMs": 60000}, ["admin-key-for-tests"])
+    a.script(DOWN)
+    trace_of(p)
+    assert trace_of(p) == "a/model-a=skip:breaker,b/model-b=200"
+    with p.http() as http:
+        http.headers["authorization"] = "Bearer admin-key-for-tests"
+        cleared = http.post("/v1/admin/limits/clear", json={"provider": "a", "model": "model-a"})
+    assert cleared.status_code == 200, cleared.text
+    assert trace_of(p) == "a/model-a=200"
+    assert entry_report(p)["breaker"]["state"] == "closed"

@@ -282,3 +282,32 @@ def test_each_retry_is_its_own_attempt_row_in_the_request_log(fake, proxy, tmp_p
     row = answer.json()
     assert row["attempts"] == 2
     assert [(t["provider"], t["outcome"]) for t in row["trail"]] == [("a", "502"), ("a", "200")]
+
+
+def timed(replies):
+    """A reply source that plays `replies` in order and notes when each call came."""
+    times: list[float] = []
+    queue = list(replies)
+
+    def answer(request):
+        times.append(time.monotonic())
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    return answer, times
+
+
+@pytest.mark.parametrize(
+    "replies",
+    [
+        [Reply.error(503, "down")],  # two retries on a persistent 503
+        [Reply.rate_limited(retry_after="1"), Reply.error(500, "blip"), Reply()],  # wait, retry
+    ],
+    ids=["retries", "wait-then-retry"],
+)
+def test_an_entry_never_gets_a_third_call_within_1_5_s(fake, proxy, replies):
+    a, b, p = two_entries(fake, proxy, {"retry": {"attempts": 2, "shortWaitMs": 3000}})
+    answer, times = timed(replies)
+    a.always(answer)
+    ask(p.openai(timeout=20), False)
+    assert len(times) == 3
+    assert times[2] - times[0] >= 1.5  # the third call keeps its distance
