@@ -5,6 +5,8 @@ The schema is a superset of 429chain's (camelCase keys, `version: 1`), so a
 naming a provider, the default chain, provider addresses) is
 `chain429.config.cross_checks`, which the loader (`chain429.config.loader`)
 runs on the raw document so its problems come with lines like every other.
+The base class, the field types and the small nested sections (`rateLimits`,
+`retry`, `breaker`) are chain429.config.sections'; they are re-exported here.
 
 Each field's `description` is its one explanation, written for users: the
 tables of docs/config.md (docs/generate_config_docs.py), the file's JSON
@@ -29,8 +31,7 @@ from pydantic_core import PydanticCustomError
 
 from chain429.config.cross_checks import cross_check
 from chain429.config.errors import FIELD_CTX, format_path
-from chain429.config.failover import Breaker, Retry
-from chain429.config.fields import Count, Flag, Model, PositiveCount
+from chain429.config.sections import Breaker, Count, Flag, Model, PositiveCount, RateLimits, Retry
 from chain429.upstream.presets import PRESETS, PROVIDER_TYPES
 
 # The request log's buffer (settings.logBufferSize): 10,000 records of ~1-2 kB
@@ -54,32 +55,6 @@ LogLevel = Literal["trace", "debug", "info", "warn", "error", "fatal"]
 
 def _listed(names: Iterable[str]) -> str:
     return ", ".join(f"`{name}`" for name in names)
-
-
-class RateLimits(Model):
-    """Limits chain429 counts itself, for providers whose answers carry no rate-limit headers
-    (docs/ratelimits.md). They are counted per quota bucket (see `quotaScope`)."""
-
-    requests_per_minute: PositiveCount | None = Field(
-        default=None, description="Requests per minute, in a sliding 60 s window."
-    )
-    tokens_per_minute: PositiveCount | None = Field(
-        default=None,
-        description="Tokens per minute, counted from real usage once the answer is in.",
-    )
-    requests_per_day: PositiveCount | None = Field(
-        default=None, description="Requests per calendar day (the provider's day boundary)."
-    )
-    tokens_per_day: PositiveCount | None = Field(
-        default=None,
-        description="Tokens per calendar day (the provider's day boundary), counted from real "
-        "usage.",
-    )
-    concurrent_requests: PositiveCount | None = Field(
-        default=None,
-        description="Requests in flight at once; a slot is freed on completion, error and "
-        "client cancel.",
-    )
 
 
 class Settings(Model):

@@ -12,8 +12,8 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from chain429.config.failover import resolve_retry
 from chain429.config.model import Chain, Config, RateLimits
+from chain429.config.sections import resolve_retry
 from chain429.routing.outcome import CooldownPolicy
 from chain429.upstream.client import request_headers
 from chain429.upstream.dialects import Dialect
