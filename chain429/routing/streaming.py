@@ -1,12 +1,14 @@
 """Streaming completions that never lie.
 
-Before the first chunk that carries content (the commit point) nothing reaches
-the client, not even headers, so any failure (an error status, a body that is
-not SSE, an error event, a cut, a slow first token) can still fall through to
-the next entry unseen. After it, chunks are relayed as they arrive; a stream
-that then dies ends with one `data: {"error": ...}` event and no `[DONE]`, so
-OpenAI SDKs raise instead of returning half an answer, unless the settings say
-to finish the answer on another entry that accepts a prefill.
+Before the first chunk that carries content, reasoning or a tool call (the
+commit point) nothing reaches the client, not even headers, so any failure (an
+error status, a body that is not SSE, an error event, a cut, no first token
+within `firstTokenTimeoutMs` of sending) can still fall through to the next
+entry, or be retried on the same one, unseen. After it, chunks are relayed as
+they arrive; a stream that then dies ends with one `data: {"error": ...}` event
+and no `[DONE]`, so OpenAI SDKs raise instead of returning half an answer,
+unless `midStream: continue` finishes the answer on a later entry
+(chain429.routing.continuation).
 
 What a provider can make us hold or wait for is bounded: before the commit
 point the body (`maxUpstreamBodyBytes`) and each event (`maxSseEventBytes`),
