@@ -214,9 +214,10 @@ def test_two_instances_pruning_together_delete_each_row_once(
     second.start()
     try:
         assert wait_for(lambda: RequestRow.select().count() == 5, timeout=20)
-        assert wait_for(
-            lambda: not HourlyRollup.select().where(HourlyRollup.chain == "old").exists()
-        )
+        cutoff_ms = int((now - 30 * DAY_S) * 1000)
+        for model in (HourlyRollup, HourlyAttemptRollup):
+            old = model.select().where(model.hour_ms < cutoff_ms)
+            assert wait_for(lambda old=old: not old.exists())
     finally:
         assert first.stop() and second.stop()
     assert first.failures == second.failures == 0, (first.last_error, second.last_error)
