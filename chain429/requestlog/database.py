@@ -218,7 +218,8 @@ def write_transaction(database: peewee.Database) -> Any:
     SQLite's default (deferred) transaction takes the write lock only at the
     first write, and fails at once with "database is locked" if another
     connection got it meanwhile; IMMEDIATE takes it up front, waiting up to
-    busy_timeout, so a read-modify-write (the rollup merge) is serialized.
+    busy_timeout, so what reads then writes (a retried batch leaving out the
+    records already there, retention's select-then-delete) is serialized.
     """
     if isinstance(database, peewee.SqliteDatabase):
         return database.atomic("IMMEDIATE")
