@@ -50,14 +50,15 @@ def wait_healthy(base_url: str, timeout_s: float = 90.0) -> None:
 
 
 def chat(client: OpenAI) -> tuple[str, str]:
-    """One chat request: (instance, provider) that served it."""
+    """One chat request: (instance, provider id) that served it."""
     raw = client.chat.completions.with_raw_response.create(
         model="smoke", messages=[{"role": "user", "content": "smoke test"}]
     )
     reply = raw.parse()
     if not reply.choices or not reply.choices[0].message.content:
         fail(f"an empty answer: {reply}")
-    return raw.headers.get(INSTANCE_HEADER, "?"), raw.headers.get(PROVIDER_HEADER, "?")
+    entry = raw.headers.get(PROVIDER_HEADER, "?")  # provider/model
+    return raw.headers.get(INSTANCE_HEADER, "?"), entry.split("/", 1)[0]
 
 
 def logged_everywhere(base_url: str, admin_key: str, instances: set[str], expected: int) -> None:
