@@ -21,10 +21,11 @@ FROM python:${PYTHON_VERSION}-slim AS runtime
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/chain429 --create-home \
         --shell /usr/sbin/nologin chain429 \
     && mkdir -p /etc/chain429
-# PostgreSQL's driver for the request log, Redis's client for shared limits (extras
-# a wheel does not declare are skipped with a warning, so this line outlives either).
+# With PostgreSQL's driver for the request log (the `postgres` extra); Redis's
+# client, for shared limits, is one of chain429's own dependencies. The wheel is
+# mounted from the build stage, not copied: no layer keeps it.
 RUN --mount=type=bind,from=build,source=/dist,target=/dist \
-    pip install --no-cache-dir "$(ls /dist/chain429-*.whl)[postgres,redis]"
+    pip install --no-cache-dir "$(ls /dist/chain429-*.whl)[postgres]"
 ENV PYTHONUNBUFFERED=1 \
     CHAIN429_CONFIG=/etc/chain429/chain429.yaml \
     CHAIN429_HOME=/var/lib/chain429
