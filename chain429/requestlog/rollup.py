@@ -139,7 +139,8 @@ def _tally_attempts(records: list[RequestRecord]) -> dict[AttemptKey, list[float
     return tallies
 
 
-def _quoted(db: peewee.Database, name: str) -> str:
+def quoted(db: peewee.Database, name: str) -> str:
+    """A table or column name in the database's quotes (SQL built by hand, for speed)."""
     return f"{db.quote[0]}{name}{db.quote[1]}"
 
 
@@ -183,18 +184,18 @@ def _upsert_sql(
     instances merging into the same hour can neither lose nor double an
     addition. No read, no lock held between statements.
     """
-    table = _quoted(db, model._meta.table_name)
+    table = quoted(db, model._meta.table_name)
     columns = [*keys, *sums] + ([histogram] if histogram is not None else [])
-    names = ", ".join(_quoted(db, f.column_name) for f in columns)
+    names = ", ".join(quoted(db, f.column_name) for f in columns)
     params = ", ".join([db.param] * len(columns))
-    conflict = ", ".join(_quoted(db, f.column_name) for f in keys)
+    conflict = ", ".join(quoted(db, f.column_name) for f in keys)
     updates = [
-        f"{_quoted(db, f.column_name)} = {table}.{_quoted(db, f.column_name)}"
-        f" + excluded.{_quoted(db, f.column_name)}"
+        f"{quoted(db, f.column_name)} = {table}.{quoted(db, f.column_name)}"
+        f" + excluded.{quoted(db, f.column_name)}"
         for f in sums
     ]
     if histogram is not None:
-        column = _quoted(db, histogram.column_name)
+        column = quoted(db, histogram.column_name)
         merged = _histogram_sum(db, f"{table}.{column}", f"excluded.{column}")
         updates.append(f"{column} = {merged}")
     return (

@@ -50,6 +50,7 @@ from chain429.requestlog.rollup import (
     fields_of,
     latency_bucket,
     merge_rollups,
+    quoted,
 )
 from chain429.requestlog.tables import (
     AttemptRow,
@@ -113,13 +114,9 @@ def _attempt_rows(r: RequestRecord) -> list[tuple[Any, ...]]:
     return [clip((r.id, *_attempt_values(a)), _ATTEMPT_LIMITS) for a in r.trail]
 
 
-def _quoted(db: peewee.Database, name: str) -> str:
-    return f"{db.quote[0]}{name}{db.quote[1]}"
-
-
 def _insert_sql(db: peewee.Database, model: Any, fields: list[Any], rows: int) -> str:
-    table = _quoted(db, model._meta.table_name)
-    columns = ", ".join(_quoted(db, f.column_name) for f in fields)
+    table = quoted(db, model._meta.table_name)
+    columns = ", ".join(quoted(db, f.column_name) for f in fields)
     row = "(" + ", ".join([db.param] * len(fields)) + ")"
     return f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * rows)}"
 
@@ -435,8 +432,8 @@ class Telemetry:
         cursor = self._db.cursor()
         if is_postgres(self._db):
             if hasattr(cursor, "copy"):
-                columns = ", ".join(_quoted(self._db, f.column_name) for f in fields)
-                table = _quoted(self._db, model._meta.table_name)
+                columns = ", ".join(quoted(self._db, f.column_name) for f in fields)
+                table = quoted(self._db, model._meta.table_name)
                 with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
                     for row in rows:
                         copy.write_row(row)
