@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from chain429 import __version__
-from chain429.config.errors import ConfigError
-from chain429.config.loader import find_config_path, load_config
-from chain429.config.model import Config
-from chain429.server import logs
 
 from . import (
     chain_commands,
@@ -31,6 +27,16 @@ from . import (
 )
 from .options import ConfigOption, JsonOption
 from .output import fail, port_in_use
+
+if TYPE_CHECKING:
+    from chain429.config.model import Config
+
+# Start-up: `--version`, `--help` and `validate` must start in a quarter of a second
+# (bench/cli_startup.py measures it, tests/cli/test_startup.py checks what gets
+# imported). So this module and every *_commands module import at the top only what
+# declaring the commands needs (typer, the options, cheap tables of names); the
+# config model, the server, HTTP clients and rich are imported inside the commands
+# that use them.
 
 output.typer_style()
 app = typer.Typer(
@@ -59,6 +65,9 @@ def main(
 
 
 def load_or_exit(path: Path) -> Config:
+    from chain429.config.errors import ConfigError
+    from chain429.config.loader import load_config
+
     try:
         return load_config(path)
     except ConfigError as err:
@@ -84,6 +93,8 @@ def serve(
     ] = False,
 ) -> None:
     """Run the proxy in the foreground until Ctrl-C."""
+    from chain429.config.loader import find_config_path
+    from chain429.server import logs
     from chain429.server.app import create_app
     from chain429.server.serving import (
         ExposureError,
@@ -149,6 +160,9 @@ def validate(
     as_json: JsonOption = False,
 ) -> None:
     """Check a config file: print `ok` (exit 0) or every problem with file and line (exit 1)."""
+    from chain429.config.errors import ConfigError
+    from chain429.config.loader import find_config_path, load_config
+
     if file is not None and config is not None and file != config:
         raise fail(f"two files to check: {file} and --config {config}; give one")
     path = find_config_path(str(file or config) if (file or config) else None)
@@ -175,6 +189,7 @@ def demo(
 ) -> None:
     """Run the proxy with built-in fake providers (the first one rate-limits); no keys needed."""
     from chain429.fakes.demo import run_demo
+    from chain429.server import logs
     from chain429.server.serving import PortInUse
 
     logs.configure("warn")
