@@ -189,9 +189,57 @@ def typer_style() -> None:
         the real module (loaded, and given our printer) for anything else."""
 
         def __getattr__(self, name: str) -> Any:
-            return getattr(ours(importlib.import_module("typer.rich_utils")), name)
+            return getattr(ours(_load_rich_utils()), name)
 
     setattr(typer, "rich_utils", ours(RichUtils("typer.rich_utils")))  # noqa: B010
+
+
+class _Markdown:
+    """rich.markdown.Markdown for typer.rich_utils, imported when one is made: only
+    typer's "markdown" markup mode makes one, and ours is "rich"."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        from rich.markdown import Markdown
+
+        return Markdown(*args, **kwargs)
+
+
+class _Traceback:
+    """rich.traceback.Traceback for typer.rich_utils, imported when one is made: typer
+    draws one only for its pretty exceptions, which the CLI turns off."""
+
+    @classmethod
+    def from_exception(cls, *args: Any, **kwargs: Any) -> Any:
+        from rich.traceback import Traceback
+
+        return Traceback.from_exception(*args, **kwargs)
+
+
+def _load_rich_utils() -> types.ModuleType:
+    """typer.rich_utils (which draws help), without the two rich modules it imports
+    but does not use for us.
+
+    It imports rich.markdown (markdown-it, pygments) and rich.traceback at the top:
+    60-100 ms of the ~250 ms `chain429 --help` took, for classes it never makes
+    here. While it loads, those two names are stand-ins that import the real class
+    on first use; then they leave sys.modules, so any later `import rich.markdown`
+    loads the real module. docs/cli.md's test shows the help is unchanged.
+    """
+    stand_ins = {}
+    for name, attribute, stand_in in (
+        ("rich.markdown", "Markdown", _Markdown),
+        ("rich.traceback", "Traceback", _Traceback),
+    ):
+        if name not in sys.modules:
+            module = types.ModuleType(name)
+            setattr(module, attribute, stand_in)
+            stand_ins[name] = sys.modules[name] = module
+    try:
+        return importlib.import_module("typer.rich_utils")
+    finally:
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
 
 
 def port_in_use(port: int) -> typer.Exit:
