@@ -39,6 +39,9 @@ SERVER_STACK = {
 CONFIG_MODEL = {"pydantic", "yaml", "chain429.config"}
 # rich draws help; nothing else of these three draws anything.
 RICH = {"rich"}
+# All of the CLI that `--version` and main's own commands (validate) load: they run
+# without declaring the other commands at all (cli/main.py, `run`).
+MAINS_OWN = {"chain429.cli", "chain429.cli.main", "chain429.cli.output", "chain429.cli.options"}
 # typer's help renderer imports these and never uses them for us (cli/output.py).
 UNUSED_BY_HELP = {"rich.markdown", "rich.traceback", "markdown_it", "pygments"}
 
@@ -96,11 +99,12 @@ def test_version_imports_neither_the_server_nor_the_config_model_nor_rich(tmp_pa
     out, modules = imported_by(tmp_path, "--version")
     assert out.startswith("chain429 ")
     assert loaded(modules, SERVER_STACK | CONFIG_MODEL | RICH) == set()
+    assert loaded(modules, {"chain429.cli"}) <= MAINS_OWN
 
 
 def test_help_draws_with_rich_but_imports_neither_the_server_nor_the_config_model(tmp_path):
     out, modules = imported_by(tmp_path, "--help")
-    assert "validate" in out and "Usage" in out
+    assert "validate" in out and "provider" in out and "Usage" in out
     assert loaded(modules, SERVER_STACK | CONFIG_MODEL | UNUSED_BY_HELP) == set()
     assert loaded(modules, RICH)  # help is still rich's boxes (docs/cli.md pins them)
 
@@ -113,6 +117,7 @@ def test_validate_imports_the_config_model_but_not_the_server_or_rich(tmp_path, 
     expected = {"valid": True, "file": str(path)} if as_json else None
     assert (json.loads(out) if as_json else out.strip()) == (expected or "ok")
     assert loaded(modules, SERVER_STACK | RICH) == set()
+    assert loaded(modules, {"chain429.cli"}) <= MAINS_OWN
     assert "pydantic" in modules
 
 
