@@ -1,7 +1,7 @@
 """chain429's own benchmark: fake provider, chain429 in front of it, load on both.
 
     python bench/run.py [--mode plain|stream|both] [--seconds 5] [--json results.json]
-                        [--py-spy prof.txt] [--check]
+                        [--py-spy prof.txt] [--check] [--write-baseline]
 
 Three processes besides this one: the fake provider (`bench/fake_main.py`:
 plain completions, or 8-chunk SSE streams when the request says
@@ -11,7 +11,10 @@ The generator is its own process so its CPU time is never shared with this
 script's GIL, and so a measurement that hangs can be killed without killing
 the rest. Everything we start is stopped in `finally`, with bounded waits.
 
-The table goes to stdout; progress goes to stderr.
+The table goes to stdout; progress goes to stderr. `--check` compares the run
+with bench/baseline.json (bench/guard.py says which figures and why) and exits 1
+when one is more than 15% worse or a goal is missed; `--write-baseline` makes the
+run the new baseline and redraws bench/README.md's table from it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import IO, Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))  # proxy_main's constants, when run as a script
+import guard  # noqa: E402
 from proxy_main import PROXY_KEY  # noqa: E402
 from report import added, goal_lines, goals, render  # noqa: E402
 
@@ -247,7 +251,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="run chain429 under cProfile; stats written on stop "
         "(slows chain429: its numbers are then not the benchmark's)",
     )
-    ap.add_argument("--check", action="store_true", help="exit 1 if a goal is missed")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="compare with the baseline; exit 1 if a figure is >15%% worse or a goal is missed",
+    )
+    ap.add_argument(
+        "--baseline", default=str(guard.BASELINE), help="for --check (default: bench/baseline.json)"
+    )
+    ap.add_argument(
+        "--write-baseline",
+        action="store_true",
+        help="make this run bench/baseline.json and redraw bench/README.md's table from it",
+    )
+    ap.add_argument("--note", default="", help="with --write-baseline: a word on the conditions")
     return ap.parse_args(argv)
 
 
@@ -297,7 +314,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = {"results": results, "added": extra, "goals": met}
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         say(f"results written to {args.json}")
-    return 1 if args.check and not all(g["met"] for g in met.values()) else 0
+    failed = args.check and not all(g["met"] for g in met.values())
+    if args.check:
+        ok, text = guard.check(results, Path(args.baseline))
+        print()
+        print(text)
+        failed = failed or not ok
+    if args.write_baseline and any(r["errors"] for r in results if r["target"] == "chain429"):
+        say("not writing a baseline from a run where chain429 answered with errors")
+        return 1
+    if args.write_baseline:
+        guard.write_baseline(results, args.seconds, args.note)
+        say(f"baseline written to {guard.BASELINE}; {guard.README} redrawn from it")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

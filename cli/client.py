@@ -21,19 +21,20 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
-import httpx
-import yaml
-
 from chain429 import __version__
-from chain429.config.errors import ConfigError
-from chain429.config.loader import find_config_path, load_config, read_dotenv
 
 from .contexts import ContextError, check_server, current_context
 from .options import ADMIN_KEY_ENV
 from .output import fail
+
+if TYPE_CHECKING:
+    import httpx
+
+# httpx, yaml and the config model are imported where they are used: the commands
+# are declared (and `--help` shown) without them (see main.py on start-up).
 
 SERVER_ENV = "CHAIN429_SERVER"
 TIMEOUT_S = 10.0
@@ -66,6 +67,8 @@ class _FileServer:
 
 def _lenient_settings(path: Path) -> dict[str, Any]:
     """settings from a file too broken to load, so `reload` can still find its server."""
+    import yaml
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
@@ -92,6 +95,8 @@ def _substitute(value: str, env: Mapping[str, str]) -> str | None:
 
 
 def _dotenv(path: Path) -> dict[str, str]:
+    from chain429.config.loader import read_dotenv
+
     try:
         return read_dotenv(path.parent / ".env")
     except (OSError, UnicodeDecodeError):
@@ -100,6 +105,9 @@ def _dotenv(path: Path) -> dict[str, str]:
 
 def _from_file(path: Path) -> _FileServer:
     """Where the server that `path` configures listens, and the key to send it."""
+    from chain429.config.errors import ConfigError
+    from chain429.config.loader import load_config
+
     host, port, admin, proxy = "127.0.0.1", 3429, [], []
     dotenv = _dotenv(path)
     try:
@@ -134,6 +142,8 @@ def _is_loopback(url: str) -> bool:
 
 def resolve_target(server_flag: str | None, config_path: Path | None = None) -> Target:
     """The server and admin key to use; see the module docstring for the order."""
+    from chain429.config.loader import find_config_path
+
     path = config_path if config_path is not None else find_config_path(None)
     context = None
     if server_flag:
@@ -187,6 +197,8 @@ class AdminClient:
     def __init__(
         self, base_url: str, admin_key: str | None = None, timeout: float = TIMEOUT_S
     ) -> None:
+        import httpx
+
         self.base_url = base_url.rstrip("/")
         headers = {"user-agent": f"chain429-cli/{__version__}"}
         if admin_key:
@@ -219,6 +231,8 @@ class AdminClient:
         accept: tuple[int, ...] = (200,),
     ) -> tuple[int, Any]:
         """`(status, JSON body)`; a status outside `accept` is a ClientError with its message."""
+        import httpx
+
         query = {k: v for k, v in (params or {}).items() if v is not None}
         # The server takes a body only with its declared media type (chain429.server.guard).
         headers = {"content-type": content_type} if content is not None else None

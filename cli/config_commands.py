@@ -18,9 +18,6 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from chain429.config.errors import ConfigError
-from chain429.config.loader import find_config_path, load_config, read_dotenv
-from chain429.config.model import Config
 from chain429.upstream.presets import PRESETS, PROVIDER_TYPES
 
 from . import output, starter, wizard
@@ -34,13 +31,19 @@ from .options import (
 from .output import fail, plural, say
 
 if TYPE_CHECKING:
+    from chain429.config.model import Config
     from chain429.config.writer import ConfigDocument, ConfigEditError
+
+# The presets are here at import time: `--type`'s help lists them. The config model
+# (pydantic) is imported inside the functions that read a file (see main.py on start-up).
 
 T = TypeVar("T")
 
 
 # --- shared helpers ------------------------------------------------------------
 def config_path(config: Path | None) -> Path:
+    from chain429.config.loader import find_config_path
+
     path = find_config_path(str(config) if config else None)
     if not path.is_file():
         raise fail(f"no config file at {path}: run `chain429 init`, or pass --config")
@@ -65,11 +68,16 @@ def edit_message(err: ConfigEditError) -> str:
 
 def known_env(path: Path) -> dict[str, str]:
     """What `${VAR}` resolves to for this file: .env beside it, then the environment."""
+    from chain429.config.loader import read_dotenv
+
     return {**read_dotenv(path.parent / ".env"), **os.environ}
 
 
 def strict_config(path: Path) -> Config:
     """The file with every variable set, as `chain429 serve` needs it; else exit 2."""
+    from chain429.config.errors import ConfigError
+    from chain429.config.loader import load_config
+
     try:
         return load_config(path)
     except ConfigError as err:
@@ -204,6 +212,8 @@ def init(
         types = [wizard.known_type(name) for name in provider or ()]
     except ValueError as err:
         raise fail(str(err)) from None
+    from chain429.config.loader import read_dotenv
+
     dotenv = path.parent / ".env"
     environ = {**read_dotenv(dotenv), **os.environ}
     found = wizard.detect_keys(environ)
@@ -306,6 +316,8 @@ def provider_add(
         raise fail("--no-key and --api-key-env contradict each other; give one")
     if ptype is not None and ptype not in PRESETS:
         raise fail(f"unknown type {ptype!r}; types: {', '.join(PROVIDER_TYPES)}")
+    from chain429.config.loader import find_config_path
+
     path = find_config_path(str(config) if config else None)
     exists = path.is_file()
     if exists and provider_id in {
@@ -354,6 +366,8 @@ def provider_add(
 def _starter_path(config: Path | None) -> Path:
     """Where a new config goes: as named (--config, $CHAIN429_CONFIG, $CONFIG_PATH), else
     ./chain429.yaml as `init` writes it (not the user config dir, the last place looked)."""
+    from chain429.config.loader import find_config_path
+
     named = config or os.environ.get("CHAIN429_CONFIG") or os.environ.get("CONFIG_PATH")
     return find_config_path(str(named)) if named else Path("chain429.yaml")
 

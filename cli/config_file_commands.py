@@ -14,9 +14,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
-
-from chain429.config.loader import find_config_path
 
 from . import output
 from .options import ConfigOption, JsonOption
@@ -28,6 +25,8 @@ config_app = typer.Typer(
 
 
 def _found(explicit: Path | None) -> tuple[Path, str]:
+    from chain429.config.loader import find_config_path  # loads the model: not at start-up
+
     if explicit is not None:
         return explicit, "given with --config"
     for variable in ("CHAIN429_CONFIG", "CONFIG_PATH"):
@@ -70,6 +69,8 @@ def config_show(config: ConfigOption = None, as_json: JsonOption = False) -> Non
     if as_json:
         print_json(data)
     else:
+        import yaml
+
         sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 

@@ -20,15 +20,18 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import platformdirs
-import tomlkit
 import typer
-from tomlkit.exceptions import TOMLKitError
 
 from .options import JsonOption
 from .output import fail, print_json, say, table
+
+if TYPE_CHECKING:
+    import tomlkit
+
+# platformdirs and tomlkit load when a context is read or written, not when the
+# commands are declared (see main.py on start-up).
 
 CONFIG_DIR_ENV = "CHAIN429_CONFIG_DIR"
 
@@ -46,12 +49,17 @@ class Context:
 
 def contexts_path() -> Path:
     """`$CHAIN429_CONFIG_DIR/contexts.toml`, else the user config dir's."""
+    import platformdirs
+
     directory = os.environ.get(CONFIG_DIR_ENV)
     base = Path(directory).expanduser() if directory else platformdirs.user_config_path("chain429")
     return base / "contexts.toml"
 
 
 def load_document(path: Path | None = None) -> tomlkit.TOMLDocument:
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
     path = path or contexts_path()
     try:
         return tomlkit.parse(path.read_text(encoding="utf-8"))
@@ -65,6 +73,8 @@ def load_document(path: Path | None = None) -> tomlkit.TOMLDocument:
 
 def save_document(document: tomlkit.TOMLDocument, path: Path | None = None) -> None:
     """Write atomically: a crash never leaves half a file."""
+    import tomlkit
+
     path = path or contexts_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=".contexts-", suffix=".tmp", dir=path.parent)
@@ -119,6 +129,8 @@ def check_server(url: str) -> str:
 
 def add_context(name: str, server: str, admin_key_env: str | None) -> bool:
     """Add or update a context, keeping everything else in the file; True if new."""
+    import tomlkit
+
     server = check_server(server)
     if admin_key_env is not None and not admin_key_env.replace("_", "a").isalnum():
         raise ContextError(

@@ -7,33 +7,33 @@ failed, 2 usage or error.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from chain429 import __version__
-from chain429.config.errors import ConfigError
-from chain429.config.loader import find_config_path, load_config
-from chain429.config.model import Config
-from chain429.server import logs
 
-from . import (
-    chain_commands,
-    config_commands,
-    config_file_commands,
-    edit_commands,
-    fake_commands,
-    limits_commands,
-    output,
-    server_commands,
-    settings_commands,
-)
+from . import output
 from .options import ConfigOption, JsonOption
 from .output import fail, port_in_use
 
+if TYPE_CHECKING:
+    from chain429.config.model import Config
+
+# Start-up: `--version`, `--help` and `validate` must start in a quarter of a second
+# (bench/cli_startup.py measures it, tests/cli/test_startup.py checks what gets
+# imported). So this module and every *_commands module import at the top only what
+# declaring the commands needs (typer, the options, cheap tables of names); the
+# config model, the server, HTTP clients and rich are imported inside the commands
+# that use them. And `--version` and this module's own commands (serve, validate,
+# demo) run without even declaring the others (`run`): importing the other command
+# modules and having typer build their 30-odd commands is a quarter of what
+# `validate` costs. `app`, as imported, is always the whole CLI.
+
 output.typer_style()
-app = typer.Typer(
+_app = typer.Typer(
     name="chain429",
     help="OpenAI-compatible proxy that walks a chain of LLM providers when they rate-limit.",
     no_args_is_help=True,
@@ -48,7 +48,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def main(
     version: Annotated[
         bool,
@@ -59,6 +59,9 @@ def main(
 
 
 def load_or_exit(path: Path) -> Config:
+    from chain429.config.errors import ConfigError
+    from chain429.config.loader import load_config
+
     try:
         return load_config(path)
     except ConfigError as err:
@@ -67,7 +70,7 @@ def load_or_exit(path: Path) -> Config:
         raise fail(f"{path} is not a valid config (see `chain429 validate`)") from None
 
 
-@app.command()
+@_app.command()
 def serve(
     config: ConfigOption = None,
     host: Annotated[
@@ -84,6 +87,8 @@ def serve(
     ] = False,
 ) -> None:
     """Run the proxy in the foreground until Ctrl-C."""
+    from chain429.config.loader import find_config_path
+    from chain429.server import logs
     from chain429.server.app import create_app
     from chain429.server.serving import (
         ExposureError,
@@ -140,7 +145,7 @@ def serve(
     )
 
 
-@app.command()
+@_app.command()
 def validate(
     file: Annotated[
         Path | None, typer.Argument(help="Config file (default: the one serve would use).")
@@ -149,6 +154,9 @@ def validate(
     as_json: JsonOption = False,
 ) -> None:
     """Check a config file: print `ok` (exit 0) or every problem with file and line (exit 1)."""
+    from chain429.config.errors import ConfigError
+    from chain429.config.loader import find_config_path, load_config
+
     if file is not None and config is not None and file != config:
         raise fail(f"two files to check: {file} and --config {config}; give one")
     path = find_config_path(str(file or config) if (file or config) else None)
@@ -168,13 +176,14 @@ def validate(
     typer.echo(json.dumps({"valid": True, "file": str(path)}) if as_json else "ok")
 
 
-@app.command()
+@_app.command()
 def demo(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port for the demo proxy.")] = 3429,
     once: Annotated[bool, typer.Option("--once", help="Exit after the scripted requests.")] = False,
 ) -> None:
     """Run the proxy with built-in fake providers (the first one rate-limits); no keys needed."""
     from chain429.fakes.demo import run_demo
+    from chain429.server import logs
     from chain429.server.serving import PortInUse
 
     logs.configure("warn")
@@ -186,18 +195,61 @@ def demo(
         raise fail(f"cannot listen on 127.0.0.1:{port}: {err.strerror or err}") from None
 
 
-config_commands.register(app)
-config_file_commands.register(app)
-chain_commands.register(app)
-settings_commands.register(app)
-server_commands.register(app)
-fake_commands.register(app)
-edit_commands.register(app)
-limits_commands.register(app)
+# The commands this module declares: `run` needs nothing else for them.
+_OWN = frozenset({"serve", "validate", "demo"})
+
+
+def _whole() -> typer.Typer:
+    """The CLI with every command, in the order `--help` lists them (declared once)."""
+    if "app" not in globals():
+        from . import (
+            chain_commands,
+            config_commands,
+            config_file_commands,
+            edit_commands,
+            fake_commands,
+            limits_commands,
+            server_commands,
+            settings_commands,
+        )
+
+        config_commands.register(_app)
+        config_file_commands.register(_app)
+        chain_commands.register(_app)
+        settings_commands.register(_app)
+        server_commands.register(_app)
+        fake_commands.register(_app)
+        edit_commands.register(_app)
+        limits_commands.register(_app)
+        globals()["app"] = _app
+    return _app
+
+
+if TYPE_CHECKING:
+    app: typer.Typer
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """`from chain429.cli.main import app` (tests, docs/generate_cli_docs.py): the whole CLI."""
+    if name == "app":
+        return _whole()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run() -> None:
-    app(prog_name="chain429")  # as installed, also when run as `python -m chain429.cli.main`
+    """The `chain429` command (as installed, also when run as `python -m chain429.cli.main`).
+
+    The top level takes no option with a value, so the first word that is not an
+    option names the command. `--version` alone, or one of this module's commands,
+    runs with this module's commands only: their help, errors and exit codes are
+    the same either way (a subcommand's help does not list its siblings). Anything
+    else (`--help`, another command, a typo that deserves suggestions) gets the
+    whole CLI.
+    """
+    args = sys.argv[1:]
+    command = next((arg for arg in args if not arg.startswith("-")), None)
+    own = command in _OWN or args == ["--version"]
+    (_app if own else _whole())(prog_name="chain429")
 
 
 if __name__ == "__main__":

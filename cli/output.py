@@ -14,15 +14,37 @@ import sys
 import types
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
-from rich.protocol import is_renderable
-from rich.table import Table
 
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    stdout: Console
+    stderr: Console
+
+# rich costs a tenth of a second to import, and `--version`, `--help` and `validate`
+# never draw with it: the two consoles are made on first use (PEP 562), as
+# `output.stdout` / `output.stderr`.
+_CONSOLES = {"stdout": False, "stderr": True}
+
+
+def _console(name: str) -> Console:
+    made: Console | None = globals().get(name)
+    if made is None:
+        from rich.console import Console
+
+        made = Console(stderr=_CONSOLES[name], highlight=False, soft_wrap=True)
+        globals()[name] = made  # later reads find it without calling __getattr__
+    return made
+
+
+def __getattr__(name: str) -> Console:
+    if name not in _CONSOLES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _console(name)
 
 
 def interactive() -> bool:
@@ -43,7 +65,7 @@ def table(
         for row in cells:
             plain_line(row)
         return
-    stdout.print(rich_table(columns, cells, title=title))
+    _console("stdout").print(rich_table(columns, cells, title=title))
 
 
 def rich_table(
@@ -52,6 +74,9 @@ def rich_table(
     """The one look of a table on a terminal: `table` prints it, and the live views
     (`status --watch`, `chain test`) redraw it. A cell may be text (with rich markup), a
     renderable (a spinner), or anything else, shown as `str` would."""
+    from rich.protocol import is_renderable
+    from rich.table import Table
+
     drawn = Table(title=title, header_style="bold")
     for column in columns:
         drawn.add_column(column)
@@ -67,12 +92,14 @@ def plain_line(cells: Sequence[str]) -> None:
 
 def say(message: str) -> None:
     """Talk (progress, confirmations) goes to stderr, so stdout stays data."""
-    stderr.print(message)
+    _console("stderr").print(message)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """One clear line on stderr, and the exit code (kubectl's: 1 failed check, 2 error)."""
-    stderr.print(f"[red]error:[/red] {message}" if sys.stderr.isatty() else f"error: {message}")
+    _console("stderr").print(
+        f"[red]error:[/red] {message}" if sys.stderr.isatty() else f"error: {message}"
+    )
     return typer.Exit(code)
 
 
@@ -162,9 +189,57 @@ def typer_style() -> None:
         the real module (loaded, and given our printer) for anything else."""
 
         def __getattr__(self, name: str) -> Any:
-            return getattr(ours(importlib.import_module("typer.rich_utils")), name)
+            return getattr(ours(_load_rich_utils()), name)
 
     setattr(typer, "rich_utils", ours(RichUtils("typer.rich_utils")))  # noqa: B010
+
+
+class _Markdown:
+    """rich.markdown.Markdown for typer.rich_utils, imported when one is made: only
+    typer's "markdown" markup mode makes one, and ours is "rich"."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        from rich.markdown import Markdown
+
+        return Markdown(*args, **kwargs)
+
+
+class _Traceback:
+    """rich.traceback.Traceback for typer.rich_utils, imported when one is made: typer
+    draws one only for its pretty exceptions, which the CLI turns off."""
+
+    @classmethod
+    def from_exception(cls, *args: Any, **kwargs: Any) -> Any:
+        from rich.traceback import Traceback
+
+        return Traceback.from_exception(*args, **kwargs)
+
+
+def _load_rich_utils() -> types.ModuleType:
+    """typer.rich_utils (which draws help), without the two rich modules it imports
+    but does not use for us.
+
+    It imports rich.markdown (markdown-it, pygments) and rich.traceback at the top:
+    60-100 ms of the ~250 ms `chain429 --help` took, for classes it never makes
+    here. While it loads, those two names are stand-ins that import the real class
+    on first use; then they leave sys.modules, so any later `import rich.markdown`
+    loads the real module. docs/cli.md's test shows the help is unchanged.
+    """
+    stand_ins = {}
+    for name, attribute, stand_in in (
+        ("rich.markdown", "Markdown", _Markdown),
+        ("rich.traceback", "Traceback", _Traceback),
+    ):
+        if name not in sys.modules:
+            module = types.ModuleType(name)
+            setattr(module, attribute, stand_in)
+            stand_ins[name] = sys.modules[name] = module
+    try:
+        return importlib.import_module("typer.rich_utils")
+    finally:
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
 
 
 def port_in_use(port: int) -> typer.Exit:

@@ -12,26 +12,30 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.live import Live
-from rich.table import Table
-
-from chain429.config.errors import ConfigError, ConfigIssue
-from chain429.config.loader import find_config_path, load_config
-from chain429.config.model import Config
 
 from . import contexts, log_commands, output
 from .client import AdminClient, reports_errors
 from .options import ConfigOption, JsonOption, ServerOption
 from .output import fail, print_json, say, table
 
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from chain429.config.model import Config
+
+# rich's live view and the config model load inside the commands that use them
+# (see main.py on start-up).
+
 # -- formatting -------------------------------------------------------------
 
 
 def _issue_lines(errors: Any, file: Path | str | None = None) -> list[str]:
     """The server's `[{file?, line, path, message}]` as `file:line: path: message`."""
+    from chain429.config.errors import ConfigIssue
+
     if not isinstance(errors, list):
         return [str(errors)]
     return [
@@ -201,6 +205,8 @@ def _watch_status(
         return health, limits, output.rich_table(STATUS_COLUMNS, _status_rows(limits), title=title)
 
     if output.interactive() and not as_json:
+        from rich.live import Live
+
         live_table = render()[2]
         with Live(live_table, console=output.stdout, auto_refresh=False) as live:
             done = 1
@@ -229,6 +235,9 @@ def _watch_status(
 
 
 def _load_local(path: Path) -> Config:
+    from chain429.config.errors import ConfigError
+    from chain429.config.loader import load_config
+
     try:
         return load_config(path)
     except ConfigError as err:
@@ -259,6 +268,8 @@ def diff(
 
     Exit 0 when they are the same, 1 when they differ, 2 on an error (like kubectl diff).
     """
+    from chain429.config.loader import find_config_path
+
     found = find_config_path(str(config) if config else None)
     path = file if file is not None else found
     if against is not None:

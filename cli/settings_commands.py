@@ -16,12 +16,6 @@ import types
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 import typer
-import yaml
-from pydantic import BaseModel
-from pydantic.fields import FieldInfo
-
-from chain429.config.masking import SETTINGS_SECRETS
-from chain429.config.model import Settings
 
 from . import output
 from .config_commands import config_path, load_document, write_change
@@ -29,6 +23,8 @@ from .options import ConfigOption, JsonOption, ServerOption
 from .output import fail, say
 
 if TYPE_CHECKING:
+    from pydantic.fields import FieldInfo
+
     from chain429.config.writer import ConfigDocument
 
 # What the running server reads once, at start: binding, the request log, logging.
@@ -47,6 +43,8 @@ KeyArgument = Annotated[
 
 def _fields() -> dict[str, FieldInfo]:
     """Every setting by its name in the file (camelCase), in the order of docs/config.md."""
+    from chain429.config.model import Settings  # pydantic: not needed to declare commands
+
     return {info.alias or name: info for name, info in Settings.model_fields.items()}
 
 
@@ -80,6 +78,8 @@ def parse_value(key: str, text: str) -> Any:
     annotation = _fields()[key].annotation
     if _is_text(annotation):
         return text
+    import yaml
+
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -99,6 +99,8 @@ def _shown(value: Any) -> str:
 
 
 def _default(key: str) -> Any:
+    from pydantic import BaseModel
+
     default = _fields()[key].get_default(call_default_factory=True)
     if isinstance(default, BaseModel):  # a section (retry, breaker): as the file writes it
         return default.model_dump(by_alias=True)
@@ -155,6 +157,8 @@ def settings_set(
     server: ServerOption = None,
 ) -> None:
     """Set one key of the settings block; the whole file is validated before it is written."""
+    from chain429.config.masking import SETTINGS_SECRETS
+
     name = _key(key)
     parsed = parse_value(name, value)
     path = config_path(config)

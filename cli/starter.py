@@ -19,8 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chain429.config.loader import parse_config_text, read_dotenv
-
 from . import wizard
 from .output import say
 
@@ -54,6 +52,8 @@ class Starter:
 
 def ensure_key(dotenv: Path, var: str) -> Key:
     """The key `var` from .env, or a new one written there (mode 600)."""
+    from chain429.config.loader import read_dotenv  # the model: not at start-up (main.py)
+
     existing = read_dotenv(dotenv).get(var)
     if existing:
         return Key(var, existing, kept=True)
@@ -100,6 +100,7 @@ def write(path: Path, plan: wizard.InitPlan, environ: Mapping[str, str]) -> Star
 
     Raises OSError (with the file name) when something cannot be written.
     """
+    from chain429.config.loader import parse_config_text
     from chain429.config.writer import write_atomically
 
     text = wizard.render_config(plan)
@@ -131,6 +132,8 @@ def report_keys(starter: Starter) -> None:
 
 def create_quietly(path: Path) -> Starter:
     """What `init --yes` writes, for the providers whose keys are set (maybe none)."""
+    from chain429.config.loader import read_dotenv
+
     environ = {**read_dotenv(path.parent / ".env"), **os.environ}
     starter = write(path, wizard.plan(list(wizard.detect_keys(environ)), environ), environ)
     providers = ", ".join(starter.plan.providers) or "none yet"

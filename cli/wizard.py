@@ -9,7 +9,6 @@ test drives them through a pipe input and the CLI sends them to stderr.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
@@ -485,6 +484,8 @@ def probe_cells(result: dict[str, Any]) -> list[str]:
 
 def run_probe(config: Config, chain_name: str, stream: bool, as_json: bool) -> None:
     """Probe each entry of a chain at once; a live table on a terminal; exit 1 if none works."""
+    import asyncio  # here, not at the top: a tenth of the CLI's start-up
+
     from chain429.routing.runtime import build_snapshot
 
     snapshot = build_snapshot(config)

@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 import yaml
 from pydantic import ValidationError
 
@@ -345,4 +344,6 @@ def find_config_path(explicit: str | None = None, environ: Mapping[str, str] | N
     local = Path.cwd() / "chain429.yaml"
     if local.is_file():
         return local
+    import platformdirs  # only for this last candidate: `chain429 validate FILE` never needs it
+
     return platformdirs.user_config_path("chain429") / "chain429.yaml"

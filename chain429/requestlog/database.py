@@ -42,7 +42,9 @@ from chain429.upstream.times import HOUR_MS
 
 __all__ = [
     "MIGRATIONS",
+    "RETENTION_LOCK_KEY",
     "bind",
+    "claim_retention",
     "default_sqlite_path",
     "describe",
     "is_postgres",
@@ -58,9 +60,11 @@ log = logging.getLogger("chain429.requestlog.database")
 
 POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
 SQLITE_BUSY_TIMEOUT_MS = 5000
-# Any constant works; it only has to be the same in every chain429 process, so
-# two instances starting together against one PostgreSQL migrate one at a time.
+# Any constants work; they only have to be the same in every chain429 process, so
+# two instances starting together against one PostgreSQL migrate one at a time,
+# and only one at a time deletes expired rows.
 _MIGRATION_LOCK_KEY = 4290_0001
+RETENTION_LOCK_KEY = 4290_0002
 
 # Where each opened database points, masked, for log lines and errors.
 _DESCRIPTIONS: weakref.WeakKeyDictionary[peewee.Database, str] = weakref.WeakKeyDictionary()
@@ -214,11 +218,30 @@ def write_transaction(database: peewee.Database) -> Any:
     SQLite's default (deferred) transaction takes the write lock only at the
     first write, and fails at once with "database is locked" if another
     connection got it meanwhile; IMMEDIATE takes it up front, waiting up to
-    busy_timeout, so a read-modify-write (the rollup merge) is serialized.
+    busy_timeout, so what reads then writes (a retried batch leaving out the
+    records already there, retention's select-then-delete) is serialized.
     """
     if isinstance(database, peewee.SqliteDatabase):
         return database.atomic("IMMEDIATE")
     return database.atomic()
+
+
+def claim_retention(database: peewee.Database) -> bool:
+    """Inside a `write_transaction`: whether this instance may delete expired rows now.
+
+    On PostgreSQL several instances share the database, and each runs its own
+    retention timer; `pg_try_advisory_xact_lock` lets one prune while another
+    that finds the lock held skips its turn instead of deleting the same rows
+    beside it (wasted work, and two DELETEs meeting rows in different orders
+    can deadlock). The lock ends with the transaction, so an instance that
+    dies mid-step holds nothing. On SQLite there is nothing to claim: one file
+    lives on one host, and the IMMEDIATE transaction already holds its only
+    write lock (several processes on that host take turns).
+    """
+    if not is_postgres(database):
+        return True
+    cursor = database.execute_sql("SELECT pg_try_advisory_xact_lock(%s)", (RETENTION_LOCK_KEY,))
+    return bool(cursor.fetchone()[0])
 
 
 @contextmanager

@@ -7,9 +7,11 @@ provider, model and outcome; the hour is the request's). It runs inside the
 writer's batch transaction (see `chain429.requestlog.writer`), so the rollups never
 count a batch the raw rows do not hold, or the other way round.
 
-The rows are inserted through the writer's own bulk insert, passed in as
-`insert_rows`. Keys are clipped to their columns' widths exactly as the raw
-rows are (`clip`), so both always name the same chain, provider and model.
+Each tallied key is one upsert that adds to the row in place
+(`ON CONFLICT ... DO UPDATE`), so instances sharing one database merge into
+the same hours without a read-modify-write to race on. Keys are clipped
+to their columns' widths exactly as the raw rows are (`clip`), so both
+always name the same chain, provider and model.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import json
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import peewee
 
@@ -25,14 +27,6 @@ from chain429.requestlog.database import is_postgres
 from chain429.requestlog.records import RequestRecord
 from chain429.requestlog.tables import LATENCY_BUCKETS_MS, HourlyAttemptRollup, HourlyRollup
 from chain429.upstream.times import HOUR_MS
-
-
-class RowInserter(Protocol):
-    """The writer's bulk insert: `ignore` skips rows whose key is already there."""
-
-    def __call__(
-        self, model: Any, fields: list[Any], rows: list[tuple[Any, ...]], ignore: bool = False
-    ) -> None: ...
 
 
 def fields_of(model: Any, names: list[str]) -> list[Any]:
@@ -60,19 +54,15 @@ _ROLLUP_SUM_COLUMNS = [
     "prompt_tokens",
     "completion_tokens",
     "latency_sum_ms",
-    "latency_histogram",
 ]
 
 _ATTEMPT_ROLLUP_KEY_COLUMNS = ["hour_ms", "provider", "model", "outcome"]
 
 _ROLLUP_KEY_FIELDS = fields_of(HourlyRollup, _ROLLUP_KEY_COLUMNS)
-_ROLLUP_FIELDS = fields_of(HourlyRollup, _ROLLUP_KEY_COLUMNS + _ROLLUP_SUM_COLUMNS)
-_rollup_id: Any = HourlyRollup._meta.primary_key  # the implicit auto id
+_ROLLUP_SUM_FIELDS = fields_of(HourlyRollup, _ROLLUP_SUM_COLUMNS)
+_HISTOGRAM: Any = HourlyRollup.latency_histogram
 _ATTEMPT_ROLLUP_KEY_FIELDS = fields_of(HourlyAttemptRollup, _ATTEMPT_ROLLUP_KEY_COLUMNS)
-_ATTEMPT_ROLLUP_FIELDS = fields_of(
-    HourlyAttemptRollup, [*_ATTEMPT_ROLLUP_KEY_COLUMNS, "count", "latency_sum_ms"]
-)
-_attempt_rollup_id: Any = HourlyAttemptRollup._meta.primary_key
+_ATTEMPT_SUM_FIELDS = fields_of(HourlyAttemptRollup, ["count", "latency_sum_ms"])
 
 _ROLLUP_KEY_LIMITS = column_limits(_ROLLUP_KEY_FIELDS)
 _ATTEMPT_ROLLUP_KEY_LIMITS = column_limits(_ATTEMPT_ROLLUP_KEY_FIELDS)
@@ -149,76 +139,93 @@ def _tally_attempts(records: list[RequestRecord]) -> dict[AttemptKey, list[float
     return tallies
 
 
-def _merged_histogram(stored: str, added: list[int]) -> str:
-    try:
-        current = [int(x) for x in json.loads(stored)]
-    except (ValueError, TypeError):
-        current = []  # the column default "[]", or damage: start again from zero
-    current += [0] * (len(added) - len(current))
-    return json.dumps([c + a for c, a in zip(current, added, strict=False)] + current[len(added) :])
+def quoted(db: peewee.Database, name: str) -> str:
+    """A table or column name in the database's quotes (SQL built by hand, for speed)."""
+    return f"{db.quote[0]}{name}{db.quote[1]}"
 
 
-def merge_rollups(
-    db: peewee.Database, records: list[RequestRecord], insert_rows: RowInserter
-) -> None:
+def _histogram_sum(db: peewee.Database, stored: str, added: str) -> str:
+    """SQL for the stored histogram plus the added one, element by element.
+
+    Written out bucket by bucket (there are len(LATENCY_BUCKETS_MS) + 1) so it
+    needs no ordered aggregate. A stored value that is not a JSON array (the
+    column default "[]" is one; damage is not) counts as zeros, as a missing
+    bucket does: one bad row must not stop the log. On PostgreSQL the two
+    texts are parsed once each into `jsonb` in a subquery; SQLite caches the
+    parse across json_extract calls on the same value.
+    """
+    width = len(LATENCY_BUCKETS_MS) + 1
+    if is_postgres(db):
+        items = ", ".join(
+            f"COALESCE((o->>{i})::bigint, 0) + COALESCE((n->>{i})::bigint, 0)" for i in range(width)
+        )
+        return (
+            f"(SELECT jsonb_build_array({items})::text FROM (SELECT"
+            f" (CASE WHEN {stored} ~ '^\\s*\\[[0-9 ,]*\\]\\s*$' THEN {stored} ELSE '[]' END)::jsonb"
+            f" AS o, {added}::jsonb AS n) AS h)"
+        )
+    safe = f"CASE WHEN json_valid({stored}) THEN {stored} ELSE '[]' END"
+    items = ", ".join(
+        f"COALESCE(json_extract({safe}, '$[{i}]'), 0)"
+        f" + COALESCE(json_extract({added}, '$[{i}]'), 0)"
+        for i in range(width)
+    )
+    return f"json_array({items})"
+
+
+def _upsert_sql(
+    db: peewee.Database, model: Any, keys: list[Any], sums: list[Any], histogram: Any = None
+) -> str:
+    """INSERT a row per key, or add to the row already there: one statement, atomic per row.
+
+    `ON CONFLICT ... DO UPDATE` on the key's unique index (both rollups have had
+    one since their table was created) takes the row's lock and adds to the
+    row as it is at that moment, on PostgreSQL as on SQLite (3.24+), so two
+    instances merging into the same hour can neither lose nor double an
+    addition. No read, no lock held between statements.
+    """
+    table = quoted(db, model._meta.table_name)
+    columns = [*keys, *sums] + ([histogram] if histogram is not None else [])
+    names = ", ".join(quoted(db, f.column_name) for f in columns)
+    params = ", ".join([db.param] * len(columns))
+    conflict = ", ".join(quoted(db, f.column_name) for f in keys)
+    updates = [
+        f"{quoted(db, f.column_name)} = {table}.{quoted(db, f.column_name)}"
+        f" + excluded.{quoted(db, f.column_name)}"
+        for f in sums
+    ]
+    if histogram is not None:
+        column = quoted(db, histogram.column_name)
+        merged = _histogram_sum(db, f"{table}.{column}", f"excluded.{column}")
+        updates.append(f"{column} = {merged}")
+    return (
+        f"INSERT INTO {table} ({names}) VALUES ({params})"
+        f" ON CONFLICT ({conflict}) DO UPDATE SET {', '.join(updates)}"
+    )
+
+
+def merge_rollups(db: peewee.Database, records: list[RequestRecord]) -> None:
     """Add the records to both hourly rollups, in the batch's transaction.
 
-    Inserting blank rows (ignoring conflicts) and then reading them locked
-    makes the read-add-write safe even when several chain429 instances
-    share one PostgreSQL: FOR UPDATE there, the IMMEDIATE write lock on
-    SQLite. Keys are sorted, and the request rollup always goes first, so
-    two writers lock rows in the same order.
+    Each rollup takes one upsert per key (`_upsert_sql`), sent with
+    `executemany` (psycopg pipelines them; SQLite reuses one prepared
+    statement). Several chain429 instances may write to one PostgreSQL at
+    once: every addition is atomic on its row, keys go in sorted order and the
+    request rollup always first, so two writers take row locks in the same
+    order and cannot deadlock. On SQLite the batch's IMMEDIATE transaction
+    holds the file's write lock anyway.
     """
-    _merge_request_rollup(db, _tally(records), insert_rows)
-    _merge_attempt_rollup(db, _tally_attempts(records), insert_rows)
-
-
-def _merge_request_rollup(
-    db: peewee.Database, tallies: dict[RollupKey, _Tally], insert_rows: RowInserter
-) -> None:
-    if not tallies:
-        return
-    keys = sorted(tallies)
-    blank = json.dumps([0] * (len(LATENCY_BUCKETS_MS) + 1))
-    rows = [(*key, 0, 0, 0, 0, 0, 0.0, blank) for key in keys]
-    insert_rows(HourlyRollup, _ROLLUP_FIELDS, rows, ignore=True)
-    hours = sorted({key[0] for key in keys})
-    query = HourlyRollup.select().where(HourlyRollup.hour_ms.in_(hours)).order_by(_rollup_id)
-    if is_postgres(db):
-        query = query.for_update()
-    for row in query:
-        tally = tallies.get((row.hour_ms, row.chain, row.provider, row.outcome))
-        if tally is None:
-            continue
-        HourlyRollup.update(
-            requests=row.requests + tally.requests,
-            errors=row.errors + tally.errors,
-            attempts=row.attempts + tally.attempts,
-            prompt_tokens=row.prompt_tokens + tally.prompt_tokens,
-            completion_tokens=row.completion_tokens + tally.completion_tokens,
-            latency_sum_ms=row.latency_sum_ms + tally.latency_sum_ms,
-            latency_histogram=_merged_histogram(row.latency_histogram, tally.histogram),
-        ).where(_rollup_id == row.get_id()).execute()  # type: ignore[no-untyped-call]  # peewee: no annotations
-
-
-def _merge_attempt_rollup(
-    db: peewee.Database, tallies: dict[AttemptKey, list[float]], insert_rows: RowInserter
-) -> None:
-    if not tallies:
-        return
-    keys = sorted(tallies)
-    rows = [(*key, 0, 0.0) for key in keys]
-    insert_rows(HourlyAttemptRollup, _ATTEMPT_ROLLUP_FIELDS, rows, ignore=True)
-    H = HourlyAttemptRollup
-    hours = sorted({key[0] for key in keys})
-    query = H.select().where(H.hour_ms.in_(hours)).order_by(_attempt_rollup_id)
-    if is_postgres(db):
-        query = query.for_update()
-    for row in query:
-        tally = tallies.get((row.hour_ms, row.provider, row.model, row.outcome))
-        if tally is None:
-            continue
-        H.update(
-            count=row.count + int(tally[0]),
-            latency_sum_ms=row.latency_sum_ms + tally[1],
-        ).where(_attempt_rollup_id == row.get_id()).execute()  # type: ignore[no-untyped-call]  # peewee: no annotations
+    tallies = _tally(records)
+    if tallies:
+        rows: list[tuple[Any, ...]] = []
+        for key in sorted(tallies):
+            t = tallies[key]
+            sums = (t.requests, t.errors, t.attempts, t.prompt_tokens, t.completion_tokens)
+            rows.append((*key, *sums, t.latency_sum_ms, json.dumps(t.histogram)))
+        sql = _upsert_sql(db, HourlyRollup, _ROLLUP_KEY_FIELDS, _ROLLUP_SUM_FIELDS, _HISTOGRAM)
+        db.cursor().executemany(sql, rows)
+    attempts = _tally_attempts(records)
+    if attempts:
+        counts = [(*key, int(attempts[key][0]), attempts[key][1]) for key in sorted(attempts)]
+        sql = _upsert_sql(db, HourlyAttemptRollup, _ATTEMPT_ROLLUP_KEY_FIELDS, _ATTEMPT_SUM_FIELDS)
+        db.cursor().executemany(sql, counts)

@@ -35,7 +35,14 @@ import peewee
 
 from chain429.config.model import LOG_BUFFER_SIZE
 from chain429.requestlog.buffer import Buffer
-from chain429.requestlog.database import bind, describe, is_postgres, scrub, write_transaction
+from chain429.requestlog.database import (
+    bind,
+    claim_retention,
+    describe,
+    is_postgres,
+    scrub,
+    write_transaction,
+)
 from chain429.requestlog.records import AttemptRecord, RequestRecord
 from chain429.requestlog.rollup import (
     clip,
@@ -43,6 +50,7 @@ from chain429.requestlog.rollup import (
     fields_of,
     latency_bucket,
     merge_rollups,
+    quoted,
 )
 from chain429.requestlog.tables import (
     AttemptRow,
@@ -106,20 +114,11 @@ def _attempt_rows(r: RequestRecord) -> list[tuple[Any, ...]]:
     return [clip((r.id, *_attempt_values(a)), _ATTEMPT_LIMITS) for a in r.trail]
 
 
-def _quoted(db: peewee.Database, name: str) -> str:
-    return f"{db.quote[0]}{name}{db.quote[1]}"
-
-
-def _insert_sql(db: peewee.Database, model: Any, fields: list[Any], rows: int, ignore: bool) -> str:
-    table = _quoted(db, model._meta.table_name)
-    columns = ", ".join(_quoted(db, f.column_name) for f in fields)
+def _insert_sql(db: peewee.Database, model: Any, fields: list[Any], rows: int) -> str:
+    table = quoted(db, model._meta.table_name)
+    columns = ", ".join(quoted(db, f.column_name) for f in fields)
     row = "(" + ", ".join([db.param] * len(fields)) + ")"
-    values = ", ".join([row] * rows)
-    if not ignore:
-        return f"INSERT INTO {table} ({columns}) VALUES {values}"
-    if is_postgres(db):
-        return f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT DO NOTHING"
-    return f"INSERT OR IGNORE INTO {table} ({columns}) VALUES {values}"
+    return f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * rows)}"
 
 
 class Telemetry:
@@ -367,7 +366,7 @@ class Telemetry:
             with write_transaction(self._db):
                 todo = self._unwritten(batch) if retry else batch
                 self._insert(todo)
-                merge_rollups(self._db, todo, self._insert_rows)
+                merge_rollups(self._db, todo)
         except Exception as exc:
             if not _refuses_a_record(exc):
                 return self._retry_later(exc, f"batch of {len(batch)} kept, retrying")
@@ -394,7 +393,7 @@ class Telemetry:
                             raise
                         refused += 1
                         self._failed(exc, f"record {record.id} refused by the database, dropped")
-                merge_rollups(self._db, kept, self._insert_rows)
+                merge_rollups(self._db, kept)
         except Exception as exc:
             return self._retry_later(exc, f"batch of {len(batch)} kept, retrying")
         self._written += len(batch) - refused
@@ -418,9 +417,7 @@ class Telemetry:
         attempts = [row for r in records for row in _attempt_rows(r)]
         self._insert_rows(AttemptRow, _ATTEMPT_FIELDS, attempts)
 
-    def _insert_rows(
-        self, model: Any, fields: list[Any], rows: list[tuple[Any, ...]], ignore: bool = False
-    ) -> None:
+    def _insert_rows(self, model: Any, fields: list[Any], rows: list[tuple[Any, ...]]) -> None:
         """Insert many rows in as few round trips as the driver allows.
 
         The SQL is built here, not by `Model.insert_many`: Peewee renders each
@@ -434,20 +431,20 @@ class Telemetry:
             return
         cursor = self._db.cursor()
         if is_postgres(self._db):
-            if not ignore and hasattr(cursor, "copy"):
-                columns = ", ".join(_quoted(self._db, f.column_name) for f in fields)
-                table = _quoted(self._db, model._meta.table_name)
+            if hasattr(cursor, "copy"):
+                columns = ", ".join(quoted(self._db, f.column_name) for f in fields)
+                table = quoted(self._db, model._meta.table_name)
                 with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
                     for row in rows:
                         copy.write_row(row)
-            else:  # psycopg2, or the rollup's few blank rows
-                cursor.executemany(_insert_sql(self._db, model, fields, 1, ignore), rows)
+            else:  # psycopg2
+                cursor.executemany(_insert_sql(self._db, model, fields, 1), rows)
             return
         # SQLite: multi-row VALUES, chunked under its bind-parameter limit.
         per = max(1, min(_MAX_ROWS_PER_STATEMENT, self._max_params() // len(fields)))
         for i in range(0, len(rows), per):
             chunk = rows[i : i + per]
-            sql = _insert_sql(self._db, model, fields, len(chunk), ignore)
+            sql = _insert_sql(self._db, model, fields, len(chunk))
             cursor.execute(sql, [value for row in chunk for value in row])
 
     def _max_params(self) -> int:
@@ -463,13 +460,20 @@ class Telemetry:
     # ------------------------------------------------------------ retention
 
     def _prune_step(self) -> bool:
-        """Delete one small batch of expired rows; True while more remain."""
+        """Delete one small batch of expired rows; True while more remain.
+
+        Each step first claims the retention lock (`claim_retention`): when
+        another instance sharing the database holds it, this pass ends here
+        and the next interval tries again, so one instance at a time prunes.
+        """
         now_ms = int(time.time() * 1000)
         per = min(_RETENTION_BATCH, self._max_params())
         try:
             if self._retention_days > 0:
                 cutoff = now_ms - self._retention_days * DAY_MS
                 with write_transaction(self._db):
+                    if not claim_retention(self._db):
+                        return self._pruned_elsewhere()
                     expired = RequestRow.select(RequestRow.id).where(RequestRow.time_ms < cutoff)
                     ids = list(expired.limit(per).scalars())
                     if ids:
@@ -484,6 +488,8 @@ class Telemetry:
                 for model in (HourlyRollup, HourlyAttemptRollup):
                     key: Any = model._meta.primary_key
                     with write_transaction(self._db):
+                        if not claim_retention(self._db):
+                            return self._pruned_elsewhere()
                         old = model.select(key).where(model.hour_ms < cutoff)
                         ids = list(old.limit(per).scalars())
                         if ids:
@@ -493,6 +499,10 @@ class Telemetry:
         except Exception as exc:
             self._failed(exc, "retention pass stopped; will try at the next interval")
             self._reset_connection()
+        return False
+
+    def _pruned_elsewhere(self) -> bool:
+        log.debug("request log %s: another instance is pruning; skipping", describe(self._db))
         return False
 
     # ------------------------------------------------------------ failures
