@@ -191,6 +191,15 @@ def init(
     ] = None,
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 3429,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    failover: Annotated[
+        wizard.Failover,
+        typer.Option(
+            "--failover",
+            help="With --yes: `waterfall` (entries are equals: a failure moves on at once) or "
+            "`preferred` (the order is a preference: settings.retry retries a blip once and "
+            "waits out 429s of up to 3 s).",
+        ),
+    ] = wizard.Failover.WATERFALL,
 ) -> None:
     """Write a starter chain429.yaml with free-tier chains, and a proxy key and an admin key
     in .env (keys already there are kept)."""
@@ -221,7 +230,7 @@ def init(
         if not types:
             names = ", ".join(var for known in wizard.KNOWN for var in known.env)
             raise fail(f"no provider key in the environment ({names}); set one or pass --provider")
-        plan = wizard.plan(types, environ, port=port)
+        plan = wizard.plan(types, environ, port=port, failover=failover)
     try:
         written = starter.write(path, plan, environ)
     except OSError as err:

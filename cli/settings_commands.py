@@ -99,7 +99,11 @@ def _shown(value: Any) -> str:
 
 
 def _default(key: str) -> Any:
+    from pydantic import BaseModel
+
     default = _fields()[key].get_default(call_default_factory=True)
+    if isinstance(default, BaseModel):  # a section (retry, breaker): as the file writes it
+        return default.model_dump(by_alias=True)
     return list(default) if isinstance(default, tuple) else default
 
 

@@ -16,6 +16,7 @@ import secrets
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -142,11 +143,25 @@ def _commented(line: str, comment: str) -> str:
     return f"{line:<{max(33, len(line) + 2)}}# {comment}"
 
 
+# What `init` asks about failing entries (settings.retry): the plain waterfall, or
+# staying on the entry the chain prefers through a blip.
+class Failover(StrEnum):
+    WATERFALL = "waterfall"
+    PREFERRED = "preferred"
+
+
+FAILOVER: dict[Failover, str] = {
+    Failover.WATERFALL: "My entries are equals (free tiers): on a failure, move on at once",
+    Failover.PREFERRED: "The order is my preference: retry a blip once, wait out 429s of up to 3 s",
+}
+
+
 @dataclass(frozen=True)
 class InitPlan:
     providers: dict[str, str]  # type -> key variable, in catalogue order
     chains: tuple[str, ...] = ("fast", "smart")
     port: int = 3429
+    failover: Failover = Failover.WATERFALL
 
 
 def plan(
@@ -154,11 +169,12 @@ def plan(
     environ: Mapping[str, str],
     chains: Sequence[str] = ("fast", "smart"),
     port: int = 3429,
+    failover: Failover = Failover.WATERFALL,
 ) -> InitPlan:
     """An InitPlan for these catalogue types, their key variables found in `environ`."""
     chosen = set(types)
     providers = {k.type: key_var(k.type, k.type, environ) for k in KNOWN if k.type in chosen}
-    return InitPlan(providers, tuple(c for c in CHAINS if c in chains), port)
+    return InitPlan(providers, tuple(c for c in CHAINS if c in chains), port, failover)
 
 
 def render_config(plan: InitPlan) -> str:
@@ -185,6 +201,7 @@ def render_config(plan: InitPlan) -> str:
     out += [
         _commented("  cooldownDefaultMs: 60000", "a 429 with no hint: wait a minute"),
         "  requestTimeoutMs: 30000",
+        *_retry_lines(plan.failover),
         "",
         "providers:",
     ]
@@ -209,6 +226,20 @@ def render_config(plan: InitPlan) -> str:
         for ptype, model in chain_entries(plan, name):
             out += [f"      - provider: {ptype}", f"        model: {_yaml(model)}"]
     return "\n".join(out) + "\n"
+
+
+def _retry_lines(failover: Failover) -> list[str]:
+    """settings.retry as `init` writes it (docs/config.md#failover-retry-breaker)."""
+    if failover is Failover.PREFERRED:
+        return [
+            _commented("  retry:", "the chain's order is a preference: stay on it"),
+            _commented("    attempts: 1", "one quick retry after a 5xx or a cut connection"),
+            _commented("    shortWaitMs: 3000", "wait out a 429 that ends within 3 s"),
+        ]
+    return [
+        "  # Entries are equals: a failure moves on at once. If the order is a preference:",
+        "  # retry: {attempts: 1, shortWaitMs: 3000}",
+    ]
 
 
 def chain_entries(plan: InitPlan, chain: str) -> list[tuple[str, str]]:
@@ -322,8 +353,14 @@ def ask_init(found: Mapping[str, str], port: int, preselect: Sequence[str] = ())
             "Port", default=str(port), validate=lambda t: _port(t) is not None or "1 to 65535"
         )
     )
+    failover = _ask(
+        questionary.select(
+            "When an entry fails (a 5xx, a cut connection, a short 429)",
+            [questionary.Choice(text, value=value) for value, text in FAILOVER.items()],
+        )
+    )
     environ = {var: "found" for var in found.values()}
-    return plan(types, environ, tuple(chains), _port(port_text) or port)
+    return plan(types, environ, tuple(chains), _port(port_text) or port, failover)
 
 
 def _port(text: str) -> int | None:

@@ -16,7 +16,16 @@ from pathlib import Path
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from chain429.config.model import Chain, ChainEntry, Config, Provider, RateLimits, Settings
+from chain429.config.model import (
+    Breaker,
+    Chain,
+    ChainEntry,
+    Config,
+    Provider,
+    RateLimits,
+    Retry,
+    Settings,
+)
 
 DOC = Path(__file__).with_name("config.md")
 
@@ -24,6 +33,8 @@ DOC = Path(__file__).with_name("config.md")
 TABLES: dict[str, type[BaseModel]] = {
     "top": Config,
     "settings": Settings,
+    "retry": Retry,
+    "breaker": Breaker,
     "providers": Provider,
     "rateLimits": RateLimits,
     "chains": Chain,
@@ -60,7 +71,10 @@ def default_text(key: str, field: FieldInfo) -> str:
     if value is None:
         return "none"
     if isinstance(value, BaseModel):
-        return "(all defaults)"
+        given = value.model_dump(by_alias=True, exclude_defaults=True)
+        if not given:
+            return "(all defaults)"
+        return "`{" + ", ".join(f"{k}: {v}" for k, v in given.items()) + "}`"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if isinstance(value, tuple | list):

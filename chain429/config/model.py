@@ -5,6 +5,8 @@ The schema is a superset of 429chain's (camelCase keys, `version: 1`), so a
 naming a provider, the default chain, provider addresses) is
 `chain429.config.cross_checks`, which the loader (`chain429.config.loader`)
 runs on the raw document so its problems come with lines like every other.
+The base class, the field types and the small nested sections (`rateLimits`,
+`retry`, `breaker`) are chain429.config.sections'; they are re-exported here.
 
 Each field's `description` is its one explanation, written for users: the
 tables of docs/config.md (docs/generate_config_docs.py), the file's JSON
@@ -15,24 +17,21 @@ and the admin API's /openapi.json are all made from it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Literal, Self, get_args
+from typing import Any, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from chain429.config.cross_checks import cross_check
 from chain429.config.errors import FIELD_CTX, format_path
+from chain429.config.sections import Breaker, Count, Flag, Model, PositiveCount, RateLimits, Retry
 from chain429.upstream.presets import PRESETS, PROVIDER_TYPES
 
 # The request log's buffer (settings.logBufferSize): 10,000 records of ~1-2 kB
@@ -40,33 +39,15 @@ from chain429.upstream.presets import PRESETS, PROVIDER_TYPES
 LOG_BUFFER_SIZE = 10_000
 
 __all__ = [
+    "Breaker",
     "Chain",
     "ChainEntry",
     "Config",
     "Provider",
     "RateLimits",
+    "Retry",
     "Settings",
 ]
-
-
-def _no_number(value: Any) -> Any:
-    # `paid: 1` is a typo or a JSON client's mistake; a string (from a ${VAR},
-    # or YAML's own yes/no) is still read the lenient way.
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        raise ValueError(f"expected true or false (got {value!r})")
-    return value
-
-
-def _no_bool(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a whole number (got {str(value).lower()})")
-    return value
-
-
-# Lenient about strings, since `${VAR}` always yields one, but not about
-# numbers for flags or flags for numbers.
-Flag = Annotated[bool, BeforeValidator(_no_number)]
-Count = Annotated[int, BeforeValidator(_no_bool)]
 
 
 LogLevel = Literal["trace", "debug", "info", "warn", "error", "fatal"]
@@ -74,44 +55,6 @@ LogLevel = Literal["trace", "debug", "info", "warn", "error", "fatal"]
 
 def _listed(names: Iterable[str]) -> str:
     return ", ".join(f"`{name}`" for name in names)
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", populate_by_name=True, alias_generator=to_camel
-    )
-
-
-# A Count of at least 1, for optional limits. `Field(ge=1)` on `Count | None`
-# would bind to the union, where JSON Schema has no word for it; on the number
-# (inside the validator) it reads `minimum: 1` in the schema.
-PositiveCount = Annotated[int, Field(ge=1), BeforeValidator(_no_bool)]
-
-
-class RateLimits(Model):
-    """Limits chain429 counts itself, for providers whose answers carry no rate-limit headers
-    (docs/ratelimits.md). They are counted per quota bucket (see `quotaScope`)."""
-
-    requests_per_minute: PositiveCount | None = Field(
-        default=None, description="Requests per minute, in a sliding 60 s window."
-    )
-    tokens_per_minute: PositiveCount | None = Field(
-        default=None,
-        description="Tokens per minute, counted from real usage once the answer is in.",
-    )
-    requests_per_day: PositiveCount | None = Field(
-        default=None, description="Requests per calendar day (the provider's day boundary)."
-    )
-    tokens_per_day: PositiveCount | None = Field(
-        default=None,
-        description="Tokens per calendar day (the provider's day boundary), counted from real "
-        "usage.",
-    )
-    concurrent_requests: PositiveCount | None = Field(
-        default=None,
-        description="Requests in flight at once; a slot is freed on completion, error and "
-        "client cancel.",
-    )
 
 
 class Settings(Model):
@@ -200,10 +143,11 @@ class Settings(Model):
         "without data) are silence.",
     )
     first_token_timeout_ms: Count = Field(
-        default=15000,
+        default=10000,
         gt=0,
-        description="Milliseconds a stream may take to send content; with none by then it "
-        "falls through to the next entry.",
+        description="Milliseconds a stream may take to send its first token (content, a "
+        "reasoning delta or a tool call), counted from when the request is sent, headers "
+        "included; with none by then it falls through to the next entry.",
     )
     max_upstream_body_bytes: Count = Field(
         default=32 * 1024 * 1024,
@@ -274,8 +218,24 @@ class Settings(Model):
     mid_stream: Literal["error", "continue"] = Field(
         default="error",
         description="A stream that dies after its first token: `error` ends the client's "
-        "stream with an error event; `continue` finishes the answer on the next entry with "
-        "`supportsPrefill: true`.",
+        "stream with an error event; `continue` finishes the answer on a later entry: one "
+        "with `supportsPrefill: true` continues the partial answer; one without is asked "
+        "afresh, and only the rest of its answer is streamed if it begins with what the "
+        "client already has (else the error event).",
+    )
+    retry: Retry = Field(
+        default_factory=lambda: Retry(attempts=0, short_wait_ms=0),
+        description="Same-entry retries and short waits for every entry; a provider's or an "
+        "entry's `retry` overrides it key by key (see the `retry` table).",
+    )
+    max_attempts_per_request: PositiveCount | None = Field(
+        default=None,
+        description="Upstream calls one walk of a chain may make, retries included; past it "
+        "the remaining entries are skipped (`skip:budget`). Unset: the chain's length + 2.",
+    )
+    breaker: Breaker = Field(
+        default_factory=Breaker,
+        description="The circuit breaker for entries that keep failing (see the `breaker` table).",
     )
     wait_before_paid_ms: Count = Field(
         default=0,
@@ -433,6 +393,10 @@ class Provider(Model):
         description="`true` if the provider continues a final assistant message (for "
         "`settings.midStream: continue`).",
     )
+    retry: Retry | None = Field(
+        default=None,
+        description="Overrides `settings.retry` for this provider's entries, key by key.",
+    )
     quota_scope: Literal["model", "account", "free"] | None = Field(
         default=None,
         description="Where the provider counts its quota, instead of where its preset says: "
@@ -498,6 +462,11 @@ class ChainEntry(Model):
     )
     supports_prefill: Flag | None = Field(
         default=None, description="Overrides the provider's `supportsPrefill` for this entry."
+    )
+    retry: Retry | None = Field(
+        default=None,
+        description="Overrides the provider's `retry` (and `settings.retry`) for this entry, "
+        "key by key.",
     )
 
 

@@ -16,12 +16,23 @@ def new_request_id() -> str:
     return f"req_{int(time.time() * 1000):012x}{os.urandom(7).hex()}"
 
 
+# Trail tokens that are not upstream calls: skips (`skip:<reason>`), and the
+# note that a stream ended with an error event after its first token.
+INTERRUPTED = "interrupted"
+
+
+def is_call(outcome: str) -> bool:
+    """Whether a trail token stands for an upstream call (what `attempts` counts)."""
+    return not outcome.startswith("skip:") and outcome != INTERRUPTED
+
+
 @dataclass(slots=True)
 class AttemptRecord:
     order: int  # 1-based position in the trail
     provider: str
     model: str
-    outcome: str  # trace token: "200", "429", "timeout", "skip:cooldown", ...
+    # trace token: "200", "429", "timeout", "skip:cooldown", "continued:prefill", ...
+    outcome: str
     status: int | None = None  # upstream HTTP status, when there was one
     latency_ms: float | None = None  # None for a skip: no call was made
     cooldown_ms: int | None = None  # the cooldown this attempt set, if any

@@ -53,6 +53,7 @@ from chain429.requestlog.params import (
     parse_time,
     pick_bucket,
 )
+from chain429.requestlog.records import is_call
 from chain429.requestlog.tables import (
     LATENCY_BUCKETS_MS,
     AttemptRow,
@@ -429,7 +430,7 @@ def providers(since_ms: int, until_ms: int) -> dict[str, Any]:
                 "tokens": totals.tokens(),
                 "latency_ms": totals.latency(),
                 "attempts": {
-                    "calls": sum(by_outcome.values()) - skips,
+                    "calls": sum(n for token, n in by_outcome.items() if is_call(token)),
                     "skips": skips,
                     "outcomes": dict(sorted(by_outcome.items())),
                 },

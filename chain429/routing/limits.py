@@ -10,11 +10,15 @@ State is kept per scope:
 - a whole provider: a bad key (401/403), an empty wallet (402);
 - a quota bucket (`EntryRuntime.bucket`): 429 cooldowns, header readings,
   configured limits; entries sharing a bucket are skipped together;
-- one entry: an unknown model (404), streams that keep dying mid-answer.
+- one entry: an unknown model (404), streams that keep dying mid-answer, and
+  its circuit breaker (transient failures in a row, `settings.breaker`).
 
 When a cooldown ends, one request probes the entry before it takes traffic
-again. The memory store is the default; a shared store (Redis) implements the
-same protocol.
+again. An open breaker is a block like a cooldown, so its half-open state is
+that same probe: concurrent requests skip (`skip:breaker`) until it answers.
+
+The memory store is the default; a shared store (Redis) implements the same
+protocol.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ log = logging.getLogger("chain429.routing.limits")
 BLOCK_PREFIX = "block:"  # + a scope key: "block:bucket:groq/llama-3.3-70b"
 BUCKET_PREFIX = "bucket:"  # + a bucket key
 STREAMFAIL_PREFIX = "streamfail:"  # + an entry label
+BREAKER_PREFIX = "breaker:"  # + an entry label: transient failures in a row
 _SCOPE_PREFIXES = ("provider:", "bucket:", "entry:")
 
 
@@ -108,6 +113,10 @@ class StateStore(Protocol):
     async def snapshot(self, now: float) -> list[dict[str, object]]:
         """Every block still in force."""
 
+    def breaker(self, entry: EntryRuntime, now: float) -> dict[str, object]:
+        """The entry's circuit breaker: `state` (closed, open, half_open), `failures` (transient
+        failures in a row), `until` (epoch seconds, while open) and `reason`."""
+
     def bucket_quotas(self, entry: EntryRuntime, now: float) -> list[dict[str, object]]:
         """What the entry's bucket knows of its quotas, for /v1/ratelimits."""
 
@@ -146,6 +155,10 @@ class MemoryStateStore:
         # scope key -> id of the probing reservation, or None: the next request probes.
         self._probes: dict[str, int | None] = {}
         self._stream_failures: dict[str, int] = {}
+        # Entry key -> transient failures in a row; and the entries whose breaker has
+        # opened and not yet closed (a success or any non-transient answer closes it).
+        self._breaker_failures: dict[str, int] = {}
+        self._breakers_open: set[str] = set()
         self._ids = itertools.count(1)
         # Bumped by every call that may change what `export_state` gives, so the
         # persister writes only when there is something new. Only counts: the
@@ -196,6 +209,13 @@ class MemoryStateStore:
         if block is not None:
             return block
         if recovered is not None and self._probes[recovered] is not None:
+            if recovered in self._breakers_open:
+                return Block(
+                    BlockReason.BREAKER,
+                    now + 1.0,
+                    "entry",
+                    "half-open: one request is probing the entry",
+                )
             return Block(
                 BlockReason.PROBING,
                 now + 1.0,
@@ -235,6 +255,9 @@ class MemoryStateStore:
             # Success or not, the probe is answered; a new cooldown brings a new probe.
             self._probes.pop(reservation.probe_key, None)
             reservation.probe_key = None
+        broken = self._count_for_breaker(entry, outcome, now, policy)
+        if broken is not None:
+            return broken
         if outcome.kind is Kind.SUCCESS:
             bucket.strikes = 0
             return None
@@ -262,6 +285,49 @@ class MemoryStateStore:
             reservation.probe_key = None
         block = Block(reason, _jittered(now, until), scope, outcome.reason, outcome.source)
         return self._block(key, block)
+
+    def _count_for_breaker(
+        self, entry: EntryRuntime, outcome: Outcome, now: float, policy: CooldownPolicy
+    ) -> Block | None:
+        """Count a transient failure (or close the breaker on any other answer); the
+        breaker's block when this failure opens it (or opens it again, longer)."""
+        key = scope_keys(entry)[2]
+        if outcome.kind is not Kind.TRANSIENT:
+            if self._breaker_failures.pop(key, None) is not None:
+                self._breakers_open.discard(key)
+                block = self._blocks.get(key)
+                if block is not None and block.reason == BlockReason.BREAKER:
+                    del self._blocks[key]  # a success while open (a shared store's view)
+            return None
+        failures = self._breaker_failures.get(key, 0) + 1
+        self._breaker_failures[key] = failures
+        open_s = policy.breaker_open_s(failures)
+        if open_s is None:
+            return None
+        self._breakers_open.add(key)
+        detail = f"{failures} transient failures in a row (last: {outcome.token})"
+        log.warning("%s: circuit breaker open for %.0f s (%s)", entry.label, open_s, detail)
+        return self._block(key, Block(BlockReason.BREAKER, now + open_s, "entry", detail))
+
+    def breaker(self, entry: EntryRuntime, now: float) -> dict[str, object]:
+        key = scope_keys(entry)[2]
+        failures = self._breaker_failures.get(key, 0)
+        if key not in self._breakers_open:
+            return {"state": "closed", "failures": failures, "until": None, "reason": None}
+        block = self._blocks.get(key)
+        if block is not None and block.reason == BlockReason.BREAKER and block.until > now:
+            return {
+                "state": "open",
+                "failures": failures,
+                "until": block.until,
+                "reason": block.detail,
+            }
+        return {
+            "state": "half_open",
+            "failures": failures,
+            "until": None,
+            "reason": f"{failures} transient failures in a row; the next request probes it",
+        }
 
     def _block(self, key: str, block: Block) -> Block:
         current = self._blocks.get(key)
@@ -341,6 +407,9 @@ class MemoryStateStore:
             del self._buckets[key]
         for key in [k for k in self._stream_failures if k.partition(":")[2].startswith(prefix)]:
             del self._stream_failures[key]
+        for key in [k for k in self._breaker_failures if k.partition(":")[2].startswith(prefix)]:
+            del self._breaker_failures[key]
+            self._breakers_open.discard(key)
         self.version += 1
 
     async def clear(self, provider_id: str, entries: Sequence[EntryRuntime], now: float) -> int:
@@ -356,6 +425,8 @@ class MemoryStateStore:
                 cleared += 1
             # Start over: no doubled back-off on the next 429, no count of dead streams.
             self._stream_failures.pop(key, None)
+            self._breaker_failures.pop(key, None)
+            self._breakers_open.discard(key)
             bucket = self._buckets.get(key.removeprefix("bucket:"))
             if key.startswith("bucket:") and bucket is not None:
                 bucket.strikes = 0
@@ -366,7 +437,8 @@ class MemoryStateStore:
     # -- surviving a restart ---------------------------------------------------
     #
     # Saved: blocks in force, buckets' live state (see Bucket.to_dict), streams
-    # that died in a row. Not saved: probes and in-flight counts, which belong
+    # that died in a row, breakers' failure counts (an open breaker's interval
+    # is its block, saved with the blocks). Not saved: probes and in-flight counts, which belong
     # to requests of the process that stopped. A restored block that has ended
     # by the time it is next asked about brings its probe like any other.
 
@@ -389,6 +461,11 @@ class MemoryStateStore:
         for key, failures in self._stream_failures.items():
             if failures > 0:
                 items[STREAMFAIL_PREFIX + key.removeprefix("entry:")] = {"failures": failures}
+        for key, failures in self._breaker_failures.items():
+            items[BREAKER_PREFIX + key.removeprefix("entry:")] = {
+                "failures": failures,
+                "open": key in self._breakers_open,
+            }
         return items
 
     def import_state(self, items: Mapping[str, Mapping[str, Any]], now: float) -> int:
@@ -442,5 +519,18 @@ class MemoryStateStore:
                 return False
             known = self._stream_failures.get(entry_key, 0)
             self._stream_failures[entry_key] = max(known, failures)
+            return True
+        if key.startswith(BREAKER_PREFIX):
+            entry_key = "entry:" + key.removeprefix(BREAKER_PREFIX)
+            failures = int(data["failures"])
+            if failures <= 0:
+                return False
+            known = self._breaker_failures.get(entry_key, 0)
+            self._breaker_failures[entry_key] = max(known, failures)
+            if data.get("open") is True:
+                self._breakers_open.add(entry_key)
+                if entry_key not in self._blocks:
+                    # Its interval ended while we were down: the next request probes it.
+                    self._probes[entry_key] = None
             return True
         raise ValueError("unknown kind of state")

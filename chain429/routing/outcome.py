@@ -46,6 +46,8 @@ class BlockReason(StrEnum):
     TOKENS = "tokens"  # a token bucket cannot take this request
     CONCURRENCY = "concurrency"  # maxConcurrent requests already in flight
     PROBING = "probing"  # one request is finding out whether the block is over
+    BREAKER = "breaker"  # its circuit breaker is open, or its one probe is in flight
+    BUDGET = "budget"  # not a block: the request made maxAttemptsPerRequest calls
 
 
 # What each kind of failure blocks an entry for.
@@ -74,6 +76,20 @@ class CooldownPolicy:
     # up to maxUpstreamBodyBytes of memory, so the entry rests a minute instead
     # of costing that again on every request; a one-off costs it only a minute.
     oversize_s: float = 60.0
+    # The circuit breaker (settings.breaker): after `breaker_failures` transient
+    # failures in a row an entry is skipped, doubling from the base up to the max.
+    breaker_failures: int = 3  # 0: no breaker
+    breaker_base_s: float = 5.0
+    breaker_max_s: float = 60.0
+
+    def breaker_open_s(self, failures_in_a_row: int) -> float | None:
+        """How long an entry is skipped after this many transient failures in a row."""
+        if self.breaker_failures <= 0:
+            return None
+        over = failures_in_a_row - self.breaker_failures
+        if over < 0:
+            return None
+        return min(self.breaker_base_s * 2.0 ** min(over, 32), self.breaker_max_s)
 
     def mid_stream_cooldown_s(self, failures_in_a_row: int) -> float | None:
         """How long an entry rests after this many consecutive mid-stream failures."""
@@ -97,6 +113,14 @@ class Outcome:
     def falls_through(self) -> bool:
         return self.kind not in (Kind.SUCCESS, Kind.CLIENT_ERROR)
 
+    @property
+    def retryable(self) -> bool:
+        """Worth asking the same entry again (`retry.attempts`): a transient failure that
+        a second call may not meet. Not a timeout: an entry that was slow is likely slow
+        again, and a retry would double the wait. 4xx other than 408/409/429 and a
+        context-length error are not transient, so never retried."""
+        return self.kind is Kind.TRANSIENT and self.token not in _SLOW_TOKENS
+
 
 @dataclass(frozen=True, slots=True)
 class Tried(Generic[T]):
@@ -107,6 +131,9 @@ class Tried(Generic[T]):
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
 
+
+# Transient failures that took a whole timeout: not retried on the same entry.
+_SLOW_TOKENS = frozenset({"timeout", "first_token_timeout"})
 
 # Transport failures, named by the upstream module; all transient.
 TRANSPORT_ERRORS = ("timeout", "connect_error", "connection_reset", "upstream_error")

@@ -12,16 +12,17 @@ import asyncio
 import json
 import logging
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
-from chain429.requestlog.records import AttemptRecord
+from chain429.requestlog.records import AttemptRecord, is_call
 from chain429.routing import tokens
 from chain429.routing.attempts import ask_entry, post_and_classify
 from chain429.routing.limits import Block, Reservation, StateStore
-from chain429.routing.outcome import CooldownPolicy, Kind, Outcome, Tried
+from chain429.routing.outcome import BlockReason, CooldownPolicy, Kind, Outcome, Tried
 from chain429.routing.queueing import QueueError, Queues
 from chain429.routing.runtime import ChainRuntime, EntryRuntime, Snapshot
 from chain429.routing.streaming import Committed, Rejected, StreamSession
@@ -90,10 +91,24 @@ class Trace:
         if not entry.paid and (self.free_recovery is None or until < self.free_recovery):
             self.free_recovery = until
 
+    def over_budget(self, entry: EntryRuntime, budget: int) -> None:
+        """The entry was not asked: the walk had made its `maxAttemptsPerRequest` calls.
+        No recovery is known for that, so the request will not queue for it."""
+        self.only_rate_limits = False
+        self.trail.append(
+            AttemptRecord(
+                len(self.trail) + 1,
+                entry.provider_id,
+                entry.model,
+                f"skip:{BlockReason.BUDGET}",
+                reason=f"{budget} upstream calls made (maxAttemptsPerRequest)",
+            )
+        )
+
     @property
     def calls(self) -> int:
-        """Upstream calls made: every step of the trail that is not a skip."""
-        return sum(1 for a in self.trail if not a.outcome.startswith("skip:"))
+        """Upstream calls made: every step of the trail that stands for one."""
+        return sum(1 for a in self.trail if is_call(a.outcome))
 
     def header(self) -> str:
         return ",".join(f"{a.provider}/{a.model}={a.outcome}" for a in self.trail)
@@ -116,6 +131,17 @@ class Answer(Generic[T]):
 
 
 Attempt = Callable[[EntryRuntime], Awaitable[Tried[T]]]
+
+
+# A cooldown skip that may be waited for (`retry.shortWaitMs`): a rate limit, not
+# a bad key, an empty wallet or a breaker.
+_WAITABLE = frozenset({BlockReason.COOLDOWN})
+
+
+def backoff_s(retry: int) -> float:
+    """The pause before the same entry is asked again: 100-400 ms, jittered so that
+    requests failing together do not come back together, doubling per further retry."""
+    return random.uniform(0.1, 0.4) * 2.0**retry
 
 
 # After the wait before a paid entry, how much longer a free entry may still
@@ -147,12 +173,18 @@ class Waterfall:
         need_tokens: int,
         policy: CooldownPolicy,
         paid_wait_s: float = 0.0,
+        budget: int | None = None,
+        deadline: float | None = None,
     ) -> Answer[T]:
         """Try entries in order until one succeeds or answers with a client error.
 
         Before the first paid entry, if a free entry is known to recover within
         `paid_wait_s`, stop and say so: the caller waits for it instead of paying.
+        An entry may be asked more than once (`EntryRuntime.retry_attempts`,
+        `short_wait_s`), within `budget` calls and without waiting past `deadline`.
         """
+        budget = budget if budget is not None else len(chain.entries) + 2
+        calls = 0
         for entry in chain.entries:
             free_at = trace.free_recovery
             if (
@@ -162,26 +194,112 @@ class Waterfall:
                 and free_at - time.time() <= paid_wait_s
             ):
                 return Answer(None, None, None, wait_for_free_until=free_at)
-            asked = await ask_entry(
-                self.state, entry, attempt, need_tokens=need_tokens, policy=policy
-            )
-            if isinstance(asked, Block):
-                trace.skip(entry, asked)
-                continue
-            outcome = asked.tried.outcome
-            trace.called(entry, outcome, asked.latency_ms, asked.applied)
-            if outcome.kind is Kind.SUCCESS:
-                trace.open.append(asked.reservation)
-            if outcome.falls_through:
+            tries = _Tries()
+            while True:
+                if calls >= budget:
+                    trace.over_budget(entry, budget)
+                    break
+                asked = await ask_entry(
+                    self.state, entry, attempt, need_tokens=need_tokens, policy=policy
+                )
+                if isinstance(asked, Block):
+                    trace.skip(entry, asked)
+                    if asked.reason in _WAITABLE and await self._wait_out(
+                        entry, tries, asked.until, deadline
+                    ):
+                        continue
+                    break
+                calls += 1
+                # When it ended: the provider got it before then, so the spacing
+                # holds as the provider sees it, whatever the connection took.
+                tries.calls.append(time.time())
+                outcome = asked.tried.outcome
+                trace.called(entry, outcome, asked.latency_ms, asked.applied)
+                if outcome.kind is Kind.SUCCESS:
+                    trace.open.append(asked.reservation)
+                if not outcome.falls_through:
+                    return Answer(entry, outcome, asked.tried.result)
+                if calls < budget and await self._again(
+                    entry, tries, outcome, asked.applied, deadline
+                ):
+                    continue
                 log.info(
                     "%s answered %s (%s); trying the next entry",
                     entry.label,
                     outcome.token,
                     outcome.reason,
                 )
-            else:
-                return Answer(entry, outcome, asked.tried.result)
+                break
         return Answer(None, None, None)
+
+    async def _again(
+        self,
+        entry: EntryRuntime,
+        tries: _Tries,
+        outcome: Outcome,
+        applied: Block | None,
+        deadline: float | None,
+    ) -> bool:
+        """Whether to ask the entry again after this failure (having waited if so):
+        a 429 that ends within `shortWaitMs`, or a retryable failure within `attempts`."""
+        if outcome.kind is Kind.RATE_LIMITED:
+            until = applied.until if applied is not None else outcome.until
+            return until is not None and await self._wait_out(entry, tries, until, deadline)
+        if not outcome.retryable or tries.retries >= entry.retry_attempts:
+            return False
+        now = time.time()
+        pause = max(backoff_s(tries.retries), tries.spacing_s(now))
+        if deadline is not None and now + pause > deadline:
+            return False
+        tries.retries += 1
+        log.info(
+            "%s answered %s; asking it again in %.0f ms (retry %d of %d)",
+            entry.label,
+            outcome.token,
+            pause * 1000,
+            tries.retries,
+            entry.retry_attempts,
+        )
+        await asyncio.sleep(pause)
+        return True
+
+    @staticmethod
+    async def _wait_out(
+        entry: EntryRuntime, tries: _Tries, until: float, deadline: float | None
+    ) -> bool:
+        """Wait for a rate limit that ends within the entry's `shortWaitMs` (and before
+        the request's deadline), once per entry; False, at once, otherwise."""
+        now = time.time()
+        if tries.waited or until - now > entry.short_wait_s:
+            return False
+        until = max(until, now + tries.spacing_s(now))
+        if deadline is not None and until > deadline:
+            return False
+        tries.waited = True
+        log.info("%s is rate limited for %.1f s more; waiting for it", entry.label, until - now)
+        await sleep_until(until)
+        return True
+
+
+# However retries and waits combine, one request never makes a third call to an
+# entry within this long of the call two before it: a provider in trouble is
+# not hammered (two calls in 1.5 s at most).
+_SPACING_S = 1.5
+
+
+@dataclass(slots=True)
+class _Tries:
+    """One walk's calls to one entry, for its retry policy."""
+
+    retries: int = 0  # retries after transient failures (`retry.attempts`)
+    waited: bool = False  # whether a short 429 has been waited for (`retry.shortWaitMs`)
+    calls: list[float] = field(default_factory=list)  # when each call ended
+
+    def spacing_s(self, now: float) -> float:
+        """How long the next call must still wait to keep `_SPACING_S`."""
+        if len(self.calls) < 2:
+            return 0.0
+        return max(0.0, self.calls[-2] + _SPACING_S - now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +358,9 @@ class Router:
         if max_wait_s is not None:
             allowed_s = min(allowed_s, max_wait_s)
         deadline = started + allowed_s
-        walk = self._walker(snapshot, chain, request, attempt, trace)
+        # Retries' pauses and short waits stay within the client's wait (or the queue's).
+        walk_deadline = deadline if settings.queue_mode or max_wait_s is not None else None
+        walk = self._walker(snapshot, chain, request, attempt, trace, walk_deadline)
         answer = await walk()
         if answer.entry is not None or not settings.queue_mode or not trace.only_rate_limits:
             return answer
@@ -278,6 +398,7 @@ class Router:
         request: dict[str, Any],
         attempt: Attempt[T],
         trace: Trace,
+        deadline: float | None = None,
     ) -> Callable[[], Awaitable[Answer[T]]]:
         """One walk of the chain, waiting for a free entry rather than paying.
 
@@ -288,6 +409,7 @@ class Router:
         """
         paid_wait_s = snapshot.config.settings.wait_before_paid_ms / 1000
         need_tokens = tokens.reservation(request)
+        budget = snapshot.config.settings.max_attempts_per_request
 
         async def walk() -> Answer[T]:
             nonlocal paid_wait_s
@@ -299,6 +421,8 @@ class Router:
                     need_tokens=need_tokens,
                     policy=snapshot.policy,
                     paid_wait_s=paid_wait_s,
+                    budget=budget,
+                    deadline=deadline,
                 )
                 if answer.wait_for_free_until is None:
                     if answer.entry is not None:
@@ -340,7 +464,9 @@ class Router:
     ) -> Reply | StreamStart:
         """Walk the chain until an entry sends its first token; the caller relays the rest."""
         retry_max_wait = snapshot.config.settings.client_retry_max_wait_ms / 1000
-        session = StreamSession(snapshot, chain, request, self.upstream, self.waterfall.state)
+        session = StreamSession(
+            snapshot, chain, request, self.upstream, self.waterfall.state, trace
+        )
         try:
             answer = await self._walk(
                 snapshot, chain, request, session.open_entry, trace, max_wait_s

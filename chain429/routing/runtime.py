@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from chain429.config.model import Chain, Config, RateLimits
+from chain429.config.sections import resolve_retry
 from chain429.routing.outcome import CooldownPolicy
 from chain429.upstream.client import request_headers
 from chain429.upstream.dialects import Dialect
@@ -34,6 +35,9 @@ class EntryRuntime:
     dialect: Dialect  # how the provider reports its quotas (its preset's)
     bucket: str  # the quota it draws from, shared with entries of the same key
     limits: RateLimits | None  # configured limits: the entry's own, else its provider's
+    # Same-entry retry policy (settings.retry, overridden by the provider's, then the entry's).
+    retry_attempts: int = 0  # extra calls after a transient failure
+    short_wait_s: float = 0.0  # a 429 recovering within this is waited for
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,9 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
             mid_stream_threshold=settings.mid_stream_failure_threshold,
             mid_stream_base_s=settings.mid_stream_cooldown_ms / 1000,
             mid_stream_max_s=settings.mid_stream_cooldown_max_ms / 1000,
+            breaker_failures=settings.breaker.failures,
+            breaker_base_s=settings.breaker.base_ms / 1000,
+            breaker_max_s=settings.breaker.max_ms / 1000,
         ),
         proxy_keys=tuple(key.encode() for key in settings.api_keys),
         admin_keys=tuple(key.encode() for key in settings.admin_keys),
@@ -111,6 +118,7 @@ def _chain_runtime(config: Config, chain: Chain) -> ChainRuntime:
         prefill = entry.supports_prefill
         preset = preset_for(provider.type)
         scope = provider.quota_scope or preset.quota_scope
+        attempts, short_wait_ms = resolve_retry(entry.retry, provider.retry, settings.retry)
         entries.append(
             EntryRuntime(
                 provider_id=provider.id,
@@ -126,6 +134,8 @@ def _chain_runtime(config: Config, chain: Chain) -> ChainRuntime:
                 dialect=preset.dialect,
                 bucket=bucket_key(provider.id, scope, entry.model),
                 limits=entry.rate_limits or provider.rate_limits,
+                retry_attempts=attempts,
+                short_wait_s=short_wait_ms / 1000,
             )
         )
     return ChainRuntime(chain.name, tuple(entries))

@@ -1,12 +1,14 @@
 """Streaming completions that never lie.
 
-Before the first chunk that carries content (the commit point) nothing reaches
-the client, not even headers, so any failure (an error status, a body that is
-not SSE, an error event, a cut, a slow first token) can still fall through to
-the next entry unseen. After it, chunks are relayed as they arrive; a stream
-that then dies ends with one `data: {"error": ...}` event and no `[DONE]`, so
-OpenAI SDKs raise instead of returning half an answer, unless the settings say
-to finish the answer on another entry that accepts a prefill.
+Before the first chunk that carries content, reasoning or a tool call (the
+commit point) nothing reaches the client, not even headers, so any failure (an
+error status, a body that is not SSE, an error event, a cut, no first token
+within `firstTokenTimeoutMs` of sending) can still fall through to the next
+entry, or be retried on the same one, unseen. After it, chunks are relayed as
+they arrive; a stream that then dies ends with one `data: {"error": ...}` event
+and no `[DONE]`, so OpenAI SDKs raise instead of returning half an answer,
+unless `midStream: continue` finishes the answer on a later entry
+(chain429.routing.continuation).
 
 What a provider can make us hold or wait for is bounded: before the commit
 point the body (`maxUpstreamBodyBytes`) and each event (`maxSseEventBytes`),
@@ -27,8 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from chain429.routing import tokens
-from chain429.routing.attempts import ask_entry, transport_failure
-from chain429.routing.limits import Block, Reservation, StateStore
+from chain429.routing.attempts import transport_failure
+from chain429.routing.continuation import Trail, note_interrupted, take_over
+from chain429.routing.limits import Reservation, StateStore
 from chain429.routing.outcome import (
     TOO_LARGE_ANSWER,
     Kind,
@@ -69,6 +72,9 @@ class StreamStats:
     malformed_chunks: int = 0
     done_added: bool = False  # the provider finished without [DONE]; we sent it
     continued_on: list[str] = field(default_factory=list)
+    # midStream: continue: how the answer was finished after a failure, if it was:
+    # "prefill", "restart", or "interrupted" (it ended with an error event).
+    path: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     tokens_estimated: bool = False
@@ -190,6 +196,14 @@ class Rejected:
     body: bytes
 
 
+def _slow_first_token() -> Outcome:
+    return Outcome(
+        Kind.TRANSIENT,
+        "first_token_timeout",
+        reason="no token within firstTokenTimeoutMs of sending the request",
+    )
+
+
 def _client_wants_usage(request: dict[str, Any]) -> bool:
     options = request.get("stream_options")
     return isinstance(options, dict) and bool(options.get("include_usage"))
@@ -205,8 +219,10 @@ class StreamSession:
         request: dict[str, Any],
         upstream: Upstream,
         state: StateStore,
+        trace: Trail | None = None,
     ) -> None:
         settings = snapshot.config.settings
+        self.trace = trace  # the request's attempt trail: continuations add to it
         self.snapshot = snapshot
         self.chain = chain
         self.request = request
@@ -244,15 +260,21 @@ class StreamSession:
         """Ask one entry; succeed only once it has sent a token."""
         policy = self.snapshot.policy
         payload, added_usage = self._payload(entry, request or self.request)
+        # One deadline from the moment the request is sent: connecting, the headers
+        # and the first token all spend it (a provider that answers its headers at
+        # once but thinks for 20 s is as slow as one that sends nothing for 20 s).
         deadline = asyncio.get_running_loop().time() + self.first_token_s
         try:
-            stream = await self.upstream.open_stream(
-                entry.url,
-                entry.stream_headers,
-                payload,
-                timeout_s=min(entry.timeout_s, self.first_token_s),
-                max_bytes=self.max_body_bytes,
-            )
+            async with asyncio.timeout_at(deadline):
+                stream = await self.upstream.open_stream(
+                    entry.url,
+                    entry.stream_headers,
+                    payload,
+                    timeout_s=min(entry.timeout_s, self.first_token_s),
+                    max_bytes=self.max_body_bytes,
+                )
+        except TimeoutError:
+            return Tried(_slow_first_token())
         except UpstreamError as exc:
             return Tried(transport_failure(exc.kind, policy))
         committed: Committed | None = None
@@ -306,10 +328,7 @@ class StreamSession:
                 ended = Outcome(Kind.TRANSIENT, token, reason="the stream ended before a token")
                 return Tried(ended, None, headers)
         except TimeoutError:
-            slow = Outcome(
-                Kind.TRANSIENT, "first_token_timeout", reason="no token within firstTokenTimeoutMs"
-            )
-            return Tried(slow, None, headers)
+            return Tried(_slow_first_token(), None, headers)
         except UpstreamError as exc:
             return Tried(transport_failure(exc.kind, policy))
         except EventTooLarge:
@@ -368,10 +387,15 @@ class StreamSession:
             if failure is None:
                 break
             code, message = failure
-            continues = self.continue_mid_stream and code != "stream_too_long"
-            current = await self._continuation(current, send) if continues else None
+            current = None
+            if self.continue_mid_stream and code != "stream_too_long":
+                taken = await take_over(self, last)
+                if taken is not None:
+                    current = taken[0]
+                    await send(b"".join(current.held))
             if current is None:
                 self.stats.end = code
+                note_interrupted(self, last.entry, message)
                 await send(data_event(error_body(message, "server_error", code).decode()))
         self._count_tokens(last.reader)
 
@@ -459,42 +483,6 @@ class StreamSession:
                     pass
         except (TimeoutError, UpstreamError):
             pass
-
-    async def _continuation(self, failed: Committed, send: Send) -> Committed | None:
-        """Finish the answer on a later entry that accepts the partial answer as a prefill."""
-        if failed.reader.saw_tool_calls:
-            return None  # a half-built tool call cannot be continued as text
-        if not failed.reader.kept_all_text:
-            return None  # an answer longer than we keep: no prefill to send
-        partial = "".join(failed.reader.text)
-        messages = [*self.request["messages"], {"role": "assistant", "content": partial}]
-        request = {**self.request, "messages": messages}
-        entries = self.chain.entries
-        start = entries.index(failed.entry) + 1 if failed.entry in entries else len(entries)
-        for entry in entries[start:]:
-            if not entry.supports_prefill:
-                continue
-            asked = await ask_entry(
-                self.state,
-                entry,
-                lambda entry: self.open_entry(entry, request),
-                need_tokens=0,
-                policy=self.snapshot.policy,
-            )
-            if isinstance(asked, Block):
-                continue
-            committed = asked.tried.result
-            if not isinstance(committed, Committed):
-                continue
-            self.continuations.append(asked.reservation)
-            self.stats.continued_on.append(entry.label)
-            # The new stream's preamble (its role chunk) would restart the answer: send
-            # only its content, and keep what the first stream already said.
-            committed.reader.text[:0] = failed.reader.text
-            committed.reader.chars += failed.reader.chars
-            await send(committed.held[-1])
-            return committed
-        return None
 
     def _count_tokens(self, reader: ChunkReader) -> None:
         usage = reader.usage

@@ -262,6 +262,13 @@ async def _relay(
     if stats.end != "done":
         record.outcome = stats.end
         log.warning("stream from %s ended early: %s", stream.entry.label, stats.end)
+    elif stats.continued_on:
+        log.info(
+            "stream from %s died mid-answer; finished by %s (%s)",
+            stream.entry.label,
+            ", ".join(stats.continued_on),
+            stats.path,
+        )
     record.prompt_tokens, record.completion_tokens = stats.prompt_tokens, stats.completion_tokens
     if stats.prompt_tokens is not None and stats.completion_tokens is not None:
         record.total_tokens = stats.prompt_tokens + stats.completion_tokens

@@ -18,6 +18,7 @@ from sanic.response import HTTPResponse, raw
 
 from chain429 import __version__
 from chain429.requestlog.writer import Telemetry
+from chain429.routing.outcome import BlockReason
 from chain429.server.auth import Scope, authorize, is_guarded, presented_key
 from chain429.server.context import AppContext, AppRequest
 from chain429.server.errors import ApiError
@@ -58,7 +59,9 @@ async def metrics(request: AppRequest) -> HTTPResponse:
     ctx = request.app.ctx
     if not ctx.snapshot.config.settings.metrics_public:
         authorize(request, ctx.snapshot, Scope.READ)
-    ctx.cooldowns_in_force = len(await ctx.state.snapshot(time.time()))
+    blocks = await ctx.state.snapshot(time.time())
+    ctx.cooldowns_in_force = len(blocks)
+    ctx.breakers_open = sum(1 for block in blocks if block["reason"] == BlockReason.BREAKER)
     return raw(ctx.metrics.render(), 200, None, METRICS_CONTENT_TYPE)
 
 
@@ -102,6 +105,7 @@ def gauges(ctx: AppContext) -> dict[str, float]:
     reloader = getattr(ctx, "reloader", None)
     return {
         "chain429_active_cooldowns": float(ctx.cooldowns_in_force),
+        "chain429_open_breakers": float(ctx.breakers_open),
         "chain429_open_connections": float(guard.open) if guard else 0.0,
         "chain429_request_queue_depth": float(ctx.router.queue_depth) if ctx.serving else 0.0,
         "chain429_config_rejected": float(reloader is not None and reloader.last_error is not None),

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from chain429.requestlog.records import RequestRecord
+from chain429.requestlog.records import INTERRUPTED, RequestRecord
 from chain429.requestlog.tables import LATENCY_BUCKETS_MS
 from chain429.requestlog.writer import Telemetry
 
@@ -32,6 +32,10 @@ class _StateCollector(Collector):
         values = self._read()
         for name, help_text in (
             ("chain429_active_cooldowns", "Entries or providers blocked right now."),
+            (
+                "chain429_open_breakers",
+                "Entries whose circuit breaker is open right now (skipped: `skip:breaker`).",
+            ),
             ("chain429_open_connections", "Client connections open right now."),
             ("chain429_request_queue_depth", "Requests waiting for a provider to recover."),
             (
@@ -98,6 +102,13 @@ class Metrics:
             ("provider", "model", "reason"),
             registry=self.registry,
         )
+        self.interrupted = Counter(
+            "chain429_streams_interrupted",
+            "Streams that ended with an error event after their first token (no entry could "
+            "finish the answer), by the entry whose stream died.",
+            ("provider", "model"),
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "chain429_request_latency_seconds",
             "Time from request to the full answer.",
@@ -147,6 +158,8 @@ class Metrics:
         for attempt in record.trail:
             if attempt.outcome.startswith("skip:"):
                 self.skips.labels(attempt.provider, attempt.model, attempt.outcome[5:]).inc()
+            elif attempt.outcome == INTERRUPTED:
+                self.interrupted.labels(attempt.provider, attempt.model).inc()
             else:
                 self.attempts.labels(attempt.provider, attempt.model, attempt.outcome).inc()
 

@@ -110,8 +110,9 @@ def null_means_default(schema: Schema) -> None:
             kinds = field["type"] if isinstance(field["type"], list) else [field["type"]]
             if "null" not in kinds:
                 field["type"] = [*kinds, "null"]
-        elif options is None:
-            schema["properties"][name] = {"anyOf": [field, {"type": "null"}]}
+        elif options is None:  # a sub-model ($ref): its description stays beside the anyOf
+            described = {key: field.pop(key) for key in ("description", "title") if key in field}
+            schema["properties"][name] = {"anyOf": [field, {"type": "null"}], **described}
 
 
 def header_refs(*names: str) -> Schema:
@@ -210,7 +211,11 @@ QUOTA = obj("limit:i? remaining:i? reset_at:t? source:s?",
 RATELIMITS = obj("", "object entries buckets blocks", object=const("ratelimits"),
     entries=list_of(obj("chain provider model bucket reason:s? until:t? in_flight:i",
         state=typed("string", enum=list(get_args(EntryState))),
-        source=nullable("string", "`header`, `body`, `manual`, `status`, `default`."))),
+        source=nullable("string", "`header`, `body`, `manual`, `status`, `default`."),
+        breaker=obj("failures:i until:t? reason:s?", "state failures until reason",
+                    "The entry's circuit breaker (`settings.breaker`): `open` skips it until "
+                    "`until`, `half_open` lets one probe through.",
+                    state=typed("string", enum=["closed", "open", "half_open"])))),
     buckets=list_of(obj("bucket provider in_flight:i", quotas=list_of(QUOTA))),
     blocks=list_of(obj("until:t?"), "Every block in force."))
 HEALTH = obj("version uptime_s:n config_generation:i config_loaded_at:n",

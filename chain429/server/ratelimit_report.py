@@ -33,7 +33,7 @@ async def ratelimits(request: AppRequest) -> HTTPResponse:
 
 
 # An entry's state, as /v1/ratelimits, the CLI and the web UI show it.
-EntryState = Literal["available", "limited", "cooling", "unhealthy", "probing"]
+EntryState = Literal["available", "limited", "cooling", "unhealthy", "probing", "broken"]
 
 # What a block means for an entry's state.
 STATE_OF: dict[BlockReason, EntryState] = {
@@ -45,6 +45,8 @@ STATE_OF: dict[BlockReason, EntryState] = {
     BlockReason.TOKENS: "limited",
     BlockReason.CONCURRENCY: "limited",
     BlockReason.PROBING: "probing",
+    BlockReason.BREAKER: "broken",  # its circuit breaker is open, or its probe is in flight
+    BlockReason.BUDGET: "limited",  # never a block in force; here for completeness
 }
 
 
@@ -90,17 +92,25 @@ async def ratelimit_report(snapshot: Snapshot, state: StateStore, now: float) ->
             block = await state.check(entry, now)
             quotas = state.bucket_quotas(entry, now)
             in_flight = state.in_flight(entry)
+            breaker = state.breaker(entry, now)
+            state_now: EntryState = STATE_OF[block.reason] if block else "available"
+            if block is None and breaker["state"] == "half_open":
+                state_now = "probing"  # the next request (or the one in flight) probes it
             entries.append(
                 {
                     "chain": chain.name,
                     "provider": entry.provider_id,
                     "model": entry.model,
                     "bucket": entry.bucket,
-                    "state": STATE_OF[block.reason] if block else "available",
-                    "reason": block.detail if block else None,
+                    "state": state_now,
+                    "reason": block.detail if block else breaker["reason"],
                     "source": block.source if block else None,
                     "until": iso(block.until) if block else None,
                     "in_flight": in_flight,
+                    "breaker": {
+                        **breaker,
+                        "until": iso(breaker["until"]) if breaker["until"] else None,  # type: ignore[arg-type]
+                    },
                 }
             )
             buckets[entry.bucket] = {

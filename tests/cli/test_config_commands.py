@@ -21,7 +21,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from chain429.cli import wizard
-from chain429.config.loader import parse_config_text, read_dotenv
+from chain429.config.loader import load_config, parse_config_text, read_dotenv
 from chain429.fakes.provider import FakeProvider, Reply
 from fixtures.cli_edits import assert_comments_kept, cli, commented
 from fixtures.processes import free_port, run, serving, wait_healthy
@@ -87,11 +87,27 @@ def keystrokes(*keys: str) -> Iterator[None]:
 
 
 def test_init_wizard_ticks_found_keys_and_asks_chains_and_port():
-    # openrouter (unticked) gets ticked; groq was found; untick "smart"; port 8080.
-    with keystrokes(SPACE, ENTER, DOWN, SPACE, ENTER, "\x7f" * 4, "8080", ENTER):
+    # openrouter (unticked) gets ticked; groq was found; untick "smart"; port 8080;
+    # failing entries: the first answer (move on at once).
+    with keystrokes(SPACE, ENTER, DOWN, SPACE, ENTER, "\x7f" * 4, "8080", ENTER, ENTER):
         plan = wizard.ask_init({"groq": "GROQ_API_KEY"}, 3429)
     assert plan.providers == {"openrouter": "OPENROUTER_API_KEY", "groq": "GROQ_API_KEY"}
     assert (plan.chains, plan.port) == (("fast",), 8080)
+    assert plan.failover is wizard.Failover.WATERFALL
+
+
+def test_init_asks_whether_the_chain_order_is_a_preference(tmp_path):
+    """Equals: the plain waterfall (no settings.retry); a preference: one retry, short waits."""
+    with keystrokes(ENTER, ENTER, ENTER, DOWN, ENTER):
+        plan = wizard.ask_init({"groq": "GROQ_API_KEY"}, 3429)
+    assert plan.failover is wizard.Failover.PREFERRED
+    for choice, expected in (("waterfall", (0, 0)), ("preferred", (1, 3000))):
+        path = tmp_path / choice / "chain429.yaml"
+        path.parent.mkdir()
+        result = cli("init", "--yes", "--failover", choice, "-c", str(path), env=KEYS)
+        assert result.exit_code == 0, result.output
+        retry = load_config(path, environ=KEYS | dict(read_dotenv(path.parent / ".env")))
+        assert (retry.settings.retry.attempts, retry.settings.retry.short_wait_ms) == expected
 
 
 def test_chain_wizard_picks_entries_and_orders_them():
@@ -383,8 +399,8 @@ def test_a_running_server_takes_the_change(tmp_path):
 def test_init_wizard_through_the_cli(tmp_path, monkeypatch):
     path = tmp_path / "chain429.yaml"
     monkeypatch.setattr(wizard, "can_prompt", lambda: True)
-    # groq's key is found (ticked); accept; both chains; the default port.
-    with keystrokes(ENTER, ENTER, ENTER):
+    # groq's key is found (ticked); accept; both chains; the default port; move on at once.
+    with keystrokes(ENTER, ENTER, ENTER, ENTER):
         result = cli("init", "-c", str(path), env={"GROQ_API_KEY": "g"})
     assert result.exit_code == 0, result.output
     assert "provider: groq" in path.read_text() and "openai" not in path.read_text()

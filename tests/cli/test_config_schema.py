@@ -20,7 +20,16 @@ from test_main import run
 
 from chain429.config.errors import ConfigError
 from chain429.config.loader import parse_config_text
-from chain429.config.model import Chain, ChainEntry, Config, Provider, RateLimits, Settings
+from chain429.config.model import (
+    Breaker,
+    Chain,
+    ChainEntry,
+    Config,
+    Provider,
+    RateLimits,
+    Retry,
+    Settings,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted(
@@ -139,6 +148,8 @@ PLACES: dict[str, tuple[str | int, ...]] = {
     "RateLimits": ("providers", 0, "rateLimits"),
     "Chain": ("chains", 0),
     "ChainEntry": ("chains", 0, "entries", 0),
+    "Breaker": ("settings", "breaker"),
+    "Retry": ("settings", "retry"),
 }
 
 
@@ -194,7 +205,7 @@ def test_a_value_with_a_reference_is_left_to_the_loader(schema, value, environ, 
 
 
 def test_every_field_is_described_in_the_models_and_the_schema(schema):
-    for model in (Config, Settings, Provider, RateLimits, Chain, ChainEntry):
+    for model in (Config, Settings, Provider, RateLimits, Chain, ChainEntry, Retry, Breaker):
         for name, field in model.model_fields.items():
             assert (field.description or "").strip(), f"{model.__name__}.{name}"
     for definition in [schema, *schema["$defs"].values()]:

@@ -9,7 +9,8 @@ import pytest
 
 from chain429.config.errors import ConfigError, ConfigIssue
 from chain429.config.loader import find_config_path, load_config, parse_config_text, read_dotenv
-from chain429.config.model import Chain, ChainEntry, Config, Provider, Settings
+from chain429.config.model import Chain, ChainEntry, Config, Provider, Retry, Settings
+from chain429.routing.runtime import build_snapshot
 
 COMPAT_CONFIG = Path(__file__).resolve().parents[1] / "fixtures" / "429chain.yaml"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -76,7 +77,10 @@ def test_defaults() -> None:
         5000,
     )
     assert (s.payment_cooldown_ms, s.unhealthy_cooldown_ms) == (300000, 600000)
-    assert (s.stream_idle_timeout_ms, s.first_token_timeout_ms) == (20000, 15000)
+    assert (s.stream_idle_timeout_ms, s.first_token_timeout_ms) == (20000, 10000)
+    # Failover: the plain waterfall (no retries, no waits), a breaker after 3 failures.
+    assert (s.retry.attempts, s.retry.short_wait_ms, s.max_attempts_per_request) == (0, 0, None)
+    assert (s.breaker.failures, s.breaker.base_ms, s.breaker.max_ms) == (3, 5000, 60000)
     assert (s.mid_stream_failure_threshold, s.mid_stream_cooldown_ms) == (3, 120000)
     assert s.mid_stream_cooldown_max_ms == 1800000
     assert (s.queue_mode, s.queue_max_wait_ms, s.queue_max_size) == (False, 300000, 100)
@@ -134,6 +138,32 @@ def test_every_camel_case_key_is_read(tmp_path: Path) -> None:
     assert entry.rate_limits is not None and entry.rate_limits.requests_per_minute == 10
     assert (entry.paid, entry.supports_prefill) == (False, True)
     assert config.chains[0].entries[1].paid is None
+    assert (s.retry.attempts, s.retry.short_wait_ms, s.max_attempts_per_request) == (1, 3000, 17)
+    assert (s.breaker.failures, s.breaker.base_ms, s.breaker.max_ms) == (4, 18000, 19000)
+    assert config.provider("groq").retry == Retry(attempts=2)
+    assert entry.retry == Retry(short_wait_ms=500)
+
+
+def test_retry_is_inherited_key_by_key() -> None:
+    """An entry's `retry` overrides its provider's, which overrides `settings.retry`, one
+    key at a time: what the entry leaves out comes from the level above."""
+    env = {"PROXY_KEY": "pk", "GROQ_API_KEY": "gk"}
+    snapshot = build_snapshot(load_config(FIXTURES / "full.yaml", environ=env))
+    groq, local = snapshot.chains["fast"].entries
+    # groq: attempts from the provider (2), shortWaitMs from the entry (500 ms).
+    assert (groq.retry_attempts, groq.short_wait_s) == (2, 0.5)
+    # local: nothing of its own: settings.retry.
+    assert (local.retry_attempts, local.short_wait_s) == (1, 3.0)
+    assert snapshot.policy.breaker_open_s(3) is None
+    assert [snapshot.policy.breaker_open_s(n) for n in (4, 5)] == [18.0, 19.0]
+
+
+@pytest.mark.parametrize(
+    "retry", [{"attempts": 4}, {"attempts": -1}, {"shortWaitMs": 60001}, {"attempts": True}]
+)
+def test_retry_out_of_bounds_is_refused(retry: dict[str, object]) -> None:
+    with pytest.raises(pydantic.ValidationError):
+        Config.model_validate({"version": 1, "settings": {"retry": retry}})
 
 
 def test_models_are_frozen_and_use_tuples() -> None:

@@ -104,3 +104,35 @@ def test_without_a_request_log_nothing_is_saved_or_restored(fake, proxy):
     with p.http() as http:
         response = http.post("/v1/chat/completions", json={"model": "main", "messages": HELLO})
     assert response.headers["x-429chain-trace"] == "a/model-a=429,b/model-b=200"
+
+
+def test_an_open_circuit_breaker_survives_a_restart(fake, tmp_path):
+    a = fake("a", default=Reply.error(503, "down"))
+    b = fake("b")
+    config = Config.model_validate(
+        chain_config(
+            [provider_entry("a", a), provider_entry("b", b)],
+            [("a", "model-a"), ("b", "model-b")],
+            settings={"breaker": {"failures": 2, "baseMs": 60000}},
+        )
+    )
+    url = f"sqlite:///{tmp_path / 'chain429.db'}"
+    first = start(config, url)
+    try:
+        traces = [chat(first).headers["x-429chain-trace"] for _ in range(3)]
+    finally:
+        first.stop()
+    assert traces == ["a/model-a=503,b/model-b=200"] * 2 + ["a/model-a=skip:breaker,b/model-b=200"]
+
+    second = start(config, url)
+    try:
+        again = chat(second).headers["x-429chain-trace"]
+        report = httpx.get(
+            f"{second.url}/v1/ratelimits", headers={"authorization": f"Bearer {PROXY_KEY}"}
+        ).json()
+    finally:
+        second.stop()
+    assert again == "a/model-a=skip:breaker,b/model-b=200"
+    assert len(a.requests) == 2  # never asked after the restart
+    (entry,) = [e for e in report["entries"] if e["provider"] == "a"]
+    assert entry["breaker"]["state"] == "open" and entry["breaker"]["failures"] == 2

@@ -13,7 +13,7 @@ const REFRESH_MS = 2000;
 const ENTRY_COLUMNS = ["Chain", "Entry", "State", "Why", "Ends", { label: "In flight", class: "num" }, ""];
 const BUCKET_COLUMNS = ["Bucket", "Provider", "Quota", "Resets", "Known from", { label: "In flight", class: "num" }];
 const BLOCK_COLUMNS = ["Scope key", "Scope", "Reason", "Detail", "Ends", ""];
-const CLEARABLE = new Set(["cooling", "unhealthy", "probing"]);
+const CLEARABLE = new Set(["cooling", "unhealthy", "probing", "broken"]);
 const SOURCES = {
   header: "provider's rate-limit headers",
   body: "the provider's error body (retry hint)",
