@@ -26,6 +26,7 @@ from . import (
     fake_commands,
     limits_commands,
     output,
+    selftest_commands,
     server_commands,
     settings_commands,
 )
@@ -194,6 +195,7 @@ server_commands.register(app)
 fake_commands.register(app)
 edit_commands.register(app)
 limits_commands.register(app)
+selftest_commands.register(app)
 
 
 def run() -> None:

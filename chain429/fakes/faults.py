@@ -47,7 +47,7 @@ class Fault:
     steps: tuple[Step, ...]  # what the first entry plays, call by call (then healthy)
     loop: bool = False  # play the steps again and again (a persistent fault)
     requests: int = 1  # requests the client sends for this fault, one after another
-    spacing_s: float = 0.0  # seconds between the starts of those requests
+    pause_s: float = 0.0  # seconds the client waits after an answer before the next request
     # What the other entries do with a prefill (a stream's continuation): as
     # their config says (`supportsPrefill`), or refuse it whatever it says.
     fallback: Fallback = "as-configured"
@@ -79,29 +79,30 @@ def _step(**values: object) -> Step:
     return Step(text=ANSWER, **values)  # type: ignore[arg-type]
 
 
-# A request every 2 s is an ordinary client: with one retry, an entry gets at
-# most two calls within 1.5 s, which is the "never hammered" bound.
-_SPACING_S = 2.0
+# A client that waits 2 s after each answer is an ordinary one: then, with one
+# retry, an entry gets at most two calls within 1.5 s: the "never hammered"
+# bound (docs/failover.md), which the matrix checks for every row.
+_PAUSE_S = 2.0
 
 FAULTS: tuple[Fault, ...] = (
     Fault("429-short", "429 with Retry-After: 2, then fine", (_step(status=429, retry_after="2"),)),
     Fault("429-long", "429 with Retry-After: 60", (_step(status=429, retry_after="60"),)),
     Fault(
         "429-no-hint",
-        "429 without any hint, on every call (3 requests, one every 2 s)",
+        "429 without any hint, on every call (3 requests, 2 s apart)",
         (_step(status=429),),
         loop=True,
         requests=3,
-        spacing_s=_SPACING_S,
+        pause_s=_PAUSE_S,
     ),
     Fault("500-once", "one 500, then fine", (_step(status=500),)),
     Fault(
         "503-outage",
-        "503 on every call (6 requests, one every 2 s)",
+        "503 on every call (6 requests, 2 s apart)",
         (_step(status=503),),
         loop=True,
         requests=6,
-        spacing_s=_SPACING_S,
+        pause_s=_PAUSE_S,
     ),
     Fault("reset", "connection reset before the headers, then fine", (Step(drop="reset"),)),
     Fault(
@@ -145,11 +146,11 @@ FAULTS: tuple[Fault, ...] = (
     ),
     Fault(
         "flapping",
-        "503 and 200 in turn (6 requests, one every 2 s)",
+        "503 and 200 in turn (6 requests, 2 s apart)",
         (_step(status=503), _step()),
         loop=True,
         requests=6,
-        spacing_s=_SPACING_S,
+        pause_s=_PAUSE_S,
     ),
 )
 

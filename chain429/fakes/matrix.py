@@ -23,11 +23,15 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, unquote
 
 import httpx
+import yaml
 
+from chain429.config.errors import ConfigError, ConfigIssue
+from chain429.config.loader import parse_config_text, references_in
 from chain429.config.model import Chain, Config
 from chain429.fakes.faults import ANSWER, FAULTS, Fault, healthy
 from chain429.fakes.provider import FakeProvider
@@ -44,6 +48,7 @@ __all__ = [
     "RunResult",
     "give_up_after_s",
     "http_client",
+    "load_shape",
     "run_matrix",
 ]
 
@@ -179,6 +184,27 @@ class _Run:
         return value.replace(f"~{self.index}/", "/") if value is not None else None
 
 
+def load_shape(path: Path) -> Config:
+    """The config at `path` as the matrix needs it: its settings and chains, no secret.
+
+    Every `${VAR}` reads as empty (its `:-default` if it has one), and no
+    `.env` is read: the matrix replaces each provider's key and URL anyway,
+    and a self-test must not be the way a secret leaves the environment.
+    Raises ConfigError (file, line, field) for a file that is not a config.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except FileNotFoundError:
+        raise ConfigError([ConfigIssue(str(path), None, "", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(str(path), None, "", f"cannot read: {exc}")]) from None
+    except yaml.YAMLError:
+        data = None  # parse_config_text says where and why
+    empty = dict.fromkeys(references_in(data), "")
+    return parse_config_text(text, filename=str(path), environ=empty, dotenv_dir=None)
+
+
 def give_up_after_s(config: Config) -> float:
     """How long a client waits for one answer before calling it a hang.
 
@@ -281,7 +307,8 @@ async def _play(run: _Run, url: str, client: Client, timeout_s: float) -> RunRes
     call = Call(f"{url}/v1", PROXY_KEY, f"{run.chain.name}~{run.index}", run.stream, timeout_s)
     received: list[Received] = []
     for n in range(run.fault.requests):
-        await asyncio.sleep(max(0.0, run.started + n * run.fault.spacing_s - time.monotonic()))
+        if n:
+            await asyncio.sleep(run.fault.pause_s)
         got = await client(call)
         received.append(
             Received(

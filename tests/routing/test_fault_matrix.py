@@ -7,7 +7,7 @@ official `openai` SDK is the client, plain and streaming. Each row says what
 the client receives (the complete answer or a clean error), how many calls
 each fake saw and how long it took (generous bounds: the machine is shared).
 Every row also holds the "never hammered" rule: no entry gets more than two
-calls within 1.5 s (sequences send one request every 2 s, as a calm client).
+calls within 1.5 s (a sequence waits 2 s after each answer, as a calm client).
 
 Two configurations:
 - DEFAULTS: what the defaults rescue, which is what a plain waterfall can;
