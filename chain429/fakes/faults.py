@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import shlex
 from collections.abc import Callable, Iterator
 from typing import Literal
 
@@ -71,7 +72,7 @@ class Fault:
     @property
     def cli(self) -> str:
         """The same fault as `chain429 fake` arguments (docs/fake.md)."""
-        replies = " ".join(f"-r {step.describe()}" for step in self.steps)
+        replies = " ".join(f"-r {shlex.quote(step.describe())}" for step in self.steps)
         return f"{replies} --loop" if self.loop else replies
 
 
