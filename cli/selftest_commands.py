@@ -74,7 +74,6 @@ def selftest(
     what it received and how long it took (docs/failover.md explains the rows).
     Exit 1 if any fault ends in a hang or a truncated success.
     """
-    from chain429.cli.main import load_or_exit
     from chain429.config.errors import ConfigError
     from chain429.config.loader import find_config_path
     from chain429.fakes.faults import FAULTS, fault_named
@@ -84,9 +83,13 @@ def selftest(
     path = find_config_path(str(config) if config else None)
     try:
         shape = load_shape(path)
-    except ConfigError:
-        load_or_exit(path)  # says what is wrong, with file and line
-        raise
+    except ConfigError as err:
+        for issue in err.issues:
+            output.stderr.print(str(issue), markup=False, highlight=False)
+        raise fail(
+            f"{path} is not a config selftest can play (see `chain429 validate`; selftest "
+            "reads no environment variable: each ${VAR} is empty here)"
+        ) from None
     try:
         faults = [fault_named(name) for name in fault] if fault else list(FAULTS)
     except KeyError as err:

@@ -130,6 +130,18 @@ def test_a_wait_longer_than_a_client_will_stay_is_a_hang_and_exit_1(tmp_path):
     )
 
 
+def test_a_provider_url_or_key_from_the_environment_is_not_needed(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "version: 1\nsettings: {apiKeys: ['${PROXY_KEY}']}\nproviders:\n"
+        "  - {id: local, type: generic-openai, baseUrl: '${LOCAL_URL}', apiKey: '${KEY}'}\n"
+        "chains:\n  - {name: c, entries: [{provider: local, model: m}]}\n"
+    )
+    result = run("selftest", "--config", str(path), "--fault", "no-done", "--json")
+    assert result.returncode == 0, result.stderr
+    assert {r["verdict"] for r in json.loads(result.stdout)["runs"]} == {"complete"}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
