@@ -24,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -118,6 +119,8 @@ class SdkClient:
             return got("error", err.status_code, code=err.code)
         except (TimeoutError, openai.APITimeoutError):
             return got("hang", None)
+        except (openai.APIConnectionError, httpx.HTTPError):
+            return got("truncated", None)  # the connection broke: no answer, no clean error
 
     async def close(self) -> None:
         for sdk in self.clients.values():
@@ -171,7 +174,6 @@ class Row:
     code: str | None = None  # the clean error's code
     at_least_s: float = 0.0  # it really waited (a short Retry-After)
     first_trace: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def both(row: Row) -> dict[bool, Row]:
