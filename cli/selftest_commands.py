@@ -41,6 +41,13 @@ def _cell(run: RunResult) -> str:
         one = got[0]
         who = one.code if one.outcome == "error" else one.provider
         what = _OUTCOME_WORDS[one.outcome] + (f" {who}" if who else "")
+        # The provider header names the entry whose stream the client got; an entry
+        # called after it finished that stream (midStream: continue).
+        called = list(run.calls)  # in the order of their first call
+        if one.outcome == "complete" and one.provider in called:
+            after = called[called.index(one.provider) + 1 :]
+            if after:
+                what += f", finished by {after[-1]}"
         return f"{what} in {one.seconds:.1f} s"
     answers = sum(r.outcome == "complete" for r in got)
     verdict = "" if run.verdict in ("complete", "error") else f", {_OUTCOME_WORDS[run.verdict]}"

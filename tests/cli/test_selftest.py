@@ -91,6 +91,9 @@ def test_selftest_prints_a_row_per_chain_and_fault(config):
         "error content_filter"
     )
     assert rows[("fast", "429-short")][0].startswith("answer cerebras/llama-3.3-70b in ")
+    assert rows[("fast", "stream-cut")][1].startswith(
+        "answer groq/llama-3.3-70b-versatile, finished by cerebras/llama-3.3-70b in "
+    )
     assert "all 12 runs ended in a complete answer or a clean error" in result.stderr
 
 
