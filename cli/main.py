@@ -209,6 +209,7 @@ def _whole() -> typer.Typer:
             edit_commands,
             fake_commands,
             limits_commands,
+            selftest_commands,
             server_commands,
             settings_commands,
         )
@@ -221,6 +222,7 @@ def _whole() -> typer.Typer:
         fake_commands.register(_app)
         edit_commands.register(_app)
         limits_commands.register(_app)
+        selftest_commands.register(_app)
         globals()["app"] = _app
     return _app
 

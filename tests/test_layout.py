@@ -8,7 +8,8 @@ holds the code to it, from the code's own import statements (imports under
        │          │           ▲
        ├──> requestlog ──> config
        └──────────────────────┘
-    fakes: provider/replies/script import nothing of ours; the demo builds a server.
+    fakes: provider/replies/script/faults import nothing of ours; the demo and the
+    fault matrix build a server.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ ALLOWED: dict[str, set[str]] = {
     "server": {"routing", "upstream", "config", "requestlog"},
     "fakes": {"server", "routing", "upstream", "config", "requestlog"},
 }
-# Within fakes, only the demo builds a server; the fake itself stands alone.
-STANDALONE = {"fakes/provider.py", "fakes/replies.py", "fakes/script.py"}
+# Within fakes, only the demo and the fault matrix build a server; the fake
+# itself, and the fault catalogue made of its scripts, stand alone.
+STANDALONE = {"fakes/provider.py", "fakes/replies.py", "fakes/script.py", "fakes/faults.py"}
 
 
 def imported_modules(path: Path) -> set[str]:

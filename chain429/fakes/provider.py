@@ -27,6 +27,8 @@ import contextlib
 import dataclasses
 import itertools
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
@@ -395,6 +397,10 @@ class _Conn(asyncio.Protocol):
     async def _play(self, reply: Reply, req_body: bytes) -> None:
         if reply.delay > 0:
             await asyncio.sleep(reply.delay)
+        if reply.drop == "hang":
+            await asyncio.get_running_loop().create_future()  # until the client leaves
+        if reply.drop == "reset":
+            self._reset()
         write = self.transport.write
         cut, stall = reply.cut_after, reply.stall_after
         if reply.chunks is None:
@@ -457,6 +463,16 @@ class _Conn(asyncio.Protocol):
             self.transport.write(framed)
             if self.draining is not None:
                 await self.draining
+
+    def _reset(self) -> None:
+        # SO_LINGER 0 turns the close into a TCP RST, as a crashed server's kernel
+        # sends; where the option cannot be set, a plain close before any byte is
+        # the same failure to an HTTP client (no status line).
+        sock = self.transport.get_extra_info("socket")
+        with contextlib.suppress(OSError, AttributeError, TypeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
+        raise _Stop
 
     def _cut(self) -> None:
         # close(), not abort(): what was written must arrive, then a FIN mid-body, which

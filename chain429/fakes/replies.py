@@ -23,7 +23,7 @@ import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from http.client import responses
-from typing import Any
+from typing import Any, Literal
 
 Chunk = bytes | str | dict[str, Any]
 
@@ -84,6 +84,10 @@ class Reply:
     # Streaming: once `chunks` are out, send this every `chunk_delay` seconds (at
     # least every 10 ms) until the client leaves. Implies a stream (chunks=()).
     forever: Chunk | None = None
+    # No answer at all, after `delay`: "reset" closes the connection with a TCP
+    # reset before any byte (a crashed or overloaded server); "hang" keeps it
+    # open and silent until the client gives up (a dead backend behind a proxy).
+    drop: Literal["reset", "hang"] | None = None
 
     _prefix: bytes = dataclasses.field(init=False, repr=False, compare=False, default=b"")
     _extra: bytes = dataclasses.field(init=False, repr=False, compare=False, default=b"")
@@ -125,6 +129,7 @@ class Reply:
             self,
             "_immediate",
             self.delay <= 0
+            and self.drop is None
             and self.chunks is None
             and self.cut_after is None
             and self.stall_after is None,
@@ -150,6 +155,16 @@ class Reply:
             return cls(headers=headers, body=body)
         pieces = [body[i : i + 65536] for i in range(0, len(body), 65536)]
         return cls(headers=headers, chunks=pieces)
+
+    @classmethod
+    def reset(cls, delay: float = 0.0) -> Reply:
+        """No answer: the connection is reset before the status line."""
+        return cls(drop="reset", delay=delay)
+
+    @classmethod
+    def hang(cls) -> Reply:
+        """No answer: the connection stays open and silent until the client leaves."""
+        return cls(drop="hang")
 
     @classmethod
     def rate_limited(
@@ -231,6 +246,50 @@ class Reply:
             cut_after=cut_after,
             stall_after=stall_after,
         )
+
+
+# 400s that real providers send, by what they are about: a router must tell them
+# apart by their body (a context-length error may fit another model; a content
+# filter will not pass anywhere; a refused prefill wants a fresh request).
+# Messages as OpenAI, Azure OpenAI and Mistral word them.
+ERROR_PRESETS: dict[str, tuple[str, str]] = {
+    "context-length": (
+        "This model's maximum context length is 8192 tokens. However, your messages "
+        "resulted in 9021 tokens. Please reduce the length of the messages.",
+        "context_length_exceeded",
+    ),
+    "content-filter": (
+        "The response was filtered due to the prompt triggering Azure OpenAI's content "
+        "management policy. Please modify your prompt and retry.",
+        "content_filter",
+    ),
+    "prefill": (
+        "Expected last role User or Tool (or Assistant with prefix True) for serving but "
+        "got assistant",
+        "invalid_request_message_order",
+    ),
+}
+
+
+def preset_error(name: str, status: int = 400) -> Reply:
+    """One of ERROR_PRESETS as an answer (a KeyError names an unknown one)."""
+    message, code = ERROR_PRESETS[name]
+    return Reply.error(status, message, code)
+
+
+def assistant_prefill(body: bytes) -> str | None:
+    """The text of a final assistant message (a prefill to continue), if the request ends so."""
+    if body.find(b'"assistant"') < 0:  # the usual case, without parsing anything
+        return None
+    try:
+        messages = json.loads(body).get("messages")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return None
+    last = messages[-1]
+    content = last.get("content")
+    return content if last.get("role") == "assistant" and isinstance(content, str) else None
 
 
 def in_kind(plain: Reply, stream: Reply) -> Callable[[ReceivedRequest], Reply]:
@@ -332,6 +391,7 @@ class ReceivedRequest:
     path: str  # without the query string
     headers: dict[str, str]  # lower-cased names
     body: bytes
+    at: float = dataclasses.field(default_factory=time.monotonic)  # when it came in
 
     def json(self) -> Any:
         return json.loads(self.body)

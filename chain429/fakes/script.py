@@ -7,12 +7,14 @@ gets; a script is steps in order, then plain answers (or the steps again, with
 `loop`). Each step answers a streaming request with an SSE stream and any
 other with a JSON completion, so one script serves both kinds of client.
 
-On the command line a step is `STATUS` or `ok`, then comma-separated
-`key=value` options::
+On the command line a step is `STATUS`, `ok`, `reset` or `hang`, then
+comma-separated `key=value` options::
 
     429,retry-after=30          200,first-token=20          200,cut=3
     200,header=x-ratelimit-remaining-requests:0,header=x-ratelimit-reset-requests:6m0s
     ok,times=3                  503,delay=2                 200,stall=2
+    reset                       hang                        200,malformed=3
+    200,done=false              400,error=context-length    200,reject-prefill=true
 
 In a YAML file (`--script`), the same options under their camelCase names::
 
@@ -20,7 +22,15 @@ In a YAML file (`--script`), the same options under their camelCase names::
       - {status: 429, retryAfter: 30, times: 2}
       - {firstToken: 20}
       - {cutAfter: 3, text: "a longer answer, cut after its third chunk"}
+      - {status: reset}
+      - {status: 400, error: content-filter}
     loop: false
+
+A 200 behaves like a model that continues its own answer: a request ending
+with an assistant message that the answer's text begins with (a prefill) gets
+only the rest of the text, unless the step rejects prefills (`reject-prefill`:
+a 400 about the final assistant message, as Mistral and others send). Faults
+over a sequence of requests are scripts: `-r 503 -r ok --loop` flaps.
 
 The fake itself is `chain429.testing.FakeProvider`: the same one the tests,
 `chain429 demo` and the benchmark use.
@@ -32,11 +42,18 @@ import dataclasses
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from chain429.fakes.replies import ReceivedRequest, Reply, in_kind
+from chain429.fakes.replies import (
+    ERROR_PRESETS,
+    ReceivedRequest,
+    Reply,
+    assistant_prefill,
+    in_kind,
+    preset_error,
+)
 
 __all__ = ["FakeScript", "ScriptError", "Step", "load_script", "parse_step"]
 
@@ -52,6 +69,7 @@ class Step:
     """What one request gets (`times` requests in a row)."""
 
     status: int = 200
+    drop: Literal["reset", "hang"] | None = None  # no answer at all (see Reply.drop)
     retry_after: str | None = None
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
     delay: float = 0.0  # seconds before the answer's headers
@@ -59,16 +77,29 @@ class Step:
     chunk_delay: float = 0.0  # streams: seconds before each chunk
     cut_after: int | None = None  # close the connection after N chunks (a plain body: bytes)
     stall_after: int | None = None  # go silent after N chunks, connection open
+    malformed_after: int | None = None  # streams: a junk event after N chunks (plain: junk body)
+    done: bool = True  # streams: end with `data: [DONE]`
+    error: str | None = None  # an error status's body: one of ERROR_PRESETS
+    reject_prefill: bool = False  # a 200 that refuses a final assistant message (400)
     text: str | None = None  # the answer's text (a 200), word by word in a stream
     times: int = 1
 
     def reply_source(self, name: str) -> ReplySource:
         """The fake's answer for one request, chosen by whether it asks for a stream."""
+        if self.drop == "reset":
+            return Reply.reset(self.delay)
+        if self.drop == "hang":
+            return Reply.hang()
         headers = dict(self.headers)
         if self.retry_after is not None:
             headers["retry-after"] = self.retry_after
         if self.status != 200:
-            error = Reply.rate_limited() if self.status == 429 else Reply.error(self.status)
+            if self.error is not None:
+                error = preset_error(self.error, self.status)
+            elif self.status == 429:
+                error = Reply.rate_limited()
+            else:
+                error = Reply.error(self.status)
             return dataclasses.replace(
                 error,
                 headers={**error.headers, **headers},
@@ -77,9 +108,30 @@ class Step:
                 stall_after=self.stall_after,
             )
         text = self.text or f"Hello from {name}"
+        whole = self._answer(text, headers, custom_text=self.text is not None)
+        refusal = preset_error("prefill")
+
+        def choose(request: ReceivedRequest) -> Reply:
+            prefill = assistant_prefill(request.body)
+            if prefill is None:
+                return whole(request)
+            if self.reject_prefill:
+                return refusal
+            if prefill and text.startswith(prefill):  # go on from where the prefill ends
+                return self._answer(text[len(prefill) :], headers, custom_text=True)(request)
+            return whole(request)
+
+        return choose
+
+    def _answer(
+        self, text: str, headers: Mapping[str, str], *, custom_text: bool
+    ) -> Callable[[ReceivedRequest], Reply]:
+        body: bytes | dict[str, Any] | None = _completion(text) if custom_text else None
+        if self.malformed_after is not None:
+            body = b'{"id":"chatcmpl-fake-script","choices":[{"index":0,"message":{"rol'
         plain = Reply(
             headers=headers,
-            body=_completion(text) if self.text else None,
+            body=body,
             delay=self.delay + self.first_token,
             cut_after=self.cut_after,
             stall_after=self.stall_after,
@@ -92,19 +144,28 @@ class Step:
             chunk_delay=self.chunk_delay,
             cut_after=self.cut_after,
             stall_after=self.stall_after,
+            done=self.done,
         )
+        if self.malformed_after is not None:
+            chunks = list(stream.chunks or ())
+            chunks.insert(min(self.malformed_after, len(chunks)), b"data: {not json\n\n")
+            stream = dataclasses.replace(stream, chunks=chunks)
         return in_kind(plain, stream)
 
     def describe(self) -> str:
         shown = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.name != "status" and getattr(self, f.name) != f.default and f.name != "headers"
+            if f.name not in ("status", "drop", "headers") and getattr(self, f.name) != f.default
         }
-        parts = ["ok" if self.status == 200 else str(self.status)]
-        parts += [f"{_CLI_NAMES[k]}={v}" for k, v in shown.items()]
+        parts = [self.drop or ("ok" if self.status == 200 else str(self.status))]
+        parts += [f"{_CLI_NAMES[k]}={_shown(v)}" for k, v in shown.items()]
         parts += [f"header={k}:{v}" for k, v in self.headers.items()]
         return ",".join(parts)
+
+
+def _shown(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _completion(text: str) -> dict[str, Any]:
@@ -131,6 +192,10 @@ _FIELDS = {
     "chunk-delay": ("chunkDelay", "chunk_delay"),
     "cut": ("cutAfter", "cut_after"),
     "stall": ("stallAfter", "stall_after"),
+    "malformed": ("malformedAfter", "malformed_after"),
+    "done": ("done", "done"),
+    "error": ("error", "error"),
+    "reject-prefill": ("rejectPrefill", "reject_prefill"),
     "text": ("text", "text"),
     "times": ("times", "times"),
 }
@@ -143,13 +208,32 @@ _KINDS: dict[str, type] = {
     "chunk_delay": float,
     "cut_after": int,
     "stall_after": int,
+    "malformed_after": int,
+    "done": bool,
+    "error": str,
+    "reject_prefill": bool,
     "text": str,
     "times": int,
 }
 
 
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
 def _value(field: str, raw: Any, where: str) -> Any:
     kind = _KINDS[field]
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        word = str(raw).strip().lower()
+        if word not in _TRUE + _FALSE:
+            raise ScriptError(f"{where}: {_CLI_NAMES[field]} must be true or false")
+        return word in _TRUE
+    if field == "error":
+        if raw not in ERROR_PRESETS:
+            known = ", ".join(ERROR_PRESETS)
+            raise ScriptError(f"{where}: error must be one of {known} (got {raw!r})")
+        return raw
     try:
         value = kind(raw)
     except (TypeError, ValueError):
@@ -161,13 +245,31 @@ def _value(field: str, raw: Any, where: str) -> Any:
     return value
 
 
+_DROPS = ("reset", "hang")
+
+
+def _head(raw: Any, where: str) -> dict[str, Any]:
+    """A step's head: a status, `ok`, or a dropped connection (`reset`, `hang`)."""
+    if raw in _DROPS:
+        return {"drop": raw}
+    return {"status": _status(raw, where)}
+
+
+def _checked(values: dict[str, Any], headers: dict[str, str], where: str) -> Step:
+    if values.get("error") is not None and values.get("status", 200) < 400:
+        raise ScriptError(f"{where}: error= is the body of an error status: write 400,error=...")
+    return Step(headers=headers, **values)
+
+
 def _status(raw: Any, where: str) -> int:
     if raw == "ok":
         return 200
     try:
         status = int(raw)
     except (TypeError, ValueError):
-        raise ScriptError(f"{where}: {raw!r} is not a status (a number, or ok)") from None
+        raise ScriptError(
+            f"{where}: {raw!r} is not a status (a number, ok, reset or hang)"
+        ) from None
     if not 100 <= status <= 599 or 100 <= status < 200:
         raise ScriptError(f"{where}: {status} is not a status a provider answers with")
     return status
@@ -177,7 +279,7 @@ def parse_step(spec: str) -> Step:
     """`429,retry-after=30` (see the module docstring) as a Step."""
     head, *options = [part.strip() for part in spec.split(",")]
     where = f"reply {spec!r}"
-    values: dict[str, Any] = {"status": _status(head, where)}
+    values: dict[str, Any] = _head(head, where)
     headers: dict[str, str] = {}
     for option in options:
         key, sep, raw = option.partition("=")
@@ -192,7 +294,7 @@ def parse_step(spec: str) -> Step:
             raise ScriptError(f"{where}: unknown option {key!r}; options: {known}")
         field = _FIELDS[key][1]
         values[field] = _value(field, raw, where)
-    return Step(headers=headers, **values)
+    return _checked(values, headers, where)
 
 
 def _yaml_step(item: Any, where: str) -> Step:
@@ -201,19 +303,20 @@ def _yaml_step(item: Any, where: str) -> Step:
     if not isinstance(item, Mapping):
         raise ScriptError(f"{where}: a reply is a mapping (status, retryAfter, ...) or a string")
     values: dict[str, Any] = {}
+    headers: dict[str, str] = {}
     for key, raw in item.items():
         if key == "status":
-            values["status"] = _status(raw, where)
+            values.update(_head(raw, where))
         elif key == "headers":
             if not isinstance(raw, Mapping):
                 raise ScriptError(f"{where}: headers is a mapping of names to values")
-            values["headers"] = {str(k): str(v) for k, v in raw.items()}
+            headers = {str(k): str(v) for k, v in raw.items()}
         elif key in _YAML_FIELDS:
             values[_YAML_FIELDS[key]] = _value(_YAML_FIELDS[key], raw, where)
         else:
             known = ", ".join(["status", "headers", *_YAML_FIELDS])
             raise ScriptError(f"{where}: unknown key {key!r}; keys: {known}")
-    return Step(**values)
+    return _checked(values, headers, where)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,6 +33,7 @@ DIFFERENT = {
     ("demo", "--port"): "the demo proxy's port (no config file)",
     ("init", "--port"): "the port written into the new file",
     ("provider set", "--paid"): "`--paid/--free`: it can unset it too",
+    ("selftest", "--chain"): "repeatable: the chains to play, not one chain to filter a log by",
 }
 
 

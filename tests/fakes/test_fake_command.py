@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import openai
@@ -20,28 +17,12 @@ import pytest
 from chain429.config.model import Config
 from chain429.server.app import create_app
 from chain429.server.serving import ServerThread
-from fixtures.processes import CHAIN429, free_port, run, stop, wait_healthy
+from fixtures.processes import CHAIN429, fake_process, free_port, run, stop, wait_healthy
 from fixtures.servers import provider_entry
 
 HELLO = [{"role": "user", "content": "hi"}]
 STREAM = {"model": "m", "stream": True, "messages": HELLO}
 PLAIN = {"model": "m", "messages": HELLO}
-
-
-@contextmanager
-def fake_process(*args: str, module: bool = False) -> Iterator[str]:
-    """A fake provider process; yields its base URL (which it prints on stdout)."""
-    command = [sys.executable, "-m", "chain429.fakes"] if module else [*CHAIN429, "fake"]
-    proc = subprocess.Popen(
-        [*command, "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("listening on "), (line, proc.stderr.read() if proc.stderr else "")
-        yield line.split()[-1]
-    finally:
-        stop(proc)
 
 
 def streamed_text(response: httpx.Response) -> str:
