@@ -17,8 +17,8 @@ When a cooldown ends, one request probes the entry before it takes traffic
 again. An open breaker is a block like a cooldown, so its half-open state is
 that same probe: concurrent requests skip (`skip:breaker`) until it answers.
 
-The memory store is the default; a shared store (Redis) implements the same
-protocol.
+The memory store is the default; the shared store (redis_store.py)
+implements the same protocol on Redis.
 """
 
 from __future__ import annotations
@@ -82,6 +82,12 @@ class Reservation:
     done: bool = False
 
 
+class StateStoreUnavailable(Exception):
+    """The shared state store cannot be reached and `stateStoreFailure` is `closed`:
+    the request is refused (503 `state_store_unavailable`) rather than served
+    without the shared limits."""
+
+
 class StateStore(Protocol):
     async def reserve(
         self, entry: EntryRuntime, need_tokens: int, now: float
@@ -117,10 +123,11 @@ class StateStore(Protocol):
         """The entry's circuit breaker: `state` (closed, open, half_open), `failures` (transient
         failures in a row), `until` (epoch seconds, while open) and `reason`."""
 
-    def bucket_quotas(self, entry: EntryRuntime, now: float) -> list[dict[str, object]]:
+    async def bucket_quotas(self, entry: EntryRuntime, now: float) -> list[dict[str, object]]:
         """What the entry's bucket knows of its quotas, for /v1/ratelimits."""
 
-    def in_flight(self, entry: EntryRuntime) -> int: ...
+    async def in_flight(self, entry: EntryRuntime) -> int:
+        """Requests holding a slot of the entry's bucket (on every instance, if shared)."""
 
     async def forget_provider(self, provider_id: str) -> None:
         """Drop everything known about a provider (removed, or its URL or key changed)."""
@@ -388,10 +395,10 @@ class MemoryStateStore:
             if block.until > now
         ]
 
-    def bucket_quotas(self, entry: EntryRuntime, now: float) -> list[dict[str, object]]:
+    async def bucket_quotas(self, entry: EntryRuntime, now: float) -> list[dict[str, object]]:
         return self._bucket(entry).describe(entry.limits, now)
 
-    def in_flight(self, entry: EntryRuntime) -> int:
+    async def in_flight(self, entry: EntryRuntime) -> int:
         return self._bucket(entry).in_flight
 
     async def forget_provider(self, provider_id: str) -> None:

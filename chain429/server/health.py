@@ -19,6 +19,7 @@ from sanic.response import HTTPResponse, raw
 from chain429 import __version__
 from chain429.requestlog.writer import Telemetry
 from chain429.routing.outcome import BlockReason
+from chain429.routing.redis_store import RedisStateStore
 from chain429.server.auth import Scope, authorize, is_guarded, presented_key
 from chain429.server.context import AppContext, AppRequest
 from chain429.server.errors import ApiError
@@ -41,8 +42,10 @@ async def health(request: AppRequest) -> HTTPResponse:
         rejected = {"rejected_at": reloader.last_error_at}
         if _is_admin(request):
             rejected["errors"] = reloader.last_error
+    problem = state_problem(ctx)
+    status = health_status(ctx.telemetry, rejected is not None)
     body: dict[str, Any] = {
-        "status": health_status(ctx.telemetry, rejected is not None),
+        "status": "degraded" if problem is not None else status,
         "version": __version__,
         "uptime_s": round(time.time() - ctx.started_at, 3),
         "config_generation": snapshot.generation,
@@ -51,6 +54,13 @@ async def health(request: AppRequest) -> HTTPResponse:
     }
     if ctx.telemetry is not None:
         body["log"] = ctx.telemetry.health()
+    if isinstance(ctx.state, RedisStateStore):
+        body["state_store"] = {
+            "kind": "redis",
+            "status": "ok" if problem is None else "unavailable",
+            "reason": problem,
+            "failure_mode": ctx.state.failure,  # open: serving on this instance's own limits
+        }
     return raw(json.dumps(body).encode(), 200, None, "application/json")
 
 
@@ -97,6 +107,13 @@ def health_status(telemetry: Telemetry | None, config_rejected: bool) -> str:
     return "ok"
 
 
+def state_problem(ctx: AppContext) -> str | None:
+    """Why the shared state store is not in use (Redis unreachable), or None."""
+    if isinstance(ctx.state, RedisStateStore):
+        return ctx.state.problem
+    return None
+
+
 def gauges(ctx: AppContext) -> dict[str, float]:
     """Current-state gauges for /metrics (the cooldown count is refreshed per scrape)."""
     # Metrics registers its collectors (and reads these once) while the context
@@ -109,4 +126,5 @@ def gauges(ctx: AppContext) -> dict[str, float]:
         "chain429_open_connections": float(guard.open) if guard else 0.0,
         "chain429_request_queue_depth": float(ctx.router.queue_depth) if ctx.serving else 0.0,
         "chain429_config_rejected": float(reloader is not None and reloader.last_error is not None),
+        "chain429_state_store_unavailable": float(state_problem(ctx) is not None),
     }

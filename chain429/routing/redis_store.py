@@ -1,0 +1,581 @@
+"""The shared state store: N chain429 instances, one view of every limit, on Redis.
+
+Same protocol and the same rules as `MemoryStateStore` (limits.py), with the
+state in Redis so that instances agree: a 429 one instance sees is skipped by
+the others, a 20-per-minute entry takes 20 in all, and a daily count survives
+restarting every instance. What must be atomic runs as one Lua script
+(redis_scripts.py) on Redis's own clock; what is pure (reading headers and
+429 bodies, the provider's day, the cooldown a status means) is computed
+here and sent along as durations, so a host whose clock is off does not
+shift anybody's cooldown.
+
+A request costs two round trips when it succeeds: `reserve` (it must be
+answered before the call) and `finish`, which also carries what a success
+teaches (strikes reset). Quota headers on a success are sent as soon as
+they are read, without making the request wait; the answer to a probe is
+awaited (every instance waits on it). A failed call records (one round trip,
+awaited: the router needs the block) and finishes.
+
+Concurrency slots are leases: a reservation holds a member of the bucket's
+lease set with an expiry, renewed every third of the lease while the request
+runs. An instance that dies stops renewing, and its slots come back within
+one lease.
+
+When Redis cannot be reached (redis_link.py opens a breaker), the
+`stateStoreFailure` setting decides: `open` serves with this instance's own
+memory store until Redis is back (`problem` says why, for /health and
+metrics); `closed` raises `StateStoreUnavailable` (a 503) for every request
+that needs a decision. Recording and finishing never raise: the upstream has
+answered already, and a lease runs out by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from chain429.routing import buckets as words
+from chain429.routing.buckets import CONCURRENCY_RETRY_S, Bucket, _Seen
+from chain429.routing.limits import (
+    Block,
+    BlockScope,
+    MemoryStateStore,
+    Reservation,
+    StateStoreUnavailable,
+    _names_provider,
+    _scope_of,
+    scope_keys,
+)
+from chain429.routing.outcome import SKIP_REASON, BlockReason, CooldownPolicy, Kind, Outcome, Scope
+from chain429.routing.redis_link import RedisLink, StoreDown
+from chain429.routing.runtime import EntryRuntime
+from chain429.upstream.dialects import (
+    Reading,
+    daily_exhausted,
+    next_day_boundary,
+    read_body,
+    read_headers,
+)
+
+log = logging.getLogger("chain429.routing.redis")
+
+Failure = Literal["open", "closed"]
+
+
+@dataclass(slots=True)
+class _RedisReservation(Reservation):
+    member: str = ""  # this reservation's name in the bucket's sets
+    redis_at: float = 0.0  # reserved at, on Redis's clock
+    wakes: bool = False  # the bucket has a concurrency limit: finishing frees a slot
+    lease_key: str = ""
+    succeeded: bool = False  # answered with a success: finish ends the bucket's strikes
+
+
+class RedisStateStore:
+    """Rate-limit state shared through Redis; see the module docstring."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "chain429",
+        failure: Failure = "open",
+        lease_s: float = 30.0,
+        timeout_s: float = 1.0,
+    ) -> None:
+        self._prefix = "{" + namespace + "}:"
+        self.failure = failure
+        self.lease_s = lease_s
+        self.instance = f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}"
+        self.link = RedisLink(
+            url, timeout_s=timeout_s, channel=self._prefix + "wake", instance=self.instance
+        )
+        # This instance's own limits, for when Redis is unreachable (failure "open").
+        self.local = MemoryStateStore()
+        self._ids = itertools.count(1)
+        self._offset = 0.0  # Redis's clock minus ours, from the last answer
+        self._open: dict[str, str] = {}  # member -> its lease key, renewed while open
+        self._background: set[asyncio.Task[Any]] = set()
+        self._renewer: asyncio.Task[None] | None = None
+
+    # -- life ----------------------------------------------------------------
+
+    @property
+    def problem(self) -> str | None:
+        """Why the shared state is not in use right now, or None."""
+        return self.link.problem
+
+    def set_waker(self, wake: Any) -> None:
+        """`wake()` is called when another instance freed something queued requests wait for."""
+        self.link.on_wake = wake
+
+    async def start(self) -> None:
+        await self.link.start()
+        if self.link.up:
+            with contextlib.suppress(StoreDown):
+                await self._measure_clock()
+        self._renewer = asyncio.ensure_future(self._renew_leases())
+
+    async def aclose(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.link.aclose()
+
+    async def _measure_clock(self) -> None:
+        seconds, micros = await self.link.run(lambda client: client.time())
+        self._offset = seconds + micros / 1e6 - time.time()
+
+    def _clock(self, redis_now: float) -> float:
+        """Note Redis's clock from an answer; returns the offset to subtract from its times."""
+        self._offset = redis_now - time.time()
+        return self._offset
+
+    async def _renew_leases(self) -> None:
+        """Keep the slots of running requests: a dead instance's slots lapse, ours do not."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            if not self._open or not self.link.up:
+                continue
+            expiry = time.time() + self._offset + self.lease_s
+            held = list(self._open.items())
+
+            with contextlib.suppress(StoreDown):
+                await self.link.run(functools.partial(_renew, held=held, expiry=expiry))
+
+    def _fallback(self) -> MemoryStateStore:
+        if self.failure == "closed":
+            raise StateStoreUnavailable(self.problem or "the shared state store is unreachable")
+        return self.local
+
+    # -- keys ------------------------------------------------------------------
+
+    def _k(self, name: str) -> str:
+        return self._prefix + name
+
+    def _bucket_keys(self, bucket: str) -> list[str]:
+        k = self._k
+        return [
+            k("blocks"),
+            k("probes"),
+            k(f"b:{bucket}"),
+            k(f"rd:{bucket}"),
+            k(f"lease:{bucket}"),
+            k(f"rpm:{bucket}"),
+            k(f"tpm:{bucket}"),
+        ]
+
+    # -- asking ------------------------------------------------------------------
+
+    async def reserve(
+        self, entry: EntryRuntime, need_tokens: int, now: float
+    ) -> Reservation | Block:
+        member = f"{self.instance}:{next(self._ids)}"
+        try:
+            reply = await self._ask(entry, need_tokens, member, reserving=True)
+        except StoreDown:
+            return await self._fallback().reserve(entry, need_tokens, now)
+        if reply[0] != "ok":
+            return self._refusal(reply, entry, need_tokens)
+        redis_now = float(reply[1])
+        self._clock(redis_now)
+        keys = self._bucket_keys(entry.bucket)
+        limits = entry.limits
+        reservation = _RedisReservation(
+            id=0,
+            entry=entry,
+            need_tokens=need_tokens,
+            reserved_at=now,
+            probe_key=reply[2] or None,
+            member=member,
+            redis_at=redis_now,
+            wakes=limits is not None and bool(limits.concurrent_requests),
+            lease_key=keys[4],
+        )
+        self._open[member] = keys[4]
+        return reservation
+
+    async def check(self, entry: EntryRuntime, now: float) -> Block | None:
+        try:
+            reply = await self._ask(entry, 0, "", reserving=False)
+        except StoreDown:
+            return await self._fallback().check(entry, now)
+        return None if reply[0] == "ok" else self._refusal(reply, entry, 0)
+
+    async def _ask(
+        self, entry: EntryRuntime, need_tokens: int, member: str, *, reserving: bool
+    ) -> list[str]:
+        limits = entry.limits
+        day_end = next_day_boundary(entry.dialect, time.time() + self._offset)
+        args: list[object] = [
+            member,
+            need_tokens,
+            (limits.concurrent_requests or 0) if limits else 0,
+            (limits.requests_per_minute or 0) if limits else 0,
+            (limits.tokens_per_minute or 0) if limits else 0,
+            (limits.requests_per_day or 0) if limits else 0,
+            (limits.tokens_per_day or 0) if limits else 0,
+            f"{day_end:.6f}",
+            f"{self.lease_s:.3f}",
+            "1" if reserving else "0",
+            *scope_keys(entry),
+        ]
+        reply = await self.link.script("reserve", self._bucket_keys(entry.bucket), args)
+        return cast(list[str], reply)
+
+    def _refusal(self, reply: list[str], entry: EntryRuntime, need: int) -> Block:
+        """A Block from the reserve script's no (times moved to our clock)."""
+        what = reply[0]
+        if what == "block":
+            offset = self._clock(float(reply[2]))
+            return self._block_of(reply[1], offset)
+        if what == "probing":
+            self._clock(float(reply[2]))
+            return Block(
+                BlockReason.PROBING,
+                time.time() + 1.0,
+                _scope_of(reply[1]),
+                "one request is probing the recovered entry",
+            )
+        code, until, source, a, b = reply[1], float(reply[2]), reply[3], reply[4], reply[5]
+        until -= self._clock(float(reply[6]))
+        reason, detail = BlockReason.LIMITED, ""
+        if code == "quota_requests":
+            detail = words.requests_used_up(a, b or None)
+        elif code == "quota_tokens":
+            reason, detail = BlockReason.TOKENS, words.tokens_left(b, a, need)
+        elif code == "concurrency":
+            reason, detail = BlockReason.CONCURRENCY, words.in_flight_full(a, b)
+            until = time.time() + CONCURRENCY_RETRY_S
+        elif code == "rpm":
+            detail = words.limit_reached("requestsPerMinute", a)
+        elif code == "tpm":
+            limit = entry.limits.tokens_per_minute if entry.limits else None
+            reason, detail = BlockReason.TOKENS, words.tokens_per_minute_used(limit, a, b)
+        elif code == "rpd":
+            detail = words.limit_reached("requestsPerDay", a)
+        elif code == "tpd":
+            limit = entry.limits.tokens_per_day if entry.limits else None
+            reason, detail = BlockReason.TOKENS, words.tokens_per_day_used(limit, a)
+        return Block(reason, until, "bucket", detail, source)
+
+    @staticmethod
+    def _block_of(value: str, offset: float) -> Block:
+        until, reason, scope, source, detail = value.split("|", 4)
+        return Block(
+            BlockReason(reason),
+            float(until) - offset,
+            cast(BlockScope, scope),
+            detail,
+            source,
+        )
+
+    # -- learning ----------------------------------------------------------------
+
+    async def record(
+        self,
+        reservation: Reservation,
+        outcome: Outcome,
+        headers: Mapping[str, str],
+        body: bytes,
+        now: float,
+        policy: CooldownPolicy,
+    ) -> Block | None:
+        if not isinstance(reservation, _RedisReservation):
+            return await self.local.record(reservation, outcome, headers, body, now, policy)
+        entry = reservation.entry
+        readings = read_headers(entry.dialect, headers, now=now)
+        if outcome.kind is Kind.RATE_LIMITED:
+            readings += read_body(entry.dialect, body, now=now)
+        if outcome.kind is Kind.SUCCESS:
+            reservation.succeeded = True
+        if outcome.kind is Kind.SUCCESS and not readings and reservation.probe_key is None:
+            return None  # all a plain success teaches (strikes reset) rides with finish
+        args = self._record_args(reservation, outcome, readings, headers, body, now)
+        call = self.link.script("record", self._bucket_keys(entry.bucket)[:4], args)
+        if outcome.kind is Kind.SUCCESS and reservation.probe_key is None:
+            # Quota readings: a success puts no block in force, nothing to wait for.
+            self._send(call)
+            return None
+        try:
+            reply = await call
+        except StoreDown:
+            if self.failure == "closed":
+                return None
+            plain = Reservation(reservation.id, entry, reservation.need_tokens, now)
+            return await self.local.record(plain, outcome, headers, body, now, policy)
+        reservation.probe_key = None
+        if len(reply) < 2:
+            return None
+        return self._block_of(reply[1], self._clock(float(reply[0])))
+
+    def _record_args(
+        self,
+        reservation: _RedisReservation,
+        outcome: Outcome,
+        readings: list[Reading],
+        headers: Mapping[str, str],
+        body: bytes,
+        now: float,
+    ) -> list[object]:
+        entry = reservation.entry
+        reason = SKIP_REASON.get(outcome.kind)
+        provider_key, bucket_key, entry_key = scope_keys(entry)
+        key, scope = entry_key, "entry"
+        daily: float | None = None
+        if outcome.kind is Kind.RATE_LIMITED:
+            key, scope = bucket_key, "bucket"
+            daily = daily_exhausted(entry.dialect, outcome.status or 429, headers, body, now=now)
+        elif outcome.scope is Scope.PROVIDER:
+            key, scope = provider_key, "provider"
+        if outcome.kind is Kind.SUCCESS:
+            kind = "success"
+        else:
+            kind = "rate_limited" if outcome.kind is Kind.RATE_LIMITED else "other"
+        offset = self._offset
+        args: list[object] = [
+            reservation.probe_key or "",
+            kind,
+            reason if reason is not None and outcome.until is not None else "",
+            f"{(outcome.until or now) - now:.6f}",
+            f"{daily + offset:.6f}" if daily is not None else "",
+            f"{next_day_boundary(entry.dialect, now + offset):.6f}",
+            key,
+            scope,
+            outcome.source,
+            outcome.reason,
+            f"{random.random():.6f}",
+            self.link.channel,
+            self.instance,
+            len(readings),
+        ]
+        for r in readings:
+            args += [
+                f"{r.kind}|{r.window}",
+                "" if r.limit is None else r.limit,
+                "" if r.remaining is None else r.remaining,
+                "" if r.reset_at is None else f"{r.reset_at - now:.6f}",
+                r.source,
+            ]
+        return args
+
+    def _send(self, call: Any) -> None:
+        """Run a script call without making the request wait for it."""
+
+        async def quietly() -> None:
+            with contextlib.suppress(StoreDown):
+                await call
+
+        task = asyncio.ensure_future(quietly())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def finish(self, reservation: Reservation, used_tokens: int | None) -> None:
+        if reservation.done:
+            return
+        if not isinstance(reservation, _RedisReservation):
+            await self.local.finish(reservation, used_tokens)
+            return
+        reservation.done = True
+        self._open.pop(reservation.member, None)
+        keys = self._bucket_keys(reservation.entry.bucket)
+        args = [
+            reservation.member,
+            reservation.need_tokens,
+            "" if used_tokens is None else used_tokens,
+            f"{reservation.redis_at:.6f}",
+            reservation.probe_key or "",
+            "1" if reservation.wakes else "0",
+            self.link.channel,
+            self.instance,
+            "1" if reservation.succeeded else "0",
+        ]
+        with contextlib.suppress(StoreDown):  # its lease runs out by itself
+            await self.link.script("finish", [keys[2], keys[4], keys[6], keys[1]], args)
+
+    async def record_stream_end(
+        self, entry: EntryRuntime, *, clean: bool, now: float, policy: CooldownPolicy
+    ) -> Block | None:
+        key = scope_keys(entry)[2]
+        k = self._k
+        try:
+            failures = await self.link.script(
+                "stream_end", [k("blocks"), k("probes"), k("streamfail")], [key, int(clean)]
+            )
+            rest_s = None if clean else policy.mid_stream_cooldown_s(int(failures))
+            if rest_s is None:
+                return None
+            detail = f"{failures} streams in a row died mid-answer"
+            args = [key, f"{rest_s:.6f}", BlockReason.UNSTABLE, "entry", "status", detail]
+            reply = await self.link.script("block", [k("blocks"), k("probes")], args)
+        except StoreDown:
+            if self.failure == "closed":
+                return None
+            return await self.local.record_stream_end(entry, clean=clean, now=now, policy=policy)
+        return self._block_of(reply[1], self._clock(float(reply[0])))
+
+    # -- reading -------------------------------------------------------------------
+
+    async def snapshot(self, now: float) -> list[dict[str, object]]:
+        async def read(client: Any) -> tuple[dict[str, str], tuple[int, int]]:
+            pipe = client.pipeline(transaction=False)
+            pipe.hgetall(self._k("blocks"))
+            pipe.time()
+            blocks, clock = await pipe.execute()
+            return blocks, clock
+
+        try:
+            blocks, (seconds, micros) = await self.link.run(read)
+        except StoreDown:
+            return await self._fallback().snapshot(now)
+        redis_now = seconds + micros / 1e6
+        offset = self._clock(redis_now)
+        found = []
+        for key, value in sorted(blocks.items()):
+            block = self._block_of(value, offset)
+            if block.until + offset > redis_now:
+                found.append(
+                    {
+                        "key": key,
+                        "scope": block.scope,
+                        "reason": block.reason,
+                        "detail": block.detail,
+                        "source": block.source,
+                        "until": block.until,
+                        "remaining_ms": int((block.until + offset - redis_now) * 1000),
+                    }
+                )
+        return found
+
+    def breaker(self, entry: EntryRuntime, now: float) -> dict[str, object]:
+        # Not shared yet: this instance's own count (a later change shares it).
+        return self.local.breaker(entry, now)
+
+    async def bucket_quotas(self, entry: EntryRuntime, now: float) -> list[dict[str, object]]:
+        try:
+            bucket = await self._read_bucket(entry)
+        except StoreDown:
+            return await self._fallback().bucket_quotas(entry, now)
+        return bucket.describe(entry.limits, time.time())
+
+    async def in_flight(self, entry: EntryRuntime) -> int:
+        try:
+            bucket = await self._read_bucket(entry)
+        except StoreDown:
+            return await self._fallback().in_flight(entry)
+        return bucket.in_flight
+
+    async def _read_bucket(self, entry: EntryRuntime) -> Bucket:
+        """The bucket as Redis has it, on our clock: the memory store's Bucket describes it."""
+        keys = self._bucket_keys(entry.bucket)
+
+        async def read(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            pipe.hgetall(keys[3])
+            pipe.hmget(keys[2], "day_end", "day_req", "day_tok", "strikes")
+            for key in keys[4:]:
+                pipe.zrange(key, 0, -1, withscores=True)
+            pipe.time()
+            return cast(list[Any], await pipe.execute())
+
+        readings, day, leases, rpm, tpm, (seconds, micros) = await self.link.run(read)
+        offset = self._clock(seconds + micros / 1e6)
+        redis_now = seconds + micros / 1e6
+        bucket = Bucket(entry.bucket, entry.dialect)
+        for field, value in readings.items():
+            kind, window = field.split("|", 1)
+            limit, remaining, reset, source, observed, reserved = value.split("|")
+            reading = Reading(
+                kind,
+                window,
+                int(limit) if limit else None,
+                int(remaining) if remaining else None,
+                float(reset) - offset if reset else None,
+                source,
+            )
+            seen = _Seen(reading, float(observed) - offset, int(reserved or 0))
+            bucket.readings[(reading.kind, reading.window)] = seen
+        bucket.in_flight = sum(1 for _, expiry in leases if expiry > redis_now)
+        bucket.minute_requests = deque(at - offset for _, at in rpm)
+        bucket.minute_tokens = deque((at - offset, int(m.rsplit("|", 1)[1])) for m, at in tpm)
+        if day[0]:
+            bucket.day_ends_at = float(day[0]) - offset
+            bucket.day_requests, bucket.day_tokens = int(day[1] or 0), int(day[2] or 0)
+        bucket.strikes = int(day[3] or 0)
+        return bucket
+
+    # -- a person's calls --------------------------------------------------------------
+
+    async def forget_provider(self, provider_id: str) -> None:
+        await self.local.forget_provider(provider_id)
+        k = self._k
+
+        async def forget(client: Any) -> None:
+            for table in ("blocks", "probes", "streamfail"):
+                names = await client.hkeys(k(table))
+                mine = [n for n in names if _names_provider(n.partition(":")[2], provider_id)]
+                if mine:
+                    await client.hdel(k(table), *mine)
+            for kind in ("b", "rd", "lease", "rpm", "tpm"):
+                pattern = _glob_escape(f"{k(kind)}:{provider_id}/") + "*"
+                async for key in client.scan_iter(match=pattern, count=500):
+                    await client.delete(key)
+
+        with contextlib.suppress(StoreDown):
+            await self.link.run(forget)
+
+    async def clear(self, provider_id: str, entries: Sequence[EntryRuntime], now: float) -> int:
+        k = self._k
+        try:
+            if entries:
+                keys = sorted({key for entry in entries for key in scope_keys(entry)})
+            else:
+                names = cast(list[str], await self.link.run(lambda c: c.hkeys(k("blocks"))))
+                keys = [n for n in names if _names_provider(n.partition(":")[2], provider_id)]
+            cleared = await self.link.script(
+                "clear",
+                [k("blocks"), k("probes"), k("streamfail")],
+                [self.link.channel, self.instance, *keys],
+            )
+
+            async def unstrike(client: Any) -> None:
+                pipe = client.pipeline(transaction=False)
+                for key in keys:
+                    if key.startswith("bucket:"):
+                        name = k("b:" + key.removeprefix("bucket:"))
+                        pipe.hset(name, "strikes", 0)
+                        pipe.expire(name, 172800, nx=True)
+                await pipe.execute()
+
+            await self.link.run(unstrike)
+        except StoreDown:
+            return await self._fallback().clear(provider_id, entries, now)
+        return int(cleared)
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally by SCAN's MATCH pattern."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
+async def _renew(client: Any, held: list[tuple[str, str]], expiry: float) -> None:
+    """Push the expiry of held leases (only those still there: XX)."""
+    pipe = client.pipeline(transaction=False)
+    for member, key in held:
+        pipe.zadd(key, {member: expiry}, xx=True)
+    await pipe.execute()
