@@ -43,9 +43,8 @@ async def health(request: AppRequest) -> HTTPResponse:
         if _is_admin(request):
             rejected["errors"] = reloader.last_error
     problem = state_problem(ctx)
-    status = health_status(ctx.telemetry, rejected is not None)
     body: dict[str, Any] = {
-        "status": "degraded" if problem is not None else status,
+        "status": health_status(ctx.telemetry, rejected is not None, problem is not None),
         "version": __version__,
         "uptime_s": round(time.time() - ctx.started_at, 3),
         "config_generation": snapshot.generation,
@@ -87,16 +86,19 @@ def _is_admin(request: AppRequest) -> bool:
     return True
 
 
-def health_status(telemetry: Telemetry | None, config_rejected: bool) -> str:
+def health_status(
+    telemetry: Telemetry | None, config_rejected: bool, state_unavailable: bool = False
+) -> str:
     """`/health`'s `status`: "ok", or "degraded" while something needs the operator.
 
     The answer stays 200 either way: the proxy is serving, and a load balancer
     should keep it. Degraded: the file on disk is rejected (the last good
     config serves), the request log's database is failing (`log.last_error`;
-    records wait in `log.pending`), or a record was dropped in the last
-    DEGRADED_AFTER_DROP_S.
+    records wait in `log.pending`), a record was dropped in the last
+    DEGRADED_AFTER_DROP_S, or the shared state store (Redis) cannot be reached
+    (the instance serves on its own limits, or refuses: `stateStoreFailure`).
     """
-    if config_rejected:
+    if config_rejected or state_unavailable:
         return "degraded"
     if telemetry is not None:
         if telemetry.last_error is not None:
