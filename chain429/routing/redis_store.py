@@ -559,7 +559,7 @@ class RedisStateStore:
                     if key.startswith("bucket:"):
                         name = k("b:" + key.removeprefix("bucket:"))
                         pipe.hset(name, "strikes", 0)
-                        pipe.expire(name, 172800, nx=True)
+                        pipe.expire(name, 172800)
                 await pipe.execute()
 
             await self.link.run(unstrike)
