@@ -297,7 +297,13 @@ class RedisStateStore:
         policy: CooldownPolicy,
     ) -> Block | None:
         if not isinstance(reservation, _RedisReservation):
-            return await self.local.record(reservation, outcome, headers, body, now, policy)
+            if not self.link.up:  # made by the local store while Redis is away
+                return await self.local.record(reservation, outcome, headers, body, now, policy)
+            # A chain test's (it asks without reserving), or one from an outage just
+            # over: what it learnt is worth sharing all the same.
+            reservation = _RedisReservation(
+                reservation.id, reservation.entry, reservation.need_tokens, now, done=True
+            )
         entry = reservation.entry
         readings = read_headers(entry.dialect, headers, now=now)
         if outcome.kind is Kind.RATE_LIMITED:

@@ -9,6 +9,7 @@ file was rejected (file, line, field) is for callers with a read key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
@@ -18,6 +19,7 @@ from sanic.response import HTTPResponse, raw
 
 from chain429 import __version__
 from chain429.requestlog.writer import Telemetry
+from chain429.routing.limits import StateStoreUnavailable
 from chain429.routing.outcome import BlockReason
 from chain429.routing.redis_store import RedisStateStore
 from chain429.server.auth import Scope, authorize, is_guarded, presented_key
@@ -68,9 +70,12 @@ async def metrics(request: AppRequest) -> HTTPResponse:
     ctx = request.app.ctx
     if not ctx.snapshot.config.settings.metrics_public:
         authorize(request, ctx.snapshot, Scope.READ)
-    blocks = await ctx.state.snapshot(time.time())
-    ctx.cooldowns_in_force = len(blocks)
-    ctx.breakers_open = sum(1 for block in blocks if block["reason"] == BlockReason.BREAKER)
+    # With Redis away and stateStoreFailure closed, the counts are the last ones
+    # known: /metrics is how an operator sees the outage.
+    with contextlib.suppress(StateStoreUnavailable):
+        blocks = await ctx.state.snapshot(time.time())
+        ctx.cooldowns_in_force = len(blocks)
+        ctx.breakers_open = sum(1 for block in blocks if block["reason"] == BlockReason.BREAKER)
     return raw(ctx.metrics.render(), 200, None, METRICS_CONTENT_TYPE)
 
 

@@ -381,3 +381,16 @@ def test_an_unreachable_redis_serves_on_local_limits_or_refuses(failure):
     else:  # this instance's own limits hold meanwhile
         first, second = result
         assert isinstance(first, Reservation) and isinstance(second, Block)
+
+
+def test_what_a_chain_test_learns_is_shared(redis_ns):
+    """Chain tests ask entries without a reservation (routing/probe.py); a 429 still counts."""
+    (entry,) = entries("m")
+
+    async def scenario(a, b):
+        learned = Reservation(0, entry, 0, time.time(), done=True)
+        await a.record(learned, rate_limited(60), NO_HEADERS, b"", time.time(), POLICY)
+        return await b.check(entry, time.time())
+
+    seen = two_stores(redis_ns)(scenario)
+    assert seen is not None and seen.reason == "cooldown"

@@ -132,6 +132,9 @@ def test_closed_refuses_with_503_until_redis_is_back(fake, proxy, redis_ns):
         assert "unreachable" in refused[0].message
         assert len(limited.requests) + len(spare.requests) == 1  # nobody was asked
         assert health(p)["state_store"]["status"] == "unavailable"
+        metrics = httpx.get(f"{p.url}/metrics", timeout=5)  # the operator still sees why
+        assert metrics.status_code == 200
+        assert "chain429_state_store_unavailable 1.0" in metrics.text
 
         tcp.restore()
         wait_for(lambda: health(p)["status"] == "ok")
