@@ -11,10 +11,13 @@ shift anybody's cooldown.
 
 A request costs two round trips when it succeeds: `reserve` (it must be
 answered before the call) and `finish`, which also carries what a success
-teaches (strikes reset). Quota headers on a success are sent as soon as
-they are read, without making the request wait; the answer to a probe is
-awaited (every instance waits on it). A failed call records (one round trip,
-awaited: the router needs the block) and finishes.
+teaches (strikes reset). Only `reserve` holds the request up, unless the
+bucket has a concurrency or token limit: then the answer waits for `finish`
+too, so the slot or the real token count is there for the next request.
+Quota headers on a success are sent as soon as they are read, without making
+the request wait; the answer to a probe is awaited (every instance waits on
+it). A failed call records (one round trip, awaited: the router needs the
+block) and finishes.
 
 Concurrency slots are leases: a reservation holds a member of the bucket's
 lease set with an expiry, renewed every third of the lease while the request
@@ -79,6 +82,7 @@ class _RedisReservation(Reservation):
     member: str = ""  # this reservation's name in the bucket's sets
     redis_at: float = 0.0  # reserved at, on Redis's clock
     wakes: bool = False  # the bucket has a concurrency limit: finishing frees a slot
+    settles: bool = False  # finishing changes what the next request may take: wait for it
     lease_key: str = ""
     succeeded: bool = False  # answered with a success: finish ends the bucket's strikes
 
@@ -205,6 +209,10 @@ class RedisStateStore:
             member=member,
             redis_at=redis_now,
             wakes=limits is not None and bool(limits.concurrent_requests),
+            settles=limits is not None
+            and bool(
+                limits.concurrent_requests or limits.tokens_per_minute or limits.tokens_per_day
+            ),
             lease_key=keys[4],
         )
         self._open[member] = keys[4]
@@ -411,8 +419,13 @@ class RedisStateStore:
             self.instance,
             "1" if reservation.succeeded else "0",
         ]
+        call = self.link.script("finish", [keys[2], keys[4], keys[6], keys[1]], args)
+        if not reservation.settles:
+            # Nothing the next request is refused on changes: the answer need not wait.
+            self._send(call)
+            return
         with contextlib.suppress(StoreDown):  # its lease runs out by itself
-            await self.link.script("finish", [keys[2], keys[4], keys[6], keys[1]], args)
+            await call
 
     async def record_stream_end(
         self, entry: EntryRuntime, *, clean: bool, now: float, policy: CooldownPolicy
