@@ -219,6 +219,7 @@ if probe_key ~= '' and kind ~= 'rate_limited' then
 end
 if kind == 'success' then
   redis.call('HSET', KEYS[3], 'strikes', 0)
+  keep(KEYS[3], DAYS2)
   return {fmt(now)}
 end
 if reason == '' then return {fmt(now)} end

@@ -340,6 +340,9 @@ def test_every_key_is_namespaced_and_expires(redis_ns):
         await answered(a, entry, rate_limited(30))
         reservation = await a.reserve(entries("m2")[0], 5, time.time())
         await a.finish(reservation, 3)
+        # A chain test's success with quota headers, on a bucket nothing reserved in.
+        learned = Reservation(0, entries("m3")[0], 0, time.time(), done=True)
+        await a.record(learned, OK, DAILY_LEFT, b"", time.time(), POLICY)
 
     two_stores(redis_ns)(scenario)
     import redis
