@@ -357,14 +357,15 @@ def test_every_key_is_namespaced_and_expires(redis_ns):
 
 
 @pytest.mark.parametrize("failure", ["open", "closed"])
-def test_an_unreachable_redis_serves_on_local_limits_or_refuses(failure):
+def test_an_unreachable_redis_serves_on_local_limits_or_refuses(failure, caplog):
     from chain429.routing.limits import StateStoreUnavailable
 
     (entry,) = entries("m", requestsPerMinute=1)
 
     async def scenario():
         # Nothing listens on port 1: every connection is refused at once.
-        store = RedisStateStore("redis://127.0.0.1:1/0", failure=failure, timeout_s=0.2)
+        url = "redis://:s3cret-pass@127.0.0.1:1/0"
+        store = RedisStateStore(url, failure=failure, timeout_s=0.2)
         await store.start()
         try:
             problem = store.problem
@@ -379,6 +380,7 @@ def test_an_unreachable_redis_serves_on_local_limits_or_refuses(failure):
 
     problem, result = asyncio.run(scenario())
     assert problem == "Redis unreachable (ConnectionError)"
+    assert "redis://127.0.0.1:1/0" in caplog.text and "s3cret" not in caplog.text
     if failure == "closed":
         assert isinstance(result, StateStoreUnavailable)
     else:  # this instance's own limits hold meanwhile

@@ -8,6 +8,7 @@ looks like (a refused connection would fail fast and prove less).
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -59,8 +60,9 @@ def wait_for(check, timeout: float = 10.0) -> None:
 
 
 def test_open_serves_on_local_limits_says_degraded_and_shares_again_when_back(
-    fake, proxy, redis_ns
+    fake, proxy, redis_ns, caplog
 ):
+    caplog.set_level(logging.INFO, logger="chain429.routing.redis")
     with TcpProxy(redis_target()) as tcp:
         p, limited, spare = start(fake, proxy, tcp, redis_ns, "open")
         client = p.openai()
@@ -93,6 +95,10 @@ def test_open_serves_on_local_limits_says_degraded_and_shares_again_when_back(
             "limited/m",
             *["spare/m"] * 5,
         ]
+        # One warning for the outage, not one per request; the URL shown without secrets.
+        warned = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+        assert len(warned) == 1, warned
+        assert f"redis://127.0.0.1:{tcp.port}" in warned[0]
         state = health(p)
         assert state["status"] == "degraded"
         assert state["state_store"]["status"] == "unavailable"
@@ -103,6 +109,7 @@ def test_open_serves_on_local_limits_says_degraded_and_shares_again_when_back(
         tcp.restore()
         wait_for(lambda: health(p)["status"] == "ok")
         assert "chain429_state_store_unavailable 0.0" in httpx.get(f"{p.url}/metrics").text
+        assert any("Redis is back" in r.getMessage() for r in caplog.records)
         # Shared again: Redis still holds the minute's request from before the outage.
         after = client.chat.completions.with_raw_response.create(
             model="main", messages=[{"role": "user", "content": "after"}]
