@@ -24,9 +24,21 @@ tag: every key lands in one slot, so the multi-key scripts are allowed):
 Every key gets an expiry each time it is written (a day or two for counters
 and blocks, a minute or two for the minute windows, twice the lease for the
 leases), so a deployment that stops leaves nothing behind for long.
+
+`block_from` and `bucket_from` read values of this layout back, on the
+caller's clock.
 """
 
 from __future__ import annotations
+
+from collections import deque
+from typing import Any, cast
+
+from chain429.routing.buckets import Bucket, _Seen
+from chain429.routing.limits import Block, BlockScope
+from chain429.routing.outcome import BlockReason
+from chain429.routing.runtime import EntryRuntime
+from chain429.upstream.dialects import Reading
 
 # Helpers every script starts with: the Redis clock, number formatting, and
 # "keep this key at least this long".
@@ -335,3 +347,46 @@ SCRIPTS = {
     "finish": FINISH,
     "clear": CLEAR,
 }
+
+
+def block_from(value: str, offset: float) -> Block:
+    """A block from its `blocks` value; `offset` is Redis's clock minus ours."""
+    until, reason, scope, source, detail = value.split("|", 4)
+    scope_name = cast(BlockScope, scope)
+    return Block(BlockReason(reason), float(until) - offset, scope_name, detail, source)
+
+
+def bucket_from(
+    entry: EntryRuntime,
+    readings: dict[str, str],
+    day: list[str | None],
+    leases: list[tuple[str, float]],
+    rpm: list[tuple[str, float]],
+    tpm: list[tuple[str, float]],
+    redis_now: float,
+    offset: float,
+) -> Bucket:
+    """The bucket as Redis holds it, on our clock: the memory store's Bucket then
+    describes it (one home for what /v1/ratelimits shows of a bucket)."""
+    bucket = Bucket(entry.bucket, entry.dialect)
+    for field, value in readings.items():
+        kind, window = field.split("|", 1)
+        limit, remaining, reset, source, observed, reserved = value.split("|")
+        reading = Reading(
+            cast(Any, kind),
+            cast(Any, window),
+            int(limit) if limit else None,
+            int(remaining) if remaining else None,
+            float(reset) - offset if reset else None,
+            source,
+        )
+        seen = _Seen(reading, float(observed) - offset, int(reserved or 0))
+        bucket.readings[(reading.kind, reading.window)] = seen
+    bucket.in_flight = sum(1 for _, expiry in leases if expiry > redis_now)
+    bucket.minute_requests = deque(at - offset for _, at in rpm)
+    bucket.minute_tokens = deque((at - offset, int(m.rsplit("|", 1)[1])) for m, at in tpm)
+    if day[0]:
+        bucket.day_ends_at = float(day[0]) - offset
+        bucket.day_requests, bucket.day_tokens = int(day[1] or 0), int(day[2] or 0)
+    bucket.strikes = int(day[3] or 0)
+    return bucket

@@ -46,16 +46,14 @@ import random
 import secrets
 import socket
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from chain429.routing import buckets as words
-from chain429.routing.buckets import CONCURRENCY_RETRY_S, Bucket, _Seen
+from chain429.routing.buckets import CONCURRENCY_RETRY_S, Bucket
 from chain429.routing.limits import (
     Block,
-    BlockScope,
     MemoryStateStore,
     Reservation,
     StateStoreUnavailable,
@@ -65,6 +63,7 @@ from chain429.routing.limits import (
 )
 from chain429.routing.outcome import SKIP_REASON, BlockReason, CooldownPolicy, Kind, Outcome, Scope
 from chain429.routing.redis_link import RedisLink, StoreDown
+from chain429.routing.redis_scripts import block_from, bucket_from
 from chain429.routing.runtime import EntryRuntime
 from chain429.upstream.dialects import (
     Reading,
@@ -253,7 +252,7 @@ class RedisStateStore:
         what = reply[0]
         if what == "block":
             offset = self._clock(float(reply[2]))
-            return self._block_of(reply[1], offset)
+            return block_from(reply[1], offset)
         if what == "probing":
             self._clock(float(reply[2]))
             return Block(
@@ -283,17 +282,6 @@ class RedisStateStore:
             limit = entry.limits.tokens_per_day if entry.limits else None
             reason, detail = BlockReason.TOKENS, words.tokens_per_day_used(limit, a)
         return Block(reason, until, "bucket", detail, source)
-
-    @staticmethod
-    def _block_of(value: str, offset: float) -> Block:
-        until, reason, scope, source, detail = value.split("|", 4)
-        return Block(
-            BlockReason(reason),
-            float(until) - offset,
-            cast(BlockScope, scope),
-            detail,
-            source,
-        )
 
     # -- learning ----------------------------------------------------------------
 
@@ -338,7 +326,7 @@ class RedisStateStore:
         reservation.probe_key = None
         if len(reply) < 2:
             return None
-        return self._block_of(reply[1], self._clock(float(reply[0])))
+        return block_from(reply[1], self._clock(float(reply[0])))
 
     def _record_args(
         self,
@@ -449,7 +437,7 @@ class RedisStateStore:
             if self.failure == "closed":
                 return None
             return await self.local.record_stream_end(entry, clean=clean, now=now, policy=policy)
-        return self._block_of(reply[1], self._clock(float(reply[0])))
+        return block_from(reply[1], self._clock(float(reply[0])))
 
     # -- reading -------------------------------------------------------------------
 
@@ -469,7 +457,7 @@ class RedisStateStore:
         offset = self._clock(redis_now)
         found = []
         for key, value in sorted(blocks.items()):
-            block = self._block_of(value, offset)
+            block = block_from(value, offset)
             if block.until + offset > redis_now:
                 found.append(
                     {
@@ -516,30 +504,9 @@ class RedisStateStore:
             return cast(list[Any], await pipe.execute())
 
         readings, day, leases, rpm, tpm, (seconds, micros) = await self.link.run(read)
-        offset = self._clock(seconds + micros / 1e6)
         redis_now = seconds + micros / 1e6
-        bucket = Bucket(entry.bucket, entry.dialect)
-        for field, value in readings.items():
-            kind, window = field.split("|", 1)
-            limit, remaining, reset, source, observed, reserved = value.split("|")
-            reading = Reading(
-                kind,
-                window,
-                int(limit) if limit else None,
-                int(remaining) if remaining else None,
-                float(reset) - offset if reset else None,
-                source,
-            )
-            seen = _Seen(reading, float(observed) - offset, int(reserved or 0))
-            bucket.readings[(reading.kind, reading.window)] = seen
-        bucket.in_flight = sum(1 for _, expiry in leases if expiry > redis_now)
-        bucket.minute_requests = deque(at - offset for _, at in rpm)
-        bucket.minute_tokens = deque((at - offset, int(m.rsplit("|", 1)[1])) for m, at in tpm)
-        if day[0]:
-            bucket.day_ends_at = float(day[0]) - offset
-            bucket.day_requests, bucket.day_tokens = int(day[1] or 0), int(day[2] or 0)
-        bucket.strikes = int(day[3] or 0)
-        return bucket
+        offset = self._clock(redis_now)
+        return bucket_from(entry, readings, day, leases, rpm, tpm, redis_now, offset)
 
     # -- a person's calls --------------------------------------------------------------
 
