@@ -119,7 +119,7 @@ class StateStore(Protocol):
     async def snapshot(self, now: float) -> list[dict[str, object]]:
         """Every block still in force."""
 
-    def breaker(self, entry: EntryRuntime, now: float) -> dict[str, object]:
+    async def breaker(self, entry: EntryRuntime, now: float) -> dict[str, object]:
         """The entry's circuit breaker: `state` (closed, open, half_open), `failures` (transient
         failures in a row), `until` (epoch seconds, while open) and `reason`."""
 
@@ -145,6 +145,19 @@ def scope_keys(entry: EntryRuntime) -> tuple[str, str, str]:
 def _names_provider(name: str, provider_id: str) -> bool:
     """Whether a scope's name ("groq", "groq/llama-3", "groq/*") belongs to the provider."""
     return name == provider_id or name.startswith(f"{provider_id}/")
+
+
+def breaker_opened(
+    entry: EntryRuntime, failures: int, outcome: Outcome, now: float, open_s: float
+) -> Block:
+    """The block an entry's breaker puts in force when it opens (and says so, once)."""
+    detail = f"{failures} transient failures in a row (last: {outcome.token})"
+    log.warning("%s: circuit breaker open for %.0f s (%s)", entry.label, open_s, detail)
+    return Block(BlockReason.BREAKER, now + open_s, "entry", detail)
+
+
+# What a request finds while one request probes a half-open breaker.
+HALF_OPEN_DETAIL = "half-open: one request is probing the entry"
 
 
 def _jittered(now: float, until: float) -> float:
@@ -221,7 +234,7 @@ class MemoryStateStore:
                     BlockReason.BREAKER,
                     now + 1.0,
                     "entry",
-                    "half-open: one request is probing the entry",
+                    HALF_OPEN_DETAIL,
                 )
             return Block(
                 BlockReason.PROBING,
@@ -312,11 +325,9 @@ class MemoryStateStore:
         if open_s is None:
             return None
         self._breakers_open.add(key)
-        detail = f"{failures} transient failures in a row (last: {outcome.token})"
-        log.warning("%s: circuit breaker open for %.0f s (%s)", entry.label, open_s, detail)
-        return self._block(key, Block(BlockReason.BREAKER, now + open_s, "entry", detail))
+        return self._block(key, breaker_opened(entry, failures, outcome, now, open_s))
 
-    def breaker(self, entry: EntryRuntime, now: float) -> dict[str, object]:
+    async def breaker(self, entry: EntryRuntime, now: float) -> dict[str, object]:
         key = scope_keys(entry)[2]
         failures = self._breaker_failures.get(key, 0)
         if key not in self._breakers_open:

@@ -14,6 +14,8 @@ tag: every key lands in one slot, so the multi-key scripts are allowed):
     blocks            hash   scope key -> "until|reason|scope|source|detail"
     probes            hash   scope key -> "" (the next request probes) or "member|expiry"
     streamfail        hash   entry key -> mid-stream failures in a row
+    breakers          hash   entry key -> "failures|open": transient failures in a row,
+                             and whether its breaker opened (its interval is a block)
     b:<bucket>        hash   day_end, day_req, day_tok, strikes
     rd:<bucket>       hash   "kind|window" -> "limit|remaining|reset|source|observed|reserved"
     lease:<bucket>    zset   reservation member -> lease expiry (concurrency slots)
@@ -58,11 +60,11 @@ local function until_of(v) return tonumber(string.match(v, '^([^|]*)')) end
 local DAYS2 = 172800
 """
 
-# KEYS: blocks, probes, bucket, readings, leases, rpm, tpm
+# KEYS: blocks, probes, bucket, readings, leases, rpm, tpm, breakers
 # ARGV: member, need, concurrent, rpm, tpm, rpd, tpd, day_end (Redis time, estimated by
 #       the caller from the provider's time zone), lease_s, reserve ("1") or only check
 #       ("0"), then the entry's three scope keys (provider, bucket, entry).
-# Reply: {"block", value, now} | {"probing", scope key, now}
+# Reply: {"block", value, now} | {"probing", scope key, now, "1" if a breaker's}
 #      | {"refuse", code, until, source, a, b, now} | {"ok", now, recovered scope key or ""}
 RESERVE = (
     _PRELUDE
@@ -98,7 +100,11 @@ if found then return {'block', found, fmt(now)} end
 if not reserving then recovered = nil end
 if recovered and probe ~= '' then
   local expiry = tonumber(string.match(probe, '|([^|]*)$'))
-  if expiry > now then return {'probing', recovered, fmt(now)} end
+  if expiry > now then
+    local broken = redis.call('HGET', KEYS[8], recovered)
+    local half_open = broken and string.sub(broken, -2) == '|1'
+    return {'probing', recovered, fmt(now), half_open and '1' or '0'}
+  end
 end
 
 -- What the provider said, less what was reserved since.
@@ -188,6 +194,19 @@ return {'ok', fmt(now), recovered or ''}
 """
 )
 
+# Any answer but a transient failure closes the entry's breaker (and ends its
+# interval, if another instance's success finds it still open).
+_CLOSE_BREAKER = """
+local function close_breaker_in(breakers, blocks, entry_key)
+  if redis.call('HDEL', breakers, entry_key) == 1 then
+    local b = redis.call('HGET', blocks, entry_key)
+    if b and string.match(b, '^[^|]*|([^|]*)') == 'breaker' then
+      redis.call('HDEL', blocks, entry_key)
+    end
+  end
+end
+"""
+
 # Put a block in force unless a longer one already is; the block key's probe
 # is dropped (a new cooldown brings a new probe). Shared by RECORD and BLOCK.
 _SET_BLOCK = """
@@ -202,19 +221,23 @@ local function set_block(key, until_, reason, scope, source, detail)
 end
 """
 
-# KEYS: blocks, probes, bucket, readings
-# ARGV: probe key or "", kind ("success", "rate_limited" or "other"), reason or "",
+# KEYS: blocks, probes, bucket, readings, breakers
+# ARGV: probe key or "", kind ("success", "rate_limited", "transient" or "other"), reason or "",
 #       seconds until the outcome's own end, daily end (Redis time) or "", the
 #       provider's next day (Redis time), block key, scope, source, detail,
-#       jitter in [0, 1), channel, instance id, then a count of readings and
-#       five values each: field, limit, remaining, seconds to reset or "", source.
-# Reply: {now} or {now, block value}
+#       jitter in [0, 1), channel, instance id, the entry's scope key, then a count
+#       of readings and five values each: field, limit, remaining, seconds to reset
+#       or "", source.
+# Reply: {now} or {now, block value} or, for a transient failure, {now, "", failures
+#       in a row} (the caller opens the breaker with BLOCK when the policy says so)
 RECORD = (
     _PRELUDE
     + _SET_BLOCK
+    + _CLOSE_BREAKER
     + """
+local function close_breaker(entry_key) close_breaker_in(KEYS[5], KEYS[1], entry_key) end
 local probe_key, kind, reason = ARGV[1], ARGV[2], ARGV[3]
-local n, i = tonumber(ARGV[14]), 15
+local n, i = tonumber(ARGV[15]), 16
 for _ = 1, n do
   local reset = ''
   if ARGV[i + 3] ~= '' then reset = fmt(now + tonumber(ARGV[i + 3])) end
@@ -229,6 +252,16 @@ if probe_key ~= '' and kind ~= 'rate_limited' then
   probe_key = ''
   redis.call('PUBLISH', ARGV[12], ARGV[13])
 end
+local entry_key = ARGV[14]
+if kind == 'transient' then
+  local failures = (num(string.match(redis.call('HGET', KEYS[5], entry_key) or '', '^([^|]*)'))
+    or 0) + 1
+  local open = string.match(redis.call('HGET', KEYS[5], entry_key) or '', '|(.)$') or '0'
+  redis.call('HSET', KEYS[5], entry_key, failures .. '|' .. open)
+  keep(KEYS[5], DAYS2)
+  return {fmt(now), '', tostring(failures)}
+end
+close_breaker(entry_key)
 if kind == 'success' then
   redis.call('HSET', KEYS[3], 'strikes', 0)
   keep(KEYS[3], DAYS2)
@@ -270,29 +303,38 @@ return failures
 """
 )
 
-# KEYS: blocks, probes
-# ARGV: key, seconds from now, reason, scope, source, detail
+# KEYS: blocks, probes, breakers
+# ARGV: key, seconds from now, reason, scope, source, detail, "1" when it opens the
+#       key's breaker
 # Reply: {now, block value}
 BLOCK = (
     _PRELUDE
     + _SET_BLOCK
     + """
+if ARGV[7] == '1' then
+  local failures = string.match(redis.call('HGET', KEYS[3], ARGV[1]) or '', '^([^|]*)')
+  redis.call('HSET', KEYS[3], ARGV[1], (num(failures) or 1) .. '|1')
+  keep(KEYS[3], DAYS2)
+end
 return {fmt(now), set_block(ARGV[1], now + tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6])}
 """
 )
 
-# KEYS: bucket, leases, tpm, probes
+# KEYS: bucket, leases, tpm, probes, blocks, breakers
 # ARGV: member, need, used or "", reserved at (Redis time), probe key or "",
 #       "1" to wake waiters (the bucket has a concurrency limit), channel, instance id,
-#       "1" if the entry answered with a success (its bucket's strikes end)
+#       "1" if the entry answered with a success (its bucket's strikes end, its
+#       breaker closes), the entry's scope key
 FINISH = (
     _PRELUDE
+    + _CLOSE_BREAKER
     + """
 local member, need, used = ARGV[1], ARGV[2], ARGV[3]
 local wake = ARGV[6] == '1'
 redis.call('ZREM', KEYS[2], member)
-if ARGV[9] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'strikes', 0)
+if ARGV[9] == '1' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'strikes', 0) end
+  close_breaker_in(KEYS[6], KEYS[5], ARGV[10])
 end
 if used ~= '' and used ~= need then
   local old = member .. '|' .. need
@@ -319,7 +361,7 @@ return fmt(now)
 """
 )
 
-# KEYS: blocks, probes, streamfail
+# KEYS: blocks, probes, streamfail, breakers
 # ARGV: channel, instance id, then the scope keys to clear
 # Reply: how many blocks in force ended
 CLEAR = (
@@ -333,6 +375,7 @@ for i = 3, #ARGV do
   redis.call('HDEL', KEYS[1], key)
   redis.call('HDEL', KEYS[2], key)
   redis.call('HDEL', KEYS[3], key)
+  redis.call('HDEL', KEYS[4], key)
 end
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return cleared

@@ -53,12 +53,14 @@ from typing import Any, Literal, cast
 from chain429.routing import buckets as words
 from chain429.routing.buckets import CONCURRENCY_RETRY_S, Bucket
 from chain429.routing.limits import (
+    HALF_OPEN_DETAIL,
     Block,
     MemoryStateStore,
     Reservation,
     StateStoreUnavailable,
     _names_provider,
     _scope_of,
+    breaker_opened,
     scope_keys,
 )
 from chain429.routing.outcome import SKIP_REASON, BlockReason, CooldownPolicy, Kind, Outcome, Scope
@@ -183,6 +185,7 @@ class RedisStateStore:
             k(f"lease:{bucket}"),
             k(f"rpm:{bucket}"),
             k(f"tpm:{bucket}"),
+            k("breakers"),
         ]
 
     # -- asking ------------------------------------------------------------------
@@ -255,6 +258,8 @@ class RedisStateStore:
             return block_from(reply[1], offset)
         if what == "probing":
             self._clock(float(reply[2]))
+            if reply[3] == "1":  # the entry's breaker is half-open
+                return Block(BlockReason.BREAKER, time.time() + 1.0, "entry", HALF_OPEN_DETAIL)
             return Block(
                 BlockReason.PROBING,
                 time.time() + 1.0,
@@ -308,10 +313,13 @@ class RedisStateStore:
             readings += read_body(entry.dialect, body, now=now)
         if outcome.kind is Kind.SUCCESS:
             reservation.succeeded = True
-        if outcome.kind is Kind.SUCCESS and not readings and reservation.probe_key is None:
-            return None  # all a plain success teaches (strikes reset) rides with finish
+        plain = not readings and reservation.probe_key is None and not reservation.done
+        if outcome.kind is Kind.SUCCESS and plain:
+            # All a plain success teaches (strikes end, the breaker closes) rides with finish.
+            return None
         args = self._record_args(reservation, outcome, readings, headers, body, now)
-        call = self.link.script("record", self._bucket_keys(entry.bucket)[:4], args)
+        keys = self._bucket_keys(entry.bucket)
+        call = self.link.script("record", [*keys[:4], keys[7]], args)
         if outcome.kind is Kind.SUCCESS and reservation.probe_key is None:
             # Quota readings: a success puts no block in force, nothing to wait for.
             self._send(call)
@@ -321,10 +329,28 @@ class RedisStateStore:
         except StoreDown:
             if self.failure == "closed":
                 return None
-            plain = Reservation(reservation.id, entry, reservation.need_tokens, now)
-            return await self.local.record(plain, outcome, headers, body, now, policy)
+            mine = Reservation(reservation.id, entry, reservation.need_tokens, now)
+            return await self.local.record(mine, outcome, headers, body, now, policy)
         reservation.probe_key = None
+        if len(reply) >= 3:  # a transient failure: its count in a row, on every instance
+            return await self._maybe_open_breaker(entry, int(reply[2]), outcome, policy)
         if len(reply) < 2:
+            return None
+        return block_from(reply[1], self._clock(float(reply[0])))
+
+    async def _maybe_open_breaker(
+        self, entry: EntryRuntime, failures: int, outcome: Outcome, policy: CooldownPolicy
+    ) -> Block | None:
+        open_s = policy.breaker_open_s(failures)
+        if open_s is None:
+            return None
+        block = breaker_opened(entry, failures, outcome, time.time(), open_s)
+        key = scope_keys(entry)[2]
+        args = [key, f"{open_s:.6f}", block.reason, "entry", block.source, block.detail, "1"]
+        k = self._k
+        try:
+            reply = await self.link.script("block", [k("blocks"), k("probes"), k("breakers")], args)
+        except StoreDown:
             return None
         return block_from(reply[1], self._clock(float(reply[0])))
 
@@ -347,10 +373,11 @@ class RedisStateStore:
             daily = daily_exhausted(entry.dialect, outcome.status or 429, headers, body, now=now)
         elif outcome.scope is Scope.PROVIDER:
             key, scope = provider_key, "provider"
-        if outcome.kind is Kind.SUCCESS:
-            kind = "success"
-        else:
-            kind = "rate_limited" if outcome.kind is Kind.RATE_LIMITED else "other"
+        kind = {
+            Kind.SUCCESS: "success",
+            Kind.RATE_LIMITED: "rate_limited",
+            Kind.TRANSIENT: "transient",
+        }.get(outcome.kind, "other")
         offset = self._offset
         args: list[object] = [
             reservation.probe_key or "",
@@ -366,6 +393,7 @@ class RedisStateStore:
             f"{random.random():.6f}",
             self.link.channel,
             self.instance,
+            entry_key,
             len(readings),
         ]
         for r in readings:
@@ -408,8 +436,9 @@ class RedisStateStore:
             self.link.channel,
             self.instance,
             "1" if reservation.succeeded else "0",
+            scope_keys(reservation.entry)[2],
         ]
-        finish_keys = [keys[2], keys[4], keys[6], keys[1]]
+        finish_keys = [keys[2], keys[4], keys[6], keys[1], keys[0], keys[7]]
         if not reservation.settles and reservation.probe_key is None:
             # Nothing the next request is refused on changes: the answer need not
             # wait, and the finish rides with the next call to Redis.
@@ -431,8 +460,9 @@ class RedisStateStore:
             if rest_s is None:
                 return None
             detail = f"{failures} streams in a row died mid-answer"
-            args = [key, f"{rest_s:.6f}", BlockReason.UNSTABLE, "entry", "status", detail]
-            reply = await self.link.script("block", [k("blocks"), k("probes")], args)
+            args = [key, f"{rest_s:.6f}", BlockReason.UNSTABLE, "entry", "status", detail, "0"]
+            keys = [k("blocks"), k("probes"), k("breakers")]
+            reply = await self.link.script("block", keys, args)
         except StoreDown:
             if self.failure == "closed":
                 return None
@@ -472,9 +502,39 @@ class RedisStateStore:
                 )
         return found
 
-    def breaker(self, entry: EntryRuntime, now: float) -> dict[str, object]:
-        # Not shared yet: this instance's own count (a later change shares it).
-        return self.local.breaker(entry, now)
+    async def breaker(self, entry: EntryRuntime, now: float) -> dict[str, object]:
+        key = scope_keys(entry)[2]
+        k = self._k
+
+        async def read(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            pipe.hget(k("breakers"), key)
+            pipe.hget(k("blocks"), key)
+            pipe.time()
+            return cast(list[Any], await pipe.execute())
+
+        try:
+            counted, blocked, (seconds, micros) = await self.link.run(read)
+        except StoreDown:
+            return await self._fallback().breaker(entry, now)
+        failures, _, is_open = (counted or "0|0").partition("|")
+        if is_open != "1":
+            return {"state": "closed", "failures": int(failures), "until": None, "reason": None}
+        redis_now = seconds + micros / 1e6
+        block = block_from(blocked, self._clock(redis_now)) if blocked else None
+        if block is not None and block.reason == BlockReason.BREAKER and block.until > time.time():
+            return {
+                "state": "open",
+                "failures": int(failures),
+                "until": block.until,
+                "reason": block.detail,
+            }
+        return {
+            "state": "half_open",
+            "failures": int(failures),
+            "until": None,
+            "reason": f"{failures} transient failures in a row; the next request probes it",
+        }
 
     async def bucket_quotas(self, entry: EntryRuntime, now: float) -> list[dict[str, object]]:
         try:
@@ -498,7 +558,7 @@ class RedisStateStore:
             pipe = client.pipeline(transaction=False)
             pipe.hgetall(keys[3])
             pipe.hmget(keys[2], "day_end", "day_req", "day_tok", "strikes")
-            for key in keys[4:]:
+            for key in keys[4:7]:
                 pipe.zrange(key, 0, -1, withscores=True)
             pipe.time()
             return cast(list[Any], await pipe.execute())
@@ -515,7 +575,7 @@ class RedisStateStore:
         k = self._k
 
         async def forget(client: Any) -> None:
-            for table in ("blocks", "probes", "streamfail"):
+            for table in ("blocks", "probes", "streamfail", "breakers"):
                 names = await client.hkeys(k(table))
                 mine = [n for n in names if _names_provider(n.partition(":")[2], provider_id)]
                 if mine:
@@ -538,7 +598,7 @@ class RedisStateStore:
                 keys = [n for n in names if _names_provider(n.partition(":")[2], provider_id)]
             cleared = await self.link.script(
                 "clear",
-                [k("blocks"), k("probes"), k("streamfail")],
+                [k("blocks"), k("probes"), k("streamfail"), k("breakers")],
                 [self.link.channel, self.instance, *keys],
             )
 

@@ -92,7 +92,7 @@ async def ratelimit_report(snapshot: Snapshot, state: StateStore, now: float) ->
             block = await state.check(entry, now)
             quotas = await state.bucket_quotas(entry, now)
             in_flight = await state.in_flight(entry)
-            breaker = state.breaker(entry, now)
+            breaker = await state.breaker(entry, now)
             state_now: EntryState = STATE_OF[block.reason] if block else "available"
             if block is None and breaker["state"] == "half_open":
                 state_now = "probing"  # the next request (or the one in flight) probes it

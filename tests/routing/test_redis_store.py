@@ -20,6 +20,7 @@ import pytest
 from chain429.config.model import Config
 from chain429.routing.limits import Block, Reservation
 from chain429.routing.outcome import CooldownPolicy, Kind, Outcome, classify
+from chain429.routing.redis_link import DEFER_S
 from chain429.routing.redis_store import RedisStateStore
 from chain429.routing.runtime import EntryRuntime, build_snapshot
 from chain429.upstream.dialects import next_day_boundary
@@ -399,3 +400,63 @@ def test_what_a_chain_test_learns_is_shared(redis_ns):
 
     seen = two_stores(redis_ns)(scenario)
     assert seen is not None and seen.reason == "cooldown"
+
+
+def transient() -> Outcome:
+    return Outcome(Kind.TRANSIENT, "503", 503, reason="upstream answered 503")
+
+
+def test_transient_failures_on_every_instance_open_one_breaker_with_one_probe(redis_ns):
+    (entry,) = entries("m")
+    policy = CooldownPolicy(breaker_failures=3, breaker_base_s=1.0, breaker_max_s=10.0)
+
+    async def scenario(a, b):
+        applied = []
+        for store in (a, b, a):
+            reservation = await store.reserve(entry, 0, time.time())
+            applied.append(
+                await store.record(reservation, transient(), NO_HEADERS, b"", time.time(), policy)
+            )
+            await store.finish(reservation, None)
+        skipped = await b.reserve(entry, 0, time.time())
+        opened = await b.breaker(entry, time.time())
+        await asyncio.sleep(1.2)  # its interval is over: half-open
+        probe = await b.reserve(entry, 0, time.time())
+        meanwhile = await a.reserve(entry, 0, time.time())
+        half_open = await a.breaker(entry, time.time())
+        await b.record(probe, OK, NO_HEADERS, b"", time.time(), policy)
+        await b.finish(probe, None)
+        return applied, skipped, opened, meanwhile, half_open, await a.breaker(entry, time.time())
+
+    applied, skipped, opened, meanwhile, half_open, closed = two_stores(redis_ns)(scenario)
+    assert applied[:2] == [None, None]
+    assert applied[2].reason == "breaker"
+    assert applied[2].detail == "3 transient failures in a row (last: 503)"
+    assert isinstance(skipped, Block) and skipped.reason == "breaker"
+    assert opened["state"] == "open" and opened["failures"] == 3
+    assert time.time() < opened["until"] + 1.3
+    assert isinstance(meanwhile, Block) and meanwhile.reason == "breaker"
+    assert meanwhile.detail.startswith("half-open")
+    assert half_open["state"] == "half_open"
+    assert closed == {"state": "closed", "failures": 0, "until": None, "reason": None}
+
+
+def test_a_success_on_one_instance_resets_the_count_for_all(redis_ns):
+    (entry,) = entries("m")
+    policy = CooldownPolicy(breaker_failures=2, breaker_base_s=30.0)
+
+    async def scenario(a, b):
+        first = await a.reserve(entry, 0, time.time())
+        await a.record(first, transient(), NO_HEADERS, b"", time.time(), policy)
+        await a.finish(first, None)
+        ok = await b.reserve(entry, 0, time.time())
+        await b.record(ok, OK, NO_HEADERS, b"", time.time(), policy)
+        await b.finish(ok, None)
+        await asyncio.sleep(DEFER_S + 0.1)  # a plain success's finish rides late
+        second = await a.reserve(entry, 0, time.time())
+        applied = await a.record(second, transient(), NO_HEADERS, b"", time.time(), policy)
+        return applied, await b.breaker(entry, time.time())
+
+    applied, state = two_stores(redis_ns)(scenario)
+    assert applied is None  # one failure since the success: below the threshold
+    assert state["state"] == "closed" and state["failures"] == 1
