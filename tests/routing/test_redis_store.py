@@ -1,7 +1,7 @@
 """The Redis state store against the real Redis: two stores play two instances.
 
 Each test builds two `RedisStateStore`s on one namespace of its own, as two
-chain439 processes sharing a Redis would, and checks that what one learns or
+chain429 processes sharing a Redis would, and checks that what one learns or
 takes the other sees: exact counts under concurrency, cooldowns, escalation,
 probes, leases, the provider's day, token quotas, header readings, wake-ups.
 Times are real (the store reads Redis's clock, not the caller's).
