@@ -1,6 +1,7 @@
 """chain429 as the benchmark runs it: one process, one chain, one entry (the fake).
 
     python bench/proxy_main.py --upstream http://127.0.0.1:N/v1 --port M [--profile out.pstats]
+                               [--state redis://127.0.0.1:6379/15 --namespace NS]
 
 The config is built in code rather than read from YAML so the benchmark needs
 no file on disk and cannot drift from a user's config. apiKeys is set because
@@ -27,10 +28,15 @@ PROXY_KEY = "bench-proxy-key"
 CHAIN = "bench"
 
 
-def bench_config(upstream: str) -> dict[str, Any]:
+def bench_config(
+    upstream: str, state: str | None = None, namespace: str = "chain429-bench"
+) -> dict[str, Any]:
+    settings: dict[str, Any] = {"apiKeys": [PROXY_KEY], "defaultChain": CHAIN}
+    if state:  # the Redis state store: every request reserves, records and finishes there
+        settings |= {"stateStore": state, "stateNamespace": namespace}
     return {
         "version": 1,
-        "settings": {"apiKeys": [PROXY_KEY], "defaultChain": CHAIN},
+        "settings": settings,
         "providers": [
             {"id": "fake", "type": "generic-openai", "baseUrl": upstream, "apiKey": "bench"}
         ],
@@ -44,8 +50,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--profile", metavar="PSTATS", help="write cProfile stats here on stop")
+    ap.add_argument("--state", metavar="URL", help="share limits through this Redis")
+    ap.add_argument("--namespace", default="chain429-bench", help="with --state: key prefix")
     args = ap.parse_args(argv)
-    app = create_app(Config.model_validate(bench_config(args.upstream)), name="chain429-bench")
+    config = bench_config(args.upstream, args.state, args.namespace)
+    app = create_app(Config.model_validate(config), name="chain429-bench")
     if not args.profile:
         serve(app, args.host, args.port)
         return

@@ -1,7 +1,8 @@
 """The benchmark's tables, chain429's added cost, and the goals (used by run.py).
 
 Each result is one load-generator run (`loadgen.py` JSON) plus `target`
-("direct" or "chain429"), `mode` ("plain" or "stream") and `server_cpu`.
+("direct", "chain429", or "redis": chain429 on the Redis state store), `mode`
+("plain" or "stream") and `server_cpu`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from typing import Any
 GOAL_ADDED_P50_MS_C1 = 1.0
 GOAL_RPS_C32 = 1000.0
 GOAL_STREAMS_C32 = 700.0
+# The Redis state store (run.py --state): at most 0.3 ms more than the in-memory
+# store at p50 for a lone request, and at least 80% of its requests/s at c=32.
+GOAL_REDIS_ADDED_P50_MS_C1 = 0.3
+GOAL_REDIS_RPS_SHARE_C32 = 0.8
 
 Result = dict[str, Any]
 
@@ -53,6 +58,30 @@ def added(results: list[Result], concurrencies: Sequence[int]) -> list[Result]:
                 row["added_ttfb_p50_ms"] = proxied["ttfb_p50_ms"] - direct["ttfb_p50_ms"]
                 row["added_ttfb_p99_ms"] = proxied["ttfb_p99_ms"] - direct["ttfb_p99_ms"]
             rows.append(row)
+    return rows
+
+
+def state_cost(results: list[Result], concurrencies: Sequence[int]) -> list[Result]:
+    """chain429 on Redis minus chain429 in memory, per mode and concurrency."""
+    rows = []
+    for mode in ("plain", "stream"):
+        for conc in concurrencies:
+            memory = _find(results, mode, "chain429", conc)
+            shared = _find(results, mode, "redis", conc)
+            if memory is None or shared is None:
+                continue
+            rows.append(
+                {
+                    "mode": mode,
+                    "concurrency": conc,
+                    "added_p50_ms": shared["p50_ms"] - memory["p50_ms"],
+                    "added_p99_ms": shared["p99_ms"] - memory["p99_ms"],
+                    "memory_rps": memory["rps"],
+                    "redis_rps": shared["rps"],
+                    "rps_share": shared["rps"] / memory["rps"] if memory["rps"] else 0.0,
+                    "redis_errors": shared["errors"],
+                }
+            )
     return rows
 
 
@@ -106,13 +135,23 @@ def render_stream(results: list[Result], extra: list[Result]) -> list[str]:
     return lines
 
 
-def render(results: list[Result], extra: list[Result]) -> str:
-    """One table per mode measured, each followed by what chain429 adds."""
+def render(results: list[Result], extra: list[Result], state: Sequence[Result] = ()) -> str:
+    """One table per mode measured, each followed by what chain429 adds (and Redis adds)."""
     blocks = []
     for mode, draw in (("plain", render_plain), ("stream", render_stream)):
         rows = [r for r in results if r["mode"] == mode]
         if rows:
-            blocks.append("\n".join(draw(rows, [a for a in extra if a["mode"] == mode])))
+            lines = draw(rows, [a for a in extra if a["mode"] == mode])
+            shared = [s for s in state if s["mode"] == mode]
+            if shared:
+                lines += ["", "added by the Redis state store (redis - chain429 in memory):"]
+            for a in shared:
+                lines.append(
+                    f"  c={a['concurrency']:<4} p50 {a['added_p50_ms']:+.3f} ms   "
+                    f"p99 {a['added_p99_ms']:+.3f} ms   rps {a['redis_rps']:,.0f} vs "
+                    f"{a['memory_rps']:,.0f} in memory ({a['rps_share']:.1%})"
+                )
+            blocks.append("\n".join(lines))
     errors = [
         f"  {r['mode']} {r['target']} c={r['concurrency']}: "
         + ", ".join(f"{kind} x{n}" for kind, n in sorted(r["error_kinds"].items()))
@@ -124,9 +163,24 @@ def render(results: list[Result], extra: list[Result]) -> str:
     return "\n\n".join(blocks)
 
 
-def goals(extra: list[Result]) -> dict[str, Any]:
+def goals(extra: list[Result], state: Sequence[Result] = ()) -> dict[str, Any]:
     by_key = {(a["mode"], a["concurrency"]): a for a in extra}
     out: dict[str, Any] = {}
+    shared = {(a["mode"], a["concurrency"]): a for a in state}
+    if (row := shared.get(("plain", 1))) is not None:
+        value = row["added_p50_ms"]
+        out["redis_added_p50_c1"] = {
+            "value_ms": value,
+            "goal_ms": GOAL_REDIS_ADDED_P50_MS_C1,
+            "met": value <= GOAL_REDIS_ADDED_P50_MS_C1,
+        }
+    if (row := shared.get(("plain", 32))) is not None:
+        value = row["rps_share"]
+        out["redis_rps_share_c32"] = {
+            "value": value,
+            "goal": GOAL_REDIS_RPS_SHARE_C32,
+            "met": value >= GOAL_REDIS_RPS_SHARE_C32,
+        }
     if (row := by_key.get(("plain", 1))) is not None:
         value = row["added_p50_ms"]
         out["added_p50_c1"] = {
@@ -153,6 +207,16 @@ def goal_lines(met: dict[str, Any]) -> list[str]:
     for name, goal in met.items():
         if name == "added_p50_c1":
             text = f"added p50 at c=1 {goal['value_ms']:.3f} ms (goal <= {goal['goal_ms']:g} ms)"
+        elif name == "redis_added_p50_c1":
+            text = (
+                f"Redis store adds {goal['value_ms']:.3f} ms p50 at c=1 over memory "
+                f"(goal <= {goal['goal_ms']:g} ms)"
+            )
+        elif name == "redis_rps_share_c32":
+            text = (
+                f"Redis store keeps {goal['value']:.0%} of in-memory req/s at c=32 "
+                f"(goal >= {goal['goal']:.0%})"
+            )
         elif name == "rps_c32":
             text = f"chain429 at c=32 {goal['value']:,.0f} req/s (goal >= {goal['goal']:,.0f})"
         else:

@@ -2,11 +2,15 @@
 
     python bench/run.py [--mode plain|stream|both] [--seconds 5] [--json results.json]
                         [--py-spy prof.txt] [--check] [--write-baseline]
+                        [--state redis://127.0.0.1:6379/15]
 
 Three processes besides this one: the fake provider (`bench/fake_main.py`:
 plain completions, or 8-chunk SSE streams when the request says
 `"stream": true`), chain429 (`bench/proxy_main.py`, one worker) and, per
 measurement, the load generator (`bench/loadgen.py`, `--stream` for streams).
+With `--state URL`, a second chain429 shares its limits through that Redis
+(target "redis"), measured after the in-memory one, and its cost over memory
+is reported against the Redis goals; its keys are deleted afterwards.
 The generator is its own process so its CPU time is never shared with this
 script's GIL, and so a measurement that hangs can be killed without killing
 the rest. Everything we start is stopped in `finally`, with bounded waits.
@@ -39,7 +43,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))  # proxy_main's constants, when run as a script
 import guard  # noqa: E402
 from proxy_main import PROXY_KEY  # noqa: E402
-from report import added, goal_lines, goals, render  # noqa: E402
+from report import added, goal_lines, goals, render, state_cost  # noqa: E402
 
 HOST = "127.0.0.1"
 PATH = "/v1/chat/completions"
@@ -200,13 +204,18 @@ def measure(
 
 
 def measure_all(
-    args: argparse.Namespace, fake: tuple[int, int], proxy: tuple[int, int]
+    args: argparse.Namespace,
+    fake: tuple[int, int],
+    proxy: tuple[int, int],
+    redis: tuple[int, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every (mode, target, concurrency) run; `fake` and `proxy` are (port, pid)."""
+    """Every (mode, target, concurrency) run; `fake`, `proxy`, `redis` are (port, pid)."""
     results = []
     top = max(args.concurrency)
     modes = MODES[args.mode]
-    targets = (("direct", fake, None), ("chain429", proxy, PROXY_KEY))
+    targets = [("direct", fake, None), ("chain429", proxy, PROXY_KEY)]
+    if redis is not None:
+        targets.append(("redis", redis, PROXY_KEY))
     for mode in modes:
         for target, (port, pid), key in targets:
             for conc in args.concurrency:
@@ -265,7 +274,45 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="make this run bench/baseline.json and redraw bench/README.md's table from it",
     )
     ap.add_argument("--note", default="", help="with --write-baseline: a word on the conditions")
+    ap.add_argument(
+        "--state",
+        metavar="URL",
+        help="also measure chain429 with its limits in this Redis (e.g. "
+        "redis://127.0.0.1:6379/15), against the in-memory store",
+    )
     return ap.parse_args(argv)
+
+
+def drop_keys(url: str, namespace: str) -> None:
+    """Delete the keys the Redis run wrote (its namespace only)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        for key in client.scan_iter(match="{" + namespace + "}:*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def redis_proxy(
+    args: argparse.Namespace, upstream: str, log: IO[bytes]
+) -> Iterator[tuple[int, int] | None]:
+    """With --state: a second chain429 on that Redis, as (port, pid); else None."""
+    if not args.state:
+        yield None
+        return
+    namespace = f"chain429-bench-{os.getpid()}"
+    port = free_port()
+    argv = [sys.executable, str(BENCH / "proxy_main.py"), "--upstream", upstream]
+    argv += ["--port", str(port), "--state", args.state, "--namespace", namespace]
+    try:
+        with started(argv, "chain429 (redis)", log) as proc:
+            wait_health(port, proc, timeout=30)
+            yield port, proc.pid
+    finally:
+        drop_keys(args.state, namespace)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -299,19 +346,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say(log_path.read_text(errors="replace")[-4000:])
                 raise
             say(f"fake on :{fake_port}, chain429 (pid {proxy.pid}) on :{proxy_port}")
-            results = measure_all(args, (fake_port, fake.pid), (proxy_port, proxy.pid))
+            redis = stack.enter_context(redis_proxy(args, upstream, log))
+            results = measure_all(args, (fake_port, fake.pid), (proxy_port, proxy.pid), redis)
         if any(r["errors"] for r in results if r["target"] == "chain429"):
             say("chain429 answered with errors; the end of its log:")  # the why of a 4xx/5xx
             say(log_path.read_text(errors="replace")[-3000:])
         if args.profile:
             say(f"cProfile stats written to {args.profile}")
     extra = added(results, args.concurrency)
-    met = goals(extra)
-    print(render(results, extra))
+    state = state_cost(results, args.concurrency)
+    met = goals(extra, state)
+    print(render(results, extra, state))
     print()
     print("\n".join(goal_lines(met)))
     if args.json:
-        report = {"results": results, "added": extra, "goals": met}
+        report = {"results": results, "added": extra, "state": state, "goals": met}
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         say(f"results written to {args.json}")
     failed = args.check and not all(g["met"] for g in met.values())

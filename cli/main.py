@@ -134,7 +134,11 @@ def serve(
     except RequestLogError as err:
         sock.close()
         raise fail(str(err)) from None
-    web_app = create_app(loaded, config_path=path, telemetry=telemetry)
+    try:
+        web_app = create_app(loaded, config_path=path, telemetry=telemetry)
+    except ValueError as err:  # $CHAIN429_STATE_URL that is no Redis URL
+        sock.close()
+        raise fail(str(err)) from None
     run_server(
         web_app,
         bind_host,

@@ -16,6 +16,7 @@ from chain429.config.model import Config
 from chain429.fakes.provider import FakeProvider
 from chain429.server.app import create_app
 from chain429.server.serving import ServerThread
+from fixtures.redis import redis_namespace
 from fixtures.servers import Proxy
 
 
@@ -56,3 +57,9 @@ def proxy() -> Iterator[Callable[..., Proxy]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def redis_ns() -> Iterator[str]:
+    """A `stateNamespace` of this test's own on the real Redis, deleted afterwards."""
+    yield from redis_namespace()

@@ -251,6 +251,28 @@ class Settings(Model):
         "retry, which lands after the recovery (OpenAI's SDKs otherwise wait up to minutes; "
         "docs/api.md#retrying).",
     )
+    state_store: str | None = Field(
+        default=None,
+        pattern=r"^(rediss?|unix)://",
+        description="Unset keeps rate-limit state in this process; `redis://host:6379/0` shares "
+        "it between instances (docs/scaling.md). `$CHAIN429_STATE_URL` overrides. Read at start.",
+    )
+    state_namespace: str = Field(
+        default="chain429",
+        pattern=r"^[^{}\s]+$",
+        description="Prefix of the shared store's keys: deployments can share a Redis.",
+    )
+    state_store_failure: Literal["open", "closed"] = Field(
+        default="open",
+        description="Shared store unreachable: `open` serves on this instance's own limits "
+        "(`/health` degraded); `closed` answers 503 `state_store_unavailable`.",
+    )
+    state_lease_ms: Count = Field(
+        default=30000,
+        ge=1000,
+        description="A shared concurrency slot is a lease renewed while its request runs: a "
+        "killed instance's slots come back within this many milliseconds.",
+    )
     log_retention_days: Count = Field(
         default=30,
         ge=0,

@@ -45,9 +45,36 @@ class _Seen:
     reserved: int = 0  # requests we sent since this reading
 
 
+# Why a bucket says no, in words (the memory and the Redis store say it alike).
+
+
+def requests_used_up(window: str, limit: object) -> str:
+    return f"{window} request quota used up ({limit} allowed)"
+
+
+def tokens_left(remaining: object, window: str, need: int) -> str:
+    return f"{remaining} {window} tokens left, request needs about {need}"
+
+
+def in_flight_full(in_flight: object, limit: object) -> str:
+    return f"{in_flight} requests in flight (concurrentRequests {limit})"
+
+
+def limit_reached(name: str, limit: object) -> str:
+    return f"{name} {limit} reached"
+
+
+def tokens_per_minute_used(limit: object, used: object, need: object) -> str:
+    return f"tokensPerMinute {limit}: {used} used, request needs about {need}"
+
+
+def tokens_per_day_used(limit: object, used: object) -> str:
+    return f"tokensPerDay {limit}: {used} used"
+
+
 # A concurrency slot frees when a request ends, which we cannot predict; queued
 # requests are woken by that end, so this is only a fallback.
-_CONCURRENCY_RETRY_S = 5.0
+CONCURRENCY_RETRY_S = 5.0
 
 
 @dataclass
@@ -76,14 +103,14 @@ class Bucket:
                     BlockReason.LIMITED,
                     reading.reset_at,
                     reading.source,
-                    f"{window} request quota used up ({reading.limit} allowed)",
+                    requests_used_up(window, reading.limit),
                 )
             if kind == "tokens" and reading.remaining < need_tokens:
                 return Refusal(
                     BlockReason.TOKENS,
                     reading.reset_at,
                     reading.source,
-                    f"{reading.remaining} {window} tokens left, request needs about {need_tokens}",
+                    tokens_left(reading.remaining, window, need_tokens),
                 )
         if limits is not None:
             return self._manual_refusal(limits, need_tokens, now)
@@ -93,10 +120,9 @@ class Bucket:
         if limits.concurrent_requests and self.in_flight >= limits.concurrent_requests:
             return Refusal(
                 BlockReason.CONCURRENCY,
-                now + _CONCURRENCY_RETRY_S,
+                now + CONCURRENCY_RETRY_S,
                 "manual",
-                f"{self.in_flight} requests in flight "
-                f"(concurrentRequests {limits.concurrent_requests})",
+                in_flight_full(self.in_flight, limits.concurrent_requests),
             )
         rpm = limits.requests_per_minute
         if rpm and len(self.minute_requests) >= rpm:
@@ -104,7 +130,7 @@ class Bucket:
                 BlockReason.LIMITED,
                 self.minute_requests[0] + 60.0,
                 "manual",
-                f"requestsPerMinute {rpm} reached",
+                limit_reached("requestsPerMinute", rpm),
             )
         tpm = limits.tokens_per_minute
         if tpm and self.minute_tokens:
@@ -114,14 +140,14 @@ class Bucket:
                     BlockReason.TOKENS,
                     self.minute_tokens[0][0] + 60.0,
                     "manual",
-                    f"tokensPerMinute {tpm}: {used} used, request needs about {need}",
+                    tokens_per_minute_used(tpm, used, need),
                 )
         if limits.requests_per_day and self.day_requests >= limits.requests_per_day:
             return Refusal(
                 BlockReason.LIMITED,
                 self.day_ends_at,
                 "manual",
-                f"requestsPerDay {limits.requests_per_day} reached",
+                limit_reached("requestsPerDay", limits.requests_per_day),
             )
         tpd = limits.tokens_per_day
         if tpd and self.day_tokens + need > tpd:
@@ -129,7 +155,7 @@ class Bucket:
                 BlockReason.TOKENS,
                 self.day_ends_at,
                 "manual",
-                f"tokensPerDay {tpd}: {self.day_tokens} used",
+                tokens_per_day_used(tpd, self.day_tokens),
             )
         return None
 

@@ -17,8 +17,8 @@ When a cooldown ends, one request probes the entry before it takes traffic
 again. An open breaker is a block like a cooldown, so its half-open state is
 that same probe: concurrent requests skip (`skip:breaker`) until it answers.
 
-The memory store is the default; a shared store (Redis) implements the same
-protocol.
+The memory store is the default; the shared store (redis_store.py)
+implements the same protocol on Redis.
 """
 
 from __future__ import annotations
@@ -82,6 +82,12 @@ class Reservation:
     done: bool = False
 
 
+class StateStoreUnavailable(Exception):
+    """The shared state store cannot be reached and `stateStoreFailure` is `closed`:
+    the request is refused (503 `state_store_unavailable`) rather than served
+    without the shared limits."""
+
+
 class StateStore(Protocol):
     async def reserve(
         self, entry: EntryRuntime, need_tokens: int, now: float
@@ -113,14 +119,15 @@ class StateStore(Protocol):
     async def snapshot(self, now: float) -> list[dict[str, object]]:
         """Every block still in force."""
 
-    def breaker(self, entry: EntryRuntime, now: float) -> dict[str, object]:
+    async def breaker(self, entry: EntryRuntime, now: float) -> dict[str, object]:
         """The entry's circuit breaker: `state` (closed, open, half_open), `failures` (transient
         failures in a row), `until` (epoch seconds, while open) and `reason`."""
 
-    def bucket_quotas(self, entry: EntryRuntime, now: float) -> list[dict[str, object]]:
+    async def bucket_quotas(self, entry: EntryRuntime, now: float) -> list[dict[str, object]]:
         """What the entry's bucket knows of its quotas, for /v1/ratelimits."""
 
-    def in_flight(self, entry: EntryRuntime) -> int: ...
+    async def in_flight(self, entry: EntryRuntime) -> int:
+        """Requests holding a slot of the entry's bucket (on every instance, if shared)."""
 
     async def forget_provider(self, provider_id: str) -> None:
         """Drop everything known about a provider (removed, or its URL or key changed)."""
@@ -138,6 +145,19 @@ def scope_keys(entry: EntryRuntime) -> tuple[str, str, str]:
 def _names_provider(name: str, provider_id: str) -> bool:
     """Whether a scope's name ("groq", "groq/llama-3", "groq/*") belongs to the provider."""
     return name == provider_id or name.startswith(f"{provider_id}/")
+
+
+def breaker_opened(
+    entry: EntryRuntime, failures: int, outcome: Outcome, now: float, open_s: float
+) -> Block:
+    """The block an entry's breaker puts in force when it opens (and says so, once)."""
+    detail = f"{failures} transient failures in a row (last: {outcome.token})"
+    log.warning("%s: circuit breaker open for %.0f s (%s)", entry.label, open_s, detail)
+    return Block(BlockReason.BREAKER, now + open_s, "entry", detail)
+
+
+# What a request finds while one request probes a half-open breaker.
+HALF_OPEN_DETAIL = "half-open: one request is probing the entry"
 
 
 def _jittered(now: float, until: float) -> float:
@@ -214,7 +234,7 @@ class MemoryStateStore:
                     BlockReason.BREAKER,
                     now + 1.0,
                     "entry",
-                    "half-open: one request is probing the entry",
+                    HALF_OPEN_DETAIL,
                 )
             return Block(
                 BlockReason.PROBING,
@@ -305,11 +325,9 @@ class MemoryStateStore:
         if open_s is None:
             return None
         self._breakers_open.add(key)
-        detail = f"{failures} transient failures in a row (last: {outcome.token})"
-        log.warning("%s: circuit breaker open for %.0f s (%s)", entry.label, open_s, detail)
-        return self._block(key, Block(BlockReason.BREAKER, now + open_s, "entry", detail))
+        return self._block(key, breaker_opened(entry, failures, outcome, now, open_s))
 
-    def breaker(self, entry: EntryRuntime, now: float) -> dict[str, object]:
+    async def breaker(self, entry: EntryRuntime, now: float) -> dict[str, object]:
         key = scope_keys(entry)[2]
         failures = self._breaker_failures.get(key, 0)
         if key not in self._breakers_open:
@@ -388,10 +406,10 @@ class MemoryStateStore:
             if block.until > now
         ]
 
-    def bucket_quotas(self, entry: EntryRuntime, now: float) -> list[dict[str, object]]:
+    async def bucket_quotas(self, entry: EntryRuntime, now: float) -> list[dict[str, object]]:
         return self._bucket(entry).describe(entry.limits, now)
 
-    def in_flight(self, entry: EntryRuntime) -> int:
+    async def in_flight(self, entry: EntryRuntime) -> int:
         return self._bucket(entry).in_flight
 
     async def forget_provider(self, provider_id: str) -> None:

@@ -141,7 +141,7 @@ async def probe_chain(
             },
             "reason": tried.outcome.reason or None,
             "cooldown_until": block.until if block else None,
-            "quotas": state.bucket_quotas(entry, now),
+            "quotas": await state.bucket_quotas(entry, now),
             "text": data.get("text"),
         }
         if on_event is not None:

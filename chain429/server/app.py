@@ -24,7 +24,8 @@ from sanic.response import HTTPResponse, raw
 from chain429.config.model import Config
 from chain429.requestlog.persist import StatePersister
 from chain429.requestlog.writer import Telemetry
-from chain429.routing.limits import MemoryStateStore, StateStore
+from chain429.routing.limits import MemoryStateStore, StateStore, StateStoreUnavailable
+from chain429.routing.redis_store import RedisStateStore
 from chain429.routing.runtime import build_snapshot
 from chain429.server.admin import admin_routes
 from chain429.server.completions import JSON, proxy_routes
@@ -37,6 +38,7 @@ from chain429.server.metrics import Metrics
 from chain429.server.openapi import openapi_routes
 from chain429.server.ratelimit_report import ratelimit_routes
 from chain429.server.reloader import Reloader
+from chain429.server.serving import open_state_store
 from chain429.server.stats_routes import stats_routes
 from chain429.server.steering import steering_routes
 from chain429.server.web_ui import web_ui_routes
@@ -58,6 +60,15 @@ class OpenAIErrorHandler(ErrorHandler):
             return raw(b"", 499, None, JSON)
         if isinstance(exception, ApiError):
             return raw(exception.body(), exception.status, exception.headers, JSON)
+        if isinstance(exception, StateStoreUnavailable):
+            error = ApiError(
+                503,
+                "The shared rate-limit state store is unreachable and settings."
+                "stateStoreFailure is `closed`: requests are refused until it is back.",
+                code="state_store_unavailable",
+                headers={"Retry-After": "1"},
+            )
+            return raw(error.body(), 503, error.headers, JSON)
         if isinstance(exception, SanicException):
             status = exception.status_code
             error = ApiError(status, str(exception) or "request failed", code=_code_for(status))
@@ -108,7 +119,7 @@ def create_app(
         snapshot=build_snapshot(config),
         config_path=config_path,
         bind_host=config.settings.host,
-        state=state or MemoryStateStore(),
+        state=state or open_state_store(config),
         telemetry=telemetry,
         database=telemetry.database if telemetry is not None else None,
     )
@@ -162,6 +173,10 @@ async def _open_upstream(app: App) -> None:
     )
     if ctx.telemetry is not None:
         ctx.telemetry.start()
+    if isinstance(ctx.state, RedisStateStore):
+        # Another instance freed a slot or ended a probe: our queue heads look again.
+        ctx.state.set_waker(ctx.router.queues.notify)
+        await ctx.state.start()
     # Cooldowns survive a restart: with a database (the request log's) and
     # the memory store, restore the saved state before the first request and
     # keep saving it. A shared store (Redis) keeps its own state.
@@ -194,6 +209,8 @@ async def _drain(app: App) -> None:
 async def _close_upstream(app: App) -> None:
     ctx = app.ctx
     await ctx.upstream.aclose()
+    if isinstance(ctx.state, RedisStateStore):
+        await ctx.state.aclose()
     if ctx.persister is not None:
         # Requests are done: save the final state, before telemetry lets go of the database.
         await ctx.persister.stop()

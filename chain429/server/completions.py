@@ -21,6 +21,7 @@ from sanic.response import HTTPResponse, raw
 
 from chain429.requestlog.records import RequestRecord, new_request_id
 from chain429.routing import tokens
+from chain429.routing.limits import StateStoreUnavailable
 from chain429.routing.router import Reply, Router, StreamStart, Trace
 from chain429.server import logs
 from chain429.server.auth import Scope, authorize, requires
@@ -168,6 +169,10 @@ async def handle_chat(app: App, request: AppRequest) -> HTTPResponse | None:
         record.status = err.status
         record.outcome = err.code or "bad_request"
         err.headers["X-Request-Id"] = record.id
+        raise
+    except StateStoreUnavailable:
+        # stateStoreFailure: closed, and Redis is unreachable: the error handler's 503.
+        record.status, record.outcome = 503, "state_store_unavailable"
         raise
     except asyncio.CancelledError:
         record.status, record.outcome = 499, "client_disconnected"

@@ -9,6 +9,7 @@ file was rejected (file, line, field) is for callers with a read key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
@@ -18,7 +19,9 @@ from sanic.response import HTTPResponse, raw
 
 from chain429 import __version__
 from chain429.requestlog.writer import Telemetry
+from chain429.routing.limits import StateStoreUnavailable
 from chain429.routing.outcome import BlockReason
+from chain429.routing.redis_store import RedisStateStore
 from chain429.server.auth import Scope, authorize, is_guarded, presented_key
 from chain429.server.context import AppContext, AppRequest
 from chain429.server.errors import ApiError
@@ -41,8 +44,9 @@ async def health(request: AppRequest) -> HTTPResponse:
         rejected = {"rejected_at": reloader.last_error_at}
         if _is_admin(request):
             rejected["errors"] = reloader.last_error
+    problem = state_problem(ctx)
     body: dict[str, Any] = {
-        "status": health_status(ctx.telemetry, rejected is not None),
+        "status": health_status(ctx.telemetry, rejected is not None, problem is not None),
         "version": __version__,
         "uptime_s": round(time.time() - ctx.started_at, 3),
         "config_generation": snapshot.generation,
@@ -51,6 +55,13 @@ async def health(request: AppRequest) -> HTTPResponse:
     }
     if ctx.telemetry is not None:
         body["log"] = ctx.telemetry.health()
+    if isinstance(ctx.state, RedisStateStore):
+        body["state_store"] = {
+            "kind": "redis",
+            "status": "ok" if problem is None else "unavailable",
+            "reason": problem,
+            "failure_mode": ctx.state.failure,  # open: serving on this instance's own limits
+        }
     return raw(json.dumps(body).encode(), 200, None, "application/json")
 
 
@@ -59,9 +70,12 @@ async def metrics(request: AppRequest) -> HTTPResponse:
     ctx = request.app.ctx
     if not ctx.snapshot.config.settings.metrics_public:
         authorize(request, ctx.snapshot, Scope.READ)
-    blocks = await ctx.state.snapshot(time.time())
-    ctx.cooldowns_in_force = len(blocks)
-    ctx.breakers_open = sum(1 for block in blocks if block["reason"] == BlockReason.BREAKER)
+    # With Redis away and stateStoreFailure closed, the counts are the last ones
+    # known: /metrics is how an operator sees the outage.
+    with contextlib.suppress(StateStoreUnavailable):
+        blocks = await ctx.state.snapshot(time.time())
+        ctx.cooldowns_in_force = len(blocks)
+        ctx.breakers_open = sum(1 for block in blocks if block["reason"] == BlockReason.BREAKER)
     return raw(ctx.metrics.render(), 200, None, METRICS_CONTENT_TYPE)
 
 
@@ -77,16 +91,19 @@ def _is_admin(request: AppRequest) -> bool:
     return True
 
 
-def health_status(telemetry: Telemetry | None, config_rejected: bool) -> str:
+def health_status(
+    telemetry: Telemetry | None, config_rejected: bool, state_unavailable: bool = False
+) -> str:
     """`/health`'s `status`: "ok", or "degraded" while something needs the operator.
 
     The answer stays 200 either way: the proxy is serving, and a load balancer
     should keep it. Degraded: the file on disk is rejected (the last good
     config serves), the request log's database is failing (`log.last_error`;
-    records wait in `log.pending`), or a record was dropped in the last
-    DEGRADED_AFTER_DROP_S.
+    records wait in `log.pending`), a record was dropped in the last
+    DEGRADED_AFTER_DROP_S, or the shared state store (Redis) cannot be reached
+    (the instance serves on its own limits, or refuses: `stateStoreFailure`).
     """
-    if config_rejected:
+    if config_rejected or state_unavailable:
         return "degraded"
     if telemetry is not None:
         if telemetry.last_error is not None:
@@ -95,6 +112,13 @@ def health_status(telemetry: Telemetry | None, config_rejected: bool) -> str:
         if dropped_at is not None and time.monotonic() - dropped_at < DEGRADED_AFTER_DROP_S:
             return "degraded"
     return "ok"
+
+
+def state_problem(ctx: AppContext) -> str | None:
+    """Why the shared state store is not in use (Redis unreachable), or None."""
+    if isinstance(ctx.state, RedisStateStore):
+        return ctx.state.problem
+    return None
 
 
 def gauges(ctx: AppContext) -> dict[str, float]:
@@ -109,4 +133,5 @@ def gauges(ctx: AppContext) -> dict[str, float]:
         "chain429_open_connections": float(guard.open) if guard else 0.0,
         "chain429_request_queue_depth": float(ctx.router.queue_depth) if ctx.serving else 0.0,
         "chain429_config_rejected": float(reloader is not None and reloader.last_error is not None),
+        "chain429_state_store_unavailable": float(state_problem(ctx) is not None),
     }

@@ -42,6 +42,11 @@ class _StateCollector(Collector):
                 "chain429_config_rejected",
                 "1 while the config file on disk is invalid (the last good one serves).",
             ),
+            (
+                "chain429_state_store_unavailable",
+                "1 while the shared state store (Redis) cannot be reached: this instance "
+                "serves on its own limits (stateStoreFailure open) or refuses (closed).",
+            ),
         ):
             yield GaugeMetricFamily(name, help_text, value=values.get(name, 0.0))
 

@@ -221,8 +221,16 @@ RATELIMITS = obj("", "object entries buckets blocks", object=const("ratelimits")
 HEALTH = obj("version uptime_s:n config_generation:i config_loaded_at:n",
     "status version",
     status=typed("string", "`degraded` (still 200) while the file on disk is rejected, the request "
-              "log's database fails, or it dropped a record in the last 5 minutes.",
+              "log's database fails, it dropped a record in the last 5 minutes, or the shared "
+              "state store (Redis) is unreachable.",
               enum=["ok", "degraded"]),
+    state_store=obj("reason:s?", "kind status reason failure_mode",
+                    "With `settings.stateStore` (docs/scaling.md): whether Redis answers, why not, "
+                    "and what this instance does meanwhile (`open`: serves on its own limits; "
+                    "`closed`: refuses with 503).",
+                    kind=typed("string", enum=["redis"]),
+                    status=typed("string", enum=["ok", "unavailable"]),
+                    failure_mode=typed("string", enum=["open", "closed"])),
     config_error=nullable("object", "Set while the file on disk is rejected (the running config "
                        "is kept): `rejected_at`, and for admin callers the `errors`.",
                        properties={"rejected_at": typed("number"),

@@ -90,9 +90,9 @@ async def ratelimit_report(snapshot: Snapshot, state: StateStore, now: float) ->
     for chain in snapshot.chains.values():
         for entry in chain.entries:
             block = await state.check(entry, now)
-            quotas = state.bucket_quotas(entry, now)
-            in_flight = state.in_flight(entry)
-            breaker = state.breaker(entry, now)
+            quotas = await state.bucket_quotas(entry, now)
+            in_flight = await state.in_flight(entry)
+            breaker = await state.breaker(entry, now)
             state_now: EntryState = STATE_OF[block.reason] if block else "available"
             if block is None and breaker["state"] == "half_open":
                 state_now = "probing"  # the next request (or the one in flight) probes it

@@ -23,6 +23,9 @@ import peewee
 from chain429.config.model import Config
 from chain429.requestlog.database import describe, migrate, open_database, scrub
 from chain429.requestlog.writer import Telemetry
+from chain429.routing.limits import MemoryStateStore, StateStore
+from chain429.routing.redis_link import describe_url
+from chain429.routing.redis_store import RedisStateStore
 from chain429.server.auth import exposure_problem
 from chain429.server.connections import server_options
 from chain429.server.context import App
@@ -90,6 +93,36 @@ def open_request_log(config: Config) -> Telemetry:
         database,
         buffer_size=settings.log_buffer_size,
         retention_days=settings.log_retention_days,
+    )
+
+
+# The shared state store's URL from the environment, over settings.stateStore:
+# a deployment points every instance at its Redis without editing the file.
+STATE_URL_ENV = "CHAIN429_STATE_URL"
+
+
+def open_state_store(config: Config, environ: Mapping[str, str] | None = None) -> StateStore:
+    """The state store the settings ask for: this process's memory, or Redis by URL.
+
+    Nothing connects here: the Redis store connects when the server starts (on
+    its event loop), and a Redis that is down then is handled like one that
+    goes down later (`stateStoreFailure`).
+    """
+    environ = os.environ if environ is None else environ
+    settings = config.settings
+    url = environ.get(STATE_URL_ENV) or settings.state_store
+    if not url:
+        return MemoryStateStore()
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(
+            f"{STATE_URL_ENV} must be a redis://, rediss:// or unix:// URL, "
+            f"got {describe_url(url)!r}"
+        )
+    return RedisStateStore(
+        url,
+        namespace=settings.state_namespace,
+        failure=settings.state_store_failure,
+        lease_s=settings.state_lease_ms / 1000,
     )
 
 

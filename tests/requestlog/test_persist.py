@@ -107,7 +107,7 @@ def test_round_trip_keeps_cooldowns_unhealthy_marks_day_counts_and_readings():
         restored = MemoryStateStore()
         taken = restored.import_state(through_json(exported), later)
         after = {k: await restored.check(v, later) for k, v in e.items()}
-        quotas = {k: restored.bucket_quotas(v, later) for k, v in e.items()}
+        quotas = {k: await restored.bucket_quotas(v, later) for k, v in e.items()}
         return store, restored, exported, taken, before, after, quotas, e
 
     store, restored, exported, taken, before, after, quotas, e = asyncio.run(scenario())
@@ -136,7 +136,7 @@ def test_round_trip_keeps_cooldowns_unhealthy_marks_day_counts_and_readings():
     # Strikes come back too: the next 429 escalates as it would have.
     assert restored._buckets["cool/m"].strikes == store._buckets["cool/m"].strikes == 1
     # Nothing in flight is carried over.
-    assert restored.in_flight(e["daily"]) == 0
+    assert asyncio.run(restored.in_flight(e["daily"])) == 0
     # And the restored store exports what it was given (minute windows per second).
     assert through_json(restored.export_state(now + 1)) == through_json(exported)
 
@@ -173,10 +173,12 @@ def test_expired_state_is_dropped():
     restored, checks, e, tomorrow = asyncio.run(scenario())
     assert checks == [None, None, None]
     assert asyncio.run(restored.snapshot(tomorrow)) == []
-    daily = {(q["kind"], q["window"]): q for q in restored.bucket_quotas(e["daily"], tomorrow)}
+    daily_quotas = asyncio.run(restored.bucket_quotas(e["daily"], tomorrow))
+    daily = {(q["kind"], q["window"]): q for q in daily_quotas}
     assert daily[("requests", "day")]["remaining"] == 10
     assert daily[("requests", "minute")]["remaining"] == 5
-    assert restored.bucket_quotas(e["cool"], tomorrow) == []  # the reading reset long ago
+    # The reading reset long ago.
+    assert asyncio.run(restored.bucket_quotas(e["cool"], tomorrow)) == []
     # Only the 429's strike count (a success resets it, not time) is still worth saving.
     assert restored.export_state(tomorrow) == {
         "bucket:cool/m": {"key": "cool/m", "dialect": "groq", "strikes": 1}

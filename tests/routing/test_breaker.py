@@ -160,15 +160,15 @@ def test_breaker_state_survives_a_restart_of_the_store():
         restarted.import_state(saved, now + 1)
         block = await restarted.reserve(entry, 0, now + 1)
         assert getattr(block, "reason", None) == "breaker"
-        assert restarted.breaker(entry, now + 1)["state"] == "open"
+        assert (await restarted.breaker(entry, now + 1))["state"] == "open"
         # Its interval is over: one probe, the others skip; a success closes it.
         probe = await restarted.reserve(entry, 0, now + 11)
         assert getattr(probe, "id", None) is not None
         other = await restarted.reserve(entry, 0, now + 11)
         assert getattr(other, "reason", None) == "breaker"
-        assert restarted.breaker(entry, now + 11)["state"] == "half_open"
+        assert (await restarted.breaker(entry, now + 11))["state"] == "half_open"
         await restarted.record(probe, Outcome(Kind.SUCCESS, "200", 200), {}, b"", now + 12, policy)  # type: ignore[arg-type]
-        assert restarted.breaker(entry, now + 12) == {
+        assert await restarted.breaker(entry, now + 12) == {
             "state": "closed",
             "failures": 0,
             "until": None,
@@ -178,7 +178,7 @@ def test_breaker_state_survives_a_restart_of_the_store():
         # Down long enough that the interval ended: restored half-open.
         late = MemoryStateStore()
         late.import_state(saved, now + 30)
-        assert late.breaker(entry, now + 30)["state"] == "half_open"
+        assert (await late.breaker(entry, now + 30))["state"] == "half_open"
         assert getattr(await late.reserve(entry, 0, now + 30), "id", None) is not None
         assert getattr(await late.reserve(entry, 0, now + 30), "reason", None) == "breaker"
 

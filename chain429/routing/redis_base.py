@@ -1,0 +1,294 @@
+"""The Redis state store's base: its connection, keys and clock, and its calls off the request path.
+
+`RedisStateStore` (redis_store.py) adds what a request does (reserve, record,
+finish). Here: starting and stopping (the link to Redis, the lease renewer),
+the key names and the clock offset both halves use, the fallback when Redis
+is away, what /v1/ratelimits, /metrics and the CLI read (blocks, breakers,
+buckets), and a person's calls (clear a cooldown, forget a provider).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import os
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any, Literal, cast
+
+from chain429.routing.buckets import Bucket
+from chain429.routing.limits import (
+    MemoryStateStore,
+    StateStoreUnavailable,
+    _names_provider,
+    scope_keys,
+)
+from chain429.routing.outcome import BlockReason
+from chain429.routing.redis_link import RedisLink, StoreDown
+from chain429.routing.redis_scripts import block_from, bucket_from
+from chain429.routing.runtime import EntryRuntime
+
+Failure = Literal["open", "closed"]
+
+
+class RedisStateBase:
+    """What both halves of the Redis store share; see the module docstring."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "chain429",
+        failure: Failure = "open",
+        lease_s: float = 30.0,
+        timeout_s: float = 1.0,
+    ) -> None:
+        self._prefix = "{" + namespace + "}:"
+        self.failure = failure
+        self.lease_s = lease_s
+        self.instance = f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}"
+        self.link = RedisLink(
+            url, timeout_s=timeout_s, channel=self._prefix + "wake", instance=self.instance
+        )
+        # This instance's own limits, for when Redis is unreachable (failure "open").
+        self.local = MemoryStateStore()
+        self._ids = itertools.count(1)
+        self._offset = 0.0  # Redis's clock minus ours, from the last answer
+        self._open: dict[str, str] = {}  # member -> its lease key, renewed while open
+        self._background: set[asyncio.Task[Any]] = set()
+        self._renewer: asyncio.Task[None] | None = None
+
+    # -- life ----------------------------------------------------------------
+
+    @property
+    def problem(self) -> str | None:
+        """Why the shared state is not in use right now, or None."""
+        return self.link.problem
+
+    def set_waker(self, wake: Any) -> None:
+        """`wake()` is called when another instance freed something queued requests wait for."""
+        self.link.on_wake = wake
+
+    async def start(self) -> None:
+        await self.link.start()
+        if self.link.up:
+            with contextlib.suppress(StoreDown):
+                await self._measure_clock()
+        self._renewer = asyncio.ensure_future(self._renew_leases())
+
+    async def aclose(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.link.aclose()
+
+    async def _measure_clock(self) -> None:
+        seconds, micros = await self.link.run(lambda client: client.time())
+        self._offset = seconds + micros / 1e6 - time.time()
+
+    def _clock(self, redis_now: float) -> float:
+        """Note Redis's clock from an answer; returns the offset to subtract from its times."""
+        self._offset = redis_now - time.time()
+        return self._offset
+
+    async def _renew_leases(self) -> None:
+        """Keep the slots of running requests: a dead instance's slots lapse, ours do not."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            if not self._open or not self.link.up:
+                continue
+            expiry = time.time() + self._offset + self.lease_s
+            held = list(self._open.items())
+
+            with contextlib.suppress(StoreDown):
+                await self.link.run(functools.partial(_renew, held=held, expiry=expiry))
+
+    def _fallback(self) -> MemoryStateStore:
+        if self.failure == "closed":
+            raise StateStoreUnavailable(self.problem or "the shared state store is unreachable")
+        return self.local
+
+    # -- keys ------------------------------------------------------------------
+
+    def _k(self, name: str) -> str:
+        return self._prefix + name
+
+    def _bucket_keys(self, bucket: str) -> list[str]:
+        k = self._k
+        return [
+            k("blocks"),
+            k("probes"),
+            k(f"b:{bucket}"),
+            k(f"rd:{bucket}"),
+            k(f"lease:{bucket}"),
+            k(f"rpm:{bucket}"),
+            k(f"tpm:{bucket}"),
+            k("breakers"),
+        ]
+
+    # -- reading -------------------------------------------------------------------
+
+    async def snapshot(self, now: float) -> list[dict[str, object]]:
+        async def read(client: Any) -> tuple[dict[str, str], tuple[int, int]]:
+            pipe = client.pipeline(transaction=False)
+            pipe.hgetall(self._k("blocks"))
+            pipe.time()
+            blocks, clock = await pipe.execute()
+            return blocks, clock
+
+        try:
+            blocks, (seconds, micros) = await self.link.run(read)
+        except StoreDown:
+            return await self._fallback().snapshot(now)
+        redis_now = seconds + micros / 1e6
+        offset = self._clock(redis_now)
+        found = []
+        for key, value in sorted(blocks.items()):
+            block = block_from(value, offset)
+            if block.until + offset > redis_now:
+                found.append(
+                    {
+                        "key": key,
+                        "scope": block.scope,
+                        "reason": block.reason,
+                        "detail": block.detail,
+                        "source": block.source,
+                        "until": block.until,
+                        "remaining_ms": int((block.until + offset - redis_now) * 1000),
+                    }
+                )
+        return found
+
+    async def breaker(self, entry: EntryRuntime, now: float) -> dict[str, object]:
+        key = scope_keys(entry)[2]
+        k = self._k
+
+        async def read(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            pipe.hget(k("breakers"), key)
+            pipe.hget(k("blocks"), key)
+            pipe.time()
+            return cast(list[Any], await pipe.execute())
+
+        try:
+            counted, blocked, (seconds, micros) = await self.link.run(read)
+        except StoreDown:
+            return await self._fallback().breaker(entry, now)
+        failures, _, is_open = (counted or "0|0").partition("|")
+        if is_open != "1":
+            return {"state": "closed", "failures": int(failures), "until": None, "reason": None}
+        redis_now = seconds + micros / 1e6
+        block = block_from(blocked, self._clock(redis_now)) if blocked else None
+        if block is not None and block.reason == BlockReason.BREAKER and block.until > time.time():
+            return {
+                "state": "open",
+                "failures": int(failures),
+                "until": block.until,
+                "reason": block.detail,
+            }
+        return {
+            "state": "half_open",
+            "failures": int(failures),
+            "until": None,
+            "reason": f"{failures} transient failures in a row; the next request probes it",
+        }
+
+    async def bucket_quotas(self, entry: EntryRuntime, now: float) -> list[dict[str, object]]:
+        try:
+            bucket = await self._read_bucket(entry)
+        except StoreDown:
+            return await self._fallback().bucket_quotas(entry, now)
+        return bucket.describe(entry.limits, time.time())
+
+    async def in_flight(self, entry: EntryRuntime) -> int:
+        try:
+            bucket = await self._read_bucket(entry)
+        except StoreDown:
+            return await self._fallback().in_flight(entry)
+        return bucket.in_flight
+
+    async def _read_bucket(self, entry: EntryRuntime) -> Bucket:
+        """The bucket as Redis has it, on our clock: the memory store's Bucket describes it."""
+        keys = self._bucket_keys(entry.bucket)
+
+        async def read(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            pipe.hgetall(keys[3])
+            pipe.hmget(keys[2], "day_end", "day_req", "day_tok", "strikes")
+            for key in keys[4:7]:
+                pipe.zrange(key, 0, -1, withscores=True)
+            pipe.time()
+            return cast(list[Any], await pipe.execute())
+
+        readings, day, leases, rpm, tpm, (seconds, micros) = await self.link.run(read)
+        redis_now = seconds + micros / 1e6
+        offset = self._clock(redis_now)
+        return bucket_from(entry, readings, day, leases, rpm, tpm, redis_now, offset)
+
+    # -- a person's calls --------------------------------------------------------------
+
+    async def forget_provider(self, provider_id: str) -> None:
+        await self.local.forget_provider(provider_id)
+        k = self._k
+
+        async def forget(client: Any) -> None:
+            for table in ("blocks", "probes", "streamfail", "breakers"):
+                names = await client.hkeys(k(table))
+                mine = [n for n in names if _names_provider(n.partition(":")[2], provider_id)]
+                if mine:
+                    await client.hdel(k(table), *mine)
+            for kind in ("b", "rd", "lease", "rpm", "tpm"):
+                pattern = _glob_escape(f"{k(kind)}:{provider_id}/") + "*"
+                async for key in client.scan_iter(match=pattern, count=500):
+                    await client.delete(key)
+
+        with contextlib.suppress(StoreDown):
+            await self.link.run(forget)
+
+    async def clear(self, provider_id: str, entries: Sequence[EntryRuntime], now: float) -> int:
+        k = self._k
+        try:
+            if entries:
+                keys = sorted({key for entry in entries for key in scope_keys(entry)})
+            else:
+                names = cast(list[str], await self.link.run(lambda c: c.hkeys(k("blocks"))))
+                keys = [n for n in names if _names_provider(n.partition(":")[2], provider_id)]
+            cleared = await self.link.script(
+                "clear",
+                [k("blocks"), k("probes"), k("streamfail"), k("breakers")],
+                [self.link.channel, self.instance, *keys],
+            )
+
+            async def unstrike(client: Any) -> None:
+                pipe = client.pipeline(transaction=False)
+                for key in keys:
+                    if key.startswith("bucket:"):
+                        name = k("b:" + key.removeprefix("bucket:"))
+                        pipe.hset(name, "strikes", 0)
+                        pipe.expire(name, 172800)
+                await pipe.execute()
+
+            await self.link.run(unstrike)
+        except StoreDown:
+            return await self._fallback().clear(provider_id, entries, now)
+        return int(cleared)
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally by SCAN's MATCH pattern."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
+async def _renew(client: Any, held: list[tuple[str, str]], expiry: float) -> None:
+    """Push the expiry of held leases (only those still there: XX)."""
+    pipe = client.pipeline(transaction=False)
+    for member, key in held:
+        pipe.zadd(key, {member: expiry}, xx=True)
+    await pipe.execute()
