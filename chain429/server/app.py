@@ -168,6 +168,9 @@ async def _open_upstream(app: App) -> None:
     ctx.start(
         Upstream(
             connect_timeout_s=settings.connect_timeout_ms / 1000,
+            # As many upstream connections as clients may hold: each open stream
+            # holds one of each, and a smaller pool would stall the streams past it.
+            max_connections=settings.max_connections,
             allowed_private=lambda: ctx.snapshot.config.settings.allow_private_upstreams,
         )
     )

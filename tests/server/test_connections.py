@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from chain429.fakes.replies import Reply
 from fixtures.servers import PROXY_KEY, chain_config, provider_entry
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -266,3 +267,53 @@ def test_300_slow_trickle_connections_do_not_stop_normal_requests(fake, proxy):
     # the kernel dropped in the burst is accepted a second late, and cut later).
     assert len(cut_after) == 300
     assert 2.0 <= min(cut_after) <= max(cut_after) <= 4.5
+
+
+def test_600_streams_held_open_at_once_all_get_their_first_token(fake, proxy):
+    """Each open stream holds an upstream connection too: the upstream pool is as
+    large as `maxConnections`, so streams past the old pool of 512 are not stalled
+    into a first-token timeout (found by bench/shape_bench.py's 1,000 open streams)."""
+    stalling = fake("a", default=Reply.stream("one two three", stall_after=2), record=False)
+    p = proxy(
+        chain_config(
+            [provider_entry("a", stalling)],
+            [("a", "m")],
+            settings={"firstTokenTimeoutMs": 5000, "streamIdleTimeoutMs": 30000},
+        )
+    )
+    held = asyncio.run(_hold_streams(p.url, 600))
+    assert held == 600
+
+
+async def _hold_streams(url: str, count: int) -> int:
+    """Open `count` streams at once, read each to its first content event, then close all."""
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"model": "main", "stream": True, "messages": HELLO}).encode()
+    head = (
+        (
+            f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}:{port}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        ).encode()
+        + AUTH
+        + b"\r\n"
+    )
+
+    async def one() -> asyncio.StreamWriter:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(head + body)
+        seen = b""
+        while b'"content":"one' not in seen.replace(b" ", b""):
+            chunk = await asyncio.wait_for(reader.read(4096), 10)
+            assert chunk, f"the stream ended before its first token: {seen[:300]!r}"
+            seen += chunk
+        return writer
+
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        async with asyncio.timeout(60):
+            for start in range(0, count, 100):  # waves: no SYN burst past the listen queue
+                writers += await asyncio.gather(*(one() for _ in range(min(100, count - start))))
+    finally:
+        for writer in writers:
+            writer.close()
+    return len(writers)
