@@ -305,6 +305,8 @@ def request_headers(api_key: str | None, extra: dict[str, str]) -> dict[str, str
     if api_key:
         headers["authorization"] = f"Bearer {api_key}"
     for name, value in extra.items():
-        if name.lower() not in _HOP_BY_HOP:
+        lname = name.lower()
+        if lname not in _HOP_BY_HOP:
+            headers.pop(lname, None)  # the provider's own spelling replaces our default
             headers[name] = value
     return headers
