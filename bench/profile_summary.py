@@ -7,7 +7,7 @@ library we care about (Sanic, httpx, aiohttp, httpcore, h11, anyio, json,
 chain429). Generic stdlib frames (re, contextlib, weakref, http.cookiejar,
 asyncio, ...) are skipped on the way up, so `re._compile` under httpx's URL
 parsing counts as httpx: the question is whose choice caused the cost, not
-which file ran it. aiohttp is the pool under httpx's API (chain429/upstream/transport.py).
+which file ran it. aiohttp is chain429's upstream client (chain429/upstream/transport.py).
 Samples with no such frame are the event loop itself ("loop/other").
 """
 

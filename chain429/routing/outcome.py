@@ -151,7 +151,7 @@ def classify(
     policy: CooldownPolicy,
     dialect: Dialect = GENERIC,
 ) -> Outcome:
-    """Classify one upstream answer. `headers` must be case-insensitive (httpx.Headers)."""
+    """Classify one upstream answer. `headers` must be case-insensitive (aiohttp's)."""
     if error == TOO_LARGE_ANSWER:
         return Outcome(
             Kind.UNHEALTHY,

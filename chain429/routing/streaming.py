@@ -374,10 +374,12 @@ class StreamSession:
         last = committed
         # One deadline for the whole answer, continuations included.
         self.ends_at = asyncio.get_running_loop().time() + self.max_duration_s
-        await send(b"".join(committed.held))
+        # The held preamble goes out with the rest of the upstream read it came in.
+        held = b"".join(committed.held)
         while current is not None:
             last = current
-            failure = await self._pump(current, send)
+            failure = await self._pump(current, send, held)
+            held = b""
             await self.state.record_stream_end(
                 current.entry,
                 clean=failure is None,
@@ -399,8 +401,13 @@ class StreamSession:
                 await send(data_event(error_body(message, "server_error", code).decode()))
         self._count_tokens(last.reader)
 
-    async def _pump(self, committed: Committed, send: Send) -> tuple[StreamFailure, str] | None:
+    async def _pump(
+        self, committed: Committed, send: Send, held: bytes = b""
+    ) -> tuple[StreamFailure, str] | None:
         """Relay until the stream ends: None when it ended well, else (code, message).
+
+        `held` (what came before the commit point) is sent with the events of
+        the read it arrived in: one write to the client per upstream read.
 
         The idle deadline moves only when an event carrying data arrives (and
         after it has been sent on, so a slow client does not eat into it):
@@ -416,6 +423,9 @@ class StreamSession:
         try:
             while True:
                 if not events and not ended:
+                    if held:  # nothing else in hand: the client must not wait for the next read
+                        await send(held)
+                        held = b""
                     wake = min(idle_at, ends_at)
                     try:
                         async with asyncio.timeout_at(wake):
@@ -436,7 +446,8 @@ class StreamSession:
                             "stream_interrupted",
                             f"{label} sent an event over maxSseEventBytes ({exc.limit} bytes).",
                         )
-                out: list[bytes] = []
+                out: list[bytes] = [held] if held else []
+                held = b""
                 failure: tuple[StreamFailure, str] | None = None
                 done = False
                 active = False

@@ -9,9 +9,11 @@ to date on the request path.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from chain429.requestlog.records import INTERRUPTED, RequestRecord
@@ -20,6 +22,7 @@ from chain429.requestlog.writer import Telemetry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _SECONDS_BUCKETS = tuple(ms / 1000 for ms in LATENCY_BUCKETS_MS)
+_MAX_CHILDREN = 10_000
 
 
 class _StateCollector(Collector):
@@ -145,28 +148,41 @@ class Metrics:
             ("phase",),
             registry=self.registry,
         )
+        # Label children by (metric, label values): `labels()` validates and
+        # looks them up under a lock on every call; a request needs 3-6 of them.
+        self._children: dict[tuple[object, ...], Any] = {}
         self.registry.register(_StateCollector(read_state))
         if telemetry is not None:
             self.registry.register(_LogCollector(telemetry))
 
+    def _child(self, metric: MetricWrapperBase, *values: str) -> Any:
+        key = (metric, *values)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) > _MAX_CHILDREN:  # label values come from configs
+                self._children.clear()
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def observe(self, record: RequestRecord) -> None:
+        child = self._child
         chain = record.chain or ""
         provider = record.provider or ""
-        self.requests.labels(chain, provider, record.outcome).inc()
-        self.latency.labels(chain).observe(record.latency_ms / 1000)
+        child(self.requests, chain, provider, record.outcome).inc()
+        child(self.latency, chain).observe(record.latency_ms / 1000)
         if record.ttft_ms is not None:
-            self.ttft.labels(chain).observe(record.ttft_ms / 1000)
+            child(self.ttft, chain).observe(record.ttft_ms / 1000)
         if record.prompt_tokens:
-            self.tokens.labels(chain, provider, "prompt").inc(record.prompt_tokens)
+            child(self.tokens, chain, provider, "prompt").inc(record.prompt_tokens)
         if record.completion_tokens:
-            self.tokens.labels(chain, provider, "completion").inc(record.completion_tokens)
+            child(self.tokens, chain, provider, "completion").inc(record.completion_tokens)
         for attempt in record.trail:
             if attempt.outcome.startswith("skip:"):
-                self.skips.labels(attempt.provider, attempt.model, attempt.outcome[5:]).inc()
+                child(self.skips, attempt.provider, attempt.model, attempt.outcome[5:]).inc()
             elif attempt.outcome == INTERRUPTED:
-                self.interrupted.labels(attempt.provider, attempt.model).inc()
+                child(self.interrupted, attempt.provider, attempt.model).inc()
             else:
-                self.attempts.labels(attempt.provider, attempt.model, attempt.outcome).inc()
+                child(self.attempts, attempt.provider, attempt.model, attempt.outcome).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,6 +1,6 @@
 """Talking to providers: the pooled HTTP client and everything about their wire.
 
-Owns: the httpx client on aiohttp's pool (`client`, `transport`), bounded
+Owns: the client on aiohttp's pool (`client`, `transport`), bounded
 decompression (`decoding`), SSE framing (`sse`), provider JSON that cannot
 break the parser (`provider_json`), the presets and their rate-limit dialects
 (`presets`, `dialects`), time units, parsing and formatting (`times`),

@@ -3,9 +3,15 @@
 Every provider call goes through `Upstream`, so connection reuse, the
 connect-versus-response timeout split and the naming of transport failures
 live in one place. Failures come back as `UpstreamError(kind)` with a kind the
-outcome classifier understands; httpx's exception zoo stays in here.
+outcome classifier understands; aiohttp's exception zoo stays in here.
 
-Bodies are read raw and decoded here, not by httpx: httpx inflates gzip
+Calls use aiohttp's client directly (transport.py says why): what does not
+change between calls to one provider (its URL object, its timeouts) is built
+once and kept, and the caller's header dict (built once per config snapshot,
+runtime.py) is handed to aiohttp as it is, never copied here. Answers expose
+aiohttp's parsed headers, a case-insensitive mapping.
+
+Bodies are read raw and decoded here: aiohttp (like httpx) inflates gzip
 without a ceiling, so a small compressed answer could cost gigabytes. Every
 answer is bounded by the caller's `max_bytes`, on the wire and decoded
 (`upstream_too_large`).
@@ -15,14 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from chain429.upstream.decoding import DecodeError, Inflater, inflater_for
-from chain429.upstream.transport import AiohttpTransport
+from chain429.upstream.transport import new_session
 
 
 class UpstreamError(Exception):
@@ -33,22 +39,23 @@ class UpstreamError(Exception):
         self.kind = kind  # one of outcome.TRANSPORT_ERRORS
 
 
-def _named(exc: httpx.HTTPError) -> UpstreamError:
-    if isinstance(exc, httpx.TimeoutException):
+def _named(exc: BaseException) -> UpstreamError:
+    """aiohttp's failure as the outcome classifier names it (connect vs read, refused vs reset)."""
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError):  # aiohttp's connect and read timeouts are TimeoutErrors
         return UpstreamError("timeout", type(exc).__name__)
-    if isinstance(exc, httpx.ConnectError):
-        return UpstreamError("connect_error", str(exc))
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamError("connect_error", message)
+    if isinstance(
+        exc,
+        aiohttp.ServerDisconnectedError
+        | aiohttp.ClientPayloadError
+        | aiohttp.ClientResponseError  # a malformed status line or headers
+        | aiohttp.ClientOSError
+        | ConnectionError,
+    ):
         return UpstreamError("connection_reset", type(exc).__name__)
     return UpstreamError("upstream_error", type(exc).__name__)
-
-
-@contextmanager
-def _named_errors() -> Iterator[None]:
-    try:
-        yield
-    except httpx.HTTPError as exc:
-        raise _named(exc) from exc
 
 
 def _length(value: str | None) -> int | None:
@@ -63,7 +70,7 @@ def _too_large(limit: int, what: str) -> UpstreamError:
 @dataclass(frozen=True, slots=True)
 class UpstreamReply:
     status: int
-    headers: httpx.Headers
+    headers: Mapping[str, str]  # case-insensitive (aiohttp's CIMultiDictProxy)
     body: bytes
 
 
@@ -77,33 +84,25 @@ class UpstreamStream:
     relayed, not held, and bounded by the event size and its duration instead.
     """
 
-    def __init__(self, response: httpx.Response, max_bytes: int) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, max_bytes: int) -> None:
         self._response = response
-        self._chunks: AsyncIterator[bytes] = response.aiter_raw()
-        self.status = response.status_code
-        self.headers = response.headers
+        self._content = response.content
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
         self.max_bytes = max_bytes
         self._received = 0  # bytes handed on (decoded)
         self._wire = 0  # bytes read, when they are inflated
-        # Our transport hands these on from aiohttp's headers (cheaper); any other reads them here.
-        extensions = response.extensions
-        if "content_encoding" in extensions:
-            encoding, length = extensions["content_encoding"], extensions["content_length"]
-        else:
-            encoding = response.headers.get("content-encoding")
-            length = response.headers.get("content-length")
-        self._inflater = inflater_for(encoding)
-        self.declared_length = _length(length)
+        self._inflater = inflater_for(self.headers.get("content-encoding"))
+        self.declared_length = _length(self.headers.get("content-length"))
 
     def lift_limit(self) -> None:
         self.max_bytes = sys.maxsize
 
     async def _read(self) -> bytes:
         try:
-            return await anext(self._chunks)
-        except StopAsyncIteration:
-            return b""
-        except httpx.HTTPError as exc:
+            # readany: hand bytes on as soon as they arrive (streams must not buffer).
+            return await self._content.readany()
+        except Exception as exc:
             raise _named(exc) from exc
 
     async def next_chunk(self) -> bytes:
@@ -155,13 +154,15 @@ class UpstreamStream:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def aclose(self) -> None:
-        # Close the iterator ourselves: left to the garbage collector, an
-        # abandoned async generator is finalized at an arbitrary later time.
-        await self._chunks.aclose()  # type: ignore[attr-defined]
-        await self._response.aclose()
+        # release() keeps a fully read connection for reuse; close() drops one
+        # whose body was abandoned half way, which could not be reused safely.
+        if self._content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
 
 
-# Headers of ours that must not be forwarded, or that httpx sets itself.
+# Headers of ours that must not be forwarded, or that the client sets itself.
 _HOP_BY_HOP = frozenset({"host", "content-length", "connection", "transfer-encoding"})
 
 
@@ -175,36 +176,64 @@ class Upstream:
     ) -> None:
         """`allowed_private`: the private upstreams allowed now (settings.allowPrivateUpstreams)."""
         self._connect_timeout_s = connect_timeout_s
-        self._client = httpx.AsyncClient(
-            transport=AiohttpTransport(
-                max_connections=max_connections,
+        self._max_connections = max_connections
+        self._allowed_private = allowed_private
+        self._session: aiohttp.ClientSession | None = None
+        # Built once per provider URL and per timeout, not per call (a config
+        # names a few of each; a reload that renames them all starts afresh).
+        self._urls: dict[str, URL] = {}
+        self._timeouts: dict[tuple[float | None, float], aiohttp.ClientTimeout] = {}
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:  # made on the running loop, as aiohttp wants
+            self._session = new_session(
+                max_connections=self._max_connections,
                 keepalive_expiry=60.0,
-                allowed_private=allowed_private,
-            ),
-            # Per-call timeouts are set by each call; this is only a backstop.
-            timeout=httpx.Timeout(30.0, connect=connect_timeout_s),
-            follow_redirects=False,
-            trust_env=False,
-            # What `UpstreamStream` can inflate within its limit. Pinned: httpx would
-            # otherwise also offer br and zstd whenever their packages are installed.
-            # A default, not a per-request header: overriding one costs httpx a
-            # header merge on every call (measured: ~1% of a stream's CPU).
-            headers={"accept-encoding": "gzip, deflate"},
-        )
+                allowed_private=self._allowed_private,
+            )
+        return self._session
+
+    def _url(self, url: str) -> URL:
+        found = self._urls.get(url)
+        if found is None:
+            if len(self._urls) > 4096:
+                self._urls.clear()
+            found = self._urls[url] = URL(url)
+        return found
+
+    def _timeout(self, read_s: float | None, timeout_s: float) -> aiohttp.ClientTimeout:
+        """Each read within `read_s` (None: the stream relay owns read deadlines)."""
+        key = (read_s, timeout_s)
+        found = self._timeouts.get(key)
+        if found is None:
+            if len(self._timeouts) > 4096:
+                self._timeouts.clear()
+            connect = min(self._connect_timeout_s, timeout_s)
+            found = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read_s)
+            self._timeouts[key] = found
+        return found
 
     async def _send(
         self,
         url: str,
         headers: dict[str, str],
         content: bytes,
-        timeout: httpx.Timeout,
+        timeout: aiohttp.ClientTimeout,
         max_bytes: int,
     ) -> UpstreamStream:
-        """POST; return once the response headers are in. Raises httpx errors."""
-        request = self._client.build_request(
-            "POST", url, content=content, headers=headers, timeout=timeout
-        )
-        stream = UpstreamStream(await self._client.send(request, stream=True), max_bytes)
+        """POST; return once the response headers are in. Raises UpstreamError."""
+        try:
+            response = await self._get_session().request(
+                "POST",
+                self._url(url),
+                headers=headers,
+                data=content,
+                allow_redirects=False,
+                timeout=timeout,
+            )
+        except Exception as exc:
+            raise _named(exc) from exc
+        stream = UpstreamStream(response, max_bytes)
         length = stream.declared_length
         if length is not None and length > max_bytes:
             await stream.aclose()  # unread: the connection is dropped, not reused
@@ -224,17 +253,16 @@ class Upstream:
 
         An answer over `max_bytes` raises `UpstreamError("upstream_too_large")`.
         """
-        timeout = httpx.Timeout(timeout_s, connect=min(self._connect_timeout_s, timeout_s))
+        timeout = self._timeout(timeout_s, timeout_s)
         try:
-            with _named_errors():
-                # httpx times each read separately; the deadline covers the whole answer.
-                async with asyncio.timeout(timeout_s + self._connect_timeout_s):
-                    stream = await self._send(url, headers, content, timeout, max_bytes)
-                    try:
-                        body = await stream.read_all()
-                    finally:
-                        await stream.aclose()
-                    return UpstreamReply(stream.status, stream.headers, body)
+            # aiohttp times each read separately; the deadline covers the whole answer.
+            async with asyncio.timeout(timeout_s + self._connect_timeout_s):
+                stream = await self._send(url, headers, content, timeout, max_bytes)
+                try:
+                    body = await stream.read_all()
+                finally:
+                    await stream.aclose()
+                return UpstreamReply(stream.status, stream.headers, body)
         except TimeoutError as exc:
             raise UpstreamError("timeout", "no complete answer in time") from exc
 
@@ -253,24 +281,32 @@ class Upstream:
         first-token and idle deadlines, which differ before and after the
         first token. The body is bounded by `max_bytes` until `lift_limit()`.
         """
-        timeout = httpx.Timeout(None, connect=min(self._connect_timeout_s, timeout_s))
+        timeout = self._timeout(None, timeout_s)
         try:
-            with _named_errors():
-                async with asyncio.timeout(timeout_s + self._connect_timeout_s):
-                    return await self._send(url, headers, content, timeout, max_bytes)
+            async with asyncio.timeout(timeout_s + self._connect_timeout_s):
+                return await self._send(url, headers, content, timeout, max_bytes)
         except TimeoutError as exc:
             raise UpstreamError("timeout", "no response headers in time") from exc
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 def request_headers(api_key: str | None, extra: dict[str, str]) -> dict[str, str]:
     """The headers every call to one provider carries; built once per config snapshot."""
-    headers = {"content-type": "application/json", "accept": "application/json"}
+    # accept-encoding: what `UpstreamStream` can inflate within its limit.
+    headers = {
+        "content-type": "application/json",
+        "accept": "application/json",
+        "accept-encoding": "gzip, deflate",
+    }
     if api_key:
         headers["authorization"] = f"Bearer {api_key}"
     for name, value in extra.items():
-        if name.lower() not in _HOP_BY_HOP:
+        lname = name.lower()
+        if lname not in _HOP_BY_HOP:
+            headers.pop(lname, None)  # the provider's own spelling replaces our default
             headers[name] = value
     return headers
