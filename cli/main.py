@@ -100,20 +100,20 @@ def serve(
     from chain429.server.app import create_app
     from chain429.server.serving import (
         ExposureError,
+        NeedsSharedStore,
         PortInUse,
         RequestLogError,
-        NeedsSharedStore,
         announce_open_access,
         bind,
         check_exposure,
         check_workers,
         open_request_log,
         resolve_bind,
+        serve_workers,
     )
     from chain429.server.serving import (
         serve as run_server,
     )
-    from chain429.server.serving import serve_workers
 
     path = find_config_path(str(config) if config else None)
     loaded = load_or_exit(path)
