@@ -85,6 +85,14 @@ def serve(
     access_log: Annotated[
         bool, typer.Option("--access-log", help="Log every HTTP request.")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes on this host, sharing limits through Redis "
+            "(settings.stateStore); above 1 needs it.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the proxy in the foreground until Ctrl-C."""
     from chain429.config.loader import find_config_path
@@ -92,13 +100,16 @@ def serve(
     from chain429.server.app import create_app
     from chain429.server.serving import (
         ExposureError,
+        NeedsSharedStore,
         PortInUse,
         RequestLogError,
         announce_open_access,
         bind,
         check_exposure,
+        check_workers,
         open_request_log,
         resolve_bind,
+        serve_workers,
     )
     from chain429.server.serving import (
         serve as run_server,
@@ -110,7 +121,8 @@ def serve(
     try:
         bind_host, bind_port = resolve_bind(loaded, host, port)
         check_exposure(loaded, bind_host)
-    except (ValueError, ExposureError) as err:
+        check_workers(loaded, workers)
+    except (ValueError, ExposureError, NeedsSharedStore) as err:
         raise fail(str(err)) from None
     try:  # first: a port in use is the one thing said
         sock = bind(bind_host, bind_port)
@@ -129,6 +141,21 @@ def serve(
             err=True,
         )
 
+    if workers > 1:
+        # Each worker opens its own request log and store, and says when it serves.
+        try:
+            serve_workers(
+                path,
+                bind_host,
+                workers,
+                sock=sock,
+                access_log=access_log or loaded.settings.access_log,
+                announce=f"chain429 {__version__} serving {path} on http://{url_host}:"
+                f"{sock.getsockname()[1]}/v1 (chains: {chains}; {workers} workers)",
+            )
+        except (RequestLogError, ValueError) as err:
+            raise fail(str(err)) from None
+        return
     try:
         telemetry = open_request_log(loaded)
     except RequestLogError as err:

@@ -181,19 +181,73 @@ def status(
 
         if not watch:
             health, limits = snapshot()
+            instances = _instances(client)
             if as_json:
-                print_json({"server": health, "ratelimits": limits})
+                print_json({"server": health, "ratelimits": limits, "instances": instances})
                 return
             _print_config_error(health)
             title = _status_title(client, health)
             if not output.interactive():
                 say(title)
             table(STATUS_COLUMNS, _status_rows(limits), title=title)
+            _print_instances(instances)
             return
         try:
             _watch_status(client, snapshot, as_json, count, interval)
         except KeyboardInterrupt:
             raise typer.Exit(0) from None
+
+
+INSTANCE_COLUMNS = ["INSTANCE", "HOST", "PID", "VERSION", "GENERATION", "CONFIG", "LAST SEEN"]
+
+
+def _instances(client: AdminClient) -> dict[str, Any] | None:
+    """`/v1/admin/instances`, or None from a server too old to have it."""
+    code, body = client.request("GET", "/v1/admin/instances", accept=(200, 404))
+    return body if code == 200 and isinstance(body, dict) else None
+
+
+def _print_instances(listing: dict[str, Any] | None) -> None:
+    """The instances sharing the server's state store, and a warning when their configs differ.
+
+    With the memory store nothing is shared and the list is the server itself:
+    nothing to add to the table above.
+    """
+    if not listing or listing.get("store") == "memory":
+        return
+    found = listing.get("instances") or []
+    if listing.get("problem"):
+        output.stderr.print(
+            f"warning: the other instances cannot be read: {listing['problem']}",
+            style="yellow",
+            markup=False,
+            highlight=False,
+        )
+    now = time.time()
+    rows = [
+        [
+            f"{r.get('id')}{' (this)' if r.get('id') == listing.get('this') else ''}",
+            r.get("host"),
+            r.get("pid"),
+            r.get("version"),
+            r.get("config_generation"),
+            r.get("config_digest"),
+            f"{max(0.0, now - float(r.get('last_seen') or now)):.0f}s ago",
+        ]
+        for r in found
+    ]
+    if not output.interactive():
+        say(f"{len(found)} instances share the state store")
+    table(INSTANCE_COLUMNS, rows, title=f"{len(found)} instances share the state store")
+    if listing.get("configs_differ"):
+        digests = sorted({str(r.get("config_digest")) for r in found})
+        output.stderr.print(
+            f"warning: the instances run different configs (digests {', '.join(digests)}): "
+            "each enforces its own limits on the shared counters; give them the same file",
+            style="bold yellow",
+            markup=False,
+            highlight=False,
+        )
 
 
 def _watch_status(

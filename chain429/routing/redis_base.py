@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import json
 import os
 import secrets
 import socket
@@ -114,6 +115,61 @@ class RedisStateBase:
         if self.failure == "closed":
             raise StateStoreUnavailable(self.problem or "the shared state store is unreachable")
         return self.local
+
+    # -- who shares the store ----------------------------------------------------
+
+    async def announce(self, record: dict[str, Any], ttl_s: float) -> None:
+        """Say this instance is alive: its record, gone `ttl_s` after the last announcement.
+
+        Each record is its own key with an expiry (a killed instance's record
+        lapses by itself), listed in a sorted set by that expiry (so a listing
+        reads the live ones without a SCAN over the whole Redis).
+        """
+        key, index = self._k(f"inst:{self.instance}"), self._k("instances")
+        ttl_ms = max(1, int(ttl_s * 1000))
+        expiry = time.time() + self._offset + ttl_s
+
+        async def write(client: Any) -> None:
+            pipe = client.pipeline(transaction=False)
+            pipe.set(key, json.dumps(record), px=ttl_ms)
+            pipe.zadd(index, {self.instance: expiry})
+            pipe.pexpire(index, ttl_ms)
+            await pipe.execute()
+
+        await self.link.run(write)
+
+    async def withdraw(self) -> None:
+        """A graceful stop: this instance leaves the list now, not when its record lapses."""
+
+        async def remove(client: Any) -> None:
+            pipe = client.pipeline(transaction=False)
+            pipe.delete(self._k(f"inst:{self.instance}"))
+            pipe.zrem(self._k("instances"), self.instance)
+            await pipe.execute()
+
+        with contextlib.suppress(StoreDown):
+            await self.link.run(remove)
+
+    async def instances(self) -> list[dict[str, Any]]:
+        """The records of every live instance on this namespace (raises StoreDown)."""
+        index = self._k("instances")
+
+        async def read(client: Any) -> list[Any]:
+            now = time.time() + self._offset
+            pipe = client.pipeline(transaction=False)
+            pipe.zremrangebyscore(index, "-inf", now)
+            pipe.zrange(index, 0, -1)
+            names = (await pipe.execute())[1]
+            if not names:
+                return []
+            return cast(list[Any], await client.mget([self._k(f"inst:{n}") for n in names]))
+
+        found = []
+        for value in await self.link.run(read):
+            if value is not None:  # lapsed between the two reads
+                with contextlib.suppress(ValueError):
+                    found.append(json.loads(value))
+        return found
 
     # -- keys ------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from chain429.server.context import App, AppContext
 from chain429.server.errors import ApiError
 from chain429.server.guard import add_cors_headers, guard
 from chain429.server.health import gauges, health_routes
+from chain429.server.instances import Heartbeat, instance_routes
 from chain429.server.metrics import Metrics
 from chain429.server.openapi import openapi_routes
 from chain429.server.ratelimit_report import ratelimit_routes
@@ -142,6 +143,7 @@ def create_app(
     ctx.metrics = Metrics(lambda: gauges(ctx), telemetry)
     ctx.connection_guard = ConnectionGuard(ctx.metrics)
     ctx.reloader = Reloader(ctx, config_path)
+    ctx.heartbeat = Heartbeat(ctx)
     app.on_request(guard)
     app.on_response(add_cors_headers)
     app.before_server_start(_open_upstream)
@@ -154,6 +156,7 @@ def create_app(
         ratelimit_routes,
         stats_routes,
         admin_routes,
+        instance_routes,
         steering_routes,
         openapi_routes,
         web_ui_routes,
@@ -180,6 +183,7 @@ async def _open_upstream(app: App) -> None:
         # Another instance freed a slot or ended a probe: our queue heads look again.
         ctx.state.set_waker(ctx.router.queues.notify)
         await ctx.state.start()
+    ctx.heartbeat.start()
     # Cooldowns survive a restart: with a database (the request log's) and
     # the memory store, restore the saved state before the first request and
     # keep saving it. A shared store (Redis) keeps its own state.
@@ -212,6 +216,7 @@ async def _drain(app: App) -> None:
 async def _close_upstream(app: App) -> None:
     ctx = app.ctx
     await ctx.upstream.aclose()
+    await ctx.heartbeat.stop()
     if isinstance(ctx.state, RedisStateStore):
         await ctx.state.aclose()
     if ctx.persister is not None:

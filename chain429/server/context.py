@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from chain429.requestlog.persist import StatePersister
     from chain429.requestlog.writer import Telemetry
     from chain429.server.connections import ConnectionGuard
+    from chain429.server.instances import Heartbeat
     from chain429.server.metrics import Metrics
     from chain429.server.reloader import Reloader
 
@@ -66,6 +67,7 @@ class AppContext:
     metrics: Metrics = field(init=False)
     connection_guard: ConnectionGuard = field(init=False)
     reloader: Reloader = field(init=False)
+    heartbeat: Heartbeat = field(init=False)  # this instance's record on a shared store
     _upstream: Upstream | None = None
     _router: Router | None = None
 

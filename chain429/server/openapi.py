@@ -356,6 +356,18 @@ _route("post", "/v1/admin/reload", _op(
 _route("get", "/v1/admin/status", _op(
     "getAdminStatus", "admin", "The config file, generation and last reload",
     _answer("The reloader's state.", _STATUS, "ETag")))
+_route("get", "/v1/admin/instances", _op(
+    "listInstances", "admin", "The chain429 instances sharing this one's state store",
+    obj("store this configs_differ:b problem:s?", "store this configs_differ instances",
+        instances=list_of(obj(
+            "id host pid:i version config_generation:i config_digest started_at:n last_seen:n",
+            "id host pid version config_generation config_digest started_at last_seen",
+            "One live instance. `config_digest` is a hash of its config (never the config); "
+            "`configs_differ` is true when two instances' digests differ."))),
+    description="With a shared store (Redis) every instance announces itself every "
+    "`stateLeaseMs / 3` and leaves the list within `stateLeaseMs` of its last word; this "
+    "instance comes first. With the memory store the list is this instance; `problem` says "
+    "why the others cannot be read right now (Redis unreachable)."))
 _route("get", "/v1/admin/diff", _op(
     "diffFile", "admin", "What a reload would change: the config file against the running config",
     _answer("The semantic diff, summary lines and a unified diff.", obj(

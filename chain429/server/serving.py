@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
 import logging
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import peewee
@@ -200,6 +203,98 @@ def serve(
             verbosity=0,
             **server_options(app),
         )
+    finally:
+        sock.close()
+
+
+# The app's name in every worker: Sanic's manager finds each worker's app by it.
+WORKERS_APP = "chain429"
+
+
+class NeedsSharedStore(Exception):
+    """`--workers` above 1 without a shared state store (see `check_workers`)."""
+
+
+def check_workers(config: Config, workers: int, environ: Mapping[str, str] | None = None) -> None:
+    """Several workers share limits only through Redis: without it, refuse to start.
+
+    Each worker is its own process with its own memory: with the memory store
+    each would keep its own limits, and an entry limited to 20 requests a
+    minute could take 20 per worker (and each would ignore the others' 429s).
+    """
+    environ = os.environ if environ is None else environ
+    if workers <= 1 or environ.get(STATE_URL_ENV) or config.settings.state_store:
+        return
+    raise NeedsSharedStore(
+        f"--workers {workers} needs a shared state store: each worker is its own process, and "
+        "with the memory store each would keep its own limits (an entry limited to 20 "
+        "requests a minute could take 20 per worker). Set settings.stateStore: "
+        f"redis://127.0.0.1:6379/0 (or ${STATE_URL_ENV}); see docs/scaling.md"
+    )
+
+
+def worker_app(config_path: Path, bind_host: str, announce: str) -> App:
+    """One worker's app, built inside the worker process (Sanic's loader calls this there).
+
+    Each worker reads the config file, opens its own request log connection
+    (its own records; retention takes the database's lock, see
+    `requestlog.database.claim_retention`) and its own link to Redis, where
+    the limits are shared. `announce` is printed once the worker serves.
+    """
+    from chain429.config.loader import load_config
+    from chain429.server import logs
+    from chain429.server.app import create_app
+
+    config = load_config(config_path)
+    logs.configure(config.settings.log_level, config.settings.log_format)
+    app = create_app(
+        config, config_path=config_path, telemetry=open_request_log(config), name=WORKERS_APP
+    )
+    app.config.TOUCHUP = True  # one app in the process: see `serve`
+    app.ctx.bind_host = bind_host
+    if announce:
+
+        async def ready(app: App, _: Any = None) -> None:
+            sys.stderr.write(f"{announce} (worker pid {os.getpid()})\n")
+            sys.stderr.flush()
+
+        app.after_server_start(ready)
+    return app
+
+
+def serve_workers(
+    config_path: Path,
+    host: str,
+    workers: int,
+    *,
+    sock: socket.socket,
+    access_log: bool = False,
+    announce: str = "",
+) -> None:
+    """Run `workers` processes on one socket until SIGINT/SIGTERM, with Sanic's worker manager.
+
+    This process binds the socket and manages; each worker (spawned: a fresh
+    interpreter, nothing inherited but the socket) builds its own app with
+    `worker_app` and accepts on the shared socket, so the kernel spreads
+    connections over the workers. SIGTERM stops every worker gracefully:
+    in-flight requests finish and each worker writes its last records.
+    """
+    from sanic import Sanic
+    from sanic.worker.loader import AppLoader
+
+    os.environ.setdefault("SANIC_IGNORE_PRODUCTION_WARNING", "1")
+    loader = AppLoader(factory=functools.partial(worker_app, config_path, host, announce))
+    try:
+        primary = loader.load()  # the manager's copy: it never serves a request
+        primary.prepare(
+            sock=sock,
+            workers=workers,
+            access_log=access_log,
+            motd=False,
+            verbosity=0,
+            **server_options(primary),
+        )
+        Sanic.serve(primary=primary, app_loader=loader)
     finally:
         sock.close()
 
