@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from chain429.config.clients import Client
 from chain429.config.cross_checks import cross_check
 from chain429.config.errors import FIELD_CTX, format_path
 from chain429.config.sections import Breaker, Count, Flag, Model, PositiveCount, RateLimits, Retry
@@ -42,6 +43,7 @@ __all__ = [
     "Breaker",
     "Chain",
     "ChainEntry",
+    "Client",
     "Config",
     "Provider",
     "RateLimits",
@@ -523,6 +525,11 @@ class Config(Model):
     chains: tuple[Chain, ...] = Field(
         default=(), description="Named, ordered lists of (provider, model) entries."
     )
+    clients: tuple[Client, ...] = Field(
+        default=(),
+        description="Callers with their own keys, chains, limits and paid budgets "
+        "(docs/clients.md).",
+    )
 
     _providers_by_id: dict[str, Provider] = PrivateAttr(default_factory=dict)
     _chains_by_name: dict[str, Chain] = PrivateAttr(default_factory=dict)
@@ -545,6 +552,11 @@ class Config(Model):
     @field_validator("chains", mode="before", json_schema_input_type=tuple[Chain, ...] | None)
     @classmethod
     def _null_chains(cls, value: Any) -> Any:
+        return () if value is None else value
+
+    @field_validator("clients", mode="before", json_schema_input_type=tuple[Client, ...] | None)
+    @classmethod
+    def _null_clients(cls, value: Any) -> Any:
         return () if value is None else value
 
     @model_validator(mode="after")

@@ -333,12 +333,26 @@ def _add_route_column(database: peewee.Database) -> None:
     database.execute_sql('ALTER TABLE "requests" ADD COLUMN "route" VARCHAR(16)')
 
 
+def _add_client_column(database: peewee.Database) -> None:
+    """`requests.client`: which `clients:` entry sent the request, with its index.
+
+    As for `route`: a database created by this version has the column already;
+    the index is created either way (stats by client read by it).
+    """
+    if "client" not in {column.name for column in database.get_columns("requests")}:
+        database.execute_sql('ALTER TABLE "requests" ADD COLUMN "client" VARCHAR(64)')
+    database.execute_sql(
+        'CREATE INDEX IF NOT EXISTS "requests_client_time_ms" ON "requests" ("client", "time_ms")'
+    )
+
+
 # Append only: a released number is never renumbered or edited, because
 # databases out there record it as applied.
 MIGRATIONS: list[Migration] = [
     (1, "create tables", _create_tables),
     (2, "hourly attempt rollup", _create_attempt_rollup),
     (3, "request route", _add_route_column),
+    (4, "request client", _add_client_column),
 ]
 
 

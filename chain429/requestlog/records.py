@@ -44,6 +44,7 @@ class RequestRecord:
     id: str
     started_at: float  # epoch seconds
     key_label: str | None = None  # which client key, never the key itself
+    client: str | None = None  # the `clients:` entry whose key it was (migration 4)
     chain: str | None = None
     # Why that chain: "chain" (`model` named it), "model" (an entry model: every
     # entry serving it), "default" (`model` named neither).

@@ -44,6 +44,7 @@ class RequestRow(BaseModel):
     id = peewee.CharField(primary_key=True, max_length=40)
     time_ms = peewee.BigIntegerField(index=True)  # when it arrived, epoch ms
     key_label = peewee.CharField(null=True, max_length=64)
+    client = peewee.CharField(null=True, max_length=64)  # a `clients:` name (migration 4)
     chain = peewee.CharField(null=True, max_length=200)
     route = peewee.CharField(null=True, max_length=16)  # why that chain (migration 3)
     requested_model = peewee.CharField(null=True, max_length=200)
@@ -66,6 +67,7 @@ class RequestRow(BaseModel):
         indexes = (
             (("chain", "time_ms"), False),
             (("provider", "time_ms"), False),
+            (("client", "time_ms"), False),
         )
 
 

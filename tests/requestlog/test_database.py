@@ -57,13 +57,38 @@ def test_migration_3_adds_the_route_to_a_previous_release_log(
         "attempts, queued_ms, tokens_estimated) "
         f"VALUES ('{old.id}', 1, 'fast', 200, 'success', 1.0, false, 1, 0.0, false)"
     )
-    assert migrate(database) == [3]
+    assert migrate(database) == [number for number, _, _ in MIGRATIONS[2:]]
     assert RequestRow.get_by_id(old.id).route is None
     telemetry = Telemetry(database, batch_interval_s=0.01).start()
     new = RequestRecord(new_request_id(), time.time(), chain="fast", route="default", status=200)
     telemetry.submit(new)
     assert telemetry.stop()
     assert RequestRow.get_by_id(new.id).route == "default"
+    database.close()
+
+
+def test_migration_4_adds_the_client_to_a_previous_release_log(
+    database: peewee.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as previous_release:
+        previous_release.setattr(database_module, "MIGRATIONS", MIGRATIONS[:3])
+        assert migrate(database) == [1, 2, 3]
+    # Migration 1 builds today's table; the previous release's had no client.
+    database.execute_sql('DROP INDEX "requests_client_time_ms"')
+    database.execute_sql('ALTER TABLE "requests" DROP COLUMN "client"')
+    database.execute_sql(
+        'INSERT INTO "requests" (id, time_ms, chain, status, outcome, latency_ms, stream, '
+        "attempts, queued_ms, tokens_estimated) "
+        "VALUES ('old-row', 1, 'fast', 200, 'success', 1.0, false, 1, 0.0, false)"
+    )
+    assert migrate(database) == [number for number, _, _ in MIGRATIONS[3:]]
+    assert RequestRow.get_by_id("old-row").client is None
+    assert "requests_client_time_ms" in {i.name for i in database.get_indexes("requests")}
+    telemetry = Telemetry(database, batch_interval_s=0.01).start()
+    new = RequestRecord(new_request_id(), time.time(), chain="fast", client="ana", status=200)
+    telemetry.submit(new)
+    assert telemetry.stop()
+    assert RequestRow.get_by_id(new.id).client == "ana"
     database.close()
 
 
