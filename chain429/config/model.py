@@ -17,6 +17,7 @@ and the admin API's /openapi.json are all made from it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import tzinfo
 from typing import Any, Literal, Self, get_args
 from urllib.parse import urlsplit
 
@@ -253,6 +254,12 @@ class Settings(Model):
         "retry, which lands after the recovery (OpenAI's SDKs otherwise wait up to minutes; "
         "docs/api.md#retrying).",
     )
+    time_zone: str = Field(
+        default="UTC",
+        description="The IANA time zone (`Europe/Paris`, `America/New_York`) whose midnight "
+        "resets the server's own calendar days: clients' daily limits and paid budgets. "
+        "Providers' daily quotas keep each provider's own day.",
+    )
     state_store: str | None = Field(
         default=None,
         pattern=r"^(rediss?|unix)://",
@@ -350,6 +357,26 @@ class Settings(Model):
     @classmethod
     def _null_is_empty(cls, value: Any) -> Any:
         return () if value is None else value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; write an IANA name such as `UTC` or `Europe/Paris`"
+            ) from None
+        return value
+
+    @property
+    def zone(self) -> tzinfo:
+        """`timeZone` as a tzinfo (checked at load, so it exists)."""
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(self.time_zone)
 
     @field_validator("cors_origins")
     @classmethod

@@ -19,12 +19,12 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone, tzinfo
+from datetime import timedelta, timezone, tzinfo
 from functools import cache
 from typing import Any, Literal, cast
 
 from chain429.upstream import provider_json
-from chain429.upstream.times import parse_duration, parse_reset
+from chain429.upstream.times import next_midnight, parse_duration, parse_reset
 
 Window = Literal["minute", "hour", "day"]
 Kind = Literal["requests", "tokens"]
@@ -101,10 +101,7 @@ def next_day_boundary(dialect: Dialect, now: float) -> float:
     zone_name = dialect.day_zone
     if zone_name is None:
         return window_end("day", now)
-    zone = _zone(zone_name)
-    today = datetime.fromtimestamp(now, zone).date()
-    # US DST switches at 02:00, so local midnight always exists exactly once.
-    return datetime.combine(today + timedelta(days=1), time(), tzinfo=zone).timestamp()
+    return next_midnight(now, _zone(zone_name))
 
 
 def _refill_at(dialect: Dialect, window: Window, now: float) -> float:

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from email.utils import parsedate_to_datetime
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
+
+
+def next_midnight(now: float, zone: tzinfo) -> float:
+    """Epoch seconds of the first midnight after `now` in `zone`: when a calendar day resets.
+
+    Zones that switch summer time do it away from midnight (US zones at 02:00),
+    so local midnight exists exactly once and a day is 23, 24 or 25 hours.
+    """
+    today = datetime.fromtimestamp(now, zone).date()
+    return datetime.combine(today + timedelta(days=1), time(), tzinfo=zone).timestamp()
 
 
 def iso_ms(time_ms: int) -> str:
