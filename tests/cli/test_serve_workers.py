@@ -63,6 +63,8 @@ def test_two_workers_share_one_limit_answer_from_two_pids_and_stop_cleanly(tmp_p
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            # Sanic's manager kills a stuck stop with killpg: not this test's group.
+            start_new_session=True,
         )
         try:
             wait_healthy(url, proc, timeout=60)
@@ -120,3 +122,57 @@ def test_two_workers_share_one_limit_answer_from_two_pids_and_stop_cleanly(tmp_p
             if proc.poll() is None:
                 stop(proc)
     assert requests_logged(tmp_path / "w.db") == 104
+
+
+def spawned_children(pid: int) -> list[int]:
+    """The processes `pid` started with multiprocessing's spawn (Sanic's manager and workers)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid and b"spawn_main" in cmdline:
+            children.append(int(entry.name))
+    return children
+
+
+def test_a_stop_while_the_workers_start_ends_the_server(tmp_path, redis_ns):
+    """SIGTERM before the workers are up: every process exits, none is left behind.
+
+    (Sanic's manager used to wait for ever for workers it had just stopped.)
+    """
+    port = free_port()
+    with FakeProvider("limited") as limited, FakeProvider("spare") as spare:
+        config = write_config(tmp_path / "w.yaml", redis_ns, limited, spare, "")
+        proc = subprocess.Popen(
+            [*CHAIN429, "serve", "-c", str(config), "--port", str(port), "--workers", "2"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            # Sanic's manager kills a stuck stop with killpg: not this test's group.
+            start_new_session=True,
+        )
+        try:
+            # The manager's state server and both workers exist, and the workers are
+            # still importing: the stop lands in Sanic's wait for their start.
+            deadline = time.monotonic() + 30
+            while len(children := spawned_children(proc.pid)) < 3:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=15) == 0, proc.stderr.read() if proc.stderr else ""
+            assert not httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).is_success
+        except httpx.TransportError:
+            pass  # nobody listens: as it should be
+        finally:
+            if proc.poll() is None:
+                stop(proc)
+    deadline = time.monotonic() + 5
+    while alive := [c for c in children if Path(f"/proc/{c}").exists()]:
+        assert time.monotonic() < deadline, f"left running: {alive}"
+        time.sleep(0.05)
