@@ -33,17 +33,32 @@ def fields_of(model: Any, names: list[str]) -> list[Any]:
     return [model._meta.fields[name] for name in names]
 
 
-def column_limits(fields: list[Any]) -> list[int | None]:
-    return [f.max_length if isinstance(f, peewee.CharField) else None for f in fields]
+# The text columns of a row, as (position, width): the only values `clip` looks at.
+ColumnLimits = tuple[tuple[int, int], ...]
 
 
-def clip(values: tuple[Any, ...], limits: list[int | None]) -> tuple[Any, ...]:
+def column_limits(fields: list[Any]) -> ColumnLimits:
+    return tuple((i, f.max_length) for i, f in enumerate(fields) if isinstance(f, peewee.CharField))
+
+
+def clip(values: tuple[Any, ...], limits: ColumnLimits) -> tuple[Any, ...]:
     """Cut strings to their column's width: PostgreSQL rejects a longer value, and one
-    over-long model name must not cost the other records of its batch."""
-    return tuple(
-        v[:n] if n is not None and isinstance(v, str) and len(v) > n else v
-        for v, n in zip(values, limits, strict=True)
-    )
+    over-long model name must not cost the other records of its batch.
+
+    Every record passes through here (and each of its attempts): values that fit,
+    nearly all of them, come back as they are, without a copy.
+    """
+    for i, width in limits:  # a plain loop: this runs for every row written
+        value = values[i]
+        if value.__class__ is str and len(value) > width:
+            break
+    else:
+        return values
+    cut = list(values)
+    for i, width in limits:
+        if isinstance(cut[i], str):
+            cut[i] = cut[i][:width]
+    return tuple(cut)
 
 
 _ROLLUP_KEY_COLUMNS = ["hour_ms", "chain", "provider", "outcome"]
@@ -121,21 +136,24 @@ def _tally(records: list[RequestRecord]) -> dict[RollupKey, _Tally]:
 
 def _tally_attempts(records: list[RequestRecord]) -> dict[AttemptKey, list[float]]:
     """[count, latency sum] per attempt rollup key; the hour is the request's."""
-    tallies: dict[AttemptKey, list[float]] = {}
+    raw: dict[tuple[int, str, str, str], list[float]] = {}
     for r in records:
         time_ms = int(r.started_at * 1000)
         hour_ms = time_ms - time_ms % HOUR_MS
         for a in r.trail:
-            # Clipped like the attempt rows themselves, so the keys match them.
-            key = cast(
-                AttemptKey,
-                clip((hour_ms, a.provider, a.model, a.outcome), _ATTEMPT_ROLLUP_KEY_LIMITS),
-            )
-            tally = tallies.get(key)
+            tally = raw.get(key := (hour_ms, a.provider, a.model, a.outcome))
             if tally is None:
-                tally = tallies[key] = [0, 0.0]
+                tally = raw[key] = [0, 0.0]
             tally[0] += 1
             tally[1] += a.latency_ms or 0.0
+    # Keys clipped like the attempt rows themselves, so they match them: once per
+    # key, not per attempt (a batch has thousands of attempts and a few keys).
+    tallies: dict[AttemptKey, list[float]] = {}
+    for key, (count, latency_sum) in raw.items():
+        clipped = cast(AttemptKey, clip(key, _ATTEMPT_ROLLUP_KEY_LIMITS))
+        tally = tallies.setdefault(clipped, [0, 0.0])
+        tally[0] += count
+        tally[1] += latency_sum
     return tallies
 
 

@@ -416,3 +416,45 @@ def test_readers_in_other_threads_while_the_writer_writes(
     assert len({c for counts in seen for c in counts}) > 2  # reads overlapped writes
     assert RequestRow.select().count() == 600
     migrated.close()
+
+
+def test_over_long_names_are_cut_to_their_columns_and_rollups_still_match(
+    migrated: peewee.Database,
+) -> None:
+    """A 300-character model name fits nowhere: the row, the trail and both rollups keep
+    its first 200 characters, and the records around it are written too."""
+    long_model = "m" * 300
+    near = "n" * 200 + "-a"  # two names that differ only after the cut
+    other = "n" * 200 + "-b"
+    now = time.time()
+    records = []
+    for i, model in enumerate([long_model, near, other, "short"]):
+        record = RequestRecord(
+            f"req_long_{i}",
+            now,
+            chain="c" * 250,
+            provider="p",
+            model=model,
+            status=200,
+            outcome="success",
+            attempts=1,
+            latency_ms=5.0,
+        )
+        record.trail = [AttemptRecord(1, "p", model, "200", 200, 5.0)]
+        records.append(record)
+    telemetry = Telemetry(migrated, batch_interval_s=0.01).start()
+    for record in records:
+        telemetry.submit(record)
+    assert telemetry.stop()
+
+    rows = {row.id: row for row in RequestRow.select()}
+    assert len(rows) == 4
+    assert rows["req_long_0"].model == "m" * 200 and rows["req_long_0"].chain == "c" * 200
+    assert rows["req_long_3"].model == "short"
+    trail_models = sorted(a.model for a in AttemptRow.select())
+    assert trail_models == sorted(["m" * 200, "n" * 200, "n" * 200, "short"])
+    # The attempt rollup groups by the cut names, exactly as the trails read.
+    rolled = {r.model: r.count for r in HourlyAttemptRollup.select()}
+    assert rolled == {"m" * 200: 1, "n" * 200: 2, "short": 1}
+    assert HourlyRollup.select(peewee.fn.SUM(HourlyRollup.requests)).scalar() == 4
+    assert {r.chain for r in HourlyRollup.select()} == {"c" * 200}
