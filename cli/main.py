@@ -96,6 +96,9 @@ def serve(
 ) -> None:
     """Run the proxy in the foreground until Ctrl-C."""
     from chain429.config.loader import find_config_path
+    from chain429.requestlog import import_peewee_without_its_postgres_driver
+
+    import_peewee_without_its_postgres_driver()  # before the server imports it
     from chain429.server import logs
     from chain429.server.app import create_app
     from chain429.server.serving import (

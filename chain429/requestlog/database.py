@@ -43,6 +43,7 @@ from chain429.upstream.times import HOUR_MS
 __all__ = [
     "MIGRATIONS",
     "RETENTION_LOCK_KEY",
+    "DatabaseError",
     "bind",
     "claim_retention",
     "default_sqlite_path",
@@ -57,6 +58,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("chain429.requestlog.database")
+
+# What opening, migrating or writing the log raises beyond OSError and ValueError,
+# for callers that do not import peewee themselves.
+DatabaseError = peewee.PeeweeException
 
 POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -205,7 +210,30 @@ def _open_postgres(url: str) -> peewee.PostgresqlDatabase:
     params.setdefault("application_name", "chain429")
     params.setdefault("connect_timeout", 5)
     # Peewee 4 drives psycopg2 or psycopg 3; we ship psycopg 3 (the maintained one).
+    _attach_psycopg()
     return peewee.PostgresqlDatabase(dbname, prefer_psycopg3=True, **params)
+
+
+def _attach_psycopg() -> None:
+    """Hand peewee the psycopg 3 driver it was imported without (see chain429.requestlog).
+
+    What peewee's own import would have set: its module's driver names and its
+    psycopg 3 adapter's transaction states. tests/requestlog/test_shared_database.py
+    drives PostgreSQL through this path in fresh processes.
+    """
+    if getattr(peewee, "psycopg", None) is not None:
+        return
+    import psycopg
+    from psycopg.pq import TransactionStatus
+    from psycopg.types.json import Json, Jsonb
+
+    module: Any = peewee
+    module.psycopg, module.TransactionStatus = psycopg, TransactionStatus
+    module.Json_pg3, module.Jsonb_pg3 = Json, Jsonb
+    adapter = module.Psycopg3Adapter
+    adapter.txn_idle = TransactionStatus.IDLE
+    adapter.txn_inerror = TransactionStatus.INERROR
+    adapter.txn_unknown = TransactionStatus.UNKNOWN
 
 
 def is_postgres(database: peewee.Database) -> bool:

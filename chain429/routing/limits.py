@@ -26,9 +26,10 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, get_args
 
 from chain429.routing.buckets import Bucket
 from chain429.routing.outcome import (
@@ -41,6 +42,9 @@ from chain429.routing.outcome import (
 )
 from chain429.routing.runtime import EntryRuntime
 from chain429.upstream.dialects import daily_exhausted, next_day_boundary, read_body, read_headers
+
+if TYPE_CHECKING:
+    from chain429.routing.redis_store import RedisStateStore
 
 log = logging.getLogger("chain429.routing.limits")
 
@@ -136,6 +140,22 @@ class StateStore(Protocol):
         """End the blocks in force on these entries' scopes (entry, bucket, provider), or
         with no entries every block of the provider; how many ended. A person's call
         (`POST /v1/admin/limits/clear`): the entries are asked at once, without a probe."""
+
+
+class StoreDown(Exception):
+    """A shared store cannot be used right now (its breaker is open, or this call just failed)."""
+
+
+def shared_store(store: StateStore) -> RedisStateStore | None:
+    """The store as the shared (Redis) store, or None for this process's memory.
+
+    Asked without importing the Redis store: a process that keeps its limits in
+    memory never loads the redis package (7 MB of resident memory).
+    """
+    module = sys.modules.get("chain429.routing.redis_store")
+    if module is not None and isinstance(store, module.RedisStateStore):
+        return cast("RedisStateStore", store)
+    return None
 
 
 def scope_keys(entry: EntryRuntime) -> tuple[str, str, str]:

@@ -25,11 +25,12 @@ from chain429.routing.buckets import Bucket
 from chain429.routing.limits import (
     MemoryStateStore,
     StateStoreUnavailable,
+    StoreDown,
     _names_provider,
     scope_keys,
 )
 from chain429.routing.outcome import BlockReason
-from chain429.routing.redis_link import RedisLink, StoreDown
+from chain429.routing.redis_link import RedisLink
 from chain429.routing.redis_scripts import block_from, bucket_from
 from chain429.routing.runtime import EntryRuntime
 

@@ -34,6 +34,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from chain429.routing.limits import StoreDown
 from chain429.routing.redis_scripts import SCRIPTS
 
 log = logging.getLogger("chain429.routing.redis")
@@ -57,10 +58,6 @@ _Call = tuple[str, Sequence[str], Sequence[Any], "asyncio.Future[Any] | None"]
 # How late a deferred call (`RedisLink.defer`) may leave when no other call
 # comes along to carry it.
 DEFER_S = 0.05
-
-
-class StoreDown(Exception):
-    """Redis cannot be used right now (the breaker is open, or this call just failed)."""
 
 
 def describe_url(url: str) -> str:

@@ -52,13 +52,13 @@ from chain429.routing.limits import (
     HALF_OPEN_DETAIL,
     Block,
     Reservation,
+    StoreDown,
     _scope_of,
     breaker_opened,
     scope_keys,
 )
 from chain429.routing.outcome import SKIP_REASON, BlockReason, CooldownPolicy, Kind, Outcome, Scope
 from chain429.routing.redis_base import RedisStateBase
-from chain429.routing.redis_link import StoreDown
 from chain429.routing.redis_scripts import block_from
 from chain429.routing.runtime import EntryRuntime
 from chain429.upstream.dialects import (

@@ -24,8 +24,12 @@ from sanic.response import HTTPResponse, raw
 from chain429.config.model import Config
 from chain429.requestlog.persist import StatePersister
 from chain429.requestlog.writer import Telemetry
-from chain429.routing.limits import MemoryStateStore, StateStore, StateStoreUnavailable
-from chain429.routing.redis_store import RedisStateStore
+from chain429.routing.limits import (
+    MemoryStateStore,
+    StateStore,
+    StateStoreUnavailable,
+    shared_store,
+)
 from chain429.routing.runtime import build_snapshot
 from chain429.server.admin import admin_routes
 from chain429.server.completions import JSON, proxy_routes
@@ -179,10 +183,10 @@ async def _open_upstream(app: App) -> None:
     )
     if ctx.telemetry is not None:
         ctx.telemetry.start()
-    if isinstance(ctx.state, RedisStateStore):
+    if (shared := shared_store(ctx.state)) is not None:
         # Another instance freed a slot or ended a probe: our queue heads look again.
-        ctx.state.set_waker(ctx.router.queues.notify)
-        await ctx.state.start()
+        shared.set_waker(ctx.router.queues.notify)
+        await shared.start()
     ctx.heartbeat.start()
     # Cooldowns survive a restart: with a database (the request log's) and
     # the memory store, restore the saved state before the first request and
@@ -217,8 +221,8 @@ async def _close_upstream(app: App) -> None:
     ctx = app.ctx
     await ctx.upstream.aclose()
     await ctx.heartbeat.stop()
-    if isinstance(ctx.state, RedisStateStore):
-        await ctx.state.aclose()
+    if (shared := shared_store(ctx.state)) is not None:
+        await shared.aclose()
     if ctx.persister is not None:
         # Requests are done: save the final state, before telemetry lets go of the database.
         await ctx.persister.stop()

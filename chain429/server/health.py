@@ -19,9 +19,8 @@ from sanic.response import HTTPResponse, raw
 
 from chain429 import __version__
 from chain429.requestlog.writer import Telemetry
-from chain429.routing.limits import StateStoreUnavailable
+from chain429.routing.limits import StateStoreUnavailable, shared_store
 from chain429.routing.outcome import BlockReason
-from chain429.routing.redis_store import RedisStateStore
 from chain429.server.auth import Scope, authorize, is_guarded, presented_key
 from chain429.server.context import AppContext, AppRequest
 from chain429.server.errors import ApiError
@@ -55,12 +54,12 @@ async def health(request: AppRequest) -> HTTPResponse:
     }
     if ctx.telemetry is not None:
         body["log"] = ctx.telemetry.health()
-    if isinstance(ctx.state, RedisStateStore):
+    if (shared := shared_store(ctx.state)) is not None:
         body["state_store"] = {
             "kind": "redis",
             "status": "ok" if problem is None else "unavailable",
             "reason": problem,
-            "failure_mode": ctx.state.failure,  # open: serving on this instance's own limits
+            "failure_mode": shared.failure,  # open: serving on this instance's own limits
         }
     return raw(json.dumps(body).encode(), 200, None, "application/json")
 
@@ -116,9 +115,8 @@ def health_status(
 
 def state_problem(ctx: AppContext) -> str | None:
     """Why the shared state store is not in use (Redis unreachable), or None."""
-    if isinstance(ctx.state, RedisStateStore):
-        return ctx.state.problem
-    return None
+    shared = shared_store(ctx.state)
+    return None if shared is None else shared.problem
 
 
 def gauges(ctx: AppContext) -> dict[str, float]:

@@ -28,17 +28,19 @@ import logging
 import os
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sanic import Blueprint
 from sanic.response import HTTPResponse, raw
 
 from chain429 import __version__
 from chain429.config.model import Config
-from chain429.routing.redis_link import StoreDown
-from chain429.routing.redis_store import RedisStateStore
+from chain429.routing.limits import StoreDown, shared_store
 from chain429.server.auth import Scope, requires
 from chain429.server.context import AppContext, AppRequest
+
+if TYPE_CHECKING:
+    from chain429.routing.redis_store import RedisStateStore
 
 log = logging.getLogger("chain429")
 
@@ -61,11 +63,8 @@ class Heartbeat:
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
-        self.id = (
-            ctx.state.instance
-            if isinstance(ctx.state, RedisStateStore)
-            else f"{socket.gethostname()}.{os.getpid()}"
-        )
+        shared = shared_store(ctx.state)
+        self.id = shared.instance if shared else f"{socket.gethostname()}.{os.getpid()}"
         self.started_at = time.time()
         self._task: asyncio.Task[None] | None = None
         self._digest: tuple[int, str] = (0, "")  # (generation, its digest)
@@ -86,8 +85,8 @@ class Heartbeat:
         }
 
     def start(self) -> None:
-        if isinstance(self.ctx.state, RedisStateStore):
-            self._task = asyncio.ensure_future(self._beat(self.ctx.state))
+        if (shared := shared_store(self.ctx.state)) is not None:
+            self._task = asyncio.ensure_future(self._beat(shared))
 
     async def _beat(self, store: RedisStateStore) -> None:
         ttl_s = store.lease_s
@@ -103,26 +102,27 @@ class Heartbeat:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
-        assert isinstance(self.ctx.state, RedisStateStore)
+        shared = shared_store(self.ctx.state)
+        assert shared is not None
         # A stop never waits on Redis: the record expires by itself after the lease.
         with contextlib.suppress(StoreDown, TimeoutError):
             async with asyncio.timeout(1.0):
-                await self.ctx.state.withdraw()
+                await shared.withdraw()
 
     async def listing(self) -> dict[str, Any]:
         """Every live instance on the store, this one first; `configs_differ` compares digests."""
         mine = self.record()
         problem = None
         others: list[dict[str, Any]] = []
-        if isinstance(self.ctx.state, RedisStateStore):
+        if (shared := shared_store(self.ctx.state)) is not None:
             try:
-                others = [r for r in await self.ctx.state.instances() if r.get("id") != self.id]
+                others = [r for r in await shared.instances() if r.get("id") != self.id]
             except StoreDown as err:
                 problem = str(err)
         others.sort(key=lambda r: (r.get("started_at") or 0, str(r.get("id"))))
         found = [mine, *others]
         return {
-            "store": "redis" if isinstance(self.ctx.state, RedisStateStore) else "memory",
+            "store": "memory" if shared is None else "redis",
             "this": self.id,
             "configs_differ": len({r.get("config_digest") for r in found}) > 1,
             "problem": problem,

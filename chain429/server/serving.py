@@ -21,14 +21,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import peewee
-
 from chain429.config.model import Config
-from chain429.requestlog.database import describe, migrate, open_database, scrub
+from chain429.requestlog.database import DatabaseError, describe, migrate, open_database, scrub
 from chain429.requestlog.writer import Telemetry
 from chain429.routing.limits import MemoryStateStore, StateStore
-from chain429.routing.redis_link import describe_url
-from chain429.routing.redis_store import RedisStateStore
 from chain429.server.auth import exposure_problem
 from chain429.server.connections import server_options
 from chain429.server.context import App
@@ -89,7 +85,7 @@ def open_request_log(config: Config) -> Telemetry:
     try:
         database = open_database(settings.database_url, db_path=settings.db_path)
         migrate(database)
-    except (ValueError, peewee.PeeweeException, OSError) as err:
+    except (ValueError, DatabaseError, OSError) as err:
         raise RequestLogError(f"request log: {scrub(str(err))}") from None
     log.info("request log: %s", describe(database))
     return Telemetry(
@@ -116,6 +112,9 @@ def open_state_store(config: Config, environ: Mapping[str, str] | None = None) -
     url = environ.get(STATE_URL_ENV) or settings.state_store
     if not url:
         return MemoryStateStore()
+    from chain429.routing.redis_link import describe_url  # only now: see limits.shared_store
+    from chain429.routing.redis_store import RedisStateStore
+
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(
             f"{STATE_URL_ENV} must be a redis://, rediss:// or unix:// URL, "
