@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from chain429.routing import tokens
 from chain429.routing.attempts import transport_failure
+from chain429.routing.budget import SpendPlan
 from chain429.routing.continuation import Trail, note_interrupted, take_over
 from chain429.routing.limits import Reservation, StateStore
 from chain429.routing.outcome import (
@@ -220,9 +221,11 @@ class StreamSession:
         upstream: Upstream,
         state: StateStore,
         trace: Trail | None = None,
+        spend: SpendPlan | None = None,
     ) -> None:
         settings = snapshot.config.settings
         self.trace = trace  # the request's attempt trail: continuations add to it
+        self.spend = spend  # the request's paid budgets: a paid continuation is held too
         self.snapshot = snapshot
         self.chain = chain
         self.request = request
