@@ -62,9 +62,16 @@ Count = Annotated[int, BeforeValidator(_no_bool)]
 # (inside the validator) it reads `minimum: 1` in the schema.
 PositiveCount = Annotated[int, Field(ge=1), BeforeValidator(_no_bool)]
 
+
+def _no_bool_amount(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"expected an amount of US dollars (got {str(value).lower()})")
+    return value
+
+
 # An amount of US dollars: a number from 0 (never infinite or NaN: a budget
 # must be a budget); `true` is a typo, not $1.
-Usd = Annotated[float, Field(ge=0, allow_inf_nan=False), BeforeValidator(_no_bool)]
+Usd = Annotated[float, Field(ge=0, allow_inf_nan=False), BeforeValidator(_no_bool_amount)]
 
 
 class Model(BaseModel):

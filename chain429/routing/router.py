@@ -540,8 +540,17 @@ def exhausted(
     code: str = "all_providers_exhausted",
     why: str | None = None,
 ) -> Reply:
-    """503 in OpenAI's error shape, saying what each entry did and when to come back."""
-    summary = ", ".join(f"{a.provider}/{a.model}: {a.outcome}" for a in trace.trail)
+    """503 in OpenAI's error shape, saying what each entry did and when to come back.
+
+    A `skip:budget` says which budget and what is left of it (a paid budget's
+    dollars, or the request's calls): the client's next move depends on it.
+    """
+
+    def said(a: AttemptRecord) -> str:
+        why = f" ({a.reason})" if a.outcome == f"skip:{BlockReason.BUDGET}" and a.reason else ""
+        return f"{a.provider}/{a.model}: {a.outcome}{why}"
+
+    summary = ", ".join(said(a) for a in trace.trail)
     message = f"All providers in chain '{chain.name}' are exhausted ({summary})."
     if why:
         message = f"{why} {message}"

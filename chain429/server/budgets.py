@@ -22,6 +22,7 @@ from chain429.routing.limits import StateStore
 from chain429.routing.runtime import Snapshot
 from chain429.server.auth import Scope, requires
 from chain429.server.context import AppRequest
+from chain429.upstream.times import iso
 
 __all__ = ["budget_report", "budget_routes"]
 
@@ -47,8 +48,8 @@ async def budget_report(snapshot: Snapshot, state: StateStore, now: float) -> di
         "object": "budgets",
         "time_zone": settings.time_zone,
         "day": day.label,
-        "resets_at": day.ends_at,
-        "budgets": budgets,
+        "resets_at": iso(day.ends_at),
+        "budgets": [{**b, "resets_at": iso(b["resets_at"])} for b in budgets],
     }
 
 

@@ -236,11 +236,11 @@ _SPEND = obj(
     tokens=ref("Tokens"),
 )
 _BUDGET = obj(
-    "budget client:s? cap_usd:n spent_usd:n reserved_usd:n left_usd:n day resets_at:n",
+    "budget client:s? cap_usd:n spent_usd:n reserved_usd:n left_usd:n day resets_at:t",
     "budget client cap_usd spent_usd reserved_usd left_usd day resets_at",
     "One paid budget today: `global` (`settings.paidBudgetUsdPerDay`) or `client:<name>`; "
-    "spent, reserved by paid calls in flight, left, and when it resets (epoch seconds: "
-    "midnight in `settings.timeZone`; `day` is that day's date there).",
+    "spent, reserved by paid calls in flight, left, and when it resets (midnight in "
+    "`settings.timeZone`; `day` is that day's date there).",
 )
 _REQUEST_FILTERS = ("chain", "provider", "status", "outcome", "limit", "cursor")
 _STATUS = obj(
@@ -391,7 +391,7 @@ _route("get", "/v1/admin/instances", _op(
     "why the others cannot be read right now (Redis unreachable)."))
 _route("get", "/v1/admin/budgets", _op(
     "getBudgets", "admin", "Paid budgets today: spent, reserved, left, when they reset",
-    obj("time_zone day resets_at:n", "object time_zone day resets_at budgets",
+    obj("time_zone day resets_at:t", "object time_zone day resets_at budgets",
         object=const("budgets"), budgets=list_of(_BUDGET)),
     description="Every paid budget (docs/spend.md): `settings.paidBudgetUsdPerDay` first, then "
     "each client's `paidBudgetUsdPerDay`; empty without any. With a shared store (Redis) the "
