@@ -261,9 +261,9 @@ class Settings(Model):
         default=None,
         description="US dollars all requests together may spend on paid entries per calendar "
         "day (`timeZone`); once spent, paid entries are skipped (`skip:budget`) until "
-        "midnight. Each call first holds its estimated cost, then is charged what the provider "
-        "reports, so concurrent requests cannot overshoot (docs/spend.md). Every paid entry "
-        "needs a `price` then. Unset: no cap.",
+        "midnight. Each paid call first reserves its estimated cost, then is charged what the "
+        "provider reports, so concurrent requests are never let past it together "
+        "(docs/spend.md). Every paid entry needs a `price` then. Unset: no cap.",
     )
     client_retry_max_wait_ms: Count = Field(
         default=10000,
