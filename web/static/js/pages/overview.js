@@ -170,7 +170,7 @@ export default {
             card("Latency p50 / p95", `${ms(summary.latency_ms.p50)} / ${ms(summary.latency_ms.p95)}`,
               `average ${ms(summary.latency_ms.avg)}`, "stat-latency"),
             spend ? card("Spend", usd(spend.cost_usd),
-              `${num(spend.requests)} priced answers${spend.estimated_usd ? ` · ${usd(spend.estimated_usd)} estimated` : ""}`,
+              `${num(spend.requests)} priced answer${spend.requests === 1 ? "" : "s"}${spend.estimated_usd ? ` · ${usd(spend.estimated_usd)} estimated` : ""}`,
               "stat-spend") : null),
           h("div", { class: "card" },
             h("div", { class: "row spread" }, h("h2", { class: "nomargin" }, "Requests over time"),
