@@ -79,6 +79,11 @@ class StreamStats:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     tokens_estimated: bool = False
+    # The answer is over as the client sees it: [DONE], or the error event that
+    # ends it, has been sent. What follows (draining, recording) is our own
+    # bookkeeping; a client that closes then (OpenAI's SDK does, at [DONE]) has
+    # the whole answer.
+    finished: bool = False
 
 
 class ChunkReader:
@@ -383,6 +388,9 @@ class StreamSession:
             last = current
             failure = await self._pump(current, send, held)
             held = b""
+            if failure is None and not self.stats.finished:  # finished for it without [DONE]
+                self._count_tokens(current.reader)
+                self.stats.finished = True
             await self.state.record_stream_end(
                 current.entry,
                 clean=failure is None,
@@ -401,8 +409,9 @@ class StreamSession:
             if current is None:
                 self.stats.end = code
                 note_interrupted(self, last.entry, message)
+                self._count_tokens(last.reader)
                 await send(data_event(error_body(message, "server_error", code).decode()))
-        self._count_tokens(last.reader)
+                self.stats.finished = True
 
     async def _pump(
         self, committed: Committed, send: Send, held: bytes = b""
@@ -471,6 +480,9 @@ class StreamSession:
                 if active:
                     idle_at = loop.time() + self.idle_s
                 if done:
+                    # [DONE] is out: count before draining, the client may close now.
+                    self._count_tokens(reader)
+                    self.stats.finished = True
                     await self._drain(stream)
                     return None
                 if failure is not None:

@@ -24,6 +24,7 @@ from chain429.routing import tokens
 from chain429.routing.continuation import CONTINUED
 from chain429.routing.limits import Reservation, StateStoreUnavailable
 from chain429.routing.router import Reply, Router, StreamStart, Trace
+from chain429.routing.streaming import StreamStats
 from chain429.server import logs
 from chain429.server.auth import Scope, authorize, requires
 from chain429.server.context import App, AppRequest
@@ -289,8 +290,18 @@ async def _relay(
         content_type="text/event-stream; charset=utf-8",
     )
     record.ttft_ms = round((time.perf_counter() - started) * 1000, 3)
-    stats = await stream.session.relay(stream.committed, response.send)
-    await response.eof()
+    stats = stream.session.stats
+    try:
+        await stream.session.relay(stream.committed, response.send)
+        await response.eof()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if not stats.finished or task is None:
+            _count_stream_tokens(record, stats)  # what is known of an answer cut short
+            raise
+        # The client closed once it had the whole answer (OpenAI's SDK does at [DONE]),
+        # while we drained and recorded: an answer, not a disconnect.
+        task.uncancel()
     if stats.end != "done":
         record.outcome = stats.end
         log.warning("stream from %s ended early: %s", stream.entry.label, stats.end)
@@ -301,6 +312,10 @@ async def _relay(
             ", ".join(stats.continued_on),
             stats.path,
         )
+    _count_stream_tokens(record, stats)
+
+
+def _count_stream_tokens(record: RequestRecord, stats: StreamStats) -> None:
     record.prompt_tokens, record.completion_tokens = stats.prompt_tokens, stats.completion_tokens
     if stats.prompt_tokens is not None and stats.completion_tokens is not None:
         record.total_tokens = stats.prompt_tokens + stats.completion_tokens

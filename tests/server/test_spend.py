@@ -24,6 +24,7 @@ from chain429.fakes.provider import Reply
 from chain429.requestlog.database import migrate, open_database
 from chain429.requestlog.tables import database_proxy
 from chain429.requestlog.writer import Telemetry
+from fixtures.redis import REDIS_URL
 from fixtures.servers import Proxy
 from fixtures.spend import COST, ESTIMATE, HELLO, MAX_TOKENS, paid_answer, spend_config
 
@@ -33,6 +34,14 @@ def _restore_model_binding():
     saved = database_proxy.obj
     yield
     database_proxy.initialize(saved)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The state store's settings: the memory store, or a namespace of the real Redis."""
+    if request.param == "memory":
+        return {}
+    return {"stateStore": REDIS_URL, "stateNamespace": request.getfixturevalue("redis_ns")}
 
 
 @pytest.fixture
@@ -140,8 +149,8 @@ def test_without_a_budget_prices_still_count_spend(spend_proxy):
     assert sum(r["cost_usd"] for r in rows) == pytest.approx(3 * COST)
 
 
-def test_a_failed_paid_call_releases_its_reservation(spend_proxy):
-    p, paid = spend_proxy(budget=0.20, paid_reply=Reply.error(500))
+def test_a_failed_paid_call_releases_its_reservation(spend_proxy, store):
+    p, paid = spend_proxy(budget=0.20, paid_reply=Reply.error(500), **store)
     with pytest.raises(openai.InternalServerError):
         ask(p)
     assert len(paid.requests) == 1  # the call was made, and failed
@@ -153,10 +162,10 @@ def test_a_failed_paid_call_releases_its_reservation(spend_proxy):
     assert budget_now(p)["spent_usd"] == pytest.approx(COST)
 
 
-def test_a_stream_is_charged_when_it_ends(spend_proxy):
+def test_a_stream_is_charged_when_it_ends(spend_proxy, store):
     usage = {"prompt_tokens": 10, "completion_tokens": 30, "total_tokens": 40}
     reply = Reply.stream("one two three", usage=usage, chunk_delay=0.05)
-    p, _ = spend_proxy(budget=1.0, paid_reply=reply)
+    p, _ = spend_proxy(budget=1.0, paid_reply=reply, **store)
     stream = p.openai().chat.completions.create(
         model="main", messages=HELLO, max_tokens=MAX_TOKENS, stream=True
     )
@@ -171,12 +180,14 @@ def test_a_stream_is_charged_when_it_ends(spend_proxy):
     assert budget["reserved_usd"] == 0
     assert budget["spent_usd"] == pytest.approx(0.040)  # 40 tokens, not the estimate
     (row,) = logged(p, 1)
+    # The SDK closes the connection at [DONE]: an answer all the same, at its real cost.
+    assert row["outcome"] == "success" and row["total_tokens"] == 40
     assert row["cost_usd"] == pytest.approx(0.040) and row["cost_estimated"] is False
 
 
-def test_a_client_that_leaves_mid_stream_is_charged_the_estimate(spend_proxy):
+def test_a_client_that_leaves_mid_stream_is_charged_the_estimate(spend_proxy, store):
     reply = Reply.stream("a b c d e f g h", chunk_delay=0.3)
-    p, _ = spend_proxy(budget=1.0, paid_reply=reply)
+    p, _ = spend_proxy(budget=1.0, paid_reply=reply, **store)
     body = {"model": "main", "messages": HELLO, "max_tokens": MAX_TOKENS, "stream": True}
     headers = {"authorization": f"Bearer {p.api_key}"}
     with httpx.stream("POST", f"{p.url}/v1/chat/completions", json=body, headers=headers) as r:
@@ -191,6 +202,21 @@ def test_a_client_that_leaves_mid_stream_is_charged_the_estimate(spend_proxy):
     (row,) = logged(p, 1)
     assert row["outcome"] == "client_disconnected"
     assert row["cost_usd"] == pytest.approx(ESTIMATE) and row["cost_estimated"] is True
+
+
+def test_a_client_that_gives_up_on_a_paid_call_is_charged_the_estimate(spend_proxy):
+    p, paid = spend_proxy(budget=1.0, paid_reply=paid_answer(delay=3.0))
+    with pytest.raises(openai.APITimeoutError):
+        p.openai(timeout=0.5).chat.completions.create(
+            model="main", messages=HELLO, max_tokens=MAX_TOKENS
+        )
+    deadline = time.monotonic() + 3
+    while paid.disconnects == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert paid.disconnects == 1  # the call was cut off, its cost unknown
+    budget = budget_now(p)
+    assert budget["reserved_usd"] == 0
+    assert budget["spent_usd"] == pytest.approx(ESTIMATE)
 
 
 def test_an_entry_price_overrides_its_providers(fake, proxy):
