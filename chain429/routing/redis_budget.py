@@ -15,7 +15,7 @@ charges nothing: its call died with its instance.
 
 Redis away (`stateStoreFailure: open`): the instance holds against its own
 memory ledger, which starts from the last spend it saw in Redis for the day
-(every answer carries it). Each instance may then spend what was left when
+(every hold and settle answers with it). Each instance may then spend what was left when
 Redis went away, once: during an outage N instances can overshoot by up to
 N - 1 times that; `closed` refuses instead. A settle that cannot reach Redis
 is charged to the memory ledger, so this instance does not forget it.
@@ -105,11 +105,16 @@ class RedisBudgets:
         store._open.pop(hold.member, None)
         args: list[object] = [hold.member, f"{max(0.0, cost_usd):.12f}", self._keep_s(hold.day)]
         try:
-            await store.link.script("spend_settle", self._keys(hold.day), [*args, *hold.keys])
+            reply = await store.link.script(
+                "spend_settle", self._keys(hold.day), [*args, *hold.keys]
+            )
         except StoreDown:
             # The hold lapses by itself; the money was spent all the same.
             for key in hold.keys:
                 store.local.ledger.charge(key, hold.day, cost_usd)
+            return
+        for key, spent in zip(hold.keys, reply[1:], strict=True):
+            store.local.ledger.observe(key, hold.day, float(spent))
 
     async def report(
         self, caps: Sequence[BudgetCap], day: BudgetDay, now: float

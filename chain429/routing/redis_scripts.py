@@ -429,17 +429,23 @@ return out
 
 # KEYS: spend, spendheld, spendhold (of the hold's day)
 # ARGV: member, cost (0 releases the hold without a charge), keep_s, then its budget keys
-# Reply: now
+# Reply: {now, the day's spend per budget key, after this charge}
 SPEND_SETTLE = (
     _PRELUDE
     + """
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
-if tonumber(ARGV[2]) > 0 then
-  for i = 4, #ARGV do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[2]) end
-  keep(KEYS[1], tonumber(ARGV[3]))
+local charge = tonumber(ARGV[2]) > 0
+local out = {fmt(now)}
+for i = 4, #ARGV do
+  if charge then
+    out[#out + 1] = redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[2])
+  else
+    out[#out + 1] = redis.call('HGET', KEYS[1], ARGV[i]) or '0'
+  end
 end
-return fmt(now)
+if charge then keep(KEYS[1], tonumber(ARGV[3])) end
+return out
 """
 )
 

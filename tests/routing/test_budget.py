@@ -13,6 +13,7 @@ import asyncio
 import time
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -20,7 +21,7 @@ import pytest
 from chain429.config.model import Config
 from chain429.fakes.provider import FakeProvider
 from chain429.routing.budget import GLOBAL, BudgetCap, BudgetDay, SpendHold
-from chain429.routing.limits import Block, MemoryStateStore
+from chain429.routing.limits import Block, MemoryStateStore, StateStoreUnavailable
 from chain429.routing.outcome import BlockReason
 from chain429.routing.redis_store import RedisStateStore
 from chain429.routing.router import Router, Trace
@@ -29,6 +30,7 @@ from chain429.upstream.client import Upstream
 from fixtures.redis import REDIS_URL
 from fixtures.servers import chain_config
 from fixtures.spend import COST, HELLO, MAX_TOKENS, PRICE, paid_answer
+from fixtures.tcp_proxy import TcpProxy
 
 PARIS = ZoneInfo("Europe/Paris")
 # Half a minute before midnight in Paris, the night before summer time starts
@@ -180,3 +182,40 @@ def test_a_client_answers_to_its_own_budget_and_to_everybodys():
         "200",
         "skip:budget paid budget: $0.11 of $0.50 left today; this call may cost $0.12",
     ]
+
+
+@pytest.mark.parametrize("failure", ["open", "closed"])
+def test_with_redis_away_open_holds_on_the_last_spend_seen_and_closed_refuses(redis_ns, failure):
+    """`open`: this instance's own ledger, starting from the day's spend it last saw in
+    Redis; `closed`: no paid call without the shared budget."""
+    day = BudgetDay.of(time.time(), PARIS)
+    host, port = urlsplit(REDIS_URL).hostname or "127.0.0.1", urlsplit(REDIS_URL).port or 6379
+    db = urlsplit(REDIS_URL).path or "/0"
+
+    async def main(tcp: TcpProxy) -> None:
+        url = f"redis://127.0.0.1:{tcp.port}{db}?socket_timeout=0.3"
+        store = RedisStateStore(url, namespace=redis_ns, failure=failure)
+        await store.start()
+        try:
+            held = await store.hold_spend([CAP], 0.60, day, time.time())
+            assert isinstance(held, SpendHold)
+            await store.settle_spend(held, 0.60)
+            tcp.stall()
+            if failure == "closed":
+                with pytest.raises(StateStoreUnavailable):
+                    await store.hold_spend([CAP], 0.30, day, time.time())
+                return
+            # $0.40 was left when Redis went away: $0.50 does not fit, $0.30 does.
+            refused = await store.hold_spend([CAP], 0.50, day, time.time())
+            assert isinstance(refused, Block)
+            assert refused.detail.startswith("paid budget: $0.40 of $1.00 left today")
+            local = await store.hold_spend([CAP], 0.30, day, time.time())
+            assert isinstance(local, SpendHold)
+            await store.settle_spend(local, 0.30)
+            (state,) = await store.spend_report([CAP], day, time.time())
+            assert state["spent_usd"] == pytest.approx(0.90)
+        finally:
+            await store.aclose()
+
+    with TcpProxy((host, port)) as tcp:
+        asyncio.run(main(tcp))
