@@ -121,14 +121,13 @@ class StateStore(Protocol):
     async def finish(
         self, reservation: Reservation, used_tokens: int | None, cost_usd: float | None = None
     ) -> None:
-        """The request is over: free its slot, count its real tokens, and settle its spend
-        hold with `cost_usd` (None: the cost is unknown, so the estimate held is charged)."""
+        """The request is over: free its slot, count its real tokens, settle its spend hold
+        with `cost_usd` (None: unknown, the estimate held is charged)."""
 
     async def hold_spend(
         self, caps: Sequence[BudgetCap], amount_usd: float, day: BudgetDay, now: float
     ) -> SpendHold | Block:
-        """Atomically: hold `amount_usd` against every budget of `caps` for `day`, or the
-        `skip:budget` Block of the first it does not fit."""
+        """Atomically: hold `amount_usd` against every budget of `caps`, or `skip:budget`."""
 
     async def settle_spend(self, hold: SpendHold, cost_usd: float) -> None:
         """Replace a hold by what its call cost (0: the call failed). Once per hold."""
@@ -418,12 +417,10 @@ class MemoryStateStore:
         return overdrawn_block(held, now) if isinstance(held, Overdrawn) else held
 
     async def settle_spend(self, hold: SpendHold, cost_usd: float) -> None:
-        if hold.done:
-            return
-        self.ledger.settle(hold, cost_usd)
-        if cost_usd > 0:
+        if not hold.done and cost_usd > 0:
             self.version += 1
             self._learnt()  # money spent: saved at once, a crash must not forget it
+        self.ledger.settle(hold, cost_usd)
 
     async def spend_report(
         self, caps: Sequence[BudgetCap], day: BudgetDay, now: float

@@ -134,6 +134,8 @@ class Answer(Generic[T]):
 Attempt = Callable[[EntryRuntime], Awaitable[Tried[T]]]
 
 
+_BUDGET_SKIP = f"skip:{BlockReason.BUDGET}"
+
 # A cooldown skip that may be waited for (`retry.shortWaitMs`): a rate limit, not
 # a bad key, an empty wallet or a breaker.
 _WAITABLE = frozenset({BlockReason.COOLDOWN})
@@ -471,7 +473,7 @@ class Router:
         client: str | None = None,
     ) -> Reply | StreamStart:
         """Walk the chain until an entry sends its first token; the caller relays the rest.
-        `client` is the `clients:` name the request came from: its paid budget applies."""
+        `client` (a `clients:` name) brings its own paid budget."""
         retry_max_wait = snapshot.config.settings.client_retry_max_wait_ms / 1000
         spend = plan_spend(snapshot, request, client)
         session = StreamSession(
@@ -503,8 +505,7 @@ class Router:
         max_wait_s: float | None = None,
         client: str | None = None,
     ) -> Reply:
-        """Run one non-streaming chat completion down the chain. `client` is the
-        `clients:` name the request came from: its paid budget applies."""
+        """Run one non-streaming chat completion down the chain; `client` as for `stream`."""
         policy = snapshot.policy
         if "stream_options" in request:  # OpenAI refuses it without `stream: true`
             request = {key: value for key, value in request.items() if key != "stream_options"}
@@ -540,17 +541,14 @@ def exhausted(
     code: str = "all_providers_exhausted",
     why: str | None = None,
 ) -> Reply:
-    """503 in OpenAI's error shape, saying what each entry did and when to come back.
-
-    A `skip:budget` says which budget and what is left of it (a paid budget's
-    dollars, or the request's calls): the client's next move depends on it.
-    """
-
-    def said(a: AttemptRecord) -> str:
-        why = f" ({a.reason})" if a.outcome == f"skip:{BlockReason.BUDGET}" and a.reason else ""
-        return f"{a.provider}/{a.model}: {a.outcome}{why}"
-
-    summary = ", ".join(said(a) for a in trace.trail)
+    """503 in OpenAI's error shape, saying what each entry did and when to come back;
+    a `skip:budget` says which budget and what is left of it, since that decides what
+    the client does next."""
+    summary = ", ".join(
+        f"{a.provider}/{a.model}: {a.outcome}"
+        + (f" ({a.reason})" if a.outcome == _BUDGET_SKIP and a.reason else "")
+        for a in trace.trail
+    )
     message = f"All providers in chain '{chain.name}' are exhausted ({summary})."
     if why:
         message = f"{why} {message}"
