@@ -31,7 +31,36 @@ UntilOption = Annotated[
 FOLLOW_WINDOW_MS = 15 * 60 * 1000  # how far back each --follow poll looks for late records
 
 
-def _provider_rows(data: list[dict[str, Any]]) -> list[list[str]]:
+def _spend(client: AdminClient, by: str, since: str, until: str | None) -> dict[str, Any] | None:
+    """`/v1/stats/spend` totalled by `by`, or None from a server too old to have it."""
+    code, body = client.request(
+        "GET",
+        "/v1/stats/spend",
+        params={"since": since, "until": until, "by": by},
+        accept=(200, 404),
+    )
+    return body if code == 200 and isinstance(body, dict) else None
+
+
+def _cost_of(spend: dict[str, Any] | None, by: str) -> Callable[[Any], str]:
+    """A row's cost cell from a spend answer: `$0.02`, `~$0.02` when partly estimated,
+    `-` for nothing priced."""
+    from chain429.routing.budget import usd
+
+    rows = {r.get(by): r for r in (spend or {}).get("data") or []}
+
+    def cost(name: Any) -> str:
+        row = rows.get(name)
+        if row is None:
+            return "-"
+        return ("~" if row.get("estimated_usd") else "") + usd(float(row.get("cost_usd") or 0))
+
+    return cost
+
+
+def _provider_rows(
+    data: list[dict[str, Any]], cost: Callable[[Any], str] = lambda _: "-"
+) -> list[list[str]]:
     rows = []
     for p in data:
         attempts = p.get("attempts") or {}
@@ -45,13 +74,16 @@ def _provider_rows(data: list[dict[str, Any]]) -> list[list[str]]:
                 str((p.get("tokens") or {}).get("total", 0)),
                 output.ms((p.get("latency_ms") or {}).get("p50")),
                 output.ms((p.get("latency_ms") or {}).get("p95")),
+                cost(p.get("provider")),
                 " ".join(f"{k}={v}" for k, v in outcomes.items()),
             ]
         )
     return rows
 
 
-def _chain_rows(data: list[dict[str, Any]]) -> list[list[str]]:
+def _chain_rows(
+    data: list[dict[str, Any]], cost: Callable[[Any], str] = lambda _: "-"
+) -> list[list[str]]:
     return [
         [
             output.cell(c.get("chain")),
@@ -62,12 +94,13 @@ def _chain_rows(data: list[dict[str, Any]]) -> list[list[str]]:
             str((c.get("tokens") or {}).get("total", 0)),
             output.ms((c.get("latency_ms") or {}).get("p50")),
             output.ms((c.get("latency_ms") or {}).get("p95")),
+            cost(c.get("chain")),
         ]
         for c in data
     ]
 
 
-def _summary_line(s: dict[str, Any]) -> str:
+def _summary_line(s: dict[str, Any], spend: dict[str, Any] | None = None) -> str:
     latency = s.get("latency_ms") or {}
     timing = ", ".join(
         f"{name} {output.ms(latency.get(name))}{'' if latency.get(name) is None else ' ms'}"
@@ -78,8 +111,18 @@ def _summary_line(s: dict[str, Any]) -> str:
         f"{plural(s.get('errors', 0), 'error')} ({(s.get('error_rate') or 0) * 100:.1f}%), "
         f"{plural(s.get('attempts', 0), 'upstream attempt')}, "
         f"{plural((s.get('tokens') or {}).get('total', 0), 'token')}; latency {timing}; "
-        f"{output.cell(s.get('since'))} to {output.cell(s.get('until'))}"
+        f"{_spent(spend)}{output.cell(s.get('since'))} to {output.cell(s.get('until'))}"
     )
+
+
+def _spent(spend: dict[str, Any] | None) -> str:
+    """`$1.25 spent (a part estimated); ` from a spend answer, or nothing."""
+    if not spend or not spend.get("requests"):
+        return ""
+    from chain429.routing.budget import usd
+
+    estimated = " (a part estimated)" if spend.get("estimated_usd") else ""
+    return f"{usd(float(spend.get('cost_usd') or 0))} spent{estimated}; "
 
 
 def stats(
@@ -89,27 +132,55 @@ def stats(
     until: UntilOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Requests, errors, tokens and latency per provider and per chain, from the request log."""
+    """Requests, errors, tokens, latency and spend per provider and per chain, from the
+    request log.
+
+    COST is what priced answers cost (their tokens at their entry's `price`); `~` marks a
+    cost partly from estimated tokens, `-` nothing priced.
+    """
     with AdminClient.connect(server, config) as client:
         summary = client.get("/v1/stats/summary", since=since, until=until)
         providers = client.get("/v1/stats/providers", since=since, until=until)
         chains = client.get("/v1/stats/chains", since=since, until=until)
+        by_provider = _spend(client, "provider", since, until)
+        by_chain = _spend(client, "chain", since, until)
     if as_json:
-        print_json({"summary": summary, "providers": providers["data"], "chains": chains["data"]})
+        print_json(
+            {
+                "summary": summary,
+                "providers": providers["data"],
+                "chains": chains["data"],
+                "spend": {
+                    "providers": (by_provider or {}).get("data"),
+                    "chains": (by_chain or {}).get("data"),
+                    "total_usd": (by_provider or {}).get("cost_usd"),
+                },
+            }
+        )
         return
     table(
-        ["PROVIDER", "ANSWERED", "CALLS", "SKIPS", "TOKENS", "P50 MS", "P95 MS", "OUTCOMES"],
-        _provider_rows(providers["data"]),
+        [
+            "PROVIDER",
+            "ANSWERED",
+            "CALLS",
+            "SKIPS",
+            "TOKENS",
+            "P50 MS",
+            "P95 MS",
+            "COST",
+            "OUTCOMES",
+        ],
+        _provider_rows(providers["data"], _cost_of(by_provider, "provider")),
         title=f"Providers since {since}",
     )
     typer.echo("")
     table(
-        ["CHAIN", "REQUESTS", "OK", "ERRORS", "ERROR %", "TOKENS", "P50 MS", "P95 MS"],
-        _chain_rows(chains["data"]),
+        ["CHAIN", "REQUESTS", "OK", "ERRORS", "ERROR %", "TOKENS", "P50 MS", "P95 MS", "COST"],
+        _chain_rows(chains["data"], _cost_of(by_chain, "chain")),
         title=f"Chains since {since}",
     )
     typer.echo("")
-    typer.echo(_summary_line(summary))
+    typer.echo(_summary_line(summary, by_provider))
 
 
 # -- logs -------------------------------------------------------------------

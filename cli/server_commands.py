@@ -109,6 +109,40 @@ def _status_rows(limits: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+BUDGET_COLUMNS = ["PAID BUDGET", "CAP", "SPENT", "RESERVED", "LEFT", "RESETS"]
+
+
+def _budgets(client: AdminClient) -> dict[str, Any] | None:
+    """`/v1/admin/budgets`, or None from a server too old to have it (or a key that may
+    not read it)."""
+    code, body = client.request("GET", "/v1/admin/budgets", accept=(200, 403, 404))
+    return body if code == 200 and isinstance(body, dict) else None
+
+
+def _print_budgets(report: dict[str, Any] | None) -> None:
+    """Each paid budget's day so far (nothing when none is set)."""
+    from chain429.routing.budget import usd
+
+    budgets = (report or {}).get("budgets") or []
+    if not budgets:
+        return
+    rows = [
+        [
+            f"client {b['client']}" if b.get("client") else "everybody",
+            usd(float(b.get("cap_usd") or 0)),
+            usd(float(b.get("spent_usd") or 0)),
+            usd(float(b.get("reserved_usd") or 0)),
+            usd(float(b.get("left_usd") or 0)),
+            output.until_text(b.get("resets_at")),
+        ]
+        for b in budgets
+    ]
+    title = f"Paid budgets today ({(report or {}).get('time_zone')})"
+    if not output.interactive():
+        say(title)
+    table(BUDGET_COLUMNS, rows, title=title)
+
+
 def _status_title(client: AdminClient, health: dict[str, Any]) -> str:
     title = (
         f"chain429 {health.get('version')} at {client.base_url}, "
@@ -168,7 +202,8 @@ def status(
         float, typer.Option("--interval", min=0.1, help="With --watch: seconds between refreshes.")
     ] = 2.0,
 ) -> None:
-    """Live rate-limit state of every chain entry, and the server's version and generation.
+    """Live rate-limit state of every chain entry, the paid budgets' day so far, and the
+    server's version and generation.
 
     When the config file on disk is rejected, its errors come first, in red. When
     that happens, or the server's request log is dropping records or its database
@@ -182,14 +217,23 @@ def status(
         if not watch:
             health, limits = snapshot()
             instances = _instances(client)
+            budgets = _budgets(client)
             if as_json:
-                print_json({"server": health, "ratelimits": limits, "instances": instances})
+                print_json(
+                    {
+                        "server": health,
+                        "ratelimits": limits,
+                        "instances": instances,
+                        "budgets": budgets,
+                    }
+                )
                 return
             _print_config_error(health)
             title = _status_title(client, health)
             if not output.interactive():
                 say(title)
             table(STATUS_COLUMNS, _status_rows(limits), title=title)
+            _print_budgets(budgets)
             _print_instances(instances)
             return
         try:

@@ -21,6 +21,7 @@ from chain429.config.model import (
     Chain,
     ChainEntry,
     Config,
+    Price,
     Provider,
     RateLimits,
     Retry,
@@ -37,6 +38,7 @@ TABLES: dict[str, type[BaseModel]] = {
     "breaker": Breaker,
     "providers": Provider,
     "rateLimits": RateLimits,
+    "price": Price,
     "chains": Chain,
     "entries": ChainEntry,
 }

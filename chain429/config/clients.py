@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from chain429.config.sections import Model, PositiveCount
+from chain429.config.sections import Model, PositiveCount, Usd
 
 __all__ = ["Client"]
 
@@ -49,9 +49,8 @@ class Client(Model):
     tokens_per_day: PositiveCount | None = Field(
         default=None, description="This client's tokens per calendar day, counted from real usage."
     )
-    paid_budget_usd_per_day: float | None = Field(
+    paid_budget_usd_per_day: Usd | None = Field(
         default=None,
-        ge=0,
         description="US dollars this client may spend on paid entries per calendar day; once "
         "spent, its requests skip paid entries (`skip:budget`). Unset: only "
         "`settings.paidBudgetUsdPerDay` applies.",

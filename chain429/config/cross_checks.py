@@ -1,7 +1,8 @@
 """Checks that span sections of a config: references between them, and addresses.
 
 A chain entry must name a provider, `defaultChain` a chain; ids and names are
-unique; a provider's URL may not point at a cloud metadata service. They run
+unique; a provider's URL may not point at a cloud metadata service; under a
+paid budget every paid entry has a price. They run
 on the loosely-typed document, not the model, so the loader
 (`chain429.config.loader`) reports them with lines in the same pass as every
 type error; the model (`Config`) runs them too when it is built in code.
@@ -12,7 +13,10 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from chain429.config.errors import Loc, format_path
+from chain429.config.sections import Flag
 from chain429.upstream.addresses import forbidden_upstream, host_of
 
 __all__ = ["cross_check"]
@@ -82,6 +86,7 @@ def cross_check(data: Any) -> list[tuple[Loc, str]]:
         hint = _hint(default, list(chain_names), "chains")
         problems.append((("settings", key), f"no chain named {default!r}{hint}"))
     problems += _address_problems(data, settings)
+    problems += _unpriced_paid_entries(data, settings)
     return problems
 
 
@@ -89,6 +94,62 @@ def _setting(settings: dict[str, Any], name: str) -> Any:
     """A setting from loosely-typed data, under its camelCase or snake_case key."""
     snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
     return settings.get(name, settings.get(snake))
+
+
+_FLAG: TypeAdapter[bool] = TypeAdapter(Flag)
+
+
+def _flag(value: Any) -> bool | None:
+    """A `paid` value read as the model reads it (`true`, `"yes"`, ...); None if it is not one."""
+    try:
+        return bool(_FLAG.validate_python(value))
+    except ValidationError:
+        return None
+
+
+def _budget_named(data: dict[str, Any], settings: dict[str, Any]) -> str | None:
+    """Where a paid budget is set (the first place found), or None when none is."""
+    if _setting(settings, "paidBudgetUsdPerDay") is not None:
+        return "settings.paidBudgetUsdPerDay"
+    for i, client in _items(data.get("clients")):
+        if client.get("paidBudgetUsdPerDay", client.get("paid_budget_usd_per_day")) is not None:
+            return f"{format_path(('clients', i))}.paidBudgetUsdPerDay"
+    return None
+
+
+def _unpriced_paid_entries(data: dict[str, Any], settings: dict[str, Any]) -> list[tuple[Loc, str]]:
+    """Paid entries without a price while a paid budget is set.
+
+    A budget is a promise that paid entries never spend more than it; an entry
+    whose cost cannot be computed could spend without bound. Refusing the file
+    says so before any money is spent, rather than skipping the entry at run
+    time where nobody notices why it is never used (docs/spend.md).
+    """
+    budget = _budget_named(data, settings)
+    if budget is None:
+        return []
+    providers = {p.get("id"): p for _, p in _items(data.get("providers"))}
+    problems: list[tuple[Loc, str]] = []
+    for i, chain in _items(data.get("chains")):
+        for j, entry in _items(chain.get("entries")):
+            provider = providers.get(entry.get("provider"))
+            if provider is None:
+                continue  # reported above
+            paid = _flag(entry["paid"]) if entry.get("paid") is not None else None
+            if paid is None:
+                paid = _flag(provider.get("paid", False))
+            if not paid or entry.get("price") is not None or provider.get("price") is not None:
+                continue
+            problems.append(
+                (
+                    ("chains", i, "entries", j),
+                    f"paid entry {entry.get('provider')}/{entry.get('model')} has no price, and "
+                    f"{budget} caps paid spend: without a price its cost is unknown and no "
+                    "budget could hold it; add `price: {inputPerMTok: ..., outputPerMTok: ...}` "
+                    f"to this entry or to provider {entry.get('provider')!r}",
+                )
+            )
+    return problems
 
 
 def _address_problems(data: dict[str, Any], settings: dict[str, Any]) -> list[tuple[Loc, str]]:

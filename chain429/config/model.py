@@ -33,7 +33,17 @@ from pydantic_core import PydanticCustomError
 from chain429.config.clients import Client
 from chain429.config.cross_checks import cross_check
 from chain429.config.errors import FIELD_CTX, format_path
-from chain429.config.sections import Breaker, Count, Flag, Model, PositiveCount, RateLimits, Retry
+from chain429.config.sections import (
+    Breaker,
+    Count,
+    Flag,
+    Model,
+    PositiveCount,
+    Price,
+    RateLimits,
+    Retry,
+    Usd,
+)
 from chain429.upstream.presets import PRESETS, PROVIDER_TYPES
 
 # The request log's buffer (settings.logBufferSize): 10,000 records of ~1-2 kB
@@ -46,6 +56,7 @@ __all__ = [
     "ChainEntry",
     "Client",
     "Config",
+    "Price",
     "Provider",
     "RateLimits",
     "Retry",
@@ -246,6 +257,14 @@ class Settings(Model):
         description="Before spilling to a paid entry, wait up to this many milliseconds for a "
         "free entry known to recover sooner.",
     )
+    paid_budget_usd_per_day: Usd | None = Field(
+        default=None,
+        description="US dollars all requests together may spend on paid entries per calendar "
+        "day (`timeZone`); once spent, paid entries are skipped (`skip:budget`) until "
+        "midnight. Each paid call first reserves its estimated cost, then is charged what the "
+        "provider reports, so concurrent requests are never let past it together "
+        "(docs/spend.md). Every paid entry needs a `price` then. Unset: no cap.",
+    )
     client_retry_max_wait_ms: Count = Field(
         default=10000,
         ge=0,
@@ -437,7 +456,14 @@ class Provider(Model):
     paid: Flag = Field(
         default=False,
         description="A paid provider, a last resort: with `settings.waitBeforePaidMs`, "
-        "chain429 first waits for a free entry.",
+        "chain429 first waits for a free entry; with a paid budget "
+        "(`settings.paidBudgetUsdPerDay`, a client's), its spend is capped.",
+    )
+    price: Price | None = Field(
+        default=None,
+        description="What its calls cost (`inputPerMTok`, `outputPerMTok`: US dollars per "
+        "million tokens): each request's cost is logged and counted in stats, and a paid "
+        "budget is held to it. An entry's `price` overrides it.",
     )
     supports_prefill: Flag = Field(
         default=False,
@@ -510,6 +536,11 @@ class ChainEntry(Model):
     )
     paid: Flag | None = Field(
         default=None, description="Overrides the provider's `paid` for this entry."
+    )
+    price: Price | None = Field(
+        default=None,
+        description="Overrides the provider's `price` for this entry (a provider's models "
+        "rarely cost the same).",
     )
     supports_prefill: Flag | None = Field(
         default=None, description="Overrides the provider's `supportsPrefill` for this entry."

@@ -7,6 +7,9 @@ entry), and the failover sections `retry` (in settings, on a provider, on an
 entry) and `breaker` (in settings). chain429.config.model builds the file's
 top-level sections from them.
 
+`price` (on a provider or an entry) says what a call costs, for the request
+log's spend and the paid budget (docs/spend.md).
+
 `retry` and `breaker` decide how hard chain429 leans on one entry before it
 moves on. Their defaults keep the plain waterfall (move on at once), which is
 right for a chain of equivalent free tiers; a chain whose order is a
@@ -27,8 +30,10 @@ __all__ = [
     "Flag",
     "Model",
     "PositiveCount",
+    "Price",
     "RateLimits",
     "Retry",
+    "Usd",
     "resolve_retry",
 ]
 
@@ -56,6 +61,17 @@ Count = Annotated[int, BeforeValidator(_no_bool)]
 # would bind to the union, where JSON Schema has no word for it; on the number
 # (inside the validator) it reads `minimum: 1` in the schema.
 PositiveCount = Annotated[int, Field(ge=1), BeforeValidator(_no_bool)]
+
+
+def _no_bool_amount(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"expected an amount of US dollars (got {str(value).lower()})")
+    return value
+
+
+# An amount of US dollars: a number from 0 (never infinite or NaN: a budget
+# must be a budget); `true` is a typo, not $1.
+Usd = Annotated[float, Field(ge=0, allow_inf_nan=False), BeforeValidator(_no_bool_amount)]
 
 
 class Model(BaseModel):
@@ -90,6 +106,28 @@ class RateLimits(Model):
         description="Requests in flight at once; a slot is freed on completion, error and "
         "client cancel.",
     )
+
+
+# Providers' price lists count per million tokens.
+TOKENS_PER_PRICE_UNIT = 1_000_000
+
+
+class Price(Model):
+    """What calls to a provider or an entry cost, in US dollars per million tokens, as
+    providers' price lists say it (docs/spend.md)."""
+
+    input_per_m_tok: Usd = Field(
+        description="US dollars per million prompt (input) tokens, e.g. `0.15`."
+    )
+    output_per_m_tok: Usd = Field(
+        description="US dollars per million completion (output) tokens, e.g. `0.60`."
+    )
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """US dollars for a call of these tokens: the one formula of a request's cost."""
+        return (
+            prompt_tokens * self.input_per_m_tok + completion_tokens * self.output_per_m_tok
+        ) / TOKENS_PER_PRICE_UNIT
 
 
 # Bounds on the number itself (inside the Optional), as PositiveCount does.

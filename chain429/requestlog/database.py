@@ -33,6 +33,7 @@ from chain429.requestlog.tables import (
     AttemptRow,
     HourlyAttemptRollup,
     HourlyRollup,
+    HourlySpendRollup,
     ProviderState,
     RequestRow,
     SchemaMigration,
@@ -374,6 +375,24 @@ def _add_client_column(database: peewee.Database) -> None:
     )
 
 
+def _add_spend(database: peewee.Database) -> None:
+    """`requests.cost_usd` and `cost_estimated` (what an answer cost), and the spend rollup.
+
+    As for `route`: a database created by this version has the columns from
+    migration 1; one created before gets them, null (unpriced) for the rows
+    logged then, so the new rollup starts empty: there is nothing to backfill.
+    """
+    columns = {column.name for column in database.get_columns("requests")}
+    double = "DOUBLE PRECISION" if is_postgres(database) else "REAL"
+    if "cost_usd" not in columns:
+        database.execute_sql(f'ALTER TABLE "requests" ADD COLUMN "cost_usd" {double}')
+    if "cost_estimated" not in columns:
+        database.execute_sql(
+            'ALTER TABLE "requests" ADD COLUMN "cost_estimated" BOOLEAN NOT NULL DEFAULT FALSE'
+        )
+    database.create_tables([HourlySpendRollup], safe=True)
+
+
 # Append only: a released number is never renumbered or edited, because
 # databases out there record it as applied.
 MIGRATIONS: list[Migration] = [
@@ -381,6 +400,7 @@ MIGRATIONS: list[Migration] = [
     (2, "hourly attempt rollup", _create_attempt_rollup),
     (3, "request route", _add_route_column),
     (4, "request client", _add_client_column),
+    (7, "request cost and spend rollup", _add_spend),
 ]
 
 

@@ -82,4 +82,8 @@ class RequestRecord:
     completion_tokens: int | None = None
     total_tokens: int | None = None
     tokens_estimated: bool = False
+    # What the answer cost in US dollars, from its tokens at its entry's price
+    # (migration 7); None when unpriced. Estimated when its tokens were.
+    cost_usd: float | None = None
+    cost_estimated: bool = False
     trail: list[AttemptRecord] = field(default_factory=list)

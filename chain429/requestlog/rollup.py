@@ -1,9 +1,11 @@
-"""The two hourly rollups the request log writer keeps: tally a batch, merge it in.
+"""The hourly rollups the request log writer keeps: tally a batch, merge it in.
 
 `merge_rollups` adds a batch of records to `HourlyRollup` (requests per hour,
 chain, provider and outcome, with a latency histogram over
-`LATENCY_BUCKETS_MS`) and to `HourlyAttemptRollup` (attempts per hour,
-provider, model and outcome; the hour is the request's). It runs inside the
+`LATENCY_BUCKETS_MS`), to `HourlyAttemptRollup` (attempts per hour,
+provider, model and outcome; the hour is the request's) and to
+`HourlySpendRollup` (what priced answers cost per hour, client, chain and
+provider). It runs inside the
 writer's batch transaction (see `chain429.requestlog.writer`), so the rollups never
 count a batch the raw rows do not hold, or the other way round.
 
@@ -25,7 +27,12 @@ import peewee
 
 from chain429.requestlog.database import is_postgres
 from chain429.requestlog.records import RequestRecord
-from chain429.requestlog.tables import LATENCY_BUCKETS_MS, HourlyAttemptRollup, HourlyRollup
+from chain429.requestlog.tables import (
+    LATENCY_BUCKETS_MS,
+    HourlyAttemptRollup,
+    HourlyRollup,
+    HourlySpendRollup,
+)
 from chain429.upstream.times import HOUR_MS
 
 
@@ -79,8 +86,15 @@ _HISTOGRAM: Any = HourlyRollup.latency_histogram
 _ATTEMPT_ROLLUP_KEY_FIELDS = fields_of(HourlyAttemptRollup, _ATTEMPT_ROLLUP_KEY_COLUMNS)
 _ATTEMPT_SUM_FIELDS = fields_of(HourlyAttemptRollup, ["count", "latency_sum_ms"])
 
+_SPEND_KEY_FIELDS = fields_of(HourlySpendRollup, ["hour_ms", "client", "chain", "provider"])
+_SPEND_SUM_FIELDS = fields_of(
+    HourlySpendRollup,
+    ["requests", "cost_usd", "estimated_usd", "prompt_tokens", "completion_tokens"],
+)
+
 _ROLLUP_KEY_LIMITS = column_limits(_ROLLUP_KEY_FIELDS)
 _ATTEMPT_ROLLUP_KEY_LIMITS = column_limits(_ATTEMPT_ROLLUP_KEY_FIELDS)
+_SPEND_KEY_LIMITS = column_limits(_SPEND_KEY_FIELDS)
 
 
 def latency_bucket(latency_ms: float) -> int:
@@ -157,6 +171,32 @@ def _tally_attempts(records: list[RequestRecord]) -> dict[AttemptKey, list[float
     return tallies
 
 
+SpendKey = tuple[int, str, str, str]  # hour_ms, client, chain, provider
+
+
+def _tally_spend(records: list[RequestRecord]) -> dict[SpendKey, list[float]]:
+    """[requests, cost, estimated cost, prompt, completion] per spend key: priced answers only."""
+    tallies: dict[SpendKey, list[float]] = {}
+    for r in records:
+        if r.cost_usd is None:
+            continue
+        time_ms = int(r.started_at * 1000)
+        key = cast(
+            SpendKey,
+            clip(
+                (time_ms - time_ms % HOUR_MS, r.client or "", r.chain or "", r.provider or ""),
+                _SPEND_KEY_LIMITS,
+            ),
+        )
+        tally = tallies.setdefault(key, [0, 0.0, 0.0, 0, 0])
+        tally[0] += 1
+        tally[1] += r.cost_usd
+        tally[2] += r.cost_usd if r.cost_estimated else 0.0
+        tally[3] += r.prompt_tokens or 0
+        tally[4] += r.completion_tokens or 0
+    return tallies
+
+
 def quoted(db: peewee.Database, name: str) -> str:
     """A table or column name in the database's quotes (SQL built by hand, for speed)."""
     return f"{db.quote[0]}{name}{db.quote[1]}"
@@ -229,9 +269,9 @@ def merge_rollups(db: peewee.Database, records: list[RequestRecord]) -> None:
     `executemany` (psycopg pipelines them; SQLite reuses one prepared
     statement). Several chain429 instances may write to one PostgreSQL at
     once: every addition is atomic on its row, keys go in sorted order and the
-    request rollup always first, so two writers take row locks in the same
-    order and cannot deadlock. On SQLite the batch's IMMEDIATE transaction
-    holds the file's write lock anyway.
+    rollups always in the same order (requests, attempts, spend), so two
+    writers take row locks in the same order and cannot deadlock. On SQLite
+    the batch's IMMEDIATE transaction holds the file's write lock anyway.
     """
     tallies = _tally(records)
     if tallies:
@@ -247,3 +287,12 @@ def merge_rollups(db: peewee.Database, records: list[RequestRecord]) -> None:
         counts = [(*key, int(attempts[key][0]), attempts[key][1]) for key in sorted(attempts)]
         sql = _upsert_sql(db, HourlyAttemptRollup, _ATTEMPT_ROLLUP_KEY_FIELDS, _ATTEMPT_SUM_FIELDS)
         db.cursor().executemany(sql, counts)
+    spend = _tally_spend(records)
+    if spend:
+        rows = [
+            (*key, int(t[0]), t[1], t[2], int(t[3]), int(t[4]))
+            for key in sorted(spend)
+            for t in (spend[key],)
+        ]
+        sql = _upsert_sql(db, HourlySpendRollup, _SPEND_KEY_FIELDS, _SPEND_SUM_FIELDS)
+        db.cursor().executemany(sql, rows)

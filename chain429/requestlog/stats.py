@@ -503,6 +503,7 @@ def _request_dict(row: RequestRow) -> dict[str, Any]:
     out = {name: getattr(row, name) for name in _REQUEST_FIELDS}
     out["stream"] = bool(out["stream"])
     out["tokens_estimated"] = bool(out["tokens_estimated"])
+    out["cost_estimated"] = bool(out["cost_estimated"])
     out["time"] = iso(row.time_ms)
     return out
 

@@ -61,6 +61,11 @@ class RequestRow(BaseModel):
     completion_tokens = peewee.IntegerField(null=True)
     total_tokens = peewee.IntegerField(null=True)
     tokens_estimated = peewee.BooleanField(default=False)
+    # Double precision: PostgreSQL's REAL (FloatField) keeps 7 digits, too few for money.
+    cost_usd = peewee.DoubleField(null=True)  # US dollars; null when unpriced (migration 7)
+    # A default in the table too: a previous release's writer (instances upgraded
+    # one by one against one PostgreSQL) inserts rows without this column.
+    cost_estimated = peewee.BooleanField(default=False, constraints=[peewee.SQL("DEFAULT FALSE")])
 
     class Meta:
         table_name = "requests"
@@ -136,6 +141,29 @@ class HourlyAttemptRollup(BaseModel):
         indexes = ((("hour_ms", "provider", "model", "outcome"), True),)
 
 
+class HourlySpendRollup(BaseModel):
+    """Per hour, client, chain and provider: what priced answers cost (migration 7).
+
+    Only requests with a cost (`requests.cost_usd` not null) are counted, so a
+    30-day spend report reads hours, not requests. `client`, `chain` and
+    `provider` are "" where the request had none.
+    """
+
+    hour_ms = peewee.BigIntegerField()  # start of the request's hour, epoch ms
+    client = peewee.CharField(max_length=64, default="")
+    chain = peewee.CharField(max_length=200, default="")
+    provider = peewee.CharField(max_length=200, default="")
+    requests = peewee.IntegerField(default=0)  # priced requests
+    cost_usd = peewee.DoubleField(default=0.0)
+    estimated_usd = peewee.DoubleField(default=0.0)  # the part of cost_usd from estimates
+    prompt_tokens = peewee.BigIntegerField(default=0)
+    completion_tokens = peewee.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "hourly_spend_rollup"
+        indexes = ((("hour_ms", "client", "chain", "provider"), True),)
+
+
 class ProviderState(BaseModel):
     """Rate-limit state that must survive a restart (cooldowns); written by the state store."""
 
@@ -161,6 +189,7 @@ ALL_MODELS = (
     AttemptRow,
     HourlyRollup,
     HourlyAttemptRollup,
+    HourlySpendRollup,
     ProviderState,
     SchemaMigration,
 )

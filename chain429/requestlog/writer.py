@@ -56,6 +56,7 @@ from chain429.requestlog.tables import (
     AttemptRow,
     HourlyAttemptRollup,
     HourlyRollup,
+    HourlySpendRollup,
     RequestRow,
     database_proxy,
 )
@@ -485,7 +486,7 @@ class Telemetry:
                 # Only whole hours that ended before the cutoff.
                 cutoff = now_ms - self._rollup_retention_days * DAY_MS - HOUR_MS
                 more = False
-                for model in (HourlyRollup, HourlyAttemptRollup):
+                for model in (HourlyRollup, HourlyAttemptRollup, HourlySpendRollup):
                     key: Any = model._meta.primary_key
                     with write_transaction(self._db):
                         if not claim_retention(self._db):

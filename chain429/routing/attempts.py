@@ -6,10 +6,11 @@ stream's continuation on another entry), and chain tests. They share:
 
 - `post_and_classify`: a non-streaming call and what its answer means (the
   streaming counterpart, up to the first token, is `StreamSession.open_entry`);
-- `ask_entry`: reserve the entry's quota, make the call, record what the
-  answer taught, and give the reservation back unless the entry answered —
-  then the caller holds it until the answer (or stream) is over and finishes
-  it with the tokens it really cost.
+- `ask_entry`: hold a paid call's estimated cost against its paid budgets
+  (chain429.routing.budget), reserve the entry's quota, make the call, record
+  what the answer taught, and give the reservation (and the hold) back unless
+  the entry answered — then the caller holds it until the answer (or stream)
+  is over and finishes it with the tokens and the dollars it really cost.
 
 Chain tests ignore cooldowns on purpose, so they call entries without a
 reservation; what they learn is still recorded.
@@ -22,8 +23,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from chain429.routing.budget import SpendHold, SpendPlan
 from chain429.routing.limits import Block, Reservation, StateStore
-from chain429.routing.outcome import CooldownPolicy, Kind, Outcome, Tried, classify
+from chain429.routing.outcome import BlockReason, CooldownPolicy, Kind, Outcome, Tried, classify
 from chain429.routing.runtime import EntryRuntime
 from chain429.upstream.client import Upstream, UpstreamError, UpstreamReply
 
@@ -82,13 +84,30 @@ async def ask_entry(
     *,
     need_tokens: int,
     policy: CooldownPolicy,
+    spend: SpendPlan | None = None,
 ) -> Asked[T] | Block:
-    """Reserve, call, record: the Block that kept the entry from being asked, or what
-    the call gave. A successful answer's reservation stays open for the caller to
-    `finish`; every other is finished here."""
-    reservation = await state.reserve(entry, need_tokens, time.time())
+    """Hold, reserve, call, record: the Block that kept the entry from being asked, or
+    what the call gave. A successful answer's reservation (with its spend hold) stays
+    open for the caller to `finish`; every other is finished here: a failed call's hold
+    is released (providers do not bill an error), a call cut off (cancelled) is charged
+    its estimate (the provider may have done the work)."""
+    now = time.time()
+    hold: SpendHold | None = None
+    if spend is not None and entry.paid:
+        amount = spend.estimate_usd(entry)
+        if amount is None:  # the config refuses this; never spend what cannot be counted
+            until = spend.day(now).ends_at
+            return Block(BlockReason.BUDGET, until, "entry", "no price: no paid budget can hold it")
+        held = await state.hold_spend(spend.caps, amount, spend.day(now), now)
+        if isinstance(held, Block):
+            return held
+        hold = held
+    reservation = await state.reserve(entry, need_tokens, now)
     if isinstance(reservation, Block):
+        if hold is not None:
+            await state.settle_spend(hold, 0.0)
         return reservation
+    reservation.spend = hold
     started = time.perf_counter()
     try:
         tried = await call(entry)
@@ -100,5 +119,5 @@ async def ask_entry(
         reservation, tried.outcome, tried.headers, tried.body, time.time(), policy
     )
     if tried.outcome.kind is not Kind.SUCCESS:
-        await state.finish(reservation, None)
+        await state.finish(reservation, None, 0.0)
     return Asked(reservation, tried, applied, latency_ms)

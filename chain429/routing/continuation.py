@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from chain429.routing.streaming import Committed, StreamSession
 
 __all__ = [
+    "CONTINUED",
     "MISMATCH",
     "NEED_MORE",
     "PREFILL",
@@ -56,8 +57,9 @@ __all__ = [
 log = logging.getLogger("chain429.stream")
 
 # Trail tokens of the paths (also in StreamStats.path, without the prefix).
-PREFILL = "continued:prefill"
-RESTART = "continued:restart"
+CONTINUED = "continued:"
+PREFILL = CONTINUED + "prefill"
+RESTART = CONTINUED + "restart"
 RESTART_MISMATCH = "restart_mismatch"
 
 # What `overlap_end` says when the fresh text does not (yet) cover the received one.
@@ -167,6 +169,7 @@ async def _open(
         lambda entry: session.open_entry(entry, request),
         need_tokens=0,
         policy=session.snapshot.policy,
+        spend=session.spend,
     )
     trace = session.trace
     if isinstance(asked, Block):

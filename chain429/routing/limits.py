@@ -6,6 +6,11 @@ counted, so concurrent requests never both take the last one). It reports the
 answer with `record`, and `finish`es the reservation when the request is over
 (for a stream, when the stream ends) with the tokens it really used.
 
+A paid call under a paid budget first holds its estimated cost
+(`hold_spend`, chain429.routing.budget); the hold rides on the reservation
+and `finish` settles it with the call's cost (`settle_spend` settles one
+that never got a reservation, or whose call failed).
+
 State is kept per scope:
 - a whole provider: a bad key (401/403), an empty wallet (402);
 - a quota bucket (`EntryRuntime.bucket`): 429 cooldowns, header readings,
@@ -32,6 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, get_args
 
 from chain429.routing.buckets import Bucket
+from chain429.routing.budget import BudgetCap, BudgetDay, MemoryLedger, Overdrawn, SpendHold
 from chain429.routing.outcome import (
     SKIP_REASON,
     BlockReason,
@@ -54,6 +60,7 @@ BLOCK_PREFIX = "block:"  # + a scope key: "block:bucket:groq/llama-3.3-70b"
 BUCKET_PREFIX = "bucket:"  # + a bucket key
 STREAMFAIL_PREFIX = "streamfail:"  # + an entry label
 BREAKER_PREFIX = "breaker:"  # + an entry label: transient failures in a row
+SPEND_PREFIX = "spend:"  # + a budget key: what the day's paid calls cost
 _SCOPE_PREFIXES = ("provider:", "bucket:", "entry:")
 
 
@@ -84,6 +91,12 @@ class Reservation:
     reserved_at: float
     probe_key: str | None = None  # set when this request probes a recovered scope
     done: bool = False
+    spend: SpendHold | None = None  # a paid call's cost held against its budgets
+
+
+def overdrawn_block(over: Overdrawn, now: float) -> Block:
+    """The skip a paid budget that cannot take a call puts in the trace (`skip:budget`)."""
+    return Block(BlockReason.BUDGET, over.until(now), "entry", over.detail, "budget")
 
 
 class StateStoreUnavailable(Exception):
@@ -109,8 +122,24 @@ class StateStore(Protocol):
     ) -> Block | None:
         """Learn from an answer; returns the block it put in force, if any."""
 
-    async def finish(self, reservation: Reservation, used_tokens: int | None) -> None:
-        """The request is over: free its slot, count its real tokens."""
+    async def finish(
+        self, reservation: Reservation, used_tokens: int | None, cost_usd: float | None = None
+    ) -> None:
+        """The request is over: free its slot, count its real tokens, settle its spend hold
+        with `cost_usd` (None: unknown, the estimate held is charged)."""
+
+    async def hold_spend(
+        self, caps: Sequence[BudgetCap], amount_usd: float, day: BudgetDay, now: float
+    ) -> SpendHold | Block:
+        """Atomically: hold `amount_usd` against every budget of `caps`, or `skip:budget`."""
+
+    async def settle_spend(self, hold: SpendHold, cost_usd: float) -> None:
+        """Replace a hold by what its call cost (0: the call failed). Once per hold."""
+
+    async def spend_report(
+        self, caps: Sequence[BudgetCap], day: BudgetDay, now: float
+    ) -> list[dict[str, Any]]:
+        """Each budget's state for `day` (`chain429.routing.budget.budget_state`)."""
 
     async def check(self, entry: EntryRuntime, now: float) -> Block | None:
         """The block in force for this entry, without reserving anything."""
@@ -200,6 +229,7 @@ class MemoryStateStore:
         self._breaker_failures: dict[str, int] = {}
         self._breakers_open: set[str] = set()
         self._ids = itertools.count(1)
+        self.ledger = MemoryLedger()  # paid budgets: the day's spend, calls' holds
         # Bumped by every call that may change what `export_state` gives, so the
         # persister writes only when there is something new. Only counts: the
         # request path pays one integer add.
@@ -381,10 +411,15 @@ class MemoryStateStore:
         if self.on_learnt is not None:
             self.on_learnt()
 
-    async def finish(self, reservation: Reservation, used_tokens: int | None) -> None:
+    async def finish(
+        self, reservation: Reservation, used_tokens: int | None, cost_usd: float | None = None
+    ) -> None:
         if reservation.done:
             return
         reservation.done = True
+        if reservation.spend is not None:
+            hold = reservation.spend
+            await self.settle_spend(hold, hold.amount_usd if cost_usd is None else cost_usd)
         self.version += 1  # the day's token count may have changed
         self._bucket(reservation.entry).finish(
             reservation.reserved_at, reservation.need_tokens, used_tokens
@@ -394,6 +429,23 @@ class MemoryStateStore:
             and self._probes.get(reservation.probe_key) == reservation.id
         ):
             self._probes[reservation.probe_key] = None  # cancelled probe: the next request probes
+
+    async def hold_spend(
+        self, caps: Sequence[BudgetCap], amount_usd: float, day: BudgetDay, now: float
+    ) -> SpendHold | Block:
+        held = self.ledger.hold(caps, amount_usd, day)
+        return overdrawn_block(held, now) if isinstance(held, Overdrawn) else held
+
+    async def settle_spend(self, hold: SpendHold, cost_usd: float) -> None:
+        if not hold.done and cost_usd > 0:
+            self.version += 1
+            self._learnt()  # money spent: saved at once, a crash must not forget it
+        self.ledger.settle(hold, cost_usd)
+
+    async def spend_report(
+        self, caps: Sequence[BudgetCap], day: BudgetDay, now: float
+    ) -> list[dict[str, Any]]:
+        return self.ledger.report(caps, day)
 
     async def record_stream_end(
         self, entry: EntryRuntime, *, clean: bool, now: float, policy: CooldownPolicy
@@ -476,8 +528,9 @@ class MemoryStateStore:
     #
     # Saved: blocks in force, buckets' live state (see Bucket.to_dict), streams
     # that died in a row, breakers' failure counts (an open breaker's interval
-    # is its block, saved with the blocks). Not saved: probes and in-flight counts, which belong
-    # to requests of the process that stopped. A restored block that has ended
+    # is its block, saved with the blocks), the day's paid spend per budget.
+    # Not saved: probes, in-flight counts and spend holds, which belong to
+    # requests of the process that stopped. A restored block that has ended
     # by the time it is next asked about brings its probe like any other.
 
     def export_state(self, now: float) -> dict[str, dict[str, Any]]:
@@ -504,6 +557,8 @@ class MemoryStateStore:
                 "failures": failures,
                 "open": key in self._breakers_open,
             }
+        for key, data in self.ledger.export(now).items():
+            items[SPEND_PREFIX + key] = data
         return items
 
     def import_state(self, items: Mapping[str, Mapping[str, Any]], now: float) -> int:
@@ -571,4 +626,6 @@ class MemoryStateStore:
                     # Its interval ended while we were down: the next request probes it.
                     self._probes[entry_key] = None
             return True
+        if key.startswith(SPEND_PREFIX):
+            return self.ledger.restore(key.removeprefix(SPEND_PREFIX), data, now)
         raise ValueError("unknown kind of state")

@@ -47,7 +47,10 @@ class BlockReason(StrEnum):
     CONCURRENCY = "concurrency"  # maxConcurrent requests already in flight
     PROBING = "probing"  # one request is finding out whether the block is over
     BREAKER = "breaker"  # its circuit breaker is open, or its one probe is in flight
-    BUDGET = "budget"  # not a block: the request made maxAttemptsPerRequest calls
+    # A budget: the request made maxAttemptsPerRequest calls (not a block in force), or
+    # a paid entry's estimated cost does not fit a paid budget today (docs/spend.md);
+    # the reason text says which.
+    BUDGET = "budget"
 
 
 # What each kind of failure blocks an entry for.

@@ -4,7 +4,8 @@
 finish). Here: starting and stopping (the link to Redis, the lease renewer),
 the key names and the clock offset both halves use, the fallback when Redis
 is away, what /v1/ratelimits, /metrics and the CLI read (blocks, breakers,
-buckets), and a person's calls (clear a cooldown, forget a provider).
+buckets, paid budgets), and a person's calls (clear a cooldown, forget a
+provider). Paid budgets are chain429.routing.redis_budget's.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any, Literal, cast
 
 from chain429.routing.buckets import Bucket
+from chain429.routing.budget import BudgetCap, BudgetDay
 from chain429.routing.limits import (
     MemoryStateStore,
     StateStoreUnavailable,
@@ -30,6 +32,7 @@ from chain429.routing.limits import (
     scope_keys,
 )
 from chain429.routing.outcome import BlockReason
+from chain429.routing.redis_budget import RedisBudgets
 from chain429.routing.redis_link import RedisLink
 from chain429.routing.redis_scripts import block_from, bucket_from
 from chain429.routing.runtime import EntryRuntime
@@ -63,6 +66,7 @@ class RedisStateBase:
         self._open: dict[str, str] = {}  # member -> its lease key, renewed while open
         self._background: set[asyncio.Task[Any]] = set()
         self._renewer: asyncio.Task[None] | None = None
+        self.budgets = RedisBudgets(self)  # paid budgets: the day's spend, calls' holds
 
     # -- life ----------------------------------------------------------------
 
@@ -256,6 +260,11 @@ class RedisStateBase:
             "until": None,
             "reason": f"{failures} transient failures in a row; the next request probes it",
         }
+
+    async def spend_report(
+        self, caps: Sequence[BudgetCap], day: BudgetDay, now: float
+    ) -> list[dict[str, Any]]:
+        return await self.budgets.report(caps, day, now)
 
     async def bucket_quotas(self, entry: EntryRuntime, now: float) -> list[dict[str, object]]:
         try:

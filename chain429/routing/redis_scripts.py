@@ -21,6 +21,9 @@ tag: every key lands in one slot, so the multi-key scripts are allowed):
     lease:<bucket>    zset   reservation member -> lease expiry (concurrency slots)
     rpm:<bucket>      zset   reservation member -> time reserved (sliding minute)
     tpm:<bucket>      zset   "member|tokens" -> time reserved (sliding minute)
+    spend:<day>       hash   budget key -> US dollars paid calls cost that day
+    spendheld:<day>   zset   hold member -> lease expiry (a paid call's held estimate)
+    spendhold:<day>   hash   hold member -> "amount|budget key,budget key"
     wake              channel  an instance's id, published when waiting requests may go
 
 Every key gets an expiry each time it is written (a day or two for counters
@@ -382,6 +385,70 @@ return cleared
 """
 )
 
+# KEYS: spend, spendheld, spendhold (of one day)
+# ARGV: member, amount, lease_s, keep_s, then a budget key and its cap per budget
+# Reply: {"ok", now, spent, held, ...per budget} | {"over", budget index, spent, held, now}
+SPEND_HOLD = (
+    _PRELUDE
+    + """
+local member, amount = ARGV[1], tonumber(ARGV[2])
+local lease_s, keep_s = tonumber(ARGV[3]), tonumber(ARGV[4])
+local function fmt12(x) return string.format('%.12f', x) end
+-- A hold whose instance stopped renewing it went with that instance's calls.
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
+  redis.call('ZREM', KEYS[2], m)
+  redis.call('HDEL', KEYS[3], m)
+end
+local held = {}
+local holds = redis.call('HGETALL', KEYS[3])
+for i = 1, #holds, 2 do
+  local v = holds[i + 1]
+  local sep = string.find(v, '|', 1, true)
+  local amt = tonumber(string.sub(v, 1, sep - 1))
+  for b in string.gmatch(string.sub(v, sep + 1), '[^,]+') do held[b] = (held[b] or 0) + amt end
+end
+local names, out = {}, {'ok', fmt(now)}
+for i = 5, #ARGV, 2 do
+  local b, cap = ARGV[i], tonumber(ARGV[i + 1])
+  local spent = tonumber(redis.call('HGET', KEYS[1], b) or '0')
+  local h = held[b] or 0
+  if spent + h + amount > cap + 1e-9 then
+    return {'over', tostring((i - 3) / 2), fmt12(spent), fmt12(h), fmt(now)}
+  end
+  names[#names + 1] = b
+  out[#out + 1] = fmt12(spent)
+  out[#out + 1] = fmt12(h)
+end
+redis.call('ZADD', KEYS[2], now + lease_s, member)
+redis.call('HSET', KEYS[3], member, fmt12(amount) .. '|' .. table.concat(names, ','))
+keep(KEYS[2], keep_s)
+keep(KEYS[3], keep_s)
+return out
+"""
+)
+
+# KEYS: spend, spendheld, spendhold (of the hold's day)
+# ARGV: member, cost (0 releases the hold without a charge), keep_s, then its budget keys
+# Reply: {now, the day's spend per budget key, after this charge}
+SPEND_SETTLE = (
+    _PRELUDE
+    + """
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+local charge = tonumber(ARGV[2]) > 0
+local out = {fmt(now)}
+for i = 4, #ARGV do
+  if charge then
+    out[#out + 1] = redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[2])
+  else
+    out[#out + 1] = redis.call('HGET', KEYS[1], ARGV[i]) or '0'
+  end
+end
+if charge then keep(KEYS[1], tonumber(ARGV[3])) end
+return out
+"""
+)
+
 SCRIPTS = {
     "reserve": RESERVE,
     "record": RECORD,
@@ -389,6 +456,8 @@ SCRIPTS = {
     "block": BLOCK,
     "finish": FINISH,
     "clear": CLEAR,
+    "spend_hold": SPEND_HOLD,
+    "spend_settle": SPEND_SETTLE,
 }
 
 

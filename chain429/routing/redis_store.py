@@ -42,12 +42,13 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from chain429.routing import buckets as words
 from chain429.routing.buckets import CONCURRENCY_RETRY_S
+from chain429.routing.budget import BudgetCap, BudgetDay, SpendHold
 from chain429.routing.limits import (
     HALF_OPEN_DETAIL,
     Block,
@@ -312,9 +313,22 @@ class RedisStateStore(RedisStateBase):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def finish(self, reservation: Reservation, used_tokens: int | None) -> None:
+    async def hold_spend(
+        self, caps: Sequence[BudgetCap], amount_usd: float, day: BudgetDay, now: float
+    ) -> SpendHold | Block:
+        return await self.budgets.hold(caps, amount_usd, day, now)
+
+    async def settle_spend(self, hold: SpendHold, cost_usd: float) -> None:
+        await self.budgets.settle(hold, cost_usd)
+
+    async def finish(
+        self, reservation: Reservation, used_tokens: int | None, cost_usd: float | None = None
+    ) -> None:
         if reservation.done:
             return
+        hold = reservation.spend
+        if hold is not None:
+            await self.settle_spend(hold, hold.amount_usd if cost_usd is None else cost_usd)
         if not isinstance(reservation, _RedisReservation):
             await self.local.finish(reservation, used_tokens)
             return

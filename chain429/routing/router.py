@@ -21,6 +21,7 @@ from typing import Any, Generic, Literal, TypeVar
 from chain429.requestlog.records import AttemptRecord, is_call
 from chain429.routing import tokens
 from chain429.routing.attempts import ask_entry, post_and_classify
+from chain429.routing.budget import SpendPlan, plan_spend
 from chain429.routing.limits import Block, Reservation, StateStore
 from chain429.routing.outcome import BlockReason, CooldownPolicy, Kind, Outcome, Tried
 from chain429.routing.queueing import QueueError, Queues
@@ -133,6 +134,8 @@ class Answer(Generic[T]):
 Attempt = Callable[[EntryRuntime], Awaitable[Tried[T]]]
 
 
+_BUDGET_SKIP = f"skip:{BlockReason.BUDGET}"
+
 # A cooldown skip that may be waited for (`retry.shortWaitMs`): a rate limit, not
 # a bad key, an empty wallet or a breaker.
 _WAITABLE = frozenset({BlockReason.COOLDOWN})
@@ -175,6 +178,7 @@ class Waterfall:
         paid_wait_s: float = 0.0,
         budget: int | None = None,
         deadline: float | None = None,
+        spend: SpendPlan | None = None,
     ) -> Answer[T]:
         """Try entries in order until one succeeds or answers with a client error.
 
@@ -182,6 +186,8 @@ class Waterfall:
         `paid_wait_s`, stop and say so: the caller waits for it instead of paying.
         An entry may be asked more than once (`EntryRuntime.retry_attempts`,
         `short_wait_s`), within `budget` calls and without waiting past `deadline`.
+        A paid entry is asked only if its estimated cost fits the request's paid
+        budgets (`spend`); else it is skipped (`skip:budget`).
         """
         budget = budget if budget is not None else len(chain.entries) + 2
         calls = 0
@@ -200,7 +206,7 @@ class Waterfall:
                     trace.over_budget(entry, budget)
                     break
                 asked = await ask_entry(
-                    self.state, entry, attempt, need_tokens=need_tokens, policy=policy
+                    self.state, entry, attempt, need_tokens=need_tokens, policy=policy, spend=spend
                 )
                 if isinstance(asked, Block):
                     trace.skip(entry, asked)
@@ -344,6 +350,7 @@ class Router:
         attempt: Attempt[T],
         trace: Trace,
         max_wait_s: float | None = None,
+        spend: SpendPlan | None = None,
     ) -> Answer[T]:
         """Walk the chain; in queue mode, wait in line for a recovery and walk again.
 
@@ -360,7 +367,7 @@ class Router:
         deadline = started + allowed_s
         # Retries' pauses and short waits stay within the client's wait (or the queue's).
         walk_deadline = deadline if settings.queue_mode or max_wait_s is not None else None
-        walk = self._walker(snapshot, chain, request, attempt, trace, walk_deadline)
+        walk = self._walker(snapshot, chain, request, attempt, trace, walk_deadline, spend)
         answer = await walk()
         if answer.entry is not None or not settings.queue_mode or not trace.only_rate_limits:
             return answer
@@ -399,6 +406,7 @@ class Router:
         attempt: Attempt[T],
         trace: Trace,
         deadline: float | None = None,
+        spend: SpendPlan | None = None,
     ) -> Callable[[], Awaitable[Answer[T]]]:
         """One walk of the chain, waiting for a free entry rather than paying.
 
@@ -423,6 +431,7 @@ class Router:
                     paid_wait_s=paid_wait_s,
                     budget=budget,
                     deadline=deadline,
+                    spend=spend,
                 )
                 if answer.wait_for_free_until is None:
                     if answer.entry is not None:
@@ -461,15 +470,18 @@ class Router:
         request: dict[str, Any],
         trace: Trace,
         max_wait_s: float | None = None,
+        client: str | None = None,
     ) -> Reply | StreamStart:
-        """Walk the chain until an entry sends its first token; the caller relays the rest."""
+        """Walk the chain until an entry sends its first token; the caller relays the rest.
+        `client` (a `clients:` name) brings its own paid budget."""
         retry_max_wait = snapshot.config.settings.client_retry_max_wait_ms / 1000
+        spend = plan_spend(snapshot, request, client)
         session = StreamSession(
-            snapshot, chain, request, self.upstream, self.waterfall.state, trace
+            snapshot, chain, request, self.upstream, self.waterfall.state, trace, spend
         )
         try:
             answer = await self._walk(
-                snapshot, chain, request, session.open_entry, trace, max_wait_s
+                snapshot, chain, request, session.open_entry, trace, max_wait_s, spend
             )
         except QueueError as err:
             return exhausted(chain, trace, retry_max_wait, err.code, err.message)
@@ -491,8 +503,9 @@ class Router:
         request: dict[str, Any],
         trace: Trace,
         max_wait_s: float | None = None,
+        client: str | None = None,
     ) -> Reply:
-        """Run one non-streaming chat completion down the chain."""
+        """Run one non-streaming chat completion down the chain; `client` as for `stream`."""
         policy = snapshot.policy
         if "stream_options" in request:  # OpenAI refuses it without `stream: true`
             request = {key: value for key, value in request.items() if key != "stream_options"}
@@ -506,7 +519,8 @@ class Router:
             )
 
         try:
-            answer = await self._walk(snapshot, chain, request, attempt, trace, max_wait_s)
+            spend = plan_spend(snapshot, request, client)
+            answer = await self._walk(snapshot, chain, request, attempt, trace, max_wait_s, spend)
         except QueueError as err:
             return exhausted(chain, trace, retry_max_wait, err.code, err.message)
         if answer.entry is None or answer.result is None or answer.outcome is None:
@@ -527,8 +541,14 @@ def exhausted(
     code: str = "all_providers_exhausted",
     why: str | None = None,
 ) -> Reply:
-    """503 in OpenAI's error shape, saying what each entry did and when to come back."""
-    summary = ", ".join(f"{a.provider}/{a.model}: {a.outcome}" for a in trace.trail)
+    """503 in OpenAI's error shape, saying what each entry did and when to come back;
+    a `skip:budget` says which budget and what is left of it, since that decides what
+    the client does next."""
+    summary = ", ".join(
+        f"{a.provider}/{a.model}: {a.outcome}"
+        + (f" ({a.reason})" if a.outcome == _BUDGET_SKIP and a.reason else "")
+        for a in trace.trail
+    )
     message = f"All providers in chain '{chain.name}' are exhausted ({summary})."
     if why:
         message = f"{why} {message}"

@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from chain429.config.model import Chain, Config, RateLimits
+from chain429.config.model import Chain, Config, Price, RateLimits
 from chain429.config.sections import resolve_retry
 from chain429.routing.outcome import CooldownPolicy
 from chain429.upstream.client import request_headers
@@ -35,6 +35,7 @@ class EntryRuntime:
     dialect: Dialect  # how the provider reports its quotas (its preset's)
     bucket: str  # the quota it draws from, shared with entries of the same key
     limits: RateLimits | None  # configured limits: the entry's own, else its provider's
+    price: Price | None = None  # what its calls cost: the entry's own, else its provider's
     # Same-entry retry policy (settings.retry, overridden by the provider's, then the entry's).
     retry_attempts: int = 0  # extra calls after a transient failure
     short_wait_s: float = 0.0  # a 429 recovering within this is waited for
@@ -64,6 +65,9 @@ class Snapshot:
     check_host: bool = True
     allowed_hosts: frozenset[str] = frozenset()
     cors_origins: frozenset[str] = frozenset()
+    # Paid budgets, US dollars per day (docs/spend.md): everybody's, and each client's own.
+    paid_budget_usd: float | None = None
+    client_budgets_usd: dict[str, float] = field(default_factory=dict)
 
 
 def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
@@ -105,6 +109,12 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
         check_host=not settings.api_keys or bool(settings.allowed_hosts),
         allowed_hosts=frozenset(h.lower().rstrip(".") for h in settings.allowed_hosts),
         cors_origins=frozenset(settings.cors_origins),
+        paid_budget_usd=settings.paid_budget_usd_per_day,
+        client_budgets_usd={
+            client.name: client.paid_budget_usd_per_day
+            for client in config.clients
+            if client.paid_budget_usd_per_day is not None
+        },
     )
 
 
@@ -134,6 +144,7 @@ def _chain_runtime(config: Config, chain: Chain) -> ChainRuntime:
                 dialect=preset.dialect,
                 bucket=bucket_key(provider.id, scope, entry.model),
                 limits=entry.rate_limits or provider.rate_limits,
+                price=entry.price or provider.price,
                 retry_attempts=attempts,
                 short_wait_s=short_wait_ms / 1000,
             )

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from chain429.routing import tokens
 from chain429.routing.attempts import transport_failure
+from chain429.routing.budget import SpendPlan
 from chain429.routing.continuation import Trail, note_interrupted, take_over
 from chain429.routing.limits import Reservation, StateStore
 from chain429.routing.outcome import (
@@ -78,6 +79,11 @@ class StreamStats:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     tokens_estimated: bool = False
+    # The answer is over as the client sees it: [DONE], or the error event that
+    # ends it, has been sent. What follows (draining, recording) is our own
+    # bookkeeping; a client that closes then (OpenAI's SDK does, at [DONE]) has
+    # the whole answer.
+    finished: bool = False
 
 
 class ChunkReader:
@@ -220,9 +226,11 @@ class StreamSession:
         upstream: Upstream,
         state: StateStore,
         trace: Trail | None = None,
+        spend: SpendPlan | None = None,
     ) -> None:
         settings = snapshot.config.settings
         self.trace = trace  # the request's attempt trail: continuations add to it
+        self.spend = spend  # the request's paid budgets: a paid continuation is held too
         self.snapshot = snapshot
         self.chain = chain
         self.request = request
@@ -380,6 +388,9 @@ class StreamSession:
             last = current
             failure = await self._pump(current, send, held)
             held = b""
+            if failure is None and not self.stats.finished:  # finished for it without [DONE]
+                self._count_tokens(current.reader)
+                self.stats.finished = True
             await self.state.record_stream_end(
                 current.entry,
                 clean=failure is None,
@@ -398,8 +409,9 @@ class StreamSession:
             if current is None:
                 self.stats.end = code
                 note_interrupted(self, last.entry, message)
+                self._count_tokens(last.reader)
                 await send(data_event(error_body(message, "server_error", code).decode()))
-        self._count_tokens(last.reader)
+                self.stats.finished = True
 
     async def _pump(
         self, committed: Committed, send: Send, held: bytes = b""
@@ -468,6 +480,9 @@ class StreamSession:
                 if active:
                     idle_at = loop.time() + self.idle_s
                 if done:
+                    # [DONE] is out: count before draining, the client may close now.
+                    self._count_tokens(reader)
+                    self.stats.finished = True
                     await self._drain(stream)
                     return None
                 if failure is not None:

@@ -1,8 +1,8 @@
 """The HTTP server: the Sanic app and everything that meets a client.
 
 Owns: the app factory and its typed context (`app`), the proxy route
-(`completions`), the admin, stats and rate-limit routes (`admin`,
-`stats_routes`, `ratelimit_report`), the OpenAPI document (`openapi`), who
+(`completions`), the admin, stats, rate-limit and budget routes (`admin`,
+`stats_routes`, `ratelimit_report`, `budgets`), the OpenAPI document (`openapi`), who
 may ask (`auth`) and what a web page may not (`guard`), client connection
 limits (`connections`), OpenAI-shaped errors (`errors`), serving on a socket
 (`serving`), hot reload (`reloader`), metrics and logs (`metrics`, `logs`),

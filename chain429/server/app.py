@@ -1,7 +1,7 @@
 """The Sanic application: the factory, its lifecycle and its error handler.
 
 The routes live in Blueprints beside the module that owns their work (health,
-completions, stats_routes, admin, steering, openapi, web_ui); each declares
+completions, stats_routes, admin, budgets, steering, openapi, web_ui); each declares
 its key scope with `auth.requires`. The app carries a typed `AppContext`
 (`server/context.py`). Every error leaves in OpenAI's shape so OpenAI SDKs
 raise their usual exception classes.
@@ -32,6 +32,7 @@ from chain429.routing.limits import (
 )
 from chain429.routing.runtime import build_snapshot
 from chain429.server.admin import admin_routes
+from chain429.server.budgets import budget_routes
 from chain429.server.completions import JSON, proxy_routes
 from chain429.server.connections import ConnectionGuard
 from chain429.server.context import App, AppContext
@@ -144,7 +145,7 @@ def create_app(
     # own deadlines (per entry, first token, stream idle, queue), and a waterfall
     # of slow entries or a long stream may rightly take longer than that.
     app.config.RESPONSE_TIMEOUT = 24 * 3600
-    ctx.metrics = Metrics(lambda: gauges(ctx), telemetry)
+    ctx.metrics = Metrics(lambda: gauges(ctx), telemetry, lambda: ctx.budgets_left)
     ctx.connection_guard = ConnectionGuard(ctx.metrics)
     ctx.reloader = Reloader(ctx, config_path)
     ctx.heartbeat = Heartbeat(ctx)
@@ -160,6 +161,7 @@ def create_app(
         ratelimit_routes,
         stats_routes,
         admin_routes,
+        budget_routes,
         instance_routes,
         steering_routes,
         openapi_routes,

@@ -21,8 +21,10 @@ from sanic.response import HTTPResponse, raw
 
 from chain429.requestlog.records import RequestRecord, new_request_id
 from chain429.routing import tokens
-from chain429.routing.limits import StateStoreUnavailable
+from chain429.routing.continuation import CONTINUED
+from chain429.routing.limits import Reservation, StateStoreUnavailable
 from chain429.routing.router import Reply, Router, StreamStart, Trace
+from chain429.routing.streaming import StreamStats
 from chain429.server import logs
 from chain429.server.auth import Scope, authorize, requires
 from chain429.server.context import App, AppRequest
@@ -123,6 +125,29 @@ def _max_wait(request: AppRequest) -> float | None:
     return float(value)
 
 
+def _charge(record: RequestRecord, answered: Reservation) -> float | None:
+    """What the answer cost, set on the record; the same goes to the paid budget.
+
+    From the tokens counted (the provider's usage, else an estimate: then
+    `cost_estimated`) at the price of the entry that answered. When no tokens
+    were counted (the client left mid-stream) the estimate the budget held is
+    the cost. A stream finished on another entry (`midStream: continue`) is
+    charged at its estimate on every entry that answered: what each part cost
+    is not known (the request log shows the answering entry's price of the
+    tokens counted, marked estimated). None: unpriced, nothing known.
+    """
+    price, hold = answered.entry.price, answered.spend
+    prompt, completion = record.prompt_tokens, record.completion_tokens
+    continued = any(a.outcome.startswith(CONTINUED) for a in record.trail)
+    if price is not None and prompt is not None and completion is not None:
+        record.cost_usd = price.cost(prompt, completion)
+        record.cost_estimated = record.tokens_estimated or continued
+        return None if continued else record.cost_usd
+    if hold is not None:
+        record.cost_usd, record.cost_estimated = hold.amount_usd, True
+    return None
+
+
 def _count_tokens(record: RequestRecord, request: dict[str, Any], body: bytes) -> None:
     """Tokens from the provider's usage; an estimate (chain429.routing.tokens) without it."""
     # A regex, not a parse: the success body is relayed as it came, never decoded.
@@ -186,7 +211,8 @@ async def handle_chat(app: App, request: AppRequest) -> HTTPResponse | None:
     finally:
         for reservation in trace.open:
             # The answer is over: free the entry's slot, count what it really cost.
-            await app.ctx.state.finish(reservation, record.total_tokens)
+            cost = _charge(record, reservation)
+            await app.ctx.state.finish(reservation, record.total_tokens, cost)
         if trace.open:
             app.ctx.router.queues.notify()  # a freed slot may let a queued request through
         record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -222,12 +248,14 @@ async def _handle(
     router = app.ctx.router
     max_wait_s = _max_wait(request)
     if record.stream:
-        started_stream = await router.stream(snapshot, chain, body, trace, max_wait_s)
+        started_stream = await router.stream(
+            snapshot, chain, body, trace, max_wait_s, client=record.client
+        )
         if isinstance(started_stream, Reply):
             return _reply(record, started_stream)
         await _relay(request, record, started_stream, started)
         return None
-    reply = await router.complete(snapshot, chain, body, trace, max_wait_s)
+    reply = await router.complete(snapshot, chain, body, trace, max_wait_s, client=record.client)
     if reply.outcome == "success":
         _count_tokens(record, body, reply.body)
     return _reply(record, reply)
@@ -262,8 +290,18 @@ async def _relay(
         content_type="text/event-stream; charset=utf-8",
     )
     record.ttft_ms = round((time.perf_counter() - started) * 1000, 3)
-    stats = await stream.session.relay(stream.committed, response.send)
-    await response.eof()
+    stats = stream.session.stats
+    try:
+        await stream.session.relay(stream.committed, response.send)
+        await response.eof()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if not stats.finished or task is None:
+            _count_stream_tokens(record, stats)  # what is known of an answer cut short
+            raise
+        # The client closed once it had the whole answer (OpenAI's SDK does at [DONE]),
+        # while we drained and recorded: an answer, not a disconnect.
+        task.uncancel()
     if stats.end != "done":
         record.outcome = stats.end
         log.warning("stream from %s ended early: %s", stream.entry.label, stats.end)
@@ -274,6 +312,10 @@ async def _relay(
             ", ".join(stats.continued_on),
             stats.path,
         )
+    _count_stream_tokens(record, stats)
+
+
+def _count_stream_tokens(record: RequestRecord, stats: StreamStats) -> None:
     record.prompt_tokens, record.completion_tokens = stats.prompt_tokens, stats.completion_tokens
     if stats.prompt_tokens is not None and stats.completion_tokens is not None:
         record.total_tokens = stats.prompt_tokens + stats.completion_tokens

@@ -58,6 +58,9 @@ class AppContext:
     started_at: float = field(default_factory=time.time)
     cooldowns_in_force: int = 0  # refreshed per /metrics scrape
     breakers_open: int = 0  # likewise
+    # Paid budgets' US dollars left today, by client ("": settings.paidBudgetUsdPerDay);
+    # likewise refreshed per scrape.
+    budgets_left: dict[str, float] = field(default_factory=dict)
     draining: bool = False  # stopping: every answer closes its connection
     persister: StatePersister | None = None  # saves `state` to the log's database
     # Admin edits one at a time: each validates against the file the last one wrote.

@@ -22,6 +22,7 @@ from chain429.requestlog.writer import Telemetry
 from chain429.routing.limits import StateStoreUnavailable, shared_store
 from chain429.routing.outcome import BlockReason
 from chain429.server.auth import Scope, authorize, is_guarded, presented_key
+from chain429.server.budgets import budget_report
 from chain429.server.context import AppContext, AppRequest
 from chain429.server.errors import ApiError
 from chain429.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -75,6 +76,8 @@ async def metrics(request: AppRequest) -> HTTPResponse:
         blocks = await ctx.state.snapshot(time.time())
         ctx.cooldowns_in_force = len(blocks)
         ctx.breakers_open = sum(1 for block in blocks if block["reason"] == BlockReason.BREAKER)
+        report = await budget_report(ctx.snapshot, ctx.state, time.time())
+        ctx.budgets_left = {b["client"] or "": b["left_usd"] for b in report["budgets"]}
     return raw(ctx.metrics.render(), 200, None, METRICS_CONTENT_TYPE)
 
 

@@ -54,6 +54,24 @@ class _StateCollector(Collector):
             yield GaugeMetricFamily(name, help_text, value=values.get(name, 0.0))
 
 
+class _BudgetCollector(Collector):
+    """What each paid budget has left today, read at scrape time (/v1/admin/budgets)."""
+
+    def __init__(self, read: Callable[[], dict[str, float]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[Metric]:
+        left = GaugeMetricFamily(
+            "chain429_paid_budget_remaining_usd",
+            "US dollars a paid budget has left today (spent and reserved by calls in flight "
+            'taken off): client="" is settings.paidBudgetUsdPerDay, else that client\'s own.',
+            labels=["client"],
+        )
+        for client, usd in sorted(self._read().items()):
+            left.add_metric([client], usd)
+        yield left
+
+
 class _LogCollector(Collector):
     """The request log writer's counters, read from it at scrape time (the same as /health's)."""
 
@@ -89,7 +107,10 @@ class _LogCollector(Collector):
 
 class Metrics:
     def __init__(
-        self, read_state: Callable[[], dict[str, float]], telemetry: Telemetry | None = None
+        self,
+        read_state: Callable[[], dict[str, float]],
+        telemetry: Telemetry | None = None,
+        read_budgets: Callable[[], dict[str, float]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
@@ -137,6 +158,13 @@ class Metrics:
             ("chain", "provider", "kind"),
             registry=self.registry,
         )
+        self.spend = Counter(
+            "chain429_spend_usd",
+            "US dollars answers cost (their tokens at their entry's price), by chain and the "
+            "provider that answered; estimated costs included.",
+            ("chain", "provider"),
+            registry=self.registry,
+        )
         self.connections_refused = Counter(
             "chain429_connections_refused",
             "Client connections answered 503 and closed: settings.maxConnections were open.",
@@ -154,6 +182,8 @@ class Metrics:
         self.registry.register(_StateCollector(read_state))
         if telemetry is not None:
             self.registry.register(_LogCollector(telemetry))
+        if read_budgets is not None:
+            self.registry.register(_BudgetCollector(read_budgets))
 
     def _child(self, metric: MetricWrapperBase, *values: str) -> Any:
         key = (metric, *values)
@@ -176,6 +206,8 @@ class Metrics:
             child(self.tokens, chain, provider, "prompt").inc(record.prompt_tokens)
         if record.completion_tokens:
             child(self.tokens, chain, provider, "completion").inc(record.completion_tokens)
+        if record.cost_usd:
+            child(self.spend, chain, provider).inc(record.cost_usd)
         for attempt in record.trail:
             if attempt.outcome.startswith("skip:"):
                 child(self.skips, attempt.provider, attempt.model, attempt.outcome[5:]).inc()

@@ -228,6 +228,20 @@ _PROVIDER_ROW = obj(
 )
 _CHAIN_ROW = obj("chain:s? requests:i successes:i errors:i error_rate:n", **MEASURES)
 _BUCKET_ROW = obj("start_ms:i start:t requests:i errors:i", **MEASURES)
+_SPEND = obj(
+    "requests:i cost_usd:n estimated_usd:n",
+    "requests cost_usd estimated_usd tokens",
+    "Priced answers: how many, what they cost in US dollars (`estimated_usd`: the part "
+    "from estimated tokens), and their tokens.",
+    tokens=ref("Tokens"),
+)
+_BUDGET = obj(
+    "budget client:s? cap_usd:n spent_usd:n reserved_usd:n left_usd:n day resets_at:t",
+    "budget client cap_usd spent_usd reserved_usd left_usd day resets_at",
+    "One paid budget today: `global` (`settings.paidBudgetUsdPerDay`) or `client:<name>`; "
+    "spent, reserved by paid calls in flight, left, and when it resets (midnight in "
+    "`settings.timeZone`; `day` is that day's date there).",
+)
 _REQUEST_FILTERS = ("chain", "provider", "status", "outcome", "limit", "cursor")
 _STATUS = obj(
     "config_path:s? generation:i loaded_at:n last_reload_at:n? last_error_at:n?",
@@ -314,6 +328,13 @@ _route("get", "/v1/stats/chains/{chain_name}", _op(
 _route("get", "/v1/stats/timeseries", _stats(
     "statsTimeseries", "Per UTC-aligned time bucket, empty ones included", "stats.timeseries",
     _BUCKET_ROW, "bucket", bucket=typed("string"), bucket_ms=typed("integer")))
+_route("get", "/v1/stats/spend", _op(
+    "statsSpend", "stats", "What priced answers cost: in total, and per provider, chain or client",
+    {"allOf": [ref("StatsRange"), _SPEND, obj(
+        "by", "object by data", object=const("stats.spend"),
+        data=list_of({"allOf": [_SPEND, obj("provider:s? chain:s? client:s?")]},
+                     "The costliest first; only the `by` name is present (null: none)."))]},
+    parameters=param_refs("since", "until", "by"), errors=_STATS_ERRORS))
 _route("get", "/v1/stats/requests", _stats(
     "statsRequests", "Logged requests, newest first, a page at a time", "list",
     ref("RequestLogRow"), *_REQUEST_FILTERS, has_more=typed("boolean"),
@@ -368,6 +389,13 @@ _route("get", "/v1/admin/instances", _op(
     "`stateLeaseMs / 3` and leaves the list within `stateLeaseMs` of its last word; this "
     "instance comes first. With the memory store the list is this instance; `problem` says "
     "why the others cannot be read right now (Redis unreachable)."))
+_route("get", "/v1/admin/budgets", _op(
+    "getBudgets", "admin", "Paid budgets today: spent, reserved, left, when they reset",
+    obj("time_zone day resets_at:t", "object time_zone day resets_at budgets",
+        object=const("budgets"), budgets=list_of(_BUDGET)),
+    description="Every paid budget (docs/spend.md): `settings.paidBudgetUsdPerDay` first, then "
+    "each client's `paidBudgetUsdPerDay`; empty without any. With a shared store (Redis) the "
+    "numbers are every instance's together."))
 _route("get", "/v1/admin/diff", _op(
     "diffFile", "admin", "What a reload would change: the config file against the running config",
     _answer("The semantic diff, summary lines and a unified diff.", obj(

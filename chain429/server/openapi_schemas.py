@@ -165,12 +165,15 @@ MEASURES = {"tokens": ref("Tokens"), "latency_ms": ref("Latency")}
 REQUEST_ROW = obj(
     "id time_ms:i time:t key_label:s? chain:s? requested_model:s? provider:s? model:s? status:i"
     " outcome stream:b attempts:i latency_ms:n ttft_ms:n? queued_ms:n prompt_tokens:i?"
-    " completion_tokens:i? total_tokens:i? tokens_estimated:b",
+    " completion_tokens:i? total_tokens:i? tokens_estimated:b cost_estimated:b",
     key_label=nullable("string", "`key#2`, `admin#1`, `open`: never the key."),
     provider=nullable("string", "The entry that answered."),
     outcome=typed("string", "`success`, `client_error`, `all_providers_exhausted`, ..."),
     attempts=typed("integer", "Upstream calls made."),
     ttft_ms=nullable("number", "Streams: time to the first token sent."),
+    cost_usd=nullable("number", "What the answer cost in US dollars, from its tokens at its "
+                   "entry's `price`; null when unpriced. `cost_estimated`: from estimated "
+                   "tokens."),
     route=nullable("string", "Why that chain: `chain` (`model` named it), `model` (an entry "
                 "model: every entry serving it), `default`; null in older rows."))
 ATTEMPT = obj("order:i provider model status:i? latency_ms:n? cooldown_ms:i? reason:s?",
@@ -291,6 +294,8 @@ PARAMETERS: Schema = {
     "limit": query_param("limit", "Rows per page.",
                          typed("integer", minimum=1, maximum=1000, default=100)),
     "cursor": query_param("cursor", "The previous page's `next_cursor`."),
+    "by": query_param("by", "What to total the spend by. Default: `provider`.",
+                      typed("string", enum=["provider", "chain", "client"])),
     "bucket": query_param("bucket", "Bucket size. Default: from the range (5m up to 6 h, 1h up to "
                      "7 d, else 1d).", typed("string", enum=["5m", "1h", "1d"])),
     "stream": query_param("stream", "Test with streaming calls.", typed("boolean")),

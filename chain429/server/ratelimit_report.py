@@ -46,7 +46,7 @@ STATE_OF: dict[BlockReason, EntryState] = {
     BlockReason.CONCURRENCY: "limited",
     BlockReason.PROBING: "probing",
     BlockReason.BREAKER: "broken",  # its circuit breaker is open, or its probe is in flight
-    BlockReason.BUDGET: "limited",  # never a block in force; here for completeness
+    BlockReason.BUDGET: "limited",  # never a block in force (paid budgets are per request)
 }
 
 

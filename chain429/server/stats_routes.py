@@ -13,6 +13,8 @@ Parameters (all optional):
 - `/v1/stats/requests/<id>`: none
 - `/v1/stats/timeseries`: `since`, `until`, `bucket` (`5m`, `1h`, `1d`;
   from the range when absent: 5m up to 6h, 1h up to 7d, else 1d)
+- `/v1/stats/spend`: `since`, `until`, `by` (`provider`, `chain`, `client`;
+  default `provider`): what priced answers cost (chain429.requestlog.spend)
 
 `since`/`until` take ISO 8601 (`2026-11-26T10:00:00Z`, `2026-11-26`) or an
 age (`24h`, `7d`, `30m`, `90s`); the default is the last 24 hours. An unknown,
@@ -35,7 +37,7 @@ from typing import Any
 from sanic import Blueprint
 from sanic.response import HTTPResponse, raw
 
-from chain429.requestlog import stats
+from chain429.requestlog import spend, stats
 from chain429.server.auth import Scope, requires
 from chain429.server.context import AppRequest
 from chain429.server.errors import ApiError
@@ -164,6 +166,18 @@ async def stats_chain(request: AppRequest, chain_name: str) -> HTTPResponse:
 async def stats_timeseries(request: AppRequest) -> HTTPResponse:
     params = admit(request, (*_RANGE, "bucket"))
     return _json(await _ask(stats.timeseries, *time_range(params), params.get("bucket")))
+
+
+@stats_routes.get("/v1/stats/spend")
+@requires(Scope.READ)
+async def stats_spend(request: AppRequest) -> HTTPResponse:
+    params = admit(request, (*_RANGE, "by"))
+    since_ms, until_ms = time_range(params)
+    try:
+        by = spend.parse_spend_by(params.get("by"))
+    except stats.StatsParamError as exc:
+        raise _bad(exc) from None
+    return _json(await _ask(spend.spend, since_ms, until_ms, by))
 
 
 @stats_routes.get("/v1/stats/requests")

@@ -9,6 +9,7 @@ valid file nor lets through what `chain429 validate` would refuse field by field
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,13 @@ PLACES: dict[str, tuple[str | int, ...]] = {
     "ChainEntry": ("chains", 0, "entries", 0),
     "Breaker": ("settings", "breaker"),
     "Retry": ("settings", "retry"),
+    "Price": ("providers", 0, "price"),
+    "Client": ("clients", 0),
+}
+# What a section MINIMAL lacks must hold before one key of it is set: its required keys.
+SEEDS: dict[str, Any] = {
+    "price": {"inputPerMTok": 1, "outputPerMTok": 1},
+    "clients": [{"name": "ana", "key": "ana-key"}],
 }
 
 
@@ -186,7 +194,8 @@ def test_a_reference_is_taken_wherever_a_number_flag_or_choice_goes(schema):
         document = yaml.safe_load(MINIMAL)
         node = document
         for step in PLACES[model]:
-            node = node.setdefault(step, {}) if isinstance(step, str) else node[step]
+            seed = copy.deepcopy(SEEDS.get(step, {})) if isinstance(step, str) else None
+            node = node.setdefault(step, seed) if isinstance(step, str) else node[step]
         node[key] = "${X}"
         assert problems(schema, document) == {}, (model, key)
         text = yaml.safe_dump(document)

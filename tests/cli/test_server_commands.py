@@ -30,9 +30,11 @@ def config_text(port: int, a: FakeProvider, b: FakeProvider, db: Path, model: st
         f"  apiKeys: [{PROXY_KEY}]\n"
         "  adminKeys: ['${T_ADMIN_KEY}']\n"
         f"  databaseUrl: sqlite:///{db}\n"
+        "  paidBudgetUsdPerDay: 10\n"
         "providers:\n"
         f"  - {{id: a, type: generic-openai, baseUrl: '{a.base_url}', apiKey: {PROVIDER_KEY}}}\n"
-        f"  - {{id: b, type: generic-openai, baseUrl: '{b.base_url}', apiKey: {PROVIDER_KEY}}}\n"
+        f"  - {{id: b, type: generic-openai, baseUrl: '{b.base_url}', apiKey: {PROVIDER_KEY},\n"
+        "     paid: true, price: {inputPerMTok: 1000, outputPerMTok: 1000}}\n"
         "chains:\n"
         "  - name: c\n"
         "    entries:\n"
@@ -149,6 +151,22 @@ def test_status_json(cli):
     data = json.loads(cli("status", "--json").stdout)
     assert data["server"]["status"] == "ok" and data["server"]["config_generation"] >= 1
     assert {e["state"] for e in data["ratelimits"]["entries"]} == {"cooling", "available"}
+    (budget,) = data["budgets"]["budgets"]
+    assert budget["cap_usd"] == 10 and budget["spent_usd"] > 0
+
+
+def test_status_shows_what_is_left_of_the_paid_budget(cli, server):
+    headers = {"authorization": f"Bearer {ADMIN_KEY}"}
+    (budget,) = httpx.get(f"{server.url}/v1/admin/budgets", headers=headers).json()["budgets"]
+    result = cli("status")
+    assert result.returncode == 0, result.stderr
+    table = rows(result.stdout)
+    at = table.index(["PAID BUDGET", "CAP", "SPENT", "RESERVED", "LEFT", "RESETS"])
+    everybody = table[at + 1]
+    assert everybody[:2] == ["everybody", "$10.00"]
+    assert everybody[2] == f"${budget['spent_usd']:.2f}" and everybody[3] == "$0.00"
+    assert everybody[4] == f"${budget['left_usd']:.2f}" and everybody[5].endswith("Z")
+    assert "Paid budgets today (UTC)" in result.stderr
 
 
 def test_status_watch_stops_after_count(cli):
@@ -164,11 +182,15 @@ def test_stats_tables_and_summary(cli):
     result = cli("stats", "--since", "1h")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    providers = {row[0]: row for row in rows(result.stdout) if len(row) == 8}
-    assert providers["PROVIDER"][1] == "ANSWERED"
-    assert int(providers["b"][1]) >= 3 and "429=1" in providers["a"][7]
-    assert any(line.startswith("c\t") for line in lines)
+    providers = {row[0]: row for row in rows(result.stdout) if len(row) == 9}
+    assert providers["PROVIDER"][1] == "ANSWERED" and providers["PROVIDER"][7] == "COST"
+    assert int(providers["b"][1]) >= 3 and "429=1" in providers["a"][8]
+    # b is priced: what its answers cost; a answered nothing.
+    assert providers["b"][7].startswith("$") and providers["a"][7] == "-"
+    chain = next(line.split("\t") for line in lines if line.startswith("c\t"))
+    assert chain[-1] == providers["b"][7]  # chain c's spend is b's
     assert "requests," in lines[-1] and "errors" in lines[-1]
+    assert f"{providers['b'][7]} spent;" in lines[-1]
 
 
 def test_stats_json(cli):
@@ -176,6 +198,8 @@ def test_stats_json(cli):
     assert data["summary"]["requests"] >= 3
     assert {p["provider"] for p in data["providers"]} == {"a", "b"}
     assert [c["chain"] for c in data["chains"]] == ["c"]
+    assert [p["provider"] for p in data["spend"]["providers"]] == ["b"]
+    assert data["spend"]["total_usd"] > 0
 
 
 # -- logs --------------------------------------------------------------------

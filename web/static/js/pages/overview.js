@@ -1,7 +1,7 @@
 // Overview: how the waterfall did over a time range, and whether the server is healthy.
 //
-// Reads /v1/stats/summary, /timeseries, /providers and /chains for the range,
-// /health and /v1/admin/status. It refreshes every 5 s; the new view replaces
+// Reads /v1/stats/summary, /timeseries, /providers, /chains and /spend for the
+// range, /health, /v1/admin/status and /v1/admin/budgets (the paid budgets' day). It refreshes every 5 s; the new view replaces
 // the old one in a single step once every answer is in, so nothing blinks.
 //
 // The fall-through rate is the share of the entries the waterfall considered
@@ -24,6 +24,21 @@ const CLIENT_ERRORS = new Set(["400", "422"]); // the request was wrong: no fall
 function card(label, value, sub, id) {
   return h("div", { class: "card stat", id },
     h("div", { class: "label" }, label), h("div", { class: "value" }, value), h("div", { class: "sub" }, sub || ""));
+}
+
+// Dollars as a person reads them: cents, or the first digits of less than a cent.
+function usd(amount) {
+  if (amount === 0 || Math.abs(amount) >= 0.01) return `$${amount.toFixed(2)}`;
+  return `$${amount.toFixed(6).replace(/0+$/, "")}`;
+}
+
+// One line per paid budget: what is left of it today, and when it starts again.
+function budgetFacts(report) {
+  return ((report && report.budgets) || []).map((b) => [
+    b.client ? `Paid budget: ${b.client}` : "Paid budget",
+    `${usd(b.left_usd)} of ${usd(b.cap_usd)} left today (${usd(b.spent_usd)} spent, ` +
+      `${usd(b.reserved_usd)} reserved) · resets ${when(b.resets_at)}`,
+  ]);
 }
 
 function fallThrough(providers) {
@@ -73,7 +88,7 @@ function chainTable(rows) {
     { caption: "Per chain", stacked: true });
 }
 
-function healthView(health, status) {
+function healthView(health, status, budgets) {
   const problems = [];
   const rejected = health.config_error;
   if (rejected) {
@@ -98,6 +113,7 @@ function healthView(health, status) {
       ["Config generation", `${health.config_generation} (loaded ${when(health.config_loaded_at * 1000)})`],
       status && status.config_path ? ["Config file", status.config_path] : null,
       log ? ["Request log", `${num(log.written)} written · ${num(log.pending)} pending · ${num(log.dropped)} dropped`] : ["Request log", "off"],
+      ...budgetFacts(budgets),
     ]));
 }
 
@@ -129,16 +145,19 @@ export default {
         get(`/v1/stats/timeseries${query(since)}`, { signal }),
         get(`/v1/stats/providers${query(since)}`, { signal }),
         get(`/v1/stats/chains${query(since)}`, { signal }),
+        // An older server has no spend: the card says nothing rather than failing the page.
+        get(`/v1/stats/spend${query(since)}`, { signal }).catch(() => ({ data: null })),
       ]).then((answers) => ({ answers }), (error) => ({ error }));
-      const [health, status, read] = await Promise.all([
+      const [health, status, budgets, read] = await Promise.all([
         get("/health", { signal }).then((r) => r.data),
         get("/v1/admin/status", { signal }).then((r) => r.data).catch(() => null),
+        get("/v1/admin/budgets", { signal }).then((r) => r.data).catch(() => null),
         stats,
       ]);
       let parts;
       try {
         if (read.error) throw read.error;
-        const [summary, series, providers, chains] = read.answers.map((r) => r.data);
+        const [summary, series, providers, chains, spend] = read.answers.map((r) => r.data);
         const { considered, passed } = fallThrough(providers.data);
         parts = [
           h("div", { class: "cards" },
@@ -149,7 +168,10 @@ export default {
             card("Tokens", num(summary.tokens.total),
               `${num(summary.tokens.prompt)} prompt · ${num(summary.tokens.completion)} completion`, "stat-tokens"),
             card("Latency p50 / p95", `${ms(summary.latency_ms.p50)} / ${ms(summary.latency_ms.p95)}`,
-              `average ${ms(summary.latency_ms.avg)}`, "stat-latency")),
+              `average ${ms(summary.latency_ms.avg)}`, "stat-latency"),
+            spend ? card("Spend", usd(spend.cost_usd),
+              `${num(spend.requests)} priced answer${spend.requests === 1 ? "" : "s"}${spend.estimated_usd ? ` · ${usd(spend.estimated_usd)} estimated` : ""}`,
+              "stat-spend") : null),
           h("div", { class: "card" },
             h("div", { class: "row spread" }, h("h2", { class: "nomargin" }, "Requests over time"),
               h("div", { class: "legend" },
@@ -168,7 +190,7 @@ export default {
           : `Statistics could not be read: ${err.message}`)];
       }
       if (!ctx.alive()) return;
-      fill(body, parts, h("h2", null, "Server"), healthView(health, status));
+      fill(body, parts, h("h2", null, "Server"), healthView(health, status, budgets));
       updated.textContent = `updated ${clockTime(Date.now())}`;
     }, REFRESH_MS);
   },
