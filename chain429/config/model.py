@@ -371,7 +371,10 @@ class Provider(Model):
     """An LLM provider: where it is, its key, and how to treat it."""
 
     id: str = Field(
-        min_length=1, description="Unique name, used by chain entries, headers and traces."
+        min_length=1,
+        description="Unique name, used by chain entries, headers and traces; no `/` (an entry "
+        "is named `<id>/<model>`, and models may contain slashes).",
+        json_schema_extra={"pattern": "^[^/]+$"},
     )
     name: str | None = Field(default=None, description="Display name.")
     type: str = Field(
@@ -425,6 +428,16 @@ class Provider(Model):
         "per `model`, per `account`, or `free` (OpenRouter's: `:free` models share one "
         "account-wide quota).",
     )
+
+    @field_validator("id")
+    @classmethod
+    def _no_slash(cls, value: str) -> str:
+        # `groq/llama-3.3-70b` names an entry, split at the first slash: the trace,
+        # the headers and `chain429 entry pause` read it so. A slash in an id would
+        # make `a/b/c` mean two entries.
+        if "/" in value:
+            raise ValueError(f"{value!r} contains '/': entries are named <id>/<model>")
+        return value
 
     @field_validator("type")
     @classmethod

@@ -48,6 +48,7 @@ class BlockReason(StrEnum):
     PROBING = "probing"  # one request is finding out whether the block is over
     BREAKER = "breaker"  # its circuit breaker is open, or its one probe is in flight
     BUDGET = "budget"  # not a block: the request made maxAttemptsPerRequest calls
+    PAUSED = "paused"  # a person paused it (`chain429 entry pause`): skipped until resumed
 
 
 # What each kind of failure blocks an entry for.

@@ -86,6 +86,8 @@ class Trace:
         )
 
     def saw_recovery(self, until: float, entry: EntryRuntime) -> None:
+        if not math.isfinite(until):
+            return  # a pause: it has no end to wait for
         if self.earliest_recovery is None or until < self.earliest_recovery:
             self.earliest_recovery = until
         if not entry.paid and (self.free_recovery is None or until < self.free_recovery):
@@ -527,13 +529,24 @@ def exhausted(
     code: str = "all_providers_exhausted",
     why: str | None = None,
 ) -> Reply:
-    """503 in OpenAI's error shape, saying what each entry did and when to come back."""
+    """503 in OpenAI's error shape, saying what each entry did and when to come back.
+
+    When a person paused every entry, it says so: no wait will help, so the
+    client is told not to retry (`x-should-retry: false`), until someone resumes one.
+    """
     summary = ", ".join(f"{a.provider}/{a.model}: {a.outcome}" for a in trace.trail)
     message = f"All providers in chain '{chain.name}' are exhausted ({summary})."
+    headers = {**trace.headers(None), **retry_advice(trace.earliest_recovery, retry_max_wait_s)}
+    paused = f"skip:{BlockReason.PAUSED}"
+    if trace.trail and all(a.outcome == paused for a in trace.trail):
+        labels = ", ".join(dict.fromkeys(f"{a.provider}/{a.model}" for a in trace.trail))
+        message = (
+            f"Every entry of chain '{chain.name}' is paused ({labels}); "
+            "resume one with `chain429 entry resume PROVIDER[/MODEL]`."
+        )
+        headers["x-should-retry"] = "false"
     if why:
         message = f"{why} {message}"
-
-    headers = {**trace.headers(None), **retry_advice(trace.earliest_recovery, retry_max_wait_s)}
     return Reply(503, error_body(message, "server_error", code), headers, code)
 
 

@@ -58,6 +58,7 @@ class AppContext:
     started_at: float = field(default_factory=time.time)
     cooldowns_in_force: int = 0  # refreshed per /metrics scrape
     breakers_open: int = 0  # likewise
+    pauses_in_force: int = 0  # likewise
     draining: bool = False  # stopping: every answer closes its connection
     persister: StatePersister | None = None  # saves `state` to the log's database
     # Admin edits one at a time: each validates against the file the last one wrote.

@@ -31,8 +31,11 @@ from chain429.server.openapi_schemas import (
     KINDS,
     MEASURES,
     PARAMETERS,
+    PAUSE_REQUEST,
+    PAUSED,
     PROVIDER_TEST,
     RELOAD,
+    RESUMED,
     SECURITY,
     SECURITY_SCHEMES,
     Schema,
@@ -382,6 +385,24 @@ _route("post", "/v1/admin/limits/clear", _op(
     body={"application/json": {"schema": CLEAR_REQUEST}},
     errors={400: "A field is missing, empty or unknown (`param` names it).",
             404: "No such provider, or no chain entry with that model (`not_found`)."}))
+_route("post", "/v1/admin/entries/pause", _op(
+    "pauseEntry", "admin", "Skip a provider or an entry until it is resumed",
+    PAUSED, description="Every request skips it (`skip:paused`), streams and probes too, on "
+    "every instance sharing the state store; the pause survives restarts. Chain tests do not "
+    "call it. `chain429 entry pause` does the same.",
+    body={"application/json": {"schema": PAUSE_REQUEST}},
+    errors={400: "A field is missing, empty or unknown (`param` names it).",
+            404: "No such provider, or no chain entry with that model (`not_found`).",
+            503: "The shared state store is unreachable (`state_store_unavailable`): "
+                 "nothing changed."}))
+_route("post", "/v1/admin/entries/resume", _op(
+    "resumeEntry", "admin", "End the pause of an entry, or of a provider and its entries",
+    RESUMED, description="`chain429 entry resume` does the same.",
+    body={"application/json": {"schema": PAUSE_REQUEST}},
+    errors={400: "A field is missing, empty or unknown (`param` names it).",
+            404: "No such provider, or no chain entry with that model (`not_found`).",
+            503: "The shared state store is unreachable (`state_store_unavailable`): "
+                 "nothing changed."}))
 _route("post", "/v1/test/chain/{name}", _op(
     "testChain", "admin", "Call every entry of a chain once, with a tiny request",
     _probe_ok(CHAIN_TEST),

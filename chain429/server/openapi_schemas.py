@@ -208,16 +208,24 @@ MODELS = obj("", "object data", object=const("list"), data=list_of(
 QUOTA = obj("limit:i? remaining:i? reset_at:t? source:s?",
               kind=typed("string", enum=["requests", "tokens"]),
               window=typed("string", enum=["minute", "hour", "day"]))
-RATELIMITS = obj("", "object entries buckets blocks", object=const("ratelimits"),
+PAUSE = obj("provider model:s? since:t by", "scope provider model since by",
+    "A person's pause (`chain429 entry pause`): skipped (`skip:paused`) until resumed.",
+    scope=typed("string", "`provider`: every entry of it; `entry`: that one.",
+                enum=["provider", "entry"]),
+    by=typed("string", "The label of the key that paused it (`admin#1`, `open`)."))
+RATELIMITS = obj("", "object entries buckets blocks paused", object=const("ratelimits"),
     entries=list_of(obj("chain provider model bucket reason:s? until:t? in_flight:i",
         state=typed("string", enum=list(get_args(EntryState))),
-        source=nullable("string", "`header`, `body`, `manual`, `status`, `default`."),
+        source=nullable("string", "`header`, `body`, `manual`, `status`, `default`, `pause`."),
+        paused={"anyOf": [ref("Pause"), typed("null")],
+                "description": "The pause that stops it (its provider's or its own), if any."},
         breaker=obj("failures:i until:t? reason:s?", "state failures until reason",
                     "The entry's circuit breaker (`settings.breaker`): `open` skips it until "
                     "`until`, `half_open` lets one probe through.",
                     state=typed("string", enum=["closed", "open", "half_open"])))),
     buckets=list_of(obj("bucket provider in_flight:i", quotas=list_of(QUOTA))),
-    blocks=list_of(obj("until:t?"), "Every block in force."))
+    blocks=list_of(obj("until:t?"), "Every block in force."),
+    paused=list_of(ref("Pause"), "Every pause in force."))
 HEALTH = obj("version uptime_s:n config_generation:i config_loaded_at:n",
     "status version",
     status=typed("string", "`degraded` (still 200) while the file on disk is rejected, the request "
@@ -262,6 +270,17 @@ CLEAR_REQUEST = obj("", "provider",
     provider=typed("string", "A provider's id.", minLength=1),
     model=typed("string", "An entry's model on that provider.", minLength=1))
 CLEAR_REQUEST["additionalProperties"] = False
+PAUSE_REQUEST = obj("", "provider",
+    "With `model`: that entry; without: the whole provider.",
+    provider=typed("string", "A provider's id.", minLength=1),
+    model=typed("string", "An entry's model on that provider.", minLength=1))
+PAUSE_REQUEST["additionalProperties"] = False
+PAUSED = obj("", "paused new", paused=ref("Pause"),
+    new=typed("boolean", "False when it was paused already (the first pause is kept)."))
+RESUMED = obj("", "resumed provider_paused",
+    resumed=typed("integer", "Pauses that ended: for a provider, its own and its entries'."),
+    provider_paused=typed("boolean", "For an entry: its provider is still paused as a whole, "
+                          "so the entry is still skipped."))
 
 
 HEADERS = {
@@ -331,6 +350,7 @@ def component_schemas() -> Schema:
         "ChatCompletion": CHAT_COMPLETION,
         "ModelList": MODELS,
         "RateLimitReport": RATELIMITS,
+        "Pause": PAUSE,
         "Health": HEALTH,
         "StatsRange": RANGE,
         "Tokens": obj("prompt:i completion:i total:i"),
