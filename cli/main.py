@@ -238,6 +238,7 @@ def _whole() -> typer.Typer:
             config_commands,
             config_file_commands,
             edit_commands,
+            entry_commands,
             fake_commands,
             limits_commands,
             selftest_commands,
@@ -253,6 +254,7 @@ def _whole() -> typer.Typer:
         fake_commands.register(_app)
         edit_commands.register(_app)
         limits_commands.register(_app)
+        entry_commands.register(_app)
         selftest_commands.register(_app)
         globals()["app"] = _app
     return _app

@@ -510,9 +510,10 @@ class MemoryStateStore:
     #
     # Saved: blocks in force, buckets' live state (see Bucket.to_dict), streams
     # that died in a row, breakers' failure counts (an open breaker's interval
-    # is its block, saved with the blocks), pauses. Not saved: probes and in-flight counts, which belong
-    # to requests of the process that stopped. A restored block that has ended
-    # by the time it is next asked about brings its probe like any other.
+    # is its block, saved with the blocks), pauses. Not saved: probes and
+    # in-flight counts, which belong to requests of the process that stopped.
+    # A restored block that has ended by the time it is next asked about
+    # brings its probe like any other.
 
     def export_state(self, now: float) -> dict[str, dict[str, Any]]:
         """Everything live, one JSON-able dict per key (BLOCK_/BUCKET_/STREAMFAIL_/BREAKER_/

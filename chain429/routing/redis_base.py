@@ -348,7 +348,6 @@ class RedisStateBase:
             return await self._fallback().clear(provider_id, entries, now)
         return int(cleared)
 
-
     async def pause(self, key: str, by: str, now: float) -> tuple[Pause, bool]:
         name = self._k("paused")
         wanted = Pause(key, now, by)

@@ -36,9 +36,7 @@ async def ratelimits(request: AppRequest) -> HTTPResponse:
 
 
 # An entry's state, as /v1/ratelimits, the CLI and the web UI show it.
-EntryState = Literal[
-    "available", "limited", "cooling", "unhealthy", "probing", "broken", "paused"
-]
+EntryState = Literal["available", "limited", "cooling", "unhealthy", "probing", "broken", "paused"]
 
 # What a block means for an entry's state.
 STATE_OF: dict[BlockReason, EntryState] = {

@@ -27,8 +27,8 @@ from chain429.server.admin import answer, json_body
 from chain429.server.auth import Scope, requires
 from chain429.server.context import AppRequest
 from chain429.server.errors import ApiError
-from chain429.server.ratelimit_report import pause_view
 from chain429.server.guard import JSON_BODY
+from chain429.server.ratelimit_report import pause_view
 
 __all__ = ["steering_routes"]
 
