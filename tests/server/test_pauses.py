@@ -147,9 +147,7 @@ def test_a_stream_skips_a_paused_entry(served):
         model="main", messages=HELLO, stream=True
     ) as response:
         text = "".join(
-            chunk.choices[0].delta.content or ""
-            for chunk in response.parse()
-            if chunk.choices
+            chunk.choices[0].delta.content or "" for chunk in response.parse() if chunk.choices
         )
         trace = response.headers["x-429chain-trace"]
     assert text == "Hello from b"

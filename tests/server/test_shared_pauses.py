@@ -40,9 +40,7 @@ def trace(p) -> str:
     return reply.headers["x-429chain-trace"]
 
 
-def test_a_pause_made_on_one_instance_holds_on_every_one_and_outlives_them(
-    fake, proxy, redis_ns
-):
+def test_a_pause_made_on_one_instance_holds_on_every_one_and_outlives_them(fake, proxy, redis_ns):
     a, b = fake("a"), fake("b")
     settings = config(a, b, REDIS_URL, redis_ns)
     one, two = proxy(settings), proxy(settings)
@@ -66,9 +64,7 @@ def test_a_pause_made_on_one_instance_holds_on_every_one_and_outlives_them(
     assert a.requests and all(r.json()["model"] == "m-a" for r in a.requests)
 
 
-def test_with_redis_away_a_pause_is_refused_and_the_known_ones_still_hold(
-    fake, proxy, redis_ns
-):
+def test_with_redis_away_a_pause_is_refused_and_the_known_ones_still_hold(fake, proxy, redis_ns):
     a, b = fake("a"), fake("b")
     parts = urlsplit(REDIS_URL)
     with TcpProxy((parts.hostname or "127.0.0.1", parts.port or 6379)) as tcp:
