@@ -357,6 +357,14 @@ def test_unknown_provider_type_lists_valid_types() -> None:
     assert "groq" in message and "generic-openai" in message
 
 
+def test_a_provider_id_has_no_slash() -> None:
+    # `groq/llama-3` names an entry, split at the first slash (traces, `entry pause`).
+    text = MINIMAL.replace("id: groq", "id: my/groq").replace("provider: groq", "provider: my/groq")
+    assert issues(text) == [
+        (3, "providers[0].id", "'my/groq' contains '/': entries are named <id>/<model>")
+    ]
+
+
 def test_generic_openai_requires_base_url() -> None:
     text = MINIMAL.replace("type: groq", "type: generic-openai")
     assert issues(text) == [
