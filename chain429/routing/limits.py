@@ -148,15 +148,14 @@ class StateStore(Protocol):
         (`POST /v1/admin/limits/clear`): the entries are asked at once, without a probe.
         Pauses are not blocks: a clear leaves them."""
 
-    async def pause(self, key: str, by: str, now: float) -> tuple[Pause, bool]:
-        """Pause a provider or an entry (`pauses.pause_key`) until resumed: the pause in
-        force (an earlier one is kept), and whether it is new."""
+    # A person's pauses (pauses.py): pause a provider or an entry (`pause_key`), keeping an
+    # earlier pause (the pause in force, and whether it is new); end those of an entry, or
+    # of a provider and its entries (how many); list every pause in force, by key.
+    async def pause(self, key: str, by: str, now: float) -> tuple[Pause, bool]: ...
 
-    async def resume(self, provider_id: str, model: str | None) -> int:
-        """End the pauses of an entry, or of a provider and all of its entries; how many."""
+    async def resume(self, provider_id: str, model: str | None) -> int: ...
 
-    async def pauses(self) -> list[Pause]:
-        """Every pause in force, by key."""
+    async def pauses(self) -> list[Pause]: ...
 
 
 def scope_keys(entry: EntryRuntime) -> tuple[str, str, str]:
