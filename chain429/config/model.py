@@ -17,7 +17,7 @@ and the admin API's /openapi.json are all made from it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -516,6 +516,10 @@ class Chain(Model):
     )
 
 
+# An alias and the chain it names: non-empty strings.
+_Name = Annotated[str, Field(min_length=1)]
+
+
 # Validation context key: the loader runs the cross-field checks itself, on
 # the raw document, so it can report them with paths next to field errors.
 _DEFER_CROSS_CHECKS = "chain429.defer_cross_checks"
@@ -535,6 +539,13 @@ class Config(Model):
     )
     chains: tuple[Chain, ...] = Field(
         default=(), description="Named, ordered lists of (provider, model) entries."
+    )
+    aliases: dict[_Name, _Name] = Field(
+        default_factory=dict,
+        description="Other names for chains, `alias: chain`: a request whose `model` is the "
+        "alias is served by that chain (`gpt-4o-mini: fast` catches apps that hard-code a "
+        "model). An alias may not be a chain's name; it wins over an entry model of the same "
+        "name. Listed in `/v1/models`; answers say `X-429chain-Route: alias`.",
     )
 
     _providers_by_id: dict[str, Provider] = PrivateAttr(default_factory=dict)
@@ -559,6 +570,11 @@ class Config(Model):
     @classmethod
     def _null_chains(cls, value: Any) -> Any:
         return () if value is None else value
+
+    @field_validator("aliases", mode="before", json_schema_input_type=dict[str, str] | None)
+    @classmethod
+    def _null_aliases(cls, value: Any) -> Any:
+        return {} if value is None else value
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> Self:

@@ -31,8 +31,9 @@ from chain429.upstream.client import Upstream, UpstreamReply
 from chain429.upstream.openai_error import error_body
 
 T = TypeVar("T")
-# Why a request went to its chain: `model` named it, named an entry model, or neither.
-Route = Literal["chain", "model", "default"]
+# Why a request went to its chain: `model` named it, named an alias of it, named an
+# entry model, or none of these.
+Route = Literal["chain", "alias", "model", "default"]
 log = logging.getLogger("chain429.routing.router")
 
 
@@ -444,12 +445,16 @@ class Router:
     def pick_chain(snapshot: Snapshot, model: object) -> tuple[ChainRuntime, Route] | None:
         """The chain `model` selects, and why (docs/api.md, "Choosing a chain").
 
-        A chain's name picks it; an entry model picks every entry serving it;
-        anything else gets the default chain, or nothing when models are strict.
+        A chain's name picks it; an alias picks the chain it names (before an
+        entry model of the same name: the alias was written to catch it); an
+        entry model picks every entry serving it; anything else gets the default
+        chain, or nothing when models are strict.
         """
         if isinstance(model, str):
             if model in snapshot.chains:
                 return snapshot.chains[model], "chain"
+            if model in snapshot.aliases:
+                return snapshot.aliases[model], "alias"
             if model in snapshot.model_chains:
                 return snapshot.model_chains[model], "model"
         if snapshot.config.settings.strict_models or snapshot.default_chain is None:

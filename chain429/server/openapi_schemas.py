@@ -171,8 +171,9 @@ REQUEST_ROW = obj(
     outcome=typed("string", "`success`, `client_error`, `all_providers_exhausted`, ..."),
     attempts=typed("integer", "Upstream calls made."),
     ttft_ms=nullable("number", "Streams: time to the first token sent."),
-    route=nullable("string", "Why that chain: `chain` (`model` named it), `model` (an entry "
-                "model: every entry serving it), `default`; null in older rows."))
+    route=nullable("string", "Why that chain: `chain` (`model` named it), `alias` (`model` is "
+                "an alias of it: `requested_model` says which), `model` (an entry model: every "
+                "entry serving it), `default`; null in older rows."))
 ATTEMPT = obj("order:i provider model status:i? latency_ms:n? cooldown_ms:i? reason:s?",
     outcome=typed("string", "Trace token: `200`, `429`, `timeout`, `skip:cooldown`, ..."))
 
@@ -185,8 +186,9 @@ CHAT_REQUEST = obj("", "messages",
     "OpenAI's chat completion request: the fields below are checked here, the others "
     "(`temperature`, `tools`' contents, ...) are the provider's to check. Sent upstream "
     "unchanged except `model`, which becomes the entry's model.",
-    model=typed("string", "A chain's name. Any other value uses `settings.defaultChain`; with "
-             "`settings.strictModels` it is a 404 `model_not_found`."),
+    model=typed("string", "A chain's name, an alias of one (`aliases`), or an entry model. Any "
+             "other value uses `settings.defaultChain`; with `settings.strictModels` it is a "
+             "404 `model_not_found`."),
     messages=typed("array", "Non-empty; each item an object.", items=ref("ChatMessage"),
                    minItems=1),
     stream=nullable("boolean", "`true`: the answer is a server-sent event stream."),
@@ -202,8 +204,10 @@ CHAT_COMPLETION = obj("id created:i", "choices", "The provider's JSON, relayed a
 MODELS = obj("", "object data", object=const("list"), data=list_of(
     obj("id created:i", "id object", object=const("model"),
          owned_by=typed("string", "`chain429` for a chain, else the first provider serving it."),
-         kind=typed("string", "`chain`, or `model`: an entry model, which selects every entry "
-                 "serving it, in config order.", enum=["chain", "model"]),
+         kind=typed("string", "`chain`; `alias`: another name of the chain in `chain`; or "
+                 "`model`: an entry model, which selects every entry serving it, in config "
+                 "order.", enum=["chain", "alias", "model"]),
+         chain=typed("string", "`alias` only: the chain it names."),
          providers=list_of(typed("string"), "`model` only: the providers serving it."))))
 QUOTA = obj("limit:i? remaining:i? reset_at:t? source:s?",
               kind=typed("string", enum=["requests", "tokens"]),
@@ -270,6 +274,9 @@ CLEAR_REQUEST = obj("", "provider",
     provider=typed("string", "A provider's id.", minLength=1),
     model=typed("string", "An entry's model on that provider.", minLength=1))
 CLEAR_REQUEST["additionalProperties"] = False
+ALIAS_BODY = obj("", "chain", "What the alias names (the config's `aliases`).",
+    chain=typed("string", "A chain's name.", minLength=1))
+ALIAS_BODY["additionalProperties"] = False
 PAUSE_REQUEST = obj("", "provider",
     "With `model`: that entry; without: the whole provider.",
     provider=typed("string", "A provider's id.", minLength=1),
@@ -287,7 +294,7 @@ HEADERS = {
     "X-Request-Id": ("The request's id in the request log and in every log line about it.", "s"),
     "X-429chain-Chain": ("The chain that served the request (an entry model's name for an "
                          "implicit chain).", "s"),
-    "X-429chain-Route": ("Why that chain: `chain`, `model` or `default`.", "s"),
+    "X-429chain-Route": ("Why that chain: `chain`, `alias`, `model` or `default`.", "s"),
     "X-429chain-Provider": ("`<provider id>/<entry model>` that answered.", "s"),
     "X-429chain-Attempts": ("Upstream calls made (skipped entries are not calls).", "i"),
     "X-429chain-Trace": ("One `<provider id>/<entry model>=<outcome>` per entry considered, "
@@ -357,6 +364,7 @@ def component_schemas() -> Schema:
         "Latency": LATENCY,
         "RequestLogRow": REQUEST_ROW,
         "WriteResult": WRITE_RESULT,
+        "AliasConfig": ALIAS_BODY,
     }
     config_defs: Schema = {}  # the config's sub-models (RateLimits, ChainEntry)
     schemas["ProviderConfig"] = config_schema(Provider, config_defs, drop="id")
