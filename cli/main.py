@@ -234,6 +234,7 @@ def _whole() -> typer.Typer:
     """The CLI with every command, in the order `--help` lists them (declared once)."""
     if "app" not in globals():
         from . import (
+            alias_commands,
             chain_commands,
             config_commands,
             config_file_commands,
@@ -249,6 +250,7 @@ def _whole() -> typer.Typer:
         config_commands.register(_app)
         config_file_commands.register(_app)
         chain_commands.register(_app)
+        alias_commands.register(_app)
         settings_commands.register(_app)
         server_commands.register(_app)
         fake_commands.register(_app)

@@ -18,6 +18,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 from pydantic.alias_generators import to_camel
 from sanic import Blueprint
@@ -246,11 +247,13 @@ async def delete_chain(request: AppRequest, name: str) -> HTTPResponse:
     return await _edit(request, lambda _: _then("deleted", lambda doc: doc.delete_chain(name)))
 
 
-# `<name:path>`: an alias may hold slashes (`openai/gpt-4o-mini`, as OpenRouter names models).
+# `<name:path>`: an alias may hold slashes (`openai/gpt-4o-mini`, as OpenRouter names
+# models), sent as they are or encoded (`%2F`, as OpenAPI clients send a path parameter).
 @admin_routes.put("/v1/admin/aliases/<name:path>", ctx_body=JSON_BODY)
 @requires(Scope.WRITE)
 async def put_alias(request: AppRequest, name: str) -> HTTPResponse:
     """Point the alias `name` at a chain: `{"chain": "<name>"}`."""
+    name = unquote(name)
 
     def change(body: dict[str, Any]) -> Callable[[ConfigDocument], Any]:
         unknown = sorted(set(body) - {"chain"})
@@ -267,6 +270,7 @@ async def put_alias(request: AppRequest, name: str) -> HTTPResponse:
 @admin_routes.delete("/v1/admin/aliases/<name:path>")
 @requires(Scope.WRITE)
 async def delete_alias(request: AppRequest, name: str) -> HTTPResponse:
+    name = unquote(name)
     return await _edit(request, lambda _: _then("deleted", lambda doc: doc.delete_alias(name)))
 
 

@@ -142,6 +142,7 @@ def test_every_camel_case_key_is_read(tmp_path: Path) -> None:
     assert (s.breaker.failures, s.breaker.base_ms, s.breaker.max_ms) == (4, 18000, 19000)
     assert config.provider("groq").retry == Retry(attempts=2)
     assert entry.retry == Retry(short_wait_ms=500)
+    assert config.aliases == {"gpt-4o-mini": "fast"}
 
 
 def test_retry_is_inherited_key_by_key() -> None:
@@ -462,3 +463,23 @@ def test_find_config_path_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert find_config_path(None, {}) == user
     (tmp_path / "chain429.yaml").write_text(MINIMAL)
     assert find_config_path(None, {}) == tmp_path / "chain429.yaml"
+
+
+def test_aliases_name_chains_and_are_not_chain_names() -> None:
+    config = parse(MINIMAL + "aliases:\n  gpt-4o-mini: default\n  openai/gpt-4o: default\n")
+    assert config.aliases == {"gpt-4o-mini": "default", "openai/gpt-4o": "default"}
+    assert parse(MINIMAL).aliases == {}  # 429chain's files have none
+    assert parse(MINIMAL + "aliases:\n").aliases == {}  # every line commented out
+    assert issues(MINIMAL + "aliases:\n  gpt-4o-mini: defualt\n  default: default\n  x: ''\n") == [
+        (12, "aliases.gpt-4o-mini", "no chain named 'defualt'; did you mean 'default'?"),
+        (
+            13,
+            "aliases.default",
+            "'default' is a chain's name: a request naming it gets that chain, so the alias "
+            "would never be used; remove it, or rename the chain",
+        ),
+        (14, "aliases.x", "must not be empty"),
+    ]
+    assert issues(MINIMAL + "aliases: [gpt-4o-mini]\n") == [
+        (11, "aliases", "expected a mapping (got a list)")
+    ]
