@@ -4,6 +4,7 @@ alias names that `chain remove` keeps. In-process (typer's runner), reading the 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import yaml
@@ -85,3 +86,29 @@ def test_a_chain_an_alias_names_is_not_removed(tmp_path):
     assert "aliases name it: claude-3-haiku" in cascade.output
     cli("alias", "remove", "gpt-4o-mini", "-c", str(path))
     assert cli("chain", "remove", "spare", "-c", str(path)).exit_code == 0
+
+
+def test_logs_shows_the_alias_a_request_asked_for(fake, proxy, tmp_path):
+    from chain429.requestlog.database import migrate, open_database
+    from chain429.requestlog.writer import Telemetry
+    from fixtures.servers import chain_config, provider_entry
+
+    a = fake("a")
+    database = open_database(f"sqlite:///{tmp_path / 'log.db'}")
+    migrate(database)
+    config = chain_config([provider_entry("a", a)], [("a", "m")], chain="fast")
+    p = proxy(
+        {**config, "aliases": {"gpt-4o-mini": "fast"}},
+        telemetry=Telemetry(database, batch_interval_s=0.01),
+    )
+    reply = p.openai().chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+    )
+    request_id = reply.headers["x-request-id"]
+    env = {"CHAIN429_ADMIN_KEY": p.api_key or ""}
+    deadline = time.monotonic() + 5
+    while (shown := cli("logs", request_id, "--server", p.url, env=env)).exit_code != 0:
+        assert time.monotonic() < deadline, shown.output
+        time.sleep(0.05)
+    assert f"{request_id} at " in shown.stdout
+    assert ": chain fast (alias gpt-4o-mini) -> a/m, 200 success" in shown.stdout
