@@ -90,7 +90,8 @@ export default {
     async function steer(verb, provider, model) {
       const what = model ? `${provider}/${model}` : provider;
       try {
-        const { data } = await api("POST", `/v1/admin/entries/${verb}`, { json: model ? { provider, model } : { provider } });
+        const path = verb === "pause" ? "/v1/admin/entries/pause" : "/v1/admin/entries/resume";
+        const { data } = await api("POST", path, { json: model ? { provider, model } : { provider } });
         if (verb === "pause") ctx.toast(data.new ? `Paused ${what}.` : `${what} was paused already.`);
         else ctx.toast(data.resumed ? `Resumed ${what}.` : `${what} was not paused.`);
       } catch (err) {
