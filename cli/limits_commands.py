@@ -2,20 +2,21 @@
 
 `chain429 status` shows the state; these commands change it, over the admin
 API like the web UI's Live limits page (`POST /v1/admin/limits/clear`), so
-both do exactly the same thing. The server is found as for `status`
+both do exactly the same thing. Pausing an entry is `chain429 entry pause`
+(entry_commands.py). The server is found as for `status`
 (`--server`, `$CHAIN429_SERVER`, the current context, else the config file).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 
 from .client import AdminClient, reports_errors
+from .entry_commands import entry_body, split_entry
 from .options import ConfigOption, JsonOption, ServerOption
-from .output import print_json
+from .output import fail, print_json
 
 limits_app = typer.Typer(
     help="A running server's rate-limit state: clear a cooldown (see `status` to watch it).",
@@ -26,13 +27,20 @@ limits_app = typer.Typer(
 @limits_app.command("clear")
 @reports_errors
 def clear(
-    provider: Annotated[str, typer.Argument(metavar="PROVIDER", help="The provider's id.")],
+    entry: Annotated[
+        str,
+        typer.Argument(
+            metavar="PROVIDER[/MODEL]",
+            help="A provider's id, or one of its entries as PROVIDER/MODEL (split at the "
+            "first slash: openrouter/meta-llama/x:free).",
+        ),
+    ],
     model: Annotated[
         str | None,
         typer.Argument(
             metavar="MODEL",
-            help="Only this entry (its entry, quota bucket and provider cooldowns). "
-            "Default: every cooldown of the provider.",
+            help="The entry's model, as a second word (`limits clear PROVIDER MODEL`, "
+            "the older form).",
             show_default=False,
         ),
     ] = None,
@@ -40,16 +48,22 @@ def clear(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """End the cooldowns of an entry (PROVIDER MODEL) or of a whole provider, now.
+    """End the cooldowns of an entry (PROVIDER/MODEL) or of a whole provider, now.
 
     The server asks the entry again at once, without waiting for a probe, and
-    its back-off on further 429s starts over. Prints how many cooldowns were in
-    force. Exit 2 when the server is unreachable, the key may not edit, or the
-    provider or entry is unknown.
+    its back-off on further 429s starts over: after adding credit, say. Prints
+    how many cooldowns were in force. A pause is not a cooldown: `entry resume`
+    ends that. Exit 2 when the server is unreachable, the key may not edit, or
+    the provider or entry is unknown.
     """
-    body = {"provider": provider, **({"model": model} if model is not None else {})}
+    if model is None:
+        provider, model = split_entry(entry)
+    elif "/" in entry:
+        raise fail(f"{entry!r} names an entry already: give PROVIDER/MODEL, or PROVIDER MODEL")
+    else:
+        provider = entry
     with AdminClient.connect(server, config) as client:
-        answer = client.post("/v1/admin/limits/clear", json.dumps(body))
+        answer = client.post("/v1/admin/limits/clear", entry_body(provider, model))
     if as_json:
         print_json(answer)
         return

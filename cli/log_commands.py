@@ -219,6 +219,8 @@ def _show_request(record: dict[str, Any], as_json: bool) -> None:
         print_json(record)
         return
     row = _log_row(record)
+    if record.get("route") == "alias":  # the name the app asked for, and the chain it got
+        row[2] = f"{row[2]} (alias {record.get('requested_model')})"
     typer.echo(
         f"{row[1]} at {row[0]}: chain {row[2]} -> {row[3]}, {row[4]} {row[5]}, "
         f"{plural(int(row[6]), 'attempt')}, {row[7]} ms, "

@@ -237,10 +237,12 @@ def _whole() -> typer.Typer:
     """The CLI with every command, in the order `--help` lists them (declared once)."""
     if "app" not in globals():
         from . import (
+            alias_commands,
             chain_commands,
             config_commands,
             config_file_commands,
             edit_commands,
+            entry_commands,
             fake_commands,
             limits_commands,
             selftest_commands,
@@ -251,11 +253,13 @@ def _whole() -> typer.Typer:
         config_commands.register(_app)
         config_file_commands.register(_app)
         chain_commands.register(_app)
+        alias_commands.register(_app)
         settings_commands.register(_app)
         server_commands.register(_app)
         fake_commands.register(_app)
         edit_commands.register(_app)
         limits_commands.register(_app)
+        entry_commands.register(_app)
         selftest_commands.register(_app)
         globals()["app"] = _app
     return _app

@@ -121,6 +121,15 @@ def cell(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def local_time(value: str) -> str:
+    """An ISO moment as the local `YYYY-MM-DD HH:MM:SS` (as given, if it is not one)."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
 def until_text(value: str | None) -> str:
     """ISO time when piped; `in 29s` on a terminal."""
     if not value or not interactive():

@@ -93,6 +93,15 @@ def _quota_text(quotas: Any) -> str:
     return ", ".join(parts)
 
 
+def _reason_text(entry: dict[str, Any]) -> str:
+    """Why an entry is in its state; for a pause, since when (it has no UNTIL)."""
+    reason = str(entry.get("reason") or "")
+    paused = entry.get("paused")
+    if isinstance(paused, dict) and paused.get("since"):
+        reason = f"{reason}, since {output.local_time(str(paused['since']))}"
+    return reason
+
+
 def _status_rows(limits: dict[str, Any]) -> list[list[str]]:
     quotas = {b.get("bucket"): b.get("quotas") for b in limits.get("buckets", [])}
     return [
@@ -100,7 +109,7 @@ def _status_rows(limits: dict[str, Any]) -> list[list[str]]:
             str(e.get("chain")),
             f"{e.get('provider')}/{e.get('model')}",
             str(e.get("state")),
-            e.get("reason") or "",
+            _reason_text(e),
             output.until_text(e.get("until")),
             _quota_text(quotas.get(e.get("bucket"))),
             str(e.get("in_flight", 0)),

@@ -1,8 +1,9 @@
 """Checks that span sections of a config: references between them, and addresses.
 
-A chain entry must name a provider, `defaultChain` a chain; ids and names are
-unique; a provider's URL may not point at a cloud metadata service; under a
-paid budget every paid entry has a price. They run
+A chain entry must name a provider, `defaultChain` and each alias a chain; ids
+and names are unique, and an alias is not a chain's name (a request naming it
+would mean two chains); a provider's URL may not point at a cloud metadata
+service; under a paid budget every paid entry has a price. They run
 on the loosely-typed document, not the model, so the loader
 (`chain429.config.loader`) reports them with lines in the same pass as every
 type error; the model (`Config`) runs them too when it is built in code.
@@ -85,8 +86,28 @@ def cross_check(data: Any) -> list[tuple[Loc, str]]:
     if isinstance(default, str) and default not in chain_names:
         hint = _hint(default, list(chain_names), "chains")
         problems.append((("settings", key), f"no chain named {default!r}{hint}"))
+    problems += _alias_problems(data.get("aliases"), list(chain_names))
     problems += _address_problems(data, settings)
     problems += _unpriced_paid_entries(data, settings)
+    return problems
+
+
+def _alias_problems(aliases: Any, chains: list[str]) -> list[tuple[Loc, str]]:
+    """Each alias names a chain, and is not a chain's name itself."""
+    problems: list[tuple[Loc, str]] = []
+    for alias, chain in aliases.items() if isinstance(aliases, dict) else ():
+        if not isinstance(alias, str) or not isinstance(chain, str):
+            continue
+        if alias in chains:
+            message = (
+                f"{alias!r} is a chain's name: a request naming it gets that chain, so the "
+                "alias would never be used; remove it, or rename the chain"
+            )
+            problems.append((("aliases", alias), message))
+        elif chain and chain not in chains:
+            problems.append(
+                (("aliases", alias), f"no chain named {chain!r}{_hint(chain, chains, 'chains')}")
+            )
     return problems
 
 

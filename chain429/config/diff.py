@@ -2,7 +2,8 @@
 
 `diff_configs(old, new)` reports providers added, removed and changed (field by
 field), chains added and removed, chain entries added, removed and moved (order
-matters in a waterfall), and settings changed. `unified_diff(old, new)` is a
+matters in a waterfall), aliases added, removed and pointed elsewhere, and
+settings changed. `unified_diff(old, new)` is a
 `diff -u` of each side's normalized YAML. Secrets (API keys, admin keys,
 secret-looking headers, the database password) are masked in every output.
 The CLI's `diff` command and the admin API both use this module.
@@ -94,6 +95,8 @@ class ConfigDiff:
     chains_added: tuple[str, ...] = ()
     chains_removed: tuple[str, ...] = ()
     chains_changed: tuple[ChainChange, ...] = ()
+    # One per alias: its old and new chain (None while it does not exist).
+    aliases_changed: tuple[FieldChange, ...] = ()
     settings_changed: tuple[FieldChange, ...] = ()
 
     @property
@@ -105,6 +108,7 @@ class ConfigDiff:
             or self.chains_added
             or self.chains_removed
             or self.chains_changed
+            or self.aliases_changed
             or self.settings_changed
         )
 
@@ -142,6 +146,7 @@ class ConfigDiff:
                     for c in self.chains_changed
                 ],
             },
+            "aliases": {"changed": [c.to_dict() for c in self.aliases_changed]},
             "settings": {"changed": [c.to_dict() for c in self.settings_changed]},
         }
 
@@ -162,6 +167,13 @@ class ConfigDiff:
                 for m in cc.moved
             ]
             lines += [f"{head} {c.describe()}" for c in cc.changed]
+        for alias in self.aliases_changed:
+            if alias.old is None:
+                lines.append(f"+ alias {alias.path} -> {alias.new}")
+            elif alias.new is None:
+                lines.append(f"- alias {alias.path} (was -> {alias.old})")
+            else:
+                lines.append(f"~ alias {alias.path}: {alias.old} -> {alias.new}")
         lines += [f"~ settings: {c.describe()}" for c in self.settings_changed]
         return lines
 
@@ -329,6 +341,11 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
             chains_added=tuple(sorted(new_c.keys() - old_c.keys())),
             chains_removed=tuple(sorted(old_c.keys() - new_c.keys())),
             chains_changed=tuple(chains_changed),
+            aliases_changed=tuple(
+                FieldChange(alias, old.aliases.get(alias), new.aliases.get(alias))
+                for alias in sorted(old.aliases.keys() | new.aliases.keys())
+                if old.aliases.get(alias) != new.aliases.get(alias)
+            ),
             # Effective values: writing a default out explicitly is not a change.
             settings_changed=_field_changes(
                 _dump(old.settings), _dump(new.settings), "settings", resolved

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import tzinfo
-from typing import Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -419,7 +419,10 @@ class Provider(Model):
     """An LLM provider: where it is, its key, and how to treat it."""
 
     id: str = Field(
-        min_length=1, description="Unique name, used by chain entries, headers and traces."
+        min_length=1,
+        description="Unique name, used by chain entries, headers and traces; no `/` (an entry "
+        "is named `<id>/<model>`, and models may contain slashes).",
+        json_schema_extra={"pattern": "^[^/]+$"},
     )
     name: str | None = Field(default=None, description="Display name.")
     type: str = Field(
@@ -480,6 +483,16 @@ class Provider(Model):
         "per `model`, per `account`, or `free` (OpenRouter's: `:free` models share one "
         "account-wide quota).",
     )
+
+    @field_validator("id")
+    @classmethod
+    def _no_slash(cls, value: str) -> str:
+        # `groq/llama-3.3-70b` names an entry, split at the first slash: the trace,
+        # the headers and `chain429 entry pause` read it so. A slash in an id would
+        # make `a/b/c` mean two entries.
+        if "/" in value:
+            raise ValueError(f"{value!r} contains '/': entries are named <id>/<model>")
+        return value
 
     @field_validator("type")
     @classmethod
@@ -563,6 +576,10 @@ class Chain(Model):
     )
 
 
+# An alias and the chain it names: non-empty strings.
+_Name = Annotated[str, Field(min_length=1)]
+
+
 # Validation context key: the loader runs the cross-field checks itself, on
 # the raw document, so it can report them with paths next to field errors.
 _DEFER_CROSS_CHECKS = "chain429.defer_cross_checks"
@@ -587,6 +604,13 @@ class Config(Model):
         default=(),
         description="Callers with their own keys, chains, limits and paid budgets "
         "(docs/clients.md).",
+    )
+    aliases: dict[_Name, _Name] = Field(
+        default_factory=dict,
+        description="Other names for chains, `alias: chain`: a request whose `model` is the "
+        "alias is served by that chain (`gpt-4o-mini: fast` catches apps that hard-code a "
+        "model). An alias may not be a chain's name; it wins over an entry model of the same "
+        "name. Listed in `/v1/models`; answers say `X-429chain-Route: alias`.",
     )
 
     _providers_by_id: dict[str, Provider] = PrivateAttr(default_factory=dict)
@@ -616,6 +640,11 @@ class Config(Model):
     @classmethod
     def _null_clients(cls, value: Any) -> Any:
         return () if value is None else value
+
+    @field_validator("aliases", mode="before", json_schema_input_type=dict[str, str] | None)
+    @classmethod
+    def _null_aliases(cls, value: Any) -> Any:
+        return {} if value is None else value
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> Self:

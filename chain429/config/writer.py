@@ -337,7 +337,7 @@ class ConfigDocument:
         return mask_config(self.raw())
 
     def _section(self, key: str, create: bool = False) -> Any:
-        kind = CommentedMap if key == "settings" else CommentedSeq
+        kind = CommentedMap if key in ("settings", "aliases") else CommentedSeq
         value = self._data.get(key)
         if isinstance(value, kind):
             return value
@@ -435,6 +435,8 @@ class ConfigDocument:
         if uses and not cascade:
             message = f"provider {provider_id!r} is used by chains: {', '.join(uses)}"
             raise ConfigEditError(409, message, names=list(uses))
+        for name in emptied:
+            self._unaliased(name, f"would be left empty (all its entries are on {provider_id!r})")
         default = _plain(self._section("settings").get("defaultChain"))
         if default in emptied:
             message = (
@@ -468,7 +470,51 @@ class ConfigDocument:
         if _plain(self._section("settings").get("defaultChain")) == name:
             message = f"chain {name!r} is settings.defaultChain; choose another default first"
             raise ConfigEditError(409, message, names=["settings.defaultChain"])
+        self._unaliased(name, "would be removed")
         self._remove(("chains",), index)
+
+    def _unaliased(self, chain: str, what: str) -> None:
+        """409 when aliases name `chain`: removing it would leave them pointing nowhere."""
+        aliases = [str(a) for a, c in self._section("aliases").items() if _plain(c) == chain]
+        if aliases:
+            message = (
+                f"chain {chain!r} {what}, and aliases name it: {', '.join(aliases)}; point "
+                "them at another chain or remove them first"
+            )
+            raise ConfigEditError(409, message, names=[f"aliases.{a}" for a in aliases])
+
+    def set_alias(self, alias: str, chain: str) -> str:
+        """Point `alias` at `chain` (`aliases:` made last if missing): created, updated or
+        unchanged. Whether the chain exists is the whole config's validation's to say."""
+        for value, field in ((alias, "alias"), (chain, "chain")):
+            if not isinstance(value, str) or not value:
+                issue = ConfigIssue(self._filename, None, field, "must be a non-empty string")
+                raise ConfigEditError(422, f"the {field} must be a non-empty string", [issue])
+        aliases = self._section("aliases", create=True)
+        old = _plain(aliases.get(alias))
+        if old == chain:
+            return "unchanged"
+        if old is not None:
+            aliases[alias] = _scalar(chain, like=aliases[alias])
+            return "updated"
+        rest = _swap_rest(aliases)  # what followed the section must still follow it
+        aliases[alias] = _scalar(chain)
+        _swap_rest(aliases, rest)
+        return "created"
+
+    def delete_alias(self, alias: str) -> None:
+        aliases = self._section("aliases")
+        if alias not in aliases:
+            raise ConfigEditError(404, f"no alias {alias!r}")
+        expected = _plain(self._data)
+        del expected["aliases"][alias]
+        expected["aliases"] = expected["aliases"] or None  # as an emptied section reads
+        if not self._rewrite(
+            expected, lambda text, data: yaml_lines.cut_key(text, data, ("aliases",), alias)
+        ):
+            del aliases[alias]  # a flow mapping, say: the comments may move
+            if not aliases:
+                self._data["aliases"] = None
 
     def _entries(self, chain: str) -> tuple[int, Any]:
         seq, index = self._find("chains", "name", chain, "chain")

@@ -17,6 +17,9 @@ The rules, for a list whose dashes are at column C:
   above its dash, with no blank line in between.
 - blank lines and comments farther up stay where they are: they separate
   items, or say something about the list itself.
+
+`cut_key` does the same for one `key: value` line of a block mapping (the
+`aliases:` section): the line goes with the comment lines right above it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-__all__ = ["Path", "cut", "node_at", "reorder"]
+__all__ = ["Path", "cut", "cut_key", "node_at", "reorder"]
 
 Path = tuple[str | int, ...]  # keys and indexes from the document to a list
 
@@ -117,6 +120,27 @@ def cut(text: str, data: Any, path: Path, index: int) -> str | None:
             above -= 1
     else:  # the next item keeps the gap before this one; this one's goes
         while end < blocks[index + 1][0] and not lines[end].strip():
+            end += 1
+    return "".join(lines[:above] + lines[end:])
+
+
+def cut_key(text: str, data: Any, path: Path, key: str) -> str | None:
+    """`text` without `key` of the mapping at `path`, and the comment lines right above
+    it; None unless the key and its value sit on one line of a block mapping."""
+    lines = text.splitlines(keepends=True)
+    parent, name = node_at(data, path[:-1]), path[-1]
+    mapping = parent.get(name) if isinstance(parent, CommentedMap) else None
+    if not isinstance(mapping, CommentedMap) or key not in mapping or mapping.fa.flow_style():
+        return None
+    line = int(mapping.lc.key(key)[0])
+    if int(mapping.lc.value(key)[0]) != line:
+        return None  # the caller checks the result reads as expected: a longer value fails
+    floor = int(parent.lc.key(name)[0]) + 1
+    above, end = line, line + 1
+    while above > floor and lines[above - 1].lstrip().startswith("#"):
+        above -= 1
+    if above == floor or not lines[above - 1].strip():  # no gap left open above the next key
+        while end < len(lines) and not lines[end].strip():
             end += 1
     return "".join(lines[:above] + lines[end:])
 

@@ -62,8 +62,9 @@ class RequestRecord:
     key_label: str | None = None  # which client key, never the key itself
     client: str | None = None  # the `clients:` entry whose key it was (migration 4)
     chain: str | None = None
-    # Why that chain: "chain" (`model` named it), "model" (an entry model: every
-    # entry serving it), "default" (`model` named neither).
+    # Why that chain: "chain" (`model` named it), "alias" (`model` is one of its
+    # `aliases`; `requested_model` keeps which), "model" (an entry model: every
+    # entry serving it), "default" (`model` named none of these).
     route: str | None = None
     requested_model: str | None = None
     provider: str | None = None  # the entry that answered

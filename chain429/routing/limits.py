@@ -22,6 +22,9 @@ When a cooldown ends, one request probes the entry before it takes traffic
 again. An open breaker is a block like a cooldown, so its half-open state is
 that same probe: concurrent requests skip (`skip:breaker`) until it answers.
 
+A person may pause a provider or an entry (pauses.py): it is skipped
+(`skip:paused`) before any other rule is asked, until resumed.
+
 The memory store is the default; the shared store (redis_store.py)
 implements the same protocol on Redis.
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import random
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +50,7 @@ from chain429.routing.outcome import (
     Outcome,
     Scope,
 )
+from chain429.routing.pauses import PAUSED_PREFIX, Pause, Pauses
 from chain429.routing.runtime import EntryRuntime
 from chain429.upstream.dialects import daily_exhausted, next_day_boundary, read_body, read_headers
 
@@ -77,10 +82,15 @@ def _scope_of(scope_key: str) -> BlockScope:
 @dataclass(frozen=True, slots=True)
 class Block:
     reason: BlockReason
-    until: float  # epoch seconds
+    until: float  # epoch seconds; infinite for a pause (no recovery to wait for)
     scope: BlockScope
     detail: str = ""
-    source: str = "status"  # what said so: status, header, body, default, manual
+    source: str = "status"  # what said so: status, header, body, default, manual, pause
+
+
+def paused_block(pause: Pause) -> Block:
+    """The block a pause puts on each entry it covers: no end, nothing to wait for."""
+    return Block(BlockReason.PAUSED, math.inf, pause.scope, pause.describe(), "pause")
 
 
 @dataclass(slots=True)
@@ -168,7 +178,17 @@ class StateStore(Protocol):
     async def clear(self, provider_id: str, entries: Sequence[EntryRuntime], now: float) -> int:
         """End the blocks in force on these entries' scopes (entry, bucket, provider), or
         with no entries every block of the provider; how many ended. A person's call
-        (`POST /v1/admin/limits/clear`): the entries are asked at once, without a probe."""
+        (`POST /v1/admin/limits/clear`): the entries are asked at once, without a probe.
+        Pauses are not blocks: a clear leaves them."""
+
+    # A person's pauses (pauses.py): pause a provider or an entry (`pause_key`), keeping an
+    # earlier pause (the pause in force, and whether it is new); end those of an entry, or
+    # of a provider and its entries (how many); list every pause in force, by key.
+    async def pause(self, key: str, by: str, now: float) -> tuple[Pause, bool]: ...
+
+    async def resume(self, provider_id: str, model: str | None) -> int: ...
+
+    async def pauses(self) -> list[Pause]: ...
 
 
 class StoreDown(Exception):
@@ -228,6 +248,7 @@ class MemoryStateStore:
         # opened and not yet closed (a success or any non-transient answer closes it).
         self._breaker_failures: dict[str, int] = {}
         self._breakers_open: set[str] = set()
+        self._paused = Pauses()
         self._ids = itertools.count(1)
         self.ledger = MemoryLedger()  # paid budgets: the day's spend, calls' holds
         # Bumped by every call that may change what `export_state` gives, so the
@@ -263,7 +284,15 @@ class MemoryStateStore:
                 recovered = key
         return found, recovered
 
+    def _pause_for(self, entry: EntryRuntime) -> Block | None:
+        provider_key, _, entry_key = scope_keys(entry)
+        pause = self._paused.find(provider_key, entry_key)
+        return None if pause is None else paused_block(pause)
+
     async def check(self, entry: EntryRuntime, now: float) -> Block | None:
+        paused = self._pause_for(entry)
+        if paused is not None:
+            return paused
         block, _ = self._block_for(entry, now)
         if block is not None:
             return block
@@ -275,6 +304,9 @@ class MemoryStateStore:
     async def reserve(
         self, entry: EntryRuntime, need_tokens: int, now: float
     ) -> Reservation | Block:
+        paused = self._pause_for(entry)
+        if paused is not None:
+            return paused
         block, recovered = self._block_for(entry, now)
         if block is not None:
             return block
@@ -524,17 +556,39 @@ class MemoryStateStore:
         self._learnt()  # saved at once: a restart must not bring the cooldown back
         return cleared
 
+    async def pause(self, key: str, by: str, now: float) -> tuple[Pause, bool]:
+        pause, new = self._paused.add(key, by, now)
+        if new:
+            self.version += 1
+            self._learnt()  # saved at once: a restart keeps it
+        return pause, new
+
+    async def resume(self, provider_id: str, model: str | None) -> int:
+        ended = self._paused.remove(provider_id, model)
+        if ended:
+            self.version += 1
+            self._learnt()
+        return ended
+
+    async def pauses(self) -> list[Pause]:
+        return self._paused.all()
+
+    def mirror_pauses(self, pauses: Sequence[Pause]) -> None:
+        """Hold exactly these pauses: the shared store's copy, for when Redis is away."""
+        self._paused = Pauses(pauses)
+
     # -- surviving a restart ---------------------------------------------------
     #
     # Saved: blocks in force, buckets' live state (see Bucket.to_dict), streams
     # that died in a row, breakers' failure counts (an open breaker's interval
-    # is its block, saved with the blocks), the day's paid spend per budget.
-    # Not saved: probes, in-flight counts and spend holds, which belong to
-    # requests of the process that stopped. A restored block that has ended
+    # is its block, saved with the blocks), the day's paid spend per budget,
+    # pauses. Not saved: probes, in-flight counts and spend holds, which belong
+    # to requests of the process that stopped. A restored block that has ended
     # by the time it is next asked about brings its probe like any other.
 
     def export_state(self, now: float) -> dict[str, dict[str, Any]]:
-        """Everything live, one JSON-able dict per key (BLOCK_/BUCKET_/STREAMFAIL_PREFIX)."""
+        """Everything live, one JSON-able dict per key (BLOCK_/BUCKET_/STREAMFAIL_/BREAKER_/
+        PAUSED_PREFIX)."""
         items: dict[str, dict[str, Any]] = {}
         for key, block in self._blocks.items():
             if block.until > now:
@@ -559,6 +613,7 @@ class MemoryStateStore:
             }
         for key, data in self.ledger.export(now).items():
             items[SPEND_PREFIX + key] = data
+        items.update(self._paused.export())
         return items
 
     def import_state(self, items: Mapping[str, Mapping[str, Any]], now: float) -> int:
@@ -628,4 +683,6 @@ class MemoryStateStore:
             return True
         if key.startswith(SPEND_PREFIX):
             return self.ledger.restore(key.removeprefix(SPEND_PREFIX), data, now)
+        if key.startswith(PAUSED_PREFIX):
+            return self._paused.restore(key.removeprefix(PAUSED_PREFIX), data)
         raise ValueError("unknown kind of state")

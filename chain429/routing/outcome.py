@@ -51,6 +51,7 @@ class BlockReason(StrEnum):
     # a paid entry's estimated cost does not fit a paid budget today (docs/spend.md);
     # the reason text says which.
     BUDGET = "budget"
+    PAUSED = "paused"  # a person paused it (`chain429 entry pause`): skipped until resumed
 
 
 # What each kind of failure blocks an entry for.

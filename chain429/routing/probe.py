@@ -2,7 +2,10 @@
 
 Each entry gets a tiny request (a few tokens), whatever its cooldown says:
 the point is to find out. What the answer teaches (cooldowns, header
-readings) goes into the rate-limit state like any other answer.
+readings) goes into the rate-limit state like any other answer. A paused
+entry is not called (its result is `skip:paused`): a person said not to send
+there, often to stop spending. `chain429 chain test`, which asks the
+providers straight from the CLI, tests it all the same.
 
 `on_event`, when given, hears each entry's streamed text as it arrives
 (`{"type": "delta", "index", "text"}`) and each entry's result as soon as that
@@ -19,8 +22,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from chain429.routing.attempts import post_and_classify
-from chain429.routing.limits import Reservation, StateStore
-from chain429.routing.outcome import Kind, Outcome, Tried
+from chain429.routing.limits import Reservation, StateStore, scope_keys
+from chain429.routing.outcome import BlockReason, Kind, Outcome, Tried
 from chain429.routing.runtime import ChainRuntime, EntryRuntime, Snapshot
 from chain429.routing.streaming import Committed, StreamSession
 from chain429.upstream import provider_json
@@ -108,7 +111,16 @@ async def probe_chain(
     stream: bool = False,
     on_event: OnEvent | None = None,
 ) -> list[dict[str, Any]]:
+    pauses = {pause.key: pause for pause in await state.pauses()}
+
     async def one(index: int, entry: EntryRuntime) -> dict[str, Any]:
+        provider_key, _, entry_key = scope_keys(entry)
+        pause = pauses.get(provider_key) or pauses.get(entry_key)
+        if pause is not None:
+            skipped = _skipped(entry, f"skip:{BlockReason.PAUSED}", pause.describe())
+            if on_event is not None:
+                await on_event({"type": "result", "index": index, **skipped})
+            return skipped
         started = time.perf_counter()
         if stream:
 
@@ -149,3 +161,20 @@ async def probe_chain(
         return result
 
     return list(await asyncio.gather(*(one(i, entry) for i, entry in enumerate(chain.entries))))
+
+
+def _skipped(entry: EntryRuntime, token: str, reason: str) -> dict[str, Any]:
+    """The result of an entry the test did not call."""
+    return {
+        "provider": entry.provider_id,
+        "model": entry.model,
+        "result": token,
+        "status": None,
+        "latency_ms": None,
+        "model_reported": None,
+        "tokens": {"prompt": None, "completion": None},
+        "reason": reason,
+        "cooldown_until": None,
+        "quotas": [],
+        "text": None,
+    }

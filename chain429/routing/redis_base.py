@@ -5,7 +5,15 @@ finish). Here: starting and stopping (the link to Redis, the lease renewer),
 the key names and the clock offset both halves use, the fallback when Redis
 is away, what /v1/ratelimits, /metrics and the CLI read (blocks, breakers,
 buckets, paid budgets), and a person's calls (clear a cooldown, forget a
-provider). Paid budgets are chain429.routing.redis_budget's.
+provider, pause and resume: routing/pauses.py). Paid budgets are
+chain429.routing.redis_budget's.
+
+Pauses are shared, so they are changed only on Redis: with Redis away, pausing
+or resuming raises `StateStoreUnavailable` whatever `stateStoreFailure` says,
+rather than pause one instance and not the others. The local store keeps a
+copy of the pauses last read (at start, on each listing, on each change made
+here), so an instance serving on its own limits during an outage still skips
+what was paused.
 """
 
 from __future__ import annotations
@@ -32,9 +40,10 @@ from chain429.routing.limits import (
     scope_keys,
 )
 from chain429.routing.outcome import BlockReason
+from chain429.routing.pauses import Pause, ended_by_resume
 from chain429.routing.redis_budget import RedisBudgets
 from chain429.routing.redis_link import RedisLink
-from chain429.routing.redis_scripts import block_from, bucket_from
+from chain429.routing.redis_scripts import block_from, bucket_from, pause_from, pause_value
 from chain429.routing.runtime import EntryRuntime
 
 Failure = Literal["open", "closed"]
@@ -84,6 +93,8 @@ class RedisStateBase:
         if self.link.up:
             with contextlib.suppress(StoreDown):
                 await self._measure_clock()
+            with contextlib.suppress(StoreDown):
+                await self._read_pauses()
         self._renewer = asyncio.ensure_future(self._renew_leases())
 
     async def aclose(self) -> None:
@@ -192,6 +203,7 @@ class RedisStateBase:
             k(f"rpm:{bucket}"),
             k(f"tpm:{bucket}"),
             k("breakers"),
+            k("paused"),
         ]
 
     # -- reading -------------------------------------------------------------------
@@ -345,6 +357,65 @@ class RedisStateBase:
         except StoreDown:
             return await self._fallback().clear(provider_id, entries, now)
         return int(cleared)
+
+    async def pause(self, key: str, by: str, now: float) -> tuple[Pause, bool]:
+        name = self._k("paused")
+        wanted = Pause(key, now, by)
+
+        async def write(client: Any) -> tuple[bool, str]:
+            pipe = client.pipeline(transaction=True)
+            pipe.hsetnx(name, key, pause_value(wanted))
+            pipe.hget(name, key)
+            new, value = await pipe.execute()
+            return bool(new), value
+
+        try:
+            new, value = await self.link.run(write)
+        except StoreDown:
+            raise self._pauses_need_redis() from None
+        pause = pause_from(key, value)
+        await self.local.pause(key, pause.by, pause.since)
+        return pause, new
+
+    async def resume(self, provider_id: str, model: str | None) -> int:
+        name = self._k("paused")
+
+        async def remove(client: Any) -> int:
+            keys = [k for k in await client.hkeys(name) if ended_by_resume(k, provider_id, model)]
+            if not keys:
+                return 0
+            pipe = client.pipeline(transaction=True)
+            pipe.hdel(name, *keys)
+            # Queued requests on every instance look again: an entry is back.
+            pipe.publish(self.link.channel, self.instance)
+            ended, _ = await pipe.execute()
+            return int(ended)
+
+        try:
+            ended = await self.link.run(remove)
+        except StoreDown:
+            raise self._pauses_need_redis() from None
+        await self.local.resume(provider_id, model)
+        return ended
+
+    async def pauses(self) -> list[Pause]:
+        try:
+            return await self._read_pauses()
+        except StoreDown:
+            return await self._fallback().pauses()
+
+    async def _read_pauses(self) -> list[Pause]:
+        """The pauses on Redis, copied into the local store for an outage (raises StoreDown)."""
+        found = await self.link.run(lambda client: client.hgetall(self._k("paused")))
+        pauses = [pause_from(str(key), str(value)) for key, value in sorted(found.items())]
+        self.local.mirror_pauses(pauses)
+        return pauses
+
+    def _pauses_need_redis(self) -> StateStoreUnavailable:
+        return StateStoreUnavailable(
+            "the shared state store is unreachable, and a pause must hold on every instance: "
+            "pause or resume once it is back"
+        )
 
 
 def _glob_escape(text: str) -> str:

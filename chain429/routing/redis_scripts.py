@@ -24,11 +24,13 @@ tag: every key lands in one slot, so the multi-key scripts are allowed):
     spend:<day>       hash   budget key -> US dollars paid calls cost that day
     spendheld:<day>   zset   hold member -> lease expiry (a paid call's held estimate)
     spendhold:<day>   hash   hold member -> "amount|budget key,budget key"
+    paused            hash   scope key (provider or entry) -> "since|by": a person's pause
     wake              channel  an instance's id, published when waiting requests may go
 
 Every key gets an expiry each time it is written (a day or two for counters
 and blocks, a minute or two for the minute windows, twice the lease for the
-leases), so a deployment that stops leaves nothing behind for long.
+leases), so a deployment that stops leaves nothing behind for long. `paused`
+alone has none: a pause lasts until a person resumes it (routing/pauses.py).
 
 `block_from` and `bucket_from` read values of this layout back, on the
 caller's clock.
@@ -42,6 +44,7 @@ from typing import Any, cast
 from chain429.routing.buckets import Bucket, _Seen
 from chain429.routing.limits import Block, BlockScope
 from chain429.routing.outcome import BlockReason
+from chain429.routing.pauses import Pause
 from chain429.routing.runtime import EntryRuntime
 from chain429.upstream.dialects import Reading
 
@@ -63,11 +66,12 @@ local function until_of(v) return tonumber(string.match(v, '^([^|]*)')) end
 local DAYS2 = 172800
 """
 
-# KEYS: blocks, probes, bucket, readings, leases, rpm, tpm, breakers
+# KEYS: blocks, probes, bucket, readings, leases, rpm, tpm, breakers, paused
 # ARGV: member, need, concurrent, rpm, tpm, rpd, tpd, day_end (Redis time, estimated by
 #       the caller from the provider's time zone), lease_s, reserve ("1") or only check
 #       ("0"), then the entry's three scope keys (provider, bucket, entry).
-# Reply: {"block", value, now} | {"probing", scope key, now, "1" if a breaker's}
+# Reply: {"paused", scope key, "since|by"} | {"block", value, now}
+#      | {"probing", scope key, now, "1" if a breaker's}
 #      | {"refuse", code, until, source, a, b, now} | {"ok", now, recovered scope key or ""}
 RESERVE = (
     _PRELUDE
@@ -76,6 +80,12 @@ local member, need = ARGV[1], tonumber(ARGV[2])
 local conc, rpm, tpm, rpd, tpd = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
   tonumber(ARGV[6]), tonumber(ARGV[7])
 local lease_s, reserving = tonumber(ARGV[9]), ARGV[10] == '1'
+
+-- A person's pause, of the provider or of the entry, comes before every other rule.
+for _, i in ipairs({11, 13}) do
+  local pause = redis.call('HGET', KEYS[9], ARGV[i])
+  if pause then return {'paused', ARGV[i], pause} end
+end
 
 -- Blocks in force on the entry's scopes; an ended one leaves a probe behind.
 local found, found_until, recovered, probe = nil, nil, nil, nil
@@ -459,6 +469,16 @@ SCRIPTS = {
     "spend_hold": SPEND_HOLD,
     "spend_settle": SPEND_SETTLE,
 }
+
+
+def pause_from(key: str, value: str) -> Pause:
+    """A pause from its `paused` value ("since|by")."""
+    since, _, by = value.partition("|")
+    return Pause(key, float(since), by)
+
+
+def pause_value(pause: Pause) -> str:
+    return f"{pause.since:.6f}|{pause.by}"
 
 
 def block_from(value: str, offset: float) -> Block:

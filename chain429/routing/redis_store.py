@@ -56,11 +56,12 @@ from chain429.routing.limits import (
     StoreDown,
     _scope_of,
     breaker_opened,
+    paused_block,
     scope_keys,
 )
 from chain429.routing.outcome import SKIP_REASON, BlockReason, CooldownPolicy, Kind, Outcome, Scope
 from chain429.routing.redis_base import RedisStateBase
-from chain429.routing.redis_scripts import block_from
+from chain429.routing.redis_scripts import block_from, pause_from
 from chain429.routing.runtime import EntryRuntime
 from chain429.upstream.dialects import (
     Reading,
@@ -149,6 +150,8 @@ class RedisStateStore(RedisStateBase):
     def _refusal(self, reply: list[str], entry: EntryRuntime, need: int) -> Block:
         """A Block from the reserve script's no (times moved to our clock)."""
         what = reply[0]
+        if what == "paused":
+            return paused_block(pause_from(reply[1], reply[2]))
         if what == "block":
             offset = self._clock(float(reply[2]))
             return block_from(reply[1], offset)

@@ -32,8 +32,9 @@ from chain429.upstream.client import Upstream, UpstreamReply
 from chain429.upstream.openai_error import error_body
 
 T = TypeVar("T")
-# Why a request went to its chain: `model` named it, named an entry model, or neither.
-Route = Literal["chain", "model", "default"]
+# Why a request went to its chain: `model` named it, named an alias of it, named an
+# entry model, or none of these.
+Route = Literal["chain", "alias", "model", "default"]
 log = logging.getLogger("chain429.routing.router")
 
 
@@ -87,6 +88,8 @@ class Trace:
         )
 
     def saw_recovery(self, until: float, entry: EntryRuntime) -> None:
+        if not math.isfinite(until):
+            return  # a pause: it has no end to wait for
         if self.earliest_recovery is None or until < self.earliest_recovery:
             self.earliest_recovery = until
         if not entry.paid and (self.free_recovery is None or until < self.free_recovery):
@@ -451,12 +454,16 @@ class Router:
     def pick_chain(snapshot: Snapshot, model: object) -> tuple[ChainRuntime, Route] | None:
         """The chain `model` selects, and why (docs/api.md, "Choosing a chain").
 
-        A chain's name picks it; an entry model picks every entry serving it;
-        anything else gets the default chain, or nothing when models are strict.
+        A chain's name picks it; an alias picks the chain it names (before an
+        entry model of the same name: the alias was written to catch it); an
+        entry model picks every entry serving it; anything else gets the default
+        chain, or nothing when models are strict.
         """
         if isinstance(model, str):
             if model in snapshot.chains:
                 return snapshot.chains[model], "chain"
+            if model in snapshot.aliases:
+                return snapshot.aliases[model], "alias"
             if model in snapshot.model_chains:
                 return snapshot.model_chains[model], "model"
         if snapshot.config.settings.strict_models or snapshot.default_chain is None:
@@ -543,17 +550,28 @@ def exhausted(
 ) -> Reply:
     """503 in OpenAI's error shape, saying what each entry did and when to come back;
     a `skip:budget` says which budget and what is left of it, since that decides what
-    the client does next."""
+    the client does next.
+
+    When a person paused every entry, it says so: no wait will help, so the
+    client is told not to retry (`x-should-retry: false`), until someone resumes one.
+    """
     summary = ", ".join(
         f"{a.provider}/{a.model}: {a.outcome}"
         + (f" ({a.reason})" if a.outcome == _BUDGET_SKIP and a.reason else "")
         for a in trace.trail
     )
     message = f"All providers in chain '{chain.name}' are exhausted ({summary})."
+    headers = {**trace.headers(None), **retry_advice(trace.earliest_recovery, retry_max_wait_s)}
+    paused = f"skip:{BlockReason.PAUSED}"
+    if trace.trail and all(a.outcome == paused for a in trace.trail):
+        labels = ", ".join(dict.fromkeys(f"{a.provider}/{a.model}" for a in trace.trail))
+        message = (
+            f"Every entry of chain '{chain.name}' is paused ({labels}); "
+            "resume one with `chain429 entry resume PROVIDER[/MODEL]`."
+        )
+        headers["x-should-retry"] = "false"
     if why:
         message = f"{why} {message}"
-
-    headers = {**trace.headers(None), **retry_advice(trace.earliest_recovery, retry_max_wait_s)}
     return Reply(503, error_body(message, "server_error", code), headers, code)
 
 

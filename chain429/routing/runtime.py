@@ -53,8 +53,10 @@ class Snapshot:
     generation: int
     loaded_at: float
     chains: dict[str, ChainRuntime]
-    # An entry model that names no chain selects every entry serving it, in
-    # config order: `llama-3.3-70b-versatile` fails over across its providers.
+    # `aliases:`: another name for a chain (the same ChainRuntime).
+    aliases: dict[str, ChainRuntime]
+    # An entry model that names no chain (nor alias) selects every entry serving it,
+    # in config order: `llama-3.3-70b-versatile` fails over across its providers.
     model_chains: dict[str, ChainRuntime]
     default_chain: ChainRuntime | None
     policy: CooldownPolicy
@@ -74,10 +76,11 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
     settings = config.settings
     chains = {chain.name: _chain_runtime(config, chain) for chain in config.chains}
     default = chains.get(settings.default_chain) if settings.default_chain else None
+    aliases = {alias: chains[chain] for alias, chain in config.aliases.items()}
     by_model: dict[str, dict[str, EntryRuntime]] = {}
     for chain_runtime in chains.values():
         for entry in chain_runtime.entries:
-            if entry.model not in chains:
+            if entry.model not in chains and entry.model not in aliases:
                 by_model.setdefault(entry.model, {}).setdefault(entry.label, entry)
     loaded_at = time.time()
     return Snapshot(
@@ -85,6 +88,7 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
         generation=generation,
         loaded_at=loaded_at,
         chains=chains,
+        aliases=aliases,
         model_chains={
             model: ChainRuntime(model, tuple(entries.values()))
             for model, entries in by_model.items()
@@ -153,8 +157,9 @@ def _chain_runtime(config: Config, chain: Chain) -> ChainRuntime:
 
 
 def _models_body(config: Config, created: int) -> bytes:
-    """OpenAI's model list of what `model` may name: every chain, then each entry model
-    (an implicit chain of the entries serving it); `kind` says which."""
+    """OpenAI's model list of what `model` may name: every chain, every alias (with the
+    chain it names), then each entry model (an implicit chain of the entries serving
+    it); `kind` says which."""
     data: list[dict[str, object]] = [
         {
             "id": chain.name,
@@ -165,10 +170,22 @@ def _models_body(config: Config, created: int) -> bytes:
         }
         for chain in config.chains
     ]
+    data += [
+        {
+            "id": alias,
+            "object": "model",
+            "created": created,
+            "owned_by": "chain429",
+            "kind": "alias",
+            "chain": chain,
+        }
+        for alias, chain in config.aliases.items()
+    ]
+    named = {c.name for c in config.chains} | set(config.aliases)
     providers: dict[str, list[str]] = {}
     for chain in config.chains:
         for entry in chain.entries:
-            if entry.model not in {c.name for c in config.chains}:
+            if entry.model not in named:
                 serving = providers.setdefault(entry.model, [])
                 if entry.provider not in serving:
                     serving.append(entry.provider)

@@ -18,6 +18,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 from pydantic.alias_generators import to_camel
 from sanic import Blueprint
@@ -244,6 +245,33 @@ async def put_chain(request: AppRequest, name: str) -> HTTPResponse:
 @requires(Scope.WRITE)
 async def delete_chain(request: AppRequest, name: str) -> HTTPResponse:
     return await _edit(request, lambda _: _then("deleted", lambda doc: doc.delete_chain(name)))
+
+
+# `<name:path>`: an alias may hold slashes (`openai/gpt-4o-mini`, as OpenRouter names
+# models), sent as they are or encoded (`%2F`, as OpenAPI clients send a path parameter).
+@admin_routes.put("/v1/admin/aliases/<name:path>", ctx_body=JSON_BODY)
+@requires(Scope.WRITE)
+async def put_alias(request: AppRequest, name: str) -> HTTPResponse:
+    """Point the alias `name` at a chain: `{"chain": "<name>"}`."""
+    name = unquote(name)
+
+    def change(body: dict[str, Any]) -> Callable[[ConfigDocument], Any]:
+        unknown = sorted(set(body) - {"chain"})
+        if unknown:
+            raise ApiError(400, f"Unknown field '{unknown[0]}'.", param=unknown[0])
+        chain = body.get("chain")
+        if not isinstance(chain, str) or not chain:
+            raise ApiError(400, "'chain' must be a non-empty string.", param="chain")
+        return lambda doc: doc.set_alias(name, chain)
+
+    return await _edit(request, change)
+
+
+@admin_routes.delete("/v1/admin/aliases/<name:path>")
+@requires(Scope.WRITE)
+async def delete_alias(request: AppRequest, name: str) -> HTTPResponse:
+    name = unquote(name)
+    return await _edit(request, lambda _: _then("deleted", lambda doc: doc.delete_alias(name)))
 
 
 @admin_routes.patch("/v1/admin/settings", ctx_body=JSON_BODY)

@@ -190,14 +190,16 @@ async def _open_upstream(app: App) -> None:
         shared.set_waker(ctx.router.queues.notify)
         await shared.start()
     ctx.heartbeat.start()
-    # Cooldowns survive a restart: with a database (the request log's) and
-    # the memory store, restore the saved state before the first request and
+    # Cooldowns and pauses survive a restart: with a database (the request log's)
+    # and the memory store, restore the saved state before the first request and
     # keep saving it. A shared store (Redis) keeps its own state.
     ctx.persister = None
     if ctx.database is not None and isinstance(ctx.state, MemoryStateStore):
         ctx.persister = StatePersister(ctx.state, ctx.database)
         await asyncio.to_thread(ctx.persister.load)
         ctx.persister.start()
+    # A pause of something the config lost while we were down ends, as on a reload.
+    await ctx.reloader.end_stale_pauses()
 
 
 async def _watch_config(app: App) -> None:

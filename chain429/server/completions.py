@@ -238,7 +238,7 @@ async def _handle(
     if picked is None:
         raise ApiError(
             404,
-            f"The model '{model}' is neither a chain nor an entry model of this proxy; "
+            f"The model '{model}' is not a chain, an alias or an entry model of this proxy; "
             f"chains: {', '.join(snapshot.chains) or 'none'}.",
             code="model_not_found",
             param="model",

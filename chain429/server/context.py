@@ -61,6 +61,7 @@ class AppContext:
     # Paid budgets' US dollars left today, by client ("": settings.paidBudgetUsdPerDay);
     # likewise refreshed per scrape.
     budgets_left: dict[str, float] = field(default_factory=dict)
+    pauses_in_force: int = 0  # likewise
     draining: bool = False  # stopping: every answer closes its connection
     persister: StatePersister | None = None  # saves `state` to the log's database
     # Admin edits one at a time: each validates against the file the last one wrote.

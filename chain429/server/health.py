@@ -78,6 +78,7 @@ async def metrics(request: AppRequest) -> HTTPResponse:
         ctx.breakers_open = sum(1 for block in blocks if block["reason"] == BlockReason.BREAKER)
         report = await budget_report(ctx.snapshot, ctx.state, time.time())
         ctx.budgets_left = {b["client"] or "": b["left_usd"] for b in report["budgets"]}
+        ctx.pauses_in_force = len(await ctx.state.pauses())
     return raw(ctx.metrics.render(), 200, None, METRICS_CONTENT_TYPE)
 
 
@@ -131,6 +132,7 @@ def gauges(ctx: AppContext) -> dict[str, float]:
     return {
         "chain429_active_cooldowns": float(ctx.cooldowns_in_force),
         "chain429_open_breakers": float(ctx.breakers_open),
+        "chain429_paused": float(ctx.pauses_in_force),
         "chain429_open_connections": float(guard.open) if guard else 0.0,
         "chain429_request_queue_depth": float(ctx.router.queue_depth) if ctx.serving else 0.0,
         "chain429_config_rejected": float(reloader is not None and reloader.last_error is not None),

@@ -39,6 +39,11 @@ class _StateCollector(Collector):
                 "chain429_open_breakers",
                 "Entries whose circuit breaker is open right now (skipped: `skip:breaker`).",
             ),
+            (
+                "chain429_paused",
+                "Providers and entries paused right now (`chain429 entry pause`; skipped: "
+                "`skip:paused`).",
+            ),
             ("chain429_open_connections", "Client connections open right now."),
             ("chain429_request_queue_depth", "Requests waiting for a provider to recover."),
             (

@@ -31,8 +31,11 @@ from chain429.server.openapi_schemas import (
     KINDS,
     MEASURES,
     PARAMETERS,
+    PAUSE_REQUEST,
+    PAUSED,
     PROVIDER_TEST,
     RELOAD,
+    RESUMED,
     SECURITY,
     SECURITY_SCHEMES,
     Schema,
@@ -196,7 +199,7 @@ def _admin_write(op_id: str, summary: str, path: list[Schema], body: str | None)
         body=_json_body(body) if body else None,
         errors={
             400: "The body is not a JSON object, or names another id than the path.",
-            404: "No such provider or chain.",
+            404: "No such provider, chain or alias.",
             409: "Started without a config file, or the edit conflicts with the config.",
         },
         extra={
@@ -212,6 +215,9 @@ _YAML_BODY = {
 }
 _PROVIDER_ID = [path_param("provider_id", "The provider's id.")]
 _CHAIN_NAME = [path_param("name", "The chain's name.")]
+_ALIAS_NAME = [
+    path_param("name", "The alias (`model` as apps send it; a slash may be sent as `%2F`).")
+]
 _REQUEST_ID = [path_param("request_id", "The request's id (its `X-Request-Id`).")]
 _METRICS_OK = {
     "description": "Prometheus text format.",
@@ -356,6 +362,10 @@ _route("put", "/v1/admin/chains/{name}", _admin_write(
     "putChain", "Add or replace a chain", _CHAIN_NAME, "ChainConfig"))
 _route("delete", "/v1/admin/chains/{name}", _admin_write(
     "deleteChain", "Delete a chain", _CHAIN_NAME, None))
+_route("put", "/v1/admin/aliases/{name}", _admin_write(
+    "putAlias", "Point an alias at a chain", _ALIAS_NAME, "AliasConfig"))
+_route("delete", "/v1/admin/aliases/{name}", _admin_write(
+    "deleteAlias", "Delete an alias", _ALIAS_NAME, None))
 _route("patch", "/v1/admin/settings", _admin_write(
     "patchSettings", "Change some settings", [], "SettingsPatch"))
 _route("post", "/v1/admin/validate", _op(
@@ -410,6 +420,24 @@ _route("post", "/v1/admin/limits/clear", _op(
     body={"application/json": {"schema": CLEAR_REQUEST}},
     errors={400: "A field is missing, empty or unknown (`param` names it).",
             404: "No such provider, or no chain entry with that model (`not_found`)."}))
+_route("post", "/v1/admin/entries/pause", _op(
+    "pauseEntry", "admin", "Skip a provider or an entry until it is resumed",
+    PAUSED, description="Every request skips it (`skip:paused`), streams and probes too, on "
+    "every instance sharing the state store; the pause survives restarts. Chain tests do not "
+    "call it. `chain429 entry pause` does the same.",
+    body={"application/json": {"schema": PAUSE_REQUEST}},
+    errors={400: "A field is missing, empty or unknown (`param` names it).",
+            404: "No such provider, or no chain entry with that model (`not_found`).",
+            503: "The shared state store is unreachable (`state_store_unavailable`): "
+                 "nothing changed."}))
+_route("post", "/v1/admin/entries/resume", _op(
+    "resumeEntry", "admin", "End the pause of an entry, or of a provider and its entries",
+    RESUMED, description="`chain429 entry resume` does the same.",
+    body={"application/json": {"schema": PAUSE_REQUEST}},
+    errors={400: "A field is missing, empty or unknown (`param` names it).",
+            404: "No such provider, or no chain entry with that model (`not_found`).",
+            503: "The shared state store is unreachable (`state_store_unavailable`): "
+                 "nothing changed."}))
 _route("post", "/v1/test/chain/{name}", _op(
     "testChain", "admin", "Call every entry of a chain once, with a tiny request",
     _probe_ok(CHAIN_TEST),

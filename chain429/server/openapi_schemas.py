@@ -174,8 +174,9 @@ REQUEST_ROW = obj(
     cost_usd=nullable("number", "What the answer cost in US dollars, from its tokens at its "
                    "entry's `price`; null when unpriced. `cost_estimated`: from estimated "
                    "tokens."),
-    route=nullable("string", "Why that chain: `chain` (`model` named it), `model` (an entry "
-                "model: every entry serving it), `default`; null in older rows."))
+    route=nullable("string", "Why that chain: `chain` (`model` named it), `alias` (`model` is "
+                "an alias of it: `requested_model` says which), `model` (an entry model: every "
+                "entry serving it), `default`; null in older rows."))
 ATTEMPT = obj("order:i provider model status:i? latency_ms:n? cooldown_ms:i? reason:s?",
     outcome=typed("string", "Trace token: `200`, `429`, `timeout`, `skip:cooldown`, ..."))
 
@@ -188,8 +189,9 @@ CHAT_REQUEST = obj("", "messages",
     "OpenAI's chat completion request: the fields below are checked here, the others "
     "(`temperature`, `tools`' contents, ...) are the provider's to check. Sent upstream "
     "unchanged except `model`, which becomes the entry's model.",
-    model=typed("string", "A chain's name. Any other value uses `settings.defaultChain`; with "
-             "`settings.strictModels` it is a 404 `model_not_found`."),
+    model=typed("string", "A chain's name, an alias of one (`aliases`), or an entry model. Any "
+             "other value uses `settings.defaultChain`; with `settings.strictModels` it is a "
+             "404 `model_not_found`."),
     messages=typed("array", "Non-empty; each item an object.", items=ref("ChatMessage"),
                    minItems=1),
     stream=nullable("boolean", "`true`: the answer is a server-sent event stream."),
@@ -205,22 +207,32 @@ CHAT_COMPLETION = obj("id created:i", "choices", "The provider's JSON, relayed a
 MODELS = obj("", "object data", object=const("list"), data=list_of(
     obj("id created:i", "id object", object=const("model"),
          owned_by=typed("string", "`chain429` for a chain, else the first provider serving it."),
-         kind=typed("string", "`chain`, or `model`: an entry model, which selects every entry "
-                 "serving it, in config order.", enum=["chain", "model"]),
+         kind=typed("string", "`chain`; `alias`: another name of the chain in `chain`; or "
+                 "`model`: an entry model, which selects every entry serving it, in config "
+                 "order.", enum=["chain", "alias", "model"]),
+         chain=typed("string", "`alias` only: the chain it names."),
          providers=list_of(typed("string"), "`model` only: the providers serving it."))))
 QUOTA = obj("limit:i? remaining:i? reset_at:t? source:s?",
               kind=typed("string", enum=["requests", "tokens"]),
               window=typed("string", enum=["minute", "hour", "day"]))
-RATELIMITS = obj("", "object entries buckets blocks", object=const("ratelimits"),
+PAUSE = obj("provider model:s? since:t by", "scope provider model since by",
+    "A person's pause (`chain429 entry pause`): skipped (`skip:paused`) until resumed.",
+    scope=typed("string", "`provider`: every entry of it; `entry`: that one.",
+                enum=["provider", "entry"]),
+    by=typed("string", "The label of the key that paused it (`admin#1`, `open`)."))
+RATELIMITS = obj("", "object entries buckets blocks paused", object=const("ratelimits"),
     entries=list_of(obj("chain provider model bucket reason:s? until:t? in_flight:i",
         state=typed("string", enum=list(get_args(EntryState))),
-        source=nullable("string", "`header`, `body`, `manual`, `status`, `default`."),
+        source=nullable("string", "`header`, `body`, `manual`, `status`, `default`, `pause`."),
+        paused={"anyOf": [ref("Pause"), typed("null")],
+                "description": "The pause that stops it (its provider's or its own), if any."},
         breaker=obj("failures:i until:t? reason:s?", "state failures until reason",
                     "The entry's circuit breaker (`settings.breaker`): `open` skips it until "
                     "`until`, `half_open` lets one probe through.",
                     state=typed("string", enum=["closed", "open", "half_open"])))),
     buckets=list_of(obj("bucket provider in_flight:i", quotas=list_of(QUOTA))),
-    blocks=list_of(obj("until:t?"), "Every block in force."))
+    blocks=list_of(obj("until:t?"), "Every block in force."),
+    paused=list_of(ref("Pause"), "Every pause in force."))
 HEALTH = obj("version uptime_s:n config_generation:i config_loaded_at:n",
     "status version",
     status=typed("string", "`degraded` (still 200) while the file on disk is rejected, the request "
@@ -265,13 +277,27 @@ CLEAR_REQUEST = obj("", "provider",
     provider=typed("string", "A provider's id.", minLength=1),
     model=typed("string", "An entry's model on that provider.", minLength=1))
 CLEAR_REQUEST["additionalProperties"] = False
+ALIAS_BODY = obj("", "chain", "What the alias names (the config's `aliases`).",
+    chain=typed("string", "A chain's name.", minLength=1))
+ALIAS_BODY["additionalProperties"] = False
+PAUSE_REQUEST = obj("", "provider",
+    "With `model`: that entry; without: the whole provider.",
+    provider=typed("string", "A provider's id.", minLength=1),
+    model=typed("string", "An entry's model on that provider.", minLength=1))
+PAUSE_REQUEST["additionalProperties"] = False
+PAUSED = obj("", "paused new", paused=ref("Pause"),
+    new=typed("boolean", "False when it was paused already (the first pause is kept)."))
+RESUMED = obj("", "resumed provider_paused",
+    resumed=typed("integer", "Pauses that ended: for a provider, its own and its entries'."),
+    provider_paused=typed("boolean", "For an entry: its provider is still paused as a whole, "
+                          "so the entry is still skipped."))
 
 
 HEADERS = {
     "X-Request-Id": ("The request's id in the request log and in every log line about it.", "s"),
     "X-429chain-Chain": ("The chain that served the request (an entry model's name for an "
                          "implicit chain).", "s"),
-    "X-429chain-Route": ("Why that chain: `chain`, `model` or `default`.", "s"),
+    "X-429chain-Route": ("Why that chain: `chain`, `alias`, `model` or `default`.", "s"),
     "X-429chain-Provider": ("`<provider id>/<entry model>` that answered.", "s"),
     "X-429chain-Attempts": ("Upstream calls made (skipped entries are not calls).", "i"),
     "X-429chain-Trace": ("One `<provider id>/<entry model>=<outcome>` per entry considered, "
@@ -336,12 +362,14 @@ def component_schemas() -> Schema:
         "ChatCompletion": CHAT_COMPLETION,
         "ModelList": MODELS,
         "RateLimitReport": RATELIMITS,
+        "Pause": PAUSE,
         "Health": HEALTH,
         "StatsRange": RANGE,
         "Tokens": obj("prompt:i completion:i total:i"),
         "Latency": LATENCY,
         "RequestLogRow": REQUEST_ROW,
         "WriteResult": WRITE_RESULT,
+        "AliasConfig": ALIAS_BODY,
     }
     config_defs: Schema = {}  # the config's sub-models (RateLimits, ChainEntry)
     schemas["ProviderConfig"] = config_schema(Provider, config_defs, drop="id")

@@ -1,21 +1,24 @@
 """`GET /v1/ratelimits`: what the state store knows, per entry and per bucket.
 
 The answer carries our own view (`entries`, `buckets`, `blocks`: states,
-quotas with ISO 8601 resets, sources) and, under 429chain's field names,
-its `ratelimits` list, so clients written against 429chain keep working.
+quotas with ISO 8601 resets, sources; `paused`: the pauses people made) and,
+under 429chain's field names, its `ratelimits` list, so clients written
+against 429chain keep working.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any, Literal
 
 from sanic import Blueprint
 from sanic.response import HTTPResponse, raw
 
-from chain429.routing.limits import Block, StateStore
+from chain429.routing.limits import Block, StateStore, scope_keys
 from chain429.routing.outcome import BlockReason
+from chain429.routing.pauses import Pause
 from chain429.routing.runtime import Snapshot
 from chain429.server.auth import Scope, requires
 from chain429.server.context import AppRequest
@@ -33,7 +36,7 @@ async def ratelimits(request: AppRequest) -> HTTPResponse:
 
 
 # An entry's state, as /v1/ratelimits, the CLI and the web UI show it.
-EntryState = Literal["available", "limited", "cooling", "unhealthy", "probing", "broken"]
+EntryState = Literal["available", "limited", "cooling", "unhealthy", "probing", "broken", "paused"]
 
 # What a block means for an entry's state.
 STATE_OF: dict[BlockReason, EntryState] = {
@@ -47,7 +50,18 @@ STATE_OF: dict[BlockReason, EntryState] = {
     BlockReason.PROBING: "probing",
     BlockReason.BREAKER: "broken",  # its circuit breaker is open, or its probe is in flight
     BlockReason.BUDGET: "limited",  # never a block in force (paid budgets are per request)
+    BlockReason.PAUSED: "paused",  # a person paused it: skipped until resumed
 }
+
+
+def pause_view(pause: Pause) -> dict[str, Any]:
+    """A pause as the admin API and this report show it."""
+    return {**pause.to_dict(), "since": iso(pause.since)}
+
+
+def _ends(block: Block | None) -> float | None:
+    """When a block ends; None for none, or for a pause (it has no end)."""
+    return block.until if block is not None and math.isfinite(block.until) else None
 
 
 def _tightest(quotas: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
@@ -73,11 +87,12 @@ def _as_429chain(
             "resetTokensMs": reset_ms(tokens),
             "lastUpdated": int(now * 1000),
         }
+    ends = _ends(block)
     return {
         "provider": provider,
         "model": model,
         "status": "exhausted" if block else "available",
-        "cooldownUntil": int(block.until * 1000) if block else None,
+        "cooldownUntil": int(ends * 1000) if ends is not None else None,
         "reason": block.detail if block else "",
         "quota": quota,
     }
@@ -87,8 +102,11 @@ async def ratelimit_report(snapshot: Snapshot, state: StateStore, now: float) ->
     entries: list[dict[str, Any]] = []
     buckets: dict[str, dict[str, Any]] = {}
     compatible: list[dict[str, Any]] = []
+    pauses = {pause.key: pause for pause in await state.pauses()}
     for chain in snapshot.chains.values():
         for entry in chain.entries:
+            provider_key, _, entry_key = scope_keys(entry)
+            pause = pauses.get(provider_key) or pauses.get(entry_key)
             block = await state.check(entry, now)
             quotas = await state.bucket_quotas(entry, now)
             in_flight = await state.in_flight(entry)
@@ -105,7 +123,8 @@ async def ratelimit_report(snapshot: Snapshot, state: StateStore, now: float) ->
                     "state": state_now,
                     "reason": block.detail if block else breaker["reason"],
                     "source": block.source if block else None,
-                    "until": iso(block.until) if block else None,
+                    "until": iso(ends) if (ends := _ends(block)) is not None else None,
+                    "paused": pause_view(pause) if pause is not None else None,
                     "in_flight": in_flight,
                     "breaker": {
                         **breaker,
@@ -126,5 +145,6 @@ async def ratelimit_report(snapshot: Snapshot, state: StateStore, now: float) ->
         "entries": entries,
         "buckets": list(buckets.values()),
         "blocks": blocks,
+        "paused": [pause_view(pause) for pause in pauses.values()],
         "ratelimits": compatible,
     }

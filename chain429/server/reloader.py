@@ -7,6 +7,8 @@ started with. An invalid file never replaces the running config; its error
 
 Rate-limit state belongs to the provider: it survives a reload while the
 provider keeps its id, type, baseUrl and key, and starts fresh otherwise.
+A pause (routing/pauses.py) survives a new key or URL, and ends when the
+config no longer names what it paused (here, and at start).
 
 The file is watched by polling its identity (inode, size, mtime) twice a
 second: editors that save by writing a new file and renaming it over the old
@@ -27,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 from chain429.config.errors import ConfigError, ConfigIssue
 from chain429.config.loader import load_config
 from chain429.config.model import Config
+from chain429.routing.limits import StateStoreUnavailable
+from chain429.routing.pauses import stale_pauses
 from chain429.routing.runtime import Snapshot, build_snapshot
 from chain429.server.auth import exposure_problem
 
@@ -122,6 +126,7 @@ class Reloader:
         await self._forget_changed_providers(old.config, config)
         snapshot = build_snapshot(config, old.generation + 1)
         self.ctx.snapshot = snapshot
+        await self.end_stale_pauses()
         self.last_error = self.last_error_at = None
         self.last_reload_at = time.time()
         if written_digest is not None:
@@ -139,6 +144,17 @@ class Reloader:
         for provider_id, identity in before.items():
             if after.get(provider_id) != identity:
                 await state.forget_provider(provider_id)
+
+    async def end_stale_pauses(self) -> None:
+        """End the pauses of providers and entries the config no longer has: adding one
+        back starts it unpaused. With the shared store away, they wait for the next try."""
+        state = self.ctx.state
+        try:
+            for pause in stale_pauses(self.snapshot, await state.pauses()):
+                log.info("%s is no longer in the config: its pause ends", pause.label)
+                await state.resume(pause.provider, pause.model)
+        except StateStoreUnavailable as err:
+            log.warning("could not end the pauses of removed entries: %s", err)
 
     # -- watching ----------------------------------------------------------
 

@@ -2,9 +2,11 @@
 
 Test a chain's entries or a provider's models (`POST /v1/test/...`: as JSON
 at the end, or live as server-sent events with `Accept: text/event-stream`),
-and end an entry's or a provider's cooldowns (`POST /v1/admin/limits/clear`).
-All of it is the write scope: a test spends quota, and clearing a cooldown
-sends traffic to a provider that asked for a pause.
+end an entry's or a provider's cooldowns (`POST /v1/admin/limits/clear`), and
+pause or resume one (`POST /v1/admin/entries/pause|resume`, routing/pauses.py).
+All of it is the write scope: a test spends quota, clearing a cooldown sends
+traffic to a provider that asked for a pause, and a pause or a resume decides
+where traffic goes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 from sanic import Blueprint
 from sanic.response import HTTPResponse, raw
 
+from chain429.routing.limits import StateStoreUnavailable
+from chain429.routing.pauses import pause_key
 from chain429.routing.probe import probe_chain
 from chain429.routing.runtime import ChainRuntime, EntryRuntime, Snapshot
 from chain429.server.admin import answer, json_body
@@ -24,6 +28,7 @@ from chain429.server.auth import Scope, requires
 from chain429.server.context import AppRequest
 from chain429.server.errors import ApiError
 from chain429.server.guard import JSON_BODY
+from chain429.server.ratelimit_report import pause_view
 
 __all__ = ["steering_routes"]
 
@@ -109,10 +114,9 @@ def _known_provider(snapshot: Snapshot, provider_id: str) -> None:
         )
 
 
-@steering_routes.post("/v1/admin/limits/clear", ctx_body=JSON_BODY)
-@requires(Scope.WRITE)
-async def clear_limits(request: AppRequest) -> HTTPResponse:
-    """End an entry's cooldowns (`{"provider", "model"}`) or a provider's (`{"provider"}`)."""
+def _named_entry(request: AppRequest) -> tuple[str, str | None, list[EntryRuntime]]:
+    """The provider (and entry) a steering body names: `{"provider"}` or `{"provider",
+    "model"}`, with the runtime entries of that (provider, model); 400 or 404 otherwise."""
     body = json_body(request)
     unknown = sorted(set(body) - {"provider", "model"})
     if unknown:
@@ -124,15 +128,61 @@ async def clear_limits(request: AppRequest) -> HTTPResponse:
         raise ApiError(400, "'model' must be a non-empty string.", param="model")
     snapshot = request.app.ctx.snapshot
     _known_provider(snapshot, provider)
-    entries: list[EntryRuntime] = []
-    if "model" in body:
-        chains = (*snapshot.chains.values(), *snapshot.model_chains.values())
-        entries = [
-            e for c in chains for e in c.entries if (e.provider_id, e.model) == (provider, model)
-        ]
-        if not entries:
-            raise ApiError(
-                404, f"No chain entry {provider}/{model}.", code="not_found", param="model"
-            )
+    if not isinstance(model, str):
+        return provider, None, []
+    chains = (*snapshot.chains.values(), *snapshot.model_chains.values())
+    entries = [
+        e for c in chains for e in c.entries if (e.provider_id, e.model) == (provider, model)
+    ]
+    if not entries:
+        raise ApiError(404, f"No chain entry {provider}/{model}.", code="not_found", param="model")
+    return provider, model, entries
+
+
+def _json(body: Any) -> HTTPResponse:
+    return raw(json.dumps(body).encode(), 200, None, "application/json")
+
+
+@steering_routes.post("/v1/admin/limits/clear", ctx_body=JSON_BODY)
+@requires(Scope.WRITE)
+async def clear_limits(request: AppRequest) -> HTTPResponse:
+    """End an entry's cooldowns (`{"provider", "model"}`) or a provider's (`{"provider"}`)."""
+    provider, _, entries = _named_entry(request)
     cleared = await request.app.ctx.state.clear(provider, entries, time.time())
-    return raw(json.dumps({"cleared": cleared}).encode(), 200, None, "application/json")
+    return _json({"cleared": cleared})
+
+
+def _shared_store_down(err: StateStoreUnavailable) -> ApiError:
+    return ApiError(503, f"Not changed: {err}.", code="state_store_unavailable")
+
+
+@steering_routes.post("/v1/admin/entries/pause", ctx_body=JSON_BODY)
+@requires(Scope.WRITE)
+async def pause_entry(request: AppRequest) -> HTTPResponse:
+    """Skip a provider (`{"provider"}`) or one entry (`{"provider", "model"}`) until resumed."""
+    provider, model, _ = _named_entry(request)
+    try:
+        pause, new = await request.app.ctx.state.pause(
+            pause_key(provider, model), request.ctx.caller, time.time()
+        )
+    except StateStoreUnavailable as err:
+        raise _shared_store_down(err) from None
+    return _json({"paused": pause_view(pause), "new": new})
+
+
+@steering_routes.post("/v1/admin/entries/resume", ctx_body=JSON_BODY)
+@requires(Scope.WRITE)
+async def resume_entry(request: AppRequest) -> HTTPResponse:
+    """End the pause of an entry, or of a provider and every one of its entries."""
+    provider, model, _ = _named_entry(request)
+    ctx = request.app.ctx
+    try:
+        resumed = await ctx.state.resume(provider, model)
+        still = model is not None and any(
+            p.key == pause_key(provider) for p in await ctx.state.pauses()
+        )
+    except StateStoreUnavailable as err:
+        raise _shared_store_down(err) from None
+    if resumed and ctx.serving:
+        ctx.router.queues.notify()  # queued requests look again: an entry is back
+    return _json({"resumed": resumed, "provider_paused": still})

@@ -142,6 +142,7 @@ def test_every_camel_case_key_is_read(tmp_path: Path) -> None:
     assert (s.breaker.failures, s.breaker.base_ms, s.breaker.max_ms) == (4, 18000, 19000)
     assert config.provider("groq").retry == Retry(attempts=2)
     assert entry.retry == Retry(short_wait_ms=500)
+    assert config.aliases == {"gpt-4o-mini": "fast"}
 
 
 def test_retry_is_inherited_key_by_key() -> None:
@@ -357,6 +358,14 @@ def test_unknown_provider_type_lists_valid_types() -> None:
     assert "groq" in message and "generic-openai" in message
 
 
+def test_a_provider_id_has_no_slash() -> None:
+    # `groq/llama-3` names an entry, split at the first slash (traces, `entry pause`).
+    text = MINIMAL.replace("id: groq", "id: my/groq").replace("provider: groq", "provider: my/groq")
+    assert issues(text) == [
+        (3, "providers[0].id", "'my/groq' contains '/': entries are named <id>/<model>")
+    ]
+
+
 def test_generic_openai_requires_base_url() -> None:
     text = MINIMAL.replace("type: groq", "type: generic-openai")
     assert issues(text) == [
@@ -454,3 +463,23 @@ def test_find_config_path_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert find_config_path(None, {}) == user
     (tmp_path / "chain429.yaml").write_text(MINIMAL)
     assert find_config_path(None, {}) == tmp_path / "chain429.yaml"
+
+
+def test_aliases_name_chains_and_are_not_chain_names() -> None:
+    config = parse(MINIMAL + "aliases:\n  gpt-4o-mini: default\n  openai/gpt-4o: default\n")
+    assert config.aliases == {"gpt-4o-mini": "default", "openai/gpt-4o": "default"}
+    assert parse(MINIMAL).aliases == {}  # 429chain's files have none
+    assert parse(MINIMAL + "aliases:\n").aliases == {}  # every line commented out
+    assert issues(MINIMAL + "aliases:\n  gpt-4o-mini: defualt\n  default: default\n  x: ''\n") == [
+        (12, "aliases.gpt-4o-mini", "no chain named 'defualt'; did you mean 'default'?"),
+        (
+            13,
+            "aliases.default",
+            "'default' is a chain's name: a request naming it gets that chain, so the alias "
+            "would never be used; remove it, or rename the chain",
+        ),
+        (14, "aliases.x", "must not be empty"),
+    ]
+    assert issues(MINIMAL + "aliases: [gpt-4o-mini]\n") == [
+        (11, "aliases", "expected a mapping (got a list)")
+    ]

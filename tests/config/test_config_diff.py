@@ -367,3 +367,28 @@ def test_output_order_is_deterministic(reverse: bool) -> None:
     assert [c.name for c in diff.chains_changed] == ["x", "y"]
     assert diff.summary_lines() == diff_configs(a, b).summary_lines()
     assert diff.to_dict() == json.loads(json.dumps(diff.to_dict()))
+
+
+def test_aliases_added_removed_and_pointed_elsewhere() -> None:
+    chains = {"fast": entries("groq/a"), "smart": entries("groq/b")}
+
+    def aliased(aliases: dict[str, str]) -> Config:
+        base = config(chains=chains).model_dump(by_alias=True)
+        return Config.model_validate({**base, "aliases": aliases})
+
+    old = aliased({"gpt-4o-mini": "fast", "claude-3-haiku": "fast"})
+    new = aliased({"gpt-4o-mini": "smart", "openai/gpt-4o": "smart"})
+    diff = diff_configs(old, new)
+    assert not diff.empty
+    assert diff.summary_lines() == [
+        "- alias claude-3-haiku (was -> fast)",
+        "~ alias gpt-4o-mini: fast -> smart",
+        "+ alias openai/gpt-4o -> smart",
+    ]
+    assert diff.to_dict()["aliases"]["changed"][1] == {
+        "path": "gpt-4o-mini",
+        "old": "fast",
+        "new": "smart",
+    }
+    assert diff_configs(old, old).empty
+    assert "+  gpt-4o-mini: smart" in unified_diff(old, new)

@@ -492,3 +492,59 @@ def test_unchanged_values_keep_their_spelling(tmp_path: Path) -> None:
     assert doc.raw()["settings"] == {"accessLog": True, "maxBodyBytes": 10485760}
     apply_edit(path, lambda doc: doc.patch_settings(doc.raw()["settings"]))
     assert path.read_text() == text
+
+
+ALIASED = """\
+version: 1
+providers:
+  - id: a
+    type: groq
+chains:
+  - name: fast
+    entries: [{provider: a, model: m}]
+  - name: smart
+    entries: [{provider: a, model: n}]
+# Apps that hard-code a model.
+aliases:
+  # app X
+  gpt-4o-mini: fast  # since March
+
+  # app Y
+  claude-3-haiku: fast
+# the end
+"""
+
+
+def test_aliases_are_set_and_deleted_with_their_comments(tmp_path: Path) -> None:
+    path = tmp_path / "a.yaml"
+    path.write_text(ALIASED)
+    config, result = apply_edit(path, lambda doc: doc.set_alias("openai/gpt-4o", "smart"))
+    assert result == "created"
+    assert config.aliases["openai/gpt-4o"] == "smart"
+    assert path.read_text().endswith("  claude-3-haiku: fast\n  openai/gpt-4o: smart\n# the end\n")
+    _, result = apply_edit(path, lambda doc: doc.set_alias("gpt-4o-mini", "smart"))
+    assert result == "updated"
+    assert "  # app X\n  gpt-4o-mini: smart # since March\n" in path.read_text()  # its column
+    assert apply_edit(path, lambda doc: doc.set_alias("gpt-4o-mini", "smart"))[1] == "unchanged"
+
+    apply_edit(path, lambda doc: doc.delete_alias("gpt-4o-mini"))
+    assert "app X" not in path.read_text() and "since March" not in path.read_text()
+    kept = "# Apps that hard-code a model.\naliases:\n  # app Y\n  claude-3-haiku"
+    assert kept in path.read_text()
+    apply_edit(path, lambda doc: doc.delete_alias("claude-3-haiku"))
+    config, _ = apply_edit(path, lambda doc: doc.delete_alias("openai/gpt-4o"))
+    assert config.aliases == {}
+    assert path.read_text().endswith("# Apps that hard-code a model.\naliases:\n# the end\n")
+
+
+def test_a_chain_an_alias_names_is_not_deleted(tmp_path: Path) -> None:
+    path = tmp_path / "a.yaml"
+    path.write_text(ALIASED)
+    with pytest.raises(ConfigEditError) as refused:
+        apply_edit(path, lambda doc: doc.delete_chain("fast"))
+    assert refused.value.status == 409
+    assert "aliases name it: gpt-4o-mini, claude-3-haiku" in refused.value.message
+    assert path.read_text() == ALIASED
+    with pytest.raises(ConfigEditError) as unknown:
+        apply_edit(path, lambda doc: doc.delete_alias("nope"))
+    assert unknown.value.status == 404

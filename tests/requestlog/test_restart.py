@@ -136,3 +136,47 @@ def test_an_open_circuit_breaker_survives_a_restart(fake, tmp_path):
     assert len(a.requests) == 2  # never asked after the restart
     (entry,) = [e for e in report["entries"] if e["provider"] == "a"]
     assert entry["breaker"]["state"] == "open" and entry["breaker"]["failures"] == 2
+
+
+def test_a_pause_survives_a_restart_and_ends_with_what_it_names(fake, tmp_path):
+    a, b = fake("a"), fake("b")
+    admin = {"authorization": "Bearer restart-admin-key"}
+
+    def config(*providers: str) -> Config:
+        fakes = {"a": a, "b": b}
+        return Config.model_validate(
+            chain_config(
+                [provider_entry(p, fakes[p]) for p in providers],
+                [(p, f"model-{p}") for p in providers],
+                settings={"adminKeys": ["restart-admin-key"]},
+            )
+        )
+
+    url = f"sqlite:///{tmp_path / 'chain429.db'}"
+    first = start(config("a", "b"), url)
+    try:
+        paused = httpx.post(
+            f"{first.url}/v1/admin/entries/pause", json={"provider": "a"}, headers=admin
+        )
+        assert paused.status_code == 200, paused.text
+    finally:
+        first.stop()
+
+    second = start(config("a", "b"), url)
+    try:
+        assert chat(second).headers["x-429chain-trace"] == "a/model-a=skip:paused,b/model-b=200"
+        report = httpx.get(
+            f"{second.url}/v1/ratelimits", headers={"authorization": f"Bearer {PROXY_KEY}"}
+        ).json()
+    finally:
+        second.stop()
+    assert report["paused"] == [paused.json()["paused"]]  # who, and since when, kept too
+    assert a.requests == []
+
+    # Started without provider a, the pause ends; a is asked again once it is back.
+    start(config("b"), url).stop()
+    third = start(config("a", "b"), url)
+    try:
+        assert chat(third).headers["x-429chain-trace"] == "a/model-a=200"
+    finally:
+        third.stop()

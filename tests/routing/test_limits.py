@@ -285,3 +285,31 @@ def test_mid_stream_failures_escalate_2_4_8_16_30_minutes_and_reset_when_clean()
     rests, after_clean = run(scenario())
     assert rests == [None, None, 2, 4, 8, 16, 30, 30]
     assert after_clean is None
+
+
+def test_a_pause_comes_first_and_keeps_the_probe_for_after_it():
+    first, second = entries("m", "n")
+
+    async def scenario():
+        store = MemoryStateStore()
+        await answered(store, first, rate_limited(NOW, 60), NOW)
+        pause, new = await store.pause("entry:p/m", "admin#1", NOW)
+        assert new and (pause.scope, pause.provider, pause.model) == ("entry", "p", "m")
+        later = NOW + 120  # the cooldown is over: its probe waits for the first request
+        paused = await ask(store, first, later)
+        assert isinstance(paused, Block) and paused.reason == "paused"
+        assert paused.detail == "entry p/m paused by admin#1"
+        assert await store.check(first, later) == paused
+        assert isinstance(await ask(store, second, later), Reservation)  # its own pause only
+
+        assert await store.resume("p", "m") == 1
+        probe = await ask(store, first, later)
+        assert isinstance(probe, Reservation) and probe.probe_key == "bucket:p/m"
+        # A provider's pause covers its entries; its resume ends its entries' pauses too.
+        await store.pause("provider:p", "open", later)
+        await store.pause("entry:p/n", "open", later)
+        assert (await ask(store, second, later)).detail == "provider p paused by open"
+        assert await store.resume("p", None) == 2
+        assert await store.pauses() == []
+
+    run(scenario())

@@ -138,3 +138,24 @@ def test_the_playground_streams_an_answer_with_the_headers_that_explain_it(ui_se
     page.wait_for_selector(".trail")
     expect(page.locator(".trail tbody tr")).to_have_count(2)
     assert tab.errors == []
+
+
+def test_an_entry_is_paused_and_resumed_from_live_limits(ui_server, tab):
+    server = ui_server(keys=False)
+    page = tab.open(server.url + "/ui/#/limits")
+    row = page.locator(".entries-table tbody tr", has_text="alpha/alpha-model").filter(
+        has_text="main"
+    )
+    expect(row.locator(".badge")).to_have_text("available")
+    row.get_by_role("button", name="Pause alpha/alpha-model").click()
+    expect(page.locator(".toast")).to_contain_text("Paused alpha/alpha-model.")
+    expect(row.locator(".badge")).to_have_text("paused")
+    expect(row).to_contain_text("entry alpha/alpha-model paused by open, since")
+    expect(page.locator(".next-picks [data-chain=main]")).to_contain_text("(paused)")
+    assert server.chat().headers["x-429chain-trace"] == (
+        "alpha/alpha-model=skip:paused,beta/beta-model=200"
+    )
+    row.get_by_role("button", name="Resume alpha/alpha-model").click()
+    expect(row.locator(".badge")).to_have_text("available")
+    assert server.chat().headers["x-429chain-trace"] == "alpha/alpha-model=200"
+    assert tab.errors == []

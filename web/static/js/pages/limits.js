@@ -4,7 +4,11 @@
 // `reset_at`, corrected by the clock difference the answer reveals (each
 // block says both when it ends and how long it has left). Rows are updated in
 // place, so a focused "Clear" button stays focused across refreshes. Clearing
-// is `POST /v1/admin/limits/clear`, as `chain429 limits clear PROVIDER MODEL`.
+// is `POST /v1/admin/limits/clear`, as `chain429 limits clear PROVIDER/MODEL`;
+// pausing and resuming are `POST /v1/admin/entries/pause|resume`, as
+// `chain429 entry pause|resume PROVIDER[/MODEL]`. A row paused with its whole
+// provider offers to resume the provider: resuming the entry alone would not
+// bring it back.
 
 import { api, get } from "../api.js";
 import { badge, banner, button, duration, fill, h, labelCells, num, setText, syncRows, table, when } from "../dom.js";
@@ -20,6 +24,7 @@ const SOURCES = {
   status: "the HTTP status",
   default: "no hint: the default cooldown",
   manual: "your configured limit (rateLimits)",
+  pause: "a person (chain429 entry pause)",
 };
 
 function sourceText(source) {
@@ -82,6 +87,19 @@ export default {
     const noBlocks = h("p", { class: "empty hidden", id: "no-blocks" }, "No blocks in force: every entry may be asked.");
     let skew = 0;
 
+    async function steer(verb, provider, model) {
+      const what = model ? `${provider}/${model}` : provider;
+      try {
+        const path = verb === "pause" ? "/v1/admin/entries/pause" : "/v1/admin/entries/resume";
+        const { data } = await api("POST", path, { json: model ? { provider, model } : { provider } });
+        if (verb === "pause") ctx.toast(data.new ? `Paused ${what}.` : `${what} was paused already.`);
+        else ctx.toast(data.resumed ? `Resumed ${what}.` : `${what} was not paused.`);
+      } catch (err) {
+        ctx.toast(`Could not ${verb} ${what}: ${err.message}`, "error");
+      }
+      await refresh();
+    }
+
     async function clear(provider, model) {
       const what = model ? `${provider}/${model}` : provider;
       try {
@@ -95,12 +113,15 @@ export default {
 
     function entryRow() {
       const clearButton = button("Clear", () => {}, { class: "clear" });
-      if (!canClear) {
-        clearButton.disabled = true;
-        clearButton.title = ctx.whyReadOnly || "Needs an admin key";
+      const pauseButton = button("Pause", () => {}, { class: "pause" });
+      for (const b of [clearButton, pauseButton]) {
+        if (!canClear) {
+          b.disabled = true;
+          b.title = ctx.whyReadOnly || "Needs an admin key";
+        }
       }
       return labelCells(h("tr", null, h("td", { class: "break" }), h("td", { class: "break" }), h("td"),
-        h("td", { class: "small" }), countdownCell(), h("td", { class: "num" }), h("td", { class: "actions" }, clearButton)), ENTRY_COLUMNS);
+        h("td", { class: "small" }), countdownCell(), h("td", { class: "num" }), h("td", { class: "actions" }, clearButton, pauseButton)), ENTRY_COLUMNS);
     }
 
     function updateEntry(row, entry) {
@@ -111,14 +132,29 @@ export default {
         fill(state, badge(entry.state, entry.state));
         state.dataset.state = entry.state;
       }
-      const set = entry.source ? ` — set by ${sourceText(entry.source)}` : "";
+      const set = entry.paused ? `, since ${when(entry.paused.since)}`
+        : entry.source ? ` — set by ${sourceText(entry.source)}` : "";
       setText(why, entry.reason ? `${entry.reason}${set}` : set.replace(" — set by ", "set by "));
       aim(until, entry.until, skew);
       setText(inFlight, num(entry.in_flight));
-      const clearButton = actions.firstChild;
+      const [clearButton, pauseButton] = actions.children;
       clearButton.classList.toggle("hidden", !CLEARABLE.has(entry.state));
       clearButton.setAttribute("aria-label", `Clear the cooldown of ${entry.provider}/${entry.model}`);
       clearButton.onclick = canClear ? () => clear(entry.provider, entry.model) : null;
+      const named = `${entry.provider}/${entry.model}`;
+      if (!entry.paused) {
+        setText(pauseButton, "Pause");
+        pauseButton.setAttribute("aria-label", `Pause ${named}`);
+        pauseButton.onclick = canClear ? () => steer("pause", entry.provider, entry.model) : null;
+      } else if (entry.paused.scope === "provider") {
+        setText(pauseButton, "Resume provider");
+        pauseButton.setAttribute("aria-label", `Resume provider ${entry.provider} (${named} is paused with it)`);
+        pauseButton.onclick = canClear ? () => steer("resume", entry.provider, null) : null;
+      } else {
+        setText(pauseButton, "Resume");
+        pauseButton.setAttribute("aria-label", `Resume ${named}`);
+        pauseButton.onclick = canClear ? () => steer("resume", entry.provider, entry.model) : null;
+      }
     }
 
     function bucketRow() {
