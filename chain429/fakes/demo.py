@@ -26,7 +26,7 @@ import yaml
 
 from chain429.config.loader import load_config
 from chain429.fakes.provider import FakeProvider, ReceivedRequest, Reply
-from chain429.fakes.replies import wants_stream
+from chain429.fakes.replies import route_of, wants_stream
 from chain429.requestlog.database import migrate, open_database
 from chain429.requestlog.writer import Telemetry
 from chain429.server.app import create_app
@@ -63,7 +63,8 @@ def answers_as_asked(
         if not wants_stream(request.body):
             return Reply(headers=headers)
         text = f"Hello from {name}, streamed word by word through chain429."
-        return Reply.stream(text, chunk_delay=chunk_delay, headers=headers)
+        legacy = route_of(request.path) == "completions"
+        return Reply.stream(text, chunk_delay=chunk_delay, headers=headers, legacy=legacy)
 
     return answer
 

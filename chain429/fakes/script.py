@@ -136,21 +136,26 @@ class Step:
             cut_after=self.cut_after,
             stall_after=self.stall_after,
         )
-        stream = Reply.stream(
-            text,
-            headers=headers,
-            delay=self.delay,
-            first_chunk_delay=self.first_token,
-            chunk_delay=self.chunk_delay,
-            cut_after=self.cut_after,
-            stall_after=self.stall_after,
-            done=self.done,
-        )
+        streams = [
+            Reply.stream(
+                text,
+                headers=headers,
+                delay=self.delay,
+                first_chunk_delay=self.first_token,
+                chunk_delay=self.chunk_delay,
+                cut_after=self.cut_after,
+                stall_after=self.stall_after,
+                done=self.done,
+                legacy=legacy,
+            )
+            for legacy in (False, True)  # chat, then a legacy completion's
+        ]
         if self.malformed_after is not None:
-            chunks = list(stream.chunks or ())
-            chunks.insert(min(self.malformed_after, len(chunks)), b"data: {not json\n\n")
-            stream = dataclasses.replace(stream, chunks=chunks)
-        return in_kind(plain, stream)
+            for i, stream in enumerate(streams):
+                chunks = list(stream.chunks or ())
+                chunks.insert(min(self.malformed_after, len(chunks)), b"data: {not json\n\n")
+                streams[i] = dataclasses.replace(stream, chunks=chunks)
+        return in_kind(plain, *streams)
 
     def describe(self) -> str:
         shown = {

@@ -48,6 +48,9 @@ class RequestRecord:
     # Why that chain: "chain" (`model` named it), "model" (an entry model: every
     # entry serving it), "default" (`model` named neither).
     route: str | None = None
+    # The proxied route: "chat" (/v1/chat/completions), "completions"
+    # (/v1/completions), "embeddings" (/v1/embeddings).
+    endpoint: str = "chat"
     requested_model: str | None = None
     provider: str | None = None  # the entry that answered
     model: str | None = None

@@ -1,9 +1,9 @@
 """The two hourly rollups the request log writer keeps: tally a batch, merge it in.
 
 `merge_rollups` adds a batch of records to `HourlyRollup` (requests per hour,
-chain, provider and outcome, with a latency histogram over
+chain, provider, outcome and endpoint, with a latency histogram over
 `LATENCY_BUCKETS_MS`) and to `HourlyAttemptRollup` (attempts per hour,
-provider, model and outcome; the hour is the request's). It runs inside the
+provider, model, outcome and endpoint; the hour and endpoint are the request's). It runs inside the
 writer's batch transaction (see `chain429.requestlog.writer`), so the rollups never
 count a batch the raw rows do not hold, or the other way round.
 
@@ -46,7 +46,7 @@ def clip(values: tuple[Any, ...], limits: list[int | None]) -> tuple[Any, ...]:
     )
 
 
-_ROLLUP_KEY_COLUMNS = ["hour_ms", "chain", "provider", "outcome"]
+_ROLLUP_KEY_COLUMNS = ["hour_ms", "chain", "provider", "outcome", "endpoint"]
 _ROLLUP_SUM_COLUMNS = [
     "requests",
     "errors",
@@ -56,7 +56,7 @@ _ROLLUP_SUM_COLUMNS = [
     "latency_sum_ms",
 ]
 
-_ATTEMPT_ROLLUP_KEY_COLUMNS = ["hour_ms", "provider", "model", "outcome"]
+_ATTEMPT_ROLLUP_KEY_COLUMNS = ["hour_ms", "provider", "model", "outcome", "endpoint"]
 
 _ROLLUP_KEY_FIELDS = fields_of(HourlyRollup, _ROLLUP_KEY_COLUMNS)
 _ROLLUP_SUM_FIELDS = fields_of(HourlyRollup, _ROLLUP_SUM_COLUMNS)
@@ -73,8 +73,8 @@ def latency_bucket(latency_ms: float) -> int:
     return bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)
 
 
-RollupKey = tuple[int, str, str, str]
-AttemptKey = tuple[int, str, str, str]  # hour_ms, provider, model, outcome
+RollupKey = tuple[int, str, str, str, str]  # hour_ms, chain, provider, outcome, endpoint
+AttemptKey = tuple[int, str, str, str, str]  # hour_ms, provider, model, outcome, endpoint
 
 
 @dataclasses.dataclass(slots=True)
@@ -108,7 +108,13 @@ def _tally(records: list[RequestRecord]) -> dict[RollupKey, _Tally]:
         key = cast(
             RollupKey,
             clip(
-                (time_ms - time_ms % HOUR_MS, r.chain or "", r.provider or "", r.outcome),
+                (
+                    time_ms - time_ms % HOUR_MS,
+                    r.chain or "",
+                    r.provider or "",
+                    r.outcome,
+                    r.endpoint,
+                ),
                 _ROLLUP_KEY_LIMITS,
             ),
         )
@@ -129,7 +135,10 @@ def _tally_attempts(records: list[RequestRecord]) -> dict[AttemptKey, list[float
             # Clipped like the attempt rows themselves, so the keys match them.
             key = cast(
                 AttemptKey,
-                clip((hour_ms, a.provider, a.model, a.outcome), _ATTEMPT_ROLLUP_KEY_LIMITS),
+                clip(
+                    (hour_ms, a.provider, a.model, a.outcome, r.endpoint),
+                    _ATTEMPT_ROLLUP_KEY_LIMITS,
+                ),
             )
             tally = tallies.get(key)
             if tally is None:

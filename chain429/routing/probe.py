@@ -1,6 +1,8 @@
 """`POST /v1/test/chain/<name>`: ask every entry of a chain on its own, once.
 
-Each entry gets a tiny request (a few tokens), whatever its cooldown says:
+Each entry gets a tiny request (a few tokens), whatever its cooldown says
+(an entry of an embeddings chain gets a one-word embedding request, never a
+stream):
 the point is to find out. What the answer teaches (cooldowns, header
 readings) goes into the rate-limit state like any other answer.
 
@@ -19,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from chain429.routing.attempts import post_and_classify
+from chain429.routing.endpoints import Endpoint
 from chain429.routing.limits import Reservation, StateStore
 from chain429.routing.outcome import Kind, Outcome, Tried
 from chain429.routing.runtime import ChainRuntime, EntryRuntime, Snapshot
@@ -30,6 +33,7 @@ PROBE: dict[str, Any] = {
     "messages": [{"role": "user", "content": "Reply with the word OK."}],
     "max_tokens": 5,
 }
+EMBEDDING_PROBE: dict[str, Any] = {"input": "OK"}
 TEXT_MAX = 2000  # characters of each answer a result carries
 
 OnEvent = Callable[[dict[str, Any]], Awaitable[None]]
@@ -37,8 +41,12 @@ OnText = Callable[[str], Awaitable[None]]
 
 
 def _answer_text(data: dict[str, Any]) -> str | None:
-    """The first choice's text of a chat completion, if it has one."""
+    """The first choice's text of a chat completion, if it has one; for an embedding,
+    its size (`1024 dimensions`)."""
     try:
+        if "data" in data:
+            vector = data["data"][0]["embedding"]
+            return f"{len(vector)} dimensions" if isinstance(vector, list) else None
         content = data["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
         return None
@@ -48,17 +56,20 @@ def _answer_text(data: dict[str, Any]) -> str | None:
 async def _ask(
     upstream: Upstream, snapshot: Snapshot, entry: EntryRuntime
 ) -> Tried[dict[str, Any]]:
-    payload = json.dumps({**PROBE, "model": entry.model}).encode()
+    embeds = entry.kind == "embeddings"
+    probe = EMBEDDING_PROBE if embeds else PROBE
+    payload = json.dumps({**probe, "model": entry.model}).encode()
     tried = await post_and_classify(
         upstream,
         entry,
         payload,
         policy=snapshot.policy,
         max_bytes=snapshot.config.settings.max_upstream_body_bytes,
+        endpoint=Endpoint.EMBEDDINGS if embeds else Endpoint.CHAT,
     )
     data: dict[str, Any] = {}
     if tried.outcome.kind is Kind.SUCCESS and tried.result is not None:
-        data = provider_json.parse(tried.result.body)  # a chat completion: classify parsed it
+        data = provider_json.parse(tried.result.body)  # an answer: classify parsed it
         data["text"] = _answer_text(data)
     return Tried(tried.outcome, data, tried.headers, tried.body[:4096])
 
@@ -110,7 +121,7 @@ async def probe_chain(
 ) -> list[dict[str, Any]]:
     async def one(index: int, entry: EntryRuntime) -> dict[str, Any]:
         started = time.perf_counter()
-        if stream:
+        if stream and entry.kind == "chat":  # an embedding has nothing to stream
 
             async def on_text(text: str) -> None:
                 if on_event is not None:

@@ -18,9 +18,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
+from chain429.config.model import ChainKind
 from chain429.requestlog.records import AttemptRecord, is_call
-from chain429.routing import tokens
+from chain429.routing import endpoints
 from chain429.routing.attempts import ask_entry, post_and_classify
+from chain429.routing.endpoints import Endpoint
 from chain429.routing.limits import Block, Reservation, StateStore
 from chain429.routing.outcome import BlockReason, CooldownPolicy, Kind, Outcome, Tried
 from chain429.routing.queueing import QueueError, Queues
@@ -344,6 +346,7 @@ class Router:
         attempt: Attempt[T],
         trace: Trace,
         max_wait_s: float | None = None,
+        endpoint: Endpoint = Endpoint.CHAT,
     ) -> Answer[T]:
         """Walk the chain; in queue mode, wait in line for a recovery and walk again.
 
@@ -360,7 +363,7 @@ class Router:
         deadline = started + allowed_s
         # Retries' pauses and short waits stay within the client's wait (or the queue's).
         walk_deadline = deadline if settings.queue_mode or max_wait_s is not None else None
-        walk = self._walker(snapshot, chain, request, attempt, trace, walk_deadline)
+        walk = self._walker(snapshot, chain, request, attempt, trace, walk_deadline, endpoint)
         answer = await walk()
         if answer.entry is not None or not settings.queue_mode or not trace.only_rate_limits:
             return answer
@@ -399,6 +402,7 @@ class Router:
         attempt: Attempt[T],
         trace: Trace,
         deadline: float | None = None,
+        endpoint: Endpoint = Endpoint.CHAT,
     ) -> Callable[[], Awaitable[Answer[T]]]:
         """One walk of the chain, waiting for a free entry rather than paying.
 
@@ -408,7 +412,7 @@ class Router:
         rather than paid for.
         """
         paid_wait_s = snapshot.config.settings.wait_before_paid_ms / 1000
-        need_tokens = tokens.reservation(request)
+        need_tokens = endpoints.reservation(endpoint, request)
         budget = snapshot.config.settings.max_attempts_per_request
 
         async def walk() -> Answer[T]:
@@ -439,20 +443,26 @@ class Router:
         return walk
 
     @staticmethod
-    def pick_chain(snapshot: Snapshot, model: object) -> tuple[ChainRuntime, Route] | None:
-        """The chain `model` selects, and why (docs/api.md, "Choosing a chain").
+    def pick_chain(
+        snapshot: Snapshot, model: object, kind: ChainKind = "chat"
+    ) -> tuple[ChainRuntime, Route] | None:
+        """The chain `model` selects for a request that `kind` of chain serves, and why
+        (docs/api.md, "Choosing a chain").
 
-        A chain's name picks it; an entry model picks every entry serving it;
-        anything else gets the default chain, or nothing when models are strict.
+        A chain's name picks it, and an entry model every entry serving it,
+        whatever their kind (the caller refuses the wrong one by name); anything
+        else gets the default chain if it is of `kind`, or nothing when models
+        are strict.
         """
         if isinstance(model, str):
             if model in snapshot.chains:
                 return snapshot.chains[model], "chain"
             if model in snapshot.model_chains:
                 return snapshot.model_chains[model], "model"
-        if snapshot.config.settings.strict_models or snapshot.default_chain is None:
+        default = snapshot.default_chain
+        if snapshot.config.settings.strict_models or default is None or default.kind != kind:
             return None
-        return snapshot.default_chain, "default"
+        return default, "default"
 
     async def stream(
         self,
@@ -461,15 +471,16 @@ class Router:
         request: dict[str, Any],
         trace: Trace,
         max_wait_s: float | None = None,
+        endpoint: Endpoint = Endpoint.CHAT,
     ) -> Reply | StreamStart:
         """Walk the chain until an entry sends its first token; the caller relays the rest."""
         retry_max_wait = snapshot.config.settings.client_retry_max_wait_ms / 1000
         session = StreamSession(
-            snapshot, chain, request, self.upstream, self.waterfall.state, trace
+            snapshot, chain, request, self.upstream, self.waterfall.state, trace, endpoint
         )
         try:
             answer = await self._walk(
-                snapshot, chain, request, session.open_entry, trace, max_wait_s
+                snapshot, chain, request, session.open_entry, trace, max_wait_s, endpoint
             )
         except QueueError as err:
             return exhausted(chain, trace, retry_max_wait, err.code, err.message)
@@ -491,8 +502,9 @@ class Router:
         request: dict[str, Any],
         trace: Trace,
         max_wait_s: float | None = None,
+        endpoint: Endpoint = Endpoint.CHAT,
     ) -> Reply:
-        """Run one non-streaming chat completion down the chain."""
+        """Run one non-streaming request on `endpoint` down the chain."""
         policy = snapshot.policy
         if "stream_options" in request:  # OpenAI refuses it without `stream: true`
             request = {key: value for key, value in request.items() if key != "stream_options"}
@@ -502,11 +514,13 @@ class Router:
         async def attempt(entry: EntryRuntime) -> Tried[UpstreamReply]:
             payload = json.dumps({**request, "model": entry.model}).encode()
             return await post_and_classify(
-                self.upstream, entry, payload, policy=policy, max_bytes=max_bytes
+                self.upstream, entry, payload, policy=policy, max_bytes=max_bytes, endpoint=endpoint
             )
 
         try:
-            answer = await self._walk(snapshot, chain, request, attempt, trace, max_wait_s)
+            answer = await self._walk(
+                snapshot, chain, request, attempt, trace, max_wait_s, endpoint
+            )
         except QueueError as err:
             return exhausted(chain, trace, retry_max_wait, err.code, err.message)
         if answer.entry is None or answer.result is None or answer.outcome is None:
@@ -515,7 +529,7 @@ class Router:
         headers = trace.headers(answer.entry.label)
         if answer.outcome.kind is Kind.CLIENT_ERROR:
             return Reply(status, body, headers, "client_error", answer.entry)
-        if snapshot.config.settings.normalize_responses:
+        if snapshot.config.settings.normalize_responses and endpoint is Endpoint.CHAT:
             body = normalize_reasoning(body)
         return Reply(status, body, headers, "success", answer.entry)
 

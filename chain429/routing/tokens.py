@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["CHARS_PER_TOKEN", "prompt_tokens", "reservation", "text_tokens"]
+__all__ = ["CHARS_PER_TOKEN", "input_tokens", "prompt_tokens", "reservation", "text_tokens"]
 
 CHARS_PER_TOKEN = 4
 
@@ -41,9 +41,27 @@ def prompt_tokens(messages: Iterable[Any]) -> int:
     return max(1, text_tokens(chars))
 
 
-def reservation(request: dict[str, Any]) -> int:
-    """What a request will cost a token quota: its prompt, plus the completion it may
-    ask for, which providers such as Cerebras count up front."""
+def input_tokens(value: Any) -> int:
+    """The tokens a legacy completion's `prompt` or an embedding's `input` is about (at
+    least 1): text by its characters, a list of token ids one token each."""
+    items = value if isinstance(value, list) else [value]
+    chars = ids = 0
+    for item in items:
+        if isinstance(item, str):
+            chars += len(item)
+        elif isinstance(item, int):
+            ids += 1
+        elif isinstance(item, list):
+            ids += len(item)
+    return max(1, text_tokens(chars) + ids)
+
+
+def reservation(request: dict[str, Any], prompt: int | None = None) -> int:
+    """What a request will cost a token quota: its prompt (`prompt` tokens, or its chat
+    messages'), plus the completion it may ask for, which providers such as Cerebras
+    count up front."""
+    if prompt is None:
+        prompt = prompt_tokens(request["messages"])
     completion = request.get("max_completion_tokens") or request.get("max_tokens") or 0
     asked = int(completion) if isinstance(completion, int | float) else 0
-    return prompt_tokens(request["messages"]) + asked
+    return prompt + asked
