@@ -32,7 +32,7 @@ def test_migration_2_backfills_the_attempt_rollup(kind, tmp_path, monkeypatch):
             assert HourlyAttemptRollup._meta.table_name not in db.get_tables()
             stats_data.load(db, requests, attempts, attempt_rollup=False)
 
-            assert chain_database.migrate(db) == [2, 3]
+            assert chain_database.migrate(db) == [n for n, _, _ in chain_database.MIGRATIONS[1:]]
             assert chain_database.migrate(db) == []
             chain_database.bind(db)
 
@@ -62,6 +62,7 @@ def test_migration_2_backfills_the_attempt_rollup(kind, tmp_path, monkeypatch):
 def test_a_fresh_database_gets_every_migration_and_an_empty_attempt_rollup(kind, tmp_path):
     with stats_data.open_db(kind, tmp_path) as db:
         numbers = [m.number for m in SchemaMigration.select()]
-        assert numbers == [n for n, _, _ in chain_database.MIGRATIONS] == [1, 2, 3]
+        assert numbers == [n for n, _, _ in chain_database.MIGRATIONS]
+        assert numbers[:3] == [1, 2, 3]
         assert HourlyAttemptRollup._meta.table_name in db.get_tables()
         assert HourlyAttemptRollup.select().count() == 0
