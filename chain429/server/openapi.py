@@ -127,7 +127,7 @@ def _json_body(name: str) -> Schema:
     return {"application/json": {"schema": ref(name)}}
 
 
-_CHAT_OK = {
+_CHAT_OK: Schema = {
     "description": "The provider's answer. With `stream: true`, server-sent events relayed "
     "chunk by chunk (`chat.completion.chunk`), ending with `data: [DONE]`; a stream that dies "
     "mid-answer ends with an error event (`stream_stalled`, `stream_interrupted`, "
