@@ -149,31 +149,40 @@ def _chains_of(snapshot: Snapshot, kind: ChainKind) -> str:
     return ", ".join(name for name, chain in snapshot.chains.items() if chain.kind == kind)
 
 
-def _pick(snapshot: Snapshot, endpoint: Endpoint, model: object) -> tuple[ChainRuntime, Route]:
-    """The chain for this request: 404 `model_not_found` if none, 400 `wrong_endpoint`
-    if `model` names one of the other kind (docs/api.md#endpoints-and-chain-kinds)."""
+def _takes(snapshot: Snapshot, endpoint: Endpoint) -> str:
     kind = CHAIN_KIND[endpoint]
-    picked = Router.pick_chain(snapshot, model, kind)
-    takes = f"{ROUTE[endpoint]} takes {kind} chains: {_chains_of(snapshot, kind) or 'none'}."
+    return f"{ROUTE[endpoint]} takes {kind} chains: {_chains_of(snapshot, kind) or 'none'}."
+
+
+def _pick(snapshot: Snapshot, endpoint: Endpoint, model: object) -> tuple[ChainRuntime, Route]:
+    """The chain `model` names for this request, or a 404 `model_not_found`."""
+    picked = Router.pick_chain(snapshot, model, CHAIN_KIND[endpoint])
     if picked is None:
         raise ApiError(
             404,
-            f"The model '{model}' is neither a chain nor an entry model of this proxy; {takes}",
+            f"The model '{model}' is neither a chain nor an entry model of this proxy; "
+            + _takes(snapshot, endpoint),
             code="model_not_found",
             param="model",
         )
-    chain, route = picked
-    if chain.kind != kind:
-        named = "chain" if route == "chain" else f"model of {chain.kind} chains"
+    return picked
+
+
+def _check_kind(
+    snapshot: Snapshot, endpoint: Endpoint, model: object, chain: ChainRuntime, route: Route
+) -> None:
+    """A chain of the other kind (an embeddings chain on a chat route, a chat chain on
+    /v1/embeddings) is a 400 `wrong_endpoint` (docs/api.md#endpoints-and-chain-kinds)."""
+    if chain.kind != CHAIN_KIND[endpoint]:
+        named = "chain" if route == "chain" else "model"  # an entry model names its chains
         routes = " or ".join(ROUTE[e] for e in serving(chain.kind))
         raise ApiError(
             400,
             f"'{model}' is {'an' if chain.kind == 'embeddings' else 'a'} {chain.kind} {named}: "
-            f"send it to {routes}. {takes}",
+            f"send it to {routes}. {_takes(snapshot, endpoint)}",
             code="wrong_endpoint",
             param="model",
         )
-    return picked
 
 
 async def _handle(
@@ -193,6 +202,7 @@ async def _handle(
     record.stream = endpoint is not Endpoint.EMBEDDINGS and body.get("stream") is True
     chain, route = _pick(snapshot, endpoint, model)
     record.chain, record.route = chain.name, route
+    _check_kind(snapshot, endpoint, model, chain, route)
     router = app.ctx.router
     max_wait_s = _max_wait(request)
     if record.stream:
