@@ -81,6 +81,17 @@ def test_a_script_from_the_command_line_plays_in_order_then_answers(tmp_path):
         assert statuses == [503, 503, 200, 200]
 
 
+def test_a_script_answers_each_route_in_its_own_shape():
+    with fake_process("-r", "ok,text=Howdy there,times=4") as url:
+        sdk = openai.OpenAI(base_url=url, api_key="k", max_retries=0)
+        assert sdk.completions.create(model="m", prompt="hi").choices[0].text == "Howdy there"
+        streamed = sdk.completions.create(model="m", prompt="hi", stream=True)
+        assert "".join(c.choices[0].text for c in streamed) == "Howdy there"
+        assert len(sdk.embeddings.create(model="e", input="hi").data[0].embedding) == 16
+        chat = sdk.chat.completions.create(model="m", messages=HELLO)
+        assert chat.choices[0].message.content == "Howdy there"
+
+
 def test_a_script_file_with_slow_first_token_cut_and_loop(tmp_path):
     script = tmp_path / "script.yaml"
     script.write_text(
