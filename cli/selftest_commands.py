@@ -59,7 +59,8 @@ def selftest(
     chain: Annotated[
         list[str] | None,
         typer.Option(
-            "--chain", help="Test only this chain (repeat the option). Default: every chain."
+            "--chain",
+            help="Test only this chain (repeat the option). Default: every chat chain.",
         ),
     ] = None,
     fault: Annotated[
