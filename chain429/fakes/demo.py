@@ -38,6 +38,7 @@ DEMO_ADMIN_KEY = "chain429-demo-admin-key"
 # environment, so a provider added through the UI can name it too.
 DEMO_KEY_VAR = "DEMO_PROVIDER_API_KEY"
 CHAIN = "demo"
+EMBED_CHAIN = "demo-embed"  # the same waterfall for client.embeddings.create
 RETRY_AFTER_S = 30
 
 
@@ -110,6 +111,14 @@ def demo_settings(port: int, alpha: str, beta: str, gamma: str) -> dict[str, Any
                     {"provider": "alpha", "model": "fast-8b"},
                     {"provider": "beta", "model": "steady-8b"},
                     {"provider": "gamma", "model": "big-70b"},
+                ],
+            },
+            {
+                "name": EMBED_CHAIN,
+                "kind": "embeddings",
+                "entries": [
+                    {"provider": "alpha", "model": "fast-embed"},
+                    {"provider": "beta", "model": "steady-embed"},
                 ],
             },
         ],
@@ -249,6 +258,7 @@ async def _story(app: Any, base_url: str, once: bool) -> None:
         f'   OpenAI(base_url="{base_url}/v1", api_key="{DEMO_KEY}")'
         f'.chat.completions.create(model="{CHAIN}", messages=[...])'
     )
+    say(f'   ... .embeddings.create(model="{EMBED_CHAIN}", input=[...])  (alpha 429s there too)')
     say(
         f"   curl -s {base_url}/v1/chat/completions -H 'Authorization: Bearer {DEMO_KEY}' "
         f"-H 'Content-Type: application/json' "

@@ -58,6 +58,13 @@ def test_streaming_through_chain429_demo_works():
         chunks = client.chat.completions.create(model="demo", messages=HELLO, stream=True)
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == "Hello from beta, streamed word by word through chain429."
+        # Embeddings and legacy completions fail over the same way (alpha 429s everywhere).
+        vectors = client.embeddings.with_raw_response.create(model="demo-embed", input="hi")
+        assert vectors.headers["x-429chain-provider"] == "beta/steady-embed"
+        assert len(vectors.parse().data[0].embedding) == 16
+        chunks = client.completions.create(model="demo", prompt="hi", stream=True)
+        text = "".join(c.choices[0].text for c in chunks)
+        assert text == "Hello from beta, streamed word by word through chain429."
     finally:
         stop(proc)
 
