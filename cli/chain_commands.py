@@ -46,6 +46,16 @@ EntriesOption = Annotated[
         show_default=False,
     ),
 ]
+# What `chain add` and `chain set` both take; `chat` is what a chain without `kind` is.
+KindOption = Annotated[
+    str | None,
+    typer.Option(
+        "--kind",
+        help="What the chain serves: chat (/v1/chat/completions and /v1/completions) or "
+        "embeddings (/v1/embeddings). Default for a new chain: chat.",
+        show_default=False,
+    ),
+]
 EntryArgument = Annotated[
     str,
     typer.Argument(
@@ -70,16 +80,34 @@ def _listed(pairs: list[tuple[Any, Any]]) -> str:
     return ", ".join(f"{p}:{m}" for p, m in pairs) or "none"
 
 
+def chain_kind(kind: str | None) -> str | None:
+    """A --kind value, checked (chat, embeddings); None when not given."""
+    from chain429.config.model import CHAIN_KINDS
+
+    if kind is not None and kind not in CHAIN_KINDS:
+        raise fail(f"--kind {kind!r} is not a chain kind; kinds: {', '.join(CHAIN_KINDS)}")
+    return kind
+
+
+def kind_of(chain: dict[str, Any]) -> str:
+    """A chain's kind as the file says it (no `kind`: chat, as 429chain's chains are)."""
+    return str(chain.get("kind") or "chat")
+
+
 @chain_app.command("add")
 def chain_add(
     name: NameArgument,
     entry: EntriesOption = None,
+    kind: KindOption = None,
     config: ConfigOption = None,
     server: ServerOption = None,
 ) -> None:
-    """Add a chain: entries from --entry, or picked and ordered on a terminal."""
+    """Add a chain: entries from --entry, or picked and ordered on a terminal (for
+    --kind embeddings, the embedding models your providers' types are known to serve
+    are offered)."""
     path = config_path(config)
     data = load_document(path).raw()
+    kind = chain_kind(kind) or "chat"
 
     def exists() -> typer.Exit:
         return fail(
@@ -90,24 +118,34 @@ def chain_add(
 
     if name in {c.get("name") for c in items(data, "chains")}:
         raise exists()
+    providers = {str(p.get("id")): str(p.get("type")) for p in items(data, "providers")}
     if entry:
         entries = [_entry(text) for text in entry]
     else:
         if not wizard.can_prompt():
-            raise fail("chain add needs --entry PROVIDER:MODEL (repeatable, in order); no terminal")
-        providers = {str(p.get("id")): str(p.get("type")) for p in items(data, "providers")}
+            hint = ""
+            known = wizard.embedding_models(providers) if kind == "embeddings" else []
+            if known:
+                hint = f"; embedding models your providers serve: {', '.join(known)}"
+            raise fail(
+                f"chain add needs --entry PROVIDER:MODEL (repeatable, in order); no terminal{hint}"
+            )
         if not providers:
             raise fail("the config has no providers; add one with `chain429 provider add`")
         with wizard.prompting():
-            entries = wizard.ask_entries(providers)
-    body = {"name": name, "entries": [{"provider": p, "model": m} for p, m in entries]}
+            entries = wizard.ask_entries(providers, kind)
+    body: dict[str, Any] = {"name": name}
+    if kind != "chat":  # a chat chain is written as 429chain wrote it: without a kind
+        body["kind"] = kind
+    body["entries"] = [{"provider": p, "model": m} for p, m in entries]
 
     def change(document: ConfigDocument) -> str:
         if name in {c.get("name") for c in items(document.raw(), "chains")}:
             raise exists()
         return document.upsert_chain(body)
 
-    added = f"added chain {name!r} ({plural(len(entries), 'entry', 'entries')})"
+    what = "" if kind == "chat" else f"{kind} "
+    added = f"added {what}chain {name!r} ({plural(len(entries), 'entry', 'entries')})"
     write_change(path, change, added, server)
 
 
@@ -117,7 +155,12 @@ def chain_list(config: ConfigOption = None, as_json: JsonOption = False) -> None
     data = load_document(config_path(config)).raw()
     default = (data.get("settings") or {}).get("defaultChain")
     chains = [
-        {"name": c.get("name"), "default": c.get("name") == default, "entries": c.get("entries")}
+        {
+            "name": c.get("name"),
+            "kind": kind_of(c),
+            "default": c.get("name") == default,
+            "entries": c.get("entries"),
+        }
         for c in items(data, "chains")
     ]
     if as_json:
@@ -128,8 +171,8 @@ def chain_list(config: ConfigOption = None, as_json: JsonOption = False) -> None
         entries = items(chain, "entries")
         providers = list(dict.fromkeys(str(e.get("provider")) for e in entries))
         default = "yes" if chain["default"] else ""
-        rows.append([chain["name"], len(entries), default, ", ".join(providers)])
-    output.table(["NAME", "ENTRIES", "DEFAULT", "PROVIDERS"], rows)
+        rows.append([chain["name"], chain["kind"], len(entries), default, ", ".join(providers)])
+    output.table(["NAME", "KIND", "ENTRIES", "DEFAULT", "PROVIDERS"], rows)
 
 
 @chain_app.command("show")
@@ -152,13 +195,15 @@ def chain_show(
     ]
     if as_json:
         default = (data.get("settings") or {}).get("defaultChain") == name
-        output.print_json({"name": name, "default": default, "entries": entries})
+        body = {"name": name, "kind": kind_of(chain), "default": default, "entries": entries}
+        output.print_json(body)
         return
     rows = [
         [e["position"], e.get("provider"), e.get("model"), "yes" if e["paid"] else ""]
         for e in entries
     ]
-    output.table(["#", "PROVIDER", "MODEL", "PAID"], rows, title=f"chain {name}")
+    title = f"chain {name}" + ("" if kind_of(chain) == "chat" else f" ({kind_of(chain)})")
+    output.table(["#", "PROVIDER", "MODEL", "PAID"], rows, title=title)
 
 
 @chain_app.command("remove")

@@ -17,7 +17,7 @@ import typer
 from chain429.upstream.presets import PROVIDER_TYPES
 
 from . import wizard
-from .chain_commands import EntriesOption, NameArgument, chain_app
+from .chain_commands import EntriesOption, KindOption, NameArgument, chain_app, chain_kind
 from .config_commands import (
     ApiKeyEnvOption,
     BaseUrlOption,
@@ -39,29 +39,39 @@ if TYPE_CHECKING:
 
 def chain_set(
     name: NameArgument,
-    entry: EntriesOption,
+    entry: EntriesOption = None,
+    kind: KindOption = None,
     config: ConfigOption = None,
     server: ServerOption = None,
 ) -> None:
-    """Give an existing chain a new list of entries (to add, remove or reorder them at once).
+    """Give an existing chain a new list of entries (to add, remove or reorder them at once),
+    or another kind.
 
     The --entry options are the chain's whole new list; entries that stay keep their own
-    settings (rateLimits, paid).
+    settings (rateLimits, paid). --kind alone keeps the entries.
     """
+    kind = chain_kind(kind)
+    if not entry and kind is None:
+        raise fail("nothing to change: give --entry PROVIDER:MODEL (repeatable) or --kind")
     try:
         wanted = [wizard.parse_entry(text) for text in entry or ()]
     except ValueError as err:
         raise fail(str(err)) from None
 
     def change(document: ConfigDocument) -> None:
-        chain = find_chain(document.raw(), name)
-        known = {(e.get("provider"), e.get("model")): e for e in items(chain, "entries")}
-        entries = [known.get(pair) or {"provider": pair[0], "model": pair[1]} for pair in wanted]
-        document.upsert_chain({**chain, "entries": entries})
+        chain = dict(find_chain(document.raw(), name))
+        if wanted:
+            known = {(e.get("provider"), e.get("model")): e for e in items(chain, "entries")}
+            chain["entries"] = [
+                known.get(pair) or {"provider": pair[0], "model": pair[1]} for pair in wanted
+            ]
+        if kind is not None:
+            chain["kind"] = None if kind == "chat" else kind  # None: the key goes (chat)
+        document.upsert_chain(chain)
 
-    write_change(
-        config_path(config), change, f"set chain {name!r} to {len(wanted)} entries", server
-    )
+    done = [f"{len(wanted)} entries"] if wanted else []
+    done += [f"kind {kind}"] if kind is not None else []
+    write_change(config_path(config), change, f"set chain {name!r} to {', '.join(done)}", server)
 
 
 def provider_set(

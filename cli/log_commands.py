@@ -28,6 +28,15 @@ UntilOption = Annotated[
     str | None, typer.Option("--until", help="End (default: now).", show_default=False)
 ]
 
+EndpointOption = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint",
+        help="Only requests of this route: chat, completions or embeddings.",
+        show_default=False,
+    ),
+]
+
 FOLLOW_WINDOW_MS = 15 * 60 * 1000  # how far back each --follow poll looks for late records
 
 
@@ -82,11 +91,14 @@ def _provider_rows(
 
 
 def _chain_rows(
-    data: list[dict[str, Any]], cost: Callable[[Any], str] = lambda _: "-"
+    data: list[dict[str, Any]],
+    key: str = "chain",
+    cost: Callable[[Any], str] = lambda _: "-",
 ) -> list[list[str]]:
+    """Rows of a per-chain (or per-endpoint: `key`) answer; the last cell is the cost."""
     return [
         [
-            output.cell(c.get("chain")),
+            output.cell(c.get(key)),
             str(c.get("requests", 0)),
             str(c.get("successes", 0)),
             str(c.get("errors", 0)),
@@ -94,7 +106,7 @@ def _chain_rows(
             str((c.get("tokens") or {}).get("total", 0)),
             output.ms((c.get("latency_ms") or {}).get("p50")),
             output.ms((c.get("latency_ms") or {}).get("p95")),
-            cost(c.get("chain")),
+            cost(c.get(key)),
         ]
         for c in data
     ]
@@ -130,26 +142,31 @@ def stats(
     config: ConfigOption = None,
     since: SinceOption = "24h",
     until: UntilOption = None,
+    endpoint: EndpointOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Requests, errors, tokens, latency and spend per provider and per chain, from the
-    request log.
+    """Requests, errors, tokens, latency and spend per provider, per chain and per route
+    (chat, completions, embeddings), from the request log.
 
     COST is what priced answers cost (their tokens at their entry's `price`); `~` marks a
-    cost partly from estimated tokens, `-` nothing priced.
+    cost partly from estimated tokens, `-` nothing priced. Spend is not split by route:
+    with `--endpoint` it is left out.
     """
+    asked = {"since": since, "until": until}
     with AdminClient.connect(server, config) as client:
-        summary = client.get("/v1/stats/summary", since=since, until=until)
-        providers = client.get("/v1/stats/providers", since=since, until=until)
-        chains = client.get("/v1/stats/chains", since=since, until=until)
-        by_provider = _spend(client, "provider", since, until)
-        by_chain = _spend(client, "chain", since, until)
+        summary = client.get("/v1/stats/summary", **asked, endpoint=endpoint)
+        providers = client.get("/v1/stats/providers", **asked, endpoint=endpoint)
+        chains = client.get("/v1/stats/chains", **asked, endpoint=endpoint)
+        endpoints = client.get("/v1/stats/endpoints", **asked)
+        by_provider = None if endpoint else _spend(client, "provider", since, until)
+        by_chain = None if endpoint else _spend(client, "chain", since, until)
     if as_json:
         print_json(
             {
                 "summary": summary,
                 "providers": providers["data"],
                 "chains": chains["data"],
+                "endpoints": endpoints["data"],
                 "spend": {
                     "providers": (by_provider or {}).get("data"),
                     "chains": (by_chain or {}).get("data"),
@@ -158,6 +175,7 @@ def stats(
             }
         )
         return
+    only = f" ({endpoint} only)" if endpoint else ""
     table(
         [
             "PROVIDER",
@@ -171,16 +189,22 @@ def stats(
             "OUTCOMES",
         ],
         _provider_rows(providers["data"], _cost_of(by_provider, "provider")),
-        title=f"Providers since {since}",
+        title=f"Providers since {since}{only}",
     )
     typer.echo("")
+    columns = ["REQUESTS", "OK", "ERRORS", "ERROR %", "TOKENS", "P50 MS", "P95 MS"]
     table(
-        ["CHAIN", "REQUESTS", "OK", "ERRORS", "ERROR %", "TOKENS", "P50 MS", "P95 MS", "COST"],
-        _chain_rows(chains["data"], _cost_of(by_chain, "chain")),
-        title=f"Chains since {since}",
+        ["CHAIN", *columns, "COST"],
+        _chain_rows(chains["data"], cost=_cost_of(by_chain, "chain")),
+        title=f"Chains since {since}{only}",
     )
+    # Chat alone is every request of a chat-only proxy: a table would say nothing new.
+    if {row.get("endpoint") for row in endpoints["data"]} - {"chat"}:
+        typer.echo("")
+        rows = [row[:-1] for row in _chain_rows(endpoints["data"], "endpoint")]
+        table(["ENDPOINT", *columns], rows, title=f"Endpoints since {since}")
     typer.echo("")
-    typer.echo(_summary_line(summary, by_provider))
+    typer.echo(_summary_line(summary, by_provider) + only)
 
 
 # -- logs -------------------------------------------------------------------
@@ -195,8 +219,9 @@ LOG_COLUMNS = [
     "ATTEMPTS",
     "MS",
     "TOKENS",
+    "ENDPOINT",
 ]
-LOG_WIDTHS = [19, 30, 12, 28, 6, 24, 8, 9, 6]
+LOG_WIDTHS = [19, 30, 12, 28, 6, 24, 8, 9, 6, 11]
 
 
 def _log_row(r: dict[str, Any]) -> list[str]:
@@ -211,6 +236,7 @@ def _log_row(r: dict[str, Any]) -> list[str]:
         str(r.get("attempts", 0)),
         output.ms(r.get("latency_ms")),
         str(r.get("total_tokens") or 0) + ("~" if r.get("tokens_estimated") else ""),
+        str(r.get("endpoint") or "chat"),
     ]
 
 
@@ -222,7 +248,7 @@ def _show_request(record: dict[str, Any], as_json: bool) -> None:
     if record.get("route") == "alias":  # the name the app asked for, and the chain it got
         row[2] = f"{row[2]} (alias {record.get('requested_model')})"
     typer.echo(
-        f"{row[1]} at {row[0]}: chain {row[2]} -> {row[3]}, {row[4]} {row[5]}, "
+        f"{row[1]} at {row[0]}: {row[9]}, chain {row[2]} -> {row[3]}, {row[4]} {row[5]}, "
         f"{plural(int(row[6]), 'attempt')}, {row[7]} ms, "
         f"{plural(record.get('total_tokens') or 0, 'token')}"
         f"{' (estimated)' if record.get('tokens_estimated') else ''}"
@@ -283,6 +309,7 @@ def logs(
     outcome: Annotated[
         str | None, typer.Option(help="Only this outcome (success, all_providers_exhausted, ...).")
     ] = None,
+    endpoint: EndpointOption = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="How many requests.")] = 20,
     since: SinceOption = "24h",
     follow: Annotated[
@@ -299,7 +326,13 @@ def logs(
     as_json: JsonOption = False,
 ) -> None:
     """Recent requests from the request log, newest first; or one request's attempt trail."""
-    filters = {"chain": chain, "provider": provider, "status": status, "outcome": outcome}
+    filters = {
+        "chain": chain,
+        "provider": provider,
+        "status": status,
+        "outcome": outcome,
+        "endpoint": endpoint,
+    }
     with AdminClient.connect(server, config) as client:
         if request_id is not None:
             _show_request(client.get(f"/v1/stats/requests/{request_id}"), as_json)

@@ -59,7 +59,8 @@ def selftest(
     chain: Annotated[
         list[str] | None,
         typer.Option(
-            "--chain", help="Test only this chain (repeat the option). Default: every chain."
+            "--chain",
+            help="Test only this chain (repeat the option). Default: every chat chain.",
         ),
     ] = None,
     fault: Annotated[
@@ -70,7 +71,7 @@ def selftest(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Play every provider fault against each of your chains, with local fakes.
+    """Play every provider fault against each of your chat chains, with local fakes.
 
     Each chain keeps its real settings (retry, breaker, timeouts, midStream...);
     every provider is replaced by a local fake provider (no network, no key read,
@@ -102,13 +103,21 @@ def selftest(
         faults = [fault_named(name) for name in fault] if fault else list(FAULTS)
     except KeyError as err:
         raise fail(str(err.args[0])) from None
-    names = chain or [c.name for c in shape.chains]
+    # The faults are a chat client's (streams cut mid-answer, slow first tokens...).
+    chat = [c.name for c in shape.chains if c.kind == "chat"]
+    names = chain or chat
     unknown = [name for name in names if shape.chain(name) is None]
     if unknown:
         known = ", ".join(c.name for c in shape.chains) or "none"
         raise fail(f"no chain named {unknown[0]!r} in {path}; chains: {known}")
+    embeddings = [name for name in names if name not in chat]
+    if embeddings:
+        raise fail(
+            f"chain {embeddings[0]!r} is an embeddings chain: selftest plays chat faults "
+            f"(chat chains: {', '.join(chat) or 'none'}); try it with `chain429 chain test`"
+        )
     if not names:
-        raise fail(f"{path} has no chains to test")
+        raise fail(f"{path} has no chat chains to test")
     # The server's own log lines (a stream that ended early...) are what the
     # table reports; only real trouble is worth a line.
     logs.configure("error")

@@ -367,26 +367,60 @@ def _port(text: str) -> int | None:
     return int(text) if text.strip().isdigit() and 1 <= int(text) <= 65535 else None
 
 
-def ask_entries(providers: Mapping[str, str]) -> list[tuple[str, str]]:
-    """Entries for a new chain: a provider and a model each, then their order."""
+def embedding_models(providers: Mapping[str, str]) -> list[str]:
+    """`PROVIDER:MODEL` for each embedding model the providers' presets know (id -> type)."""
+    return [
+        f"{pid}:{model}"
+        for pid, ptype in providers.items()
+        for model in (PRESETS[ptype].embedding_models if ptype in PRESETS else ())
+    ]
+
+
+def _ask_model(provider_id: str, provider_type: str, kind: str) -> str:
+    """A model for an entry: a chat chain suggests the catalogue's fast one; an
+    embeddings chain offers the embedding models the provider's preset knows."""
+    import questionary
+
+    def typed(default: str = "") -> str:
+        answer: str = _ask(
+            questionary.text(
+                f"Model on {provider_id}",
+                default=default,
+                validate=lambda t: bool(t.strip()) or "a model name is required",
+            )
+        )
+        return answer.strip()
+
+    if kind != "embeddings":
+        known = BY_TYPE.get(provider_type)
+        return typed(known.fast if known else "")
+    preset = PRESETS.get(provider_type)
+    offered = list(preset.embedding_models) if preset is not None else []
+    if not offered:
+        return typed()
+    other = "(another model)"
+    picked: str = _ask(questionary.select(f"Embedding model on {provider_id}", [*offered, other]))
+    return typed() if picked == other else picked
+
+
+def ask_entries(providers: Mapping[str, str], kind: str = "chat") -> list[tuple[str, str]]:
+    """Entries for a new chain of `kind`: a provider and a model each, then their order.
+
+    For an embeddings chain, providers whose preset knows embedding models say so,
+    and those models are offered."""
     import questionary
 
     done = "(no more entries)"
     entries: list[tuple[str, str]] = []
     while True:
-        choices = list(providers) + ([done] if entries else [])
+        choices: list[Any] = list(providers)
+        if kind == "embeddings":
+            choices = [_embedding_choice(pid, ptype) for pid, ptype in providers.items()]
+        choices += [done] if entries else []
         picked = _ask(questionary.select(f"Provider for entry {len(entries) + 1}", choices))
         if picked == done:
             break
-        known = BY_TYPE.get(providers[picked])
-        model = _ask(
-            questionary.text(
-                f"Model on {picked}",
-                default=known.fast if known else "",
-                validate=lambda t: bool(t.strip()) or "a model name is required",
-            )
-        )
-        entries.append((picked, model.strip()))
+        entries.append((picked, _ask_model(picked, providers[picked], kind)))
     if len(entries) < 2:
         return entries
     labels = [f"{p}:{m}" for p, m in entries]
@@ -400,6 +434,15 @@ def ask_entries(providers: Mapping[str, str]) -> list[tuple[str, str]]:
         ordered.append(entries[index])
         remaining.remove(index)
     return [*ordered, entries[remaining[0]]]
+
+
+def _embedding_choice(provider_id: str, provider_type: str) -> Any:
+    import questionary
+
+    preset = PRESETS.get(provider_type)
+    models = preset.embedding_models if preset is not None else ()
+    note = f"embeddings: {', '.join(models)}" if models else "no known embedding model"
+    return questionary.Choice(f"{provider_id} ({note})", value=provider_id)
 
 
 @dataclass

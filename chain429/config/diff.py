@@ -301,7 +301,10 @@ def _diff_chain(old: Chain, new: Chain, resolved: Mapping[str, str]) -> ChainCha
         for i, k in enumerate(common)
         if i not in keep
     )
-    changed: list[FieldChange] = []
+    # The chain's own fields (its `kind`), then its entries'.
+    changed = _field_changes(
+        _dump(old, {"name", "entries"}), _dump(new, {"name", "entries"}), None, resolved
+    )
     for k in common:
         before = _dump(old.entries[old_pos[k]], {"provider", "model"})
         after = _dump(new.entries[new_pos[k]], {"provider", "model"})

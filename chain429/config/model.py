@@ -51,9 +51,11 @@ from chain429.upstream.presets import PRESETS, PROVIDER_TYPES
 LOG_BUFFER_SIZE = 10_000
 
 __all__ = [
+    "CHAIN_KINDS",
     "Breaker",
     "Chain",
     "ChainEntry",
+    "ChainKind",
     "Client",
     "Config",
     "Price",
@@ -65,6 +67,10 @@ __all__ = [
 
 
 LogLevel = Literal["trace", "debug", "info", "warn", "error", "fatal"]
+# What a chain serves: chat models (`/v1/chat/completions` and the legacy
+# `/v1/completions`) or embedding models (`/v1/embeddings`).
+ChainKind = Literal["chat", "embeddings"]
+CHAIN_KINDS: tuple[ChainKind, ...] = get_args(ChainKind)
 
 
 def _listed(names: Iterable[str]) -> str:
@@ -570,6 +576,12 @@ class Chain(Model):
 
     name: str = Field(
         min_length=1, description="Unique; clients select the chain by sending it as `model`."
+    )
+    kind: ChainKind = Field(
+        default="chat",
+        description="What its entries serve: `chat` models (`/v1/chat/completions`, and the "
+        "legacy `/v1/completions`) or `embeddings` models (`/v1/embeddings`). A request to "
+        "the other kind's route is a 400 `wrong_endpoint` (docs/api.md#endpoints-and-chain-kinds).",
     )
     entries: tuple[ChainEntry, ...] = Field(
         min_length=1, description="The entries in order of preference: the first is tried first."

@@ -26,7 +26,7 @@ import yaml
 
 from chain429.config.loader import load_config
 from chain429.fakes.provider import FakeProvider, ReceivedRequest, Reply
-from chain429.fakes.replies import wants_stream
+from chain429.fakes.replies import route_of, wants_stream
 from chain429.requestlog.database import migrate, open_database
 from chain429.requestlog.writer import Telemetry
 from chain429.server.app import create_app
@@ -38,6 +38,7 @@ DEMO_ADMIN_KEY = "chain429-demo-admin-key"
 # environment, so a provider added through the UI can name it too.
 DEMO_KEY_VAR = "DEMO_PROVIDER_API_KEY"
 CHAIN = "demo"
+EMBED_CHAIN = "demo-embed"  # the same waterfall for client.embeddings.create
 RETRY_AFTER_S = 30
 
 
@@ -63,7 +64,8 @@ def answers_as_asked(
         if not wants_stream(request.body):
             return Reply(headers=headers)
         text = f"Hello from {name}, streamed word by word through chain429."
-        return Reply.stream(text, chunk_delay=chunk_delay, headers=headers)
+        legacy = route_of(request.path) == "completions"
+        return Reply.stream(text, chunk_delay=chunk_delay, headers=headers, legacy=legacy)
 
     return answer
 
@@ -109,6 +111,14 @@ def demo_settings(port: int, alpha: str, beta: str, gamma: str) -> dict[str, Any
                     {"provider": "alpha", "model": "fast-8b"},
                     {"provider": "beta", "model": "steady-8b"},
                     {"provider": "gamma", "model": "big-70b"},
+                ],
+            },
+            {
+                "name": EMBED_CHAIN,
+                "kind": "embeddings",
+                "entries": [
+                    {"provider": "alpha", "model": "fast-embed"},
+                    {"provider": "beta", "model": "steady-embed"},
                 ],
             },
         ],
@@ -248,6 +258,7 @@ async def _story(app: Any, base_url: str, once: bool) -> None:
         f'   OpenAI(base_url="{base_url}/v1", api_key="{DEMO_KEY}")'
         f'.chat.completions.create(model="{CHAIN}", messages=[...])'
     )
+    say(f'   ... .embeddings.create(model="{EMBED_CHAIN}", input=[...])  (alpha 429s there too)')
     say(
         f"   curl -s {base_url}/v1/chat/completions -H 'Authorization: Bearer {DEMO_KEY}' "
         f"-H 'Content-Type: application/json' "

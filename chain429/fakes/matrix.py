@@ -364,13 +364,16 @@ async def run_matrix(
     streams: Sequence[bool] = (False, True),
     client: Client | None = None,
 ) -> list[RunResult]:
-    """Every fault against the first entry of every chain (or of `chains`), plain and streaming.
+    """Every fault against the first entry of every chat chain (or of `chains`), plain and
+    streaming: the faults are a chat client's.
 
     No network beyond loopback, no key read: the config's providers are
     replaced before chain429 starts. Bounded: a client gives up after
     `give_up_after_s(config)` (a hang), and everything runs at once.
     """
-    names = list(chains) if chains is not None else [c.name for c in config.chains]
+    names = (
+        list(chains) if chains is not None else [c.name for c in config.chains if c.kind == "chat"]
+    )
     picked = []
     for name in names:
         chain = config.chain(name)

@@ -14,8 +14,11 @@ framing live in ``chain429.fakes.replies``; they are re-exported here.
         fake.script(Reply.rate_limited("30"), Reply(delay=0.5))
         ...  # point a client at fake.base_url
 
+It serves `/chat/completions`, the legacy `/completions` and `/embeddings`
+(deterministic vectors); a script is played in order across all three, and a
+reply whose body is left out gets the answer of the route it was asked on.
 Unscripted, it answers a streaming request with a stream and any other with a
-completion. Run standalone: ``python -m chain429.fakes --port N``, or with a
+completion (or an embedding list). Run standalone: ``python -m chain429.fakes --port N``, or with a
 script, ``chain429 fake`` (``chain429.fakes.script``).
 """
 
@@ -41,13 +44,17 @@ import httptools
 from chain429.fakes.replies import (
     COMPLETION,
     FALLBACK_MODEL,
+    TEXT_COMPLETION,
     ReceivedRequest,
     Reply,
+    Route,
     dumps,
+    embeddings_body,
     fill_model,
     head,
     in_kind,
     request_model,
+    route_of,
     static,
 )
 
@@ -81,7 +88,13 @@ class FakeProvider:
         self.host, self.port = "127.0.0.1", 0
         # Unscripted, a streaming request gets a stream and any other a completion.
         self._default: ReplySource = (
-            default if default is not None else in_kind(Reply(), Reply.stream(f"Hello from {name}"))
+            default
+            if default is not None
+            else in_kind(
+                Reply(),
+                Reply.stream(f"Hello from {name}"),
+                Reply.stream(f"Hello from {name}", legacy=True),
+            )
         )
         self._script: deque[ReplySource] = deque()
         self._lock = threading.Lock()  # script() is called from the test thread
@@ -96,7 +109,7 @@ class FakeProvider:
         self._stop_event: asyncio.Event | None = None
 
     def script(self, *replies: ReplySource) -> None:
-        """Queue answers, consumed in order, one per chat request."""
+        """Queue answers, consumed in order, one per request on any of the three routes."""
         with self._lock:
             self._script.extend(replies)
 
@@ -120,7 +133,8 @@ class FakeProvider:
         """Bytes to write now, or a Reply that needs time (delay, stream, cut, stall)."""
         path = target.split(b"?", 1)[0]
         # endswith: presets with prefixed base URLs (".../openai/v1") hit the fake too.
-        if path.endswith(b"/chat/completions"):
+        route = route_of(path)
+        if route is not None:
             if method != b"POST":
                 return static(Reply.error(405, "Use POST"))
             source = self._default
@@ -140,7 +154,7 @@ class FakeProvider:
                 if not isinstance(source, Reply):
                     source = source(req)
             if source._immediate:
-                payload = self._payload(source, body)
+                payload = self._payload(source, body, route)
                 return head(source, len(payload)) + payload
             return source
         if path.endswith(b"/models") and method == b"GET":
@@ -151,20 +165,24 @@ class FakeProvider:
             return static(Reply(body={"object": "list", "data": data}))
         return static(Reply.error(404, f"Unknown path {path.decode('latin-1')}", "unknown_url"))
 
-    def _payload(self, reply: Reply, req_body: bytes) -> bytes:
+    def _payload(self, reply: Reply, req_body: bytes, route: Route = "chat") -> bytes:
         """The body to send for a plain (Content-Length) reply to this request."""
         if reply._static is not None:
             return reply._static
         if reply.body is None:
-            return self._completion(req_body)
+            if route == "embeddings":
+                return embeddings_body(req_body, request_model(req_body))
+            return self._completion(
+                req_body, TEXT_COMPLETION if route == "completions" else COMPLETION
+            )
         assert isinstance(reply.body, dict)  # a dict with "model": None, filled per request
         return dumps(fill_model(reply.body, request_model(req_body)))
 
-    def _completion(self, req_body: bytes) -> bytes:
+    def _completion(self, req_body: bytes, template: bytes = COMPLETION) -> bytes:
         model = dumps(request_model(req_body))
         prompt = max(1, len(req_body) // 4)
         done = self._completion_tokens
-        return COMPLETION % (
+        return template % (
             next(self._ids),
             int(time.time()),
             model,
@@ -380,7 +398,7 @@ class _Conn(asyncio.Protocol):
 
     async def _slow(self, reply: Reply, req: _Req) -> None:
         try:
-            await self._play(reply, req[3])
+            await self._play(reply, req[3], route_of(req[1].split(b"?", 1)[0]) or "chat")
         except _Stop:
             self.pending.clear()
             return
@@ -394,7 +412,7 @@ class _Conn(asyncio.Protocol):
         elif self.pending and not self.transport.is_closing():
             self._serve(self.pending.popleft())
 
-    async def _play(self, reply: Reply, req_body: bytes) -> None:
+    async def _play(self, reply: Reply, req_body: bytes, route: Route = "chat") -> None:
         if reply.delay > 0:
             await asyncio.sleep(reply.delay)
         if reply.drop == "hang":
@@ -404,7 +422,7 @@ class _Conn(asyncio.Protocol):
         write = self.transport.write
         cut, stall = reply.cut_after, reply.stall_after
         if reply.chunks is None:
-            payload = self.p._payload(reply, req_body)
+            payload = self.p._payload(reply, req_body, route)
             framing = head(reply, len(payload))
             if cut is not None and (stall is None or cut <= stall):
                 write(framing + payload[:cut])
@@ -537,8 +555,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--status", type=int, default=200, help="answer every request with this")
     args = ap.parse_args(argv)
     if args.status == 200:  # a stream for a streaming request, as unscripted fakes do
-        stream = Reply.stream(f"Hello from {args.name}", delay=args.delay)
-        reply: ReplySource = in_kind(Reply(delay=args.delay), stream)
+        text = f"Hello from {args.name}"
+        stream = Reply.stream(text, delay=args.delay)
+        legacy = Reply.stream(text, delay=args.delay, legacy=True)
+        reply: ReplySource = in_kind(Reply(delay=args.delay), stream, legacy)
     else:
         reply = dataclasses.replace(Reply.error(args.status), delay=args.delay)
     run_fake_provider_forever(args.host, args.port, reply, name=args.name)

@@ -2,9 +2,15 @@
 
 ``Reply`` (with its ``rate_limited``/``error``/``stream`` constructors) pre-encodes
 its status line, headers and static body at construction; ``ReceivedRequest`` is
-what the fake recorded of a chat request. The helpers here (``dumps``,
-``fill_model``, ``request_model``, ``static``, ``head``, ``COMPLETION``) are the
-framing API that the server in ``chain429.fakes.provider`` builds its bytes with.
+what the fake recorded of a request. The helpers here (``dumps``,
+``fill_model``, ``request_model``, ``static``, ``head``, ``COMPLETION``,
+``TEXT_COMPLETION``, ``embeddings_body``) are the framing API that the server in
+``chain429.fakes.provider`` builds its bytes with.
+
+The fake answers the three routes chain429 proxies: chat completions, legacy
+completions (``text_completion``; ``Reply.stream(legacy=True)`` streams them)
+and embeddings (deterministic vectors: the same text always gets the same
+unit vector, `encoding_format: base64` and `dimensions` honoured).
 Hostile answers for the size limits: ``Reply.sized`` (a valid completion of an
 exact size), ``Reply.bomb`` and ``compressed_zeros`` (a gzip/deflate bomb built
 in milliseconds), ``deep_json`` (nesting that breaks a JSON parser), and
@@ -14,9 +20,12 @@ Stdlib only.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import itertools
 import json
+import math
+import random
 import re
 import struct
 import time
@@ -68,7 +77,8 @@ class Reply:
 
     status: int = 200
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    # None -> a chat.completion built for the request; dict -> JSON; str/bytes sent as is.
+    # None -> the answer the route gives, built for the request (a chat.completion, a
+    # text_completion, an embedding list); dict -> JSON; str/bytes sent as is.
     # A dict (or dict chunk) with a top-level "model": None gets the request's model.
     body: bytes | str | dict[str, Any] | None = None
     delay: float = 0.0  # before the status line
@@ -214,23 +224,35 @@ class Reply:
         stall_after: int | None = None,
         usage: Mapping[str, int] | None = None,
         done: bool = True,
+        legacy: bool = False,
     ) -> Reply:
         """A well-formed OpenAI SSE stream: role chunk, one chunk per word (or per
         ``pieces``), finish chunk, a usage chunk (``choices: []``) when ``usage`` is
-        given, ``data: [DONE]`` unless ``done=False``. model=None -> the request's."""
-        cid, created = f"chatcmpl-fake-s{next(_stream_ids)}", int(time.time())
+        given, ``data: [DONE]`` unless ``done=False``. model=None -> the request's.
+        ``legacy=True``: a legacy completion's stream (``text_completion`` chunks,
+        each choice's ``text``, no role chunk)."""
+        prefix = "cmpl" if legacy else "chatcmpl"
+        cid, created = f"{prefix}-fake-s{next(_stream_ids)}", int(time.time())
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+            if legacy:
+                choice = {
+                    "index": 0,
+                    "text": delta.get("content", ""),
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
             return {
                 "id": cid,
-                "object": "chat.completion.chunk",
+                "object": "text_completion" if legacy else "chat.completion.chunk",
                 "created": created,
                 "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                "choices": [choice],
             }
 
         words = list(pieces) if pieces is not None else re.findall(r"\s*\S+", text)
-        chunks: list[Chunk] = [chunk({"role": "assistant", "content": ""})]
+        chunks: list[Chunk] = [] if legacy else [chunk({"role": "assistant", "content": ""})]
         chunks += [chunk({"content": w}) for w in words]
         chunks.append(chunk({}, finish_reason))
         if usage is not None:
@@ -292,13 +314,35 @@ def assistant_prefill(body: bytes) -> str | None:
     return content if last.get("role") == "assistant" and isinstance(content, str) else None
 
 
-def in_kind(plain: Reply, stream: Reply) -> Callable[[ReceivedRequest], Reply]:
-    """A reply source answering a streaming request with `stream`, any other with `plain`."""
+def in_kind(
+    plain: Reply, stream: Reply, legacy_stream: Reply | None = None
+) -> Callable[[ReceivedRequest], Reply]:
+    """A reply source answering a streaming request with `stream` (a streaming legacy
+    completion with `legacy_stream`, when given), any other with `plain`."""
 
     def choose(request: ReceivedRequest) -> Reply:
-        return stream if wants_stream(request.body) else plain
+        if not wants_stream(request.body):
+            return plain
+        legacy = legacy_stream is not None and route_of(request.path) == "completions"
+        return legacy_stream if legacy and legacy_stream is not None else stream
 
     return choose
+
+
+Route = Literal["chat", "completions", "embeddings"]
+
+
+def route_of(path: str | bytes) -> Route | None:
+    """Which route a request path is (`.../chat/completions`, `.../completions`,
+    `.../embeddings`), whatever prefix the base URL has; None for any other."""
+    text = path.decode("latin-1") if isinstance(path, bytes) else path
+    if text.endswith("/chat/completions"):
+        return "chat"
+    if text.endswith("/completions"):
+        return "completions"
+    if text.endswith("/embeddings"):
+        return "embeddings"
+    return None
 
 
 def wants_stream(body: bytes) -> bool:
@@ -403,6 +447,50 @@ COMPLETION = (
     b'"finish_reason":"stop"}],'
     b'"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}'
 )
+
+
+TEXT_COMPLETION = (
+    b'{"id":"cmpl-fake-%d","object":"text_completion","created":%d,"model":%s,'
+    b'"choices":[{"text":%s,"index":0,"logprobs":null,"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}'
+)
+EMBEDDING_DIMENSIONS = 16  # without `dimensions` in the request: small, and enough to compare
+
+
+def embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """The fake's vector for `text`: a unit vector that depends on the text alone."""
+    rng = random.Random(f"chain429-fake:{text}")  # str seeds hash with SHA-512: stable
+    values = [rng.uniform(-1.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [round(v / norm, 6) for v in values]
+
+
+def embeddings_body(req_body: bytes, model: str) -> bytes:
+    """An embedding list for the request: one vector per input (a string, a list of
+    strings, token ids or lists of them), float or base64 (little-endian float32)."""
+    try:
+        request = json.loads(req_body)
+    except (ValueError, RecursionError):
+        request = {}
+    request = request if isinstance(request, dict) else {}
+    given = request.get("input", "")
+    if isinstance(given, str) or (isinstance(given, list) and given and isinstance(given[0], int)):
+        given = [given]
+    inputs = given if isinstance(given, list) else [given]
+    dimensions = request.get("dimensions")
+    size = dimensions if isinstance(dimensions, int) and 0 < dimensions <= 8192 else None
+    as_base64 = request.get("encoding_format") == "base64"
+    data, tokens = [], 0
+    for index, item in enumerate(inputs):
+        text = item if isinstance(item, str) else json.dumps(item)
+        tokens += len(item) if isinstance(item, list) else max(1, len(text) // 4)
+        vector: list[float] | str = embedding(text, size or EMBEDDING_DIMENSIONS)
+        if as_base64:
+            packed = struct.pack(f"<{len(vector)}f", *vector)
+            vector = base64.b64encode(packed).decode()
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return dumps({"object": "list", "data": data, "model": model, "usage": usage})
 
 
 def static(reply: Reply) -> bytes:

@@ -53,6 +53,8 @@ from chain429.fakes.replies import (
     assistant_prefill,
     in_kind,
     preset_error,
+    route_of,
+    wants_stream,
 )
 
 __all__ = ["FakeScript", "ScriptError", "Step", "load_script", "parse_step"]
@@ -136,21 +138,42 @@ class Step:
             cut_after=self.cut_after,
             stall_after=self.stall_after,
         )
-        stream = Reply.stream(
-            text,
-            headers=headers,
-            delay=self.delay,
-            first_chunk_delay=self.first_token,
-            chunk_delay=self.chunk_delay,
-            cut_after=self.cut_after,
-            stall_after=self.stall_after,
-            done=self.done,
-        )
+        streams = [
+            Reply.stream(
+                text,
+                headers=headers,
+                delay=self.delay,
+                first_chunk_delay=self.first_token,
+                chunk_delay=self.chunk_delay,
+                cut_after=self.cut_after,
+                stall_after=self.stall_after,
+                done=self.done,
+                legacy=legacy,
+            )
+            for legacy in (False, True)  # chat, then a legacy completion's
+        ]
         if self.malformed_after is not None:
-            chunks = list(stream.chunks or ())
-            chunks.insert(min(self.malformed_after, len(chunks)), b"data: {not json\n\n")
-            stream = dataclasses.replace(stream, chunks=chunks)
-        return in_kind(plain, stream)
+            for i, stream in enumerate(streams):
+                chunks = list(stream.chunks or ())
+                chunks.insert(min(self.malformed_after, len(chunks)), b"data: {not json\n\n")
+                streams[i] = dataclasses.replace(stream, chunks=chunks)
+        chosen = in_kind(plain, *streams)
+        if not custom_text or self.malformed_after is not None:
+            return chosen
+        # The custom text as the route answers it: a legacy completion's text; an
+        # embedding has none (its vector is the fake's own).
+        by_route = {
+            "completions": dataclasses.replace(plain, body=_completion(text, legacy=True)),
+            "embeddings": dataclasses.replace(plain, body=None),
+        }
+
+        def choose(request: ReceivedRequest) -> Reply:
+            route = route_of(request.path)
+            if route in by_route and not wants_stream(request.body):
+                return by_route[route]
+            return chosen(request)
+
+        return choose
 
     def describe(self) -> str:
         shown = {
@@ -168,19 +191,19 @@ def _shown(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _completion(text: str) -> dict[str, Any]:
+def _completion(text: str, *, legacy: bool = False) -> dict[str, Any]:
+    """A chat completion answering `text` (`legacy`: a legacy text completion)."""
+    choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+    if legacy:
+        choice["text"] = text
+    else:
+        choice["message"] = {"role": "assistant", "content": text}
     return {
-        "id": "chatcmpl-fake-script",
-        "object": "chat.completion",
+        "id": f"{'cmpl' if legacy else 'chatcmpl'}-fake-script",
+        "object": "text_completion" if legacy else "chat.completion",
         "created": 0,
         "model": None,  # the model the request asked for
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": "stop",
-            }
-        ],
+        "choices": [choice],
     }
 
 

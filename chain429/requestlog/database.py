@@ -393,14 +393,50 @@ def _add_spend(database: peewee.Database) -> None:
     database.create_tables([HourlySpendRollup], safe=True)
 
 
+# The rollups' unique keys (their upserts' ON CONFLICT target) before and after
+# migration 5, spelt out for the same reason as _MIGRATION_1_MODELS.
+_ENDPOINT_KEYS = {
+    "hourly_rollup": (["hour_ms", "chain", "provider", "outcome"], "endpoint"),
+    "hourly_attempt_rollup": (["hour_ms", "provider", "model", "outcome"], "endpoint"),
+}
+
+
+def _add_endpoint_columns(database: peewee.Database) -> None:
+    """`endpoint` (chat, completions, embeddings) on `requests` and on both rollups,
+    where it joins the unique key, so stats can be split and filtered by it.
+
+    Rows logged before are chat: it was the only route. A database created by
+    this version has all of it (migrations 1 and 2 build today's tables). An
+    instance still running the previous version against the same PostgreSQL
+    cannot merge into the rollups once their key has changed; upgrade them all.
+    """
+    for table in ("requests", *_ENDPOINT_KEYS):
+        if "endpoint" not in {column.name for column in database.get_columns(table)}:
+            database.execute_sql(
+                f'ALTER TABLE "{table}" ADD COLUMN "endpoint" VARCHAR(16) NOT NULL DEFAULT \'chat\''
+            )
+    for table, (old, added) in _ENDPOINT_KEYS.items():
+        new = [*old, added]
+        indexes = [index for index in database.get_indexes(table) if index.unique]
+        for index in indexes:
+            if list(index.columns) == old:
+                database.execute_sql(f'DROP INDEX "{index.name}"')
+        if not any(list(index.columns) == new for index in indexes):
+            # Named as Peewee names the index of a table it creates.
+            name = "_".join([table, *new])
+            columns = ", ".join(f'"{column}"' for column in new)
+            database.execute_sql(f'CREATE UNIQUE INDEX "{name}" ON "{table}" ({columns})')
+
+
 # Append only: a released number is never renumbered or edited, because
-# databases out there record it as applied.
+# databases out there record it as applied. 4 is taken (client and cost).
 MIGRATIONS: list[Migration] = [
     (1, "create tables", _create_tables),
     (2, "hourly attempt rollup", _create_attempt_rollup),
     (3, "request route", _add_route_column),
     (4, "request client", _add_client_column),
-    (7, "request cost and spend rollup", _add_spend),
+    (5, "request endpoint", _add_endpoint_columns),
+    (6, "request cost and spend rollup", _add_spend),
 ]
 
 

@@ -66,6 +66,9 @@ class RequestRecord:
     # `aliases`; `requested_model` keeps which), "model" (an entry model: every
     # entry serving it), "default" (`model` named none of these).
     route: str | None = None
+    # The proxied route: "chat" (/v1/chat/completions), "completions"
+    # (/v1/completions), "embeddings" (/v1/embeddings).
+    endpoint: str = "chat"
     requested_model: str | None = None
     provider: str | None = None  # the entry that answered
     model: str | None = None
@@ -84,7 +87,7 @@ class RequestRecord:
     total_tokens: int | None = None
     tokens_estimated: bool = False
     # What the answer cost in US dollars, from its tokens at its entry's price
-    # (migration 7); None when unpriced. Estimated when its tokens were.
+    # (migration 6); None when unpriced. Estimated when its tokens were.
     cost_usd: float | None = None
     cost_estimated: bool = False
     trail: list[AttemptRecord] = field(default_factory=list)

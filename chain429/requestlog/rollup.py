@@ -1,11 +1,11 @@
 """The hourly rollups the request log writer keeps: tally a batch, merge it in.
 
 `merge_rollups` adds a batch of records to `HourlyRollup` (requests per hour,
-chain, provider and outcome, with a latency histogram over
+chain, provider, outcome and endpoint, with a latency histogram over
 `LATENCY_BUCKETS_MS`), to `HourlyAttemptRollup` (attempts per hour,
-provider, model and outcome; the hour is the request's) and to
-`HourlySpendRollup` (what priced answers cost per hour, client, chain and
-provider). It runs inside the
+provider, model, outcome and endpoint; the hour and endpoint are the
+request's) and to `HourlySpendRollup` (what priced answers cost per hour,
+client, chain and provider). It runs inside the
 writer's batch transaction (see `chain429.requestlog.writer`), so the rollups never
 count a batch the raw rows do not hold, or the other way round.
 
@@ -68,7 +68,7 @@ def clip(values: tuple[Any, ...], limits: ColumnLimits) -> tuple[Any, ...]:
     return tuple(cut)
 
 
-_ROLLUP_KEY_COLUMNS = ["hour_ms", "chain", "provider", "outcome"]
+_ROLLUP_KEY_COLUMNS = ["hour_ms", "chain", "provider", "outcome", "endpoint"]
 _ROLLUP_SUM_COLUMNS = [
     "requests",
     "errors",
@@ -78,7 +78,7 @@ _ROLLUP_SUM_COLUMNS = [
     "latency_sum_ms",
 ]
 
-_ATTEMPT_ROLLUP_KEY_COLUMNS = ["hour_ms", "provider", "model", "outcome"]
+_ATTEMPT_ROLLUP_KEY_COLUMNS = ["hour_ms", "provider", "model", "outcome", "endpoint"]
 
 _ROLLUP_KEY_FIELDS = fields_of(HourlyRollup, _ROLLUP_KEY_COLUMNS)
 _ROLLUP_SUM_FIELDS = fields_of(HourlyRollup, _ROLLUP_SUM_COLUMNS)
@@ -102,8 +102,8 @@ def latency_bucket(latency_ms: float) -> int:
     return bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)
 
 
-RollupKey = tuple[int, str, str, str]
-AttemptKey = tuple[int, str, str, str]  # hour_ms, provider, model, outcome
+RollupKey = tuple[int, str, str, str, str]  # hour_ms, chain, provider, outcome, endpoint
+AttemptKey = tuple[int, str, str, str, str]  # hour_ms, provider, model, outcome, endpoint
 
 
 @dataclasses.dataclass(slots=True)
@@ -137,7 +137,13 @@ def _tally(records: list[RequestRecord]) -> dict[RollupKey, _Tally]:
         key = cast(
             RollupKey,
             clip(
-                (time_ms - time_ms % HOUR_MS, r.chain or "", r.provider or "", r.outcome),
+                (
+                    time_ms - time_ms % HOUR_MS,
+                    r.chain or "",
+                    r.provider or "",
+                    r.outcome,
+                    r.endpoint,
+                ),
                 _ROLLUP_KEY_LIMITS,
             ),
         )
@@ -150,12 +156,12 @@ def _tally(records: list[RequestRecord]) -> dict[RollupKey, _Tally]:
 
 def _tally_attempts(records: list[RequestRecord]) -> dict[AttemptKey, list[float]]:
     """[count, latency sum] per attempt rollup key; the hour is the request's."""
-    raw: dict[tuple[int, str, str, str], list[float]] = {}
+    raw: dict[tuple[int, str, str, str, str], list[float]] = {}
     for r in records:
         time_ms = int(r.started_at * 1000)
         hour_ms = time_ms - time_ms % HOUR_MS
         for a in r.trail:
-            tally = raw.get(key := (hour_ms, a.provider, a.model, a.outcome))
+            tally = raw.get(key := (hour_ms, a.provider, a.model, a.outcome, r.endpoint))
             if tally is None:
                 tally = raw[key] = [0, 0.0]
             tally[0] += 1

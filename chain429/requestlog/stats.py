@@ -19,6 +19,10 @@ merging. A percentile is interpolated linearly inside the bucket it falls in,
 so its error is at most that bucket's width; one above the last bound reports
 the last bound. `avg` is exact.
 
+Every question but a single request's takes an `endpoint` (chat, completions,
+embeddings) to count only the requests of that route; `endpoints` answers per
+route. The rollups key their rows by it, so filtering costs nothing more.
+
 A request counts as an error when its outcome is anything but "success"; both
 the rollup and the raw rows are classified by that one rule (the rollup's own
 `errors` column is not read), so whole hours and edges always agree.
@@ -80,6 +84,7 @@ __all__ = [
     "collect",
     "decode_cursor",
     "encode_cursor",
+    "endpoints",
     "parse_limit",
     "parse_range",
     "parse_time",
@@ -95,20 +100,12 @@ __all__ = [
 
 SUCCESS = "success"
 
-_DIMENSIONS = ("chain", "provider", "outcome")
+_DIMENSIONS = ("chain", "provider", "outcome", "endpoint")
 _STAR = peewee.SQL("*")
-# What the rollup query reads, in Totals.add's order after the four key columns.
-_ROLLUP_COLUMNS = (
-    "hour_ms",
-    "chain",
-    "provider",
-    "outcome",
-    "requests",
-    "attempts",
-    "prompt_tokens",
-    "completion_tokens",
-    "latency_sum_ms",
-)
+# What the rollup query reads: its key columns, then its sums in Totals.add's order
+# (the successes, counted from `requests` and `outcome`, come second).
+_ROLLUP_KEYS = ("hour_ms", "chain", "provider", "outcome", "endpoint")
+_ROLLUP_SUMS = ("requests", "attempts", "prompt_tokens", "completion_tokens", "latency_sum_ms")
 _ATTEMPT_ID = AttemptRow._meta.primary_key  # peewee's implicit auto id; ties keep insert order
 
 
@@ -231,7 +228,11 @@ def _raw_dimension(name: str) -> Any:
 
 
 def _raw_part(
-    since_ms: int, until_ms: int, dims: tuple[str, ...], bucket_ms: int | None
+    since_ms: int,
+    until_ms: int,
+    dims: tuple[str, ...],
+    bucket_ms: int | None,
+    endpoint: str | None = None,
 ) -> Iterator[tuple[Any, ...]]:
     keys = [_raw_dimension(d) for d in dims]
     if bucket_ms:
@@ -241,13 +242,19 @@ def _raw_part(
         .where((RequestRow.time_ms >= since_ms) & (RequestRow.time_ms < until_ms))
         .tuples()
     )
+    if endpoint is not None:
+        query = query.where(RequestRow.endpoint == endpoint)
     if keys:
         query = query.group_by(*_ordinals(keys))
     yield from query
 
 
 def _rollup_part(
-    first_hour_ms: int, end_hour_ms: int, dims: tuple[str, ...], bucket_ms: int | None
+    first_hour_ms: int,
+    end_hour_ms: int,
+    dims: tuple[str, ...],
+    bucket_ms: int | None,
+    endpoint: str | None = None,
 ) -> Iterator[tuple[Any, ...]]:
     # Histograms are summed inside the database, so 30 days of rollup rows come
     # back as a handful of rows. PostgreSQL re-parses `json` text at every `->>`:
@@ -257,8 +264,11 @@ def _rollup_part(
     postgres = is_postgres(_database())
     R = HourlyRollup
     hist = R.latency_histogram.cast("jsonb") if postgres else R.latency_histogram
-    inner = R.select(*(getattr(R, name) for name in _ROLLUP_COLUMNS), hist.alias("histogram"))
+    columns = (getattr(R, name) for name in (*_ROLLUP_KEYS, *_ROLLUP_SUMS))
+    inner = R.select(*columns, hist.alias("histogram"))
     inner = inner.where((R.hour_ms >= first_hour_ms) & (R.hour_ms < end_hour_ms))
+    if endpoint is not None:
+        inner = inner.where(R.endpoint == endpoint)
     if postgres:
         inner = inner.offset(0)  # SQLite, unfenced, flattens the subquery away
     src: Any = inner.alias("r")
@@ -276,7 +286,7 @@ def _rollup_part(
     sums = [
         fn.SUM(src.c.requests),
         fn.SUM(Case(None, [(src.c.outcome == SUCCESS, src.c.requests)], 0)),
-        *(fn.SUM(getattr(src.c, name)) for name in _ROLLUP_COLUMNS[5:]),
+        *(fn.SUM(getattr(src.c, name)) for name in _ROLLUP_SUMS[1:]),
     ]
     query: Any = peewee.Select([src], [*keys, *sums, *buckets]).bind(_database()).tuples()
     if keys:
@@ -290,9 +300,14 @@ def _whole_hours(since_ms: int, until_ms: int) -> tuple[int, int]:
 
 
 def collect(
-    since_ms: int, until_ms: int, dims: tuple[str, ...] = (), bucket_ms: int | None = None
+    since_ms: int,
+    until_ms: int,
+    dims: tuple[str, ...] = (),
+    bucket_ms: int | None = None,
+    endpoint: str | None = None,
 ) -> dict[tuple[Any, ...], Totals]:
-    """Totals per group: (bucket start if bucketed, then the named dimensions)."""
+    """Totals per group: (bucket start if bucketed, then the named dimensions); only
+    the requests of `endpoint`, when given."""
     assert all(d in _DIMENSIONS for d in dims)
     width = len(dims) + (1 if bucket_ms else 0)
     groups: dict[tuple[Any, ...], Totals] = {}
@@ -308,35 +323,39 @@ def collect(
     # Sub-hour buckets cannot come from hourly rows; such ranges are short (see timeseries).
     use_rollup = first_hour < end_hour and (bucket_ms is None or bucket_ms % HOUR_MS == 0)
     if use_rollup:
-        take(_rollup_part(first_hour, end_hour, dims, bucket_ms))
+        take(_rollup_part(first_hour, end_hour, dims, bucket_ms, endpoint))
         if since_ms < first_hour:
-            take(_raw_part(since_ms, first_hour, dims, bucket_ms))
+            take(_raw_part(since_ms, first_hour, dims, bucket_ms, endpoint))
         if end_hour < until_ms:
-            take(_raw_part(end_hour, until_ms, dims, bucket_ms))
+            take(_raw_part(end_hour, until_ms, dims, bucket_ms, endpoint))
     else:
-        take(_raw_part(since_ms, until_ms, dims, bucket_ms))
+        take(_raw_part(since_ms, until_ms, dims, bucket_ms, endpoint))
     return groups
 
 
-def _range_fields(since_ms: int, until_ms: int) -> dict[str, Any]:
-    return {
+def _range_fields(since_ms: int, until_ms: int, endpoint: str | None = None) -> dict[str, Any]:
+    fields: dict[str, Any] = {
         "since_ms": since_ms,
         "until_ms": until_ms,
         "since": iso(since_ms),
         "until": iso(until_ms),
     }
+    if endpoint is not None:
+        fields["endpoint"] = endpoint  # the filter the numbers are under
+    return fields
 
 
 # -- the questions -----------------------------------------------------------
 
 
-def summary(since_ms: int, until_ms: int) -> dict[str, Any]:
+def summary(since_ms: int, until_ms: int, endpoint: str | None = None) -> dict[str, Any]:
     """Totals over the range; `latency_ms.p50/p95` are histogram estimates."""
     with read_snapshot():
-        totals = collect(since_ms, until_ms).get((), Totals())  # no dimensions: one group
+        # No dimensions: one group.
+        totals = collect(since_ms, until_ms, endpoint=endpoint).get((), Totals())
     return {
         "object": "stats.summary",
-        **_range_fields(since_ms, until_ms),
+        **_range_fields(since_ms, until_ms, endpoint),
         "requests": totals.requests,
         "successes": totals.successes,
         "errors": totals.errors,
@@ -347,7 +366,9 @@ def summary(since_ms: int, until_ms: int) -> dict[str, Any]:
     }
 
 
-def _raw_attempts(since_ms: int, until_ms: int) -> Iterator[tuple[Any, ...]]:
+def _raw_attempts(
+    since_ms: int, until_ms: int, endpoint: str | None = None
+) -> Iterator[tuple[Any, ...]]:
     """(provider, outcome, count) from the trails of the requests in the range.
 
     Only ever asked for less than two hours (the edges around the rollup's
@@ -360,6 +381,8 @@ def _raw_attempts(since_ms: int, until_ms: int) -> Iterator[tuple[Any, ...]]:
     """
     A, R = AttemptRow, RequestRow
     in_range = (R.time_ms >= since_ms) & (R.time_ms < until_ms)
+    if endpoint is not None:
+        in_range &= R.endpoint == endpoint
     query: Any
     if is_postgres(_database()):
         trail = A.select(A.provider, A.outcome).where(A.request == R.id).offset(0).alias("trail")
@@ -370,20 +393,28 @@ def _raw_attempts(since_ms: int, until_ms: int) -> Iterator[tuple[Any, ...]]:
     yield from query.group_by(*_ordinals([A.provider, A.outcome])).tuples()
 
 
-def _rollup_attempts(first_hour_ms: int, end_hour_ms: int) -> Iterator[tuple[Any, ...]]:
+def _rollup_attempts(
+    first_hour_ms: int, end_hour_ms: int, endpoint: str | None = None
+) -> Iterator[tuple[Any, ...]]:
     """(provider, outcome, count) from the attempt rollup's whole hours."""
     H = HourlyAttemptRollup
+    in_range = (H.hour_ms >= first_hour_ms) & (H.hour_ms < end_hour_ms)
+    if endpoint is not None:
+        in_range &= H.endpoint == endpoint
     query: Any = (
         H.select(H.provider, H.outcome, fn.SUM(H.count))
-        .where((H.hour_ms >= first_hour_ms) & (H.hour_ms < end_hour_ms))
+        .where(in_range)
         .group_by(H.provider, H.outcome)
         .tuples()
     )
     yield from query
 
 
-def attempt_outcomes(since_ms: int, until_ms: int) -> dict[str, dict[str, int]]:
-    """Attempts per provider and outcome token, for the requests in the range."""
+def attempt_outcomes(
+    since_ms: int, until_ms: int, endpoint: str | None = None
+) -> dict[str, dict[str, int]]:
+    """Attempts per provider and outcome token, for the requests in the range (of
+    `endpoint`, when given)."""
     outcomes: dict[str, dict[str, int]] = {}
 
     def take(rows: Iterator[tuple[Any, ...]]) -> None:
@@ -394,17 +425,17 @@ def attempt_outcomes(since_ms: int, until_ms: int) -> dict[str, dict[str, int]]:
 
     first_hour, end_hour = _whole_hours(since_ms, until_ms)
     if first_hour < end_hour:
-        take(_rollup_attempts(first_hour, end_hour))
+        take(_rollup_attempts(first_hour, end_hour, endpoint))
         if since_ms < first_hour:
-            take(_raw_attempts(since_ms, first_hour))
+            take(_raw_attempts(since_ms, first_hour, endpoint))
         if end_hour < until_ms:
-            take(_raw_attempts(end_hour, until_ms))
+            take(_raw_attempts(end_hour, until_ms, endpoint))
     else:
-        take(_raw_attempts(since_ms, until_ms))
+        take(_raw_attempts(since_ms, until_ms, endpoint))
     return outcomes
 
 
-def providers(since_ms: int, until_ms: int) -> dict[str, Any]:
+def providers(since_ms: int, until_ms: int, endpoint: str | None = None) -> dict[str, Any]:
     """Per provider: the requests it answered, and every attempt made on it.
 
     A request is attributed to the provider that answered it (`requests.provider`);
@@ -413,8 +444,8 @@ def providers(since_ms: int, until_ms: int) -> dict[str, Any]:
     the requests in the range (the attempt rollup for whole hours).
     """
     with read_snapshot():
-        answered = collect(since_ms, until_ms, ("provider",))
-        outcomes = attempt_outcomes(since_ms, until_ms)
+        answered = collect(since_ms, until_ms, ("provider",), endpoint=endpoint)
+        outcomes = attempt_outcomes(since_ms, until_ms, endpoint)
     names = {key[0] for key in answered} | set(outcomes)
     rows = []
     for name in sorted(names, key=lambda n: (n == "", n)):
@@ -436,18 +467,22 @@ def providers(since_ms: int, until_ms: int) -> dict[str, Any]:
                 },
             }
         )
-    return {"object": "stats.providers", **_range_fields(since_ms, until_ms), "data": rows}
+    return {
+        "object": "stats.providers",
+        **_range_fields(since_ms, until_ms, endpoint),
+        "data": rows,
+    }
 
 
-def chains(since_ms: int, until_ms: int) -> dict[str, Any]:
-    """Per chain (`null`: requests that never reached one, e.g. an unknown model)."""
+def _per(dimension: str, since_ms: int, until_ms: int, endpoint: str | None) -> dict[str, Any]:
+    """One row per value of `dimension` (`null`: requests without one)."""
     with read_snapshot():
-        groups = collect(since_ms, until_ms, ("chain",))
+        groups = collect(since_ms, until_ms, (dimension,), endpoint=endpoint)
     rows = []
     for (name,), totals in sorted(groups.items(), key=lambda kv: (kv[0][0] == "", kv[0][0])):
         rows.append(
             {
-                "chain": name or None,
+                dimension: name or None,
                 "requests": totals.requests,
                 "successes": totals.successes,
                 "errors": totals.errors,
@@ -456,10 +491,26 @@ def chains(since_ms: int, until_ms: int) -> dict[str, Any]:
                 "latency_ms": totals.latency(),
             }
         )
-    return {"object": "stats.chains", **_range_fields(since_ms, until_ms), "data": rows}
+    return {
+        "object": f"stats.{dimension}s",
+        **_range_fields(since_ms, until_ms, endpoint),
+        "data": rows,
+    }
 
 
-def timeseries(since_ms: int, until_ms: int, bucket: str | None = None) -> dict[str, Any]:
+def chains(since_ms: int, until_ms: int, endpoint: str | None = None) -> dict[str, Any]:
+    """Per chain (`null`: requests that never reached one, e.g. an unknown model)."""
+    return _per("chain", since_ms, until_ms, endpoint)
+
+
+def endpoints(since_ms: int, until_ms: int) -> dict[str, Any]:
+    """Per proxied route: `chat`, `completions`, `embeddings` (those with requests)."""
+    return _per("endpoint", since_ms, until_ms, None)
+
+
+def timeseries(
+    since_ms: int, until_ms: int, bucket: str | None = None, endpoint: str | None = None
+) -> dict[str, Any]:
     """Per time bucket (UTC-aligned; the first and last may be cut by the range).
 
     Every bucket in the range is listed, empty ones with zeros, so a chart needs
@@ -467,7 +518,7 @@ def timeseries(since_ms: int, until_ms: int, bucket: str | None = None) -> dict[
     """
     bucket_ms = pick_bucket(since_ms, until_ms, bucket)
     with read_snapshot():
-        groups = collect(since_ms, until_ms, (), bucket_ms)
+        groups = collect(since_ms, until_ms, (), bucket_ms, endpoint)
     points = []
     start = since_ms // bucket_ms * bucket_ms
     while start < until_ms:
@@ -486,7 +537,7 @@ def timeseries(since_ms: int, until_ms: int, bucket: str | None = None) -> dict[
     name = next(k for k, v in BUCKETS_MS.items() if v == bucket_ms)
     return {
         "object": "stats.timeseries",
-        **_range_fields(since_ms, until_ms),
+        **_range_fields(since_ms, until_ms, endpoint),
         "bucket": name,
         "bucket_ms": bucket_ms,
         "data": points,
@@ -516,6 +567,7 @@ def requests(
     provider: str | None = None,
     status: int | None = None,
     outcome: str | None = None,
+    endpoint: str | None = None,
     limit: int = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> dict[str, Any]:
@@ -543,6 +595,7 @@ def requests(
         (RequestRow.provider, provider),
         (RequestRow.status, status),
         (RequestRow.outcome, outcome),
+        (RequestRow.endpoint, endpoint),
     ):
         if value is not None:
             query = query.where(column == value)

@@ -12,6 +12,18 @@ import peewee
 
 database_proxy = peewee.DatabaseProxy()
 
+
+def endpoint_field() -> peewee.CharField:
+    """The proxied route a row is about: chat, completions, embeddings (migration 5).
+
+    A default in the table too, not only in Python: rows an older version (or a
+    backfill) inserts without it were chat, the only route there was.
+    """
+    return peewee.CharField(
+        max_length=16, default="chat", constraints=[peewee.SQL("DEFAULT 'chat'")]
+    )
+
+
 # Upper bounds (ms) of the latency histogram buckets kept in HourlyRollup rows
 # (and used by /metrics); a last, open-ended bucket follows the final bound.
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
@@ -47,6 +59,7 @@ class RequestRow(BaseModel):
     client = peewee.CharField(null=True, max_length=64)  # a `clients:` name (migration 4)
     chain = peewee.CharField(null=True, max_length=200)
     route = peewee.CharField(null=True, max_length=16)  # why that chain (migration 3)
+    endpoint = endpoint_field()
     requested_model = peewee.CharField(null=True, max_length=200)
     provider = peewee.CharField(null=True, max_length=200)  # the entry that answered
     model = peewee.CharField(null=True, max_length=200)
@@ -62,7 +75,7 @@ class RequestRow(BaseModel):
     total_tokens = peewee.IntegerField(null=True)
     tokens_estimated = peewee.BooleanField(default=False)
     # Double precision: PostgreSQL's REAL (FloatField) keeps 7 digits, too few for money.
-    cost_usd = peewee.DoubleField(null=True)  # US dollars; null when unpriced (migration 7)
+    cost_usd = peewee.DoubleField(null=True)  # US dollars; null when unpriced (migration 6)
     # A default in the table too: a previous release's writer (instances upgraded
     # one by one against one PostgreSQL) inserts rows without this column.
     cost_estimated = peewee.BooleanField(default=False, constraints=[peewee.SQL("DEFAULT FALSE")])
@@ -96,7 +109,8 @@ class AttemptRow(BaseModel):
 
 
 class HourlyRollup(BaseModel):
-    """Per hour, chain, provider and outcome: what summaries and charts read at scale.
+    """Per hour, chain, provider, outcome and endpoint: what summaries and charts read
+    at scale.
 
     Latency percentiles cannot be summed, so each row keeps a histogram of
     latencies (counts per fixed bucket, as JSON) that merges by addition.
@@ -106,6 +120,7 @@ class HourlyRollup(BaseModel):
     chain = peewee.CharField(max_length=200, default="")
     provider = peewee.CharField(max_length=200, default="")  # "" when nobody answered
     outcome = peewee.CharField(max_length=40)
+    endpoint = endpoint_field()
     requests = peewee.IntegerField(default=0)
     errors = peewee.IntegerField(default=0)
     attempts = peewee.IntegerField(default=0)
@@ -118,11 +133,11 @@ class HourlyRollup(BaseModel):
 
     class Meta:
         table_name = "hourly_rollup"
-        indexes = ((("hour_ms", "chain", "provider", "outcome"), True),)
+        indexes = ((("hour_ms", "chain", "provider", "outcome", "endpoint"), True),)
 
 
 class HourlyAttemptRollup(BaseModel):
-    """Per hour, provider, model and outcome token: the attempt trails, counted.
+    """Per hour, provider, model, outcome token and endpoint: the attempt trails, counted.
 
     The hour is that of the request the attempt belongs to (`requests.time_ms`),
     not of the attempt itself, so a range selects the same trails whether it
@@ -133,16 +148,17 @@ class HourlyAttemptRollup(BaseModel):
     provider = peewee.CharField(max_length=200)
     model = peewee.CharField(max_length=200)
     outcome = peewee.CharField(max_length=40)  # "200", "429", "timeout", "skip:cooldown"
+    endpoint = endpoint_field()  # the request's
     count = peewee.IntegerField(default=0)
     latency_sum_ms = peewee.FloatField(default=0.0)  # skips (no latency) add nothing
 
     class Meta:
         table_name = "hourly_attempt_rollup"
-        indexes = ((("hour_ms", "provider", "model", "outcome"), True),)
+        indexes = ((("hour_ms", "provider", "model", "outcome", "endpoint"), True),)
 
 
 class HourlySpendRollup(BaseModel):
-    """Per hour, client, chain and provider: what priced answers cost (migration 7).
+    """Per hour, client, chain and provider: what priced answers cost (migration 6).
 
     Only requests with a cost (`requests.cost_usd` not null) are counted, so a
     30-day spend report reads hours, not requests. `client`, `chain` and

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from chain429.routing.budget import SpendHold, SpendPlan
+from chain429.routing.endpoints import Endpoint
 from chain429.routing.limits import Block, Reservation, StateStore
 from chain429.routing.outcome import BlockReason, CooldownPolicy, Kind, Outcome, Tried, classify
 from chain429.routing.runtime import EntryRuntime
@@ -46,11 +47,16 @@ async def post_and_classify(
     *,
     policy: CooldownPolicy,
     max_bytes: int,
+    endpoint: Endpoint = Endpoint.CHAT,
 ) -> Tried[UpstreamReply]:
-    """POST one non-streaming request to an entry, and classify its answer."""
+    """POST one non-streaming request on `endpoint` to an entry, and classify its answer."""
     try:
         reply = await upstream.post(
-            entry.url, entry.headers, payload, timeout_s=entry.timeout_s, max_bytes=max_bytes
+            entry.url_for(endpoint),
+            entry.headers,
+            payload,
+            timeout_s=entry.timeout_s,
+            max_bytes=max_bytes,
         )
     except UpstreamError as exc:
         return Tried(transport_failure(exc.kind, policy))
@@ -62,6 +68,7 @@ async def post_and_classify(
         now=time.time(),
         policy=policy,
         dialect=entry.dialect,
+        endpoint=endpoint,
     )
     return Tried(outcome, reply, reply.headers, reply.body)
 

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
-from chain429.routing import tokens
+from chain429.routing import endpoints
+from chain429.routing.endpoints import Endpoint
 from chain429.upstream.times import next_midnight
 
 if TYPE_CHECKING:
@@ -129,12 +130,17 @@ class SpendPlan:
         return BudgetDay.of(now, self.zone)
 
 
-def plan_spend(snapshot: Snapshot, request: dict[str, Any], client: str | None) -> SpendPlan | None:
+def plan_spend(
+    snapshot: Snapshot,
+    request: dict[str, Any],
+    client: str | None,
+    endpoint: Endpoint = Endpoint.CHAT,
+) -> SpendPlan | None:
     """The request's plan, or None when no budget applies to it (then nothing is held)."""
     caps = budget_caps(snapshot, client)
     if not caps:
         return None
-    prompt, completion = tokens.spend_estimate(request)
+    prompt, completion = endpoints.spend_estimate(endpoint, request)
     return SpendPlan(caps, prompt, completion, snapshot.config.settings.zone)
 
 

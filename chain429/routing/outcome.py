@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Generic, TypeVar
 
+from chain429.routing.endpoints import ROUTE, UPSTREAM_PATH, Endpoint, is_answer
 from chain429.upstream import provider_json
 from chain429.upstream.dialects import GENERIC, Dialect, read_body, read_headers
 from chain429.upstream.times import parse_duration, parse_retry_after
@@ -27,6 +28,9 @@ class Kind(StrEnum):
     UNHEALTHY = "unhealthy"  # 401/403/404 (bad key, unknown model), an oversized answer
     TRANSIENT = "transient"  # 5xx, timeouts, cut connections, junk bodies
     TOO_LARGE = "too_large"  # this request does not fit this entry; another may take it
+    # The entry does not serve this endpoint (no legacy `/completions` for its
+    # model): the next entry may, and its chat traffic is not to be cooled for it.
+    UNSUPPORTED = "unsupported"
     CLIENT_ERROR = "client_error"  # the request itself is wrong: no entry will take it
 
 
@@ -154,8 +158,10 @@ def classify(
     now: float,
     policy: CooldownPolicy,
     dialect: Dialect = GENERIC,
+    endpoint: Endpoint = Endpoint.CHAT,
 ) -> Outcome:
-    """Classify one upstream answer. `headers` must be case-insensitive (aiohttp's)."""
+    """Classify one upstream answer to a request on `endpoint`. `headers` must be
+    case-insensitive (aiohttp's)."""
     if error == TOO_LARGE_ANSWER:
         return Outcome(
             Kind.UNHEALTHY,
@@ -171,9 +177,11 @@ def classify(
         return Outcome(Kind.TRANSIENT, kind, reason=kind.replace("_", " "))
     token = str(status)
     if 200 <= status < 300:
-        if _is_chat_completion(body):
+        if is_answer(endpoint, provider_json.parse(body)):  # None for junk, too deep a nesting
             return Outcome(Kind.SUCCESS, token, status)
-        return Outcome(Kind.TRANSIENT, "invalid_body", status, reason="not a chat completion")
+        return Outcome(
+            Kind.TRANSIENT, "invalid_body", status, reason=f"not an answer of {ROUTE[endpoint]}"
+        )
     if status == 429:
         until, source = rate_limit_until(headers, body, now=now, policy=policy)
         return Outcome(
@@ -193,6 +201,16 @@ def classify(
     if status in (401, 403):
         until = now + policy.unhealthy_s
         return Outcome(Kind.UNHEALTHY, token, status, until, Scope.PROVIDER, "rejected the API key")
+    if status in (404, 405) and endpoint is Endpoint.COMPLETIONS:
+        # Many providers serve chat only (Groq, Gemini, OpenAI's chat models): the
+        # entry is fine, and the chat chain it belongs to still needs it, so no
+        # cooldown; the next entry may have the legacy route.
+        return Outcome(
+            Kind.UNSUPPORTED,
+            token,
+            status,
+            reason=f"no {UPSTREAM_PATH[endpoint]} for this model on this provider",
+        )
     if status == 404:
         until = now + policy.unhealthy_s
         return Outcome(Kind.UNHEALTHY, token, status, until, Scope.ENTRY, "unknown model or path")
@@ -231,11 +249,6 @@ def classify_stream_error(error: object, *, now: float, policy: CooldownPolicy) 
             _HINT_SOURCE[source],
         )
     return Outcome(Kind.TRANSIENT, "stream_error", reason="error event in the stream")
-
-
-def _is_chat_completion(body: bytes) -> bool:
-    data = provider_json.parse(body)  # None for junk and for too deep a nesting
-    return isinstance(data, dict) and isinstance(data.get("choices"), list) and "error" not in data
 
 
 def _is_context_length_error(body: bytes) -> bool:

@@ -1,6 +1,8 @@
 """`POST /v1/test/chain/<name>`: ask every entry of a chain on its own, once.
 
-Each entry gets a tiny request (a few tokens), whatever its cooldown says:
+Each entry gets a tiny request (a few tokens), whatever its cooldown says
+(an entry of an embeddings chain gets a one-word embedding request, never a
+stream):
 the point is to find out. What the answer teaches (cooldowns, header
 readings) goes into the rate-limit state like any other answer. A paused
 entry is not called (its result is `skip:paused`): a person said not to send
@@ -22,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from chain429.routing.attempts import post_and_classify
+from chain429.routing.endpoints import Endpoint
 from chain429.routing.limits import Reservation, StateStore, scope_keys
 from chain429.routing.outcome import BlockReason, Kind, Outcome, Tried
 from chain429.routing.runtime import ChainRuntime, EntryRuntime, Snapshot
@@ -33,6 +36,7 @@ PROBE: dict[str, Any] = {
     "messages": [{"role": "user", "content": "Reply with the word OK."}],
     "max_tokens": 5,
 }
+EMBEDDING_PROBE: dict[str, Any] = {"input": "OK"}
 TEXT_MAX = 2000  # characters of each answer a result carries
 
 OnEvent = Callable[[dict[str, Any]], Awaitable[None]]
@@ -40,8 +44,12 @@ OnText = Callable[[str], Awaitable[None]]
 
 
 def _answer_text(data: dict[str, Any]) -> str | None:
-    """The first choice's text of a chat completion, if it has one."""
+    """The first choice's text of a chat completion, if it has one; for an embedding,
+    its size (`1024 dimensions`)."""
     try:
+        if "data" in data:
+            vector = data["data"][0]["embedding"]
+            return f"{len(vector)} dimensions" if isinstance(vector, list) else None
         content = data["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
         return None
@@ -51,17 +59,20 @@ def _answer_text(data: dict[str, Any]) -> str | None:
 async def _ask(
     upstream: Upstream, snapshot: Snapshot, entry: EntryRuntime
 ) -> Tried[dict[str, Any]]:
-    payload = json.dumps({**PROBE, "model": entry.model}).encode()
+    embeds = entry.kind == "embeddings"
+    probe = EMBEDDING_PROBE if embeds else PROBE
+    payload = json.dumps({**probe, "model": entry.model}).encode()
     tried = await post_and_classify(
         upstream,
         entry,
         payload,
         policy=snapshot.policy,
         max_bytes=snapshot.config.settings.max_upstream_body_bytes,
+        endpoint=Endpoint.EMBEDDINGS if embeds else Endpoint.CHAT,
     )
     data: dict[str, Any] = {}
     if tried.outcome.kind is Kind.SUCCESS and tried.result is not None:
-        data = provider_json.parse(tried.result.body)  # a chat completion: classify parsed it
+        data = provider_json.parse(tried.result.body)  # an answer: classify parsed it
         data["text"] = _answer_text(data)
     return Tried(tried.outcome, data, tried.headers, tried.body[:4096])
 
@@ -122,7 +133,7 @@ async def probe_chain(
                 await on_event({"type": "result", "index": index, **skipped})
             return skipped
         started = time.perf_counter()
-        if stream:
+        if stream and entry.kind == "chat":  # an embedding has nothing to stream
 
             async def on_text(text: str) -> None:
                 if on_event is not None:

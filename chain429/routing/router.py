@@ -18,10 +18,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
+from chain429.config.model import ChainKind
 from chain429.requestlog.records import AttemptRecord, is_call
-from chain429.routing import tokens
+from chain429.routing import endpoints
 from chain429.routing.attempts import ask_entry, post_and_classify
 from chain429.routing.budget import SpendPlan, plan_spend
+from chain429.routing.endpoints import Endpoint
 from chain429.routing.limits import Block, Reservation, StateStore
 from chain429.routing.outcome import BlockReason, CooldownPolicy, Kind, Outcome, Tried
 from chain429.routing.queueing import QueueError, Queues
@@ -354,6 +356,7 @@ class Router:
         trace: Trace,
         max_wait_s: float | None = None,
         spend: SpendPlan | None = None,
+        endpoint: Endpoint = Endpoint.CHAT,
     ) -> Answer[T]:
         """Walk the chain; in queue mode, wait in line for a recovery and walk again.
 
@@ -370,7 +373,9 @@ class Router:
         deadline = started + allowed_s
         # Retries' pauses and short waits stay within the client's wait (or the queue's).
         walk_deadline = deadline if settings.queue_mode or max_wait_s is not None else None
-        walk = self._walker(snapshot, chain, request, attempt, trace, walk_deadline, spend)
+        walk = self._walker(
+            snapshot, chain, request, attempt, trace, walk_deadline, spend, endpoint
+        )
         answer = await walk()
         if answer.entry is not None or not settings.queue_mode or not trace.only_rate_limits:
             return answer
@@ -410,6 +415,7 @@ class Router:
         trace: Trace,
         deadline: float | None = None,
         spend: SpendPlan | None = None,
+        endpoint: Endpoint = Endpoint.CHAT,
     ) -> Callable[[], Awaitable[Answer[T]]]:
         """One walk of the chain, waiting for a free entry rather than paying.
 
@@ -419,7 +425,7 @@ class Router:
         rather than paid for.
         """
         paid_wait_s = snapshot.config.settings.wait_before_paid_ms / 1000
-        need_tokens = tokens.reservation(request)
+        need_tokens = endpoints.reservation(endpoint, request)
         budget = snapshot.config.settings.max_attempts_per_request
 
         async def walk() -> Answer[T]:
@@ -451,13 +457,17 @@ class Router:
         return walk
 
     @staticmethod
-    def pick_chain(snapshot: Snapshot, model: object) -> tuple[ChainRuntime, Route] | None:
-        """The chain `model` selects, and why (docs/api.md, "Choosing a chain").
+    def pick_chain(
+        snapshot: Snapshot, model: object, kind: ChainKind = "chat"
+    ) -> tuple[ChainRuntime, Route] | None:
+        """The chain `model` selects for a request that `kind` of chain serves, and why
+        (docs/api.md, "Choosing a chain").
 
         A chain's name picks it; an alias picks the chain it names (before an
         entry model of the same name: the alias was written to catch it); an
-        entry model picks every entry serving it; anything else gets the default
-        chain, or nothing when models are strict.
+        entry model picks every entry serving it, whatever their kind (the caller
+        refuses the wrong one by name); anything else gets the default chain if it
+        is of `kind`, or nothing when models are strict.
         """
         if isinstance(model, str):
             if model in snapshot.chains:
@@ -466,9 +476,10 @@ class Router:
                 return snapshot.aliases[model], "alias"
             if model in snapshot.model_chains:
                 return snapshot.model_chains[model], "model"
-        if snapshot.config.settings.strict_models or snapshot.default_chain is None:
+        default = snapshot.default_chain
+        if snapshot.config.settings.strict_models or default is None or default.kind != kind:
             return None
-        return snapshot.default_chain, "default"
+        return default, "default"
 
     async def stream(
         self,
@@ -478,17 +489,18 @@ class Router:
         trace: Trace,
         max_wait_s: float | None = None,
         client: str | None = None,
+        endpoint: Endpoint = Endpoint.CHAT,
     ) -> Reply | StreamStart:
         """Walk the chain until an entry sends its first token; the caller relays the rest.
         `client` (a `clients:` name) brings its own paid budget."""
         retry_max_wait = snapshot.config.settings.client_retry_max_wait_ms / 1000
-        spend = plan_spend(snapshot, request, client)
+        spend = plan_spend(snapshot, request, client, endpoint)
         session = StreamSession(
-            snapshot, chain, request, self.upstream, self.waterfall.state, trace, spend
+            snapshot, chain, request, self.upstream, self.waterfall.state, trace, spend, endpoint
         )
         try:
             answer = await self._walk(
-                snapshot, chain, request, session.open_entry, trace, max_wait_s, spend
+                snapshot, chain, request, session.open_entry, trace, max_wait_s, spend, endpoint
             )
         except QueueError as err:
             return exhausted(chain, trace, retry_max_wait, err.code, err.message)
@@ -511,8 +523,10 @@ class Router:
         trace: Trace,
         max_wait_s: float | None = None,
         client: str | None = None,
+        endpoint: Endpoint = Endpoint.CHAT,
     ) -> Reply:
-        """Run one non-streaming chat completion down the chain; `client` as for `stream`."""
+        """Run one non-streaming request on `endpoint` down the chain; `client` as for
+        `stream`."""
         policy = snapshot.policy
         if "stream_options" in request:  # OpenAI refuses it without `stream: true`
             request = {key: value for key, value in request.items() if key != "stream_options"}
@@ -522,12 +536,14 @@ class Router:
         async def attempt(entry: EntryRuntime) -> Tried[UpstreamReply]:
             payload = json.dumps({**request, "model": entry.model}).encode()
             return await post_and_classify(
-                self.upstream, entry, payload, policy=policy, max_bytes=max_bytes
+                self.upstream, entry, payload, policy=policy, max_bytes=max_bytes, endpoint=endpoint
             )
 
         try:
-            spend = plan_spend(snapshot, request, client)
-            answer = await self._walk(snapshot, chain, request, attempt, trace, max_wait_s, spend)
+            spend = plan_spend(snapshot, request, client, endpoint)
+            answer = await self._walk(
+                snapshot, chain, request, attempt, trace, max_wait_s, spend, endpoint
+            )
         except QueueError as err:
             return exhausted(chain, trace, retry_max_wait, err.code, err.message)
         if answer.entry is None or answer.result is None or answer.outcome is None:
@@ -536,7 +552,7 @@ class Router:
         headers = trace.headers(answer.entry.label)
         if answer.outcome.kind is Kind.CLIENT_ERROR:
             return Reply(status, body, headers, "client_error", answer.entry)
-        if snapshot.config.settings.normalize_responses:
+        if snapshot.config.settings.normalize_responses and endpoint is Endpoint.CHAT:
             body = normalize_reasoning(body)
         return Reply(status, body, headers, "success", answer.entry)
 

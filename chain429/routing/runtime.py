@@ -12,8 +12,9 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from chain429.config.model import Chain, Config, Price, RateLimits
+from chain429.config.model import Chain, ChainKind, Config, Price, RateLimits
 from chain429.config.sections import resolve_retry
+from chain429.routing.endpoints import ROUTE, UPSTREAM_PATH, Endpoint, serving
 from chain429.routing.outcome import CooldownPolicy
 from chain429.upstream.client import request_headers
 from chain429.upstream.dialects import Dialect
@@ -25,7 +26,7 @@ class EntryRuntime:
     provider_id: str
     model: str
     label: str  # "<provider id>/<model>", as the trace and headers name it
-    url: str
+    url: str  # where chat completions are asked: `url_for` names the other endpoints'
     headers: dict[str, str] = field(repr=False)  # carries the provider key: never log
     stream_headers: dict[str, str] = field(repr=False)
     timeout_s: float
@@ -39,12 +40,25 @@ class EntryRuntime:
     # Same-entry retry policy (settings.retry, overridden by the provider's, then the entry's).
     retry_attempts: int = 0  # extra calls after a transient failure
     short_wait_s: float = 0.0  # a 429 recovering within this is waited for
+    kind: ChainKind = "chat"  # its chain's: what it serves (chain429.routing.endpoints)
+    base_url: str = ""  # the provider's, up to `/v1`
+
+    def url_for(self, endpoint: Endpoint) -> str:
+        """Where this entry is asked a request on `endpoint`."""
+        if endpoint is Endpoint.CHAT:
+            return self.url
+        return self.base_url + UPSTREAM_PATH[endpoint]
 
 
 @dataclass(frozen=True, slots=True)
 class ChainRuntime:
     name: str
     entries: tuple[EntryRuntime, ...]
+
+    @property
+    def kind(self) -> ChainKind:
+        """What the chain serves; its entries all come from chains of this kind."""
+        return self.entries[0].kind if self.entries else "chat"
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,7 @@ class Snapshot:
     aliases: dict[str, ChainRuntime]
     # An entry model that names no chain (nor alias) selects every entry serving it,
     # in config order: `llama-3.3-70b-versatile` fails over across its providers.
+    # Its entries come from chains of one kind: the kind it was first seen in.
     model_chains: dict[str, ChainRuntime]
     default_chain: ChainRuntime | None
     policy: CooldownPolicy
@@ -81,7 +96,10 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
     for chain_runtime in chains.values():
         for entry in chain_runtime.entries:
             if entry.model not in chains and entry.model not in aliases:
-                by_model.setdefault(entry.model, {}).setdefault(entry.label, entry)
+                found = by_model.setdefault(entry.model, {})
+                first = next(iter(found.values()), entry)
+                if entry.kind == first.kind:  # a chat and an embedding model of one name
+                    found.setdefault(entry.label, entry)
     loaded_at = time.time()
     return Snapshot(
         config=config,
@@ -127,6 +145,7 @@ def _chain_runtime(config: Config, chain: Chain) -> ChainRuntime:
     entries = []
     for entry in chain.entries:
         provider = config.provider(entry.provider)
+        base_url = provider.resolved_base_url
         timeout_ms = provider.timeout or settings.request_timeout_ms
         headers = request_headers(provider.api_key, dict(provider.headers))
         prefill = entry.supports_prefill
@@ -138,7 +157,7 @@ def _chain_runtime(config: Config, chain: Chain) -> ChainRuntime:
                 provider_id=provider.id,
                 model=entry.model,
                 label=f"{provider.id}/{entry.model}",
-                url=f"{provider.resolved_base_url}/chat/completions",
+                url=base_url + UPSTREAM_PATH[Endpoint.CHAT],
                 headers=headers,
                 stream_headers={**headers, "accept": "text/event-stream"},
                 timeout_s=timeout_ms / 1000,
@@ -151,6 +170,8 @@ def _chain_runtime(config: Config, chain: Chain) -> ChainRuntime:
                 price=entry.price or provider.price,
                 retry_attempts=attempts,
                 short_wait_s=short_wait_ms / 1000,
+                kind=chain.kind,
+                base_url=base_url,
             )
         )
     return ChainRuntime(chain.name, tuple(entries))
@@ -159,7 +180,8 @@ def _chain_runtime(config: Config, chain: Chain) -> ChainRuntime:
 def _models_body(config: Config, created: int) -> bytes:
     """OpenAI's model list of what `model` may name: every chain, every alias (with the
     chain it names), then each entry model (an implicit chain of the entries serving
-    it); `kind` says which."""
+    it); `kind` says which, `chain_kind` what it serves (`chat` or `embeddings`),
+    `endpoints` the routes that take it."""
     data: list[dict[str, object]] = [
         {
             "id": chain.name,
@@ -167,9 +189,12 @@ def _models_body(config: Config, created: int) -> bytes:
             "created": created,
             "owned_by": "chain429",
             "kind": "chain",
+            "chain_kind": chain.kind,
+            "endpoints": [ROUTE[e] for e in serving(chain.kind)],
         }
         for chain in config.chains
     ]
+    kind_of = {c.name: c.kind for c in config.chains}
     data += [
         {
             "id": alias,
@@ -178,26 +203,30 @@ def _models_body(config: Config, created: int) -> bytes:
             "owned_by": "chain429",
             "kind": "alias",
             "chain": chain,
+            "chain_kind": kind_of.get(chain, "chat"),
+            "endpoints": [ROUTE[e] for e in serving(kind_of.get(chain, "chat"))],
         }
         for alias, chain in config.aliases.items()
     ]
-    named = {c.name for c in config.chains} | set(config.aliases)
-    providers: dict[str, list[str]] = {}
+    providers: dict[str, tuple[ChainKind, list[str]]] = {}
+    names = {c.name for c in config.chains} | set(config.aliases)
     for chain in config.chains:
         for entry in chain.entries:
-            if entry.model not in named:
-                serving = providers.setdefault(entry.model, [])
-                if entry.provider not in serving:
-                    serving.append(entry.provider)
-    for model, serving in providers.items():
+            if entry.model not in names:
+                kind, listed = providers.setdefault(entry.model, (chain.kind, []))
+                if kind == chain.kind and entry.provider not in listed:
+                    listed.append(entry.provider)
+    for model, (kind, listed) in providers.items():
         data.append(
             {
                 "id": model,
                 "object": "model",
                 "created": created,
-                "owned_by": serving[0],
+                "owned_by": listed[0],
                 "kind": "model",
-                "providers": serving,
+                "chain_kind": kind,
+                "endpoints": [ROUTE[e] for e in serving(kind)],
+                "providers": listed,
             }
         )
     return json.dumps({"object": "list", "data": data}).encode()

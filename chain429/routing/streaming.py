@@ -8,7 +8,10 @@ entry, or be retried on the same one, unseen. After it, chunks are relayed as
 they arrive; a stream that then dies ends with one `data: {"error": ...}` event
 and no `[DONE]`, so OpenAI SDKs raise instead of returning half an answer,
 unless `midStream: continue` finishes the answer on a later entry
-(chain429.routing.continuation).
+(chain429.routing.continuation; chat only).
+
+Legacy completions (`/v1/completions`) stream through the same session: their
+`text_completion` chunks carry `choices[].text` where chat's carry a delta.
 
 What a provider can make us hold or wait for is bounded: before the commit
 point the body (`maxUpstreamBodyBytes`) and each event (`maxSseEventBytes`),
@@ -28,10 +31,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from chain429.routing import tokens
+from chain429.routing import endpoints, tokens
 from chain429.routing.attempts import transport_failure
 from chain429.routing.budget import SpendPlan
 from chain429.routing.continuation import Trail, note_interrupted, take_over
+from chain429.routing.endpoints import Endpoint
 from chain429.routing.limits import Reservation, StateStore
 from chain429.routing.outcome import (
     TOO_LARGE_ANSWER,
@@ -155,6 +159,10 @@ class ChunkReader:
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
+            completed = choice.get("text")  # a legacy completion's chunk
+            if isinstance(completed, str) and completed:
+                self._keep(completed)
+                content = True
             delta = choice.get("delta")
             if isinstance(delta, dict):
                 text = delta.get("content")
@@ -227,8 +235,10 @@ class StreamSession:
         state: StateStore,
         trace: Trail | None = None,
         spend: SpendPlan | None = None,
+        endpoint: Endpoint = Endpoint.CHAT,
     ) -> None:
         settings = snapshot.config.settings
+        self.endpoint = endpoint
         self.trace = trace  # the request's attempt trail: continuations add to it
         self.spend = spend  # the request's paid budgets: a paid continuation is held too
         self.snapshot = snapshot
@@ -243,7 +253,8 @@ class StreamSession:
         self.max_event_bytes = settings.max_sse_event_bytes
         self.ends_at: float | None = None  # loop time: the streamMaxDurationMs deadline
         self.normalize = settings.normalize_responses
-        self.continue_mid_stream = settings.mid_stream == "continue"
+        # A continuation prefills an assistant message: chat has one to prefill.
+        self.continue_mid_stream = settings.mid_stream == "continue" and endpoint is Endpoint.CHAT
         self.client_wants_usage = _client_wants_usage(request)
         self.stats = StreamStats()
         # Entries that took over mid-answer: their slots are freed when the relay ends.
@@ -254,7 +265,12 @@ class StreamSession:
     def _payload(self, entry: EntryRuntime, request: dict[str, Any]) -> tuple[bytes, bool]:
         """The upstream body, and whether we added a usage request the client did not make."""
         payload = {**request, "model": entry.model}
-        added = entry.asks_stream_usage and not self.client_wants_usage
+        # Presets say what their chat route accepts; a legacy one is asked nothing extra.
+        added = (
+            entry.asks_stream_usage
+            and not self.client_wants_usage
+            and self.endpoint is Endpoint.CHAT
+        )
         if added:
             payload["stream_options"] = {
                 **(request.get("stream_options") or {}),
@@ -275,7 +291,7 @@ class StreamSession:
         try:
             async with asyncio.timeout_at(deadline):
                 stream = await self.upstream.open_stream(
-                    entry.url,
+                    entry.url_for(self.endpoint),
                     entry.stream_headers,
                     payload,
                     timeout_s=min(entry.timeout_s, self.first_token_s),
@@ -299,6 +315,7 @@ class StreamSession:
                         now=time.time(),
                         policy=policy,
                         dialect=entry.dialect,
+                        endpoint=self.endpoint,
                     )
                     if outcome.kind is Kind.CLIENT_ERROR:
                         return Tried(outcome, Rejected(stream.status, body), headers, body)
@@ -517,6 +534,6 @@ class StreamSession:
             self.stats.completion_tokens = usage["completion_tokens"]
             return
         # No usage from the provider: estimate, and say so.
-        self.stats.prompt_tokens = tokens.prompt_tokens(self.request["messages"])
+        self.stats.prompt_tokens = endpoints.prompt_tokens(self.endpoint, self.request)
         self.stats.completion_tokens = tokens.text_tokens(reader.chars)
         self.stats.tokens_estimated = True

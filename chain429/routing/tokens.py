@@ -19,9 +19,9 @@ __all__ = [
     "CHARS_PER_TOKEN",
     "UNSTATED_COMPLETION_TOKENS",
     "asked_completion",
+    "input_tokens",
     "prompt_tokens",
     "reservation",
-    "spend_estimate",
     "text_tokens",
 ]
 
@@ -55,22 +55,31 @@ def prompt_tokens(messages: Iterable[Any]) -> int:
     return max(1, text_tokens(chars))
 
 
+def input_tokens(value: Any) -> int:
+    """The tokens a legacy completion's `prompt` or an embedding's `input` is about (at
+    least 1): text by its characters, a list of token ids one token each."""
+    items = value if isinstance(value, list) else [value]
+    chars = ids = 0
+    for item in items:
+        if isinstance(item, str):
+            chars += len(item)
+        elif isinstance(item, int):
+            ids += 1
+        elif isinstance(item, list):
+            ids += len(item)
+    return max(1, text_tokens(chars) + ids)
+
+
 def asked_completion(request: dict[str, Any]) -> int:
     """The completion tokens the request allows (`max_completion_tokens`, `max_tokens`), or 0."""
     completion = request.get("max_completion_tokens") or request.get("max_tokens") or 0
     return int(completion) if isinstance(completion, int | float) else 0
 
 
-def reservation(request: dict[str, Any]) -> int:
-    """What a request will cost a token quota: its prompt, plus the completion it may
-    ask for, which providers such as Cerebras count up front."""
-    return prompt_tokens(request["messages"]) + asked_completion(request)
-
-
-def spend_estimate(request: dict[str, Any]) -> tuple[int, int]:
-    """(prompt, completion) tokens a paid call is held to before it is sent: the prompt's
-    estimate, and the completion it allows, else `UNSTATED_COMPLETION_TOKENS`."""
-    return (
-        prompt_tokens(request["messages"]),
-        asked_completion(request) or UNSTATED_COMPLETION_TOKENS,
-    )
+def reservation(request: dict[str, Any], prompt: int | None = None) -> int:
+    """What a request will cost a token quota: its prompt (`prompt` tokens, or its chat
+    messages'), plus the completion it may ask for, which providers such as Cerebras
+    count up front."""
+    if prompt is None:
+        prompt = prompt_tokens(request["messages"])
+    return prompt + asked_completion(request)

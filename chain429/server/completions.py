@@ -1,5 +1,12 @@
-"""The proxy API: `POST /v1/chat/completions` (one request, from its body to its
-log record) and `GET /v1/models` (the chains and entry models it accepts).
+"""The proxy API: `POST /v1/chat/completions`, `/v1/completions` and
+`/v1/embeddings` (one request, from its body to its log record) and
+`GET /v1/models` (the chains and entry models it accepts).
+
+The three routes are one flow, parameterised by the endpoint
+(chain429.routing.endpoints): the body is checked (chain429.server.proxy_bodies),
+the chain picked, and a request naming a chain of the other kind (an
+embeddings chain on a chat route, a chat chain on `/v1/embeddings`) is a 400
+`wrong_endpoint` before any provider is asked.
 
 Every request, answered or not, leaves one `RequestRecord` (with its attempt
 trail) that is counted in the metrics and handed to the request log without
@@ -10,7 +17,6 @@ line about the request carries it, and the client gets it as `X-Request-Id`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -19,89 +25,27 @@ from typing import Any
 from sanic import Blueprint
 from sanic.response import HTTPResponse, raw
 
+from chain429.config.model import ChainKind
 from chain429.requestlog.records import RequestRecord, new_request_id
-from chain429.routing import tokens
+from chain429.routing import endpoints
 from chain429.routing.continuation import CONTINUED
+from chain429.routing.endpoints import CHAIN_KIND, ROUTE, Endpoint, serving
 from chain429.routing.limits import Reservation, StateStoreUnavailable
-from chain429.routing.router import Reply, Router, StreamStart, Trace
+from chain429.routing.router import Reply, Route, Router, StreamStart, Trace
+from chain429.routing.runtime import ChainRuntime, Snapshot
 from chain429.routing.streaming import StreamStats
 from chain429.server import logs
 from chain429.server.auth import Scope, authorize, requires
 from chain429.server.context import App, AppRequest
 from chain429.server.errors import ApiError
 from chain429.server.guard import JSON_BODY
-from chain429.upstream import provider_json
+from chain429.server.proxy_bodies import parse_request
 
 log = logging.getLogger("chain429.requests")
 
 JSON = "application/json"
 # Proxies in front of us (nginx) must not buffer a stream, nor caches keep one.
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-# No model writes a million tokens in one answer; anything above is a mistake.
-MAX_TOKENS = 1_000_000
-
-_PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
-_COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
-
-
-def parse_chat_request(body: bytes) -> dict[str, Any]:
-    """The client's JSON, checked enough that no provider is asked with junk."""
-    if not body:
-        raise ApiError(400, "The request body is empty; send a JSON chat completion request.")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"The request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ApiError(400, "The request body is nested too deeply.") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "The request body must be a JSON object.")
-    messages = data.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "'messages' must be a non-empty list.", param="messages")
-    for message in messages:
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise ApiError(
-                400, "Each item of 'messages' must be an object with a 'role'.", param="messages"
-            )
-        if not isinstance(message.get("content"), str | list | None):
-            raise ApiError(
-                400, "A message's 'content' must be a string or a list of parts.", param="messages"
-            )
-        if not isinstance(message.get("tool_calls", []), list):
-            raise ApiError(400, "A message's 'tool_calls' must be a list.", param="messages")
-    options = data.get("stream_options")
-    if options is not None and not (
-        isinstance(options, dict) and isinstance(options.get("include_usage", False), bool)
-    ):
-        raise ApiError(
-            400,
-            "'stream_options' must be an object whose 'include_usage' is true or false.",
-            param="stream_options",
-        )
-    if "stream" in data and not isinstance(data["stream"], bool | None):
-        raise ApiError(400, "'stream' must be true or false.", param="stream")
-    if "model" in data and not isinstance(data["model"], str):
-        raise ApiError(400, "'model' must be a string.", param="model")
-    tools = data.get("tools")
-    if tools is not None and not (
-        isinstance(tools, list) and all(isinstance(tool, dict) for tool in tools)
-    ):
-        raise ApiError(400, "'tools' must be a list of objects.", param="tools")
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = data.get(name)
-        # They size the token reservation of every quota the request draws on:
-        # a negative one would hand quota back, a huge one block a window.
-        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-        if value is not None and (
-            not whole or isinstance(value, bool) or not 1 <= value <= MAX_TOKENS
-        ):
-            raise ApiError(
-                400, f"'{name}' must be a whole number from 1 to {MAX_TOKENS}.", param=name
-            )
-    return data
-
 
 # Plain decimal seconds: no sign, exponent, `inf` or `nan` (float() takes them all).
 MAX_WAIT_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
@@ -148,22 +92,14 @@ def _charge(record: RequestRecord, answered: Reservation) -> float | None:
     return None
 
 
-def _count_tokens(record: RequestRecord, request: dict[str, Any], body: bytes) -> None:
+def _count_tokens(
+    record: RequestRecord, endpoint: Endpoint, request: dict[str, Any], body: bytes
+) -> None:
     """Tokens from the provider's usage; an estimate (chain429.routing.tokens) without it."""
-    # A regex, not a parse: the success body is relayed as it came, never decoded.
-    prompt, completion = _PROMPT_TOKENS.search(body), _COMPLETION_TOKENS.search(body)
-    if prompt and completion:
-        record.prompt_tokens, record.completion_tokens = int(prompt[1]), int(completion[1])
-    else:
-        try:
-            choices = provider_json.parse(body).get("choices") or []
-            text = "".join(str((c.get("message") or {}).get("content") or "") for c in choices)
-        except AttributeError:  # not an object (None when not JSON), or odd choices
-            text = ""
-        record.prompt_tokens = tokens.prompt_tokens(request.get("messages") or ())
-        record.completion_tokens = tokens.text_tokens(len(text))
-        record.tokens_estimated = True
-    record.total_tokens = record.prompt_tokens + record.completion_tokens
+    prompt, completion, estimated = endpoints.count_tokens(endpoint, request, body)
+    record.prompt_tokens, record.completion_tokens = prompt, completion
+    record.tokens_estimated = estimated
+    record.total_tokens = prompt + completion
 
 
 proxy_routes = Blueprint("proxy")
@@ -175,21 +111,31 @@ async def models(request: AppRequest) -> HTTPResponse:
     return raw(request.app.ctx.snapshot.models_body, 200, None, JSON)
 
 
-@proxy_routes.post("/v1/chat/completions", ctx_body=JSON_BODY)
+# The key is checked inside (not by `requires`) so a refused key is a logged request too.
+@proxy_routes.post(ROUTE[Endpoint.CHAT], ctx_body=JSON_BODY)
 async def chat_completions(request: AppRequest) -> HTTPResponse | None:
-    # The key is checked inside (not by `requires`) so a refused key is a logged request too.
-    return await handle_chat(request.app, request)
+    return await handle_proxied(request.app, request, Endpoint.CHAT)
 
 
-async def handle_chat(app: App, request: AppRequest) -> HTTPResponse | None:
+@proxy_routes.post(ROUTE[Endpoint.COMPLETIONS], ctx_body=JSON_BODY)
+async def completions(request: AppRequest) -> HTTPResponse | None:
+    return await handle_proxied(request.app, request, Endpoint.COMPLETIONS)
+
+
+@proxy_routes.post(ROUTE[Endpoint.EMBEDDINGS], ctx_body=JSON_BODY)
+async def embeddings(request: AppRequest) -> HTTPResponse | None:
+    return await handle_proxied(request.app, request, Endpoint.EMBEDDINGS)
+
+
+async def handle_proxied(app: App, request: AppRequest, endpoint: Endpoint) -> HTTPResponse | None:
     if app.ctx.draining:
         request.stream.keep_alive = False  # type: ignore[union-attr]  # shutting down
-    record = RequestRecord(new_request_id(), time.time())
+    record = RequestRecord(new_request_id(), time.time(), endpoint=endpoint.value)
     trace = Trace(record.trail)
     token = logs.request_id.set(record.id)
     started = time.perf_counter()
     try:
-        return await _handle(app, request, record, trace, started)
+        return await _handle(app, request, endpoint, record, trace, started)
     except ApiError as err:
         record.status = err.status
         record.outcome = err.code or "bad_request"
@@ -225,39 +171,79 @@ async def handle_chat(app: App, request: AppRequest) -> HTTPResponse | None:
         logs.request_id.reset(token)
 
 
-async def _handle(
-    app: App, request: AppRequest, record: RequestRecord, trace: Trace, started: float
-) -> HTTPResponse | None:
-    snapshot = app.ctx.snapshot  # this request keeps it, whatever reloads
-    record.key_label = authorize(request, snapshot, Scope.PROXY)
-    body = parse_chat_request(request.body)
-    model = body.get("model")
-    record.requested_model = model if isinstance(model, str) else None
-    record.stream = body.get("stream") is True
-    picked = Router.pick_chain(snapshot, model)
+def _chains_of(snapshot: Snapshot, kind: ChainKind) -> str:
+    return ", ".join(name for name, chain in snapshot.chains.items() if chain.kind == kind)
+
+
+def _takes(snapshot: Snapshot, endpoint: Endpoint) -> str:
+    kind = CHAIN_KIND[endpoint]
+    return f"{ROUTE[endpoint]} takes {kind} chains: {_chains_of(snapshot, kind) or 'none'}."
+
+
+def _pick(snapshot: Snapshot, endpoint: Endpoint, model: object) -> tuple[ChainRuntime, Route]:
+    """The chain `model` names for this request, or a 404 `model_not_found`."""
+    picked = Router.pick_chain(snapshot, model, CHAIN_KIND[endpoint])
     if picked is None:
         raise ApiError(
             404,
             f"The model '{model}' is not a chain, an alias or an entry model of this proxy; "
-            f"chains: {', '.join(snapshot.chains) or 'none'}.",
+            + _takes(snapshot, endpoint),
             code="model_not_found",
             param="model",
         )
-    chain, record.route = picked
-    record.chain = chain.name
+    return picked
+
+
+def _check_kind(
+    snapshot: Snapshot, endpoint: Endpoint, model: object, chain: ChainRuntime, route: Route
+) -> None:
+    """A chain of the other kind (an embeddings chain on a chat route, a chat chain on
+    /v1/embeddings) is a 400 `wrong_endpoint` (docs/api.md#endpoints-and-chain-kinds)."""
+    if chain.kind != CHAIN_KIND[endpoint]:
+        named = "chain" if route == "chain" else "model"  # an entry model names its chains
+        routes = " or ".join(ROUTE[e] for e in serving(chain.kind))
+        raise ApiError(
+            400,
+            f"'{model}' is {'an' if chain.kind == 'embeddings' else 'a'} {chain.kind} {named}: "
+            f"send it to {routes}. {_takes(snapshot, endpoint)}",
+            code="wrong_endpoint",
+            param="model",
+        )
+
+
+async def _handle(
+    app: App,
+    request: AppRequest,
+    endpoint: Endpoint,
+    record: RequestRecord,
+    trace: Trace,
+    started: float,
+) -> HTTPResponse | None:
+    snapshot = app.ctx.snapshot  # this request keeps it, whatever reloads
+    record.key_label = authorize(request, snapshot, Scope.PROXY)
+    body = parse_request(endpoint, request.body)
+    model = body.get("model")
+    record.requested_model = model if isinstance(model, str) else None
+    # Embeddings do not stream: a `stream` there is the provider's to refuse.
+    record.stream = endpoint is not Endpoint.EMBEDDINGS and body.get("stream") is True
+    chain, route = _pick(snapshot, endpoint, model)
+    record.chain, record.route = chain.name, route
+    _check_kind(snapshot, endpoint, model, chain, route)
     router = app.ctx.router
     max_wait_s = _max_wait(request)
     if record.stream:
         started_stream = await router.stream(
-            snapshot, chain, body, trace, max_wait_s, client=record.client
+            snapshot, chain, body, trace, max_wait_s, client=record.client, endpoint=endpoint
         )
         if isinstance(started_stream, Reply):
             return _reply(record, started_stream)
         await _relay(request, record, started_stream, started)
         return None
-    reply = await router.complete(snapshot, chain, body, trace, max_wait_s, client=record.client)
+    reply = await router.complete(
+        snapshot, chain, body, trace, max_wait_s, client=record.client, endpoint=endpoint
+    )
     if reply.outcome == "success":
-        _count_tokens(record, body, reply.body)
+        _count_tokens(record, endpoint, body, reply.body)
     return _reply(record, reply)
 
 

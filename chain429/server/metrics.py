@@ -120,8 +120,9 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "chain429_requests",
-            "Client requests by chain, answering provider and outcome.",
-            ("chain", "provider", "outcome"),
+            "Client requests by chain, answering provider, outcome and endpoint (chat, "
+            "completions, embeddings).",
+            ("chain", "provider", "outcome", "endpoint"),
             registry=self.registry,
         )
         self.attempts = Counter(
@@ -203,7 +204,7 @@ class Metrics:
         child = self._child
         chain = record.chain or ""
         provider = record.provider or ""
-        child(self.requests, chain, provider, record.outcome).inc()
+        child(self.requests, chain, provider, record.outcome, record.endpoint).inc()
         child(self.latency, chain).observe(record.latency_ms / 1000)
         if record.ttft_ms is not None:
             child(self.ttft, chain).observe(record.ttft_ms / 1000)

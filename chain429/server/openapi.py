@@ -21,6 +21,7 @@ from sanic import Blueprint
 from sanic.response import HTTPResponse, raw
 
 from chain429 import __version__
+from chain429.routing.endpoints import Endpoint
 from chain429.server.context import App, AppRequest
 from chain429.server.openapi_schemas import (
     ATTEMPT,
@@ -129,7 +130,7 @@ def _json_body(name: str) -> Schema:
     return {"application/json": {"schema": ref(name)}}
 
 
-_CHAT_OK = {
+_CHAT_OK: Schema = {
     "description": "The provider's answer. With `stream: true`, server-sent events relayed "
     "chunk by chunk (`chat.completion.chunk`), ending with `data: [DONE]`; a stream that dies "
     "mid-answer ends with an error event (`stream_stalled`, `stream_interrupted`, "
@@ -148,23 +149,64 @@ _CHAT_OK = {
         },
     },
 }
-_CHAT = _op(
+_PROXY_ERRORS = {
+    400: "Invalid request, before any provider is asked; `model` names a chain of the other "
+    "kind (`wrong_endpoint`); or the provider's own 400, relayed unchanged (the request itself "
+    "is wrong).",
+    404: "`model` names no chain this route takes, and there is no default chain of its kind "
+    "(or `settings.strictModels`) (`model_not_found`).",
+    422: "The provider's 422, relayed unchanged.",
+    503: "Every entry failed or is cooling down (`all_providers_exhausted`), or queue mode "
+    "gave up (`queue_timeout`, `queue_full`, `queue_shutdown`).",
+}
+
+
+def _proxied(op_id: str, summary: str, ok: Schema, body: str, description: str) -> Schema:
+    """A proxied route: `model` names a chain, the waterfall answers (docs/api.md)."""
+    return _op(
+        op_id,
+        "proxy",
+        summary,
+        ok,
+        description=description,
+        parameters=param_refs("MaxWait"),
+        body=_json_body(body),
+        errors=_PROXY_ERRORS,
+        headers=(*_WATERFALL, "Retry-After"),
+    )
+
+
+_CHAT = _proxied(
     "createChatCompletion",
-    "proxy",
     "A chat completion, answered by the first entry of the chain that works",
     _CHAT_OK,
-    description="`model` names a chain. docs/api.md says what each upstream answer does.",
-    parameters=param_refs("MaxWait"),
-    body=_json_body("ChatCompletionRequest"),
-    errors={
-        400: "Invalid request, before any provider is asked; or the provider's own 400, "
-        "relayed unchanged (the request itself is wrong).",
-        404: "With `settings.strictModels`: `model` names no chain (`model_not_found`).",
-        422: "The provider's 422, relayed unchanged.",
-        503: "Every entry failed or is cooling down (`all_providers_exhausted`), or queue mode "
-        "gave up (`queue_timeout`, `queue_full`, `queue_shutdown`).",
+    "ChatCompletionRequest",
+    "`model` names a chat chain. docs/api.md says what each upstream answer does.",
+)
+_COMPLETION_OK = {
+    "description": "The provider's answer. With `stream: true`, server-sent events relayed "
+    "chunk by chunk (`text_completion`), ending with `data: [DONE]`; a stream that dies "
+    "mid-answer ends with an error event instead.",
+    "headers": header_refs(*_WATERFALL),
+    "content": {
+        "application/json": {"schema": ref("Completion")},
+        "text/event-stream": _CHAT_OK["content"]["text/event-stream"],
     },
-    headers=(*_WATERFALL, "Retry-After"),
+}
+_COMPLETION = _proxied(
+    "createCompletion",
+    "A legacy text completion, answered by the first entry of a chat chain that works",
+    _COMPLETION_OK,
+    "CompletionRequest",
+    "`model` names a chat chain; each entry is asked at its provider's `/completions`. An "
+    "entry whose provider has none (a 404 or 405) is passed over without a cooldown.",
+)
+_EMBEDDING = _proxied(
+    "createEmbedding",
+    "Embeddings, answered by the first entry of an embeddings chain that works",
+    _answer("The provider's answer, relayed as it came.", ref("EmbeddingList"), *_WATERFALL),
+    "EmbeddingRequest",
+    "`model` names a chain of `kind: embeddings`.",
 )
 
 
@@ -233,6 +275,11 @@ _PROVIDER_ROW = obj(
     attempts=obj("calls:i skips:i", outcomes=typed("object")),
 )
 _CHAIN_ROW = obj("chain:s? requests:i successes:i errors:i error_rate:n", **MEASURES)
+_ENDPOINT_ROW = obj(
+    "requests:i successes:i errors:i error_rate:n",
+    **MEASURES,
+    endpoint=typed("string", "The proxied route.", enum=list(Endpoint)),
+)
 _BUCKET_ROW = obj("start_ms:i start:t requests:i errors:i", **MEASURES)
 _SPEND = obj(
     "requests:i cost_usd:n estimated_usd:n",
@@ -248,7 +295,7 @@ _BUDGET = obj(
     "spent, reserved by paid calls in flight, left, and when it resets (midnight in "
     "`settings.timeZone`; `day` is that day's date there).",
 )
-_REQUEST_FILTERS = ("chain", "provider", "status", "outcome", "limit", "cursor")
+_REQUEST_FILTERS = ("chain", "provider", "status", "outcome", "endpoint", "limit", "cursor")
 _STATUS = obj(
     "config_path:s? generation:i loaded_at:n last_reload_at:n? last_error_at:n?",
     last_error=nullable("array", "Why the file on disk is rejected.", items=ref("ConfigIssue")),
@@ -311,29 +358,36 @@ _route("get", "/v1/models", _op("listModels", "proxy", "Chains, then entry model
 _route("get", "/v1/ratelimits", _op("getRateLimits", "proxy", "Entry and bucket states",
                                     ref("RateLimitReport")))
 _route("post", "/v1/chat/completions", _CHAT)
+_route("post", "/v1/completions", _COMPLETION)
+_route("post", "/v1/embeddings", _EMBEDDING)
 
 _route("get", "/v1/stats/summary", _op(
     "statsSummary", "stats", "Totals over the range",
     {"allOf": [ref("StatsRange"), _SUMMARY]},
-    parameters=param_refs("since", "until"), errors=_STATS_ERRORS))
+    parameters=param_refs("since", "until", "endpoint"), errors=_STATS_ERRORS))
 _route("get", "/v1/stats/providers", _stats(
     "statsProviders", "Per provider: requests answered, attempts by outcome",
-    "stats.providers", _PROVIDER_ROW))
+    "stats.providers", _PROVIDER_ROW, "endpoint"))
 _route("get", "/v1/stats/chains", _stats(
-    "statsChains", "Per chain: requests, errors, tokens, latency", "stats.chains", _CHAIN_ROW))
+    "statsChains", "Per chain: requests, errors, tokens, latency", "stats.chains", _CHAIN_ROW,
+    "endpoint"))
+_route("get", "/v1/stats/endpoints", _stats(
+    "statsEndpoints", "Per proxied route: chat, completions, embeddings", "stats.endpoints",
+    _ENDPOINT_ROW))
 _route("get", "/v1/stats/providers/{provider_id}", _op(
     "statsProvider", "stats", "One provider's row (429chain's path)",
     {"allOf": [ref("StatsRange"), _PROVIDER_ROW]},
-    parameters=[*_PROVIDER_ID, *param_refs("since", "until")],
+    parameters=[*_PROVIDER_ID, *param_refs("since", "until", "endpoint")],
     errors={**_STATS_ERRORS, 404: "Nothing logged for it in the range (`not_found`)."}))
 _route("get", "/v1/stats/chains/{chain_name}", _op(
     "statsChain", "stats", "One chain's row (429chain's path)",
     {"allOf": [ref("StatsRange"), _CHAIN_ROW]},
-    parameters=[path_param("chain_name", "The chain's name."), *param_refs("since", "until")],
+    parameters=[path_param("chain_name", "The chain's name."),
+                *param_refs("since", "until", "endpoint")],
     errors={**_STATS_ERRORS, 404: "Nothing logged for it in the range (`not_found`)."}))
 _route("get", "/v1/stats/timeseries", _stats(
     "statsTimeseries", "Per UTC-aligned time bucket, empty ones included", "stats.timeseries",
-    _BUCKET_ROW, "bucket", bucket=typed("string"), bucket_ms=typed("integer")))
+    _BUCKET_ROW, "endpoint", "bucket", bucket=typed("string"), bucket_ms=typed("integer")))
 _route("get", "/v1/stats/spend", _op(
     "statsSpend", "stats", "What priced answers cost: in total, and per provider, chain or client",
     {"allOf": [ref("StatsRange"), _SPEND, obj(

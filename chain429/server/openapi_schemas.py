@@ -12,8 +12,9 @@ from typing import Any, get_args
 
 from pydantic import BaseModel
 
-from chain429.config.model import Chain, Provider, Settings
+from chain429.config.model import CHAIN_KINDS, Chain, Provider, Settings
 from chain429.config.schema import model_schema
+from chain429.routing.endpoints import ROUTE, Endpoint
 from chain429.server.completions import MAX_WAIT_PATTERN
 from chain429.server.ratelimit_report import EntryState
 
@@ -46,8 +47,8 @@ def nullable(kind: str, description: str | None = None, **extra: Any) -> Schema:
     return typed([kind, "null"], description, **extra)
 
 
-def list_of(item: Schema, description: str | None = None) -> Schema:
-    return typed("array", description, items=item)
+def list_of(item: Schema, description: str | None = None, **extra: Any) -> Schema:
+    return typed("array", description, items=item, **extra)
 
 
 def obj(spec: str = "", required: str = "", description: str = "", /, **fields: Schema) -> Schema:
@@ -159,7 +160,9 @@ INVALID_CONFIG = {
 }
 LATENCY = obj("avg:n? p50:n? p95:n?", "",
                 "Milliseconds; `avg` is exact, `p50`/`p95` are estimated from histogram buckets.")
-RANGE = obj("since_ms:i until_ms:i since:t until:t", "since_ms until_ms since until")
+RANGE = obj("since_ms:i until_ms:i since:t until:t", "since_ms until_ms since until",
+    endpoint=typed("string", "With the `endpoint` filter: the route counted.",
+                   enum=list(Endpoint)))
 MEASURES = {"tokens": ref("Tokens"), "latency_ms": ref("Latency")}
 
 REQUEST_ROW = obj(
@@ -176,7 +179,10 @@ REQUEST_ROW = obj(
                    "tokens."),
     route=nullable("string", "Why that chain: `chain` (`model` named it), `alias` (`model` is "
                 "an alias of it: `requested_model` says which), `model` (an entry model: every "
-                "entry serving it), `default`; null in older rows."))
+                "entry serving it), `default`; null in older rows."),
+    endpoint=typed("string", "The proxied route: `chat` (/v1/chat/completions), `completions` "
+                "(/v1/completions), `embeddings` (/v1/embeddings); `chat` in older rows.",
+                enum=list(Endpoint)))
 ATTEMPT = obj("order:i provider model status:i? latency_ms:n? cooldown_ms:i? reason:s?",
     outcome=typed("string", "Trace token: `200`, `429`, `timeout`, `skip:cooldown`, ..."))
 
@@ -203,6 +209,45 @@ CHAT_COMPLETION = obj("id created:i", "choices", "The provider's JSON, relayed a
     object=const("chat.completion"), model=typed("string", "As the provider reported it."),
     choices=list_of(obj("index:i finish_reason:s?", message=ref("ChatMessage"))),
     usage=obj("prompt_tokens:i completion_tokens:i total_tokens:i"))
+# A legacy `prompt` or an embedding `input`: text, texts, token ids, or lists of them.
+TOKEN_IDS = list_of(typed("integer", minimum=0), minItems=1)
+TEXT_OR_TOKENS = {"anyOf": [typed("string"), list_of(typed("string"), minItems=1), TOKEN_IDS,
+                            list_of(TOKEN_IDS, minItems=1)]}
+COMPLETION_REQUEST = obj("", "prompt",
+    "OpenAI's legacy completion request: `prompt`, `model`, `stream`, `stream_options` and "
+    "the token counts are checked here, the rest is the provider's. Sent to each entry's "
+    "`/completions` unchanged except `model`.",
+    model=typed("string", "A chat chain's name (or an entry model of one); any other value "
+             "uses `settings.defaultChain` if it is a chat chain."),
+    prompt=TEXT_OR_TOKENS,
+    stream=nullable("boolean", "`true`: the answer is a server-sent event stream."),
+    stream_options=nullable("object", "Passed on as asked.",
+                            properties={"include_usage": typed("boolean")}),
+    max_tokens=TOKENS)
+COMPLETION_REQUEST["additionalProperties"] = True
+COMPLETION = obj("id created:i", "choices", "The provider's JSON, relayed as it came.",
+    object=const("text_completion"), model=typed("string", "As the provider reported it."),
+    choices=list_of(obj("index:i text finish_reason:s?")),
+    usage=obj("prompt_tokens:i completion_tokens:i total_tokens:i"))
+NON_EMPTY_TEXT = {"anyOf": [typed("string", minLength=1),
+                            list_of(typed("string", minLength=1), minItems=1), TOKEN_IDS,
+                            list_of(TOKEN_IDS, minItems=1)]}
+EMBEDDING_REQUEST = obj("", "input",
+    "OpenAI's embeddings request: sent to each entry's `/embeddings` unchanged except `model`.",
+    model=typed("string", "An embeddings chain's name (or an entry model of one); any other "
+             "value uses `settings.defaultChain` if it is an embeddings chain."),
+    input=NON_EMPTY_TEXT,
+    encoding_format=nullable("string", "`base64` (what OpenAI's SDKs ask for) or `float`.",
+                             enum=["float", "base64", None]),
+    dimensions=nullable("integer", minimum=1))
+EMBEDDING_REQUEST["additionalProperties"] = True
+EMBEDDING_LIST = obj("model", "data", "The provider's JSON, relayed as it came.",
+    object=const("list"),
+    data=list_of(obj("index:i", object=const("embedding"), embedding={
+        "type": ["array", "string"], "items": typed("number"),
+        "description": "The vector; a base64 string of little-endian float32 with "
+        "`encoding_format: base64`."})),
+    usage=obj("prompt_tokens:i total_tokens:i"))
 
 MODELS = obj("", "object data", object=const("list"), data=list_of(
     obj("id created:i", "id object", object=const("model"),
@@ -211,6 +256,10 @@ MODELS = obj("", "object data", object=const("list"), data=list_of(
                  "`model`: an entry model, which selects every entry serving it, in config "
                  "order.", enum=["chain", "alias", "model"]),
          chain=typed("string", "`alias` only: the chain it names."),
+         chain_kind=typed("string", "What it serves: `chat` or `embeddings` (the chain's "
+                       "`kind`).", enum=list(CHAIN_KINDS)),
+         endpoints=list_of(typed("string", enum=list(ROUTE.values())),
+                           "The routes that take it as `model`."),
          providers=list_of(typed("string"), "`model` only: the providers serving it."))))
 QUOTA = obj("limit:i? remaining:i? reset_at:t? source:s?",
               kind=typed("string", enum=["requests", "tokens"]),
@@ -317,6 +366,8 @@ PARAMETERS: Schema = {
     "status": query_param("status", "Only requests answered with this HTTP status.",
                           typed("integer")),
     "outcome": query_param("outcome", "Only requests with this outcome code (exact match)."),
+    "endpoint": query_param("endpoint", "Only requests of this proxied route.",
+                            typed("string", enum=list(Endpoint))),
     "limit": query_param("limit", "Rows per page.",
                          typed("integer", minimum=1, maximum=1000, default=100)),
     "cursor": query_param("cursor", "The previous page's `next_cursor`."),
@@ -360,6 +411,10 @@ def component_schemas() -> Schema:
         "ChatMessage": MESSAGE,
         "ChatCompletionRequest": CHAT_REQUEST,
         "ChatCompletion": CHAT_COMPLETION,
+        "CompletionRequest": COMPLETION_REQUEST,
+        "Completion": COMPLETION,
+        "EmbeddingRequest": EMBEDDING_REQUEST,
+        "EmbeddingList": EMBEDDING_LIST,
         "ModelList": MODELS,
         "RateLimitReport": RATELIMITS,
         "Pause": PAUSE,

@@ -7,14 +7,19 @@ log names keys, chains and providers, which a proxy key holder need not see.
 
 Parameters (all optional):
 
-- `/v1/stats/summary`, `/providers`, `/chains`: `since`, `until`
+- `/v1/stats/summary`, `/providers`, `/chains` (and one of each): `since`,
+  `until`, `endpoint`
+- `/v1/stats/endpoints`: `since`, `until`
 - `/v1/stats/requests`: `since`, `until`, `chain`, `provider`, `status`,
-  `outcome` (exact matches), `limit` (1-1000, default 100), `cursor`
+  `outcome`, `endpoint` (exact matches), `limit` (1-1000, default 100), `cursor`
 - `/v1/stats/requests/<id>`: none
-- `/v1/stats/timeseries`: `since`, `until`, `bucket` (`5m`, `1h`, `1d`;
-  from the range when absent: 5m up to 6h, 1h up to 7d, else 1d)
+- `/v1/stats/timeseries`: `since`, `until`, `endpoint`, `bucket` (`5m`, `1h`,
+  `1d`; from the range when absent: 5m up to 6h, 1h up to 7d, else 1d)
 - `/v1/stats/spend`: `since`, `until`, `by` (`provider`, `chain`, `client`;
   default `provider`): what priced answers cost (chain429.requestlog.spend)
+
+`endpoint` (`chat`, `completions`, `embeddings`) counts only the requests of
+that proxied route.
 
 `since`/`until` take ISO 8601 (`2026-11-26T10:00:00Z`, `2026-11-26`) or an
 age (`24h`, `7d`, `30m`, `90s`); the default is the last 24 hours. An unknown,
@@ -38,13 +43,15 @@ from sanic import Blueprint
 from sanic.response import HTTPResponse, raw
 
 from chain429.requestlog import spend, stats
+from chain429.routing.endpoints import Endpoint
 from chain429.server.auth import Scope, requires
 from chain429.server.context import AppRequest
 from chain429.server.errors import ApiError
 
 _JSON = "application/json"
 _RANGE = ("since", "until")
-_REQUEST_FILTERS = ("chain", "provider", "status", "outcome", "limit", "cursor")
+_FILTERED = (*_RANGE, "endpoint")
+_REQUEST_FILTERS = ("chain", "provider", "status", "outcome", "endpoint", "limit", "cursor")
 
 stats_routes = Blueprint("stats")
 
@@ -128,44 +135,67 @@ def time_range(params: dict[str, str]) -> tuple[int, int]:
         raise _bad(exc) from None
 
 
+def endpoint_filter(params: dict[str, str]) -> str | None:
+    """The `endpoint` asked for: one the proxy has (a typo must not read as "none")."""
+    value = params.get("endpoint")
+    if value is not None and value not in set(Endpoint):
+        names = ", ".join(Endpoint)
+        raise ApiError(400, f"Invalid 'endpoint': must be one of {names}.", param="endpoint")
+    return value
+
+
+def _filtered(request: AppRequest) -> tuple[int, int, str | None]:
+    """The range and the endpoint filter of a route that takes both."""
+    params = admit(request, _FILTERED)
+    return (*time_range(params), endpoint_filter(params))
+
+
 @stats_routes.get("/v1/stats/summary")
 @requires(Scope.READ)
 async def stats_summary(request: AppRequest) -> HTTPResponse:
-    return _json(await _ask(stats.summary, *time_range(admit(request, _RANGE))))
+    return _json(await _ask(stats.summary, *_filtered(request)))
 
 
 @stats_routes.get("/v1/stats/providers")
 @requires(Scope.READ)
 async def stats_providers(request: AppRequest) -> HTTPResponse:
-    return _json(await _ask(stats.providers, *time_range(admit(request, _RANGE))))
+    return _json(await _ask(stats.providers, *_filtered(request)))
 
 
 @stats_routes.get("/v1/stats/chains")
 @requires(Scope.READ)
 async def stats_chains(request: AppRequest) -> HTTPResponse:
-    return _json(await _ask(stats.chains, *time_range(admit(request, _RANGE))))
+    return _json(await _ask(stats.chains, *_filtered(request)))
+
+
+@stats_routes.get("/v1/stats/endpoints")
+@requires(Scope.READ)
+async def stats_endpoints(request: AppRequest) -> HTTPResponse:
+    return _json(await _ask(stats.endpoints, *time_range(admit(request, _RANGE))))
 
 
 # 429chain's paths for one provider or chain: the same row as in the list.
 @stats_routes.get("/v1/stats/providers/<provider_id:str>")
 @requires(Scope.READ)
 async def stats_provider(request: AppRequest, provider_id: str) -> HTTPResponse:
-    answer = await _ask(stats.providers, *time_range(admit(request, _RANGE)))
+    answer = await _ask(stats.providers, *_filtered(request))
     return _one(answer, "provider", provider_id)
 
 
 @stats_routes.get("/v1/stats/chains/<chain_name:str>")
 @requires(Scope.READ)
 async def stats_chain(request: AppRequest, chain_name: str) -> HTTPResponse:
-    answer = await _ask(stats.chains, *time_range(admit(request, _RANGE)))
+    answer = await _ask(stats.chains, *_filtered(request))
     return _one(answer, "chain", chain_name)
 
 
 @stats_routes.get("/v1/stats/timeseries")
 @requires(Scope.READ)
 async def stats_timeseries(request: AppRequest) -> HTTPResponse:
-    params = admit(request, (*_RANGE, "bucket"))
-    return _json(await _ask(stats.timeseries, *time_range(params), params.get("bucket")))
+    params = admit(request, (*_FILTERED, "bucket"))
+    since_ms, until_ms = time_range(params)
+    bucket, endpoint = params.get("bucket"), endpoint_filter(params)
+    return _json(await _ask(stats.timeseries, since_ms, until_ms, bucket, endpoint))
 
 
 @stats_routes.get("/v1/stats/spend")
@@ -185,6 +215,7 @@ async def stats_spend(request: AppRequest) -> HTTPResponse:
 async def stats_requests(request: AppRequest) -> HTTPResponse:
     params = admit(request, (*_RANGE, *_REQUEST_FILTERS))
     since_ms, until_ms = time_range(params)
+    endpoint = endpoint_filter(params)
     try:
         limit = stats.parse_limit(params.get("limit"))
         status = _status(params.get("status"))
@@ -200,6 +231,7 @@ async def stats_requests(request: AppRequest) -> HTTPResponse:
         provider=params.get("provider"),
         status=status,
         outcome=params.get("outcome"),
+        endpoint=endpoint,
         limit=limit,
         cursor=params.get("cursor"),
     )

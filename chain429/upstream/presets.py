@@ -30,6 +30,10 @@ class Preset:
     # Servers on the user's own machine take no key: `provider add` writes no
     # apiKey for them, and a provider without one is sent no Authorization.
     needs_key: bool = True
+    # Embedding models it is known to serve on `/embeddings`, the usual one
+    # first: what the CLI offers for a chain of kind `embeddings`. Short on
+    # purpose (a hint, not a catalogue); any other model name works too.
+    embedding_models: tuple[str, ...] = ()
 
 
 PRESETS: dict[str, Preset] = {
@@ -46,25 +50,48 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "cerebras", "https://api.cerebras.ai/v1", dialects.CEREBRAS, supports_stream_usage=True
         ),
-        Preset("openai", "https://api.openai.com/v1", dialects.OPENAI, supports_stream_usage=True),
+        Preset(
+            "openai",
+            "https://api.openai.com/v1",
+            dialects.OPENAI,
+            supports_stream_usage=True,
+            embedding_models=("text-embedding-3-small", "text-embedding-3-large"),
+        ),
         # Gemini's OpenAI-compatible endpoint.
         Preset(
             "google-ai",
             "https://generativelanguage.googleapis.com/v1beta/openai",
             dialects.GOOGLE_AI,
             supports_stream_usage=True,
+            embedding_models=("gemini-embedding-001", "text-embedding-004"),
         ),
         # Mistral reports usage on its last chunk unasked and has no stream_options.
         # All keys of a Mistral workspace share its limits (unverified upstream).
-        Preset("mistral", "https://api.mistral.ai/v1", dialects.MISTRAL, quota_scope="account"),
+        Preset(
+            "mistral",
+            "https://api.mistral.ai/v1",
+            dialects.MISTRAL,
+            quota_scope="account",
+            embedding_models=("mistral-embed",),
+        ),
         # Anything else that speaks OpenAI's API: the config must give baseUrl.
         # Unknown servers may reject unknown fields, so nothing extra is sent.
         Preset("generic-openai", None),
         # Local model servers at their default addresses (the OpenAI-compatible
         # endpoints of Ollama and LM Studio): no key, and like generic-openai
         # otherwise, rate limits included. vLLM is generic-openai with a baseUrl.
-        Preset("ollama", "http://127.0.0.1:11434/v1", needs_key=False),
-        Preset("lmstudio", "http://127.0.0.1:1234/v1", needs_key=False),
+        Preset(
+            "ollama",
+            "http://127.0.0.1:11434/v1",
+            needs_key=False,
+            embedding_models=("nomic-embed-text",),
+        ),
+        Preset(
+            "lmstudio",
+            "http://127.0.0.1:1234/v1",
+            needs_key=False,
+            embedding_models=("text-embedding-nomic-embed-text-v1.5",),
+        ),
     )
 }
 

@@ -111,4 +111,4 @@ def test_logs_shows_the_alias_a_request_asked_for(fake, proxy, tmp_path):
         assert time.monotonic() < deadline, shown.output
         time.sleep(0.05)
     assert f"{request_id} at " in shown.stdout
-    assert ": chain fast (alias gpt-4o-mini) -> a/m, 200 success" in shown.stdout
+    assert ": chat, chain fast (alias gpt-4o-mini) -> a/m, 200 success" in shown.stdout

@@ -27,6 +27,10 @@ chains:
   - name: solo
     entries:
       - {provider: cerebras, model: qwen-3-32b}
+  - name: vectors          # not played: the faults are a chat client's
+    kind: embeddings
+    entries:
+      - {provider: cerebras, model: embed-1}
 """
 
 
@@ -150,6 +154,7 @@ def test_a_provider_url_or_key_from_the_environment_is_not_needed(tmp_path):
     [
         (["--fault", "lightning"], "no fault named 'lightning'"),
         (["--chain", "slow"], "no chain named 'slow'"),
+        (["--chain", "vectors"], "'vectors' is an embeddings chain"),
     ],
 )
 def test_unknown_fault_or_chain_is_a_usage_error(config, args, message):

@@ -61,6 +61,31 @@ def test_a_429chain_config_loads_unchanged() -> None:
     default = config.chain("default")
     assert default is not None
     assert [e.provider for e in default.entries][:2] == ["openrouter", "groq"]
+    assert {c.kind for c in config.chains} == {"chat"}  # 429chain's chains are chat chains
+
+
+def test_a_chain_kind_is_chat_or_embeddings() -> None:
+    got = issues(
+        """        version: 1
+        providers:
+          - id: m
+            type: mistral
+            apiKey: k
+        chains:
+          - name: embed
+            kind: embeddings
+            entries:
+              - provider: m
+                model: mistral-embed
+          - name: odd
+            kind: vectors
+            entries:
+              - provider: m
+                model: x
+        """
+    )
+    assert [(line, path) for line, path, _ in got] == [(13, "chains[1].kind")]
+    assert "'chat'" in got[0][2] and "'embeddings'" in got[0][2]
 
 
 # --- values and defaults ----------------------------------------------------

@@ -154,6 +154,14 @@ def test_chains_added_and_removed() -> None:
     assert diff.summary_lines() == ["+ chain new", "- chain old"]
 
 
+def test_a_chain_kind_change_is_a_change() -> None:
+    a = config(chains={"vectors": entries("groq/a")})
+    data = a.model_dump(by_alias=True)
+    data["chains"][0]["kind"] = "embeddings"
+    diff = diff_configs(a, Config.model_validate(data))
+    assert diff.summary_lines() == ["~ chain vectors: kind chat -> embeddings"]
+
+
 def test_entries_added_and_removed() -> None:
     change = chain_moves(["groq/a", "groq/b"], ["groq/a", "openrouter/c"])
     assert change == ChainChange("c", ("openrouter/c",), ("groq/b",), (), ())

@@ -58,6 +58,13 @@ def test_streaming_through_chain429_demo_works():
         chunks = client.chat.completions.create(model="demo", messages=HELLO, stream=True)
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == "Hello from beta, streamed word by word through chain429."
+        # Embeddings and legacy completions fail over the same way (alpha 429s everywhere).
+        vectors = client.embeddings.with_raw_response.create(model="demo-embed", input="hi")
+        assert vectors.headers["x-429chain-provider"] == "beta/steady-embed"
+        assert len(vectors.parse().data[0].embedding) == 16
+        chunks = client.completions.create(model="demo", prompt="hi", stream=True)
+        text = "".join(c.choices[0].text for c in chunks)
+        assert text == "Hello from beta, streamed word by word through chain429."
     finally:
         stop(proc)
 
@@ -79,6 +86,17 @@ def test_a_script_from_the_command_line_plays_in_order_then_answers(tmp_path):
         assert first.json()["error"]["code"] == "rate_limit_exceeded"
         statuses = [http.post("/chat/completions", json=PLAIN).status_code for _ in range(4)]
         assert statuses == [503, 503, 200, 200]
+
+
+def test_a_script_answers_each_route_in_its_own_shape():
+    with fake_process("-r", "ok,text=Howdy there,times=4") as url:
+        sdk = openai.OpenAI(base_url=url, api_key="k", max_retries=0)
+        assert sdk.completions.create(model="m", prompt="hi").choices[0].text == "Howdy there"
+        streamed = sdk.completions.create(model="m", prompt="hi", stream=True)
+        assert "".join(c.choices[0].text for c in streamed) == "Howdy there"
+        assert len(sdk.embeddings.create(model="e", input="hi").data[0].embedding) == 16
+        chat = sdk.chat.completions.create(model="m", messages=HELLO)
+        assert chat.choices[0].message.content == "Howdy there"
 
 
 def test_a_script_file_with_slow_first_token_cut_and_loop(tmp_path):

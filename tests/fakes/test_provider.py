@@ -251,3 +251,32 @@ def test_a_raising_script_answers_500_naming_the_error(groq, client):
 
 def test_received_request_json():
     assert ReceivedRequest("POST", "/", {}, b'{"a": 1}').json() == {"a": 1}
+
+
+# -- the other two routes ----------------------------------------------------------
+
+
+def test_embeddings_are_deterministic_unit_vectors_float_or_base64(groq, client):
+    sdk = OpenAI(base_url=groq.base_url, api_key="k", max_retries=0)
+    first = sdk.embeddings.create(model="embed-x", input=["hello", "world"])  # base64 on the wire
+    again = sdk.embeddings.create(model="embed-x", input="hello", encoding_format="float")
+    assert first.model == "embed-x" and [d.index for d in first.data] == [0, 1]
+    assert first.data[0].embedding == pytest.approx(again.data[0].embedding, abs=1e-6)
+    assert first.data[0].embedding != pytest.approx(first.data[1].embedding, abs=1e-3)
+    assert sum(v * v for v in again.data[0].embedding) == pytest.approx(1.0, abs=1e-4)
+    assert first.usage.prompt_tokens == first.usage.total_tokens >= 2
+    sized = client.post("/embeddings", json={"input": [[1, 2, 3]], "dimensions": 5}).json()
+    assert len(sized["data"][0]["embedding"]) == 5
+    assert [r.path for r in groq.requests] == ["/v1/embeddings"] * 3
+
+
+def test_legacy_completions_plain_and_streamed(groq):
+    sdk = OpenAI(base_url=groq.base_url, api_key="k", max_retries=0)
+    plain = sdk.completions.create(model="m", prompt="hi")
+    assert (plain.object, plain.choices[0].text) == ("text_completion", "Hello from groq")
+    chunks = list(sdk.completions.create(model="m", prompt="hi", stream=True))
+    assert {c.object for c in chunks} == {"text_completion"}
+    assert "".join(c.choices[0].text for c in chunks) == "Hello from groq"
+    groq.script(Reply.rate_limited("7"))  # a script serves every route, in order
+    with pytest.raises(Exception, match="429"):
+        sdk.completions.create(model="m", prompt="hi")

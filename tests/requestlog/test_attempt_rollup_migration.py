@@ -63,5 +63,6 @@ def test_a_fresh_database_gets_every_migration_and_an_empty_attempt_rollup(kind,
     with stats_data.open_db(kind, tmp_path) as db:
         numbers = [m.number for m in SchemaMigration.select()]
         assert numbers == [n for n, _, _ in chain_database.MIGRATIONS]
+        assert numbers[:3] == [1, 2, 3]
         assert HourlyAttemptRollup._meta.table_name in db.get_tables()
         assert HourlyAttemptRollup.select().count() == 0

@@ -1,5 +1,5 @@
 """What answers cost, in the request log: the writer's rows and spend rollup, read back
-over any range; migration 7 on a previous release's log; the day's spend after a restart."""
+over any range; migration 6 on a previous release's log; the day's spend after a restart."""
 
 from __future__ import annotations
 
@@ -102,11 +102,11 @@ def test_spend_over_any_range_matches_the_rows_it_sums(kind, tmp_path):
                 assert costs == sorted(costs, reverse=True)  # the costliest first
 
 
-def test_migration_7_adds_cost_to_a_previous_release_log(tmp_path, monkeypatch):
+def test_migration_6_adds_cost_to_a_previous_release_log(tmp_path, monkeypatch):
     database = open_database(f"sqlite:///{tmp_path / 'log.db'}")
     with monkeypatch.context() as previous_release:
-        previous_release.setattr(database_module, "MIGRATIONS", MIGRATIONS[:4])
-        assert migrate(database) == [1, 2, 3, 4]
+        previous_release.setattr(database_module, "MIGRATIONS", MIGRATIONS[:5])
+        assert migrate(database) == [1, 2, 3, 4, 5]
     # Migration 1 builds today's requests table; the previous release's had no cost.
     database.execute_sql('ALTER TABLE "requests" DROP COLUMN "cost_usd"')
     database.execute_sql('ALTER TABLE "requests" DROP COLUMN "cost_estimated"')
@@ -115,7 +115,7 @@ def test_migration_7_adds_cost_to_a_previous_release_log(tmp_path, monkeypatch):
         "attempts, queued_ms, tokens_estimated) "
         "VALUES ('old-row', 1, 'fast', 200, 'success', 1.0, false, 1, 0.0, false)"
     )
-    assert 7 in migrate(database)
+    assert 6 in migrate(database)
     old = RequestRow.get_by_id("old-row")
     assert (old.cost_usd, old.cost_estimated) == (None, False)
     telemetry = Telemetry(database, batch_interval_s=0.01).start()

@@ -7,6 +7,7 @@ import json
 import httpx
 import pytest
 
+from chain429.routing.endpoints import Endpoint
 from chain429.routing.outcome import (
     CooldownPolicy,
     Kind,
@@ -211,3 +212,45 @@ def test_429_reads_headers_in_the_providers_dialect():
     )
     assert mistral.until == pytest.approx(NOW + 60)
     assert mistral.source == "header"
+
+
+# -- the same table, for the other endpoints (chain429.routing.endpoints) ------
+
+EMBEDDINGS = json.dumps(
+    {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1]}]}
+).encode()
+TEXT_COMPLETION = json.dumps(
+    {"id": "x", "object": "text_completion", "choices": [{"index": 0, "text": "hi"}]}
+).encode()
+
+# (endpoint, status, body) -> (kind, falls through?, cooldown seconds or None)
+ENDPOINT_TABLE = [
+    (Endpoint.EMBEDDINGS, 200, EMBEDDINGS, Kind.SUCCESS, False, None),
+    # A chat completion is no answer to an embeddings request, nor the reverse.
+    (Endpoint.EMBEDDINGS, 200, COMPLETION, Kind.TRANSIENT, True, None),
+    (Endpoint.CHAT, 200, EMBEDDINGS, Kind.TRANSIENT, True, None),
+    (Endpoint.EMBEDDINGS, 200, b'{"data": [], "error": {}}', Kind.TRANSIENT, True, None),
+    # An embeddings chain's entry that 404s is an unknown model: it rests, as in chat.
+    (Endpoint.EMBEDDINGS, 404, b"", Kind.UNHEALTHY, True, 600),
+    (Endpoint.EMBEDDINGS, 429, b"", Kind.RATE_LIMITED, True, 60),
+    (Endpoint.COMPLETIONS, 200, TEXT_COMPLETION, Kind.SUCCESS, False, None),
+    # No legacy route on this provider (or not for this chat model): the next entry
+    # may have one, and the entry stays available to its chat chain.
+    (Endpoint.COMPLETIONS, 404, b"", Kind.UNSUPPORTED, True, None),
+    (Endpoint.COMPLETIONS, 405, b"", Kind.UNSUPPORTED, True, None),
+    (Endpoint.COMPLETIONS, 429, b"", Kind.RATE_LIMITED, True, 60),
+    (Endpoint.COMPLETIONS, 400, b'{"error": {}}', Kind.CLIENT_ERROR, False, None),
+    (Endpoint.CHAT, 405, b"", Kind.TRANSIENT, True, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "status", "body", "kind", "falls", "cooldown"), ENDPOINT_TABLE
+)
+def test_outcome_table_per_endpoint(endpoint, status, body, kind, falls, cooldown):
+    outcome = classify(
+        status, httpx.Headers(), body, None, now=NOW, policy=POLICY, endpoint=endpoint
+    )
+    assert (outcome.kind, outcome.falls_through) == (kind, falls)
+    assert outcome.until == (None if cooldown is None else pytest.approx(NOW + cooldown))
+    assert not outcome.retryable or kind is Kind.TRANSIENT

@@ -77,7 +77,12 @@ def test_metrics_count_requests_attempts_skips_tokens_and_cooldowns(fake, proxy)
         found[
             (
                 "chain429_requests_total",
-                (("chain", "main"), ("outcome", "success"), ("provider", "b")),
+                (
+                    ("chain", "main"),
+                    ("endpoint", "chat"),
+                    ("outcome", "success"),
+                    ("provider", "b"),
+                ),
             )
         ]
         == 2

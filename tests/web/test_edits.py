@@ -63,6 +63,7 @@ def test_a_chain_made_in_the_ui_is_in_the_file_with_its_comments_and_in_the_cli(
     assert listed.returncode == 0, listed.stderr
     assert {
         "name": "ui-made",
+        "kind": "chat",
         "default": False,
         "entries": [{"provider": "beta", "model": "beta-model"}],
     } in json.loads(listed.stdout)
@@ -113,6 +114,24 @@ def test_reordering_entries_changes_the_next_requests_trace(ui_server, tab):
         {"provider": "beta", "model": "beta-model"},
         {"provider": "gamma", "model": "gamma-model"},
     ]
+    assert tab.errors == []
+
+
+def test_an_embeddings_chain_is_marked_and_stays_one_through_edits(ui_server, tab):
+    server = ui_server(keys=False)
+    body = {"kind": "embeddings", "entries": [{"provider": "gamma", "model": "gamma-embed"}]}
+    assert server.admin("PUT", "/v1/admin/chains/spare", json=body).status_code == 200
+    page = tab.open(server.url + "/ui/#/chains")
+    page.wait_for_selector(PAGES["chains"])
+    spare = chain_card(page, "spare")
+    expect(spare.locator(".badge", has_text="embeddings")).to_have_count(1)
+    expect(chain_card(page, "main").locator(".badge", has_text="embeddings")).to_have_count(0)
+    page.select_option("#add-provider-spare", "beta")
+    page.fill("#add-model-spare", "beta-embed")
+    spare.get_by_role("button", name="Add entry").click()
+    spare.locator("li.entry[data-label='beta/beta-embed']").wait_for()
+    chain = server.admin("GET", "/v1/admin/config").json()["config"]["chains"][1]
+    assert chain["kind"] == "embeddings" and len(chain["entries"]) == 2
     assert tab.errors == []
 
 

@@ -76,7 +76,8 @@ export default {
     }
 
     function putEntries(chain, entries, doing) {
-      return save("PUT", `/v1/admin/chains/${seg(chain.name)}`, { name: chain.name, entries }, doing);
+      // The whole chain goes back (a PUT replaces it): its `kind` must not be lost.
+      return save("PUT", `/v1/admin/chains/${seg(chain.name)}`, { ...chain, entries }, doing);
     }
 
     function move(chain, from, to, via) {
@@ -187,7 +188,8 @@ export default {
       return h("section", { class: "card chain", dataset: { chain: chain.name }, "aria-label": `Chain ${chain.name}` },
         h("div", { class: "row spread" },
           h("h2", null, chain.name),
-          isDefault ? badge("default", "info") : null),
+          isDefault ? badge("default", "info") : null,
+          chain.kind === "embeddings" ? badge("embeddings", "info") : null),
         h("ol", { class: "entries" }, chain.entries.map((e, i) => entryItem(chain, e, i, chain.entries.length === 1))),
         canEdit ? addEntryForm(chain) : null,
         h("div", { class: "row" },

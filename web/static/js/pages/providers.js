@@ -148,7 +148,7 @@ export default {
       for (const { chain } of usedBy) {
         const left = chain.entries.filter((e) => e.provider !== provider.id);
         const ok = left.length
-          ? await edit(state, notice, "PUT", `/v1/admin/chains/${seg(chain.name)}`, { entries: left }, `Removed ${provider.id}'s entries from ${chain.name}`)
+          ? await edit(state, notice, "PUT", `/v1/admin/chains/${seg(chain.name)}`, { ...chain, entries: left }, `Removed ${provider.id}'s entries from ${chain.name}`)
           : await edit(state, notice, "DELETE", `/v1/admin/chains/${seg(chain.name)}`, undefined, `Deleted chain ${chain.name}`);
         if (!ok) {
           await load();
