@@ -560,6 +560,7 @@ class Config(Model):
 
     _providers_by_id: dict[str, Provider] = PrivateAttr(default_factory=dict)
     _chains_by_name: dict[str, Chain] = PrivateAttr(default_factory=dict)
+    _clients_by_name: dict[str, Client] = PrivateAttr(default_factory=dict)
     # Set by the loader: the variables the file references, and each resolved
     # value with the reference it came from (so answers can show the reference).
     _references: frozenset[str] = PrivateAttr(default_factory=frozenset)
@@ -599,12 +600,17 @@ class Config(Model):
             self._providers_by_id.setdefault(provider.id, provider)
         for chain in self.chains:
             self._chains_by_name.setdefault(chain.name, chain)
+        for client in self.clients:
+            self._clients_by_name.setdefault(client.name, client)
 
     def provider(self, id: str) -> Provider:
         return self._providers_by_id[id]
 
     def chain(self, name: str) -> Chain | None:
         return self._chains_by_name.get(name)
+
+    def client(self, name: str) -> Client | None:
+        return self._clients_by_name.get(name)
 
     @property
     def references(self) -> frozenset[str]:

@@ -346,13 +346,37 @@ def _add_client_column(database: peewee.Database) -> None:
     )
 
 
+def _add_rollup_client(database: peewee.Database) -> None:
+    """`hourly_rollup.client`: the rollup gains the client dimension, so stats per client
+    over 30 days read rollup rows, not every request (one rollup row per hour, chain,
+    provider, outcome and client: clients are a bounded set from the config).
+
+    Its unique key grows by the column (the writer's upsert conflicts on it). Rows
+    rolled up before have "" (anonymous): the requests logged before clients existed
+    had none. A database created by this version has both already. Instances of the
+    previous version writing to the same PostgreSQL upsert on the old key and fail
+    after this: upgrade them all.
+    """
+    if "client" not in {column.name for column in database.get_columns("hourly_rollup")}:
+        database.execute_sql(
+            """ALTER TABLE "hourly_rollup" ADD COLUMN "client" VARCHAR(64) NOT NULL DEFAULT ''"""
+        )
+    database.execute_sql('DROP INDEX IF EXISTS "hourly_rollup_hour_ms_chain_provider_outcome"')
+    database.execute_sql(
+        'CREATE UNIQUE INDEX IF NOT EXISTS "hourly_rollup_hour_ms_chain_provider_outcome_client" '
+        'ON "hourly_rollup" ("hour_ms", "chain", "provider", "outcome", "client")'
+    )
+
+
 # Append only: a released number is never renumbered or edited, because
-# databases out there record it as applied.
+# databases out there record it as applied. 5 to 7 are taken by work being
+# merged beside this one; the merge renumbers if they do not land.
 MIGRATIONS: list[Migration] = [
     (1, "create tables", _create_tables),
     (2, "hourly attempt rollup", _create_attempt_rollup),
     (3, "request route", _add_route_column),
     (4, "request client", _add_client_column),
+    (8, "rollup client", _add_rollup_client),
 ]
 
 

@@ -1,7 +1,7 @@
 """The two hourly rollups the request log writer keeps: tally a batch, merge it in.
 
 `merge_rollups` adds a batch of records to `HourlyRollup` (requests per hour,
-chain, provider and outcome, with a latency histogram over
+chain, provider, outcome and client, with a latency histogram over
 `LATENCY_BUCKETS_MS`) and to `HourlyAttemptRollup` (attempts per hour,
 provider, model and outcome; the hour is the request's). It runs inside the
 writer's batch transaction (see `chain429.requestlog.writer`), so the rollups never
@@ -11,7 +11,7 @@ Each tallied key is one upsert that adds to the row in place
 (`ON CONFLICT ... DO UPDATE`), so instances sharing one database merge into
 the same hours without a read-modify-write to race on. Keys are clipped
 to their columns' widths exactly as the raw rows are (`clip`), so both
-always name the same chain, provider and model.
+always name the same chain, provider, model and client.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def clip(values: tuple[Any, ...], limits: list[int | None]) -> tuple[Any, ...]:
     )
 
 
-_ROLLUP_KEY_COLUMNS = ["hour_ms", "chain", "provider", "outcome"]
+_ROLLUP_KEY_COLUMNS = ["hour_ms", "chain", "provider", "outcome", "client"]
 _ROLLUP_SUM_COLUMNS = [
     "requests",
     "errors",
@@ -73,7 +73,7 @@ def latency_bucket(latency_ms: float) -> int:
     return bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)
 
 
-RollupKey = tuple[int, str, str, str]
+RollupKey = tuple[int, str, str, str, str]  # hour_ms, chain, provider, outcome, client
 AttemptKey = tuple[int, str, str, str]  # hour_ms, provider, model, outcome
 
 
@@ -108,7 +108,13 @@ def _tally(records: list[RequestRecord]) -> dict[RollupKey, _Tally]:
         key = cast(
             RollupKey,
             clip(
-                (time_ms - time_ms % HOUR_MS, r.chain or "", r.provider or "", r.outcome),
+                (
+                    time_ms - time_ms % HOUR_MS,
+                    r.chain or "",
+                    r.provider or "",
+                    r.outcome,
+                    r.client or "",
+                ),
                 _ROLLUP_KEY_LIMITS,
             ),
         )

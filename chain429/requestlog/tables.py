@@ -91,7 +91,7 @@ class AttemptRow(BaseModel):
 
 
 class HourlyRollup(BaseModel):
-    """Per hour, chain, provider and outcome: what summaries and charts read at scale.
+    """Per hour, chain, provider, outcome and client: what summaries and charts read at scale.
 
     Latency percentiles cannot be summed, so each row keeps a histogram of
     latencies (counts per fixed bucket, as JSON) that merges by addition.
@@ -101,6 +101,7 @@ class HourlyRollup(BaseModel):
     chain = peewee.CharField(max_length=200, default="")
     provider = peewee.CharField(max_length=200, default="")  # "" when nobody answered
     outcome = peewee.CharField(max_length=40)
+    client = peewee.CharField(max_length=64, default="")  # "" for anonymous (migration 8)
     requests = peewee.IntegerField(default=0)
     errors = peewee.IntegerField(default=0)
     attempts = peewee.IntegerField(default=0)
@@ -113,7 +114,7 @@ class HourlyRollup(BaseModel):
 
     class Meta:
         table_name = "hourly_rollup"
-        indexes = ((("hour_ms", "chain", "provider", "outcome"), True),)
+        indexes = ((("hour_ms", "chain", "provider", "outcome", "client"), True),)
 
 
 class HourlyAttemptRollup(BaseModel):

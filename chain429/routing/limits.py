@@ -17,6 +17,13 @@ When a cooldown ends, one request probes the entry before it takes traffic
 again. An open breaker is a block like a cooldown, so its half-open state is
 that same probe: concurrent requests skip (`skip:breaker`) until it answers.
 
+A client's own limits (`clients:`) are counted here too, before the walk:
+`reserve_client` takes the request's unit from the client's bucket (or says
+which limit it is over), `finish_client` swaps the token estimate for the
+real count. They share the buckets' arithmetic and, in the shared store, its
+scripts, so a client's requestsPerMinute holds across instances as an
+entry's does.
+
 The memory store is the default; the shared store (redis_store.py)
 implements the same protocol on Redis.
 """
@@ -39,8 +46,14 @@ from chain429.routing.outcome import (
     Outcome,
     Scope,
 )
-from chain429.routing.runtime import EntryRuntime
-from chain429.upstream.dialects import daily_exhausted, next_day_boundary, read_body, read_headers
+from chain429.routing.runtime import ClientRuntime, EntryRuntime
+from chain429.upstream.dialects import (
+    GENERIC,
+    daily_exhausted,
+    next_day_boundary,
+    read_body,
+    read_headers,
+)
 
 log = logging.getLogger("chain429.routing.limits")
 
@@ -50,6 +63,7 @@ BLOCK_PREFIX = "block:"  # + a scope key: "block:bucket:groq/llama-3.3-70b"
 BUCKET_PREFIX = "bucket:"  # + a bucket key
 STREAMFAIL_PREFIX = "streamfail:"  # + an entry label
 BREAKER_PREFIX = "breaker:"  # + an entry label: transient failures in a row
+CLIENT_PREFIX = "client:"  # + a client's name: its own counters (ClientRuntime.bucket)
 _SCOPE_PREFIXES = ("provider:", "bucket:", "entry:")
 
 
@@ -79,6 +93,16 @@ class Reservation:
     need_tokens: int
     reserved_at: float
     probe_key: str | None = None  # set when this request probes a recovered scope
+    done: bool = False
+
+
+@dataclass(slots=True)
+class ClientReservation:
+    """A request counted against its client's own limits; finished when it is over."""
+
+    client: ClientRuntime
+    need_tokens: int
+    reserved_at: float
     done: bool = False
 
 
@@ -137,6 +161,18 @@ class StateStore(Protocol):
         with no entries every block of the provider; how many ended. A person's call
         (`POST /v1/admin/limits/clear`): the entries are asked at once, without a probe."""
 
+    async def reserve_client(
+        self, client: ClientRuntime, need_tokens: int, now: float
+    ) -> ClientReservation | Block:
+        """Atomically: a Block naming the client's own limit it is over (its `detail`), else
+        a reservation that counts this request (and its estimated tokens) against them."""
+
+    async def finish_client(self, reservation: ClientReservation, used_tokens: int | None) -> None:
+        """The request is over: count the tokens it really used (None: keep the estimate)."""
+
+    async def client_quotas(self, client: ClientRuntime, now: float) -> list[dict[str, object]]:
+        """The client's own limits with what is left of each (Bucket.describe's shape)."""
+
 
 def scope_keys(entry: EntryRuntime) -> tuple[str, str, str]:
     return (f"provider:{entry.provider_id}", f"bucket:{entry.bucket}", f"entry:{entry.label}")
@@ -179,6 +215,7 @@ class MemoryStateStore:
         # opened and not yet closed (a success or any non-transient answer closes it).
         self._breaker_failures: dict[str, int] = {}
         self._breakers_open: set[str] = set()
+        self._clients: dict[str, Bucket] = {}  # a client's name -> its own counters
         self._ids = itertools.count(1)
         # Bumped by every call that may change what `export_state` gives, so the
         # persister writes only when there is something new. Only counts: the
@@ -452,13 +489,52 @@ class MemoryStateStore:
         self._learnt()  # saved at once: a restart must not bring the cooldown back
         return cleared
 
+    # -- clients' own limits ---------------------------------------------------
+
+    def _client_bucket(self, client: ClientRuntime) -> Bucket:
+        bucket = self._clients.get(client.name)
+        if bucket is None:
+            bucket = self._clients[client.name] = Bucket(client.bucket, GENERIC)
+        bucket.zone = client.zone  # settings.timeZone may have changed on a reload
+        return bucket
+
+    async def reserve_client(
+        self, client: ClientRuntime, need_tokens: int, now: float
+    ) -> ClientReservation | Block:
+        if client.limits is None:  # nothing to count against
+            return ClientReservation(client, need_tokens, now)
+        bucket = self._client_bucket(client)
+        refusal = bucket.refusal(client.limits, need_tokens, now)
+        if refusal is not None:
+            return Block(refusal.reason, refusal.until, "bucket", refusal.detail, refusal.source)
+        bucket.reserve(need_tokens, now, client.limits)
+        self.version += 1
+        return ClientReservation(client, need_tokens, now)
+
+    async def finish_client(self, reservation: ClientReservation, used_tokens: int | None) -> None:
+        if reservation.done:
+            return
+        reservation.done = True
+        if reservation.client.limits is None:
+            return
+        self.version += 1
+        bucket = self._client_bucket(reservation.client)
+        bucket.finish(reservation.reserved_at, reservation.need_tokens, used_tokens)
+
+    async def client_quotas(self, client: ClientRuntime, now: float) -> list[dict[str, object]]:
+        if client.limits is None:
+            return []
+        return self._client_bucket(client).describe(client.limits, now)
+
     # -- surviving a restart ---------------------------------------------------
     #
-    # Saved: blocks in force, buckets' live state (see Bucket.to_dict), streams
-    # that died in a row, breakers' failure counts (an open breaker's interval
-    # is its block, saved with the blocks). Not saved: probes and in-flight counts, which belong
-    # to requests of the process that stopped. A restored block that has ended
-    # by the time it is next asked about brings its probe like any other.
+    # Saved: blocks in force, buckets' live state (see Bucket.to_dict) and
+    # clients' (their day's counts: a restart must not hand out a new day),
+    # streams that died in a row, breakers' failure counts (an open breaker's
+    # interval is its block, saved with the blocks). Not saved: probes and
+    # in-flight counts, which belong to requests of the process that stopped.
+    # A restored block that has ended by the time it is next asked about brings
+    # its probe like any other.
 
     def export_state(self, now: float) -> dict[str, dict[str, Any]]:
         """Everything live, one JSON-able dict per key (BLOCK_/BUCKET_/STREAMFAIL_PREFIX)."""
@@ -476,6 +552,10 @@ class MemoryStateStore:
             data = bucket.to_dict(now)
             if data is not None:
                 items[BUCKET_PREFIX + key] = data
+        for name, bucket in self._clients.items():
+            data = bucket.to_dict(now)
+            if data is not None:
+                items[CLIENT_PREFIX + name] = data
         for key, failures in self._stream_failures.items():
             if failures > 0:
                 items[STREAMFAIL_PREFIX + key.removeprefix("entry:")] = {"failures": failures}
@@ -527,6 +607,17 @@ class MemoryStateStore:
             current = self._buckets.get(restored.key)
             if current is None:
                 self._buckets[restored.key] = restored
+            else:
+                current.absorb(restored)
+            return True
+        if key.startswith(CLIENT_PREFIX):
+            restored = Bucket.from_dict(data, now)
+            if restored.key != key:
+                raise ValueError("client key does not match its row")
+            name = key.removeprefix(CLIENT_PREFIX)
+            current = self._clients.get(name)
+            if current is None:
+                self._clients[name] = restored
             else:
                 current.absorb(restored)
             return True

@@ -21,6 +21,9 @@ tag: every key lands in one slot, so the multi-key scripts are allowed):
     lease:<bucket>    zset   reservation member -> lease expiry (concurrency slots)
     rpm:<bucket>      zset   reservation member -> time reserved (sliding minute)
     tpm:<bucket>      zset   "member|tokens" -> time reserved (sliding minute)
+    cl:<client>, cllease:<client>, clrpm:<client>, cltpm:<client>
+                      a client's own counters (`clients:`), as a bucket's: RESERVE and
+                      FINISH run on them with scope keys nothing is ever blocked under
     wake              channel  an instance's id, published when waiting requests may go
 
 Every key gets an expiry each time it is written (a day or two for counters
@@ -39,8 +42,7 @@ from typing import Any, cast
 from chain429.routing.buckets import Bucket, _Seen
 from chain429.routing.limits import Block, BlockScope
 from chain429.routing.outcome import BlockReason
-from chain429.routing.runtime import EntryRuntime
-from chain429.upstream.dialects import Reading
+from chain429.upstream.dialects import Dialect, Reading
 
 # Helpers every script starts with: the Redis clock, number formatting, and
 # "keep this key at least this long".
@@ -400,7 +402,8 @@ def block_from(value: str, offset: float) -> Block:
 
 
 def bucket_from(
-    entry: EntryRuntime,
+    key: str,
+    dialect: Dialect,
     readings: dict[str, str],
     day: list[str | None],
     leases: list[tuple[str, float]],
@@ -411,7 +414,7 @@ def bucket_from(
 ) -> Bucket:
     """The bucket as Redis holds it, on our clock: the memory store's Bucket then
     describes it (one home for what /v1/ratelimits shows of a bucket)."""
-    bucket = Bucket(entry.bucket, entry.dialect)
+    bucket = Bucket(key, dialect)
     for field, value in readings.items():
         kind, window = field.split("|", 1)
         limit, remaining, reset, source, observed, reserved = value.split("|")

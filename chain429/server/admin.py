@@ -136,7 +136,7 @@ def _stays_closed(ctx: AppContext, config: Config) -> None:
 Change = Callable[[dict[str, Any]], Callable[[ConfigDocument], Any]]
 
 
-async def _edit(request: AppRequest, change: Change) -> HTTPResponse:
+async def edit_config(request: AppRequest, change: Change) -> HTTPResponse:
     """Read the body, validate the whole new config, write it, swap it in.
 
     `change` turns the request body (empty for routes without one) into the
@@ -177,6 +177,9 @@ async def _edit(request: AppRequest, change: Change) -> HTTPResponse:
         written = await asyncio.to_thread(lambda: hashlib.sha256(path.read_bytes()).hexdigest())
         snapshot = await ctx.reloader.adopt(config, written_digest=written)
     return answer({"result": result, "generation": snapshot.generation}, snapshot.generation)
+
+
+_edit = edit_config  # the routes of this module; others (client_routes) use the public name
 
 
 def _parse_submitted(ctx: AppContext, text: str) -> Config:

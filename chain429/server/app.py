@@ -1,8 +1,8 @@
 """The Sanic application: the factory, its lifecycle and its error handler.
 
 The routes live in Blueprints beside the module that owns their work (health,
-completions, stats_routes, admin, steering, openapi, web_ui); each declares
-its key scope with `auth.requires`. The app carries a typed `AppContext`
+completions, stats_routes, admin, client_routes, steering, openapi, web_ui);
+each declares its key scope with `auth.requires`. The app carries a typed `AppContext`
 (`server/context.py`). Every error leaves in OpenAI's shape so OpenAI SDKs
 raise their usual exception classes.
 """
@@ -28,6 +28,7 @@ from chain429.routing.limits import MemoryStateStore, StateStore, StateStoreUnav
 from chain429.routing.redis_store import RedisStateStore
 from chain429.routing.runtime import build_snapshot
 from chain429.server.admin import admin_routes
+from chain429.server.client_routes import client_routes
 from chain429.server.completions import JSON, proxy_routes
 from chain429.server.connections import ConnectionGuard
 from chain429.server.context import App, AppContext
@@ -156,6 +157,7 @@ def create_app(
         ratelimit_routes,
         stats_routes,
         admin_routes,
+        client_routes,
         instance_routes,
         steering_routes,
         openapi_routes,

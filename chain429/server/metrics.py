@@ -94,8 +94,9 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "chain429_requests",
-            "Client requests by chain, answering provider and outcome.",
-            ("chain", "provider", "outcome"),
+            "Client requests by chain, answering provider, outcome and client (a `clients:` "
+            "name; empty for apiKeys and keyless requests).",
+            ("chain", "provider", "outcome", "client"),
             registry=self.registry,
         )
         self.attempts = Counter(
@@ -137,6 +138,12 @@ class Metrics:
             ("chain", "provider", "kind"),
             registry=self.registry,
         )
+        self.client_tokens = Counter(
+            "chain429_client_tokens",
+            "Tokens by client (a `clients:` name) and kind (prompt, completion).",
+            ("client", "kind"),
+            registry=self.registry,
+        )
         self.connections_refused = Counter(
             "chain429_connections_refused",
             "Client connections answered 503 and closed: settings.maxConnections were open.",
@@ -168,7 +175,9 @@ class Metrics:
         child = self._child
         chain = record.chain or ""
         provider = record.provider or ""
-        child(self.requests, chain, provider, record.outcome).inc()
+        # Client names come from the config: a bounded set, like chains and providers.
+        client = record.client or ""
+        child(self.requests, chain, provider, record.outcome, client).inc()
         child(self.latency, chain).observe(record.latency_ms / 1000)
         if record.ttft_ms is not None:
             child(self.ttft, chain).observe(record.ttft_ms / 1000)
@@ -176,6 +185,11 @@ class Metrics:
             child(self.tokens, chain, provider, "prompt").inc(record.prompt_tokens)
         if record.completion_tokens:
             child(self.tokens, chain, provider, "completion").inc(record.completion_tokens)
+        if record.client is not None:
+            if record.prompt_tokens:
+                child(self.client_tokens, client, "prompt").inc(record.prompt_tokens)
+            if record.completion_tokens:
+                child(self.client_tokens, client, "completion").inc(record.completion_tokens)
         for attempt in record.trail:
             if attempt.outcome.startswith("skip:"):
                 child(self.skips, attempt.provider, attempt.model, attempt.outcome[5:]).inc()

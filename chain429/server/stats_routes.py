@@ -7,9 +7,9 @@ log names keys, chains and providers, which a proxy key holder need not see.
 
 Parameters (all optional):
 
-- `/v1/stats/summary`, `/providers`, `/chains`: `since`, `until`
+- `/v1/stats/summary`, `/providers`, `/chains`, `/clients`: `since`, `until`
 - `/v1/stats/requests`: `since`, `until`, `chain`, `provider`, `status`,
-  `outcome` (exact matches), `limit` (1-1000, default 100), `cursor`
+  `outcome`, `client` (exact matches), `limit` (1-1000, default 100), `cursor`
 - `/v1/stats/requests/<id>`: none
 - `/v1/stats/timeseries`: `since`, `until`, `bucket` (`5m`, `1h`, `1d`;
   from the range when absent: 5m up to 6h, 1h up to 7d, else 1d)
@@ -42,7 +42,7 @@ from chain429.server.errors import ApiError
 
 _JSON = "application/json"
 _RANGE = ("since", "until")
-_REQUEST_FILTERS = ("chain", "provider", "status", "outcome", "limit", "cursor")
+_REQUEST_FILTERS = ("chain", "provider", "status", "outcome", "client", "limit", "cursor")
 
 stats_routes = Blueprint("stats")
 
@@ -144,6 +144,19 @@ async def stats_chains(request: AppRequest) -> HTTPResponse:
     return _json(await _ask(stats.chains, *time_range(admit(request, _RANGE))))
 
 
+@stats_routes.get("/v1/stats/clients")
+@requires(Scope.READ)
+async def stats_clients(request: AppRequest) -> HTTPResponse:
+    return _json(await _ask(stats.clients, *time_range(admit(request, _RANGE))))
+
+
+@stats_routes.get("/v1/stats/clients/<client_name:str>")
+@requires(Scope.READ)
+async def stats_client(request: AppRequest, client_name: str) -> HTTPResponse:
+    answer = await _ask(stats.clients, *time_range(admit(request, _RANGE)))
+    return _one(answer, "client", client_name)
+
+
 # 429chain's paths for one provider or chain: the same row as in the list.
 @stats_routes.get("/v1/stats/providers/<provider_id:str>")
 @requires(Scope.READ)
@@ -186,6 +199,7 @@ async def stats_requests(request: AppRequest) -> HTTPResponse:
         provider=params.get("provider"),
         status=status,
         outcome=params.get("outcome"),
+        client=params.get("client"),
         limit=limit,
         cursor=params.get("cursor"),
     )

@@ -77,7 +77,7 @@ def test_metrics_count_requests_attempts_skips_tokens_and_cooldowns(fake, proxy)
         found[
             (
                 "chain429_requests_total",
-                (("chain", "main"), ("outcome", "success"), ("provider", "b")),
+                (("chain", "main"), ("client", ""), ("outcome", "success"), ("provider", "b")),
             )
         ]
         == 2
