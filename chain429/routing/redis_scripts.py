@@ -344,6 +344,8 @@ if used ~= '' and used ~= need then
   if at then
     redis.call('ZREM', KEYS[3], old)
     redis.call('ZADD', KEYS[3], at, member .. '|' .. used)
+    -- Removing the window's last member deleted the key, and its expiry with it.
+    keep(KEYS[3], 120)
   end
   local day_end = num(redis.call('HGET', KEYS[1], 'day_end')) or 0
   if tonumber(ARGV[4]) < day_end then
