@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -67,6 +67,22 @@ def _chain_rows(data: list[dict[str, Any]]) -> list[list[str]]:
     ]
 
 
+def _client_rows(data: list[dict[str, Any]]) -> list[list[str]]:
+    return [
+        [
+            output.cell(c.get("client")) if c.get("client") else "(anonymous)",
+            str(c.get("requests", 0)),
+            str(c.get("successes", 0)),
+            str(c.get("errors", 0)),
+            str(c.get("rate_limited", 0)),
+            str((c.get("tokens") or {}).get("total", 0)),
+            output.ms((c.get("latency_ms") or {}).get("p50")),
+            output.ms((c.get("latency_ms") or {}).get("p95")),
+        ]
+        for c in data
+    ]
+
+
 def _summary_line(s: dict[str, Any]) -> str:
     latency = s.get("latency_ms") or {}
     timing = ", ".join(
@@ -82,33 +98,57 @@ def _summary_line(s: dict[str, Any]) -> str:
     )
 
 
+Dimension = Literal["provider", "chain", "client"]
+_PLURAL: dict[str, str] = {"provider": "providers", "chain": "chains", "client": "clients"}
+
+
 def stats(
     server: ServerOption = None,
     config: ConfigOption = None,
     since: SinceOption = "24h",
     until: UntilOption = None,
+    by: Annotated[
+        Dimension | None,
+        typer.Option(
+            "--by",
+            help="One table: per provider, chain or client (a `clients:` name; requests "
+            "refused by a client's own limits are its RATE LIMITED). Default: providers and "
+            "chains.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Requests, errors, tokens and latency per provider and per chain, from the request log."""
+    """Requests, errors, tokens and latency per provider and per chain (or per client),
+    from the request log."""
+    wanted: tuple[str, ...] = ("provider", "chain") if by is None else (by,)
     with AdminClient.connect(server, config) as client:
         summary = client.get("/v1/stats/summary", since=since, until=until)
-        providers = client.get("/v1/stats/providers", since=since, until=until)
-        chains = client.get("/v1/stats/chains", since=since, until=until)
+        found = {
+            name: client.get(f"/v1/stats/{_PLURAL[name]}", since=since, until=until)["data"]
+            for name in wanted
+        }
     if as_json:
-        print_json({"summary": summary, "providers": providers["data"], "chains": chains["data"]})
+        print_json({"summary": summary, **{_PLURAL[name]: rows for name, rows in found.items()}})
         return
-    table(
-        ["PROVIDER", "ANSWERED", "CALLS", "SKIPS", "TOKENS", "P50 MS", "P95 MS", "OUTCOMES"],
-        _provider_rows(providers["data"]),
-        title=f"Providers since {since}",
-    )
-    typer.echo("")
-    table(
-        ["CHAIN", "REQUESTS", "OK", "ERRORS", "ERROR %", "TOKENS", "P50 MS", "P95 MS"],
-        _chain_rows(chains["data"]),
-        title=f"Chains since {since}",
-    )
-    typer.echo("")
+    tables = {
+        "provider": (
+            ["PROVIDER", "ANSWERED", "CALLS", "SKIPS", "TOKENS", "P50 MS", "P95 MS", "OUTCOMES"],
+            _provider_rows,
+        ),
+        "chain": (
+            ["CHAIN", "REQUESTS", "OK", "ERRORS", "ERROR %", "TOKENS", "P50 MS", "P95 MS"],
+            _chain_rows,
+        ),
+        "client": (
+            ["CLIENT", "REQUESTS", "OK", "ERRORS", "RATE LIMITED", "TOKENS", "P50 MS", "P95 MS"],
+            _client_rows,
+        ),
+    }
+    for name, rows in found.items():
+        columns, make = tables[name]
+        table(columns, make(rows), title=f"{_PLURAL[name].capitalize()} since {since}")
+        typer.echo("")
     typer.echo(_summary_line(summary))
 
 
@@ -210,6 +250,10 @@ def logs(
     outcome: Annotated[
         str | None, typer.Option(help="Only this outcome (success, all_providers_exhausted, ...).")
     ] = None,
+    client_name: Annotated[
+        str | None,
+        typer.Option("--client", help="Only requests of this client (its `clients:` name)."),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="How many requests.")] = 20,
     since: SinceOption = "24h",
     follow: Annotated[
@@ -226,7 +270,13 @@ def logs(
     as_json: JsonOption = False,
 ) -> None:
     """Recent requests from the request log, newest first; or one request's attempt trail."""
-    filters = {"chain": chain, "provider": provider, "status": status, "outcome": outcome}
+    filters = {
+        "chain": chain,
+        "provider": provider,
+        "status": status,
+        "outcome": outcome,
+        "client": client_name,
+    }
     with AdminClient.connect(server, config) as client:
         if request_id is not None:
             _show_request(client.get(f"/v1/stats/requests/{request_id}"), as_json)

@@ -235,6 +235,7 @@ def _whole() -> typer.Typer:
     if "app" not in globals():
         from . import (
             chain_commands,
+            client_commands,
             config_commands,
             config_file_commands,
             edit_commands,
@@ -248,6 +249,7 @@ def _whole() -> typer.Typer:
         config_commands.register(_app)
         config_file_commands.register(_app)
         chain_commands.register(_app)
+        client_commands.register(_app)
         settings_commands.register(_app)
         server_commands.register(_app)
         fake_commands.register(_app)

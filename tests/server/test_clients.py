@@ -65,9 +65,7 @@ def sdk(p, key):
 
 
 def chat(client, model="fast", **kwargs):
-    return client.chat.completions.with_raw_response.create(
-        model=model, messages=HELLO, **kwargs
-    )
+    return client.chat.completions.with_raw_response.create(model=model, messages=HELLO, **kwargs)
 
 
 def admin(p):
