@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from chain429.config.sections import Model, PositiveCount
 
@@ -40,9 +40,9 @@ class Client(Model):
         description="Unique; shown in the request log, stats, metrics and the "
         "`X-429chain-Client` header (letters, digits, `.`, `_`, `-`).",
     )
+    # Checked by a validator rather than Field constraints: the file's JSON Schema
+    # (editors) sees `${VAR}` there, which a length or pattern would flag.
     key: str = Field(
-        min_length=KEY_MIN_LENGTH,
-        pattern=r"^\S+$",
         description="The key this client sends (`Authorization: Bearer <key>` or `x-api-key`), "
         f"at least {KEY_MIN_LENGTH} characters; in a file it must be a `${{VAR}}` reference "
         "(`chain429 client add` and `rotate` keep it in `.env`). It may not be another "
@@ -81,3 +81,13 @@ class Client(Model):
         "spent, its requests skip paid entries (`skip:budget`). Unset: only "
         "`settings.paidBudgetUsdPerDay` applies.",
     )
+
+    @field_validator("key")
+    @classmethod
+    def _strong_key(cls, value: str) -> str:
+        if len(value) < KEY_MIN_LENGTH or any(c.isspace() for c in value):
+            raise ValueError(
+                f"a client key needs at least {KEY_MIN_LENGTH} characters and no spaces "
+                "(`chain429 client add` makes one of 48)"
+            )
+        return value

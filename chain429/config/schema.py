@@ -112,13 +112,11 @@ def _or_reference(field: Schema) -> Schema:
 
 
 def _takes_reference(field: Schema) -> bool:
-    """A value a bare string would not satisfy: a number, a flag, one of a set of words,
-    a string of a shape (`stateStore`'s URL) or length (a client key) a reference lacks.
+    """A value a bare string would not satisfy: a number, a flag, one of a set of words.
 
     Not a constant (`version: 1`): the model takes no string for it, substituted or not.
     """
     if "const" in field:
         return False
     kind = field.get("type")
-    shaped = "enum" in field or "pattern" in field or field.get("minLength", 0) > len("${X}")
-    return kind in ("integer", "number", "boolean") or (kind == "string" and shaped)
+    return kind in ("integer", "number", "boolean") or (kind == "string" and "enum" in field)
