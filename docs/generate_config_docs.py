@@ -20,6 +20,7 @@ from chain429.config.model import (
     Breaker,
     Chain,
     ChainEntry,
+    Client,
     Config,
     Provider,
     RateLimits,
@@ -39,6 +40,7 @@ TABLES: dict[str, type[BaseModel]] = {
     "rateLimits": RateLimits,
     "chains": Chain,
     "entries": ChainEntry,
+    "clients": Client,
 }
 _BLOCK = re.compile(
     r"(<!-- generated: (?P<name>\w+) [^>]*-->\n)(?P<body>.*?)(<!-- end generated: (?P=name) -->)",

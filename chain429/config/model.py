@@ -71,18 +71,20 @@ class Settings(Model):
     )
     host: str = Field(
         default="127.0.0.1",
-        description="Bind address; `serve --host` overrides it. Without `apiKeys`, only a "
-        "loopback address is allowed.",
+        description="Bind address; `serve --host` overrides it. Without `apiKeys` or "
+        "`clients`, only a loopback address is allowed.",
     )
     api_keys: tuple[str, ...] = Field(
         default=(),
-        description="Keys clients send (`Authorization: Bearer <key>` or `x-api-key`). Empty: "
-        "no auth, loopback only.",
+        description="Keys clients send (`Authorization: Bearer <key>` or `x-api-key`), shared "
+        "and anonymous; `clients` gives each caller a key of its own. Empty, with no "
+        "`clients`: no auth, loopback only.",
     )
     admin_keys: tuple[str, ...] = Field(
         default=(),
         description="Keys for every route, admin ones included. Empty: the `apiKeys` may read "
-        "the admin API but not change the config (429chain let them).",
+        "the admin API but not change the config (429chain let them); `clients`' keys never "
+        "may.",
     )
     default_chain: str | None = Field(
         default=None,
