@@ -292,7 +292,7 @@ PARAMETERS: Schema = {
     "chain": query_param("chain", "Only requests of this chain (exact match)."),
     "provider": query_param("provider", "Only requests this provider answered (exact match)."),
     "status": query_param("status", "Only requests answered with this HTTP status.",
-                          typed("integer")),
+                          typed("integer", minimum=0, maximum=999)),
     "outcome": query_param("outcome", "Only requests with this outcome code (exact match)."),
     "client": query_param("client", "Only requests of this client (its `clients:` name)."),
     "limit": query_param("limit", "Rows per page.",
@@ -351,10 +351,11 @@ def component_schemas() -> Schema:
     schemas["ChainConfig"] = config_schema(Chain, config_defs, drop="name")
     client = config_schema(Client, config_defs, drop="name")
     # Over the API a key is only ever named, never sent (chain429.server.client_routes).
-    client["properties"]["key"] = typed(
+    client["properties"]["key"] = nullable(
         "string",
         "A `${VAR}` reference to the key, set in the server's environment or the `.env` beside "
-        "its config. Required for a new client; left out of a replace, the key is kept.",
+        "its config. Required for a new client; left out of a replace (or null), the key is "
+        "kept.",
         pattern=r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$",
     )
     client.pop("required", None)  # `name` comes from the path, `key` may be kept

@@ -70,9 +70,12 @@ def _status(value: str | None) -> int | None:
     if value is None:
         return None
     try:
-        return int(value)
+        status = int(value)
     except ValueError:
         raise stats.StatsParamError("status", f"must be an integer, got {value!r}") from None
+    if not 0 <= status <= 999:  # and a database integer: a huge one would not even bind
+        raise stats.StatsParamError("status", f"must be an HTTP status (0 to 999), got {value}")
+    return status
 
 
 def _bad(exc: stats.StatsParamError) -> ApiError:
