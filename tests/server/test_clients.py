@@ -258,3 +258,24 @@ def test_two_instances_share_a_clients_limit_through_redis(fake, proxy, redis_ns
         assert refused.value.body["code"] == "client_rate_limited"
     assert len(fast.requests) == 3
     assert chat(sdk(two, BOB_KEY)).headers["x-429chain-client"] == "bob"
+
+
+def test_every_error_to_a_client_names_it(team):
+    from chain429.fakes.provider import Reply
+
+    p, fast, _ = team()
+    fast.always(Reply.rate_limited(retry_after="30"))
+    alice = sdk(p, ALICE_KEY)
+    with pytest.raises(openai.InternalServerError) as exhausted:
+        chat(alice)
+    assert exhausted.value.status_code == 503
+    assert exhausted.value.body["code"] == "all_providers_exhausted"
+    assert exhausted.value.response.headers["x-429chain-client"] == "alice"
+    bad = httpx.post(
+        f"{p.url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {ALICE_KEY}"},
+        json={"model": "fast", "messages": []},
+        timeout=10,
+    )
+    assert bad.status_code == 400 and bad.headers["x-429chain-client"] == "alice"
+    assert logged(p, bad.headers["x-request-id"])["client"] == "alice"
