@@ -101,7 +101,7 @@ def write_change(
     def edit(document: ConfigDocument) -> T:
         result = change(document)
         unset.update(wizard.referenced_vars(document.text()) - known.keys())
-        environ.update({var: wizard.UNSET for var in unset})
+        environ.update({var: wizard.unset_value(var) for var in unset})
         return result
 
     try:

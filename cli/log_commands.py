@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -112,6 +112,25 @@ def _chain_rows(
     ]
 
 
+def _client_rows(
+    data: list[dict[str, Any]], cost: Callable[[Any], str] = lambda _: "-"
+) -> list[list[str]]:
+    return [
+        [
+            output.cell(c.get("client")) if c.get("client") else "(anonymous)",
+            str(c.get("requests", 0)),
+            str(c.get("successes", 0)),
+            str(c.get("errors", 0)),
+            str(c.get("rate_limited", 0)),
+            str((c.get("tokens") or {}).get("total", 0)),
+            output.ms((c.get("latency_ms") or {}).get("p50")),
+            output.ms((c.get("latency_ms") or {}).get("p95")),
+            cost(c.get("client")),
+        ]
+        for c in data
+    ]
+
+
 def _summary_line(s: dict[str, Any], spend: dict[str, Any] | None = None) -> str:
     latency = s.get("latency_ms") or {}
     timing = ", ".join(
@@ -137,74 +156,85 @@ def _spent(spend: dict[str, Any] | None) -> str:
     return f"{usd(float(spend.get('cost_usd') or 0))} spent{estimated}; "
 
 
+Dimension = Literal["provider", "chain", "client"]
+_PLURAL: dict[str, str] = {"provider": "providers", "chain": "chains", "client": "clients"}
+
+
 def stats(
     server: ServerOption = None,
     config: ConfigOption = None,
     since: SinceOption = "24h",
     until: UntilOption = None,
     endpoint: EndpointOption = None,
+    by: Annotated[
+        Dimension | None,
+        typer.Option(
+            "--by",
+            help="One table: per provider, chain or client (a `clients:` name; requests "
+            "refused by a client's own limits are its RATE LIMITED). Default: providers and "
+            "chains.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Requests, errors, tokens, latency and spend per provider, per chain and per route
-    (chat, completions, embeddings), from the request log.
+    """Requests, errors, tokens, latency and spend per provider and per chain (or per
+    client), and per route (chat, completions, embeddings), from the request log.
 
     COST is what priced answers cost (their tokens at their entry's `price`); `~` marks a
     cost partly from estimated tokens, `-` nothing priced. Spend is not split by route:
     with `--endpoint` it is left out.
     """
+    wanted: tuple[Dimension, ...] = ("provider", "chain") if by is None else (by,)
     asked = {"since": since, "until": until}
     with AdminClient.connect(server, config) as client:
         summary = client.get("/v1/stats/summary", **asked, endpoint=endpoint)
-        providers = client.get("/v1/stats/providers", **asked, endpoint=endpoint)
-        chains = client.get("/v1/stats/chains", **asked, endpoint=endpoint)
-        endpoints = client.get("/v1/stats/endpoints", **asked)
-        by_provider = None if endpoint else _spend(client, "provider", since, until)
-        by_chain = None if endpoint else _spend(client, "chain", since, until)
+        found = {
+            name: client.get(
+                f"/v1/stats/{_PLURAL[name]}",
+                **asked,
+                **({"endpoint": endpoint} if name != "client" else {}),
+            )["data"]
+            for name in wanted
+        }
+        endpoints = client.get("/v1/stats/endpoints", **asked)["data"] if by is None else None
+        spend = {name: None if endpoint else _spend(client, name, since, until) for name in wanted}
+    total = spend[wanted[0]]
     if as_json:
         print_json(
             {
                 "summary": summary,
-                "providers": providers["data"],
-                "chains": chains["data"],
-                "endpoints": endpoints["data"],
+                **{_PLURAL[name]: rows for name, rows in found.items()},
+                **({"endpoints": endpoints} if endpoints is not None else {}),
                 "spend": {
-                    "providers": (by_provider or {}).get("data"),
-                    "chains": (by_chain or {}).get("data"),
-                    "total_usd": (by_provider or {}).get("cost_usd"),
+                    **{_PLURAL[name]: (spend[name] or {}).get("data") for name in wanted},
+                    "total_usd": (total or {}).get("cost_usd"),
                 },
             }
         )
         return
     only = f" ({endpoint} only)" if endpoint else ""
-    table(
-        [
-            "PROVIDER",
-            "ANSWERED",
-            "CALLS",
-            "SKIPS",
-            "TOKENS",
-            "P50 MS",
-            "P95 MS",
-            "COST",
-            "OUTCOMES",
-        ],
-        _provider_rows(providers["data"], _cost_of(by_provider, "provider")),
-        title=f"Providers since {since}{only}",
-    )
-    typer.echo("")
     columns = ["REQUESTS", "OK", "ERRORS", "ERROR %", "TOKENS", "P50 MS", "P95 MS"]
-    table(
-        ["CHAIN", *columns, "COST"],
-        _chain_rows(chains["data"], cost=_cost_of(by_chain, "chain")),
-        title=f"Chains since {since}{only}",
-    )
-    # Chat alone is every request of a chat-only proxy: a table would say nothing new.
-    if {row.get("endpoint") for row in endpoints["data"]} - {"chat"}:
+    for name, rows in found.items():
+        cost = _cost_of(spend[name], name)
+        if name == "provider":
+            header = ["PROVIDER", "ANSWERED", "CALLS", "SKIPS", "TOKENS", "P50 MS", "P95 MS"]
+            header += ["COST", "OUTCOMES"]
+            cells = _provider_rows(rows, cost)
+        elif name == "chain":
+            header, cells = ["CHAIN", *columns, "COST"], _chain_rows(rows, cost=cost)
+        else:
+            header = ["CLIENT", "REQUESTS", "OK", "ERRORS", "RATE LIMITED", "TOKENS", "P50 MS"]
+            header += ["P95 MS", "COST"]
+            cells = _client_rows(rows, cost)
+        table(header, cells, title=f"{_PLURAL[name].capitalize()} since {since}{only}")
         typer.echo("")
-        rows = [row[:-1] for row in _chain_rows(endpoints["data"], "endpoint")]
-        table(["ENDPOINT", *columns], rows, title=f"Endpoints since {since}")
-    typer.echo("")
-    typer.echo(_summary_line(summary, by_provider) + only)
+    # Chat alone is every request of a chat-only proxy: a table would say nothing new.
+    if endpoints is not None and {row.get("endpoint") for row in endpoints} - {"chat"}:
+        cells = [row[:-1] for row in _chain_rows(endpoints, "endpoint")]
+        table(["ENDPOINT", *columns], cells, title=f"Endpoints since {since}")
+        typer.echo("")
+    typer.echo(_summary_line(summary, total) + only)
 
 
 # -- logs -------------------------------------------------------------------
@@ -310,6 +340,10 @@ def logs(
         str | None, typer.Option(help="Only this outcome (success, all_providers_exhausted, ...).")
     ] = None,
     endpoint: EndpointOption = None,
+    client_name: Annotated[
+        str | None,
+        typer.Option("--client", help="Only requests of this client (its `clients:` name)."),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="How many requests.")] = 20,
     since: SinceOption = "24h",
     follow: Annotated[
@@ -332,6 +366,7 @@ def logs(
         "status": status,
         "outcome": outcome,
         "endpoint": endpoint,
+        "client": client_name,
     }
     with AdminClient.connect(server, config) as client:
         if request_id is not None:

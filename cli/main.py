@@ -239,6 +239,7 @@ def _whole() -> typer.Typer:
         from . import (
             alias_commands,
             chain_commands,
+            client_commands,
             config_commands,
             config_file_commands,
             edit_commands,
@@ -254,6 +255,7 @@ def _whole() -> typer.Typer:
         config_file_commands.register(_app)
         chain_commands.register(_app)
         alias_commands.register(_app)
+        client_commands.register(_app)
         settings_commands.register(_app)
         server_commands.register(_app)
         fake_commands.register(_app)

@@ -104,7 +104,7 @@ def write(path: Path, plan: wizard.InitPlan, environ: Mapping[str, str]) -> Star
     from chain429.config.writer import write_atomically
 
     text = wizard.render_config(plan)
-    unset = {var: wizard.UNSET for var in wizard.referenced_vars(text)}
+    unset = {var: wizard.unset_value(var) for var in wizard.referenced_vars(text)}
     parse_config_text(text, environ=unset)  # a bug here must not write a bad file
     path.parent.mkdir(parents=True, exist_ok=True)
     starter = Starter(path, plan)

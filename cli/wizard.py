@@ -253,6 +253,12 @@ def chain_entries(plan: InitPlan, chain: str) -> list[tuple[str, str]]:
 UNSET = "https://unset.invalid"
 
 
+def unset_value(var: str) -> str:
+    """`UNSET` for one variable: each its own, since keys must differ (two clients' keys,
+    both set only where the server runs, are still two keys)."""
+    return f"{UNSET}/{var}"
+
+
 def referenced_vars(text: str) -> set[str]:
     """Variables a config text needs (`${VAR}`; not `${VAR:-default}` nor `$${...}`)."""
     return set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text))
@@ -284,6 +290,23 @@ def upsert_dotenv(path: Path, name: str, value: str) -> None:
         out.append(f"{name}={value}\n")
     write_atomically(path, "".join(out))  # a new file is created 0600
     os.chmod(path, 0o600)
+
+
+def drop_dotenv(path: Path, name: str) -> bool:
+    """Remove NAME from a .env file, keeping every other line; whether it was there."""
+    from chain429.config.writer import write_atomically
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except FileNotFoundError:
+        return False
+    pattern = re.compile(rf"\s*(export\s+)?{re.escape(name)}\s*=")
+    kept = [line for line in lines if pattern.match(line) is None]
+    if len(kept) == len(lines):
+        return False
+    write_atomically(path, "".join(kept))
+    os.chmod(path, 0o600)
+    return True
 
 
 def can_prompt() -> bool:

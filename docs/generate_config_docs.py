@@ -20,6 +20,7 @@ from chain429.config.model import (
     Breaker,
     Chain,
     ChainEntry,
+    Client,
     Config,
     Price,
     Provider,
@@ -41,6 +42,7 @@ TABLES: dict[str, type[BaseModel]] = {
     "price": Price,
     "chains": Chain,
     "entries": ChainEntry,
+    "clients": Client,
 }
 _BLOCK = re.compile(
     r"(<!-- generated: (?P<name>\w+) [^>]*-->\n)(?P<body>.*?)(<!-- end generated: (?P=name) -->)",

@@ -11,11 +11,23 @@ never appears anywhere.
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+
+from pydantic import Field, field_validator
 
 from chain429.config.sections import Model, PositiveCount, Usd
 
-__all__ = ["Client"]
+__all__ = ["KEY_MIN_LENGTH", "Client", "key_variable"]
+
+# A client key is a password a person or an app sends; `chain429 client add`
+# makes one of 48 characters. A short one could be guessed.
+KEY_MIN_LENGTH = 16
+
+
+def key_variable(name: str) -> str:
+    """The `.env` variable `chain429 client add` keeps a client's key in:
+    `CHAIN429_CLIENT_<NAME>_KEY`, the name upper-cased with `.` and `-` as `_`."""
+    return f"CHAIN429_CLIENT_{re.sub(r'[^A-Za-z0-9]', '_', name).upper()}_KEY"
 
 
 class Client(Model):
@@ -28,26 +40,39 @@ class Client(Model):
         description="Unique; shown in the request log, stats, metrics and the "
         "`X-429chain-Client` header (letters, digits, `.`, `_`, `-`).",
     )
+    # Checked by a validator rather than Field constraints: the file's JSON Schema
+    # (editors) sees `${VAR}` there, which a length or pattern would flag.
     key: str = Field(
-        min_length=1,
-        description="The key this client sends (`Authorization: Bearer <key>` or `x-api-key`); "
-        "write it as `${VAR}` (`chain429 client add` and `rotate` keep it in `.env`).",
+        description="The key this client sends (`Authorization: Bearer <key>` or `x-api-key`), "
+        f"at least {KEY_MIN_LENGTH} characters; in a file it must be a `${{VAR}}` reference "
+        "(`chain429 client add` and `rotate` keep it in `.env`). It may not be another "
+        "client's key, nor one of `apiKeys` or `adminKeys`.",
     )
     chains: tuple[str, ...] | None = Field(
         default=None,
-        description="The chains this client may use; unset: every chain.",
+        min_length=1,
+        description="The chains this client may use: it may name them, or an entry model all "
+        "of whose entries are in them; another chain is a 403 `model_not_allowed`, and "
+        "`/v1/models` lists only these. Unset: every chain.",
     )
     requests_per_minute: PositiveCount | None = Field(
-        default=None, description="This client's requests per minute, in a sliding 60 s window."
+        default=None,
+        description="This client's requests per minute, in a sliding 60 s window. Over it: a "
+        "429 `client_rate_limited` with `Retry-After`, before any provider is asked.",
     )
     tokens_per_minute: PositiveCount | None = Field(
-        default=None, description="This client's tokens per minute, counted from real usage."
+        default=None,
+        description="This client's tokens per minute (sliding 60 s): each request reserves its "
+        "estimate (prompt + `max_tokens`), settled with the provider's usage once it is in.",
     )
     requests_per_day: PositiveCount | None = Field(
-        default=None, description="This client's requests per calendar day."
+        default=None,
+        description="This client's requests per calendar day (`settings.timeZone`).",
     )
     tokens_per_day: PositiveCount | None = Field(
-        default=None, description="This client's tokens per calendar day, counted from real usage."
+        default=None,
+        description="This client's tokens per calendar day (`settings.timeZone`), counted as "
+        "`tokensPerMinute` is.",
     )
     paid_budget_usd_per_day: Usd | None = Field(
         default=None,
@@ -55,3 +80,13 @@ class Client(Model):
         "spent, its requests skip paid entries (`skip:budget`). Unset: only "
         "`settings.paidBudgetUsdPerDay` applies.",
     )
+
+    @field_validator("key")
+    @classmethod
+    def _strong_key(cls, value: str) -> str:
+        if len(value) < KEY_MIN_LENGTH or any(c.isspace() for c in value):
+            raise ValueError(
+                f"a client key needs at least {KEY_MIN_LENGTH} characters and no spaces "
+                "(`chain429 client add` makes one of 48)"
+            )
+        return value

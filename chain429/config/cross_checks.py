@@ -1,9 +1,11 @@
 """Checks that span sections of a config: references between them, and addresses.
 
-A chain entry must name a provider, `defaultChain` and each alias a chain; ids
-and names are unique, and an alias is not a chain's name (a request naming it
-would mean two chains); a provider's URL may not point at a cloud metadata
-service; under a paid budget every paid entry has a price. They run
+A chain entry must name a provider, `defaultChain`, each alias and a
+client's `chains` chains; ids and names are unique, and an alias is not a
+chain's name (a request naming it would mean two chains); every key that
+admits a caller (a client's, `apiKeys`, `adminKeys`) is its own, so a key
+names one caller and one scope; a provider's URL may not point at a cloud
+metadata service; under a paid budget every paid entry has a price. They run
 on the loosely-typed document, not the model, so the loader
 (`chain429.config.loader`) reports them with lines in the same pass as every
 type error; the model (`Config`) runs them too when it is built in code.
@@ -20,7 +22,7 @@ from chain429.config.errors import Loc, format_path
 from chain429.config.sections import Flag
 from chain429.upstream.addresses import forbidden_upstream, host_of
 
-__all__ = ["cross_check"]
+__all__ = ["cross_check", "literal_client_keys"]
 
 
 def _items(value: Any) -> list[tuple[int, dict[str, Any]]]:
@@ -87,6 +89,7 @@ def cross_check(data: Any) -> list[tuple[Loc, str]]:
         hint = _hint(default, list(chain_names), "chains")
         problems.append((("settings", key), f"no chain named {default!r}{hint}"))
     problems += _alias_problems(data.get("aliases"), list(chain_names))
+    problems += _client_problems(data, settings, list(chain_names))
     problems += _address_problems(data, settings)
     problems += _unpriced_paid_entries(data, settings)
     return problems
@@ -109,6 +112,81 @@ def _alias_problems(aliases: Any, chains: list[str]) -> list[tuple[Loc, str]]:
                 (("aliases", alias), f"no chain named {chain!r}{_hint(chain, chains, 'chains')}")
             )
     return problems
+
+
+def _client_problems(
+    data: dict[str, Any], settings: dict[str, Any], chains: list[str]
+) -> list[tuple[Loc, str]]:
+    """Client names unique, their chains real, their keys nobody else's.
+
+    A message never quotes a key: it says whose key it is the same as.
+    """
+    problems: list[tuple[Loc, str]] = []
+    holders: dict[str, str] = {}  # key -> who has it first, as a path
+    for setting in ("adminKeys", "apiKeys"):
+        keys = _setting(settings, setting)
+        for j, key in enumerate(keys if isinstance(keys, list) else ()):
+            if isinstance(key, str):
+                holders.setdefault(key, format_path(("settings", setting, j)))
+    names: dict[str, int] = {}
+    for i, client in _items(data.get("clients")):
+        name = client.get("name")
+        if isinstance(name, str):
+            if name in names:
+                first = format_path(("clients", names[name]))
+                problems.append(
+                    (
+                        ("clients", i, "name"),
+                        f"duplicate client name {name!r} (already used by {first})",
+                    )
+                )
+            else:
+                names[name] = i
+        allowed = client.get("chains")
+        for j, chain in enumerate(allowed if isinstance(allowed, list | tuple) else ()):
+            if isinstance(chain, str) and chain not in chains:
+                problems.append(
+                    (
+                        ("clients", i, "chains", j),
+                        f"no chain named {chain!r}{_hint(chain, chains, 'chains')}",
+                    )
+                )
+        key = client.get("key")
+        if isinstance(key, str) and key:
+            here = format_path(("clients", i, "key"))
+            if key in holders:
+                problems.append(
+                    (
+                        ("clients", i, "key"),
+                        f"the same key as {holders[key]}: each client needs a key of its own, "
+                        "which no other client, apiKeys or adminKeys entry has",
+                    )
+                )
+            else:
+                holders[key] = here
+    return problems
+
+
+def literal_client_keys(data: Any, referenced: set[Loc]) -> list[tuple[Loc, str]]:
+    """Client keys written in the file itself rather than as `${VAR}` (`referenced`: the
+    places a reference was resolved).
+
+    A config file is meant to live in git and be shown (the admin API, the web
+    UI, `config show`); a client's key written in it would travel with every
+    copy. Provider keys and `apiKeys` may still be literal for 429chain's
+    sake; client keys are new, so they start right.
+    """
+    if not isinstance(data, dict):
+        return []
+    return [
+        (
+            ("clients", i, "key"),
+            "write the key as a ${VAR} reference, its value in the environment or the .env "
+            "beside the file (`chain429 client add` does that), not in the file",
+        )
+        for i, client in _items(data.get("clients"))
+        if isinstance(client.get("key"), str) and ("clients", i, "key") not in referenced
+    ]
 
 
 def _setting(settings: dict[str, Any], name: str) -> Any:
@@ -192,11 +270,12 @@ def _address_problems(data: dict[str, Any], settings: dict[str, Any]) -> list[tu
                     )
                 )
     origins = _setting(settings, "corsOrigins")
-    if isinstance(origins, list) and "*" in origins and not _setting(settings, "apiKeys"):
+    keyed = _setting(settings, "apiKeys") or _items(data.get("clients"))
+    if isinstance(origins, list) and "*" in origins and not keyed:
         problems.append(
             (
                 ("settings", "corsOrigins"),
-                "'*' lets every web page call this server; it needs settings.apiKeys",
+                "'*' lets every web page call this server; it needs settings.apiKeys or clients",
             )
         )
     return problems

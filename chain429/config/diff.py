@@ -2,10 +2,11 @@
 
 `diff_configs(old, new)` reports providers added, removed and changed (field by
 field), chains added and removed, chain entries added, removed and moved (order
-matters in a waterfall), aliases added, removed and pointed elsewhere, and
-settings changed. `unified_diff(old, new)` is a
+matters in a waterfall), aliases added, removed and pointed elsewhere,
+clients added, removed and changed, and settings changed. `unified_diff(old, new)` is a
 `diff -u` of each side's normalized YAML. Secrets (API keys, admin keys,
-secret-looking headers, the database password) are masked in every output.
+client keys, secret-looking headers, the database password) are masked in
+every output.
 The CLI's `diff` command and the admin API both use this module.
 """
 
@@ -25,6 +26,7 @@ from chain429.config.model import Chain, Config
 
 __all__ = [
     "ChainChange",
+    "ClientChange",
     "ConfigDiff",
     "EntryMove",
     "FieldChange",
@@ -71,6 +73,12 @@ class ProviderChange:
 
 
 @dataclass(frozen=True)
+class ClientChange:
+    name: str
+    changes: tuple[FieldChange, ...]
+
+
+@dataclass(frozen=True)
 class EntryMove:
     provider: str
     model: str
@@ -98,6 +106,9 @@ class ConfigDiff:
     # One per alias: its old and new chain (None while it does not exist).
     aliases_changed: tuple[FieldChange, ...] = ()
     settings_changed: tuple[FieldChange, ...] = ()
+    clients_added: tuple[str, ...] = ()
+    clients_removed: tuple[str, ...] = ()
+    clients_changed: tuple[ClientChange, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -110,6 +121,9 @@ class ConfigDiff:
             or self.chains_changed
             or self.aliases_changed
             or self.settings_changed
+            or self.clients_added
+            or self.clients_removed
+            or self.clients_changed
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,6 +162,14 @@ class ConfigDiff:
             },
             "aliases": {"changed": [c.to_dict() for c in self.aliases_changed]},
             "settings": {"changed": [c.to_dict() for c in self.settings_changed]},
+            "clients": {
+                "added": list(self.clients_added),
+                "removed": list(self.clients_removed),
+                "changed": [
+                    {"name": c.name, "changes": [f.to_dict() for f in c.changes]}
+                    for c in self.clients_changed
+                ],
+            },
         }
 
     def summary_lines(self) -> list[str]:
@@ -175,6 +197,10 @@ class ConfigDiff:
             else:
                 lines.append(f"~ alias {alias.path}: {alias.old} -> {alias.new}")
         lines += [f"~ settings: {c.describe()}" for c in self.settings_changed]
+        lines += [f"+ client {c}" for c in self.clients_added]
+        lines += [f"- client {c}" for c in self.clients_removed]
+        for change in self.clients_changed:
+            lines += [f"~ client {change.name}: {c.describe()}" for c in change.changes]
         return lines
 
 
@@ -336,6 +362,14 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
         for name in sorted(old_c.keys() & new_c.keys())
         if (change := _diff_chain(old_c[name], new_c[name], resolved)) is not None
     ]
+    old_k = {c.name: c for c in old.clients}
+    new_k = {c.name: c for c in new.clients}
+    clients_changed = []
+    for name in sorted(old_k.keys() & new_k.keys()):
+        before, after = _dump(old_k[name], {"name"}), _dump(new_k[name], {"name"})
+        changes = _field_changes(before, after, "client", resolved)
+        if changes:
+            clients_changed.append(ClientChange(name, changes))
     redacted: ConfigDiff = _redacted(
         ConfigDiff(
             providers_added=tuple(sorted(new_p.keys() - old_p.keys())),
@@ -353,6 +387,9 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
             settings_changed=_field_changes(
                 _dump(old.settings), _dump(new.settings), "settings", resolved
             ),
+            clients_added=tuple(sorted(new_k.keys() - old_k.keys())),
+            clients_removed=tuple(sorted(old_k.keys() - new_k.keys())),
+            clients_changed=tuple(clients_changed),
         ),
         resolved,
     )
@@ -384,6 +421,10 @@ def _each_secret(data: dict[str, Any]) -> Iterable[tuple[_Loc, Any, Any, Callabl
         for name in headers:
             if (mask := field_masker("provider", f"headers.{name}")) is not None:
                 yield ("provider", pid, "headers", name), headers, name, mask
+    for client in data.get("clients") or []:
+        mask = field_masker("client", "key")
+        if mask is not None and isinstance(client.get("key"), str):
+            yield ("client", client.get("name"), "key"), client, "key", mask
 
 
 def _shown(config: Config) -> dict[str, Any]:

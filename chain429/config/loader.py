@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from chain429.config.cross_checks import cross_check
+from chain429.config.cross_checks import cross_check, literal_client_keys
 from chain429.config.errors import (
     ConfigError,
     ConfigIssue,
@@ -307,6 +307,8 @@ def parse_config_text(
                 continue
             issues.append(issue(line_for(loc, lines), loc, message))
     issues += [issue(line_for(loc, lines), loc, msg) for loc, msg in cross_check(data)]
+    literal = literal_client_keys(data, references.locs)
+    issues += [issue(line_for(loc, lines), loc, msg) for loc, msg in literal]
 
     if issues or config is None:
         issues.sort(key=lambda i: i.line or 0)

@@ -111,6 +111,7 @@ def mask_headers(value: Any) -> Any:
 # value sent back (GET, edit a form, PUT), which then keeps the real secret.
 PROVIDER_SECRETS = {"apiKey": mask_any, "baseUrl": mask_url, "headers": mask_headers}
 SETTINGS_SECRETS = {"apiKeys": mask_any, "adminKeys": mask_any, "databaseUrl": mask_url}
+CLIENT_SECRETS = {"key": mask_any}
 
 
 def mask_fields(item: Any, fields: Mapping[str, Callable[[Any], Any]]) -> Any:
@@ -126,12 +127,18 @@ def mask_config(data: Mapping[str, Any]) -> dict[str, Any]:
         masked["settings"] = mask_fields(masked["settings"], SETTINGS_SECRETS)
     if isinstance(masked.get("providers"), list):
         masked["providers"] = [mask_fields(p, PROVIDER_SECRETS) for p in masked["providers"]]
+    if isinstance(masked.get("clients"), list):
+        masked["clients"] = [mask_fields(c, CLIENT_SECRETS) for c in masked["clients"]]
     return masked
 
 
+_SECRETS_OF = {"provider": PROVIDER_SECRETS, "client": CLIENT_SECRETS}
+
+
 def field_masker(section: str, path: str) -> Callable[[Any], Any] | None:
-    """How to show one field of a `provider` or of `settings` (a dotted camelCase path)."""
-    secrets = PROVIDER_SECRETS if section == "provider" else SETTINGS_SECRETS
+    """How to show one field of a `provider`, a `client` or of `settings` (a dotted
+    camelCase path)."""
+    secrets = _SECRETS_OF.get(section, SETTINGS_SECRETS)
     if path in secrets:
         return secrets[path]
     name, _, rest = path.partition(".")

@@ -88,18 +88,20 @@ class Settings(Model):
     )
     host: str = Field(
         default="127.0.0.1",
-        description="Bind address; `serve --host` overrides it. Without `apiKeys`, only a "
-        "loopback address is allowed.",
+        description="Bind address; `serve --host` overrides it. Without `apiKeys` or "
+        "`clients`, only a loopback address is allowed.",
     )
     api_keys: tuple[str, ...] = Field(
         default=(),
-        description="Keys clients send (`Authorization: Bearer <key>` or `x-api-key`). Empty: "
-        "no auth, loopback only.",
+        description="Keys clients send (`Authorization: Bearer <key>` or `x-api-key`), shared "
+        "and anonymous; `clients` gives each caller a key of its own. Empty, with no "
+        "`clients`: no auth, loopback only.",
     )
     admin_keys: tuple[str, ...] = Field(
         default=(),
         description="Keys for every route, admin ones included. Empty: the `apiKeys` may read "
-        "the admin API but not change the config (429chain let them).",
+        "the admin API but not change the config (429chain let them); `clients`' keys never "
+        "may.",
     )
     default_chain: str | None = Field(
         default=None,
@@ -627,6 +629,7 @@ class Config(Model):
 
     _providers_by_id: dict[str, Provider] = PrivateAttr(default_factory=dict)
     _chains_by_name: dict[str, Chain] = PrivateAttr(default_factory=dict)
+    _clients_by_name: dict[str, Client] = PrivateAttr(default_factory=dict)
     # Set by the loader: the variables the file references, and each resolved
     # value with the reference it came from (so answers can show the reference).
     _references: frozenset[str] = PrivateAttr(default_factory=frozenset)
@@ -671,12 +674,17 @@ class Config(Model):
             self._providers_by_id.setdefault(provider.id, provider)
         for chain in self.chains:
             self._chains_by_name.setdefault(chain.name, chain)
+        for client in self.clients:
+            self._clients_by_name.setdefault(client.name, client)
 
     def provider(self, id: str) -> Provider:
         return self._providers_by_id[id]
 
     def chain(self, name: str) -> Chain | None:
         return self._chains_by_name.get(name)
+
+    def client(self, name: str) -> Client | None:
+        return self._clients_by_name.get(name)
 
     @property
     def references(self) -> frozenset[str]:

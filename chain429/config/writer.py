@@ -34,6 +34,7 @@ from chain429.config.errors import ConfigError, ConfigIssue
 from chain429.config.files import one_writer, write_atomically
 from chain429.config.loader import parse_config_text
 from chain429.config.masking import (
+    CLIENT_SECRETS,
     PROVIDER_SECRETS,
     SETTINGS_SECRETS,
     is_reference,
@@ -556,6 +557,28 @@ class ConfigDocument:
             message = f"that is the only entry of chain {chain!r}, and a chain needs one"
             raise ConfigEditError(409, message, names=[chain])
         self._remove(("chains", at, "entries"), index)
+
+    def upsert_client(self, client: dict[str, Any]) -> str:
+        """Add a client, or replace one (fields left out go); its key, left out or sent
+        back masked, is kept."""
+        new = dict(client)
+        seq, index = self._find("clients", "name", new.get("name"), "client")
+        if index is None:
+            _append(self._section("clients", create=True), _node(new))
+            return "created"
+        old = seq[index]
+        if new.get("key") is None:
+            new["key"] = old.get("key")  # omitted means "keep", as a provider's apiKey
+        for field, mask in CLIENT_SECRETS.items():
+            new[field] = _keep_masked(new.get(field), old.get(field), mask)
+        _merge(old, new)
+        return "updated"
+
+    def delete_client(self, name: str) -> None:
+        _, index = self._find("clients", "name", name, "client")
+        if index is None:
+            raise ConfigEditError(404, f"no client named {name!r}")
+        self._remove(("clients",), index)
 
     def patch_settings(self, changes: dict[str, Any]) -> None:
         if not isinstance(changes, Mapping):

@@ -416,20 +416,47 @@ def _add_endpoint_columns(database: peewee.Database) -> None:
                 f'ALTER TABLE "{table}" ADD COLUMN "endpoint" VARCHAR(16) NOT NULL DEFAULT \'chat\''
             )
     for table, (old, added) in _ENDPOINT_KEYS.items():
-        new = [*old, added]
-        indexes = [index for index in database.get_indexes(table) if index.unique]
-        for index in indexes:
-            if list(index.columns) == old:
-                database.execute_sql(f'DROP INDEX "{index.name}"')
-        if not any(list(index.columns) == new for index in indexes):
-            # Named as Peewee names the index of a table it creates.
-            name = "_".join([table, *new])
-            columns = ", ".join(f'"{column}"' for column in new)
-            database.execute_sql(f'CREATE UNIQUE INDEX "{name}" ON "{table}" ({columns})')
+        _rekey(database, table, old, [*old, added])
+
+
+def _rekey(database: peewee.Database, table: str, old: list[str], new: list[str]) -> None:
+    """Make a rollup's unique key (its upserts' conflict target) `new` instead of `old`.
+
+    A table that already has `new` or a longer key starting with it (built by a
+    later version's migration 1, or grown by a later migration) is left as it is.
+    """
+    indexes = [index for index in database.get_indexes(table) if index.unique]
+    for index in indexes:
+        if list(index.columns) == old:
+            database.execute_sql(f'DROP INDEX "{index.name}"')
+    if not any(list(index.columns)[: len(new)] == new for index in indexes):
+        # Named as Peewee names the index of a table it creates.
+        name = "_".join([table, *new])
+        columns = ", ".join(f'"{column}"' for column in new)
+        database.execute_sql(f'CREATE UNIQUE INDEX "{name}" ON "{table}" ({columns})')
+
+
+def _add_rollup_client(database: peewee.Database) -> None:
+    """`hourly_rollup.client`: the rollup gains the client dimension, so stats per client
+    over 30 days read rollup rows, not every request (one rollup row per hour, chain,
+    provider, outcome, endpoint and client: clients are a bounded set from the config).
+
+    Its unique key grows by the column (the writer's upsert conflicts on it). Rows
+    rolled up before have "" (anonymous): the requests logged before clients existed
+    had none. A database created by this version has both already. Instances of the
+    previous version writing to the same PostgreSQL upsert on the old key and fail
+    after this: upgrade them all.
+    """
+    if "client" not in {column.name for column in database.get_columns("hourly_rollup")}:
+        database.execute_sql(
+            """ALTER TABLE "hourly_rollup" ADD COLUMN "client" VARCHAR(64) NOT NULL DEFAULT ''"""
+        )
+    old = ["hour_ms", "chain", "provider", "outcome", "endpoint"]
+    _rekey(database, "hourly_rollup", old, [*old, "client"])
 
 
 # Append only: a released number is never renumbered or edited, because
-# databases out there record it as applied. 4 is taken (client and cost).
+# databases out there record it as applied.
 MIGRATIONS: list[Migration] = [
     (1, "create tables", _create_tables),
     (2, "hourly attempt rollup", _create_attempt_rollup),
@@ -437,6 +464,7 @@ MIGRATIONS: list[Migration] = [
     (4, "request client", _add_client_column),
     (5, "request endpoint", _add_endpoint_columns),
     (6, "request cost and spend rollup", _add_spend),
+    (7, "rollup client", _add_rollup_client),
 ]
 
 

@@ -1,7 +1,7 @@
 """The hourly rollups the request log writer keeps: tally a batch, merge it in.
 
 `merge_rollups` adds a batch of records to `HourlyRollup` (requests per hour,
-chain, provider, outcome and endpoint, with a latency histogram over
+chain, provider, outcome, endpoint and client, with a latency histogram over
 `LATENCY_BUCKETS_MS`), to `HourlyAttemptRollup` (attempts per hour,
 provider, model, outcome and endpoint; the hour and endpoint are the
 request's) and to `HourlySpendRollup` (what priced answers cost per hour,
@@ -13,7 +13,7 @@ Each tallied key is one upsert that adds to the row in place
 (`ON CONFLICT ... DO UPDATE`), so instances sharing one database merge into
 the same hours without a read-modify-write to race on. Keys are clipped
 to their columns' widths exactly as the raw rows are (`clip`), so both
-always name the same chain, provider and model.
+always name the same chain, provider, model and client.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def clip(values: tuple[Any, ...], limits: ColumnLimits) -> tuple[Any, ...]:
     return tuple(cut)
 
 
-_ROLLUP_KEY_COLUMNS = ["hour_ms", "chain", "provider", "outcome", "endpoint"]
+_ROLLUP_KEY_COLUMNS = ["hour_ms", "chain", "provider", "outcome", "endpoint", "client"]
 _ROLLUP_SUM_COLUMNS = [
     "requests",
     "errors",
@@ -102,7 +102,7 @@ def latency_bucket(latency_ms: float) -> int:
     return bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)
 
 
-RollupKey = tuple[int, str, str, str, str]  # hour_ms, chain, provider, outcome, endpoint
+RollupKey = tuple[int, str, str, str, str, str]  # hour, chain, provider, outcome, endpoint, client
 AttemptKey = tuple[int, str, str, str, str]  # hour_ms, provider, model, outcome, endpoint
 
 
@@ -143,6 +143,7 @@ def _tally(records: list[RequestRecord]) -> dict[RollupKey, _Tally]:
                     r.provider or "",
                     r.outcome,
                     r.endpoint,
+                    r.client or "",
                 ),
                 _ROLLUP_KEY_LIMITS,
             ),

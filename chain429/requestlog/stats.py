@@ -81,6 +81,7 @@ __all__ = [
     "Totals",
     "attempt_outcomes",
     "chains",
+    "clients",
     "collect",
     "decode_cursor",
     "encode_cursor",
@@ -100,11 +101,11 @@ __all__ = [
 
 SUCCESS = "success"
 
-_DIMENSIONS = ("chain", "provider", "outcome", "endpoint")
+_DIMENSIONS = ("chain", "provider", "outcome", "endpoint", "client")
 _STAR = peewee.SQL("*")
 # What the rollup query reads: its key columns, then its sums in Totals.add's order
 # (the successes, counted from `requests` and `outcome`, come second).
-_ROLLUP_KEYS = ("hour_ms", "chain", "provider", "outcome", "endpoint")
+_ROLLUP_KEYS = ("hour_ms", *_DIMENSIONS)
 _ROLLUP_SUMS = ("requests", "attempts", "prompt_tokens", "completion_tokens", "latency_sum_ms")
 _ATTEMPT_ID = AttemptRow._meta.primary_key  # peewee's implicit auto id; ties keep insert order
 
@@ -121,6 +122,16 @@ class Totals:
     completion_tokens: int = 0
     latency_sum_ms: float = 0.0
     histogram: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+
+    def merge(self, other: Totals) -> None:
+        """Add another group's totals to these."""
+        self.requests += other.requests
+        self.successes += other.successes
+        self.attempts += other.attempts
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.latency_sum_ms += other.latency_sum_ms
+        self.histogram = [a + b for a, b in zip(self.histogram, other.histogram, strict=True)]
 
     def add(self, row: tuple[Any, ...]) -> None:
         """Add one aggregate row: the six sums, then one count per histogram bucket."""
@@ -221,7 +232,8 @@ def _ordinals(keys: list[Any]) -> list[Any]:
 
 
 def _raw_dimension(name: str) -> Any:
-    # The rollup keeps "" for "no chain" / "nobody answered"; raw rows say NULL.
+    # The rollup keeps "" for "no chain" / "nobody answered" / "no client"; raw rows
+    # say NULL.
     if name == "outcome":
         return RequestRow.outcome
     return fn.COALESCE(getattr(RequestRow, name), "")
@@ -508,6 +520,42 @@ def endpoints(since_ms: int, until_ms: int) -> dict[str, Any]:
     return _per("endpoint", since_ms, until_ms, None)
 
 
+# A client's own refusal (chain429.server.client_gate): counted apart in `clients`.
+CLIENT_RATE_LIMITED = "client_rate_limited"
+
+
+def clients(since_ms: int, until_ms: int) -> dict[str, Any]:
+    """Per client (`null`: requests without one: `apiKeys`, keyless, refused keys).
+
+    `rate_limited` counts the requests refused by the client's own limits
+    (`client_rate_limited`); they are errors too, and reached no provider.
+    """
+    with read_snapshot():
+        groups = collect(since_ms, until_ms, ("client", "outcome"))
+    per_client: dict[str, Totals] = {}
+    limited: dict[str, int] = {}
+    for (name, outcome), totals in groups.items():
+        per_client.setdefault(name, Totals()).merge(totals)
+        if outcome == CLIENT_RATE_LIMITED:
+            limited[name] = limited.get(name, 0) + totals.requests
+    rows = []
+    for name in sorted(per_client, key=lambda n: (n == "", n)):
+        totals = per_client[name]
+        rows.append(
+            {
+                "client": name or None,
+                "requests": totals.requests,
+                "successes": totals.successes,
+                "errors": totals.errors,
+                "error_rate": round(totals.errors / totals.requests, 4),
+                "rate_limited": limited.get(name, 0),
+                "tokens": totals.tokens(),
+                "latency_ms": totals.latency(),
+            }
+        )
+    return {"object": "stats.clients", **_range_fields(since_ms, until_ms), "data": rows}
+
+
 def timeseries(
     since_ms: int, until_ms: int, bucket: str | None = None, endpoint: str | None = None
 ) -> dict[str, Any]:
@@ -568,6 +616,7 @@ def requests(
     status: int | None = None,
     outcome: str | None = None,
     endpoint: str | None = None,
+    client: str | None = None,
     limit: int = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> dict[str, Any]:
@@ -596,6 +645,7 @@ def requests(
         (RequestRow.status, status),
         (RequestRow.outcome, outcome),
         (RequestRow.endpoint, endpoint),
+        (RequestRow.client, client),
     ):
         if value is not None:
             query = query.where(column == value)

@@ -109,8 +109,8 @@ class AttemptRow(BaseModel):
 
 
 class HourlyRollup(BaseModel):
-    """Per hour, chain, provider, outcome and endpoint: what summaries and charts read
-    at scale.
+    """Per hour, chain, provider, outcome, endpoint and client: what summaries and charts
+    read at scale.
 
     Latency percentiles cannot be summed, so each row keeps a histogram of
     latencies (counts per fixed bucket, as JSON) that merges by addition.
@@ -121,6 +121,7 @@ class HourlyRollup(BaseModel):
     provider = peewee.CharField(max_length=200, default="")  # "" when nobody answered
     outcome = peewee.CharField(max_length=40)
     endpoint = endpoint_field()
+    client = peewee.CharField(max_length=64, default="")  # "" for anonymous (migration 7)
     requests = peewee.IntegerField(default=0)
     errors = peewee.IntegerField(default=0)
     attempts = peewee.IntegerField(default=0)
@@ -133,7 +134,7 @@ class HourlyRollup(BaseModel):
 
     class Meta:
         table_name = "hourly_rollup"
-        indexes = ((("hour_ms", "chain", "provider", "outcome", "endpoint"), True),)
+        indexes = ((("hour_ms", "chain", "provider", "outcome", "endpoint", "client"), True),)
 
 
 class HourlyAttemptRollup(BaseModel):

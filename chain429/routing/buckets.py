@@ -11,6 +11,10 @@ one). Entries that share a bucket share its fate. A bucket knows two things:
   for per-minute limits (no windows that start at boot), calendar days for
   per-day limits (the provider's day), and requests in flight.
 
+A client's own limits (`clients:`) are counted by a bucket too, one per client,
+whose day is the server's (`settings.timeZone`: `zone`) and which never hears
+from a provider.
+
 Everything is synchronous and takes `now`: the state store calls it without
 awaiting in between, which is what makes check-and-reserve atomic.
 """
@@ -20,12 +24,14 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Any
 
 from chain429.config.model import RateLimits
 from chain429.routing.outcome import BlockReason
 from chain429.upstream.dialects import Dialect, Reading, next_day_boundary
 from chain429.upstream.presets import dialect_named
+from chain429.upstream.times import next_midnight
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +95,13 @@ class Bucket:
     day_ends_at: float = 0.0
     in_flight: int = 0
     strikes: int = 0  # 429s in a row, for escalating cooldowns
+    zone: tzinfo | None = None  # whose midnight ends the day; None: the provider's
+
+    def next_day(self, now: float) -> float:
+        """When this bucket's day ends: midnight in `zone`, else the provider's."""
+        if self.zone is not None:
+            return next_midnight(now, self.zone)
+        return next_day_boundary(self.dialect, now)
 
     # -- asking ------------------------------------------------------------
 
@@ -203,7 +216,7 @@ class Bucket:
             self.minute_tokens.popleft()
         if now >= self.day_ends_at:
             self.day_requests = self.day_tokens = 0
-            self.day_ends_at = next_day_boundary(self.dialect, now)
+            self.day_ends_at = self.next_day(now)
 
     def describe(self, limits: RateLimits | None, now: float) -> list[dict[str, object]]:
         """Each quota this bucket knows: limit, remaining, reset, source."""

@@ -25,6 +25,13 @@ that same probe: concurrent requests skip (`skip:breaker`) until it answers.
 A person may pause a provider or an entry (pauses.py): it is skipped
 (`skip:paused`) before any other rule is asked, until resumed.
 
+A client's own limits (`clients:`) are counted here too, before the walk:
+`reserve_client` takes the request's unit from the client's bucket (or says
+which limit it is over), `finish_client` swaps the token estimate for the
+real count. They share the buckets' arithmetic and, in the shared store, its
+scripts, so a client's requestsPerMinute holds across instances as an
+entry's does.
+
 The memory store is the default; the shared store (redis_store.py)
 implements the same protocol on Redis.
 """
@@ -51,8 +58,14 @@ from chain429.routing.outcome import (
     Scope,
 )
 from chain429.routing.pauses import PAUSED_PREFIX, Pause, Pauses
-from chain429.routing.runtime import EntryRuntime
-from chain429.upstream.dialects import daily_exhausted, next_day_boundary, read_body, read_headers
+from chain429.routing.runtime import ClientRuntime, EntryRuntime
+from chain429.upstream.dialects import (
+    GENERIC,
+    daily_exhausted,
+    next_day_boundary,
+    read_body,
+    read_headers,
+)
 
 if TYPE_CHECKING:
     from chain429.routing.redis_store import RedisStateStore
@@ -66,6 +79,7 @@ BUCKET_PREFIX = "bucket:"  # + a bucket key
 STREAMFAIL_PREFIX = "streamfail:"  # + an entry label
 BREAKER_PREFIX = "breaker:"  # + an entry label: transient failures in a row
 SPEND_PREFIX = "spend:"  # + a budget key: what the day's paid calls cost
+CLIENT_PREFIX = "client:"  # + a client's name: its own counters (ClientRuntime.bucket)
 _SCOPE_PREFIXES = ("provider:", "bucket:", "entry:")
 
 
@@ -107,6 +121,16 @@ class Reservation:
 def overdrawn_block(over: Overdrawn, now: float) -> Block:
     """The skip a paid budget that cannot take a call puts in the trace (`skip:budget`)."""
     return Block(BlockReason.BUDGET, over.until(now), "entry", over.detail, "budget")
+
+
+@dataclass(slots=True)
+class ClientReservation:
+    """A request counted against its client's own limits; finished when it is over."""
+
+    client: ClientRuntime
+    need_tokens: int
+    reserved_at: float
+    done: bool = False
 
 
 class StateStoreUnavailable(Exception):
@@ -190,6 +214,18 @@ class StateStore(Protocol):
 
     async def pauses(self) -> list[Pause]: ...
 
+    async def reserve_client(
+        self, client: ClientRuntime, need_tokens: int, now: float
+    ) -> ClientReservation | Block:
+        """Atomically: a Block naming the client's own limit it is over (its `detail`), else
+        a reservation that counts this request (and its estimated tokens) against them."""
+
+    async def finish_client(self, reservation: ClientReservation, used_tokens: int | None) -> None:
+        """The request is over: count the tokens it really used (None: keep the estimate)."""
+
+    async def client_quotas(self, client: ClientRuntime, now: float) -> list[dict[str, object]]:
+        """The client's own limits with what is left of each (Bucket.describe's shape)."""
+
 
 class StoreDown(Exception):
     """A shared store cannot be used right now (its breaker is open, or this call just failed)."""
@@ -249,6 +285,7 @@ class MemoryStateStore:
         self._breaker_failures: dict[str, int] = {}
         self._breakers_open: set[str] = set()
         self._paused = Pauses()
+        self._clients: dict[str, Bucket] = {}  # a client's name -> its own counters
         self._ids = itertools.count(1)
         self.ledger = MemoryLedger()  # paid budgets: the day's spend, calls' holds
         # Bumped by every call that may change what `export_state` gives, so the
@@ -577,14 +614,52 @@ class MemoryStateStore:
         """Hold exactly these pauses: the shared store's copy, for when Redis is away."""
         self._paused = Pauses(pauses)
 
+    # -- clients' own limits ---------------------------------------------------
+
+    def _client_bucket(self, client: ClientRuntime) -> Bucket:
+        bucket = self._clients.get(client.name)
+        if bucket is None:
+            bucket = self._clients[client.name] = Bucket(client.bucket, GENERIC)
+        bucket.zone = client.zone  # settings.timeZone may have changed on a reload
+        return bucket
+
+    async def reserve_client(
+        self, client: ClientRuntime, need_tokens: int, now: float
+    ) -> ClientReservation | Block:
+        if client.limits is None:  # nothing to count against
+            return ClientReservation(client, need_tokens, now)
+        bucket = self._client_bucket(client)
+        refusal = bucket.refusal(client.limits, need_tokens, now)
+        if refusal is not None:
+            return Block(refusal.reason, refusal.until, "bucket", refusal.detail, refusal.source)
+        bucket.reserve(need_tokens, now, client.limits)
+        self.version += 1
+        return ClientReservation(client, need_tokens, now)
+
+    async def finish_client(self, reservation: ClientReservation, used_tokens: int | None) -> None:
+        if reservation.done:
+            return
+        reservation.done = True
+        if reservation.client.limits is None:
+            return
+        self.version += 1
+        bucket = self._client_bucket(reservation.client)
+        bucket.finish(reservation.reserved_at, reservation.need_tokens, used_tokens)
+
+    async def client_quotas(self, client: ClientRuntime, now: float) -> list[dict[str, object]]:
+        if client.limits is None:
+            return []
+        return self._client_bucket(client).describe(client.limits, now)
+
     # -- surviving a restart ---------------------------------------------------
     #
-    # Saved: blocks in force, buckets' live state (see Bucket.to_dict), streams
-    # that died in a row, breakers' failure counts (an open breaker's interval
-    # is its block, saved with the blocks), the day's paid spend per budget,
-    # pauses. Not saved: probes, in-flight counts and spend holds, which belong
-    # to requests of the process that stopped. A restored block that has ended
-    # by the time it is next asked about brings its probe like any other.
+    # Saved: blocks in force, buckets' live state (see Bucket.to_dict) and
+    # clients' (their day's counts: a restart must not hand out a new day),
+    # streams that died in a row, breakers' failure counts (an open breaker's
+    # interval is its block, saved with the blocks), the day's paid spend per
+    # budget, pauses. Not saved: probes, in-flight counts and spend holds, which
+    # belong to requests of the process that stopped. A restored block that has
+    # ended by the time it is next asked about brings its probe like any other.
 
     def export_state(self, now: float) -> dict[str, dict[str, Any]]:
         """Everything live, one JSON-able dict per key (BLOCK_/BUCKET_/STREAMFAIL_/BREAKER_/
@@ -603,6 +678,10 @@ class MemoryStateStore:
             data = bucket.to_dict(now)
             if data is not None:
                 items[BUCKET_PREFIX + key] = data
+        for name, bucket in self._clients.items():
+            data = bucket.to_dict(now)
+            if data is not None:
+                items[CLIENT_PREFIX + name] = data
         for key, failures in self._stream_failures.items():
             if failures > 0:
                 items[STREAMFAIL_PREFIX + key.removeprefix("entry:")] = {"failures": failures}
@@ -657,6 +736,17 @@ class MemoryStateStore:
             current = self._buckets.get(restored.key)
             if current is None:
                 self._buckets[restored.key] = restored
+            else:
+                current.absorb(restored)
+            return True
+        if key.startswith(CLIENT_PREFIX):
+            restored = Bucket.from_dict(data, now)
+            if restored.key != key:
+                raise ValueError("client key does not match its row")
+            name = key.removeprefix(CLIENT_PREFIX)
+            current = self._clients.get(name)
+            if current is None:
+                self._clients[name] = restored
             else:
                 current.absorb(restored)
             return True

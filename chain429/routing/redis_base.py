@@ -44,7 +44,8 @@ from chain429.routing.pauses import Pause, ended_by_resume
 from chain429.routing.redis_budget import RedisBudgets
 from chain429.routing.redis_link import RedisLink
 from chain429.routing.redis_scripts import block_from, bucket_from, pause_from, pause_value
-from chain429.routing.runtime import EntryRuntime
+from chain429.routing.runtime import ClientRuntime, EntryRuntime
+from chain429.upstream.dialects import GENERIC, Dialect
 
 Failure = Literal["open", "closed"]
 
@@ -206,6 +207,22 @@ class RedisStateBase:
             k("paused"),
         ]
 
+    def _client_keys(self, name: str) -> list[str]:
+        """A client's counters, laid out as a bucket's (`_bucket_keys`) under prefixes of
+        their own; its readings key is never written (no provider reports on a client)."""
+        k = self._k
+        return [
+            k("blocks"),
+            k("probes"),
+            k(f"cl:{name}"),
+            k(f"clrd:{name}"),
+            k(f"cllease:{name}"),
+            k(f"clrpm:{name}"),
+            k(f"cltpm:{name}"),
+            k("breakers"),
+            k("paused"),  # the script looks for a pause first; none is ever under a client's
+        ]
+
     # -- reading -------------------------------------------------------------------
 
     async def snapshot(self, now: float) -> list[dict[str, object]]:
@@ -292,9 +309,24 @@ class RedisStateBase:
             return await self._fallback().in_flight(entry)
         return bucket.in_flight
 
+    async def client_quotas(self, client: ClientRuntime, now: float) -> list[dict[str, object]]:
+        if client.limits is None:
+            return []
+        keys = self._client_keys(client.name)
+        try:
+            bucket = await self._read_bucket_at(client.bucket, GENERIC, keys)
+        except StoreDown:
+            return await self._fallback().client_quotas(client, now)
+        bucket.zone = client.zone
+        return bucket.describe(client.limits, time.time())
+
     async def _read_bucket(self, entry: EntryRuntime) -> Bucket:
+        return await self._read_bucket_at(
+            entry.bucket, entry.dialect, self._bucket_keys(entry.bucket)
+        )
+
+    async def _read_bucket_at(self, key: str, dialect: Dialect, keys: list[str]) -> Bucket:
         """The bucket as Redis has it, on our clock: the memory store's Bucket describes it."""
-        keys = self._bucket_keys(entry.bucket)
 
         async def read(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)
@@ -308,7 +340,7 @@ class RedisStateBase:
         readings, day, leases, rpm, tpm, (seconds, micros) = await self.link.run(read)
         redis_now = seconds + micros / 1e6
         offset = self._clock(redis_now)
-        return bucket_from(entry, readings, day, leases, rpm, tpm, redis_now, offset)
+        return bucket_from(key, dialect, readings, day, leases, rpm, tpm, redis_now, offset)
 
     # -- a person's calls --------------------------------------------------------------
 

@@ -25,6 +25,9 @@ tag: every key lands in one slot, so the multi-key scripts are allowed):
     spendheld:<day>   zset   hold member -> lease expiry (a paid call's held estimate)
     spendhold:<day>   hash   hold member -> "amount|budget key,budget key"
     paused            hash   scope key (provider or entry) -> "since|by": a person's pause
+    cl:<client>, cllease:<client>, clrpm:<client>, cltpm:<client>
+                      a client's own counters (`clients:`), as a bucket's: RESERVE and
+                      FINISH run on them with scope keys nothing is ever blocked under
     wake              channel  an instance's id, published when waiting requests may go
 
 Every key gets an expiry each time it is written (a day or two for counters
@@ -45,8 +48,7 @@ from chain429.routing.buckets import Bucket, _Seen
 from chain429.routing.limits import Block, BlockScope
 from chain429.routing.outcome import BlockReason
 from chain429.routing.pauses import Pause
-from chain429.routing.runtime import EntryRuntime
-from chain429.upstream.dialects import Reading
+from chain429.upstream.dialects import Dialect, Reading
 
 # Helpers every script starts with: the Redis clock, number formatting, and
 # "keep this key at least this long".
@@ -355,6 +357,8 @@ if used ~= '' and used ~= need then
   if at then
     redis.call('ZREM', KEYS[3], old)
     redis.call('ZADD', KEYS[3], at, member .. '|' .. used)
+    -- Removing the window's last member deleted the key, and its expiry with it.
+    keep(KEYS[3], 120)
   end
   local day_end = num(redis.call('HGET', KEYS[1], 'day_end')) or 0
   if tonumber(ARGV[4]) < day_end then
@@ -489,7 +493,8 @@ def block_from(value: str, offset: float) -> Block:
 
 
 def bucket_from(
-    entry: EntryRuntime,
+    key: str,
+    dialect: Dialect,
     readings: dict[str, str],
     day: list[str | None],
     leases: list[tuple[str, float]],
@@ -500,7 +505,7 @@ def bucket_from(
 ) -> Bucket:
     """The bucket as Redis holds it, on our clock: the memory store's Bucket then
     describes it (one home for what /v1/ratelimits shows of a bucket)."""
-    bucket = Bucket(entry.bucket, entry.dialect)
+    bucket = Bucket(key, dialect)
     for field, value in readings.items():
         kind, window = field.split("|", 1)
         limit, remaining, reset, source, observed, reserved = value.split("|")

@@ -23,6 +23,11 @@ the request wait; the answer to a probe is awaited (every instance waits on
 it). A failed call records (one round trip, awaited: the router needs the
 block) and finishes.
 
+A client's own limits (`reserve_client`, `finish_client`) run the same two
+scripts on the client's own keys: its counters are a bucket that no provider
+ever reports on, whose day ends at the server's midnight (`settings.timeZone`),
+so the script's day boundary is computed here from that zone.
+
 Concurrency slots are leases: a reservation holds a member of the bucket's
 lease set with an expiry, renewed every third of the lease while the request
 runs. An instance that dies stops renewing, and its slots come back within
@@ -46,12 +51,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from chain429.config.model import RateLimits
 from chain429.routing import buckets as words
 from chain429.routing.buckets import CONCURRENCY_RETRY_S
 from chain429.routing.budget import BudgetCap, BudgetDay, SpendHold
 from chain429.routing.limits import (
     HALF_OPEN_DETAIL,
     Block,
+    ClientReservation,
     Reservation,
     StoreDown,
     _scope_of,
@@ -62,7 +69,7 @@ from chain429.routing.limits import (
 from chain429.routing.outcome import SKIP_REASON, BlockReason, CooldownPolicy, Kind, Outcome, Scope
 from chain429.routing.redis_base import RedisStateBase
 from chain429.routing.redis_scripts import block_from, pause_from
-from chain429.routing.runtime import EntryRuntime
+from chain429.routing.runtime import ClientRuntime, EntryRuntime
 from chain429.upstream.dialects import (
     Reading,
     daily_exhausted,
@@ -70,6 +77,7 @@ from chain429.upstream.dialects import (
     read_body,
     read_headers,
 )
+from chain429.upstream.times import next_midnight
 
 
 @dataclass(slots=True)
@@ -80,6 +88,13 @@ class _RedisReservation(Reservation):
     settles: bool = False  # finishing changes what the next request may take: wait for it
     lease_key: str = ""
     succeeded: bool = False  # answered with a success: finish ends the bucket's strikes
+
+
+@dataclass(slots=True)
+class _RedisClientReservation(ClientReservation):
+    member: str = ""
+    redis_at: float = 0.0
+    settles: bool = False  # a token limit: the next request must see the real count
 
 
 class RedisStateStore(RedisStateBase):
@@ -96,7 +111,7 @@ class RedisStateStore(RedisStateBase):
         except StoreDown:
             return await self._fallback().reserve(entry, need_tokens, now)
         if reply[0] != "ok":
-            return self._refusal(reply, entry, need_tokens)
+            return self._refusal(reply, entry.limits, need_tokens)
         redis_now = float(reply[1])
         self._clock(redis_now)
         keys = self._bucket_keys(entry.bucket)
@@ -124,7 +139,7 @@ class RedisStateStore(RedisStateBase):
             reply = await self._ask(entry, 0, "", reserving=False)
         except StoreDown:
             return await self._fallback().check(entry, now)
-        return None if reply[0] == "ok" else self._refusal(reply, entry, 0)
+        return None if reply[0] == "ok" else self._refusal(reply, entry.limits, 0)
 
     async def _ask(
         self, entry: EntryRuntime, need_tokens: int, member: str, *, reserving: bool
@@ -147,7 +162,7 @@ class RedisStateStore(RedisStateBase):
         reply = await self.link.script("reserve", self._bucket_keys(entry.bucket), args)
         return cast(list[str], reply)
 
-    def _refusal(self, reply: list[str], entry: EntryRuntime, need: int) -> Block:
+    def _refusal(self, reply: list[str], limits: RateLimits | None, need: int) -> Block:
         """A Block from the reserve script's no (times moved to our clock)."""
         what = reply[0]
         if what == "paused":
@@ -178,12 +193,12 @@ class RedisStateStore(RedisStateBase):
         elif code == "rpm":
             detail = words.limit_reached("requestsPerMinute", a)
         elif code == "tpm":
-            limit = entry.limits.tokens_per_minute if entry.limits else None
+            limit = limits.tokens_per_minute if limits else None
             reason, detail = BlockReason.TOKENS, words.tokens_per_minute_used(limit, a, b)
         elif code == "rpd":
             detail = words.limit_reached("requestsPerDay", a)
         elif code == "tpd":
-            limit = entry.limits.tokens_per_day if entry.limits else None
+            limit = limits.tokens_per_day if limits else None
             reason, detail = BlockReason.TOKENS, words.tokens_per_day_used(limit, a)
         return Block(reason, until, "bucket", detail, source)
 
@@ -380,3 +395,72 @@ class RedisStateStore(RedisStateBase):
                 return None
             return await self.local.record_stream_end(entry, clean=clean, now=now, policy=policy)
         return block_from(reply[1], self._clock(float(reply[0])))
+
+    # -- clients' own limits -------------------------------------------------------
+
+    async def reserve_client(
+        self, client: ClientRuntime, need_tokens: int, now: float
+    ) -> ClientReservation | Block:
+        limits = client.limits
+        if limits is None:
+            return ClientReservation(client, need_tokens, now)
+        member = f"{self.instance}:{next(self._ids)}"
+        day_end = next_midnight(time.time() + self._offset, client.zone)
+        args: list[object] = [
+            member,
+            need_tokens,
+            0,  # no concurrency limit: the lease only counts it in flight
+            limits.requests_per_minute or 0,
+            limits.tokens_per_minute or 0,
+            limits.requests_per_day or 0,
+            limits.tokens_per_day or 0,
+            f"{day_end:.6f}",
+            f"{self.lease_s:.3f}",
+            "1",
+            # Scope keys no block, probe or pause is ever kept under (a provider id has no
+            # `/`, an entry's model is never empty): a client is never cooled or paused.
+            *([f"{client.bucket}/"] * 3),
+        ]
+        try:
+            reply = await self.link.script("reserve", self._client_keys(client.name), args)
+        except StoreDown:
+            return await self._fallback().reserve_client(client, need_tokens, now)
+        if reply[0] != "ok":
+            return self._refusal(reply, limits, need_tokens)
+        redis_now = float(reply[1])
+        self._clock(redis_now)
+        return _RedisClientReservation(
+            client,
+            need_tokens,
+            now,
+            member=member,
+            redis_at=redis_now,
+            settles=bool(limits.tokens_per_minute or limits.tokens_per_day),
+        )
+
+    async def finish_client(self, reservation: ClientReservation, used_tokens: int | None) -> None:
+        if reservation.done:
+            return
+        if not isinstance(reservation, _RedisClientReservation):
+            await self.local.finish_client(reservation, used_tokens)
+            return
+        reservation.done = True
+        keys = self._client_keys(reservation.client.name)
+        args = [
+            reservation.member,
+            reservation.need_tokens,
+            "" if used_tokens is None else used_tokens,
+            f"{reservation.redis_at:.6f}",
+            "",  # no probe
+            "0",  # nobody waits on a client's slot
+            self.link.channel,
+            self.instance,
+            "0",  # no breaker to close
+            reservation.client.bucket,
+        ]
+        finish_keys = [keys[2], keys[4], keys[6], keys[1], keys[0], keys[7]]
+        if not reservation.settles:
+            self.link.defer("finish", finish_keys, args)
+            return
+        with contextlib.suppress(StoreDown):  # its lease runs out by itself
+            await self.link.script("finish", finish_keys, args)

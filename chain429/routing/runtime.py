@@ -1,18 +1,23 @@
 """An immutable, request-ready view of one loaded config.
 
 Everything the request path would otherwise recompute per request (URLs,
-upstream headers, timeouts, the /v1/models body, key bytes for auth) is built
-once here. A reload builds a new `Snapshot` and swaps one reference, so a
-request in flight keeps the snapshot it started with.
+upstream headers, timeouts, the /v1/models body, key bytes for auth, each
+client's limits, chains and key digest) is built once here. A reload builds a
+new `Snapshot` and swaps one reference, so a request in flight keeps the
+snapshot it started with.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import tzinfo
+from typing import Any
 
-from chain429.config.model import Chain, ChainKind, Config, Price, RateLimits
+from chain429.config.model import Chain, ChainKind, Client, Config, Price, RateLimits
 from chain429.config.sections import resolve_retry
 from chain429.routing.endpoints import ROUTE, UPSTREAM_PATH, Endpoint, serving
 from chain429.routing.outcome import CooldownPolicy
@@ -61,6 +66,39 @@ class ChainRuntime:
         return self.entries[0].kind if self.entries else "chat"
 
 
+@dataclass(frozen=True, slots=True)
+class ClientRuntime:
+    """A `clients:` entry as the request path needs it; never its key."""
+
+    name: str
+    chains: frozenset[str] | None  # the chains it may name; None: every chain
+    entries: frozenset[str] | None  # the entry labels those chains hold (for entry models)
+    limits: RateLimits | None  # its own requests/tokens per minute and day, if any
+    zone: tzinfo  # settings.timeZone: when its day ends
+    models_body: bytes | None  # its /v1/models, only what it may use; None: everything
+
+    @property
+    def bucket(self) -> str:
+        """The key its counters have in a state store (never a provider bucket's: those
+        hold a `/`)."""
+        return f"client:{self.name}"
+
+    def may_use(self, chain: ChainRuntime, route: str) -> bool:
+        """Whether this client may send to `chain`: one of its chains by name, or (an
+        entry model's implicit chain) entries all of which are in its chains."""
+        if self.chains is None or self.entries is None:
+            return True
+        if route == "model":
+            return all(entry.label in self.entries for entry in chain.entries)
+        return chain.name in self.chains
+
+
+def key_digest(key: bytes) -> bytes:
+    """What a client key is looked up by: its SHA-256, so a lookup is one dict access
+    whose timing says nothing about how close a wrong key came."""
+    return hashlib.sha256(key).digest()
+
+
 @dataclass(frozen=True)
 class Snapshot:
     config: Config
@@ -78,6 +116,8 @@ class Snapshot:
     proxy_keys: tuple[bytes, ...] = field(repr=False)
     admin_keys: tuple[bytes, ...] = field(repr=False)
     models_body: bytes = b""
+    clients: Mapping[str, ClientRuntime] = field(default_factory=dict)  # by name
+    client_keys: Mapping[bytes, ClientRuntime] = field(default_factory=dict, repr=False)
     # Browser safety (chain429.server.guard): whether `Host` is checked, and against what.
     check_host: bool = True
     allowed_hosts: frozenset[str] = frozenset()
@@ -101,6 +141,10 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
                 if entry.kind == first.kind:  # a chat and an embedding model of one name
                     found.setdefault(entry.label, entry)
     loaded_at = time.time()
+    models = _models_data(config, int(loaded_at))
+    clients = {
+        client.name: _client_runtime(config, client, chains, models) for client in config.clients
+    }
     return Snapshot(
         config=config,
         generation=generation,
@@ -125,10 +169,14 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
         ),
         proxy_keys=tuple(key.encode() for key in settings.api_keys),
         admin_keys=tuple(key.encode() for key in settings.admin_keys),
-        models_body=_models_body(config, int(loaded_at)),
+        models_body=json.dumps({"object": "list", "data": models}).encode(),
+        clients=clients,
+        client_keys={
+            key_digest(client.key.encode()): clients[client.name] for client in config.clients
+        },
         # Keyless, the only thing between a web page and the admin API is the
         # Host check (DNS rebinding); with keys, only if the user asks for it.
-        check_host=not settings.api_keys or bool(settings.allowed_hosts),
+        check_host=not (settings.api_keys or config.clients) or bool(settings.allowed_hosts),
         allowed_hosts=frozenset(h.lower().rstrip(".") for h in settings.allowed_hosts),
         cors_origins=frozenset(settings.cors_origins),
         paid_budget_usd=settings.paid_budget_usd_per_day,
@@ -177,12 +225,50 @@ def _chain_runtime(config: Config, chain: Chain) -> ChainRuntime:
     return ChainRuntime(chain.name, tuple(entries))
 
 
-def _models_body(config: Config, created: int) -> bytes:
+def _client_runtime(
+    config: Config, client: Client, chains: dict[str, ChainRuntime], models: list[dict[str, Any]]
+) -> ClientRuntime:
+    limited = {
+        "requests_per_minute": client.requests_per_minute,
+        "tokens_per_minute": client.tokens_per_minute,
+        "requests_per_day": client.requests_per_day,
+        "tokens_per_day": client.tokens_per_day,
+    }
+    limits = RateLimits(**limited) if any(limited.values()) else None
+    allowed = entries = None
+    body = None
+    if client.chains is not None:
+        allowed = frozenset(client.chains)
+        entries = frozenset(e.label for name in allowed for e in chains[name].entries)
+        # An entry model is listed when every provider serving it is in the client's chains.
+        served = {(e.model, e.provider_id) for name in allowed for e in chains[name].entries}
+        mine = [
+            item
+            for item in models
+            if (item["kind"] == "chain" and item["id"] in allowed)
+            or (item["kind"] == "alias" and item["chain"] in allowed)
+            or (
+                item["kind"] == "model"
+                and all((item["id"], p) in served for p in item["providers"])
+            )
+        ]
+        body = json.dumps({"object": "list", "data": mine}).encode()
+    return ClientRuntime(
+        name=client.name,
+        chains=allowed,
+        entries=entries,
+        limits=limits,
+        zone=config.settings.zone,
+        models_body=body,
+    )
+
+
+def _models_data(config: Config, created: int) -> list[dict[str, Any]]:
     """OpenAI's model list of what `model` may name: every chain, every alias (with the
     chain it names), then each entry model (an implicit chain of the entries serving
     it); `kind` says which, `chain_kind` what it serves (`chat` or `embeddings`),
     `endpoints` the routes that take it."""
-    data: list[dict[str, object]] = [
+    data: list[dict[str, Any]] = [
         {
             "id": chain.name,
             "object": "model",
@@ -229,4 +315,4 @@ def _models_body(config: Config, created: int) -> bytes:
                 "providers": listed,
             }
         )
-    return json.dumps({"object": "list", "data": data}).encode()
+    return data

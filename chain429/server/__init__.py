@@ -1,7 +1,8 @@
 """The HTTP server: the Sanic app and everything that meets a client.
 
 Owns: the app factory and its typed context (`app`), the proxy route
-(`completions`), the admin, stats, rate-limit and budget routes (`admin`,
+(`completions`) and a client's gate before it (`client_gate`), the admin,
+client, stats, rate-limit and budget routes (`admin`, `client_routes`,
 `stats_routes`, `ratelimit_report`, `budgets`), the OpenAPI document (`openapi`), who
 may ask (`auth`) and what a web page may not (`guard`), client connection
 limits (`connections`), OpenAI-shaped errors (`errors`), serving on a socket

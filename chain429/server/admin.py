@@ -14,7 +14,6 @@ Steering the running server (tests, clearing cooldowns) is `steering.py`.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +38,7 @@ from chain429.server.auth import Scope, authorize, exposure_problem, requires
 from chain429.server.context import AppContext, AppRequest
 from chain429.server.errors import ApiError
 from chain429.server.guard import JSON_BODY, YAML_BODY
+from chain429.server.reloader import config_digest
 from chain429.upstream.openai_error import error_object
 
 _JSON = "application/json"
@@ -137,7 +137,7 @@ def _stays_closed(ctx: AppContext, config: Config) -> None:
 Change = Callable[[dict[str, Any]], Callable[[ConfigDocument], Any]]
 
 
-async def _edit(request: AppRequest, change: Change) -> HTTPResponse:
+async def edit_config(request: AppRequest, change: Change) -> HTTPResponse:
     """Read the body, validate the whole new config, write it, swap it in.
 
     `change` turns the request body (empty for routes without one) into the
@@ -175,9 +175,12 @@ async def _edit(request: AppRequest, change: Change) -> HTTPResponse:
             )
         except ConfigEditError as err:
             return _edit_error(err, generation)
-        written = await asyncio.to_thread(lambda: hashlib.sha256(path.read_bytes()).hexdigest())
+        written = await asyncio.to_thread(config_digest, path)
         snapshot = await ctx.reloader.adopt(config, written_digest=written)
     return answer({"result": result, "generation": snapshot.generation}, snapshot.generation)
+
+
+_edit = edit_config  # the routes of this module; others (client_routes) use the public name
 
 
 def _parse_submitted(ctx: AppContext, text: str) -> Config:

@@ -1,8 +1,8 @@
 """The Sanic application: the factory, its lifecycle and its error handler.
 
 The routes live in Blueprints beside the module that owns their work (health,
-completions, stats_routes, admin, budgets, steering, openapi, web_ui); each declares
-its key scope with `auth.requires`. The app carries a typed `AppContext`
+completions, stats_routes, admin, budgets, client_routes, steering, openapi,
+web_ui); each declares its key scope with `auth.requires`. The app carries a typed `AppContext`
 (`server/context.py`). Every error leaves in OpenAI's shape so OpenAI SDKs
 raise their usual exception classes.
 """
@@ -33,6 +33,7 @@ from chain429.routing.limits import (
 from chain429.routing.runtime import build_snapshot
 from chain429.server.admin import admin_routes
 from chain429.server.budgets import budget_routes
+from chain429.server.client_routes import client_routes
 from chain429.server.completions import JSON, proxy_routes
 from chain429.server.connections import ConnectionGuard
 from chain429.server.context import App, AppContext
@@ -162,6 +163,7 @@ def create_app(
         stats_routes,
         admin_routes,
         budget_routes,
+        client_routes,
         instance_routes,
         steering_routes,
         openapi_routes,

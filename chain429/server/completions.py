@@ -12,6 +12,9 @@ Every request, answered or not, leaves one `RequestRecord` (with its attempt
 trail) that is counted in the metrics and handed to the request log without
 waiting. The request id is set in a context variable first, so every log
 line about the request carries it, and the client gets it as `X-Request-Id`.
+A request sent with a client key is attributed to that client (the record's
+`client`, `X-429chain-Client`) and passes its gate (chain429.server.client_gate)
+before the router asks any provider.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from chain429.routing.router import Reply, Route, Router, StreamStart, Trace
 from chain429.routing.runtime import ChainRuntime, Snapshot
 from chain429.routing.streaming import StreamStats
 from chain429.server import logs
-from chain429.server.auth import Scope, authorize, requires
+from chain429.server.auth import Scope, identify, requires
+from chain429.server.client_gate import CLIENT_HEADER, Admission, admit, settle
 from chain429.server.context import App, AppRequest
 from chain429.server.errors import ApiError
 from chain429.server.guard import JSON_BODY
@@ -108,7 +112,13 @@ proxy_routes = Blueprint("proxy")
 @proxy_routes.get("/v1/models")
 @requires(Scope.PROXY)
 async def models(request: AppRequest) -> HTTPResponse:
-    return raw(request.app.ctx.snapshot.models_body, 200, None, JSON)
+    client = request.ctx.client
+    if client is None:
+        return raw(request.app.ctx.snapshot.models_body, 200, None, JSON)
+    body = (
+        request.app.ctx.snapshot.models_body if client.models_body is None else client.models_body
+    )
+    return raw(body, 200, {CLIENT_HEADER: client.name}, JSON)
 
 
 # The key is checked inside (not by `requires`) so a refused key is a logged request too.
@@ -132,14 +142,17 @@ async def handle_proxied(app: App, request: AppRequest, endpoint: Endpoint) -> H
         request.stream.keep_alive = False  # type: ignore[union-attr]  # shutting down
     record = RequestRecord(new_request_id(), time.time(), endpoint=endpoint.value)
     trace = Trace(record.trail)
+    admission = Admission()
     token = logs.request_id.set(record.id)
     started = time.perf_counter()
     try:
-        return await _handle(app, request, endpoint, record, trace, started)
+        return await _handle(app, request, endpoint, record, trace, admission, started)
     except ApiError as err:
         record.status = err.status
         record.outcome = err.code or "bad_request"
         err.headers["X-Request-Id"] = record.id
+        if record.client is not None:
+            err.headers[CLIENT_HEADER] = record.client
         raise
     except StateStoreUnavailable:
         # stateStoreFailure: closed, and Redis is unreachable: the error handler's 503.
@@ -161,6 +174,7 @@ async def handle_proxied(app: App, request: AppRequest, endpoint: Endpoint) -> H
             await app.ctx.state.finish(reservation, record.total_tokens, cost)
         if trace.open:
             app.ctx.router.queues.notify()  # a freed slot may let a queued request through
+        await settle(app.ctx.state, admission, record)
         record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
         record.attempts = trace.calls
         record.queued_ms = round(trace.queued_ms, 3)
@@ -217,10 +231,15 @@ async def _handle(
     endpoint: Endpoint,
     record: RequestRecord,
     trace: Trace,
+    admission: Admission,
     started: float,
 ) -> HTTPResponse | None:
     snapshot = app.ctx.snapshot  # this request keeps it, whatever reloads
-    record.key_label = authorize(request, snapshot, Scope.PROXY)
+    caller = identify(request, snapshot, Scope.PROXY)
+    record.key_label = caller.label
+    client = caller.client
+    if client is not None:
+        record.client = client.name
     body = parse_request(endpoint, request.body)
     model = body.get("model")
     record.requested_model = model if isinstance(model, str) else None
@@ -229,6 +248,9 @@ async def _handle(
     chain, route = _pick(snapshot, endpoint, model)
     record.chain, record.route = chain.name, route
     _check_kind(snapshot, endpoint, model, chain, route)
+    if client is not None:
+        need = endpoints.reservation(endpoint, body)
+        await admit(app.ctx.state, snapshot, client, chain, route, model, need, admission)
     router = app.ctx.router
     max_wait_s = _max_wait(request)
     if record.stream:
@@ -248,12 +270,16 @@ async def _handle(
 
 
 def _identity(record: RequestRecord) -> dict[str, str]:
-    """The request's id, and the chain that served it and why (`X-429chain-Route`)."""
-    return {
+    """The request's id, the chain that served it and why (`X-429chain-Route`), and the
+    client that sent it (`X-429chain-Client`)."""
+    identity = {
         "X-Request-Id": record.id,
         "X-429chain-Chain": record.chain or "",
         "X-429chain-Route": record.route or "",
     }
+    if record.client is not None:
+        identity[CLIENT_HEADER] = record.client
+    return identity
 
 
 def _reply(record: RequestRecord, reply: Reply) -> HTTPResponse:

@@ -120,9 +120,10 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "chain429_requests",
-            "Client requests by chain, answering provider, outcome and endpoint (chat, "
-            "completions, embeddings).",
-            ("chain", "provider", "outcome", "endpoint"),
+            "Client requests by chain, answering provider, outcome, endpoint (chat, "
+            "completions, embeddings) and client (a `clients:` name; empty for apiKeys and "
+            "keyless requests).",
+            ("chain", "provider", "outcome", "endpoint", "client"),
             registry=self.registry,
         )
         self.attempts = Counter(
@@ -171,6 +172,12 @@ class Metrics:
             ("chain", "provider"),
             registry=self.registry,
         )
+        self.client_tokens = Counter(
+            "chain429_client_tokens",
+            "Tokens by client (a `clients:` name) and kind (prompt, completion).",
+            ("client", "kind"),
+            registry=self.registry,
+        )
         self.connections_refused = Counter(
             "chain429_connections_refused",
             "Client connections answered 503 and closed: settings.maxConnections were open.",
@@ -204,7 +211,9 @@ class Metrics:
         child = self._child
         chain = record.chain or ""
         provider = record.provider or ""
-        child(self.requests, chain, provider, record.outcome, record.endpoint).inc()
+        # Client names come from the config: a bounded set, like chains and providers.
+        client = record.client or ""
+        child(self.requests, chain, provider, record.outcome, record.endpoint, client).inc()
         child(self.latency, chain).observe(record.latency_ms / 1000)
         if record.ttft_ms is not None:
             child(self.ttft, chain).observe(record.ttft_ms / 1000)
@@ -214,6 +223,11 @@ class Metrics:
             child(self.tokens, chain, provider, "completion").inc(record.completion_tokens)
         if record.cost_usd:
             child(self.spend, chain, provider).inc(record.cost_usd)
+        if record.client is not None:
+            if record.prompt_tokens:
+                child(self.client_tokens, client, "prompt").inc(record.prompt_tokens)
+            if record.completion_tokens:
+                child(self.client_tokens, client, "completion").inc(record.completion_tokens)
         for attempt in record.trail:
             if attempt.outcome.startswith("skip:"):
                 child(self.skips, attempt.provider, attempt.model, attempt.outcome[5:]).inc()

@@ -60,8 +60,8 @@ _SANIC_PARAM = re.compile(r"<([^:>]+)(?::[^>]*)?>")
 
 _ERROR_TEXT = {
     401: "Missing or unknown key.",
-    403: "A proxy key on an admin route, or a request from a web page whose origin is not "
-    "allowed (`origin_not_allowed`).",
+    403: "A proxy or client key on an admin route, or a request from a web page whose origin "
+    "is not allowed (`origin_not_allowed`).",
     413: "The body is over `settings.maxBodyBytes`.",
     415: "The body's `Content-Type` is not the one this route takes.",
     421: "Without keys (or with `settings.allowedHosts`): `Host` is not a loopback name nor "
@@ -69,6 +69,7 @@ _ERROR_TEXT = {
 }
 _WATERFALL = (
     "X-Request-Id",
+    "X-429chain-Client",
     "X-429chain-Chain",
     "X-429chain-Route",
     "X-429chain-Provider",
@@ -153,9 +154,14 @@ _PROXY_ERRORS = {
     400: "Invalid request, before any provider is asked; `model` names a chain of the other "
     "kind (`wrong_endpoint`); or the provider's own 400, relayed unchanged (the request itself "
     "is wrong).",
+    403: "A client key (`clients:`) naming a chain outside its `chains` "
+    "(`model_not_allowed`); or a web page whose origin is not allowed.",
     404: "`model` names no chain this route takes, and there is no default chain of its kind "
     "(or `settings.strictModels`) (`model_not_found`).",
     422: "The provider's 422, relayed unchanged.",
+    429: "The client (`clients:`) is over one of its own limits (`client_rate_limited`, "
+    "`rate_limit_error`): the message names it, `Retry-After` and `retry-after-ms` say "
+    "when to come back. No provider was asked.",
     503: "Every entry failed or is cooling down (`all_providers_exhausted`), or queue mode "
     "gave up (`queue_timeout`, `queue_full`, `queue_shutdown`).",
 }
@@ -172,7 +178,7 @@ def _proxied(op_id: str, summary: str, ok: Schema, body: str, description: str) 
         parameters=param_refs("MaxWait"),
         body=_json_body(body),
         errors=_PROXY_ERRORS,
-        headers=(*_WATERFALL, "Retry-After"),
+        headers=(*_WATERFALL, "Retry-After", "retry-after-ms"),
     )
 
 
@@ -241,7 +247,7 @@ def _admin_write(op_id: str, summary: str, path: list[Schema], body: str | None)
         body=_json_body(body) if body else None,
         errors={
             400: "The body is not a JSON object, or names another id than the path.",
-            404: "No such provider, chain or alias.",
+            404: "No such provider, chain, alias or client.",
             409: "Started without a config file, or the edit conflicts with the config.",
         },
         extra={
@@ -295,7 +301,37 @@ _BUDGET = obj(
     "spent, reserved by paid calls in flight, left, and when it resets (midnight in "
     "`settings.timeZone`; `day` is that day's date there).",
 )
-_REQUEST_FILTERS = ("chain", "provider", "status", "outcome", "endpoint", "limit", "cursor")
+_CLIENT_ROW = obj(
+    "client:s? requests:i successes:i errors:i error_rate:n",
+    **MEASURES,
+    rate_limited=typed(
+        "integer", "Requests refused by the client's own limits (`client_rate_limited`)."
+    ),
+)
+_CLIENT_VIEW = obj(
+    "name key",
+    "name key usage",
+    "A client as configured, its key masked (a `${VAR}` reference shown as written), with "
+    "`usage`: what is left of each of its own limits now.",
+    usage=list_of(
+        obj(
+            "limit:i? remaining:i? reset_at:t? source:s?",
+            kind=typed("string", enum=["requests", "tokens"]),
+            window=typed("string", enum=["minute", "day"]),
+        )
+    ),
+)
+_CLIENT_NAME = [path_param("name", "The client's name.")]
+_REQUEST_FILTERS = (
+    "chain",
+    "provider",
+    "status",
+    "outcome",
+    "endpoint",
+    "client",
+    "limit",
+    "cursor",
+)
 _STATUS = obj(
     "config_path:s? generation:i loaded_at:n last_reload_at:n? last_error_at:n?",
     last_error=nullable("array", "Why the file on disk is rejected.", items=ref("ConfigIssue")),
@@ -374,6 +410,14 @@ _route("get", "/v1/stats/chains", _stats(
 _route("get", "/v1/stats/endpoints", _stats(
     "statsEndpoints", "Per proxied route: chat, completions, embeddings", "stats.endpoints",
     _ENDPOINT_ROW))
+_route("get", "/v1/stats/clients", _stats(
+    "statsClients", "Per client: requests, errors, its own 429s, tokens, latency",
+    "stats.clients", _CLIENT_ROW))
+_route("get", "/v1/stats/clients/{client_name}", _op(
+    "statsClient", "stats", "One client's row",
+    {"allOf": [ref("StatsRange"), _CLIENT_ROW]},
+    parameters=[path_param("client_name", "The client's name."), *param_refs("since", "until")],
+    errors={**_STATS_ERRORS, 404: "Nothing logged for it in the range (`not_found`)."}))
 _route("get", "/v1/stats/providers/{provider_id}", _op(
     "statsProvider", "stats", "One provider's row (429chain's path)",
     {"allOf": [ref("StatsRange"), _PROVIDER_ROW]},
@@ -420,6 +464,19 @@ _route("put", "/v1/admin/aliases/{name}", _admin_write(
     "putAlias", "Point an alias at a chain", _ALIAS_NAME, "AliasConfig"))
 _route("delete", "/v1/admin/aliases/{name}", _admin_write(
     "deleteAlias", "Delete an alias", _ALIAS_NAME, None))
+_route("get", "/v1/admin/clients", _op(
+    "listClients", "admin", "The clients, keys masked, with their usage now",
+    _answer("Every client.", obj("", "object data", object=const("list"),
+                                 data=list_of(_CLIENT_VIEW)), "ETag")))
+_route("get", "/v1/admin/clients/{name}", _op(
+    "getClient", "admin", "One client, key masked, with its usage now",
+    _answer("The client.", _CLIENT_VIEW, "ETag"), parameters=_CLIENT_NAME,
+    errors={404: "No such client (`not_found`)."}))
+_route("put", "/v1/admin/clients/{name}", _admin_write(
+    "putClient", "Add or replace a client (its key as a `${VAR}` reference)", _CLIENT_NAME,
+    "ClientConfig"))
+_route("delete", "/v1/admin/clients/{name}", _admin_write(
+    "deleteClient", "Delete a client", _CLIENT_NAME, None))
 _route("patch", "/v1/admin/settings", _admin_write(
     "patchSettings", "Change some settings", [], "SettingsPatch"))
 _route("post", "/v1/admin/validate", _op(

@@ -12,7 +12,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel
 
-from chain429.config.model import CHAIN_KINDS, Chain, Provider, Settings
+from chain429.config.model import CHAIN_KINDS, Chain, Client, Provider, Settings
 from chain429.config.schema import model_schema
 from chain429.routing.endpoints import ROUTE, Endpoint
 from chain429.server.completions import MAX_WAIT_PATTERN
@@ -166,10 +166,13 @@ RANGE = obj("since_ms:i until_ms:i since:t until:t", "since_ms until_ms since un
 MEASURES = {"tokens": ref("Tokens"), "latency_ms": ref("Latency")}
 
 REQUEST_ROW = obj(
-    "id time_ms:i time:t key_label:s? chain:s? requested_model:s? provider:s? model:s? status:i"
+    "id time_ms:i time:t key_label:s? client:s? chain:s? requested_model:s? provider:s? model:s?"
+    " status:i"
     " outcome stream:b attempts:i latency_ms:n ttft_ms:n? queued_ms:n prompt_tokens:i?"
     " completion_tokens:i? total_tokens:i? tokens_estimated:b cost_estimated:b",
-    key_label=nullable("string", "`key#2`, `admin#1`, `open`: never the key."),
+    key_label=nullable("string", "`key#2`, `admin#1`, `client:alice`, `open`: never the key."),
+    client=nullable("string", "The `clients:` entry whose key sent it; null for `apiKeys`, "
+                    "keyless and refused requests."),
     provider=nullable("string", "The entry that answered."),
     outcome=typed("string", "`success`, `client_error`, `all_providers_exhausted`, ..."),
     attempts=typed("integer", "Upstream calls made."),
@@ -351,7 +354,10 @@ HEADERS = {
     "X-429chain-Attempts": ("Upstream calls made (skipped entries are not calls).", "i"),
     "X-429chain-Trace": ("One `<provider id>/<entry model>=<outcome>` per entry considered, "
                          "in chain order; a skip is `skip:<reason>`.", "s"),
+    "X-429chain-Client": ("The client (`clients:` name) whose key sent the request; absent for "
+                          "`apiKeys` and keyless requests.", "s"),
     "Retry-After": ("Seconds until the earliest known recovery, when one is known.", "i"),
+    "retry-after-ms": ("The same wait in milliseconds, for OpenAI's SDKs.", "i"),
     "ETag": ('The config generation, quoted (`"7"`); send it back as `If-Match`.', "s"),
 }
 MOMENT = {"anyOf": [typed("string", format="date-time"), typed("string", format="date"),
@@ -364,10 +370,11 @@ PARAMETERS: Schema = {
     "chain": query_param("chain", "Only requests of this chain (exact match)."),
     "provider": query_param("provider", "Only requests this provider answered (exact match)."),
     "status": query_param("status", "Only requests answered with this HTTP status.",
-                          typed("integer")),
+                          typed("integer", minimum=0, maximum=999)),
     "outcome": query_param("outcome", "Only requests with this outcome code (exact match)."),
     "endpoint": query_param("endpoint", "Only requests of this proxied route.",
                             typed("string", enum=list(Endpoint))),
+    "client": query_param("client", "Only requests of this client (its `clients:` name)."),
     "limit": query_param("limit", "Rows per page.",
                          typed("integer", minimum=1, maximum=1000, default=100)),
     "cursor": query_param("cursor", "The previous page's `next_cursor`."),
@@ -386,9 +393,10 @@ PARAMETERS: Schema = {
 }
 SECURITY_SCHEMES = {
     "bearerAuth": {"type": "http", "scheme": "bearer", "description": (
-        "`Authorization: Bearer <key>`. Proxy routes take a key of `settings.apiKeys`; admin "
-        "reads (stats, config, status, metrics) a key of `settings.adminKeys` or, with none "
-        "configured, a proxy key; admin writes (edits, chain tests) an admin key only. A "
+        "`Authorization: Bearer <key>`. Proxy routes take a key of `settings.apiKeys` or a "
+        "client's key (`clients:`, which names the caller); admin reads (stats, config, status, "
+        "metrics) a key of `settings.adminKeys` or, with none configured, an `apiKeys` key "
+        "(never a client's); admin writes (edits, chain tests) an admin key only. A "
         "missing or unknown key is a 401, a key of the wrong kind a 403. With no keys "
         "configured (allowed on loopback only) no key is needed.")},
     "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "x-api-key",
@@ -429,6 +437,17 @@ def component_schemas() -> Schema:
     config_defs: Schema = {}  # the config's sub-models (RateLimits, ChainEntry)
     schemas["ProviderConfig"] = config_schema(Provider, config_defs, drop="id")
     schemas["ChainConfig"] = config_schema(Chain, config_defs, drop="name")
+    client = config_schema(Client, config_defs, drop="name")
+    # Over the API a key is only ever named, never sent (chain429.server.client_routes).
+    client["properties"]["key"] = nullable(
+        "string",
+        "A `${VAR}` reference to the key, set in the server's environment or the `.env` beside "
+        "its config. Required for a new client; left out of a replace (or null), the key is "
+        "kept.",
+        pattern=r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$",
+    )
+    client.pop("required", None)  # `name` comes from the path, `key` may be kept
+    schemas["ClientConfig"] = client
     settings = config_schema(Settings, config_defs)
     settings["description"] = "The settings to change (camelCase, as in YAML); others are kept."
     schemas["SettingsPatch"] = settings

@@ -13,11 +13,16 @@ config no longer names what it paused (here, and at start).
 The file is watched by polling its identity (inode, size, mtime) twice a
 second: editors that save by writing a new file and renaming it over the old
 one (vim, VS Code) change the inode, which a watch on the old file would miss.
+The `.env` beside it is watched the same way, since `${VAR}`s resolve from
+it: a key rotated there (`chain429 client rotate`) is in force, and the old
+one refused, within a second, without anyone asking for a reload. A
+variable set in the server's own environment still wins over `.env`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -49,7 +54,10 @@ class ReloadResult:
     error: list[dict[str, Any]] | None = None
 
 
-def _identity(path: Path) -> tuple[int, int, int] | None:
+Identity = tuple[tuple[int, int, int] | None, tuple[int, int, int] | None]
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -57,11 +65,21 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _digest(path: Path) -> str | None:
+def _identity(path: Path) -> Identity:
+    """The config file's and its `.env`'s (inode, size, mtime)."""
+    return (_stat(path), _stat(path.parent / ".env"))
+
+
+def config_digest(path: Path) -> str | None:
+    """What a reload reads: the config file and the `.env` beside it (if any), hashed;
+    None when the config file cannot be read."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = hashlib.sha256(path.read_bytes())
     except OSError:
         return None
+    with contextlib.suppress(OSError):  # no .env: nothing it could change
+        digest.update(b"\0.env\0" + (path.parent / ".env").read_bytes())
+    return digest.hexdigest()
 
 
 def _provider_identity(config: Config) -> dict[str, tuple[Any, ...]]:
@@ -77,7 +95,7 @@ class Reloader:
         self.last_reload_at: float | None = None
         self.last_error: list[dict[str, Any]] | None = None
         self.last_error_at: float | None = None
-        self._digest = _digest(path) if path else None
+        self._digest = config_digest(path) if path else None
         self._identity = _identity(path) if path else None
         # Held by a reload and by an admin edit from write to swap, so the watcher
         # never reloads a file an edit is about to adopt (one change, one generation).
@@ -93,7 +111,7 @@ class Reloader:
         if self.path is None:
             return ReloadResult(False, self.snapshot.generation)
         async with self.lock:
-            digest = await asyncio.to_thread(_digest, self.path)
+            digest = await asyncio.to_thread(config_digest, self.path)
             if digest == self._digest and not force and self.last_error is None:
                 return ReloadResult(False, self.snapshot.generation)
             try:
@@ -173,7 +191,7 @@ class Reloader:
         while True:
             await asyncio.sleep(POLL_S)
             identity = await asyncio.to_thread(_identity, self.path)
-            if identity is None or identity == self._identity:
+            if identity[0] is None or identity == self._identity:
                 continue  # missing for a moment while an editor replaces it
             self._identity = identity
             try:

@@ -67,7 +67,12 @@ def announce_open_access(config: Config, host: str) -> None:
             "no settings.adminKeys configured: proxy keys may read the admin API and stats "
             "but not change the config; add adminKeys to edit through the API"
         )
-    if not config.settings.api_keys:
+    if config.clients and not (config.settings.api_keys or config.settings.admin_keys):
+        log.warning(
+            "clients configured without settings.adminKeys: no key may read the admin API or "
+            "stats (a client's key never does); add adminKeys to use them"
+        )
+    if not config.settings.api_keys and not config.clients:
         log.warning(
             "no settings.apiKeys configured: serving without authentication on %s "
             "(loopback only; requests must name a loopback Host, and web pages are refused)",

@@ -9,9 +9,9 @@ Parameters (all optional):
 
 - `/v1/stats/summary`, `/providers`, `/chains` (and one of each): `since`,
   `until`, `endpoint`
-- `/v1/stats/endpoints`: `since`, `until`
+- `/v1/stats/endpoints`, `/v1/stats/clients` (and one client): `since`, `until`
 - `/v1/stats/requests`: `since`, `until`, `chain`, `provider`, `status`,
-  `outcome`, `endpoint` (exact matches), `limit` (1-1000, default 100), `cursor`
+  `outcome`, `endpoint`, `client` (exact matches), `limit` (1-1000, default 100), `cursor`
 - `/v1/stats/requests/<id>`: none
 - `/v1/stats/timeseries`: `since`, `until`, `endpoint`, `bucket` (`5m`, `1h`,
   `1d`; from the range when absent: 5m up to 6h, 1h up to 7d, else 1d)
@@ -51,7 +51,16 @@ from chain429.server.errors import ApiError
 _JSON = "application/json"
 _RANGE = ("since", "until")
 _FILTERED = (*_RANGE, "endpoint")
-_REQUEST_FILTERS = ("chain", "provider", "status", "outcome", "endpoint", "limit", "cursor")
+_REQUEST_FILTERS = (
+    "chain",
+    "provider",
+    "status",
+    "outcome",
+    "endpoint",
+    "client",
+    "limit",
+    "cursor",
+)
 
 stats_routes = Blueprint("stats")
 
@@ -79,9 +88,12 @@ def _status(value: str | None) -> int | None:
     if value is None:
         return None
     try:
-        return int(value)
+        status = int(value)
     except ValueError:
         raise stats.StatsParamError("status", f"must be an integer, got {value!r}") from None
+    if not 0 <= status <= 999:  # and a database integer: a huge one would not even bind
+        raise stats.StatsParamError("status", f"must be an HTTP status (0 to 999), got {value}")
+    return status
 
 
 def _bad(exc: stats.StatsParamError) -> ApiError:
@@ -174,6 +186,19 @@ async def stats_endpoints(request: AppRequest) -> HTTPResponse:
     return _json(await _ask(stats.endpoints, *time_range(admit(request, _RANGE))))
 
 
+@stats_routes.get("/v1/stats/clients")
+@requires(Scope.READ)
+async def stats_clients(request: AppRequest) -> HTTPResponse:
+    return _json(await _ask(stats.clients, *time_range(admit(request, _RANGE))))
+
+
+@stats_routes.get("/v1/stats/clients/<client_name:str>")
+@requires(Scope.READ)
+async def stats_client(request: AppRequest, client_name: str) -> HTTPResponse:
+    answer = await _ask(stats.clients, *time_range(admit(request, _RANGE)))
+    return _one(answer, "client", client_name)
+
+
 # 429chain's paths for one provider or chain: the same row as in the list.
 @stats_routes.get("/v1/stats/providers/<provider_id:str>")
 @requires(Scope.READ)
@@ -232,6 +257,7 @@ async def stats_requests(request: AppRequest) -> HTTPResponse:
         status=status,
         outcome=params.get("outcome"),
         endpoint=endpoint,
+        client=params.get("client"),
         limit=limit,
         cursor=params.get("cursor"),
     )

@@ -25,6 +25,7 @@ from chain429.config.model import (
     Breaker,
     Chain,
     ChainEntry,
+    Client,
     Config,
     Provider,
     RateLimits,
@@ -157,8 +158,9 @@ PLACES: dict[str, tuple[str | int, ...]] = {
 # What a section MINIMAL lacks must hold before one key of it is set: its required keys.
 SEEDS: dict[str, Any] = {
     "price": {"inputPerMTok": 1, "outputPerMTok": 1},
-    "clients": [{"name": "ana", "key": "ana-key"}],
 }
+CLIENT = {"name": "c", "key": "${CLIENT_KEY}"}  # a client's key is always a reference
+CLIENT_KEY = "a-client-key-0123456789"
 
 
 def _valid_value(field: dict[str, Any]) -> str:
@@ -192,6 +194,7 @@ def test_a_reference_is_taken_wherever_a_number_flag_or_choice_goes(schema):
     assert ("Settings", "host") not in keys and ("Config", "version") not in keys  # text, 1
     for model, key, value in taken:
         document = yaml.safe_load(MINIMAL)
+        document["clients"] = [dict(CLIENT)]
         node = document
         for step in PLACES[model]:
             seed = copy.deepcopy(SEEDS.get(step, {})) if isinstance(step, str) else None
@@ -199,7 +202,8 @@ def test_a_reference_is_taken_wherever_a_number_flag_or_choice_goes(schema):
         node[key] = "${X}"
         assert problems(schema, document) == {}, (model, key)
         text = yaml.safe_dump(document)
-        loaded = parse_config_text(text, environ={"X": value})  # what the schema promised
+        environ = {"X": value, "CLIENT_KEY": CLIENT_KEY}
+        loaded = parse_config_text(text, environ=environ)  # what the schema promised
         assert loaded.version == 1, (model, key)
 
 
@@ -214,7 +218,17 @@ def test_a_value_with_a_reference_is_left_to_the_loader(schema, value, environ, 
 
 
 def test_every_field_is_described_in_the_models_and_the_schema(schema):
-    for model in (Config, Settings, Provider, RateLimits, Chain, ChainEntry, Retry, Breaker):
+    for model in (
+        Config,
+        Settings,
+        Provider,
+        RateLimits,
+        Chain,
+        ChainEntry,
+        Retry,
+        Breaker,
+        Client,
+    ):
         for name, field in model.model_fields.items():
             assert (field.description or "").strip(), f"{model.__name__}.{name}"
     for definition in [schema, *schema["$defs"].values()]:

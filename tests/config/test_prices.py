@@ -56,9 +56,9 @@ def test_a_paid_entry_without_a_price_under_a_budget_is_refused_where_it_is():
 
 def test_a_clients_budget_asks_for_prices_too():
     text = PAID.replace("  paidBudgetUsdPerDay: 2.5\n", "") + (
-        "clients:\n  - name: ana\n    key: ana-key\n    paidBudgetUsdPerDay: 1\n"
+        "clients:\n  - name: ana\n    key: ${ANA_KEY}\n    paidBudgetUsdPerDay: 1\n"
     )
-    ((_, path, message),) = issues(text, PAID="true")
+    ((_, path, message),) = issues(text, PAID="true", ANA_KEY="ana-key-0123456789")
     assert path == "chains[0].entries[1]"
     assert "clients[0].paidBudgetUsdPerDay caps paid spend" in message
 

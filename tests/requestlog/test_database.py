@@ -23,7 +23,13 @@ from chain429.requestlog.database import (
     scrub,
 )
 from chain429.requestlog.records import RequestRecord, new_request_id
-from chain429.requestlog.tables import ALL_MODELS, RequestRow, SchemaMigration, database_proxy
+from chain429.requestlog.tables import (
+    ALL_MODELS,
+    HourlyRollup,
+    RequestRow,
+    SchemaMigration,
+    database_proxy,
+)
 from chain429.requestlog.writer import Telemetry
 
 SECRET = "hunter2-s3cret"
@@ -89,6 +95,55 @@ def test_migration_4_adds_the_client_to_a_previous_release_log(
     telemetry.submit(new)
     assert telemetry.stop()
     assert RequestRow.get_by_id(new.id).client == "ana"
+    database.close()
+
+
+def test_migration_7_gives_the_rollup_its_client_dimension(
+    database: peewee.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as previous_release:
+        previous_release.setattr(database_module, "MIGRATIONS", MIGRATIONS[:6])
+        assert migrate(database) == [1, 2, 3, 4, 5, 6]
+    # Migration 1 builds today's table; the previous release's rollup had no client.
+    database.execute_sql(
+        'DROP INDEX "hourly_rollup_hour_ms_chain_provider_outcome_endpoint_client"'
+    )
+    database.execute_sql('ALTER TABLE "hourly_rollup" DROP COLUMN "client"')
+    database.execute_sql(
+        'CREATE UNIQUE INDEX "hourly_rollup_hour_ms_chain_provider_outcome_endpoint" '
+        'ON "hourly_rollup" ("hour_ms", "chain", "provider", "outcome", "endpoint")'
+    )
+    hour = int(time.time()) // 3600 * 3_600_000
+    database.execute_sql(
+        'INSERT INTO "hourly_rollup" (hour_ms, chain, provider, outcome, requests, errors, '
+        "attempts, prompt_tokens, completion_tokens, latency_sum_ms, latency_histogram) "
+        f"VALUES ({hour}, 'fast', 'groq', 'success', 3, 0, 3, 0, 0, 3.0, '[]')"
+    )
+    assert migrate(database) == [number for number, _, _ in MIGRATIONS[6:]]
+    indexes = {i.name: i for i in database.get_indexes("hourly_rollup")}
+    assert "hourly_rollup_hour_ms_chain_provider_outcome_endpoint" not in indexes
+    assert indexes["hourly_rollup_hour_ms_chain_provider_outcome_endpoint_client"].unique
+    telemetry = Telemetry(database, batch_interval_s=0.01).start()
+    for client in ("ana", None):
+        telemetry.submit(
+            RequestRecord(
+                new_request_id(),
+                time.time(),
+                chain="fast",
+                provider="groq",
+                client=client,
+                status=200,
+                outcome="success",
+                attempts=1,
+                latency_ms=1.0,
+            )
+        )
+    assert telemetry.stop()
+    rows = {
+        row.client: row.requests
+        for row in HourlyRollup.select().where(HourlyRollup.hour_ms == hour)
+    }
+    assert rows == {"": 4, "ana": 1}  # the old row is anonymous; the new one added to it
     database.close()
 
 

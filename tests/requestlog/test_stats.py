@@ -82,6 +82,31 @@ def test_chains(dataset, since, until):
         assert entry["latency_ms"] == pytest.approx(stats_data.expected_latency(mine))
 
 
+@pytest.mark.parametrize(("since", "until"), RANGES)
+def test_clients_from_rollup_and_edges_equal_brute_force(dataset, since, until):
+    rows = stats_data.in_range(dataset.requests, since, until)
+    answer = stats.clients(since, until)
+    assert answer["object"] == "stats.clients"
+    got = {c["client"]: c for c in answer["data"]}
+    assert set(got) == {r["client"] for r in rows}
+    if None in got:
+        assert answer["data"][-1]["client"] is None  # the anonymous callers come last
+    for client, entry in got.items():
+        mine = [r for r in rows if r["client"] == client]
+        want = stats_data.totals(mine)
+        for name in ("requests", "successes", "errors", "tokens"):
+            assert entry[name] == want[name], (client, name)
+        assert entry["latency_ms"] == pytest.approx(stats_data.expected_latency(mine))
+        assert entry["rate_limited"] == 0
+
+
+def test_requests_filter_by_client(dataset):
+    since, until = NOW_MS - 2 * DAY, NOW_MS
+    page = stats.requests(since, until, client="ben", limit=1000)["data"]
+    want = [r for r in stats_data.in_range(dataset.requests, since, until) if r["client"] == "ben"]
+    assert {r["id"] for r in page} == {r["id"] for r in want} and page
+
+
 @pytest.mark.parametrize(("since", "until"), RANGES[:3])
 def test_failed_requests_are_attributed_to_the_request_not_the_last_provider(dataset, since, until):
     rows = stats_data.in_range(dataset.requests, since, until)

@@ -248,6 +248,7 @@ def test_status_filter(serve, log):
         ("/v1/stats/requests", "limit=1001", "limit"),
         ("/v1/stats/requests", "limit=ten", "limit"),
         ("/v1/stats/requests", "status=ok", "status"),
+        ("/v1/stats/requests", "status=-893695484875275703934779392", "status"),  # was a 500
         ("/v1/stats/requests", "cursor=%25%25bad", "cursor"),
         ("/v1/stats/requests", "provdier=groq", "provdier"),
         ("/v1/stats/timeseries", "bucket=2h", "bucket"),

@@ -158,8 +158,8 @@ def test_a_client_answers_to_its_own_budget_and_to_everybodys():
                 [provider], [("paid", "m")], settings={"paidBudgetUsdPerDay": 0.50}
             )
             config["clients"] = [
-                {"name": "alice", "key": "alice-key", "paidBudgetUsdPerDay": 0.20},
-                {"name": "bob", "key": "bob-key"},
+                {"name": "alice", "key": "alice-key-0123456789", "paidBudgetUsdPerDay": 0.20},
+                {"name": "bob", "key": "bob-key-0123456789ab"},
             ]
             snapshot = build_snapshot(Config.model_validate(config))
             seen: dict[str, list[str]] = {}

@@ -79,6 +79,7 @@ def test_metrics_count_requests_attempts_skips_tokens_and_cooldowns(fake, proxy)
                 "chain429_requests_total",
                 (
                     ("chain", "main"),
+                    ("client", ""),
                     ("endpoint", "chat"),
                     ("outcome", "success"),
                     ("provider", "b"),
