@@ -35,7 +35,7 @@ _EXPORTS = {
     "open_request_log": "chain429.server.serving",
     # rate-limit state (another store implements this protocol)
     "StateStore": "chain429.routing.limits",
-    "MemoryStateStore": "chain429.routing.limits",
+    "MemoryStateStore": "chain429.routing.memory_store",
     # the request log's records
     "RequestRecord": "chain429.requestlog.records",
     "AttemptRecord": "chain429.requestlog.records",
@@ -92,6 +92,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from chain429.fakes.provider import FakeProvider
     from chain429.fakes.replies import ReceivedRequest, Reply
     from chain429.requestlog.records import AttemptRecord, RequestRecord
-    from chain429.routing.limits import MemoryStateStore, StateStore
+    from chain429.routing.limits import StateStore
+    from chain429.routing.memory_store import MemoryStateStore
     from chain429.server.app import create_app
     from chain429.server.serving import ServerThread, open_request_log, serve

@@ -559,7 +559,7 @@ def run_probe(config: Config, chain_name: str, stream: bool, as_json: bool) -> N
     results: list[dict[str, Any] | None] = [None] * len(chain.entries)
 
     async def probe_all(on_result: Callable[[], None]) -> None:
-        from chain429.routing.limits import MemoryStateStore
+        from chain429.routing.memory_store import MemoryStateStore
         from chain429.routing.probe import probe_chain
         from chain429.routing.runtime import ChainRuntime
         from chain429.upstream.client import Upstream

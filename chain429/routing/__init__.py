@@ -5,9 +5,9 @@ and the reply it makes (`router`), one entry asked once and the quota
 bookkeeping around it (`attempts`), streams up to and past their commit
 point (`streaming`), the pure classification of an upstream answer
 (`outcome`), the token estimate (`tokens`), rate-limit state behind the
-`StateStore` protocol (`limits`, `buckets`; shared on Redis: `redis_*`; a person's
-pauses: `pauses`), paid budgets held against estimates and settled with costs
-(`budget`), queueing for a recovery
+`StateStore` protocol (`limits`; in memory: `memory_store`, `buckets`; shared
+on Redis: `redis_*`; a person's pauses: `pauses`), paid budgets held against
+estimates and settled with costs (`budget`), queueing for a recovery
 (`queueing`) and chain tests (`probe`).
 
 May import: `chain429.upstream`, `chain429.config`, and the record types of

@@ -32,13 +32,8 @@ from typing import Any, Literal, cast
 
 from chain429.routing.buckets import Bucket
 from chain429.routing.budget import BudgetCap, BudgetDay
-from chain429.routing.limits import (
-    MemoryStateStore,
-    StateStoreUnavailable,
-    StoreDown,
-    _names_provider,
-    scope_keys,
-)
+from chain429.routing.limits import StateStoreUnavailable, StoreDown, _names_provider, scope_keys
+from chain429.routing.memory_store import MemoryStateStore
 from chain429.routing.outcome import BlockReason
 from chain429.routing.pauses import Pause, ended_by_resume
 from chain429.routing.redis_budget import RedisBudgets

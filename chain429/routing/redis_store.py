@@ -1,6 +1,6 @@
 """The shared state store: N chain429 instances, one view of every limit, on Redis.
 
-Same protocol and the same rules as `MemoryStateStore` (limits.py), with the
+Same protocol and the same rules as `MemoryStateStore` (memory_store.py), with the
 state in Redis so that instances agree: a 429 one instance sees is skipped by
 the others, a 20-per-minute entry takes 20 in all, and a daily count survives
 restarting every instance. What must be atomic runs as one Lua script

@@ -24,12 +24,8 @@ from sanic.response import HTTPResponse, raw
 from chain429.config.model import Config
 from chain429.requestlog.persist import StatePersister
 from chain429.requestlog.writer import Telemetry
-from chain429.routing.limits import (
-    MemoryStateStore,
-    StateStore,
-    StateStoreUnavailable,
-    shared_store,
-)
+from chain429.routing.limits import StateStore, StateStoreUnavailable, shared_store
+from chain429.routing.memory_store import MemoryStateStore
 from chain429.routing.runtime import build_snapshot
 from chain429.server.admin import admin_routes
 from chain429.server.budgets import budget_routes

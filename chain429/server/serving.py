@@ -24,7 +24,8 @@ from typing import Any
 from chain429.config.model import Config
 from chain429.requestlog.database import DatabaseError, describe, migrate, open_database, scrub
 from chain429.requestlog.writer import Telemetry
-from chain429.routing.limits import MemoryStateStore, StateStore
+from chain429.routing.limits import StateStore
+from chain429.routing.memory_store import MemoryStateStore
 from chain429.server.auth import exposure_problem
 from chain429.server.connections import server_options
 from chain429.server.context import App

@@ -19,7 +19,8 @@ from chain429.requestlog.database import migrate, read_connection
 from chain429.requestlog.persist import StatePersister
 from chain429.requestlog.tables import ProviderState, database_proxy
 from chain429.routing.buckets import Bucket
-from chain429.routing.limits import MemoryStateStore, Reservation
+from chain429.routing.limits import Reservation
+from chain429.routing.memory_store import MemoryStateStore
 from chain429.routing.outcome import CooldownPolicy, Kind, Outcome, classify
 from chain429.routing.runtime import EntryRuntime, build_snapshot
 from chain429.upstream.dialects import GENERIC

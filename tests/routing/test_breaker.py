@@ -11,7 +11,7 @@ import time
 
 from chain429.config.model import Config
 from chain429.fakes.provider import Reply
-from chain429.routing.limits import MemoryStateStore
+from chain429.routing.memory_store import MemoryStateStore
 from chain429.routing.outcome import CooldownPolicy, Kind, Outcome
 from chain429.routing.runtime import build_snapshot
 from fixtures.servers import chain_config, provider_entry

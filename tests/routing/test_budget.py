@@ -21,7 +21,8 @@ import pytest
 from chain429.config.model import Config
 from chain429.fakes.provider import FakeProvider
 from chain429.routing.budget import GLOBAL, BudgetCap, BudgetDay, SpendHold
-from chain429.routing.limits import Block, MemoryStateStore, StateStoreUnavailable
+from chain429.routing.limits import Block, StateStoreUnavailable
+from chain429.routing.memory_store import MemoryStateStore
 from chain429.routing.outcome import BlockReason
 from chain429.routing.redis_store import RedisStateStore
 from chain429.routing.router import Router, Trace

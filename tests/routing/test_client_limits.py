@@ -17,7 +17,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from chain429.config.model import Config
-from chain429.routing.limits import Block, ClientReservation, MemoryStateStore, Reservation
+from chain429.routing.limits import Block, ClientReservation, Reservation
+from chain429.routing.memory_store import MemoryStateStore
 from chain429.routing.redis_store import RedisStateStore
 from chain429.routing.runtime import build_snapshot
 from chain429.upstream.times import next_midnight

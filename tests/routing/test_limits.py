@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from chain429.config.model import Config
-from chain429.routing.limits import Block, MemoryStateStore, Reservation
+from chain429.routing.limits import Block, Reservation
+from chain429.routing.memory_store import MemoryStateStore
 from chain429.routing.outcome import CooldownPolicy, Kind, Outcome, Scope, classify
 from chain429.routing.runtime import EntryRuntime, build_snapshot
 
