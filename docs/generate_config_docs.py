@@ -1,6 +1,6 @@
 """Write the key tables of docs/config.md from the config models' field descriptions.
 
-Run after changing a field of chain429/config/model.py:
+Run after changing a field of the config model (chain429/config/):
 `python docs/generate_config_docs.py`. Each table sits between
 `<!-- generated: NAME ... -->` and `<!-- end generated: NAME -->`; the prose
 around them is written by hand and kept. tests/cli/test_docs.py fails when the

@@ -19,6 +19,7 @@ preference sets `retry` to stay on its first entry through a blip
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -34,8 +35,14 @@ __all__ = [
     "RateLimits",
     "Retry",
     "Usd",
+    "listed",
     "resolve_retry",
 ]
+
+
+def listed(names: Iterable[str]) -> str:
+    """`a`, `b`, `c`: names as a description lists them."""
+    return ", ".join(f"`{name}`" for name in names)
 
 
 def _no_number(value: Any) -> Any:
