@@ -3,8 +3,8 @@
 Owns: the record types the request path fills in (`records`), the tables
 (`tables`), the connection and numbered migrations (`database`), the bounded
 buffer and the writer thread (`buffer`, `writer`), hourly rollups (`rollup`),
-stats queries and their parameters (`stats`, `params`), what answers cost
-over a range (`spend`), and the limit state
+stats queries and their parameters (`stats`, `params`), the rows themselves
+page by page (`listing`), what answers cost over a range (`spend`), and the limit state
 persisted beside the log (`persist`).
 
 May import: `chain429.config` and `chain429.upstream` (time formatting). Never

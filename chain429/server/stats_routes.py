@@ -42,7 +42,7 @@ from typing import Any
 from sanic import Blueprint
 from sanic.response import HTTPResponse, raw
 
-from chain429.requestlog import spend, stats
+from chain429.requestlog import listing, spend, stats
 from chain429.routing.endpoints import Endpoint
 from chain429.server.auth import Scope, requires
 from chain429.server.context import AppRequest
@@ -249,7 +249,7 @@ async def stats_requests(request: AppRequest) -> HTTPResponse:
     except stats.StatsParamError as exc:
         raise _bad(exc) from None
     page = await _ask(
-        stats.requests,
+        listing.requests,
         since_ms,
         until_ms,
         chain=params.get("chain"),
@@ -268,7 +268,7 @@ async def stats_requests(request: AppRequest) -> HTTPResponse:
 @requires(Scope.READ)
 async def stats_request(request: AppRequest, request_id: str) -> HTTPResponse:
     admit(request, ())
-    detail = await _ask(stats.request_detail, request_id)
+    detail = await _ask(listing.request_detail, request_id)
     if detail is None:
         raise ApiError(
             404, f"No request '{request_id}' in the log.", code="not_found", param="request_id"

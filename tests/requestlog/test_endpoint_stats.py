@@ -9,7 +9,7 @@ import peewee
 import pytest
 
 from chain429.requestlog import database as chain_database
-from chain429.requestlog import stats
+from chain429.requestlog import listing, stats
 from chain429.requestlog.database import MIGRATIONS, migrate
 from chain429.requestlog.records import AttemptRecord, RequestRecord, new_request_id
 from chain429.requestlog.tables import HourlyAttemptRollup, HourlyRollup, RequestRow
@@ -92,7 +92,7 @@ def test_timeseries_and_the_request_list_filter_by_endpoint(bound):
         mine = of(stats_data.in_range(bound.requests, since, until), endpoint)
         series = stats.timeseries(since, until, "1h", endpoint)
         assert sum(point["requests"] for point in series["data"]) == len(mine)
-        page = stats.requests(since, until, endpoint=endpoint, limit=50)
+        page = listing.requests(since, until, endpoint=endpoint, limit=50)
         assert page["data"] and {r["endpoint"] for r in page["data"]} == {endpoint}
 
 

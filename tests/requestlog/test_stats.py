@@ -9,7 +9,7 @@ import json
 import pytest
 
 from chain429.requestlog import database as chain_database
-from chain429.requestlog import stats
+from chain429.requestlog import listing, stats
 from chain429.requestlog.tables import HourlyAttemptRollup, HourlyRollup
 from fixtures import stats_data
 from fixtures.stats_data import DAY, HOUR, NOW_MS
@@ -102,7 +102,7 @@ def test_clients_from_rollup_and_edges_equal_brute_force(dataset, since, until):
 
 def test_requests_filter_by_client(dataset):
     since, until = NOW_MS - 2 * DAY, NOW_MS
-    page = stats.requests(since, until, client="ben", limit=1000)["data"]
+    page = listing.requests(since, until, client="ben", limit=1000)["data"]
     want = [r for r in stats_data.in_range(dataset.requests, since, until) if r["client"] == "ben"]
     assert {r["id"] for r in page} == {r["id"] for r in want} and page
 
@@ -191,7 +191,7 @@ def test_cursor_pagination_walks_every_row_exactly_once(dataset, filters):
     ]
     seen, cursor, pages = [], None, 0
     while True:
-        page = stats.requests(since, until, limit=37, cursor=cursor, **filters)
+        page = listing.requests(since, until, limit=37, cursor=cursor, **filters)
         assert len(page["data"]) <= 37
         seen += [row["id"] for row in page["data"]]
         pages += 1
@@ -209,7 +209,7 @@ def test_ties_in_time_are_ordered_by_id_across_pages(dataset):
     assert len(want) >= 12
     seen, cursor = [], None
     while True:
-        page = stats.requests(tie, tie + 1, limit=5, cursor=cursor)
+        page = listing.requests(tie, tie + 1, limit=5, cursor=cursor)
         seen += [row["id"] for row in page["data"]]
         if not (cursor := page["next_cursor"]):
             break
@@ -218,30 +218,30 @@ def test_ties_in_time_are_ordered_by_id_across_pages(dataset):
 
 def test_request_rows_and_detail_with_trail(dataset):
     exhausted = next(r for r in dataset.requests if r["outcome"] == "all_providers_exhausted")
-    page = stats.requests(exhausted["time_ms"], exhausted["time_ms"] + 1, limit=1000)
+    page = listing.requests(exhausted["time_ms"], exhausted["time_ms"] + 1, limit=1000)
     row = next(r for r in page["data"] if r["id"] == exhausted["id"])
     assert row["provider"] is None and row["status"] == 503
     assert row["time"].endswith("Z")
     assert set(row) >= {"latency_ms", "prompt_tokens", "attempts", "stream", "key_label"}
-    detail = stats.request_detail(exhausted["id"])
+    detail = listing.request_detail(exhausted["id"])
     assert detail["id"] == exhausted["id"] and detail["provider"] is None
     trail = [a for a in dataset.attempts if a["request"] == exhausted["id"]]
     assert [(a["order"], a["provider"], a["outcome"]) for a in detail["trail"]] == [
         (a["order"], a["provider"], a["outcome"]) for a in trail
     ]
-    assert stats.request_detail("req_unknown") is None
+    assert listing.request_detail("req_unknown") is None
 
 
 @pytest.mark.parametrize("limit", [0, -1, 1001, "ten"])
 def test_limit_out_of_range_names_limit(dataset, limit):
     with pytest.raises(ValueError, match="limit") as caught:
-        stats.requests(NOW_MS - DAY, NOW_MS, limit=limit)
+        listing.requests(NOW_MS - DAY, NOW_MS, limit=limit)
     assert caught.value.param == "limit"
 
 
 def test_bad_cursor_names_cursor(dataset):
     with pytest.raises(ValueError, match="cursor"):
-        stats.requests(NOW_MS - DAY, NOW_MS, cursor="%%%not-a-cursor")
+        listing.requests(NOW_MS - DAY, NOW_MS, cursor="%%%not-a-cursor")
 
 
 @pytest.mark.parametrize(

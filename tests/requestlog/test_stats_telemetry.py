@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chain429.requestlog import stats
+from chain429.requestlog import listing, stats
 from chain429.requestlog.records import AttemptRecord, RequestRecord
 from chain429.requestlog.writer import Telemetry
 from fixtures import stats_data
@@ -48,7 +48,7 @@ def test_what_the_telemetry_writer_keeps_reads_back_exactly(kind, tmp_path):
                 mine = [r for r in rows if r["provider"] == entry["provider"]]
                 assert entry["requests"] == len(mine)
         exhausted = next(r for r in requests if r["outcome"] == "all_providers_exhausted")
-        detail = stats.request_detail(exhausted["id"])
+        detail = listing.request_detail(exhausted["id"])
         assert [a["outcome"] for a in detail["trail"]] == [
             a["outcome"] for a in trails[exhausted["id"]]
         ]
