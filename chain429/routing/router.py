@@ -19,16 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from chain429.config.model import ChainKind
-from chain429.requestlog.records import AttemptRecord, is_call
 from chain429.routing import endpoints
 from chain429.routing.attempts import ask_entry, post_and_classify
 from chain429.routing.budget import SpendPlan, plan_spend
 from chain429.routing.endpoints import Endpoint
-from chain429.routing.limits import Block, Reservation, StateStore
+from chain429.routing.limits import Block, StateStore
 from chain429.routing.outcome import BlockReason, CooldownPolicy, Kind, Outcome, Tried
 from chain429.routing.queueing import QueueError, Queues
 from chain429.routing.runtime import ChainRuntime, EntryRuntime, Snapshot
 from chain429.routing.streaming import Committed, Rejected, StreamSession
+from chain429.routing.trace import Trace
 from chain429.upstream import provider_json
 from chain429.upstream.client import Upstream, UpstreamReply
 from chain429.upstream.openai_error import error_body
@@ -38,92 +38,6 @@ T = TypeVar("T")
 # entry model, or none of these.
 Route = Literal["chain", "alias", "model", "default"]
 log = logging.getLogger("chain429.routing.router")
-
-
-@dataclass(slots=True)
-class Trace:
-    """What happened to each entry considered, in chain order: the attempt trail."""
-
-    trail: list[AttemptRecord] = field(default_factory=list)
-    earliest_recovery: float | None = None
-    free_recovery: float | None = None  # the earliest recovery of a free (not paid) entry
-    queued_ms: float = 0.0  # time spent waiting in the queue for an entry to recover
-    # False once an entry failed for a reason with no known recovery (5xx, timeout):
-    # then waiting in the queue would be a guess, so the answer is a 503 at once.
-    only_rate_limits: bool = True
-    # Reservations of entries that answered: the caller finishes them with the
-    # real token count once the answer (or the stream) is over.
-    open: list[Reservation] = field(default_factory=list)
-
-    def skip(self, entry: EntryRuntime, block: Block) -> None:
-        self.trail.append(
-            AttemptRecord(
-                len(self.trail) + 1,
-                entry.provider_id,
-                entry.model,
-                f"skip:{block.reason}",
-                reason=block.detail,
-            )
-        )
-        self.saw_recovery(block.until, entry)
-
-    def called(
-        self, entry: EntryRuntime, outcome: Outcome, latency_ms: float, applied: Block | None
-    ) -> None:
-        if outcome.falls_through and outcome.until is None:
-            self.only_rate_limits = False
-        cooldown_ms = None
-        if applied is not None:
-            self.saw_recovery(applied.until, entry)
-            cooldown_ms = max(0, int((applied.until - time.time()) * 1000))
-        self.trail.append(
-            AttemptRecord(
-                len(self.trail) + 1,
-                entry.provider_id,
-                entry.model,
-                outcome.token,
-                outcome.status,
-                round(latency_ms, 3),
-                cooldown_ms,
-                outcome.reason,
-            )
-        )
-
-    def saw_recovery(self, until: float, entry: EntryRuntime) -> None:
-        if not math.isfinite(until):
-            return  # a pause: it has no end to wait for
-        if self.earliest_recovery is None or until < self.earliest_recovery:
-            self.earliest_recovery = until
-        if not entry.paid and (self.free_recovery is None or until < self.free_recovery):
-            self.free_recovery = until
-
-    def over_budget(self, entry: EntryRuntime, budget: int) -> None:
-        """The entry was not asked: the walk had made its `maxAttemptsPerRequest` calls.
-        No recovery is known for that, so the request will not queue for it."""
-        self.only_rate_limits = False
-        self.trail.append(
-            AttemptRecord(
-                len(self.trail) + 1,
-                entry.provider_id,
-                entry.model,
-                f"skip:{BlockReason.BUDGET}",
-                reason=f"{budget} upstream calls made (maxAttemptsPerRequest)",
-            )
-        )
-
-    @property
-    def calls(self) -> int:
-        """Upstream calls made: every step of the trail that stands for one."""
-        return sum(1 for a in self.trail if is_call(a.outcome))
-
-    def header(self) -> str:
-        return ",".join(f"{a.provider}/{a.model}={a.outcome}" for a in self.trail)
-
-    def headers(self, answered_by: str | None) -> dict[str, str]:
-        headers = {"X-429chain-Attempts": str(self.calls), "X-429chain-Trace": self.header()}
-        if answered_by is not None:
-            headers["X-429chain-Provider"] = answered_by
-        return headers
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,9 +34,10 @@ from chain429.routing import endpoints
 from chain429.routing.continuation import CONTINUED
 from chain429.routing.endpoints import CHAIN_KIND, ROUTE, Endpoint, serving
 from chain429.routing.limits import Reservation, StateStoreUnavailable
-from chain429.routing.router import Reply, Route, Router, StreamStart, Trace
+from chain429.routing.router import Reply, Route, Router, StreamStart
 from chain429.routing.runtime import ChainRuntime, Snapshot
 from chain429.routing.streaming import StreamStats
+from chain429.routing.trace import Trace
 from chain429.server import logs
 from chain429.server.auth import Scope, identify, requires
 from chain429.server.client_gate import CLIENT_HEADER, Admission, admit, settle

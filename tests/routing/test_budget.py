@@ -25,8 +25,9 @@ from chain429.routing.limits import Block, StateStoreUnavailable
 from chain429.routing.memory_store import MemoryStateStore
 from chain429.routing.outcome import BlockReason
 from chain429.routing.redis_store import RedisStateStore
-from chain429.routing.router import Router, Trace
+from chain429.routing.router import Router
 from chain429.routing.runtime import build_snapshot
+from chain429.routing.trace import Trace
 from chain429.upstream.client import Upstream
 from fixtures.redis import REDIS_URL
 from fixtures.servers import chain_config

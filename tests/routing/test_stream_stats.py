@@ -8,8 +8,9 @@ from chain429.config.model import Config
 from chain429.fakes.provider import FakeProvider, Reply
 from chain429.fakes.replies import deep_json
 from chain429.routing.memory_store import MemoryStateStore
-from chain429.routing.router import Router, StreamStart, Trace
+from chain429.routing.router import Router, StreamStart
 from chain429.routing.runtime import build_snapshot
+from chain429.routing.trace import Trace
 from chain429.upstream.client import Upstream
 from fixtures.servers import chain_config
 
