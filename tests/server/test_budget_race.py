@@ -42,12 +42,31 @@ WARM_UP = 8  # sequential requests: $1.04 spent, the last dollar left
 RACERS = 20
 
 
+def warm_up(proxy: Proxy) -> None:
+    """Spend all but the last dollar, one request after the other."""
+    for _ in range(WARM_UP):
+        proxy.openai().chat.completions.create(model="main", messages=HELLO, max_tokens=MAX_TOKENS)
+
+
+def race_numbers(statuses: list[int], budget: dict[str, Any]) -> dict[str, Any]:
+    """What the note reports of a race: who got in, what was spent, by how much over."""
+    return {
+        "racers": RACERS,
+        "admitted": statuses.count(200),
+        "refused": statuses.count(503),
+        "cap_usd": CAP,
+        "left_before_race_usd": round(CAP - WARM_UP * COST, 6),
+        "estimate_usd": ESTIMATE,
+        "cost_usd": COST,
+        "spent_usd": round(budget["spent_usd"], 6),
+        "reserved_after_usd": budget["reserved_usd"],
+        "overspend_usd": round(budget["spent_usd"] - CAP, 6),
+    }
+
+
 def race(instances: list[Proxy]) -> dict[str, Any]:
     """Warm up on the first instance, then RACERS clients at once over all of them."""
-    for _ in range(WARM_UP):
-        instances[0].openai().chat.completions.create(
-            model="main", messages=HELLO, max_tokens=MAX_TOKENS
-        )
+    warm_up(instances[0])
     start = threading.Barrier(RACERS)
     statuses: list[int] = []
     lock = threading.Lock()
@@ -71,19 +90,7 @@ def race(instances: list[Proxy]) -> dict[str, Any]:
         thread.join(timeout=60)
     with instances[0].http() as http:
         (budget,) = http.get("/v1/admin/budgets").json()["budgets"]
-    admitted = statuses.count(200)
-    return {
-        "racers": RACERS,
-        "admitted": admitted,
-        "refused": statuses.count(503),
-        "cap_usd": CAP,
-        "left_before_race_usd": round(CAP - WARM_UP * COST, 6),
-        "estimate_usd": ESTIMATE,
-        "cost_usd": COST,
-        "spent_usd": round(budget["spent_usd"], 6),
-        "reserved_after_usd": budget["reserved_usd"],
-        "overspend_usd": round(budget["spent_usd"] - CAP, 6),
-    }
+    return race_numbers(statuses, budget)
 
 
 def check(numbers: dict[str, Any], paid_calls: int) -> None:
@@ -131,10 +138,7 @@ def statuses_ok(statuses: dict[str, int]) -> int:
 
 def race_as_clients(instances: list[Proxy]) -> tuple[dict[str, Any], dict[str, int]]:
     """The race above, each racer with its own client key; the answers' X-429chain-Client."""
-    for _ in range(WARM_UP):
-        instances[0].openai().chat.completions.create(
-            model="main", messages=HELLO, max_tokens=MAX_TOKENS
-        )
+    warm_up(instances[0])
     start = threading.Barrier(RACERS)
     statuses: dict[str, int] = {}
     named: dict[str, str] = {}
@@ -173,19 +177,7 @@ def race_as_clients(instances: list[Proxy]) -> tuple[dict[str, Any], dict[str, i
             if logged >= WARM_UP + statuses_ok(statuses) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-    admitted = list(statuses.values()).count(200)
-    numbers = {
-        "racers": RACERS,
-        "admitted": admitted,
-        "refused": list(statuses.values()).count(503),
-        "cap_usd": CAP,
-        "left_before_race_usd": round(CAP - WARM_UP * COST, 6),
-        "estimate_usd": ESTIMATE,
-        "cost_usd": COST,
-        "spent_usd": round(budget["spent_usd"], 6),
-        "reserved_after_usd": budget["reserved_usd"],
-        "overspend_usd": round(budget["spent_usd"] - CAP, 6),
-    }
+    numbers = race_numbers(list(statuses.values()), budget)
     by_client = {row["client"]: row["requests"] for row in spend["data"]}
     return numbers, by_client
 
