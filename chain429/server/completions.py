@@ -169,21 +169,42 @@ async def handle_proxied(app: App, request: AppRequest, endpoint: Endpoint) -> H
         record.status, record.outcome = record.status or 500, "internal_error"
         raise
     finally:
-        for reservation in trace.open:
-            # The answer is over: free the entry's slot, count what it really cost.
-            cost = _charge(record, reservation)
-            await app.ctx.state.finish(reservation, record.total_tokens, cost)
-        if trace.open:
-            app.ctx.router.queues.notify()  # a freed slot may let a queued request through
-        await settle(app.ctx.state, admission, record)
-        record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        record.attempts = trace.calls
-        record.queued_ms = round(trace.queued_ms, 3)
-        app.ctx.metrics.observe(record)
-        telemetry = app.ctx.telemetry
-        if telemetry is not None:
-            telemetry.submit(record)
-        logs.request_id.reset(token)
+        # Freeing slots, settling costs and logging the record must all happen even
+        # when the client's connection drops meanwhile (Sanic then cancels this
+        # task, say while the shared store answers): they run as a task of their
+        # own, which a cancellation of this one does not stop.
+        closing = asyncio.ensure_future(_close_out(app, record, trace, admission, started))
+        _CLOSING.add(closing)
+        closing.add_done_callback(_CLOSING.discard)
+        try:
+            await asyncio.shield(closing)
+        finally:
+            logs.request_id.reset(token)
+
+
+# Close-outs under way (the loop holds tasks only weakly).
+_CLOSING: set[asyncio.Future[None]] = set()
+
+
+async def _close_out(
+    app: App, record: RequestRecord, trace: Trace, admission: Admission, started: float
+) -> None:
+    """The request is over: free its entries' slots at their real cost, settle its
+    client's tokens, and hand the record to metrics and the request log."""
+    for reservation in trace.open:
+        # The answer is over: free the entry's slot, count what it really cost.
+        cost = _charge(record, reservation)
+        await app.ctx.state.finish(reservation, record.total_tokens, cost)
+    if trace.open:
+        app.ctx.router.queues.notify()  # a freed slot may let a queued request through
+    await settle(app.ctx.state, admission, record)
+    record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    record.attempts = trace.calls
+    record.queued_ms = round(trace.queued_ms, 3)
+    app.ctx.metrics.observe(record)
+    telemetry = app.ctx.telemetry
+    if telemetry is not None:
+        telemetry.submit(record)
 
 
 def _chains_of(snapshot: Snapshot, kind: ChainKind) -> str:

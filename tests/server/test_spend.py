@@ -11,6 +11,7 @@ Costs and estimates are fixtures.spend's: $0.12 held, $0.13 charged per request.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -227,3 +228,30 @@ def test_an_entry_price_overrides_its_providers(fake, proxy):
     p = proxy(config)
     ask(p)
     assert budget_now(p)["spent_usd"] == pytest.approx(120 * 0.002)  # output tokens only
+
+
+def test_a_slow_close_out_still_logs_a_stream_whose_client_left_at_done(spend_proxy):
+    """The SDK closes at [DONE]; if freeing the entry is slow then (a shared store's round
+    trip), the dropped connection must not cost the record or the settled cost."""
+    usage = {"prompt_tokens": 10, "completion_tokens": 30, "total_tokens": 40}
+    p, _ = spend_proxy(budget=1.0, paid_reply=Reply.stream("one two", usage=usage))
+    state = p.server.app.ctx.state
+    finish = state.finish
+
+    async def slow_finish(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.5)  # the client is gone long before this ends
+        return await finish(*args, **kwargs)
+
+    state.finish = slow_finish
+    body = {"model": "main", "messages": HELLO, "max_tokens": MAX_TOKENS, "stream": True}
+    headers = {"authorization": f"Bearer {p.api_key}"}
+    with httpx.stream("POST", f"{p.url}/v1/chat/completions", json=body, headers=headers) as r:
+        for line in r.iter_lines():
+            if line == "data: [DONE]":
+                break  # and close at once, as the SDK does
+    (row,) = logged(p, 1)
+    assert row["outcome"] == "success" and row["total_tokens"] == 40
+    deadline = time.monotonic() + 5
+    while budget_now(p)["reserved_usd"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert budget_now(p)["spent_usd"] == pytest.approx(0.040)
