@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args
 from peewee import Case, fn
 
 from chain429.requestlog.params import StatsParamError
-from chain429.requestlog.stats import _ordinals, _range_fields, _whole_hours, read_snapshot
+from chain429.requestlog.stats import _ordinals, _range_fields, range_parts, read_snapshot
 from chain429.requestlog.tables import HourlySpendRollup, RequestRow
 
 __all__ = ["SPEND_BY", "SpendBy", "parse_spend_by", "spend"]
@@ -114,15 +114,11 @@ def _collect(since_ms: int, until_ms: int, by: SpendBy) -> dict[str, _Spend]:
             if int(row[1] or 0):
                 groups.setdefault(str(row[0]), _Spend()).add(row[1:])
 
-    first_hour, end_hour = _whole_hours(since_ms, until_ms)
-    if first_hour < end_hour:
-        take(_rollup_part(first_hour, end_hour, by))
-        if since_ms < first_hour:
-            take(_raw_part(since_ms, first_hour, by))
-        if end_hour < until_ms:
-            take(_raw_part(end_hour, until_ms, by))
-    else:
-        take(_raw_part(since_ms, until_ms, by))
+    hours, edges = range_parts(since_ms, until_ms)
+    if hours:
+        take(_rollup_part(*hours, by))
+    for edge in edges:
+        take(_raw_part(*edge, by))
     return groups
 
 

@@ -303,9 +303,16 @@ def _rollup_part(
     yield from query
 
 
-def _whole_hours(since_ms: int, until_ms: int) -> tuple[int, int]:
-    """`[first_hour, end_hour)`: the whole hours inside the range (empty when first >= end)."""
-    return -(-since_ms // HOUR_MS) * HOUR_MS, until_ms // HOUR_MS * HOUR_MS
+def range_parts(
+    since_ms: int, until_ms: int, rollup: bool = True
+) -> tuple[tuple[int, int] | None, list[tuple[int, int]]]:
+    """How a range is read: the whole hours inside it from a rollup (None when there
+    are none, or `rollup` is false), and the rest, its partial edges, from raw rows."""
+    first_hour, end_hour = -(-since_ms // HOUR_MS) * HOUR_MS, until_ms // HOUR_MS * HOUR_MS
+    if not rollup or first_hour >= end_hour:
+        return None, [(since_ms, until_ms)]
+    edges = [(a, b) for a, b in ((since_ms, first_hour), (end_hour, until_ms)) if a < b]
+    return (first_hour, end_hour), edges
 
 
 def collect(
@@ -328,17 +335,12 @@ def collect(
                 continue  # an ungrouped aggregate over no rows is one row of NULLs
             groups.setdefault(key, Totals()).add(row[width:])
 
-    first_hour, end_hour = _whole_hours(since_ms, until_ms)
     # Sub-hour buckets cannot come from hourly rows; such ranges are short (see timeseries).
-    use_rollup = first_hour < end_hour and (bucket_ms is None or bucket_ms % HOUR_MS == 0)
-    if use_rollup:
-        take(_rollup_part(first_hour, end_hour, dims, bucket_ms, endpoint))
-        if since_ms < first_hour:
-            take(_raw_part(since_ms, first_hour, dims, bucket_ms, endpoint))
-        if end_hour < until_ms:
-            take(_raw_part(end_hour, until_ms, dims, bucket_ms, endpoint))
-    else:
-        take(_raw_part(since_ms, until_ms, dims, bucket_ms, endpoint))
+    hours, edges = range_parts(since_ms, until_ms, bucket_ms is None or bucket_ms % HOUR_MS == 0)
+    if hours:
+        take(_rollup_part(*hours, dims, bucket_ms, endpoint))
+    for edge in edges:
+        take(_raw_part(*edge, dims, bucket_ms, endpoint))
     return groups
 
 
@@ -432,15 +434,11 @@ def attempt_outcomes(
                 by_outcome = outcomes.setdefault(provider, {})
                 by_outcome[outcome] = by_outcome.get(outcome, 0) + int(count)
 
-    first_hour, end_hour = _whole_hours(since_ms, until_ms)
-    if first_hour < end_hour:
-        take(_rollup_attempts(first_hour, end_hour, endpoint))
-        if since_ms < first_hour:
-            take(_raw_attempts(since_ms, first_hour, endpoint))
-        if end_hour < until_ms:
-            take(_raw_attempts(end_hour, until_ms, endpoint))
-    else:
-        take(_raw_attempts(since_ms, until_ms, endpoint))
+    hours, edges = range_parts(since_ms, until_ms)
+    if hours:
+        take(_rollup_attempts(*hours, endpoint))
+    for edge in edges:
+        take(_raw_attempts(*edge, endpoint))
     return outcomes
 
 

@@ -85,7 +85,7 @@ def _edit_error(err: ConfigEditError, generation: int) -> HTTPResponse:
     return answer(body, generation, err.status)
 
 
-def _then(word: str, change: Callable[[ConfigDocument], object]) -> Callable[[ConfigDocument], str]:
+def then(word: str, change: Callable[[ConfigDocument], object]) -> Callable[[ConfigDocument], str]:
     """An edit that returns nothing, answering with what it did."""
 
     def run(document: ConfigDocument) -> str:
@@ -180,9 +180,6 @@ async def edit_config(request: AppRequest, change: Change) -> HTTPResponse:
     return answer({"result": result, "generation": snapshot.generation}, snapshot.generation)
 
 
-_edit = edit_config  # the routes of this module; others (client_routes) use the public name
-
-
 def _parse_submitted(ctx: AppContext, text: str) -> Config:
     """A config from the caller: checked with the server's environment, but only
     the variables it may name (chain429.config.submitted_reference_rule)."""
@@ -222,14 +219,14 @@ async def put_provider(request: AppRequest, provider_id: str) -> HTTPResponse:
             raise ApiError(400, "The body's id differs from the one in the path.", param="id")
         return lambda doc: doc.upsert_provider(body)
 
-    return await _edit(request, change)
+    return await edit_config(request, change)
 
 
 @admin_routes.delete("/v1/admin/providers/<provider_id>")
 @requires(Scope.WRITE)
 async def delete_provider(request: AppRequest, provider_id: str) -> HTTPResponse:
-    return await _edit(
-        request, lambda _: _then("deleted", lambda doc: doc.delete_provider(provider_id))
+    return await edit_config(
+        request, lambda _: then("deleted", lambda doc: doc.delete_provider(provider_id))
     )
 
 
@@ -241,13 +238,13 @@ async def put_chain(request: AppRequest, name: str) -> HTTPResponse:
             raise ApiError(400, "The body's name differs from the one in the path.", param="name")
         return lambda doc: doc.upsert_chain(body)
 
-    return await _edit(request, change)
+    return await edit_config(request, change)
 
 
 @admin_routes.delete("/v1/admin/chains/<name>")
 @requires(Scope.WRITE)
 async def delete_chain(request: AppRequest, name: str) -> HTTPResponse:
-    return await _edit(request, lambda _: _then("deleted", lambda doc: doc.delete_chain(name)))
+    return await edit_config(request, lambda _: then("deleted", lambda doc: doc.delete_chain(name)))
 
 
 # `<name:path>`: an alias may hold slashes (`openai/gpt-4o-mini`, as OpenRouter names
@@ -267,14 +264,14 @@ async def put_alias(request: AppRequest, name: str) -> HTTPResponse:
             raise ApiError(400, "'chain' must be a non-empty string.", param="chain")
         return lambda doc: doc.set_alias(name, chain)
 
-    return await _edit(request, change)
+    return await edit_config(request, change)
 
 
 @admin_routes.delete("/v1/admin/aliases/<name:path>")
 @requires(Scope.WRITE)
 async def delete_alias(request: AppRequest, name: str) -> HTTPResponse:
     name = unquote(name)
-    return await _edit(request, lambda _: _then("deleted", lambda doc: doc.delete_alias(name)))
+    return await edit_config(request, lambda _: then("deleted", lambda doc: doc.delete_alias(name)))
 
 
 @admin_routes.patch("/v1/admin/settings", ctx_body=JSON_BODY)
@@ -290,9 +287,9 @@ async def patch_settings(request: AppRequest) -> HTTPResponse:
                 code="deploy_time_setting",
                 param=f"settings.{fixed[0]}",
             )
-        return _then("updated", lambda doc: doc.patch_settings(body))
+        return then("updated", lambda doc: doc.patch_settings(body))
 
-    return await _edit(request, change)
+    return await edit_config(request, change)
 
 
 @admin_routes.post("/v1/admin/validate", ctx_body=YAML_BODY)

@@ -30,7 +30,7 @@ from sanic.response import HTTPResponse
 from chain429.config.masking import CLIENT_SECRETS, mask_fields, redact
 from chain429.config.model import Client, Config
 from chain429.config.writer import ConfigDocument
-from chain429.server.admin import answer, edit_config
+from chain429.server.admin import answer, edit_config, then
 from chain429.server.auth import Scope, requires
 from chain429.server.context import AppContext, AppRequest
 from chain429.server.errors import ApiError
@@ -94,11 +94,6 @@ async def put_client(request: AppRequest, name: str) -> HTTPResponse:
 @client_routes.delete("/v1/admin/clients/<name>")
 @requires(Scope.WRITE)
 async def delete_client(request: AppRequest, name: str) -> HTTPResponse:
-    def change(_: dict[str, Any]) -> Callable[[ConfigDocument], Any]:
-        def run(document: ConfigDocument) -> str:
-            document.delete_client(name)
-            return "deleted"
-
-        return run
-
-    return await edit_config(request, change)
+    return await edit_config(
+        request, lambda _: then("deleted", lambda doc: doc.delete_client(name))
+    )
