@@ -38,6 +38,16 @@ def _hint(name: str, known: list[str], noun: str) -> str:
     return f"; {noun}: {', '.join(known)}" if known else f"; there are no {noun}"
 
 
+def _unique(seen: dict[str, int], value: str, loc: Loc, noun: str) -> list[tuple[Loc, str]]:
+    """The problem of a second `value` in a section (`loc`: section, index, key), or
+    none, remembering the first's index in `seen`."""
+    if value in seen:
+        first = format_path((loc[0], seen[value]))
+        return [(loc, f"duplicate {noun} {value!r} (already used by {first})")]
+    seen[value] = int(loc[1])
+    return []
+
+
 def cross_check(data: Any) -> list[tuple[Loc, str]]:
     """References between sections, checked on loosely-typed data.
 
@@ -53,27 +63,12 @@ def cross_check(data: Any) -> list[tuple[Loc, str]]:
         pid = provider.get("id")
         if not isinstance(pid, str):
             continue
-        if pid in provider_ids:
-            first = format_path(("providers", provider_ids[pid]))
-            problems.append(
-                (("providers", i, "id"), f"duplicate provider id {pid!r} (already used by {first})")
-            )
-        else:
-            provider_ids[pid] = i
+        problems += _unique(provider_ids, pid, ("providers", i, "id"), "provider id")
     chain_names: dict[str, int] = {}
     for i, chain in _items(data.get("chains")):
         name = chain.get("name")
         if isinstance(name, str):
-            if name in chain_names:
-                first = format_path(("chains", chain_names[name]))
-                problems.append(
-                    (
-                        ("chains", i, "name"),
-                        f"duplicate chain name {name!r} (already used by {first})",
-                    )
-                )
-            else:
-                chain_names[name] = i
+            problems += _unique(chain_names, name, ("chains", i, "name"), "chain name")
         for j, entry in _items(chain.get("entries")):
             ref = entry.get("provider")
             if isinstance(ref, str) and ref and ref not in provider_ids:
@@ -132,16 +127,7 @@ def _client_problems(
     for i, client in _items(data.get("clients")):
         name = client.get("name")
         if isinstance(name, str):
-            if name in names:
-                first = format_path(("clients", names[name]))
-                problems.append(
-                    (
-                        ("clients", i, "name"),
-                        f"duplicate client name {name!r} (already used by {first})",
-                    )
-                )
-            else:
-                names[name] = i
+            problems += _unique(names, name, ("clients", i, "name"), "client name")
         allowed = client.get("chains")
         for j, chain in enumerate(allowed if isinstance(allowed, list | tuple) else ()):
             if isinstance(chain, str) and chain not in chains:
