@@ -33,7 +33,7 @@ from chain429.requestlog.records import RequestRecord, new_request_id
 from chain429.routing import endpoints
 from chain429.routing.continuation import CONTINUED
 from chain429.routing.endpoints import CHAIN_KIND, ROUTE, Endpoint, serving
-from chain429.routing.limits import Reservation, StateStoreUnavailable
+from chain429.routing.limits import Reservation, StateStoreUnavailable, shared_store
 from chain429.routing.router import Reply, Route, Router, StreamStart
 from chain429.routing.runtime import ChainRuntime, Snapshot
 from chain429.routing.streaming import StreamStats
@@ -169,15 +169,19 @@ async def handle_proxied(app: App, request: AppRequest, endpoint: Endpoint) -> H
         record.status, record.outcome = record.status or 500, "internal_error"
         raise
     finally:
-        # Freeing slots, settling costs and logging the record must all happen even
-        # when the client's connection drops meanwhile (Sanic then cancels this
-        # task, say while the shared store answers): they run as a task of their
-        # own, which a cancellation of this one does not stop.
-        closing = asyncio.ensure_future(_close_out(app, record, trace, admission, started))
-        _CLOSING.add(closing)
-        closing.add_done_callback(_CLOSING.discard)
         try:
-            await asyncio.shield(closing)
+            if shared_store(app.ctx.state) is None:
+                # This process's store never waits: no cancellation can land midway.
+                await _close_out(app, record, trace, admission, started)
+            else:
+                # Freeing slots, settling costs and logging the record must all happen
+                # even when the client's connection drops while Redis answers (Sanic
+                # then cancels this task): a task of their own, which that does not
+                # stop. (11 us a request: not paid where nothing can interrupt.)
+                closing = asyncio.ensure_future(_close_out(app, record, trace, admission, started))
+                _CLOSING.add(closing)
+                closing.add_done_callback(_CLOSING.discard)
+                await asyncio.shield(closing)
         finally:
             logs.request_id.reset(token)
 
