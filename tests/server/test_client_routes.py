@@ -166,3 +166,19 @@ def test_a_key_changed_in_env_is_in_force_within_a_second_without_a_reload_call(
         assert time.monotonic() < deadline, "the server never read the new .env"
         time.sleep(0.1)
     assert served.chat(ANA_KEY).status_code == 401
+
+
+def test_the_last_client_of_a_public_server_cannot_be_deleted(served):
+    """With no apiKeys, the clients' keys are what keeps a server on a public address closed:
+    deleting the last one over the API is refused, and nothing is written."""
+    served.server.app.ctx.bind_host = "10.20.30.40"  # deployed there; the test binds 127.0.0.1
+    before = served.path.read_text()
+    refused = served.send("DELETE", "/v1/admin/clients/ana")
+    assert refused.status_code == 422, refused.text
+    assert "10.20.30.40 without settings.apiKeys or clients" in refused.json()["error"]["message"]
+    assert served.path.read_text() == before
+    assert served.chat(ANA_KEY).status_code == 200
+    anonymous = served.send(
+        "POST", "/v1/chat/completions", headers={}, json={"model": "main", "messages": HELLO}
+    )
+    assert anonymous.status_code == 401  # still closed to callers without a key
