@@ -229,7 +229,7 @@ class Chain(Model):
         default="chat",
         description="What its entries serve: `chat` models (`/v1/chat/completions`, and the "
         "legacy `/v1/completions`) or `embeddings` models (`/v1/embeddings`). A request to "
-        "the other kind's route is a 400 `wrong_endpoint` (docs/api.md#endpoints-and-chain-kinds).",
+        "the other kind's route is a 404 `wrong_endpoint` (docs/api.md#endpoints-and-chain-kinds).",
     )
     entries: tuple[ChainEntry, ...] = Field(
         min_length=1, description="The entries in order of preference: the first is tried first."

@@ -5,7 +5,7 @@
 The three routes are one flow, parameterised by the endpoint
 (chain429.routing.endpoints): the body is checked (chain429.server.proxy_bodies),
 the chain picked, and a request naming a chain of the other kind (an
-embeddings chain on a chat route, a chat chain on `/v1/embeddings`) is a 400
+embeddings chain on a chat route, a chat chain on `/v1/embeddings`) is a 404
 `wrong_endpoint` before any provider is asked.
 
 Every request, answered or not, leaves one `RequestRecord` (with its attempt
@@ -238,12 +238,13 @@ def _check_kind(
     snapshot: Snapshot, endpoint: Endpoint, model: object, chain: ChainRuntime, route: Route
 ) -> None:
     """A chain of the other kind (an embeddings chain on a chat route, a chat chain on
-    /v1/embeddings) is a 400 `wrong_endpoint` (docs/api.md#endpoints-and-chain-kinds)."""
+    /v1/embeddings) is a 404 `wrong_endpoint`, as OpenAI answers a chat route that names
+    an embedding model (docs/api.md#endpoints-and-chain-kinds)."""
     if chain.kind != CHAIN_KIND[endpoint]:
         named = "chain" if route == "chain" else "model"  # an entry model names its chains
         routes = " or ".join(ROUTE[e] for e in serving(chain.kind))
         raise ApiError(
-            400,
+            404,
             f"'{model}' is {'an' if chain.kind == 'embeddings' else 'a'} {chain.kind} {named}: "
             f"send it to {routes}. {_takes(snapshot, endpoint)}",
             code="wrong_endpoint",

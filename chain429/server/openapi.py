@@ -151,13 +151,13 @@ _CHAT_OK: Schema = {
     },
 }
 _PROXY_ERRORS = {
-    400: "Invalid request, before any provider is asked; `model` names a chain of the other "
-    "kind (`wrong_endpoint`); or the provider's own 400, relayed unchanged (the request itself "
-    "is wrong).",
+    400: "Invalid request, before any provider is asked; or the provider's own 400, relayed "
+    "unchanged (the request itself is wrong).",
     403: "A client key (`clients:`) naming a chain outside its `chains` "
     "(`model_not_allowed`); or a web page whose origin is not allowed.",
     404: "`model` names no chain this route takes, and there is no default chain of its kind "
-    "(or `settings.strictModels`) (`model_not_found`).",
+    "(or `settings.strictModels`) (`model_not_found`); or a chain of the other kind "
+    "(`wrong_endpoint`).",
     422: "The provider's 422, relayed unchanged.",
     429: "The client (`clients:`) is over one of its own limits (`client_rate_limited`, "
     "`rate_limit_error`): the message names it, `Retry-After` and `retry-after-ms` say "

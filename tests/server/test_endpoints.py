@@ -190,13 +190,13 @@ def test_a_provider_without_completions_is_passed_over_and_not_cooled(fake, prox
         ),
     ],
 )
-def test_a_chain_of_the_other_kind_is_a_400_before_any_call(
+def test_a_chain_of_the_other_kind_is_a_404_before_any_call(
     fake, proxy, path, body, named, sent_to
 ):
     a, b, p = start(fake, proxy)
     with p.http() as http:
         response = http.post(path, json=body)
-    assert response.status_code == 400
+    assert response.status_code == 404  # as OpenAI answers a chat route an embedding model
     error = response.json()["error"]
     assert (error["code"], error["param"], error["type"]) == (
         "wrong_endpoint",
@@ -207,9 +207,9 @@ def test_a_chain_of_the_other_kind_is_a_400_before_any_call(
     assert a.requests == b.requests == []
 
 
-def test_the_sdk_raises_bad_request_for_the_wrong_kind(fake, proxy):
+def test_the_sdk_raises_not_found_for_the_wrong_kind(fake, proxy):
     a, b, p = start(fake, proxy)
-    with pytest.raises(openai.BadRequestError, match="embeddings chains: embed"):
+    with pytest.raises(openai.NotFoundError, match="embeddings chains: embed"):
         p.openai().embeddings.create(model="main", input="x")
 
 
@@ -286,7 +286,7 @@ def test_the_request_log_and_stats_tell_the_endpoints_apart(fake, proxy, tmp_pat
     client.embeddings.create(model="embed", input="three")
     list(client.completions.create(model="main", prompt="hi", stream=True))
     with p.http() as http:
-        http.post("/v1/embeddings", json={"model": "main", "input": "x"})  # 400 wrong_endpoint
+        http.post("/v1/embeddings", json={"model": "main", "input": "x"})  # 404 wrong_endpoint
     rows = wait_logged(p, 5)
     seen = sorted((r["endpoint"], r["chain"], r["outcome"], r["stream"]) for r in rows)
     assert seen == [
