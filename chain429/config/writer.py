@@ -295,6 +295,9 @@ class ConfigDocument:
         except RuamelYAMLError as exc:  # its message carries the line and column
             issue = ConfigIssue(filename, None, "", f"invalid YAML: {exc}")
             raise ConfigEditError(422, "the config file is not valid YAML", [issue]) from None
+        except TypeError:  # ruamel cannot hold a mapping or a list as a key (`? {a: 1}`)
+            issue = ConfigIssue(filename, None, "", "invalid YAML: a key that is not text")
+            raise ConfigEditError(422, "the config file is not valid YAML", [issue]) from None
         data = CommentedMap() if data is None else data
         if not isinstance(data, CommentedMap):
             issue = ConfigIssue(filename, 1, "", "the top level must be a mapping")

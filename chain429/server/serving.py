@@ -333,10 +333,10 @@ def _stop_during_startup(app: Any, _: Any = None) -> None:
             if manager.monitor_subscriber.poll(0.1):
                 message = manager.monitor_subscriber.recv()
                 manager.monitor_publisher.send(message)  # for the monitor loop, as Sanic does
-                if message == "__TERMINATE_EARLY__":
+                if message == "__TERMINATE_EARLY__" and not manager._shutting_down:
                     wait()  # a worker failed to start: Sanic's own handling
                     return
-                continue
+                continue  # (a worker stopped by our stop: the branch above ends the wait)
             misses += 1
             if misses > manager.THRESHOLD:
                 wait()  # Sanic's deadline message, then its own

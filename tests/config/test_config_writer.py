@@ -548,3 +548,12 @@ def test_a_chain_an_alias_names_is_not_deleted(tmp_path: Path) -> None:
     with pytest.raises(ConfigEditError) as unknown:
         apply_edit(path, lambda doc: doc.delete_alias("nope"))
     assert unknown.value.status == 404
+
+
+def test_a_mapping_used_as_a_key_is_a_yaml_error_not_a_crash():
+    """Found by the splice fuzzer: YAML lets a mapping be a key (`? {...}`); the editor
+    refuses the file as invalid YAML, as the loader does, instead of raising TypeError."""
+    with pytest.raises(ConfigEditError) as refused:
+        ConfigDocument.from_text("version: 1\nsettings:\n  ? {apiKeys: [a]}\n  : 1\n")
+    assert refused.value.status == 422
+    assert "a key that is not text" in refused.value.issues[0].message
