@@ -332,11 +332,13 @@ def _stop_during_startup(app: Any, _: Any = None) -> None:
                 return  # the monitor loop reads the stop message next
             if manager.monitor_subscriber.poll(0.1):
                 message = manager.monitor_subscriber.recv()
+                if message == "__TERMINATE_EARLY__" and manager._shutting_down:
+                    continue  # a worker our stop ended: dropped, the branch above ends the wait
                 manager.monitor_publisher.send(message)  # for the monitor loop, as Sanic does
-                if message == "__TERMINATE_EARLY__" and not manager._shutting_down:
+                if message == "__TERMINATE_EARLY__":
                     wait()  # a worker failed to start: Sanic's own handling
                     return
-                continue  # (a worker stopped by our stop: the branch above ends the wait)
+                continue
             misses += 1
             if misses > manager.THRESHOLD:
                 wait()  # Sanic's deadline message, then its own
