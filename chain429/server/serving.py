@@ -29,6 +29,7 @@ from chain429.routing.memory_store import MemoryStateStore
 from chain429.server.auth import exposure_problem
 from chain429.server.connections import server_options
 from chain429.server.context import App
+from chain429.server.worker_manager import StopSignals
 
 log = logging.getLogger("chain429")
 
@@ -289,62 +290,22 @@ def serve_workers(
 
     os.environ.setdefault("SANIC_IGNORE_PRODUCTION_WARNING", "1")
     loader = AppLoader(factory=functools.partial(worker_app, config_path, host, announce))
+    # From here a stop is noted and acted on where the manager waits (worker_manager.py).
     try:
-        primary = loader.load()  # the manager's copy: it never serves a request
-        primary.main_process_ready(_stop_during_startup)
-        primary.prepare(
-            sock=sock,
-            workers=workers,
-            access_log=access_log,
-            motd=False,
-            verbosity=0,
-            **server_options(primary),
-        )
-        Sanic.serve(primary=primary, app_loader=loader)
+        with StopSignals() as stop_signals:
+            primary = loader.load()  # the manager's copy: it never serves a request
+            primary.main_process_ready(stop_signals.manage)
+            primary.prepare(
+                sock=sock,
+                workers=workers,
+                access_log=access_log,
+                motd=False,
+                verbosity=0,
+                **server_options(primary),
+            )
+            Sanic.serve(primary=primary, app_loader=loader)
     finally:
         sock.close()
-
-
-def _stop_during_startup(app: Any, _: Any = None) -> None:
-    """Let a stop signal end the wait for workers to start (Sanic 25.x would wait forever).
-
-    Sanic's manager waits for every worker to acknowledge its start before it
-    reads its monitor pipe. A SIGTERM in that window terminates the workers
-    and posts the stop message, which the wait re-posts without counting a
-    miss: the manager loops for ever and `serve --workers` never exits. This
-    wait gives up once a stop was asked for and the workers are gone (5 s at
-    most), records their exit, and lets the manager read the stop message
-    and shut down the usual way.
-    """
-    import time
-
-    manager = app._manager
-    wait = manager.wait_for_ack
-
-    def wait_for_ack_unless_stopping() -> None:
-        misses = 0
-        while not manager._all_workers_ack():
-            if manager._shutting_down:
-                deadline = time.monotonic() + 5.0
-                while time.monotonic() < deadline and any(p.is_alive() for p in manager.processes):
-                    time.sleep(0.05)
-                manager._sync_states()  # the stopped workers count as stopped
-                return  # the monitor loop reads the stop message next
-            if manager.monitor_subscriber.poll(0.1):
-                message = manager.monitor_subscriber.recv()
-                if message == "__TERMINATE_EARLY__" and manager._shutting_down:
-                    continue  # a worker our stop ended: dropped, the branch above ends the wait
-                manager.monitor_publisher.send(message)  # for the monitor loop, as Sanic does
-                if message == "__TERMINATE_EARLY__":
-                    wait()  # a worker failed to start: Sanic's own handling
-                    return
-                continue
-            misses += 1
-            if misses > manager.THRESHOLD:
-                wait()  # Sanic's deadline message, then its own
-                return
-
-    manager.wait_for_ack = wait_for_ack_unless_stopping
 
 
 class ServerThread:

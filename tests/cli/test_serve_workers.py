@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from test_redis_instances import HELLO, KEY, write_config
 
 from chain429.fakes.provider import FakeProvider, Reply
@@ -141,10 +142,39 @@ def spawned_children(pid: int) -> list[int]:
     return children
 
 
-def test_a_stop_while_the_workers_start_ends_the_server(tmp_path, redis_ns):
-    """SIGTERM before the workers are up: every process exits, none is left behind.
+def session_processes(session: int) -> list[int]:
+    """Every live process of `session` (the server's own: it was started in a new session)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
 
-    (Sanic's manager used to wait for ever for workers it had just stopped.)
+
+@pytest.mark.parametrize(
+    ("children_before", "stop_signal", "then_s"),
+    [
+        (1, signal.SIGTERM, 0.0),  # the worker-state server is up, no worker yet
+        (2, signal.SIGINT, 0.0),  # Ctrl-C while the second worker is being spawned
+        (3, signal.SIGTERM, 0.0),  # both workers spawned, still importing
+        (3, signal.SIGTERM, 0.3),  # the manager waits for the workers' start
+    ],
+    ids=["state-server", "one-worker-ctrl-c", "both-workers", "wait-for-start"],
+)
+def test_a_stop_while_the_workers_start_ends_the_server(
+    tmp_path, redis_ns, children_before, stop_signal, then_s
+):
+    """A stop at any moment of the workers' start: exit code 0, no process left behind.
+
+    (Sanic's manager used to wait for ever for workers it had just stopped, and
+    its signal handler, landing inside a call to the worker-state server,
+    crashed the manager with exit code 1.)
     """
     port = free_port()
     with FakeProvider("limited") as limited, FakeProvider("spare") as spare:
@@ -154,17 +184,17 @@ def test_a_stop_while_the_workers_start_ends_the_server(tmp_path, redis_ns):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            # Sanic's manager kills a stuck stop with killpg: not this test's group.
+            # Its own session: Sanic's manager kills a stuck stop with killpg, and
+            # the session finds every process the server started.
             start_new_session=True,
         )
         try:
-            # The manager's state server and both workers exist, and the workers are
-            # still importing: the stop lands in Sanic's wait for their start.
             deadline = time.monotonic() + 30
-            while len(children := spawned_children(proc.pid)) < 3:
+            while len(spawned_children(proc.pid)) < children_before:
                 assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.01)
-            proc.send_signal(signal.SIGTERM)
+                time.sleep(0.002)
+            time.sleep(then_s)
+            proc.send_signal(stop_signal)
             assert proc.wait(timeout=15) == 0, proc.stderr.read() if proc.stderr else ""
             assert not httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).is_success
         except httpx.TransportError:
@@ -173,6 +203,6 @@ def test_a_stop_while_the_workers_start_ends_the_server(tmp_path, redis_ns):
             if proc.poll() is None:
                 stop(proc)
     deadline = time.monotonic() + 5
-    while alive := [c for c in children if Path(f"/proc/{c}").exists()]:
+    while alive := session_processes(proc.pid):
         assert time.monotonic() < deadline, f"left running: {alive}"
         time.sleep(0.05)
