@@ -157,13 +157,18 @@ def open_streams_rss(workdir: Path, log: Any, count: int) -> dict[str, float]:
     return {"idle_rss_mib": round(idle, 1), "streams": count, "streams_rss_mib": round(held, 1)}
 
 
+def shape_name(shape: dict[str, Any]) -> str:
+    return "skipped" if shape.get("entries", 1) > 1 else "log" if shape.get("db_path") else "one"
+
+
 def throughput(
     args: argparse.Namespace, workdir: Path, log: Any, upstream: str, **shape: Any
 ) -> dict[str, Any]:
     row: dict[str, Any] = {}
     with chain429(config_yaml(upstream, **shape), workdir, log) as (port, pid):
         for conc in (1, 32):
-            result = measure(port, conc, args, PROXY_KEY, pid, "plain", None)
+            spy = f"{args.py_spy}-{shape_name(shape)}.txt" if args.py_spy and conc == 32 else None
+            result = measure(port, conc, args, PROXY_KEY, pid, "plain", spy)
             cpu_ms = result["server_cpu"] * 1000 / result["rps"] if result["rps"] else None
             row[f"c{conc}"] = {
                 "rps": round(result["rps"]),
@@ -175,6 +180,22 @@ def throughput(
     return row
 
 
+def large_log(rows: int) -> Path:
+    """bench/stats_bench.py's request log of `rows` rows, filled once and reused."""
+    big = Path(STATS_DB)
+    if not big.exists():
+        say(f"filling {rows:,} rows into {big} (bench/stats_bench.py; once)")
+        # Its exit status is about its own goals (stats query times), not the file.
+        subprocess.run(
+            [sys.executable, str(BENCH / "stats_bench.py"), "--rows", str(rows), "--runs", "1"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+        )
+        if not big.exists():
+            raise RuntimeError(f"bench/stats_bench.py did not make {big}")
+    return big
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="Chain length, log size and memory costs.")
     ap.add_argument("--seconds", type=float, default=4.0)
@@ -182,7 +203,18 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows in the large request log")
     ap.add_argument("--streams", type=int, default=1000, help="streams held open for the RSS row")
     ap.add_argument("--json", metavar="PATH")
+    ap.add_argument(
+        "--only",
+        default="one,skipped,log,memory",
+        help="the rows to run, comma-separated, of one,skipped,log,memory (the first is the base)",
+    )
+    ap.add_argument(
+        "--py-spy",
+        metavar="PATH",
+        help="profile chain429 at c=32 of each row into PATH-<row>.txt (bench/profile_summary.py)",
+    )
     args = ap.parse_args()
+    only = set(args.only.split(","))
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="chain429-shape-") as tmp:
         workdir = Path(tmp)
@@ -190,33 +222,28 @@ def main() -> int:
         fake_argv = [sys.executable, str(BENCH / "fake_main.py"), "--port", "0"]
         with started(fake_argv, "fake", None) as fake:
             upstream = read_line(fake, 10).rsplit(" ", 1)[-1]
-            say("one entry, an empty SQLite request log")
-            results["one entry"] = throughput(args, workdir, log, upstream)
-            say("20 entries, 19 known exhausted")
-            results["20 entries, 19 skipped"] = throughput(args, workdir, log, upstream, entries=20)
-            big = Path(STATS_DB)
-            if not big.exists():
-                say(f"filling {args.rows:,} rows into {big} (bench/stats_bench.py; once)")
-                # Its exit status is about its own goals (stats query times), not the file.
-                subprocess.run(
-                    [sys.executable, str(BENCH / "stats_bench.py"), "--rows", str(args.rows),
-                     "--runs", "1"],
-                    check=False, stdout=subprocess.DEVNULL,
-                )  # fmt: skip
-                if not big.exists():
-                    raise RuntimeError(f"bench/stats_bench.py did not make {big}")
-            copy = workdir / "big.db"
-            shutil.copyfile(big, copy)
-            say(f"one entry, SQLite request log of {args.rows:,} rows")
-            results[f"log, {args.rows:,} rows"] = throughput(
-                args, workdir, log, upstream, db_path=str(copy)
-            )
-        say(f"memory: idle, then {args.streams} open streams")
-        results["memory"] = open_streams_rss(workdir, log, args.streams)
+            if "one" in only:
+                say("one entry, an empty SQLite request log")
+                results["one entry"] = throughput(args, workdir, log, upstream)
+            if "skipped" in only:
+                say("20 entries, 19 known exhausted")
+                results["20 entries, 19 skipped"] = throughput(
+                    args, workdir, log, upstream, entries=20
+                )
+            if "log" in only:
+                copy = workdir / "big.db"
+                shutil.copyfile(large_log(args.rows), copy)
+                say(f"one entry, SQLite request log of {args.rows:,} rows")
+                results[f"log, {args.rows:,} rows"] = throughput(
+                    args, workdir, log, upstream, db_path=str(copy)
+                )
+        if "memory" in only:
+            say(f"memory: idle, then {args.streams} open streams")
+            results["memory"] = open_streams_rss(workdir, log, args.streams)
         log.close()
     header = ("shape", "c=1 req/s", "p50 ms", "c=32 req/s", "cpu ms/req", "RSS MiB")
     print(f"{header[0]:<28}" + "".join(f"{h:>11}" for h in header[1:]))
-    base = results["one entry"]["c32"]["cpu_ms_per_request"]
+    base = results["one entry"]["c32"]["cpu_ms_per_request"] if "one entry" in results else None
     for name, row in results.items():
         if name == "memory":
             continue
@@ -226,11 +253,11 @@ def main() -> int:
             f"{name:<28}{c1['rps']:>11,}{c1['p50_ms']:>11.3f}{c32['rps']:>11,}"
             f"{c32['cpu_ms_per_request']:>11.3f}{row['rss_mib']:>11.1f}{extra}"
         )
-    memory = results["memory"]
-    print(
-        f"idle RSS {memory['idle_rss_mib']} MiB; with {memory['streams']} open streams "
-        f"{memory['streams_rss_mib']} MiB"
-    )
+    if memory := results.get("memory"):
+        print(
+            f"idle RSS {memory['idle_rss_mib']} MiB; with {memory['streams']} open streams "
+            f"{memory['streams_rss_mib']} MiB"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

@@ -455,6 +455,19 @@ def _add_rollup_client(database: peewee.Database) -> None:
     _rekey(database, "hourly_rollup", old, [*old, "client"])
 
 
+def _add_skips_column(database: peewee.Database) -> None:
+    """`requests.skips`: a request's skips as JSON, instead of a row each in `attempts`.
+
+    As for `route`: a database created by this version has the column already.
+    Rows logged before keep their skips as rows of `attempts`, where the request
+    detail and the stats still find them: nothing is moved. An instance of the
+    previous version writing to the same PostgreSQL keeps writing skip rows,
+    which read the same.
+    """
+    if "skips" not in {column.name for column in database.get_columns("requests")}:
+        database.execute_sql('ALTER TABLE "requests" ADD COLUMN "skips" TEXT')
+
+
 # Append only: a released number is never renumbered or edited, because
 # databases out there record it as applied.
 MIGRATIONS: list[Migration] = [
@@ -465,6 +478,7 @@ MIGRATIONS: list[Migration] = [
     (5, "request endpoint", _add_endpoint_columns),
     (6, "request cost and spend rollup", _add_spend),
     (7, "rollup client", _add_rollup_client),
+    (8, "request skips", _add_skips_column),
 ]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from chain429.requestlog.params import DEFAULT_LIMIT, decode_cursor, encode_cursor, parse_limit
+from chain429.requestlog.records import decode_skips
 from chain429.requestlog.stats import _range_fields, read_snapshot
 from chain429.requestlog.tables import AttemptRow, RequestRow
 from chain429.upstream.times import iso_ms as iso
@@ -21,8 +22,9 @@ __all__ = ["request_detail", "requests"]
 
 _ATTEMPT_ID = AttemptRow._meta.primary_key  # peewee's implicit auto id; ties keep insert order
 
-# Every column, in declaration order: the list page and the detail page show the same fields.
-_REQUEST_FIELDS = tuple(f.name for f in RequestRow._meta.sorted_fields)
+# Every column, in declaration order: the list page and the detail page show the same
+# fields. The skips are steps of the detail's trail, not a field.
+_REQUEST_FIELDS = tuple(f.name for f in RequestRow._meta.sorted_fields if f.name != "skips")
 
 
 def _request_dict(row: RequestRow) -> dict[str, Any]:
@@ -98,11 +100,15 @@ def request_detail(request_id: str) -> dict[str, Any] | None:
         row = RequestRow.get_or_none(RequestRow.id == request_id)
         if row is None:
             return None
-        trail = list(
+        calls = list(
             AttemptRow.select()
             .where(AttemptRow.request == request_id)
             .order_by(AttemptRow.order, _ATTEMPT_ID)
         )
+    # Skips logged since migration 8 are in the request's row; sorted() is stable,
+    # so steps of one position keep their order (calls after their position's skips).
+    steps: list[Any] = [*decode_skips(row.skips), *calls]
+    trail = sorted(steps, key=lambda step: step.order)
     out = {"object": "stats.request", **_request_dict(row)}
     out["trail"] = [
         {

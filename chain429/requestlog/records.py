@@ -7,9 +7,12 @@ telemetry without waiting; nothing here touches the database.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 # 8 random hex digits per process, then a counter: unique across instances and
@@ -40,6 +43,11 @@ INTERRUPTED = "interrupted"
 def is_call(outcome: str) -> bool:
     """Whether a trail token stands for an upstream call (what `attempts` counts)."""
     return not outcome.startswith("skip:") and outcome != INTERRUPTED
+
+
+def is_skip(outcome: str) -> bool:
+    """Whether a trail token stands for an entry not asked (`skip:<reason>`)."""
+    return outcome.startswith("skip:")
 
 
 @dataclass(slots=True)
@@ -91,3 +99,58 @@ class RequestRecord:
     cost_usd: float | None = None
     cost_estimated: bool = False
     trail: list[AttemptRecord] = field(default_factory=list)
+
+
+# The skips of a trail are kept in one column of the request's row (`requests.skips`,
+# migration 8), not a row each in `attempts`: a chain whose first entries are known
+# exhausted skips them on every request, and a row per skip made the log's writes
+# grow with the chain (19 skips cost the writer 5x a request's own row). One skip
+# is its `SKIP_FIELDS`; the calls keep their rows.
+SKIP_FIELDS = ("order", "provider", "model", "outcome", "reason")  # one skip, in order
+
+
+class SkipEncoder:
+    """A trail's skips as the `requests.skips` column holds them (None if none).
+
+    The same skips recur on request after request (an entry known exhausted is
+    skipped until it recovers), so each distinct skip's JSON is made once and
+    remembered (up to `size` of them): a request's column is then a join.
+    `cut` shortens (provider, model, outcome, reason) to their columns' widths,
+    as the writer cuts the calls' rows.
+    """
+
+    def __init__(
+        self, cut: Callable[[tuple[str, ...]], tuple[str, ...]] | None = None, size: int = 1024
+    ) -> None:
+        self._cut = cut
+        self._size = size
+        self._known: dict[tuple[str, ...], str] = {}
+
+    def __call__(self, trail: list[AttemptRecord]) -> str | None:
+        known = self._known
+        parts = []
+        for a in trail:
+            if a.outcome.startswith("skip:"):  # is_skip, inline: this runs per step
+                key = (a.provider, a.model, a.outcome, a.reason)
+                tail = known.get(key)
+                if tail is None:
+                    tail = self._encode(key)
+                parts.append(f"[{a.order},{tail}")
+        return f"[{','.join(parts)}]" if parts else None
+
+    def _encode(self, key: tuple[str, ...]) -> str:
+        if len(self._known) >= self._size:
+            self._known.clear()
+        values = self._cut(key) if self._cut is not None else key
+        tail = json.dumps(list(values), separators=(",", ":"))[1:]  # `"p","m","o","r"]`
+        self._known[key] = tail
+        return tail
+
+
+def decode_skips(column: str | None) -> list[AttemptRecord]:
+    """The skips a `requests.skips` column holds, as trail steps."""
+    if not column:
+        return []
+    steps: list[Any] = json.loads(column)
+    return [AttemptRecord(order, provider, model, outcome, reason=reason)
+            for order, provider, model, outcome, reason in steps]  # fmt: skip

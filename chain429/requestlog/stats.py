@@ -402,6 +402,29 @@ def _raw_attempts(
     else:
         query = A.select(A.provider, A.outcome, fn.COUNT(_STAR)).join(R).where(in_range)
     yield from query.group_by(*_ordinals([A.provider, A.outcome])).tuples()
+    yield from _raw_skips(since_ms, until_ms, endpoint)
+
+
+def _raw_skips(since_ms: int, until_ms: int, endpoint: str | None) -> Iterator[tuple[Any, ...]]:
+    """(provider, outcome, count) of the skips in the `requests.skips` column (migration
+    8) of the requests in the range, unnested by the database's own JSON functions."""
+    if is_postgres(_database()):
+        step = "jsonb_array_elements(r.skips::jsonb) AS s"
+        provider, outcome = "s.value->>1", "s.value->>3"
+    else:
+        step = "json_each(r.skips) AS s"
+        provider, outcome = "json_extract(s.value, '$[1]')", "json_extract(s.value, '$[3]')"
+    param = _database().param
+    where = f"r.time_ms >= {param} AND r.time_ms < {param} AND r.skips IS NOT NULL"
+    params: list[Any] = [since_ms, until_ms]
+    if endpoint is not None:
+        where += f" AND r.endpoint = {param}"
+        params.append(endpoint)
+    sql = (
+        f'SELECT {provider}, {outcome}, COUNT(*) FROM "requests" AS r CROSS JOIN {step} '
+        f"WHERE {where} GROUP BY 1, 2"
+    )
+    yield from _database().execute_sql(sql, params).fetchall()
 
 
 def _rollup_attempts(

@@ -79,6 +79,10 @@ class RequestRow(BaseModel):
     # A default in the table too: a previous release's writer (instances upgraded
     # one by one against one PostgreSQL) inserts rows without this column.
     cost_estimated = peewee.BooleanField(default=False, constraints=[peewee.SQL("DEFAULT FALSE")])
+    # The trail's skips as JSON (`records.SkipEncoder`); its calls are rows of
+    # `attempts`. Null when nothing was skipped, and for rows logged before
+    # migration 8, whose skips are rows of `attempts`.
+    skips = peewee.TextField(null=True)
 
     class Meta:
         table_name = "requests"

@@ -43,7 +43,13 @@ from chain429.requestlog.database import (
     scrub,
     write_transaction,
 )
-from chain429.requestlog.records import AttemptRecord, RequestRecord
+from chain429.requestlog.records import (
+    SKIP_FIELDS,
+    AttemptRecord,
+    RequestRecord,
+    SkipEncoder,
+    is_skip,
+)
 from chain429.requestlog.rollup import (
     clip,
     column_limits,
@@ -99,20 +105,29 @@ _ATTEMPT_MODEL = set(AttemptRow._meta.fields) - {"id", "request"}
 # Record fields that have a column of the same name are copied as they are.
 _REQUEST_COLUMNS = [f.name for f in dataclasses.fields(RequestRecord) if f.name in _REQUEST_MODEL]
 _ATTEMPT_COLUMNS = [f.name for f in dataclasses.fields(AttemptRecord) if f.name in _ATTEMPT_MODEL]
-_REQUEST_FIELDS = fields_of(RequestRow, ["id", "time_ms", *_REQUEST_COLUMNS])
+_REQUEST_FIELDS = fields_of(RequestRow, ["id", "time_ms", *_REQUEST_COLUMNS, "skips"])
 _ATTEMPT_FIELDS = fields_of(AttemptRow, ["request", *_ATTEMPT_COLUMNS])
 _request_values = operator.attrgetter(*_REQUEST_COLUMNS)
 _attempt_values = operator.attrgetter(*_ATTEMPT_COLUMNS)
 _REQUEST_LIMITS = column_limits(_REQUEST_FIELDS)
 _ATTEMPT_LIMITS = column_limits(_ATTEMPT_FIELDS)
+# A skip's names are cut as a call's: the attempt rollup groups both by the cut name.
+_SKIP_LIMITS = column_limits(fields_of(AttemptRow, list(SKIP_FIELDS[1:])))
+_skips_column = SkipEncoder(cut=lambda values: clip(values, _SKIP_LIMITS))
 
 
 def _request_row(r: RequestRecord) -> tuple[Any, ...]:
-    return clip((r.id, int(r.started_at * 1000), *_request_values(r)), _REQUEST_LIMITS)
+    values = (r.id, int(r.started_at * 1000), *_request_values(r), _skips_column(r.trail))
+    return clip(values, _REQUEST_LIMITS)
 
 
 def _attempt_rows(r: RequestRecord) -> list[tuple[Any, ...]]:
-    return [clip((r.id, *_attempt_values(a)), _ATTEMPT_LIMITS) for a in r.trail]
+    """A row per step of the trail but its skips (they go in `requests.skips`)."""
+    return [
+        clip((r.id, *_attempt_values(a)), _ATTEMPT_LIMITS)
+        for a in r.trail
+        if not is_skip(a.outcome)
+    ]
 
 
 def _insert_sql(db: peewee.Database, model: Any, fields: list[Any], rows: int) -> str:

@@ -14,17 +14,20 @@ import peewee
 import pytest
 
 from chain429.requestlog import database as database_module
+from chain429.requestlog import listing, stats
 from chain429.requestlog.database import (
     MIGRATIONS,
+    bind,
     mask_url,
     migrate,
     open_database,
     read_connection,
     scrub,
 )
-from chain429.requestlog.records import RequestRecord, new_request_id
+from chain429.requestlog.records import AttemptRecord, RequestRecord, new_request_id
 from chain429.requestlog.tables import (
     ALL_MODELS,
+    AttemptRow,
     HourlyRollup,
     RequestRow,
     SchemaMigration,
@@ -95,6 +98,62 @@ def test_migration_4_adds_the_client_to_a_previous_release_log(
     telemetry.submit(new)
     assert telemetry.stop()
     assert RequestRow.get_by_id(new.id).client == "ana"
+    database.close()
+
+
+def test_migration_8_keeps_old_skip_rows_and_writes_new_skips_in_the_request_row(
+    database: peewee.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A previous release's log (a row per skip in `attempts`) gains `requests.skips`; its
+    trails read as before, the new ones' skips go in the column, stats count both."""
+    with monkeypatch.context() as previous_release:
+        previous_release.setattr(database_module, "MIGRATIONS", MIGRATIONS[:7])
+        assert migrate(database) == [1, 2, 3, 4, 5, 6, 7]
+    # Migration 1 builds today's table; the previous release's had no skips.
+    database.execute_sql('ALTER TABLE "requests" DROP COLUMN "skips"')
+    now_ms = int(time.time() * 1000)
+    database.execute_sql(
+        'INSERT INTO "requests" (id, time_ms, chain, provider, status, outcome, latency_ms, '
+        "stream, attempts, queued_ms, tokens_estimated, endpoint, cost_estimated) "
+        f"VALUES ('old-row', {now_ms}, 'fast', 'groq', 200, 'success', 1.0, false, 1, "
+        "0.0, false, 'chat', false)"
+    )
+    database.execute_sql(
+        'INSERT INTO "attempts" (request_id, position, provider, model, outcome, reason) '
+        "VALUES ('old-row', 1, 'cerebras', 'llama', 'skip:cooldown', 'cooling down'), "
+        "('old-row', 2, 'groq', 'llama', '200', '')"
+    )
+    assert migrate(database) == [8]
+    telemetry = Telemetry(database, batch_interval_s=0.01).start()
+    new = RequestRecord(new_request_id(), time.time(), chain="fast", provider="groq", status=200)
+    new.trail = [
+        AttemptRecord(1, "cerebras", "llama", "skip:cooldown", reason="cooling down"),
+        AttemptRecord(2, "mistral", "small", "skip:limited", reason="requestsPerDay 1 reached"),
+        AttemptRecord(3, "groq", "llama", "200", 200, 4.0),
+    ]
+    telemetry.submit(new)
+    assert telemetry.stop()
+    bind(database)
+    assert AttemptRow.select().where(AttemptRow.request == new.id).count() == 1  # the call
+    old_trail = listing.request_detail("old-row")["trail"]
+    assert [(s["provider"], s["outcome"]) for s in old_trail] == [
+        ("cerebras", "skip:cooldown"),
+        ("groq", "200"),
+    ]
+    new_trail = listing.request_detail(new.id)["trail"]
+    assert [(s["order"], s["outcome"], s["reason"]) for s in new_trail] == [
+        (1, "skip:cooldown", "cooling down"),
+        (2, "skip:limited", "requestsPerDay 1 reached"),
+        (3, "200", ""),
+    ]
+    # Inside the current hour: the raw edge, read from both shapes.
+    attempts = {
+        p["provider"]: p["attempts"]
+        for p in stats.providers(now_ms - 60_000, now_ms + 60_000)["data"]
+    }
+    assert attempts["cerebras"]["outcomes"] == {"skip:cooldown": 2}
+    assert attempts["mistral"]["skips"] == 1
+    assert attempts["groq"]["calls"] == 2
     database.close()
 
 

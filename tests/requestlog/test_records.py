@@ -1,4 +1,5 @@
-"""Request ids: unique across processes without coordination, and sortable by time."""
+"""Request ids: unique across processes without coordination, and sortable by time; the
+`requests.skips` column reads back as the skips it was made of."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from chain429.requestlog.records import new_request_id
+from chain429.requestlog.records import AttemptRecord, SkipEncoder, decode_skips, new_request_id
 
 ID = re.compile(r"^req_[0-9a-f]{26}$")
 
@@ -41,3 +42,23 @@ def test_a_forked_child_draws_its_own_ids():
     os.waitpid(pid, 0)
     child = os.read(read, 64).decode()
     assert child[16:24] != new_request_id()[16:24]
+
+
+def test_the_skips_column_reads_back_as_the_trails_skips_and_only_them():
+    encode = SkipEncoder(size=2)  # two distinct skips remembered: the third evicts
+    trails = [
+        [
+            AttemptRecord(1, "groq", "llama", "skip:limited", reason='quota "day" \\ gone'),
+            AttemptRecord(2, "mistral", "small", "429", 429, 80.0, 60000, "rate limited"),
+            AttemptRecord(3, "cerebras", "llama", "skip:cooldown", reason="cooling down"),
+            AttemptRecord(4, "paid", "gpt", "skip:budget", reason="$0.00 left of $1.00"),
+            AttemptRecord(5, "paid", "gpt-mini", "200", 200, 4.0),
+        ],
+        [AttemptRecord(1, "groq", "llama", "skip:limited", reason='quota "day" \\ gone')],
+        [AttemptRecord(1, "groq", "llama", "200", 200, 3.0)],
+    ]
+    for trail in trails * 3:
+        skips = [a for a in trail if a.outcome.startswith("skip:")]
+        column = encode(trail)
+        assert decode_skips(column) == skips
+        assert (column is None) == (not skips)

@@ -25,12 +25,12 @@ from chain429.requestlog.database import RETENTION_LOCK_KEY, is_postgres
 from chain429.requestlog.records import RequestRecord
 from chain429.requestlog.tables import (
     LATENCY_BUCKETS_MS,
-    AttemptRow,
     HourlyAttemptRollup,
     HourlyRollup,
     RequestRow,
 )
 from chain429.requestlog.writer import HOUR_MS, Telemetry, latency_bucket
+from fixtures.trails import logged_steps
 
 MakeRecord = Callable[..., RequestRecord]
 DAY_S = 86400
@@ -147,8 +147,8 @@ def assert_rollups_equal_raw_rows() -> None:
         assert row.latency_sum_ms == pytest.approx(totals["latency_sum_ms"]), key
 
     trails: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [0, 0.0])
-    for a in AttemptRow.select(AttemptRow, RequestRow.time_ms).join(RequestRow):
-        totals = trails[(a.request.time_ms // HOUR_MS * HOUR_MS, a.provider, a.model, a.outcome)]
+    for _, time_ms, a in logged_steps():
+        totals = trails[(time_ms // HOUR_MS * HOUR_MS, a.provider, a.model, a.outcome)]
         totals[0] += 1
         totals[1] += a.latency_ms or 0.0
     counted = {

@@ -24,6 +24,7 @@ from chain429.requestlog.tables import (
     RequestRow,
 )
 from chain429.requestlog.writer import HOUR_MS, Telemetry, latency_bucket
+from fixtures.trails import logged_steps, step_values
 
 MakeRecord = Callable[..., RequestRecord]
 DAY_S = 86400
@@ -69,9 +70,8 @@ def test_records_round_trip_with_their_trails(
         assert {n: getattr(row, n) for n in request_fields} == {
             n: getattr(record, n) for n in request_fields
         }
-        query = AttemptRow.select().where(AttemptRow.request == record.id)
-        stored = [[getattr(a, n) for n in attempt_fields] for a in query.order_by(AttemptRow.order)]
-        assert stored == [[getattr(a, n) for n in attempt_fields] for a in record.trail]
+        stored = [step_values(step, attempt_fields) for _, _, step in logged_steps(record.id)]
+        assert stored == [step_values(a, attempt_fields) for a in record.trail]
     migrated.close()
 
 
@@ -95,7 +95,7 @@ def test_concurrent_submitters_lose_nothing(
     assert telemetry.dropped == len(refused) == 0
     assert telemetry.written == 2000
     assert RequestRow.select().count() == 2000
-    assert AttemptRow.select().count() == 2000 * 3
+    assert len(logged_steps()) == 2000 * 3
     assert HourlyRollup.select(peewee.fn.SUM(HourlyRollup.requests)).scalar() == 2000
     migrated.close()
 
@@ -196,9 +196,8 @@ def test_hourly_rollup_matches_raw_rows(migrated: peewee.Database, make_record: 
 def expected_attempt_rollup() -> dict[tuple[Any, ...], list[Any]]:
     """[count, latency sum] per (hour of the request, provider, model, outcome), from raw rows."""
     expected: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [0, 0.0])
-    query = AttemptRow.select(AttemptRow, RequestRow.time_ms).join(RequestRow)
-    for a in query:
-        hour = a.request.time_ms // HOUR_MS * HOUR_MS
+    for _, time_ms, a in logged_steps():
+        hour = time_ms // HOUR_MS * HOUR_MS
         totals = expected[(hour, a.provider, a.model, a.outcome)]
         totals[0] += 1
         totals[1] += a.latency_ms or 0.0
@@ -255,7 +254,7 @@ def test_attempt_rollup_matches_raw_trails(
     stored = stored_attempt_rollup()
     assert len({key[0] for key in stored}) == 2
     assert {key[3] for key in stored} == set(tokens)
-    assert sum(count for count, _ in stored.values()) == AttemptRow.select().count() > 150
+    assert sum(count for count, _ in stored.values()) == len(logged_steps()) > 150
     migrated.close()
 
 
@@ -324,7 +323,8 @@ def test_retention_prunes_old_rows_in_small_steps(
     finally:
         assert telemetry.stop()
     assert {r.id for r in RequestRow.select()} == {r.id for r in recent}
-    assert AttemptRow.select().count() == 2 * 3  # the old trails went with their requests
+    assert len(logged_steps()) == 2 * 3  # the old trails went with their requests
+    assert AttemptRow.select().count() == 2 * 2  # calls only: no row left of an old request
     assert HourlyRollup.select(peewee.fn.SUM(HourlyRollup.requests)).scalar() == 2
     assert_attempt_rollup_matches_trails()  # and so did their hours in the attempt rollup
     migrated.close()
@@ -396,7 +396,7 @@ def test_readers_in_other_threads_while_the_writer_writes(
                 with read_connection(migrated):
                     counts.append(RequestRow.select().count())
                     # One snapshot: every request counted has its whole trail, no more.
-                    assert AttemptRow.select().count() == counts[-1] * 3
+                    assert len(logged_steps()) == counts[-1] * 3
         except BaseException as exc:  # reported below, not lost in the thread
             errors.append(exc)
 
@@ -440,7 +440,10 @@ def test_over_long_names_are_cut_to_their_columns_and_rollups_still_match(
             attempts=1,
             latency_ms=5.0,
         )
-        record.trail = [AttemptRecord(1, "p", model, "200", 200, 5.0)]
+        record.trail = [
+            AttemptRecord(1, "p", model, "skip:limited", reason="requestsPerDay 1 reached"),
+            AttemptRecord(2, "p", model, "200", 200, 5.0),
+        ]
         records.append(record)
     telemetry = Telemetry(migrated, batch_interval_s=0.01).start()
     for record in records:
@@ -451,10 +454,14 @@ def test_over_long_names_are_cut_to_their_columns_and_rollups_still_match(
     assert len(rows) == 4
     assert rows["req_long_0"].model == "m" * 200 and rows["req_long_0"].chain == "c" * 200
     assert rows["req_long_3"].model == "short"
-    trail_models = sorted(a.model for a in AttemptRow.select())
-    assert trail_models == sorted(["m" * 200, "n" * 200, "n" * 200, "short"])
-    # The attempt rollup groups by the cut names, exactly as the trails read.
-    rolled = {r.model: r.count for r in HourlyAttemptRollup.select()}
-    assert rolled == {"m" * 200: 1, "n" * 200: 2, "short": 1}
+    trail_models = sorted(step.model for _, _, step in logged_steps())
+    assert trail_models == sorted(2 * ["m" * 200, "n" * 200, "n" * 200, "short"])
+    # The attempt rollup groups by the cut names, exactly as the trails read (skips too).
+    rolled = {(r.model, r.outcome): r.count for r in HourlyAttemptRollup.select()}
+    assert rolled == {
+        (model, outcome): count
+        for model, count in {"m" * 200: 1, "n" * 200: 2, "short": 1}.items()
+        for outcome in ("200", "skip:limited")
+    }
     assert HourlyRollup.select(peewee.fn.SUM(HourlyRollup.requests)).scalar() == 4
     assert {r.chain for r in HourlyRollup.select()} == {"c" * 200}
