@@ -96,6 +96,10 @@ class Bucket:
     in_flight: int = 0
     strikes: int = 0  # 429s in a row, for escalating cooldowns
     zone: tzinfo | None = None  # whose midnight ends the day; None: the provider's
+    # Bumped by every change but the passing of time: a refusal given at one
+    # version holds, unchanged, until its `until` while the version stays
+    # (the router's known skips rely on it; see chain429.routing.known_skips).
+    version: int = 0
 
     def next_day(self, now: float) -> float:
         """When this bucket's day ends: midnight in `zone`, else the provider's."""
@@ -173,6 +177,7 @@ class Bucket:
         return None
 
     def reserve(self, need_tokens: int, now: float, limits: RateLimits | None = None) -> None:
+        self.version += 1
         self.in_flight += 1
         # The sliding windows cost memory and time per request: keep them only
         # for the limits that need them.
@@ -187,6 +192,7 @@ class Bucket:
 
     def finish(self, reserved_at: float, need_tokens: int, used_tokens: int | None) -> None:
         """A request ended: free its slot and count the tokens it really used."""
+        self.version += 1
         self.in_flight = max(0, self.in_flight - 1)
         if used_tokens is None or used_tokens == need_tokens:
             return
@@ -206,6 +212,8 @@ class Bucket:
     # -- learning ----------------------------------------------------------
 
     def observe(self, readings: list[Reading], now: float) -> None:
+        if readings:
+            self.version += 1
         for reading in readings:
             self.readings[(reading.kind, reading.window)] = _Seen(reading, now)
 
@@ -362,6 +370,7 @@ class Bucket:
         Start-up restores into an empty store, where this is never needed; it
         makes a late import safe: nothing this process counted is forgotten.
         """
+        self.version += 1
         for key, seen in other.readings.items():
             mine = self.readings.get(key)
             if mine is None or seen.observed_at > mine.observed_at:

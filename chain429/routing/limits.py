@@ -157,6 +157,15 @@ class StateStore(Protocol):
     async def check(self, entry: EntryRuntime, now: float) -> Block | None:
         """The block in force for this entry, without reserving anything."""
 
+    def blocks_mark(self, entries: Sequence[EntryRuntime]) -> object | None:
+        """A mark of the state the blocks just given for `entries` came from, or None
+        when this store cannot tell a change (the shared store: another instance may
+        change it at any time). See chain429.routing.known_skips."""
+
+    def blocks_unchanged(self, mark: object) -> bool:
+        """Whether nothing but time has changed what the blocks of a `blocks_mark` came
+        from: each of those blocks holds, as it was given, until its `until`."""
+
     async def record_stream_end(
         self, entry: EntryRuntime, *, clean: bool, now: float, policy: CooldownPolicy
     ) -> Block | None:

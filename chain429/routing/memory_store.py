@@ -15,7 +15,7 @@ import itertools
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
 from chain429.routing.buckets import Bucket
 from chain429.routing.budget import BudgetCap, BudgetDay, MemoryLedger, Overdrawn, SpendHold
@@ -86,6 +86,9 @@ class MemoryStateStore:
         self._clients: dict[str, Bucket] = {}  # a client's name -> its own counters
         self._ids = itertools.count(1)
         self.ledger = MemoryLedger()  # paid budgets: the day's spend, calls' holds
+        # Bumped by every change to blocks, probes, breakers, pauses or the set of
+        # buckets: with each bucket's own version, what `blocks_mark` is made of.
+        self.epoch = 0
         # Bumped by every call that may change what `export_state` gives, so the
         # persister writes only when there is something new. Only counts: the
         # request path pays one integer add.
@@ -115,6 +118,7 @@ class MemoryStateStore:
                     continue
                 del self._blocks[key]
                 self._probes[key] = None
+                self.epoch += 1
             if key in self._probes:
                 recovered = key
         return found, recovered
@@ -123,6 +127,15 @@ class MemoryStateStore:
         provider_key, _, entry_key = scope_keys(entry)
         pause = self._paused.find(provider_key, entry_key)
         return None if pause is None else paused_block(pause)
+
+    def blocks_mark(self, entries: Sequence[EntryRuntime]) -> object:
+        """What the blocks of `entries` were just computed from: `blocks_unchanged` says
+        whether anything but time has changed since (see chain429.routing.known_skips)."""
+        return (self.epoch, [(bucket, bucket.version) for bucket in map(self._bucket, entries)])
+
+    def blocks_unchanged(self, mark: object) -> bool:
+        epoch, buckets = cast(tuple[int, list[tuple[Bucket, int]]], mark)
+        return epoch == self.epoch and all(b.version == v for b, v in buckets)
 
     async def check(self, entry: EntryRuntime, now: float) -> Block | None:
         paused = self._pause_for(entry)
@@ -168,6 +181,7 @@ class MemoryStateStore:
         if recovered is not None:
             self._probes[recovered] = reservation.id
             reservation.probe_key = recovered
+            self.epoch += 1
         return reservation
 
     async def record(
@@ -192,6 +206,7 @@ class MemoryStateStore:
             # Success or not, the probe is answered; a new cooldown brings a new probe.
             self._probes.pop(reservation.probe_key, None)
             reservation.probe_key = None
+            self.epoch += 1
         broken = self._count_for_breaker(entry, outcome, now, policy)
         if broken is not None:
             return broken
@@ -220,6 +235,7 @@ class MemoryStateStore:
         if reservation.probe_key is not None:
             self._probes.pop(reservation.probe_key, None)
             reservation.probe_key = None
+            self.epoch += 1
         block = Block(reason, _jittered(now, until), scope, outcome.reason, outcome.source)
         return self._block(key, block)
 
@@ -232,12 +248,14 @@ class MemoryStateStore:
         if outcome.kind is not Kind.TRANSIENT:
             if self._breaker_failures.pop(key, None) is not None:
                 self._breakers_open.discard(key)
+                self.epoch += 1
                 block = self._blocks.get(key)
                 if block is not None and block.reason == BlockReason.BREAKER:
                     del self._blocks[key]  # a success while open (a shared store's view)
             return None
         failures = self._breaker_failures.get(key, 0) + 1
         self._breaker_failures[key] = failures
+        self.epoch += 1
         open_s = policy.breaker_open_s(failures)
         if open_s is None:
             return None
@@ -271,6 +289,7 @@ class MemoryStateStore:
             return current
         self._blocks[key] = block
         self._probes.pop(key, None)
+        self.epoch += 1
         self._learnt()
         return block
 
@@ -296,6 +315,7 @@ class MemoryStateStore:
             and self._probes.get(reservation.probe_key) == reservation.id
         ):
             self._probes[reservation.probe_key] = None  # cancelled probe: the next request probes
+            self.epoch += 1
 
     async def hold_spend(
         self, caps: Sequence[BudgetCap], amount_usd: float, day: BudgetDay, now: float
@@ -368,6 +388,7 @@ class MemoryStateStore:
             del self._breaker_failures[key]
             self._breakers_open.discard(key)
         self.version += 1
+        self.epoch += 1
 
     async def clear(self, provider_id: str, entries: Sequence[EntryRuntime], now: float) -> int:
         if entries:
@@ -388,6 +409,7 @@ class MemoryStateStore:
             if key.startswith("bucket:") and bucket is not None:
                 bucket.strikes = 0
         self.version += 1
+        self.epoch += 1
         self._learnt()  # saved at once: a restart must not bring the cooldown back
         return cleared
 
@@ -395,6 +417,7 @@ class MemoryStateStore:
         pause, new = self._paused.add(key, by, now)
         if new:
             self.version += 1
+            self.epoch += 1
             self._learnt()  # saved at once: a restart keeps it
         return pause, new
 
@@ -402,6 +425,7 @@ class MemoryStateStore:
         ended = self._paused.remove(provider_id, model)
         if ended:
             self.version += 1
+            self.epoch += 1
             self._learnt()
         return ended
 
@@ -411,6 +435,7 @@ class MemoryStateStore:
     def mirror_pauses(self, pauses: Sequence[Pause]) -> None:
         """Hold exactly these pauses: the shared store's copy, for when Redis is away."""
         self._paused = Pauses(pauses)
+        self.epoch += 1
 
     # -- clients' own limits ---------------------------------------------------
 
@@ -500,6 +525,7 @@ class MemoryStateStore:
         and a malformed item is skipped (logged) without stopping the rest.
         """
         taken = 0
+        self.epoch += 1
         for key, data in items.items():
             try:
                 taken += self._import_item(key, data, now)

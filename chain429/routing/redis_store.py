@@ -134,6 +134,12 @@ class RedisStateStore(RedisStateBase):
         self._open[member] = keys[4]
         return reservation
 
+    def blocks_mark(self, entries: Sequence[EntryRuntime]) -> object | None:
+        return None  # another instance may end a block at any time: always ask Redis
+
+    def blocks_unchanged(self, mark: object) -> bool:
+        return False
+
     async def check(self, entry: EntryRuntime, now: float) -> Block | None:
         try:
             reply = await self._ask(entry, 0, "", reserving=False)

@@ -14,7 +14,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -23,6 +23,7 @@ from chain429.routing import endpoints
 from chain429.routing.attempts import ask_entry, post_and_classify
 from chain429.routing.budget import SpendPlan, plan_spend
 from chain429.routing.endpoints import Endpoint
+from chain429.routing.known_skips import KnownSkips, lasting, remember
 from chain429.routing.limits import Block, StateStore
 from chain429.routing.outcome import BlockReason, CooldownPolicy, Kind, Outcome, Tried
 from chain429.routing.queueing import QueueError, Queues
@@ -85,6 +86,8 @@ async def sleep_until(moment: float) -> None:
 class Waterfall:
     def __init__(self, state: StateStore) -> None:
         self.state = state
+        # Per chain name: its first entries as the last walk found them skipped.
+        self._known: dict[str, KnownSkips] = {}
 
     async def walk(
         self,
@@ -107,10 +110,27 @@ class Waterfall:
         `short_wait_s`), within `budget` calls and without waiting past `deadline`.
         A paid entry is asked only if its estimated cost fits the request's paid
         budgets (`spend`); else it is skipped (`skip:budget`).
+
+        The chain's first entries, when the last walk found them skipped and
+        nothing but time has changed since, are taken as skipped without asking
+        (known_skips.py); a walk that starts afresh remembers them for the next.
         """
         budget = budget if budget is not None else len(chain.entries) + 2
         calls = 0
-        for entry in chain.entries:
+        entries: Sequence[EntryRuntime] = chain.entries
+        # This walk's leading lasting skips (those it took as known first), while
+        # it may still remember them for the next walk.
+        run: list[Block] | None = None
+        taken = None
+        if not trace.trail and budget > 0:
+            taken = self._known.get(chain.name)
+            if taken is not None and taken.hold(chain, time.time(), self.state):
+                trace.take_known(taken)
+                entries = entries[len(taken.steps) :]
+                run = list(taken.blocks)
+            else:
+                taken, run = None, []
+        for entry in entries:
             free_at = trace.free_recovery
             if (
                 entry.paid
@@ -118,10 +138,13 @@ class Waterfall:
                 and free_at is not None
                 and free_at - time.time() <= paid_wait_s
             ):
+                self._remember(chain, trace, run, taken)
                 return Answer(None, None, None, wait_for_free_until=free_at)
             tries = _Tries()
             while True:
                 if calls >= budget:
+                    self._remember(chain, trace, run, taken)
+                    run = None
                     trace.over_budget(entry, budget)
                     break
                 asked = await ask_entry(
@@ -129,11 +152,19 @@ class Waterfall:
                 )
                 if isinstance(asked, Block):
                     trace.skip(entry, asked)
+                    if run is not None:
+                        if lasting(entry, asked, _WAITABLE):
+                            run.append(asked)
+                        else:
+                            self._remember(chain, trace, run, taken)
+                            run = None
                     if asked.reason in _WAITABLE and await self._wait_out(
                         entry, tries, asked.until, deadline
                     ):
                         continue
                     break
+                self._remember(chain, trace, run, taken)
+                run = None
                 calls += 1
                 # When it ended: the provider got it before then, so the spacing
                 # holds as the provider sees it, whatever the connection took.
@@ -155,7 +186,22 @@ class Waterfall:
                     outcome.reason,
                 )
                 break
+        self._remember(chain, trace, run, taken)
         return Answer(None, None, None)
+
+    def _remember(
+        self, chain: ChainRuntime, trace: Trace, run: list[Block] | None, taken: KnownSkips | None
+    ) -> None:
+        """Keep this walk's leading lasting skips (`run`) for the chain's next walk (or
+        forget what was kept, when there were none). `run` None: nothing to keep;
+        no more than it `taken` as known: what is kept already."""
+        if run is None or (taken is not None and len(run) == len(taken.blocks)):
+            return
+        known = remember(chain, trace.trail[: len(run)], run, self.state) if run else None
+        if known is None:
+            self._known.pop(chain.name, None)
+        else:
+            self._known[chain.name] = known
 
     async def _again(
         self,

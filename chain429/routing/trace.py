@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from chain429.requestlog.records import AttemptRecord, is_call
 from chain429.routing.limits import Block, Reservation
 from chain429.routing.outcome import BlockReason, Outcome
 from chain429.routing.runtime import EntryRuntime
+
+if TYPE_CHECKING:
+    from chain429.routing.known_skips import KnownSkips
 
 __all__ = ["Trace"]
 
@@ -35,6 +40,19 @@ class Trace:
     # Reservations of entries that answered: the caller finishes them with the
     # real token count once the answer (or the stream) is over.
     open: list[Reservation] = field(default_factory=list)
+    # The chain's first entries, skipped as a previous request found them (known_skips.py).
+    known: KnownSkips | None = None
+
+    def take_known(self, known: KnownSkips) -> None:
+        """Start the trail with skips already known, as if this walk had made them."""
+        self.trail.extend(known.steps)
+        self.known = known
+        until = known.earliest_recovery
+        if until is not None:  # every known skip is of a free entry: a free recovery too
+            if self.earliest_recovery is None or until < self.earliest_recovery:
+                self.earliest_recovery = until
+            if self.free_recovery is None or until < self.free_recovery:
+                self.free_recovery = until
 
     def skip(self, entry: EntryRuntime, block: Block) -> None:
         self.trail.append(
@@ -92,13 +110,24 @@ class Trace:
             )
         )
 
+    def _after_known(self) -> list[AttemptRecord]:
+        return self.trail if self.known is None else self.trail[len(self.known.steps) :]
+
     @property
     def calls(self) -> int:
         """Upstream calls made: every step of the trail that stands for one."""
-        return sum(1 for a in self.trail if is_call(a.outcome))
+        return sum(1 for a in self._after_known() if is_call(a.outcome))  # known: skips
+
+    @staticmethod
+    def header_of(steps: Sequence[AttemptRecord]) -> str:
+        """`X-429chain-Trace` for these steps: `provider/model=outcome`, comma-separated."""
+        return ",".join(f"{a.provider}/{a.model}={a.outcome}" for a in steps)
 
     def header(self) -> str:
-        return ",".join(f"{a.provider}/{a.model}={a.outcome}" for a in self.trail)
+        if self.known is None:
+            return self.header_of(self.trail)
+        rest = self._after_known()
+        return f"{self.known.header},{self.header_of(rest)}" if rest else self.known.header
 
     def headers(self, answered_by: str | None) -> dict[str, str]:
         headers = {"X-429chain-Attempts": str(self.calls), "X-429chain-Trace": self.header()}

@@ -205,7 +205,7 @@ async def _close_out(
     record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
     record.attempts = trace.calls
     record.queued_ms = round(trace.queued_ms, 3)
-    app.ctx.metrics.observe(record)
+    app.ctx.metrics.observe(record, trace.known)
     telemetry = app.ctx.telemetry
     if telemetry is not None:
         telemetry.submit(record)

@@ -19,10 +19,12 @@ from prometheus_client.registry import Collector
 from chain429.requestlog.records import INTERRUPTED, RequestRecord
 from chain429.requestlog.tables import LATENCY_BUCKETS_MS
 from chain429.requestlog.writer import Telemetry
+from chain429.routing.known_skips import KnownSkips
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _SECONDS_BUCKETS = tuple(ms / 1000 for ms in LATENCY_BUCKETS_MS)
 _MAX_CHILDREN = 10_000
+_MAX_KNOWN_PENDING = 100  # distinct known skips counted lazily between two scrapes
 
 
 class _StateCollector(Collector):
@@ -192,6 +194,10 @@ class Metrics:
         # Label children by (metric, label values): `labels()` validates and
         # looks them up under a lock on every call; a request needs 3-6 of them.
         self._children: dict[tuple[object, ...], Any] = {}
+        # Known skips (chain429.routing.known_skips) taken by requests since the last
+        # scrape, by identity: (the skips, how many requests took them). A request
+        # adds 1 here instead of a count per skip; a scrape adds them to the counter.
+        self._known_taken: dict[int, tuple[KnownSkips, int]] = {}
         self.registry.register(_StateCollector(read_state))
         if telemetry is not None:
             self.registry.register(_LogCollector(telemetry))
@@ -207,7 +213,8 @@ class Metrics:
             child = self._children[key] = metric.labels(*values)
         return child
 
-    def observe(self, record: RequestRecord) -> None:
+    def observe(self, record: RequestRecord, known: KnownSkips | None = None) -> None:
+        """Count a finished request; `known`: the skips its trail starts with, taken as known."""
         child = self._child
         chain = record.chain or ""
         provider = record.provider or ""
@@ -228,7 +235,14 @@ class Metrics:
                 child(self.client_tokens, client, "prompt").inc(record.prompt_tokens)
             if record.completion_tokens:
                 child(self.client_tokens, client, "completion").inc(record.completion_tokens)
-        for attempt in record.trail:
+        trail = record.trail
+        if known is not None:
+            taken = self._known_taken.get(id(known))
+            self._known_taken[id(known)] = (known, 1 if taken is None else taken[1] + 1)
+            if len(self._known_taken) > _MAX_KNOWN_PENDING:
+                self._count_known_skips()
+            trail = trail[len(known.steps) :]
+        for attempt in trail:
             if attempt.outcome.startswith("skip:"):
                 child(self.skips, attempt.provider, attempt.model, attempt.outcome[5:]).inc()
             elif attempt.outcome == INTERRUPTED:
@@ -236,5 +250,13 @@ class Metrics:
             else:
                 child(self.attempts, attempt.provider, attempt.model, attempt.outcome).inc()
 
+    def _count_known_skips(self) -> None:
+        taken, self._known_taken = self._known_taken, {}
+        for known, requests in taken.values():
+            for step in known.steps:
+                child = self._child(self.skips, step.provider, step.model, step.outcome[5:])
+                child.inc(requests)
+
     def render(self) -> bytes:
+        self._count_known_skips()
         return generate_latest(self.registry)
