@@ -99,6 +99,10 @@ class RequestRecord:
     cost_usd: float | None = None
     cost_estimated: bool = False
     trail: list[AttemptRecord] = field(default_factory=list)
+    # The trail's first steps when the walk took them as known skips
+    # (chain429.routing.known_skips): one tuple shared by every request that took
+    # them, so the writer encodes and counts them once per batch, not per request.
+    leading_skips: tuple[AttemptRecord, ...] = ()
 
 
 # The skips of a trail are kept in one column of the request's row (`requests.skips`,
@@ -125,10 +129,19 @@ class SkipEncoder:
         self._cut = cut
         self._size = size
         self._known: dict[tuple[str, ...], str] = {}
+        # id of a shared tuple of leading skips -> (it, its part of the column)
+        self._shared: dict[int, tuple[tuple[AttemptRecord, ...], str]] = {}
 
-    def __call__(self, trail: list[AttemptRecord]) -> str | None:
-        known = self._known
+    def __call__(
+        self, trail: list[AttemptRecord], leading: tuple[AttemptRecord, ...] = ()
+    ) -> str | None:
+        """`leading`: the trail's first steps, shared by other trails (their part is
+        made once per tuple)."""
         parts = []
+        if leading:
+            parts.append(self._leading(leading))
+            trail = trail[len(leading) :]
+        known = self._known
         for a in trail:
             if a.outcome.startswith("skip:"):  # is_skip, inline: this runs per step
                 key = (a.provider, a.model, a.outcome, a.reason)
@@ -137,6 +150,16 @@ class SkipEncoder:
                     tail = self._encode(key)
                 parts.append(f"[{a.order},{tail}")
         return f"[{','.join(parts)}]" if parts else None
+
+    def _leading(self, steps: tuple[AttemptRecord, ...]) -> str:
+        made = self._shared.get(id(steps))
+        if made is None or made[0] is not steps:
+            if len(self._shared) >= self._size:
+                self._shared.clear()
+            joined = self(list(steps))
+            assert joined is not None  # known skips are skips
+            made = self._shared[id(steps)] = (steps, joined[1:-1])
+        return made[1]
 
     def _encode(self, key: tuple[str, ...]) -> str:
         if len(self._known) >= self._size:

@@ -158,15 +158,29 @@ def _tally(records: list[RequestRecord]) -> dict[RollupKey, _Tally]:
 def _tally_attempts(records: list[RequestRecord]) -> dict[AttemptKey, list[float]]:
     """[count, latency sum] per attempt rollup key; the hour is the request's."""
     raw: dict[tuple[int, str, str, str, str], list[float]] = {}
+    # Leading skips shared by many records (RequestRecord.leading_skips): counted per
+    # (tuple, hour, endpoint), then added step by step once.
+    shared: dict[tuple[int, int, str], list[Any]] = {}
     for r in records:
         time_ms = int(r.started_at * 1000)
         hour_ms = time_ms - time_ms % HOUR_MS
-        for a in r.trail:
+        trail = r.trail
+        if r.leading_skips:
+            group = shared.get(at := (id(r.leading_skips), hour_ms, r.endpoint))
+            if group is None:
+                group = shared[at] = [r.leading_skips, 0]
+            group[1] += 1
+            trail = trail[len(r.leading_skips) :]
+        for a in trail:
             tally = raw.get(key := (hour_ms, a.provider, a.model, a.outcome, r.endpoint))
             if tally is None:
                 tally = raw[key] = [0, 0.0]
             tally[0] += 1
             tally[1] += a.latency_ms or 0.0
+    for (_, hour_ms, endpoint), (steps, times) in shared.items():
+        for a in steps:  # skips: no latency
+            tally = raw.setdefault((hour_ms, a.provider, a.model, a.outcome, endpoint), [0, 0.0])
+            tally[0] += times
     # Keys clipped like the attempt rows themselves, so they match them: once per
     # key, not per attempt (a batch has thousands of attempts and a few keys).
     tallies: dict[AttemptKey, list[float]] = {}

@@ -117,16 +117,20 @@ _skips_column = SkipEncoder(cut=lambda values: clip(values, _SKIP_LIMITS))
 
 
 def _request_row(r: RequestRecord) -> tuple[Any, ...]:
-    values = (r.id, int(r.started_at * 1000), *_request_values(r), _skips_column(r.trail))
+    values = (
+        r.id,
+        int(r.started_at * 1000),
+        *_request_values(r),
+        _skips_column(r.trail, r.leading_skips),
+    )
     return clip(values, _REQUEST_LIMITS)
 
 
 def _attempt_rows(r: RequestRecord) -> list[tuple[Any, ...]]:
     """A row per step of the trail but its skips (they go in `requests.skips`)."""
+    trail = r.trail[len(r.leading_skips) :] if r.leading_skips else r.trail
     return [
-        clip((r.id, *_attempt_values(a)), _ATTEMPT_LIMITS)
-        for a in r.trail
-        if not is_skip(a.outcome)
+        clip((r.id, *_attempt_values(a)), _ATTEMPT_LIMITS) for a in trail if not is_skip(a.outcome)
     ]
 
 

@@ -205,6 +205,8 @@ async def _close_out(
     record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
     record.attempts = trace.calls
     record.queued_ms = round(trace.queued_ms, 3)
+    if trace.known is not None:
+        record.leading_skips = trace.known.steps
     app.ctx.metrics.observe(record, trace.known)
     telemetry = app.ctx.telemetry
     if telemetry is not None:

@@ -61,7 +61,8 @@ def test_records_round_trip_with_their_trails(
     assert telemetry.written == 2
 
     # Every record field but the id, the time and the trail is a column of the same name.
-    request_fields = [f.name for f in dataclasses.fields(RequestRecord)][2:-1]
+    request_fields = [f.name for f in dataclasses.fields(RequestRecord)][2:]
+    request_fields = [n for n in request_fields if n not in ("trail", "leading_skips")]
     attempt_fields = [f.name for f in dataclasses.fields(AttemptRecord)]
     assert "key_label" in request_fields and "tokens_estimated" in request_fields
     for record in (full, bare):
@@ -205,10 +206,13 @@ def expected_attempt_rollup() -> dict[tuple[Any, ...], list[Any]]:
 
 
 def stored_attempt_rollup() -> dict[tuple[Any, ...], list[Any]]:
-    return {
-        (r.hour_ms, r.provider, r.model, r.outcome): [r.count, r.latency_sum_ms]
-        for r in HourlyAttemptRollup.select()
-    }
+    """[count, latency sum] per (hour, provider, model, outcome), over every endpoint."""
+    stored: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [0, 0.0])
+    for r in HourlyAttemptRollup.select():
+        totals = stored[(r.hour_ms, r.provider, r.model, r.outcome)]
+        totals[0] += r.count
+        totals[1] += r.latency_sum_ms
+    return dict(stored)
 
 
 def assert_attempt_rollup_matches_trails() -> None:
@@ -218,6 +222,46 @@ def assert_attempt_rollup_matches_trails() -> None:
     for key, (count, latency_sum) in expected.items():
         assert stored[key][0] == count, key
         assert stored[key][1] == pytest.approx(latency_sum), key
+
+
+def test_records_sharing_their_leading_skips_log_and_count_every_step(
+    migrated: peewee.Database, make_record: MakeRecord
+) -> None:
+    """Requests that took the same known skips (one shared tuple, `leading_skips`) across
+    two hours and two endpoints: each logged trail is whole, the rollup counts each skip."""
+    known = (
+        AttemptRecord(1, "cerebras", "llama", "skip:limited", reason="requestsPerDay 1 reached"),
+        AttemptRecord(2, "mistral", "small", "skip:cooldown", reason="rate limited"),
+    )
+    other = (AttemptRecord(1, "cerebras", "llama", "skip:paused", reason="paused by admin#1"),)
+    hour_start = (int(time.time() * 1000) // HOUR_MS - 1) * HOUR_MS / 1000
+    records = []
+    for i in range(60):
+        leading = known if i % 3 else other
+        rest = [
+            AttemptRecord(len(leading) + 1, "openrouter", "llama", "skip:tokens", reason="full"),
+            AttemptRecord(len(leading) + 2, "groq", "llama", "200", 200, 40.5),
+        ][i % 2 :]
+        for n, step in enumerate(rest, len(leading) + 1):
+            step.order = n
+        record = make_record(
+            started_at=hour_start + (i % 2) * 3600 + i,
+            endpoint="chat" if i % 4 else "completions",
+            trail=[*leading, *rest],
+        )
+        record.leading_skips = leading
+        records.append(record)
+    telemetry = writer(migrated, batch_rows=25).start()
+    for record in records:
+        telemetry.submit(record)
+    assert telemetry.stop()
+    for record in records:
+        logged = [(s.order, s.provider, s.outcome) for _, _, s in logged_steps(record.id)]
+        assert logged == [(a.order, a.provider, a.outcome) for a in record.trail]
+    assert_attempt_rollup_matches_trails()
+    skips = {k: c for k, (c, _) in stored_attempt_rollup().items() if k[3].startswith("skip:")}
+    assert sum(skips.values()) == 40 * 2 + 20 + 30  # known, other, the skip:tokens after
+    migrated.close()
 
 
 def test_attempt_rollup_matches_raw_trails(
