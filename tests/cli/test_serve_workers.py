@@ -125,36 +125,29 @@ def test_two_workers_share_one_limit_answer_from_two_pids_and_stop_cleanly(tmp_p
     assert requests_logged(tmp_path / "w.db") == 104
 
 
-def spawned_children(pid: int) -> list[int]:
-    """The processes `pid` started with multiprocessing's spawn (Sanic's manager and workers)."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == pid and b"spawn_main" in cmdline:
-            children.append(int(entry.name))
-    return children
-
-
-def session_processes(session: int) -> list[int]:
-    """Every live process of `session` (the server's own: it was started in a new session)."""
+def processes() -> list[tuple[int, list[str], bytes]]:
+    """Every process: (pid, the fields of /proc/PID/stat after the name, its command line)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[3]) == session and fields[0] != "Z":
-            found.append(int(entry.name))
+        found.append((int(entry.name), fields, cmdline))
     return found
+
+
+def spawned_children(pid: int) -> list[int]:
+    """The processes `pid` started with multiprocessing's spawn (Sanic's manager and workers)."""
+    return [p for p, fields, cmd in processes() if int(fields[1]) == pid and b"spawn_main" in cmd]
+
+
+def session_processes(session: int) -> list[int]:
+    """Every live process of `session` (the server's own: it was started in a new session)."""
+    return [p for p, fields, _ in processes() if int(fields[3]) == session and fields[0] != "Z"]
 
 
 @pytest.mark.parametrize(

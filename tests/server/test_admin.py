@@ -14,11 +14,9 @@ from chain429.config.loader import load_config
 from chain429.fakes.provider import Reply
 from chain429.server.app import create_app
 from chain429.server.serving import ServerThread
+from fixtures.servers import ADMIN, HELLO, PROXY
 
-ADMIN = {"authorization": "Bearer admin-key"}
 YAML_ADMIN = {**ADMIN, "content-type": "application/yaml"}
-PROXY = {"authorization": "Bearer proxy-key"}
-HELLO = [{"role": "user", "content": "hi"}]
 
 CONFIG = """\
 # chain429 test config: this comment must survive every edit

@@ -13,10 +13,7 @@ from chain429.config.loader import load_config
 from chain429.fakes.provider import Reply
 from chain429.server.app import create_app
 from chain429.server.serving import ServerThread
-
-ADMIN = {"authorization": "Bearer admin-key"}
-PROXY = {"authorization": "Bearer proxy-key"}
-HELLO = [{"role": "user", "content": "hi"}]
+from fixtures.servers import ADMIN, HELLO, PROXY
 
 CONFIG = """\
 version: 1

@@ -23,12 +23,10 @@ from chain429.config.loader import load_config
 from chain429.requestlog.database import open_database
 from chain429.server.app import create_app
 from chain429.server.serving import ServerThread
+from fixtures.servers import ADMIN, HELLO, PROXY
 
-ADMIN = {"authorization": "Bearer admin-key"}
-PROXY = {"authorization": "Bearer proxy-key"}
 JSON_TYPE = {"content-type": "application/json"}
 YAML_TYPE = {"content-type": "application/yaml"}
-HELLO = [{"role": "user", "content": "hi"}]
 PROVIDER_KEY = "sk-live-provider-secret-7777"
 
 KEYED = """\
