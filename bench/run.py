@@ -29,6 +29,7 @@ import http.client
 import json
 import os
 import select
+import shlex
 import signal
 import socket
 import subprocess
@@ -208,14 +209,17 @@ def measure_all(
     fake: tuple[int, int],
     proxy: tuple[int, int],
     redis: tuple[int, int] | None = None,
+    others: Sequence[tuple[str, tuple[int, int], str | None]] = (),
 ) -> list[dict[str, Any]]:
-    """Every (mode, target, concurrency) run; `fake`, `proxy`, `redis` are (port, pid)."""
+    """Every (mode, target, concurrency) run; `fake`, `proxy`, `redis` are (port, pid);
+    `others` (name, (port, pid), key): other proxies measured the same way (`--other`)."""
     results = []
     top = max(args.concurrency)
     modes = MODES[args.mode]
     targets = [("direct", fake, None), ("chain429", proxy, PROXY_KEY)]
     if redis is not None:
         targets.append(("redis", redis, PROXY_KEY))
+    targets += others
     for mode in modes:
         for target, (port, pid), key in targets:
             for conc in args.concurrency:
@@ -275,6 +279,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--note", default="", help="with --write-baseline: a word on the conditions")
     ap.add_argument(
+        "--other",
+        metavar="NAME=COMMAND",
+        action="append",
+        default=[],
+        help="also measure another OpenAI-compatible proxy, started by COMMAND (a shell "
+        "command; {upstream} is the fake's base URL, {port} the port to serve on) and named "
+        "NAME in the tables; it must answer GET /health and serve the chain `bench`; its "
+        "process is the one measured (exec, don't fork); repeatable",
+    )
+    ap.add_argument(
+        "--other-key", metavar="KEY", help="the API key the --other proxies take (Bearer)"
+    )
+    ap.add_argument(
         "--state",
         metavar="URL",
         help="also measure chain429 with its limits in this Redis (e.g. "
@@ -315,6 +332,32 @@ def redis_proxy(
         drop_keys(args.state, namespace)
 
 
+@contextlib.contextmanager
+def other_proxy(
+    spec: str, key: str | None, upstream: str, log: IO[bytes]
+) -> Iterator[tuple[str, tuple[int, int], str | None]]:
+    """An `--other NAME=COMMAND` proxy, started and healthy: (name, (port, pid), key)."""
+    name, _, command = spec.partition("=")
+    if not name or not command:
+        raise SystemExit(f"--other wants NAME=COMMAND, got {spec!r}")
+    port = free_port()
+    argv = shlex.split(command.format(upstream=upstream, port=port))
+    with started(argv, name, log) as proc:
+        wait_health(port, proc, timeout=60)
+        say(f"{name} (pid {proc.pid}) on :{port}")
+        yield name, (port, proc.pid), key
+
+
+def cpu_per_request(results: Sequence[dict[str, Any]]) -> str:
+    """The least noisy figure: the CPU each target spent per answer (its CPU share / rate)."""
+    lines = ["CPU ms per answer (server CPU / rate):"]
+    for r in results:
+        if r["rps"]:
+            cpu_ms = r["server_cpu"] * 1000 / r["rps"]
+            lines.append(f"  {r['mode']:<7}{r['target']:<10} c={r['concurrency']:<4}{cpu_ms:8.3f}")
+    return "\n".join(lines)
+
+
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     # The default SIGTERM action ends us without running `finally`, which would
     # orphan the fake and chain429; an exception unwinds through the cleanup.
@@ -347,7 +390,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             say(f"fake on :{fake_port}, chain429 (pid {proxy.pid}) on :{proxy_port}")
             redis = stack.enter_context(redis_proxy(args, upstream, log))
-            results = measure_all(args, (fake_port, fake.pid), (proxy_port, proxy.pid), redis)
+            others = [
+                stack.enter_context(other_proxy(spec, args.other_key, upstream, log))
+                for spec in args.other
+            ]
+            results = measure_all(
+                args, (fake_port, fake.pid), (proxy_port, proxy.pid), redis, others
+            )
         if any(r["errors"] for r in results if r["target"] == "chain429"):
             say("chain429 answered with errors; the end of its log:")  # the why of a 4xx/5xx
             say(log_path.read_text(errors="replace")[-3000:])
@@ -357,6 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = state_cost(results, args.concurrency)
     met = goals(extra, state)
     print(render(results, extra, state))
+    print()
+    print(cpu_per_request(results))
     print()
     print("\n".join(goal_lines(met)))
     if args.json:
