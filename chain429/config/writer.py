@@ -6,7 +6,7 @@ whole by the server's own loader, and only then replace the file atomically.
 
 ruamel hangs the text that follows a node on its last scalar, so an appended
 provider would land after the "Chains" banner and deleting the last item would
-take that banner along; `_swap_rest` moves it to wherever the node now ends.
+take that banner along; `swap_rest` moves it to wherever the node now ends.
 For the same reason items are deleted and reordered in the text itself
 (chain429.config.yaml_lines): in ruamel's tree the comment above an item hangs on the
 item before it, and would end up above the next one.
@@ -20,14 +20,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import CommentMark
 from ruamel.yaml.error import YAMLError as RuamelYAMLError
-from ruamel.yaml.scalarbool import ScalarBoolean
-from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
-from ruamel.yaml.tokens import CommentToken
 
 from chain429.config import yaml_lines
 from chain429.config.errors import ConfigError, ConfigIssue
@@ -44,6 +39,17 @@ from chain429.config.masking import (
     mask_url,
 )
 from chain429.config.model import Config
+from chain429.config.yaml_nodes import (
+    append_item,
+    as_node,
+    guess_indent,
+    merge,
+    plain,
+    provider_of,
+    remove_item,
+    scalar,
+    swap_rest,
+)
 
 __all__ = ["ConfigDocument", "ConfigEditError", "apply_edit", "mask_secret", "write_atomically"]
 
@@ -72,197 +78,15 @@ def _keep_masked(new: Any, old: Any, mask: Callable[[Any], Any]) -> Any:
     if old is None or new is None:
         return new
     if isinstance(new, Mapping) and isinstance(old, Mapping):  # headers, by name
-        masked = mask(_plain(old))
+        masked = mask(plain(old))
         return {k: old[k] if k in old and v == masked.get(k) else v for k, v in new.items()}
     if isinstance(new, list) and isinstance(old, list):  # apiKeys, item by item
         unused, out = list(old), []
         for item in new:  # each old key matches once: two keys can mask alike
-            out.append(next((o for o in unused if item == mask(_plain(o))), item))
+            out.append(next((o for o in unused if item == mask(plain(o))), item))
             unused = [o for o in unused if o is not out[-1]]
         return out
-    return old if new == mask(_plain(old)) else new
-
-
-# --- YAML nodes ----------------------------------------------------------------
-# The server reads the file with PyYAML (YAML 1.1), to which `on`, `no` and
-# `1:20` are not strings; ruamel (YAML 1.2) would write them unquoted.
-_PYYAML = yaml.resolver.Resolver()
-_STR_TAG = "tag:yaml.org,2002:str"
-
-
-def _key(node: Any) -> Any:
-    # YAML allows a mapping or a list as a key (`? {a: 1}`); no config key is
-    # one, so it stays as its text and validation reports it as unknown.
-    key = _plain(node)
-    return repr(key) if isinstance(key, dict | list) else key
-
-
-def _plain(node: Any) -> Any:
-    if isinstance(node, Mapping):
-        return {_key(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    kind = next((t for t in (bool, int, float, str) if isinstance(node, t)), None)
-    kind = bool if isinstance(node, ScalarBoolean) else kind  # an anchored bool is an int
-    return node if kind is None else kind(node)  # ruamel's Scalar* types -> builtins
-
-
-def _scalar(value: str, like: Any = None) -> Any:
-    if isinstance(like, ScalarString):  # keep the quoting the user chose
-        return type(like)(value)
-    if _PYYAML.resolve(yaml.ScalarNode, value, (True, False)) != _STR_TAG:
-        return DoubleQuotedScalarString(value)
-    return value
-
-
-def _node(value: Any) -> Any:
-    """Plain data as nodes that dump in block style, like hand-written YAML."""
-    if isinstance(value, Mapping):  # a null field is an absent one
-        return CommentedMap((_scalar(str(k)), _node(v)) for k, v in value.items() if v is not None)
-    if isinstance(value, list | tuple):
-        return CommentedSeq(_node(v) for v in value)
-    return _scalar(value) if isinstance(value, str) else value
-
-
-def _identity(item: Any, loose: bool = False) -> Any:
-    if not isinstance(item, Mapping):
-        return _plain(item)
-    keys = [k for k in ("id", "name", "provider", "model") if k in item]
-    return tuple((k, _plain(item[k])) for k in (keys[:1] if loose else keys))
-
-
-def _split_tail(value: str, column: int | None) -> tuple[str, str]:
-    """(the line's comment and comment lines indented under it, the rest: blank lines and
-    less indented comments, which separate the node from what follows it)."""
-    first, newline, after = value.partition("\n")
-    lines = after.splitlines(keepends=True)
-    own = 0
-    while column is not None and own < len(lines) and re.match(f" {{{column},}}#", lines[own]):
-        own += 1
-    return first + newline + "".join(lines[:own]), "".join(lines[own:])
-
-
-def _tail(node: Any) -> tuple[list[Any], int, int | None] | None:
-    """The comment slot after `node`'s last line: (ca.items entry, index in it, key column)."""
-    while isinstance(node, CommentedMap | CommentedSeq) and node:
-        container: Any = node  # mypy narrows to a union that lacks non_merged_items
-        is_map = isinstance(node, CommentedMap)
-        key = list(dict(container.non_merged_items()))[-1] if is_map else len(node) - 1
-        value = node[key]
-        if isinstance(value, CommentedMap | CommentedSeq) and value and not value.fa.flow_style():
-            node = value  # the text after a block collection hangs on its last scalar
-            continue
-        try:  # a node made in this process has no position; its comments are all "rest"
-            column = node.lc.key(key)[1] if is_map else node.lc.item(key)[1] - 1
-        except (KeyError, TypeError, IndexError):
-            column = None
-        return node.ca.items.setdefault(key, [None] * 4), 2 if is_map else 0, column
-    return None
-
-
-def _swap_rest(node: Any, rest: str | None = "") -> str:
-    """Put `rest` after `node`'s own lines (None: leave it); return what was there."""
-    slot = _tail(node)
-    if slot is None:
-        return ""
-    entry, pos, column = slot
-    own, old = _split_tail(entry[pos].value, column) if entry[pos] else ("\n", "")
-    if rest is not None and entry[pos] is not None:
-        entry[pos].value = own + rest
-    elif rest:
-        entry[pos] = CommentToken(own + rest, CommentMark(0))
-    if entry[pos] is not None and entry[pos].value == "\n":
-        entry[pos] = None
-    return old
-
-
-def _merge(old: Any, new: Any) -> Any:
-    """`new` written over `old` in place, keeping the comments of what persists."""
-    if old is new:
-        return old
-    if isinstance(old, CommentedMap) and isinstance(new, Mapping):
-        rest = _swap_rest(old)
-        for key in [k for k in old if new.get(k) is None]:
-            del old[key]
-            old.ca.items.pop(key, None)  # or a re-added key would get its comment back
-        for key, value in new.items():
-            if value is not None:
-                old[key] = _merge(old[key], value) if key in old else _node(value)
-        _swap_rest(old, rest)
-        return old
-    if isinstance(old, CommentedSeq) and isinstance(new, list | tuple):
-        rest = _swap_rest(old)
-        comments, pool, merged = dict(old.ca.items), list(enumerate(old)), []
-        for i, value in enumerate(new):
-            # Match items by what they are, so "# paid fallback" follows its entry;
-            # an edited entry keeps the comments of the one it replaces.
-            found = next((p for p in pool if _identity(p[1]) == _identity(value)), None)
-            if found is None and isinstance(value, Mapping):
-                same = _identity(value, loose=True)
-                found = next((p for p in pool if same and _identity(p[1], True) == same), None)
-                found = found or next((p for p in pool if p[0] == i), None)
-            if found is not None:
-                pool.remove(found)
-            merged.append(
-                (None, _node(value)) if found is None else (found[0], _merge(found[1], value))
-            )
-        list.clear(old)
-        old.ca.items.clear()
-        for i, (origin, item) in enumerate(merged):
-            old.append(item)
-            if origin in comments:
-                old.ca.items[i] = comments[origin]
-        _swap_rest(old, rest)
-        return old
-    if type(_plain(old)) is type(new) and _plain(old) == new:
-        return old  # unchanged: keep its quoting and formatting
-    return _scalar(new, like=old) if isinstance(new, str) else _node(new)
-
-
-def _append(seq: Any, item: Any) -> None:
-    # Items separated by blank lines stay so, and what followed the list still does.
-    sample = _swap_rest(seq[-2], None) if len(seq) >= 2 else None
-    rest = _swap_rest(seq)
-    gap = re.match(r"(?:[ \t]*\n)*", rest if sample is None else sample)
-    seq.append(item)
-    if len(seq) >= 2 and gap:
-        _swap_rest(seq[-2], "\n" * gap[0].count("\n"))
-    _swap_rest(seq, rest)
-
-
-def _provider_of(entry: Any) -> Any:
-    return _plain(entry.get("provider")) if isinstance(entry, Mapping) else None
-
-
-def _remove(parent: Any, section: str, index: int) -> None:
-    """Delete an item in ruamel's tree (where yaml_lines cannot): its comments may move."""
-    seq = parent[section]
-    if index < len(seq) - 1:
-        del seq[index]  # its trailing gap goes with it; the one before it stays
-        return
-    rest = _swap_rest(seq)  # what followed the list must still follow it
-    del seq[index]
-    if seq:
-        _swap_rest(seq, rest)
-    else:  # null reads as empty; ruamel would put comments that follow a `[]` before it
-        parent[section] = None
-        entry = parent.ca.items.setdefault(section, [None] * 4)
-        own = entry[2].value.partition("\n")[0] if entry[2] else ""  # "chains:  # ..."
-        if own or rest:
-            entry[2] = entry[2] or CommentToken("", CommentMark(0))
-            entry[2].value = f"{own}\n{rest}"
-
-
-# A "key:" line with nothing after it, then (past blank and comment lines) the
-# first line of its value: how this file indents mappings and lists.
-_OPENER = r"^( *)(- +)?[^\s#-][^#\n]*:[ \t]*(?:#.*)?\n(?:[ \t]*(?:#.*)?\n)*( *)"
-
-
-def _guess_indent(text: str) -> tuple[int, int]:
-    """(mapping indent, list dash offset) as the file does it; 429chain's by default."""
-    found = [re.search(_OPENER + tail, text, re.M) for tail in (r"[^\s#-]", "- ")]
-    mapping, offset = (len(m[3]) - len(m[1]) - len(m[2] or "") if m else 2 for m in found)
-    return max(mapping, 1), max(offset, 0)
+    return old if new == mask(plain(old)) else new
 
 
 # ruamel drops comments before a `---` line; that prefix is kept verbatim.
@@ -287,7 +111,7 @@ class ConfigDocument:
         preamble = match[0] if (match := _PREAMBLE.match(text)) else ""
         yaml_ = YAML(typ="rt")
         yaml_.preserve_quotes, yaml_.width = True, 4096  # never re-wrap a long line
-        mapping, offset = _guess_indent(text)  # or every line could be re-indented
+        mapping, offset = guess_indent(text)  # or every line could be re-indented
         yaml_.indent(mapping=mapping, sequence=offset + 2, offset=offset)
         filename = None if path is None else str(path)
         try:
@@ -319,23 +143,23 @@ class ConfigDocument:
             data = None if text is None else self._yaml.load(text)
         except (RuamelYAMLError, KeyError, IndexError, TypeError, ValueError):
             data = None  # an alias into the item, say: the caller edits the tree instead
-        if isinstance(data, CommentedMap) and _plain(data) == expected:
+        if isinstance(data, CommentedMap) and plain(data) == expected:
             self._data = data
             return True
         return False
 
     def _remove(self, path: yaml_lines.Path, index: int) -> None:
         """Delete item `index` of the list at `path`, with the comment lines above it."""
-        expected = _plain(self._data)
+        expected = plain(self._data)
         parent = yaml_lines.node_at(expected, path[:-1])
         del parent[path[-1]][index]
         parent[path[-1]] = parent[path[-1]] or None  # as an emptied section reads
         if not self._rewrite(expected, lambda text, data: yaml_lines.cut(text, data, path, index)):
-            _remove(yaml_lines.node_at(self._data, path[:-1]), str(path[-1]), index)
+            remove_item(yaml_lines.node_at(self._data, path[:-1]), str(path[-1]), index)
 
     def raw(self) -> dict[str, Any]:
-        plain: dict[str, Any] = _plain(self._data)
-        return plain
+        data: dict[str, Any] = plain(self._data)
+        return data
 
     def masked(self) -> dict[str, Any]:
         return mask_config(self.raw())
@@ -358,14 +182,14 @@ class ConfigDocument:
             issue = ConfigIssue(self._filename, None, field, f"a {what} needs a {field}")
             raise ConfigEditError(422, f"the {what} has no {field}", [issue])
         seq = self._section(section)
-        ids = [_plain(item.get(field)) if isinstance(item, Mapping) else None for item in seq]
+        ids = [plain(item.get(field)) if isinstance(item, Mapping) else None for item in seq]
         return seq, ids.index(value) if value in ids else None
 
     def upsert_provider(self, provider: dict[str, Any]) -> str:
         new = dict(provider)
         seq, index = self._find("providers", "id", new.get("id"), "provider")
         if index is None:
-            _append(self._section("providers", create=True), _node(new))
+            append_item(self._section("providers", create=True), as_node(new))
             return "created"
         old = seq[index]
         self._check_redirect(index, old, new)
@@ -373,7 +197,7 @@ class ConfigDocument:
             new["apiKey"] = old.get("apiKey")  # omitted means "keep": a form need not echo it
         for field, mask in PROVIDER_SECRETS.items():
             new[field] = _keep_masked(new.get(field), old.get(field), mask)
-        _merge(old, new)
+        merge(old, new)
         return "updated"
 
     def _check_redirect(self, index: int, old: Any, new: dict[str, Any]) -> None:
@@ -386,8 +210,8 @@ class ConfigDocument:
         moved = [
             field
             for field in ("type", "baseUrl")
-            if _plain(old.get(field)) != new.get(field)
-            and new.get(field) != mask_url(_plain(old.get(field)))
+            if plain(old.get(field)) != new.get(field)
+            and new.get(field) != mask_url(plain(old.get(field)))
         ]
         if not moved:
             return
@@ -404,7 +228,7 @@ class ConfigDocument:
                     f"{why}: give the key again in the same edit, as a ${{VAR}} reference",
                 )
             )
-        old_headers = _plain(old.get("headers")) or {}
+        old_headers = plain(old.get("headers")) or {}
         new_headers = new.get("headers") or {}
         for name, value in new_headers.items() if isinstance(new_headers, Mapping) else ():
             masked = mask_headers(old_headers).get(name)
@@ -432,7 +256,7 @@ class ConfigDocument:
         emptied: list[str] = []
         for chain in self._section("chains"):
             entries = (chain.get("entries") if isinstance(chain, Mapping) else None) or ()
-            mine = [i for i, e in enumerate(entries) if _provider_of(e) == provider_id]
+            mine = [i for i, e in enumerate(entries) if provider_of(e) == provider_id]
             if mine:
                 uses[str(chain.get("name"))] = mine
                 emptied += [str(chain.get("name"))] if len(mine) == len(entries) else []
@@ -441,7 +265,7 @@ class ConfigDocument:
             raise ConfigEditError(409, message, names=list(uses))
         for name in emptied:
             self._unaliased(name, f"would be left empty (all its entries are on {provider_id!r})")
-        default = _plain(self._section("settings").get("defaultChain"))
+        default = plain(self._section("settings").get("defaultChain"))
         if default in emptied:
             message = (
                 f"the default chain {default!r} would be left empty (all its entries are on "
@@ -462,16 +286,16 @@ class ConfigDocument:
     def upsert_chain(self, chain: dict[str, Any]) -> str:
         seq, index = self._find("chains", "name", chain.get("name"), "chain")
         if index is None:
-            _append(self._section("chains", create=True), _node(chain))
+            append_item(self._section("chains", create=True), as_node(chain))
             return "created"
-        _merge(seq[index], chain)
+        merge(seq[index], chain)
         return "updated"
 
     def delete_chain(self, name: str) -> None:
         _, index = self._find("chains", "name", name, "chain")
         if index is None:
             raise ConfigEditError(404, f"no chain named {name!r}")
-        if _plain(self._section("settings").get("defaultChain")) == name:
+        if plain(self._section("settings").get("defaultChain")) == name:
             message = f"chain {name!r} is settings.defaultChain; choose another default first"
             raise ConfigEditError(409, message, names=["settings.defaultChain"])
         self._unaliased(name, "would be removed")
@@ -479,7 +303,7 @@ class ConfigDocument:
 
     def _unaliased(self, chain: str, what: str) -> None:
         """409 when aliases name `chain`: removing it would leave them pointing nowhere."""
-        aliases = [str(a) for a, c in self._section("aliases").items() if _plain(c) == chain]
+        aliases = [str(a) for a, c in self._section("aliases").items() if plain(c) == chain]
         if aliases:
             message = (
                 f"chain {chain!r} {what}, and aliases name it: {', '.join(aliases)}; point "
@@ -495,22 +319,22 @@ class ConfigDocument:
                 issue = ConfigIssue(self._filename, None, field, "must be a non-empty string")
                 raise ConfigEditError(422, f"the {field} must be a non-empty string", [issue])
         aliases = self._section("aliases", create=True)
-        old = _plain(aliases.get(alias))
+        old = plain(aliases.get(alias))
         if old == chain:
             return "unchanged"
         if old is not None:
-            aliases[alias] = _scalar(chain, like=aliases[alias])
+            aliases[alias] = scalar(chain, like=aliases[alias])
             return "updated"
-        rest = _swap_rest(aliases)  # what followed the section must still follow it
-        aliases[alias] = _scalar(chain)
-        _swap_rest(aliases, rest)
+        rest = swap_rest(aliases)  # what followed the section must still follow it
+        aliases[alias] = scalar(chain)
+        swap_rest(aliases, rest)
         return "created"
 
     def delete_alias(self, alias: str) -> None:
         aliases = self._section("aliases")
         if alias not in aliases:
             raise ConfigEditError(404, f"no alias {alias!r}")
-        expected = _plain(self._data)
+        expected = plain(self._data)
         del expected["aliases"][alias]
         expected["aliases"] = expected["aliases"] or None  # as an emptied section reads
         if not self._rewrite(
@@ -532,8 +356,8 @@ class ConfigDocument:
     def add_entry(self, chain: str, entry: dict[str, Any], position: int | None = None) -> None:
         """Add an entry to a chain at `position` (from 0; default: last)."""
         index, entries = self._entries(chain)
-        old = _plain(self._data["chains"][index])
-        _merge(self._data["chains"][index], {**old, "entries": [*old["entries"], entry]})
+        old = plain(self._data["chains"][index])
+        merge(self._data["chains"][index], {**old, "entries": [*old["entries"], entry]})
         if position is not None and position < len(entries) - 1:
             self.move_entry(chain, len(entries) - 1, position)
 
@@ -543,13 +367,13 @@ class ConfigDocument:
         order = list(range(len(entries)))
         order.insert(to, order.pop(index))
         path = ("chains", at, "entries")
-        expected = _plain(self._data)
+        expected = plain(self._data)
         moved = [yaml_lines.node_at(expected, path)[i] for i in order]
         yaml_lines.node_at(expected, path[:-1])["entries"] = moved
         if not self._rewrite(
             expected, lambda text, data: yaml_lines.reorder(text, data, path, order)
         ):
-            _merge(self._data["chains"][at], yaml_lines.node_at(expected, path[:-1]))
+            merge(self._data["chains"][at], yaml_lines.node_at(expected, path[:-1]))
 
     def delete_entry(self, chain: str, index: int) -> None:
         """Remove entry `index` (from 0) of a chain, and the comment above it."""
@@ -567,14 +391,14 @@ class ConfigDocument:
         new = dict(client)
         seq, index = self._find("clients", "name", new.get("name"), "client")
         if index is None:
-            _append(self._section("clients", create=True), _node(new))
+            append_item(self._section("clients", create=True), as_node(new))
             return "created"
         old = seq[index]
         if new.get("key") is None:
             new["key"] = old.get("key")  # omitted means "keep", as a provider's apiKey
         for field, mask in CLIENT_SECRETS.items():
             new[field] = _keep_masked(new.get(field), old.get(field), mask)
-        _merge(old, new)
+        merge(old, new)
         return "updated"
 
     def delete_client(self, name: str) -> None:
@@ -593,7 +417,7 @@ class ConfigDocument:
             if field in changes:
                 changes[field] = _keep_masked(changes[field], settings.get(field), mask)
         # Keys not named are passed through as they are; null removes a key.
-        _merge(settings, {**{k: settings[k] for k in settings}, **changes})
+        merge(settings, {**{k: settings[k] for k in settings}, **changes})
 
     def validate(
         self, *, environ: Mapping[str, str] | None = None, dotenv_dir: Path | None = None
