@@ -21,24 +21,33 @@ from sanic import Blueprint
 from sanic.response import HTTPResponse, raw
 
 from chain429 import __version__
-from chain429.routing.endpoints import Endpoint
 from chain429.server.context import App, AppRequest
 from chain429.server.openapi_schemas import (
     ATTEMPT,
+    BUCKET_ROW,
+    BUDGET,
+    CHAIN_ROW,
     CHAIN_TEST,
     CLEAR_REQUEST,
     CLEARED,
+    CLIENT_ROW,
+    CLIENT_VIEW,
+    ENDPOINT_ROW,
     HEADERS,
     KINDS,
-    MEASURES,
     PARAMETERS,
     PAUSE_REQUEST,
     PAUSED,
+    PROVIDER_ROW,
     PROVIDER_TEST,
     RELOAD,
     RESUMED,
     SECURITY,
     SECURITY_SCHEMES,
+    SPEND,
+    STATUS,
+    SUMMARY,
+    VALIDATE_FAILED,
     Schema,
     component_schemas,
     const,
@@ -271,56 +280,6 @@ _METRICS_OK = {
     "description": "Prometheus text format.",
     "content": {"text/plain; version=0.0.4": {"schema": typed("string")}},
 }
-_VALIDATE_FAILED = obj(
-    "", "valid errors", valid=typed("boolean", const=False), errors=list_of(ref("ConfigIssue"))
-)
-_SUMMARY = obj("requests:i successes:i errors:i error_rate:n attempts:i", **MEASURES)
-_PROVIDER_ROW = obj(
-    "provider:s? requests:i successes:i errors:i",
-    **MEASURES,
-    attempts=obj("calls:i skips:i", outcomes=typed("object")),
-)
-_CHAIN_ROW = obj("chain:s? requests:i successes:i errors:i error_rate:n", **MEASURES)
-_ENDPOINT_ROW = obj(
-    "requests:i successes:i errors:i error_rate:n",
-    **MEASURES,
-    endpoint=typed("string", "The proxied route.", enum=list(Endpoint)),
-)
-_BUCKET_ROW = obj("start_ms:i start:t requests:i errors:i", **MEASURES)
-_SPEND = obj(
-    "requests:i cost_usd:n estimated_usd:n",
-    "requests cost_usd estimated_usd tokens",
-    "Priced answers: how many, what they cost in US dollars (`estimated_usd`: the part "
-    "from estimated tokens), and their tokens.",
-    tokens=ref("Tokens"),
-)
-_BUDGET = obj(
-    "budget client:s? cap_usd:n spent_usd:n reserved_usd:n left_usd:n day resets_at:t",
-    "budget client cap_usd spent_usd reserved_usd left_usd day resets_at",
-    "One paid budget today: `global` (`settings.paidBudgetUsdPerDay`) or `client:<name>`; "
-    "spent, reserved by paid calls in flight, left, and when it resets (midnight in "
-    "`settings.timeZone`; `day` is that day's date there).",
-)
-_CLIENT_ROW = obj(
-    "client:s? requests:i successes:i errors:i error_rate:n",
-    **MEASURES,
-    rate_limited=typed(
-        "integer", "Requests refused by the client's own limits (`client_rate_limited`)."
-    ),
-)
-_CLIENT_VIEW = obj(
-    "name key",
-    "name key usage",
-    "A client as configured, its key masked (a `${VAR}` reference shown as written), with "
-    "`usage`: what is left of each of its own limits now.",
-    usage=list_of(
-        obj(
-            "limit:i? remaining:i? reset_at:t? source:s?",
-            kind=typed("string", enum=["requests", "tokens"]),
-            window=typed("string", enum=["minute", "day"]),
-        )
-    ),
-)
 _CLIENT_NAME = [path_param("name", "The client's name.")]
 _REQUEST_FILTERS = (
     "chain",
@@ -331,15 +290,6 @@ _REQUEST_FILTERS = (
     "client",
     "limit",
     "cursor",
-)
-_STATUS = obj(
-    "config_path:s? generation:i loaded_at:n last_reload_at:n? last_error_at:n?",
-    last_error=nullable("array", "Why the file on disk is rejected.", items=ref("ConfigIssue")),
-    access=obj(
-        "label write:b",
-        "label write",
-        "The caller: its label (`admin#1`, `key#2`, `open`) and whether it may edit.",
-    ),
 )
 
 
@@ -399,44 +349,44 @@ _route("post", "/v1/embeddings", _EMBEDDING)
 
 _route("get", "/v1/stats/summary", _op(
     "statsSummary", "stats", "Totals over the range",
-    {"allOf": [ref("StatsRange"), _SUMMARY]},
+    {"allOf": [ref("StatsRange"), SUMMARY]},
     parameters=param_refs("since", "until", "endpoint"), errors=_STATS_ERRORS))
 _route("get", "/v1/stats/providers", _stats(
     "statsProviders", "Per provider: requests answered, attempts by outcome",
-    "stats.providers", _PROVIDER_ROW, "endpoint"))
+    "stats.providers", PROVIDER_ROW, "endpoint"))
 _route("get", "/v1/stats/chains", _stats(
-    "statsChains", "Per chain: requests, errors, tokens, latency", "stats.chains", _CHAIN_ROW,
+    "statsChains", "Per chain: requests, errors, tokens, latency", "stats.chains", CHAIN_ROW,
     "endpoint"))
 _route("get", "/v1/stats/endpoints", _stats(
     "statsEndpoints", "Per proxied route: chat, completions, embeddings", "stats.endpoints",
-    _ENDPOINT_ROW))
+    ENDPOINT_ROW))
 _route("get", "/v1/stats/clients", _stats(
     "statsClients", "Per client: requests, errors, its own 429s, tokens, latency",
-    "stats.clients", _CLIENT_ROW))
+    "stats.clients", CLIENT_ROW))
 _route("get", "/v1/stats/clients/{client_name}", _op(
     "statsClient", "stats", "One client's row",
-    {"allOf": [ref("StatsRange"), _CLIENT_ROW]},
+    {"allOf": [ref("StatsRange"), CLIENT_ROW]},
     parameters=[path_param("client_name", "The client's name."), *param_refs("since", "until")],
     errors={**_STATS_ERRORS, 404: "Nothing logged for it in the range (`not_found`)."}))
 _route("get", "/v1/stats/providers/{provider_id}", _op(
     "statsProvider", "stats", "One provider's row (429chain's path)",
-    {"allOf": [ref("StatsRange"), _PROVIDER_ROW]},
+    {"allOf": [ref("StatsRange"), PROVIDER_ROW]},
     parameters=[*_PROVIDER_ID, *param_refs("since", "until", "endpoint")],
     errors={**_STATS_ERRORS, 404: "Nothing logged for it in the range (`not_found`)."}))
 _route("get", "/v1/stats/chains/{chain_name}", _op(
     "statsChain", "stats", "One chain's row (429chain's path)",
-    {"allOf": [ref("StatsRange"), _CHAIN_ROW]},
+    {"allOf": [ref("StatsRange"), CHAIN_ROW]},
     parameters=[path_param("chain_name", "The chain's name."),
                 *param_refs("since", "until", "endpoint")],
     errors={**_STATS_ERRORS, 404: "Nothing logged for it in the range (`not_found`)."}))
 _route("get", "/v1/stats/timeseries", _stats(
     "statsTimeseries", "Per UTC-aligned time bucket, empty ones included", "stats.timeseries",
-    _BUCKET_ROW, "endpoint", "bucket", bucket=typed("string"), bucket_ms=typed("integer")))
+    BUCKET_ROW, "endpoint", "bucket", bucket=typed("string"), bucket_ms=typed("integer")))
 _route("get", "/v1/stats/spend", _op(
     "statsSpend", "stats", "What priced answers cost: in total, and per provider, chain or client",
-    {"allOf": [ref("StatsRange"), _SPEND, obj(
+    {"allOf": [ref("StatsRange"), SPEND, obj(
         "by", "object by data", object=const("stats.spend"),
-        data=list_of({"allOf": [_SPEND, obj("provider:s? chain:s? client:s?")]},
+        data=list_of({"allOf": [SPEND, obj("provider:s? chain:s? client:s?")]},
                      "The costliest first; only the `by` name is present (null: none)."))]},
     parameters=param_refs("since", "until", "by"), errors=_STATS_ERRORS))
 _route("get", "/v1/stats/requests", _stats(
@@ -467,10 +417,10 @@ _route("delete", "/v1/admin/aliases/{name}", _admin_write(
 _route("get", "/v1/admin/clients", _op(
     "listClients", "admin", "The clients, keys masked, with their usage now",
     _answer("Every client.", obj("", "object data", object=const("list"),
-                                 data=list_of(_CLIENT_VIEW)), "ETag")))
+                                 data=list_of(CLIENT_VIEW)), "ETag")))
 _route("get", "/v1/admin/clients/{name}", _op(
     "getClient", "admin", "One client, key masked, with its usage now",
-    _answer("The client.", _CLIENT_VIEW, "ETag"), parameters=_CLIENT_NAME,
+    _answer("The client.", CLIENT_VIEW, "ETag"), parameters=_CLIENT_NAME,
     errors={404: "No such client (`not_found`)."}))
 _route("put", "/v1/admin/clients/{name}", _admin_write(
     "putClient", "Add or replace a client (its key as a `${VAR}` reference)", _CLIENT_NAME,
@@ -483,21 +433,21 @@ _route("post", "/v1/admin/validate", _op(
     "validateConfig", "admin", "Check a whole config file without using it",
     obj("", "valid", valid=typed("boolean", const=True)),
     body=_YAML_BODY,
-    extra={"422": _answer("Invalid: every problem found.", _VALIDATE_FAILED)}))
+    extra={"422": _answer("Invalid: every problem found.", VALIDATE_FAILED)}))
 _route("post", "/v1/admin/diff", _op(
     "diffConfig", "admin", "What would change from the running config to this YAML",
     _answer("The semantic diff, summary lines and a unified diff.", obj(
         "valid:b same:b generation:i diff:o unified", "valid same diff",
         summary=list_of(typed("string"), "One line per change.")), "ETag"),
     body=_YAML_BODY,
-    extra={"422": _answer("Invalid: every problem found.", _VALIDATE_FAILED)}))
+    extra={"422": _answer("Invalid: every problem found.", VALIDATE_FAILED)}))
 _route("post", "/v1/admin/reload", _op(
     "reloadConfig", "admin", "Read the config file again now",
     _answer("Reloaded, or unchanged.", RELOAD, "ETag"),
     extra={"422": _answer("The file is invalid; the running config is kept.", RELOAD, "ETag")}))
 _route("get", "/v1/admin/status", _op(
     "getAdminStatus", "admin", "The config file, generation and last reload",
-    _answer("The reloader's state.", _STATUS, "ETag")))
+    _answer("The reloader's state.", STATUS, "ETag")))
 _route("get", "/v1/admin/instances", _op(
     "listInstances", "admin", "The chain429 instances sharing this one's state store",
     obj("store this configs_differ:b problem:s?", "store this configs_differ instances",
@@ -513,7 +463,7 @@ _route("get", "/v1/admin/instances", _op(
 _route("get", "/v1/admin/budgets", _op(
     "getBudgets", "admin", "Paid budgets today: spent, reserved, left, when they reset",
     obj("time_zone day resets_at:t", "object time_zone day resets_at budgets",
-        object=const("budgets"), budgets=list_of(_BUDGET)),
+        object=const("budgets"), budgets=list_of(BUDGET)),
     description="Every paid budget (docs/spend.md): `settings.paidBudgetUsdPerDay` first, then "
     "each client's `paidBudgetUsdPerDay`; empty without any. With a shared store (Redis) the "
     "numbers are every instance's together."))
@@ -523,7 +473,7 @@ _route("get", "/v1/admin/diff", _op(
         "valid:b same:b generation:i diff:o unified", "valid same diff",
         summary=list_of(typed("string"), "One line per change.")), "ETag"),
     errors={409: "Started without a config file (`no_config_file`)."},
-    extra={"422": _answer("The file is invalid: every problem found.", _VALIDATE_FAILED)}))
+    extra={"422": _answer("The file is invalid: every problem found.", VALIDATE_FAILED)}))
 _route("post", "/v1/admin/limits/clear", _op(
     "clearLimits", "admin", "End an entry's or a provider's cooldowns now",
     CLEARED, description="The entries are asked again at once, without a probe, and their "

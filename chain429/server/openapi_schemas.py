@@ -455,3 +455,66 @@ def component_schemas() -> Schema:
     if clash:  # a config model renamed onto one of the names above
         raise RuntimeError(f"config schema names clash with the document's: {sorted(clash)}")
     return {**schemas, **config_defs}
+
+
+# -- bodies of the admin and stats routes ------------------------------------------
+
+VALIDATE_FAILED = obj(
+    "", "valid errors", valid=typed("boolean", const=False), errors=list_of(ref("ConfigIssue"))
+)
+SUMMARY = obj("requests:i successes:i errors:i error_rate:n attempts:i", **MEASURES)
+PROVIDER_ROW = obj(
+    "provider:s? requests:i successes:i errors:i",
+    **MEASURES,
+    attempts=obj("calls:i skips:i", outcomes=typed("object")),
+)
+CHAIN_ROW = obj("chain:s? requests:i successes:i errors:i error_rate:n", **MEASURES)
+ENDPOINT_ROW = obj(
+    "requests:i successes:i errors:i error_rate:n",
+    **MEASURES,
+    endpoint=typed("string", "The proxied route.", enum=list(Endpoint)),
+)
+BUCKET_ROW = obj("start_ms:i start:t requests:i errors:i", **MEASURES)
+SPEND = obj(
+    "requests:i cost_usd:n estimated_usd:n",
+    "requests cost_usd estimated_usd tokens",
+    "Priced answers: how many, what they cost in US dollars (`estimated_usd`: the part "
+    "from estimated tokens), and their tokens.",
+    tokens=ref("Tokens"),
+)
+BUDGET = obj(
+    "budget client:s? cap_usd:n spent_usd:n reserved_usd:n left_usd:n day resets_at:t",
+    "budget client cap_usd spent_usd reserved_usd left_usd day resets_at",
+    "One paid budget today: `global` (`settings.paidBudgetUsdPerDay`) or `client:<name>`; "
+    "spent, reserved by paid calls in flight, left, and when it resets (midnight in "
+    "`settings.timeZone`; `day` is that day's date there).",
+)
+CLIENT_ROW = obj(
+    "client:s? requests:i successes:i errors:i error_rate:n",
+    **MEASURES,
+    rate_limited=typed(
+        "integer", "Requests refused by the client's own limits (`client_rate_limited`)."
+    ),
+)
+CLIENT_VIEW = obj(
+    "name key",
+    "name key usage",
+    "A client as configured, its key masked (a `${VAR}` reference shown as written), with "
+    "`usage`: what is left of each of its own limits now.",
+    usage=list_of(
+        obj(
+            "limit:i? remaining:i? reset_at:t? source:s?",
+            kind=typed("string", enum=["requests", "tokens"]),
+            window=typed("string", enum=["minute", "day"]),
+        )
+    ),
+)
+STATUS = obj(
+    "config_path:s? generation:i loaded_at:n last_reload_at:n? last_error_at:n?",
+    last_error=nullable("array", "Why the file on disk is rejected.", items=ref("ConfigIssue")),
+    access=obj(
+        "label write:b",
+        "label write",
+        "The caller: its label (`admin#1`, `key#2`, `open`) and whether it may edit.",
+    ),
+)
