@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from . import output, wizard
+from . import env_file, output
 from .config_commands import config_path, items, load_document, notify_server, write_change
 from .options import ConfigOption, JsonOption, ServerOption
 from .output import fail, print_json, say
@@ -130,7 +130,7 @@ def _variable_for(name: str, document_text: str) -> str:
     from chain429.config.clients import key_variable
 
     base = key_variable(name)
-    taken = wizard.referenced_vars(document_text)
+    taken = env_file.referenced_vars(document_text)
     variable, n = base, 1
     while variable in taken:
         n += 1
@@ -187,7 +187,7 @@ def client_add(
     # The key first: the config is validated with it set. A config that does not take
     # the client leaves no key behind.
     try:
-        wizard.upsert_dotenv(dotenv, variable, key)
+        env_file.upsert_dotenv(dotenv, variable, key)
     except OSError as err:
         raise fail(f"cannot write {dotenv}: {err.strerror or err}") from None
 
@@ -199,7 +199,7 @@ def client_add(
     try:
         write_change(path, change, f"added client {name!r}", server)
     except typer.Exit:
-        wizard.drop_dotenv(dotenv, variable)
+        env_file.drop_dotenv(dotenv, variable)
         raise
     _print_key(name, key, variable, dotenv, as_json)
 
@@ -340,8 +340,8 @@ def client_remove(
 
     write_change(path, change, f"removed client {name!r}", server)
     dotenv = path.parent / ".env"
-    still_used = variable is not None and variable in wizard.referenced_vars(path.read_text())
-    if variable is not None and not still_used and wizard.drop_dotenv(dotenv, variable):
+    still_used = variable is not None and variable in env_file.referenced_vars(path.read_text())
+    if variable is not None and not still_used and env_file.drop_dotenv(dotenv, variable):
         say(f"removed {variable} from {dotenv}")
 
 
@@ -365,7 +365,7 @@ def client_rotate(
     dotenv = path.parent / ".env"
     key = new_client_key()
     try:
-        wizard.upsert_dotenv(dotenv, variable, key)
+        env_file.upsert_dotenv(dotenv, variable, key)
     except OSError as err:
         raise fail(f"cannot write {dotenv}: {err.strerror or err}") from None
     say(f"new key for client {name!r} in {dotenv}")

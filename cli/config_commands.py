@@ -20,7 +20,7 @@ import typer
 
 from chain429.upstream.presets import PRESETS, PROVIDER_TYPES
 
-from . import output, starter, wizard
+from . import env_file, output, starter, wizard
 from .options import (
     ConfigOption,
     JsonOption,
@@ -100,8 +100,8 @@ def write_change(
 
     def edit(document: ConfigDocument) -> T:
         result = change(document)
-        unset.update(wizard.referenced_vars(document.text()) - known.keys())
-        environ.update({var: wizard.unset_value(var) for var in unset})
+        unset.update(env_file.referenced_vars(document.text()) - known.keys())
+        environ.update({var: env_file.unset_value(var) for var in unset})
         return result
 
     try:

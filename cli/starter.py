@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import wizard
+from . import env_file, wizard
 from .output import say
 
 PLACEHOLDER_NOTE = (
@@ -58,7 +58,7 @@ def ensure_key(dotenv: Path, var: str) -> Key:
     if existing:
         return Key(var, existing, kept=True)
     value = wizard.new_proxy_key()
-    wizard.upsert_dotenv(dotenv, var, value)
+    env_file.upsert_dotenv(dotenv, var, value)
     return Key(var, value, kept=False)
 
 
@@ -104,7 +104,7 @@ def write(path: Path, plan: wizard.InitPlan, environ: Mapping[str, str]) -> Star
     from chain429.config.writer import write_atomically
 
     text = wizard.render_config(plan)
-    unset = {var: wizard.unset_value(var) for var in wizard.referenced_vars(text)}
+    unset = {var: env_file.unset_value(var) for var in env_file.referenced_vars(text)}
     parse_config_text(text, environ=unset)  # a bug here must not write a bad file
     path.parent.mkdir(parents=True, exist_ok=True)
     starter = Starter(path, plan)

@@ -17,7 +17,6 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -250,65 +249,6 @@ def chain_entries(plan: InitPlan, chain: str) -> list[tuple[str, str]]:
 
 # What a `${VAR}` that is set nowhere stands for while a config is validated:
 # the file may name a key its user has not set yet (it is still a valid file).
-UNSET = "https://unset.invalid"
-
-
-def unset_value(var: str) -> str:
-    """`UNSET` for one variable: each its own, since keys must differ (two clients' keys,
-    both set only where the server runs, are still two keys)."""
-    return f"{UNSET}/{var}"
-
-
-def referenced_vars(text: str) -> set[str]:
-    """Variables a config text needs (`${VAR}`; not `${VAR:-default}` nor `$${...}`)."""
-    return set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text))
-
-
-# --- .env ----------------------------------------------------------------------
-def upsert_dotenv(path: Path, name: str, value: str) -> None:
-    """Set NAME=value in a .env file (mode 600), keeping every other line as it was."""
-    from chain429.config.writer import write_atomically
-
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    except FileNotFoundError:
-        lines = []
-    else:
-        os.chmod(path, 0o600)  # before the new key is in it
-    pattern = re.compile(rf"\s*(export\s+)?{re.escape(name)}\s*=")
-    out, done = [], False
-    for line in lines:
-        match = pattern.match(line)
-        if match is None:
-            out.append(line)
-        elif not done:  # a later duplicate would win when read, so it goes
-            out.append(f"{match[1] or ''}{name}={value}\n")
-            done = True
-    if not done:
-        if out and not out[-1].endswith("\n"):
-            out[-1] += "\n"
-        out.append(f"{name}={value}\n")
-    write_atomically(path, "".join(out))  # a new file is created 0600
-    os.chmod(path, 0o600)
-
-
-def drop_dotenv(path: Path, name: str) -> bool:
-    """Remove NAME from a .env file, keeping every other line; whether it was there."""
-    from chain429.config.writer import write_atomically
-
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    except FileNotFoundError:
-        return False
-    pattern = re.compile(rf"\s*(export\s+)?{re.escape(name)}\s*=")
-    kept = [line for line in lines if pattern.match(line) is None]
-    if len(kept) == len(lines):
-        return False
-    write_atomically(path, "".join(kept))
-    os.chmod(path, 0o600)
-    return True
-
-
 def can_prompt() -> bool:
     """A wizard needs a terminal to read answers from and to show its questions on."""
     return sys.stdin.isatty() and sys.stderr.isatty()

@@ -20,7 +20,9 @@ second signal still kills the workers, as in Sanic.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import time
 from types import FrameType
@@ -115,6 +117,7 @@ def wait_for_start(manager: Any, act_on_signals: Any) -> None:
             deadline = time.monotonic() + WORKERS_EXIT_S
             while time.monotonic() < deadline and any(p.is_alive() for p in manager.processes):
                 time.sleep(0.05)
+            _kill_unstarted(manager)
             manager._sync_states()  # the stopped workers count as stopped
             return
         if manager.monitor_subscriber.poll(0.1):
@@ -133,3 +136,24 @@ def wait_for_start(manager: Any, act_on_signals: Any) -> None:
                 "Not every worker started within %.0f s: shutting down.", manager.THRESHOLD / 10
             )
             manager.kill()
+
+
+def _kill_unstarted(manager: Any) -> None:
+    """Kill the workers that outlived the stop without having started serving.
+
+    A worker takes the manager's SIGINT as its stop only once its event loop
+    handles signals: one that gets it earlier in its start-up may go on to
+    serve, and the manager would wait for it for ever. Nothing is lost by
+    killing it: it has not served. One that has started (acknowledged) stops
+    the usual way, finishing what it serves.
+    """
+    for process in manager.processes:
+        if not process.is_alive():
+            continue
+        state = manager.worker_state.get(process.name, {}).get("state")
+        if state != "ACKED":
+            log.warning(
+                "worker %s [%s] outlived the stop while starting: killed", process.name, process.pid
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)

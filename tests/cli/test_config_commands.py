@@ -20,7 +20,7 @@ from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from chain429.cli import wizard
+from chain429.cli import env_file, wizard
 from chain429.config.loader import load_config, parse_config_text, read_dotenv
 from chain429.fakes.provider import FakeProvider, Reply
 from fixtures.cli_edits import assert_comments_kept, cli, commented
@@ -48,7 +48,7 @@ def test_detect_keys_prefers_gemini_and_ignores_empty_values():
 def test_rendered_config_is_valid_with_paid_provider_last():
     plan = wizard.plan(["openai", "openrouter", "groq"], {}, port=4000)
     text = wizard.render_config(plan)
-    env = {var: "v" for var in wizard.referenced_vars(text)}
+    env = {var: "v" for var in env_file.referenced_vars(text)}
     config = parse_config_text(text, environ=env)
     assert config.settings.port == 4000 and config.settings.default_chain == "fast"
     assert [p.id for p in config.providers][-1] == "openai" and config.provider("openai").paid
@@ -58,7 +58,7 @@ def test_rendered_config_is_valid_with_paid_provider_last():
     assert smart is not None and smart.entries[0].model.endswith(":free")
     assert config.settings.admin_keys == ("v",)  # init's admin key, from .env
     assert '  adminKeys: ["${CHAIN429_ADMIN_KEY}"]' in text
-    assert wizard.referenced_vars(text) == {
+    assert env_file.referenced_vars(text) == {
         "CHAIN429_API_KEY",
         "CHAIN429_ADMIN_KEY",
         "OPENAI_API_KEY",
@@ -71,10 +71,10 @@ def test_upsert_dotenv_keeps_other_lines_and_is_private(tmp_path):
     dotenv = tmp_path / ".env"
     dotenv.write_text("# mine\nGROQ_API_KEY=g\nexport CHAIN429_API_KEY=old\nCHAIN429_API_KEY=dup")
     dotenv.chmod(0o644)
-    wizard.upsert_dotenv(dotenv, "CHAIN429_API_KEY", "new")
+    env_file.upsert_dotenv(dotenv, "CHAIN429_API_KEY", "new")
     assert dotenv.read_text() == "# mine\nGROQ_API_KEY=g\nexport CHAIN429_API_KEY=new\n"
     assert stat.S_IMODE(dotenv.stat().st_mode) == 0o600
-    wizard.upsert_dotenv(dotenv, "OTHER", "x")
+    env_file.upsert_dotenv(dotenv, "OTHER", "x")
     assert dotenv.read_text().endswith("CHAIN429_API_KEY=new\nOTHER=x\n")
 
 

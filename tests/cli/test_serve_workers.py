@@ -9,6 +9,7 @@ SIGTERM stops them all without losing a record.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sqlite3
 import subprocess
@@ -188,7 +189,14 @@ def test_a_stop_while_the_workers_start_ends_the_server(
                 time.sleep(0.002)
             time.sleep(then_s)
             proc.send_signal(stop_signal)
-            assert proc.wait(timeout=15) == 0, proc.stderr.read() if proc.stderr else ""
+            try:
+                code = proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                left = {p: f[0] for p, f, _ in processes() if int(f[3]) == proc.pid}
+                os.killpg(proc.pid, signal.SIGKILL)  # its own session and process group
+                _, err = proc.communicate(timeout=5)
+                pytest.fail(f"still running 15 s after the stop: {left}\n{err}")
+            assert code == 0, proc.stderr.read() if proc.stderr else ""
             assert not httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).is_success
         except httpx.TransportError:
             pass  # nobody listens: as it should be
