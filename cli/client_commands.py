@@ -144,6 +144,13 @@ def _reference(client: dict[str, Any]) -> str | None:
     return match[1] if match else None
 
 
+def _keep_in_dotenv(dotenv: Path, variable: str, key: str) -> None:
+    try:
+        env_file.upsert_dotenv(dotenv, variable, key)
+    except OSError as err:
+        raise fail(f"cannot write {dotenv}: {err.strerror or err}") from None
+
+
 def _print_key(name: str, key: str, variable: str, dotenv: Path, as_json: bool) -> None:
     if as_json:
         print_json({"name": name, "key": key, "variable": variable, "dotenv": str(dotenv)})
@@ -186,10 +193,7 @@ def client_add(
     key = new_client_key()
     # The key first: the config is validated with it set. A config that does not take
     # the client leaves no key behind.
-    try:
-        env_file.upsert_dotenv(dotenv, variable, key)
-    except OSError as err:
-        raise fail(f"cannot write {dotenv}: {err.strerror or err}") from None
+    _keep_in_dotenv(dotenv, variable, key)
 
     def change(doc: ConfigDocument) -> str:
         if name in {c.get("name") for c in items(doc.raw(), "clients")}:
@@ -364,10 +368,7 @@ def client_rotate(
         )
     dotenv = path.parent / ".env"
     key = new_client_key()
-    try:
-        env_file.upsert_dotenv(dotenv, variable, key)
-    except OSError as err:
-        raise fail(f"cannot write {dotenv}: {err.strerror or err}") from None
+    _keep_in_dotenv(dotenv, variable, key)
     say(f"new key for client {name!r} in {dotenv}")
     say(notify_server(path, server))
     _print_key(name, key, variable, dotenv, as_json)

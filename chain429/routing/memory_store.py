@@ -554,41 +554,17 @@ class MemoryStateStore:
             self._block(scope_key, block)
             return True
         if key.startswith(BUCKET_PREFIX):
-            restored = Bucket.from_dict(data, now)
-            if restored.key != key.removeprefix(BUCKET_PREFIX):
-                raise ValueError("bucket key does not match its row")
-            current = self._buckets.get(restored.key)
-            if current is None:
-                self._buckets[restored.key] = restored
-            else:
-                current.absorb(restored)
-            return True
-        if key.startswith(CLIENT_PREFIX):
-            restored = Bucket.from_dict(data, now)
-            if restored.key != key:
-                raise ValueError("client key does not match its row")
-            name = key.removeprefix(CLIENT_PREFIX)
-            current = self._clients.get(name)
-            if current is None:
-                self._clients[name] = restored
-            else:
-                current.absorb(restored)
-            return True
+            bucket_key = key.removeprefix(BUCKET_PREFIX)
+            return _absorb(self._buckets, bucket_key, bucket_key, data, now)
+        if key.startswith(CLIENT_PREFIX):  # a client's bucket is keyed by its row's key
+            return _absorb(self._clients, key.removeprefix(CLIENT_PREFIX), key, data, now)
         if key.startswith(STREAMFAIL_PREFIX):
             entry_key = "entry:" + key.removeprefix(STREAMFAIL_PREFIX)
-            failures = int(data["failures"])
-            if failures <= 0:
-                return False
-            known = self._stream_failures.get(entry_key, 0)
-            self._stream_failures[entry_key] = max(known, failures)
-            return True
+            return _most_failures(self._stream_failures, entry_key, data)
         if key.startswith(BREAKER_PREFIX):
             entry_key = "entry:" + key.removeprefix(BREAKER_PREFIX)
-            failures = int(data["failures"])
-            if failures <= 0:
+            if not _most_failures(self._breaker_failures, entry_key, data):
                 return False
-            known = self._breaker_failures.get(entry_key, 0)
-            self._breaker_failures[entry_key] = max(known, failures)
             if data.get("open") is True:
                 self._breakers_open.add(entry_key)
                 if entry_key not in self._blocks:
@@ -600,3 +576,27 @@ class MemoryStateStore:
         if key.startswith(PAUSED_PREFIX):
             return self._paused.restore(key.removeprefix(PAUSED_PREFIX), data)
         raise ValueError("unknown kind of state")
+
+
+def _absorb(
+    buckets: dict[str, Bucket], name: str, key: str, data: Mapping[str, Any], now: float
+) -> bool:
+    """Restore a saved bucket as `buckets[name]`, merged into a live one (Bucket.absorb)."""
+    restored = Bucket.from_dict(data, now)
+    if restored.key != key:
+        raise ValueError("bucket key does not match its row")
+    current = buckets.get(name)
+    if current is None:
+        buckets[name] = restored
+    else:
+        current.absorb(restored)
+    return True
+
+
+def _most_failures(counts: dict[str, int], key: str, data: Mapping[str, Any]) -> bool:
+    """Restore a saved count of failures in a row, keeping the larger; whether it was taken."""
+    failures = int(data["failures"])
+    if failures <= 0:
+        return False
+    counts[key] = max(counts.get(key, 0), failures)
+    return True

@@ -47,12 +47,8 @@ class Trace:
         """Start the trail with skips already known, as if this walk had made them."""
         self.trail.extend(known.steps)
         self.known = known
-        until = known.earliest_recovery
-        if until is not None:  # every known skip is of a free entry: a free recovery too
-            if self.earliest_recovery is None or until < self.earliest_recovery:
-                self.earliest_recovery = until
-            if self.free_recovery is None or until < self.free_recovery:
-                self.free_recovery = until
+        if known.earliest_recovery is not None:  # known skips are all of free entries
+            self._recovers(known.earliest_recovery, free=True)
 
     def skip(self, entry: EntryRuntime, block: Block) -> None:
         self.trail.append(
@@ -89,11 +85,13 @@ class Trace:
         )
 
     def saw_recovery(self, until: float, entry: EntryRuntime) -> None:
-        if not math.isfinite(until):
-            return  # a pause: it has no end to wait for
+        if math.isfinite(until):  # a pause has no end to wait for
+            self._recovers(until, free=not entry.paid)
+
+    def _recovers(self, until: float, free: bool) -> None:
         if self.earliest_recovery is None or until < self.earliest_recovery:
             self.earliest_recovery = until
-        if not entry.paid and (self.free_recovery is None or until < self.free_recovery):
+        if free and (self.free_recovery is None or until < self.free_recovery):
             self.free_recovery = until
 
     def over_budget(self, entry: EntryRuntime, budget: int) -> None:
