@@ -140,6 +140,7 @@ PAGES = {
     "limits": ".entries-table tbody tr",
     "chains": "#chain-list section.chain",
     "providers": "tr[data-provider]",
+    "clients": ".clients-table tbody tr",
     "requests": ".requests-table tbody tr",
     "config": "#config-yaml",
     "playground": "#pg-model option",
