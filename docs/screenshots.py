@@ -30,7 +30,7 @@ from chain429.fakes.demo import CHAIN, DEMO_ADMIN_KEY, DEMO_KEY
 
 DOCS = Path(__file__).resolve().parent
 # Two clients for the Clients page: their keys are in the demo's environment only.
-CLIENTS = {
+CLIENTS: dict[str, tuple[str, dict[str, Any]]] = {
     "alice": ("c429-screenshot-alice-0123456789abcdef", {"requestsPerMinute": 30}),
     "ci-bot": (
         "c429-screenshot-ci-bot-0123456789abcdef",
