@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -28,6 +29,14 @@ import httpx
 from chain429.fakes.demo import CHAIN, DEMO_ADMIN_KEY, DEMO_KEY
 
 DOCS = Path(__file__).resolve().parent
+# Two clients for the Clients page: their keys are in the demo's environment only.
+CLIENTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "alice": ("c429-screenshot-alice-0123456789abcdef", {"requestsPerMinute": 30}),
+    "ci-bot": (
+        "c429-screenshot-ci-bot-0123456789abcdef",
+        {"chains": [CHAIN], "requestsPerDay": 500},
+    ),
+}
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -52,6 +61,7 @@ def demo() -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "chain429.cli.main", "demo", "--port", str(port)],
+        env={**os.environ, **{client_var(name): key for name, (key, _) in CLIENTS.items()}},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -72,10 +82,22 @@ def demo() -> Iterator[str]:
         process.wait(timeout=15)
 
 
+def client_var(name: str) -> str:
+    return f"CHAIN429_CLIENT_{name.upper().replace('-', '_')}_KEY"
+
+
 def traffic(url: str) -> None:
-    """Requests through the demo: the chain, an entry model, a stream, one bad model."""
+    """Requests through the demo: the chain, an entry model, a stream, one bad model,
+    and some from each client (added over the admin API, as `chain429 client add` would)."""
     headers = {"authorization": f"Bearer {DEMO_KEY}"}
     hello = [{"role": "user", "content": "Say hello"}]
+    admin = {"authorization": f"Bearer {DEMO_ADMIN_KEY}"}
+    for name, (key, limits) in CLIENTS.items():
+        body = {"key": f"${{{client_var(name)}}}", **limits}
+        httpx.put(f"{url}/v1/admin/clients/{name}", json=body, headers=admin).raise_for_status()
+        for _ in range(5 if name == "alice" else 3):
+            httpx.post(f"{url}/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                       json={"model": CHAIN, "messages": hello}, timeout=30)  # fmt: skip
     with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
         for i in range(24):
             model = "steady-8b" if i % 6 == 5 else CHAIN
@@ -123,6 +145,9 @@ def shoot(url: str, out: Path, chromium: str) -> list[Path]:
         page.wait_for_selector("tr[data-provider]")
         page.get_by_role("button", name="Edit beta").click()
         snap("providers", full_page=True)
+        page.goto(f"{url}/ui/#/clients")
+        page.wait_for_selector(".clients-table tbody tr")
+        snap("clients", full_page=True)
         page.goto(f"{url}/ui/#/requests")
         page.wait_for_selector(".requests-table tbody tr")
         snap("requests")

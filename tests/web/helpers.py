@@ -120,6 +120,15 @@ class Tab:
         return self.page
 
 
+def add_client(server: UiServer, monkeypatch: Any, name: str, key: str, **fields: Any) -> None:
+    """A client over the admin API, its key in the server's environment (where the API
+    wants the `${VAR}` it names to be set)."""
+    var = f"CHAIN429_CLIENT_{name.upper()}_KEY"
+    monkeypatch.setenv(var, key)
+    answer = server.admin("PUT", f"/v1/admin/clients/{name}", json={"key": f"${{{var}}}", **fields})
+    assert answer.status_code == 200, answer.text
+
+
 def sign_in(page: Any, key: str) -> None:
     page.fill("#key", key)
     page.click("button[type=submit]")
@@ -131,6 +140,7 @@ PAGES = {
     "limits": ".entries-table tbody tr",
     "chains": "#chain-list section.chain",
     "providers": "tr[data-provider]",
+    "clients": ".clients-table tbody tr",
     "requests": ".requests-table tbody tr",
     "config": "#config-yaml",
     "playground": "#pg-model option",

@@ -13,6 +13,7 @@
 import { api, session, whenUnauthorized } from "./api.js";
 import { banner, button, fill, h, timeZone } from "./dom.js";
 import chains from "./pages/chains.js";
+import clients from "./pages/clients.js";
 import config from "./pages/config.js";
 import limits from "./pages/limits.js";
 import overview from "./pages/overview.js";
@@ -20,7 +21,7 @@ import playground from "./pages/playground.js";
 import providers from "./pages/providers.js";
 import requests from "./pages/requests.js";
 
-const PAGES = [overview, limits, chains, providers, requests, config, playground];
+const PAGES = [overview, limits, chains, providers, clients, requests, config, playground];
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
 const who = document.getElementById("who");

@@ -91,6 +91,13 @@ export function ms(value) {
   return `${Math.round(value)} ms`;
 }
 
+/** Dollars as a person reads them: cents, or the first digits of less than a cent. */
+export function usd(amount) {
+  if (amount === null || amount === undefined) return "–";
+  if (amount === 0 || Math.abs(amount) >= 0.01) return `$${amount.toFixed(2)}`;
+  return `$${amount.toFixed(6).replace(/0+$/, "")}`;
+}
+
 function toDate(value) {
   if (value === null || value === undefined || value === "") return null;
   const date = typeof value === "number" ? new Date(value) : new Date(String(value));

@@ -12,6 +12,8 @@ import { edit, readConfig } from "../edits.js";
 import { runProbe } from "../probe.js";
 
 const entryLabel = (e) => `${e.provider}/${e.model}`;
+// A chain serves one kind of request (docs/api.md#endpoints-and-chain-kinds).
+const KINDS = ["chat", "embeddings"];
 
 function modelOptions(config, models) {
   const known = new Set();
@@ -198,7 +200,9 @@ export default {
               `Made ${chain.name} the default chain`), { disabled: !canEdit, title: canEdit ? null : why })
             : null,
           button("Test", testing(false), { disabled: !canEdit, title: canEdit ? "Ask every entry once" : why }),
-          button("Test streaming", testing(true), { disabled: !canEdit, title: canEdit ? "Ask every entry once, streaming" : why }),
+          // Embeddings do not stream: their chains have the plain test only.
+          chain.kind === "embeddings" ? null
+            : button("Test streaming", testing(true), { disabled: !canEdit, title: canEdit ? "Ask every entry once, streaming" : why }),
           ctx.access.adminRead ? remove : null),
         confirm,
         results);
@@ -209,6 +213,7 @@ export default {
       const name = h("input", { id: "new-chain-name", required: true, autocomplete: "off", placeholder: "e.g. fast" });
       const provider = providerSelect("new-chain-provider");
       const model = h("input", { id: "new-chain-model", list: "known-models", required: true, autocomplete: "off" });
+      const kind = h("select", { id: "new-chain-kind" }, KINDS.map((k) => h("option", { value: k }, k)));
       const error = h("p", { class: "field-error", role: "alert" });
       return h("details", { class: "card", id: "create-chain" },
         h("summary", null, "New chain"),
@@ -224,12 +229,17 @@ export default {
             return;
           }
           error.textContent = "";
-          await save("PUT", `/v1/admin/chains/${seg(wanted)}`,
-            { name: wanted, entries: [{ provider: provider.value, model: model.value.trim() }] }, `Created chain ${wanted}`);
+          // As `chain429 chain add` writes it: a chat chain without a kind (what none means).
+          const body = { name: wanted, ...(kind.value === "chat" ? {} : { kind: kind.value }),
+            entries: [{ provider: provider.value, model: model.value.trim() }] };
+          await save("PUT", `/v1/admin/chains/${seg(wanted)}`, body,
+            `Created ${kind.value === "chat" ? "" : `${kind.value} `}chain ${wanted}`);
         } } },
         h("div", { class: "form-grid" },
           h("div", { class: "field" }, h("label", { for: name.id }, "Name"), name,
             h("span", { class: "hint" }, "What clients send as model")),
+          h("div", { class: "field" }, h("label", { for: kind.id }, "Kind"), kind,
+            h("span", { class: "hint" }, "chat: /v1/chat/completions; embeddings: /v1/embeddings")),
           h("div", { class: "field" }, h("label", { for: provider.id }, "First entry: provider"), provider),
           h("div", { class: "field" }, h("label", { for: model.id }, "Model"), model),
           h("div", { class: "submit" }, h("button", { type: "submit", class: "primary" }, "Create chain"))),

@@ -10,7 +10,7 @@
 
 import { get, query } from "../api.js";
 import { timeseriesChart } from "../chart.js";
-import { badge, banner, clockTime, duration, facts, fill, h, ms, num, pct, table, when } from "../dom.js";
+import { badge, banner, clockTime, duration, facts, fill, h, ms, num, pct, table, usd, when } from "../dom.js";
 
 const RANGES = [
   ["1h", "1 h", 3600e3],
@@ -24,12 +24,6 @@ const CLIENT_ERRORS = new Set(["400", "422"]); // the request was wrong: no fall
 function card(label, value, sub, id) {
   return h("div", { class: "card stat", id },
     h("div", { class: "label" }, label), h("div", { class: "value" }, value), h("div", { class: "sub" }, sub || ""));
-}
-
-// Dollars as a person reads them: cents, or the first digits of less than a cent.
-function usd(amount) {
-  if (amount === 0 || Math.abs(amount) >= 0.01) return `$${amount.toFixed(2)}`;
-  return `$${amount.toFixed(6).replace(/0+$/, "")}`;
 }
 
 // One line per paid budget: what is left of it today, and when it starts again.

@@ -3,8 +3,8 @@
 // `POST /v1/chat/completions` exactly as an SDK sends it (`stream: true` by
 // default); the answer's `X-429chain-*` headers show the chain, why it was
 // chosen, the entry that answered and the trace of every entry considered.
-// The `model` list is `/v1/models`: chains, then entry models (an entry model
-// fails over across every entry serving it).
+// The `model` list is `/v1/models`: chat chains, then chat entry models (an
+// entry model fails over across every entry serving it); embeddings are not chat.
 
 import { api, errorMessage, get, postForEvents, readEvents } from "../api.js";
 import { badge, banner, button, facts, fill, h, ms } from "../dom.js";
@@ -144,8 +144,10 @@ export default {
     drawChat();
 
     get("/v1/models", { signal: ctx.signal }).then(({ data }) => {
-      const chains = data.data.filter((m) => m.kind !== "model");
-      const models = data.data.filter((m) => m.kind === "model");
+      // A chat only: embeddings chains and models serve /v1/embeddings (an older server says no kind).
+      const chat = data.data.filter((m) => !m.chain_kind || m.chain_kind === "chat");
+      const chains = chat.filter((m) => m.kind !== "model");
+      const models = chat.filter((m) => m.kind === "model");
       fill(model,
         chains.length ? h("optgroup", { label: "Chains" }, chains.map((m) => h("option", { value: m.id }, m.id))) : null,
         models.length ? h("optgroup", { label: "Entry models (every entry serving it)" },

@@ -1,7 +1,10 @@
 // Requests: the request log, filtered and paged, and one request's attempt trail.
 //
-// `/v1/stats/requests` with the filters in the address (`#/requests?chain=fast`),
-// so a filtered view can be bookmarked; paging follows the server's cursors.
+// `/v1/stats/requests` with the filters in the address (`#/requests?chain=fast`,
+// `#/requests?client=alice&endpoint=embeddings`), so a filtered view can be
+// bookmarked; paging follows the server's cursors. The endpoint and outcome
+// words come from the server's OpenAPI document where it lists them, else from
+// the lists below (tests/web/test_outcomes.py holds OUTCOMES to the Python code).
 // `#/requests/<id>` shows `/v1/stats/requests/<id>`: each entry considered, in
 // order, with its outcome, latency, the cooldown it set and why. CLI: `chain429
 // logs [--chain ...]` and `chain429 logs <id>`.
@@ -11,12 +14,41 @@ import { badge, banner, button, duration, facts, fill, h, ms, num, table, when }
 import { readConfig } from "../edits.js";
 
 const RANGES = [["1h", "last hour"], ["24h", "last 24 hours"], ["7d", "last 7 days"], ["30d", "last 30 days"]];
-const OUTCOMES = ["success", "client_error", "all_providers_exhausted", "stream_stalled", "stream_interrupted",
-  "client_disconnected", "queue_timeout", "invalid_api_key", "model_not_found", "bad_request", "internal_error"];
-const FILTERS = ["range", "chain", "provider", "status", "outcome"];
+// Every outcome a logged request can have: answered, failed upstream, cut mid-stream,
+// or refused before any provider was asked (the error code it got).
+const OUTCOMES = [
+  "success", "client_error", "all_providers_exhausted",
+  "queue_timeout", "queue_full", "queue_shutdown",
+  "stream_stalled", "stream_interrupted", "stream_too_long", "client_disconnected",
+  "invalid_api_key", "model_not_found", "wrong_endpoint", "model_not_allowed", "client_rate_limited",
+  "bad_request", "state_store_unavailable", "internal_error",
+];
+const ENDPOINTS = ["chat", "completions", "embeddings"];
+const FILTERS = ["range", "client", "endpoint", "chain", "provider", "status", "outcome"];
 const PAGE_SIZE = 50;
+let words = null; // {outcomes, endpoints}: the server's own, from /openapi.json, once
 const cursors = []; // the cursors of the pages before this one ("" for the first)
 let listHash = "#/requests";
+
+/** The filter words this server documents as enums, or the lists above. */
+async function vocabulary(signal) {
+  if (!words) {
+    const enumOf = (doc, name) => {
+      const schema = ((doc.components || {}).parameters || {})[name]?.schema;
+      return schema && Array.isArray(schema.enum) && schema.enum.length ? schema.enum : null;
+    };
+    try {
+      const { data } = await get("/openapi.json", { signal });
+      words = { outcomes: enumOf(data, "outcome") || OUTCOMES, endpoints: enumOf(data, "endpoint") || ENDPOINTS };
+    } catch (err) {
+      if (err.name === "AbortError") throw err;
+      words = { outcomes: OUTCOMES, endpoints: ENDPOINTS };
+    }
+  }
+  return words;
+}
+
+const clientText = (client) => client ?? "(anonymous)";
 
 function statusBadge(status) {
   const kind = status < 300 ? "ok" : status === 429 || status === 503 ? "cool" : "bad";
@@ -44,12 +76,22 @@ async function showList(view, ctx) {
   // `#/requests?limit=N` changes the page size (1 to 1000, as the API allows).
   const pageSize = Math.min(1000, Math.max(1, Number(params.get("limit")) || PAGE_SIZE));
   const results = h("div", null, h("p", { class: "loading" }, "Loading…"));
-  let names = { chains: [], providers: [] };
+  let names = { chains: [], providers: [], clients: [] };
   try {
     const { config } = await readConfig(ctx.signal);
-    names = { chains: (config.chains || []).map((c) => c.name), providers: (config.providers || []).map((p) => p.id) };
+    names = {
+      chains: (config.chains || []).map((c) => c.name),
+      providers: (config.providers || []).map((p) => p.id),
+      clients: (config.clients || []).map((c) => c.name),
+    };
   } catch (err) {
     if (err.name === "AbortError") return;
+  }
+  let vocab;
+  try {
+    vocab = await vocabulary(ctx.signal);
+  } catch {
+    return; // aborted: the user left
   }
   const keep = (list, value) => (value && !list.includes(value) ? [...list, value] : list);
   const status = h("input", { id: "filter-status", type: "number", min: "100", max: "599", value: chosen.status, placeholder: "any" });
@@ -65,16 +107,18 @@ async function showList(view, ctx) {
   } } },
   h("div", { class: "form-grid" },
     select("filter-range", "Time", RANGES, chosen.range || "24h"),
+    select("filter-client", "Client", [["", "any"], ...keep(names.clients, chosen.client).map((c) => [c, c])], chosen.client),
+    select("filter-endpoint", "Endpoint", [["", "any"], ...keep(vocab.endpoints, chosen.endpoint).map((e) => [e, e])], chosen.endpoint),
     select("filter-chain", "Chain", [["", "any"], ...keep(names.chains, chosen.chain).map((c) => [c, c])], chosen.chain),
     select("filter-provider", "Answered by", [["", "any"], ...keep(names.providers, chosen.provider).map((p) => [p, p])], chosen.provider),
     h("div", { class: "field" }, h("label", { for: "filter-status" }, "HTTP status"), status),
-    select("filter-outcome", "Outcome", [["", "any"], ...keep(OUTCOMES, chosen.outcome).map((o) => [o, o])], chosen.outcome),
+    select("filter-outcome", "Outcome", [["", "any"], ...keep(vocab.outcomes, chosen.outcome).map((o) => [o, o])], chosen.outcome),
     h("div", { class: "submit" }, h("button", { type: "submit", class: "primary" }, "Apply"))));
   fill(view, h("div", { class: "row spread" }, h("h1", null, "Requests"),
     button("Refresh", () => ctx.go(location.hash))), form, results);
 
-  const filters = { since: chosen.range || "24h", chain: chosen.chain, provider: chosen.provider,
-    status: chosen.status, outcome: chosen.outcome, limit: pageSize, cursor };
+  const filters = { since: chosen.range || "24h", client: chosen.client, endpoint: chosen.endpoint, chain: chosen.chain,
+    provider: chosen.provider, status: chosen.status, outcome: chosen.outcome, limit: pageSize, cursor };
   let page;
   try {
     page = (await get(`/v1/stats/requests${query(filters)}`, { signal: ctx.signal })).data;
@@ -97,6 +141,8 @@ async function showList(view, ctx) {
   };
   const rows = page.data.map((r) => h("tr", { dataset: { id: r.id } },
     h("td", { class: "nowrap" }, h("a", { href: `#/requests/${seg(r.id)}`, "aria-label": `Request ${r.id}` }, when(r.time_ms))),
+    h("td", { class: ["break", r.client ? null : "muted"] }, clientText(r.client)),
+    h("td", { class: "small" }, r.endpoint ?? "chat"),
     h("td", { class: "break" }, r.chain ?? "–"),
     h("td", { class: "break mono small" }, r.provider ? `${r.provider}/${r.model}` : "–"),
     h("td", null, statusBadge(r.status)),
@@ -107,7 +153,7 @@ async function showList(view, ctx) {
     h("td", { class: "hide-narrow" }, r.stream ? "stream" : "")));
   fill(results,
     page.data.length
-      ? table(["Time", "Chain", "Answered by", "Status", "Outcome", { label: "Calls", class: "num" },
+      ? table(["Time", "Client", "Endpoint", "Chain", "Answered by", "Status", "Outcome", { label: "Calls", class: "num" },
         { label: "Latency", class: "num" }, { label: "Tokens", class: "num hide-narrow" }, { label: "", class: "hide-narrow" }], rows,
       { caption: `Newest first, ${pageSize} a page; open a request to see its attempt trail`, className: "requests-table", stacked: true })
       : h("p", { class: "empty" }, "No requests match."),
@@ -143,7 +189,10 @@ async function showOne(view, ctx, id) {
       ["Time", when(r.time_ms)],
       ["Status", [statusBadge(r.status), " ", r.outcome]],
       ["Chain", `${r.chain ?? "–"}${r.route ? ` (chosen by ${r.route})` : ""}`],
-      ["Model asked for", r.requested_model ?? "–"],
+      ["Client", clientText(r.client)],
+      ["Endpoint", r.endpoint ?? "chat"],
+      ["Model asked for", r.route === "alias" && r.requested_model
+        ? `${r.requested_model} (an alias of ${r.chain})` : r.requested_model ?? "–"],
       ["Answered by", r.provider ? `${r.provider}/${r.model}` : "nobody"],
       ["Upstream calls", num(r.attempts)],
       ["Latency", `${ms(r.latency_ms)}${r.ttft_ms !== null ? ` (first token after ${ms(r.ttft_ms)})` : ""}${r.queued_ms ? `, ${ms(r.queued_ms)} queued` : ""}`],
