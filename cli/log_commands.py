@@ -342,7 +342,11 @@ def logs(
     endpoint: EndpointOption = None,
     client_name: Annotated[
         str | None,
-        typer.Option("--client", help="Only requests of this client (its `clients:` name)."),
+        typer.Option(
+            "--client",
+            help="Only requests of this client (its `clients:` name); `-`: those sent "
+            "without a client key.",
+        ),
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="How many requests.")] = 20,
     since: SinceOption = "24h",

@@ -18,7 +18,11 @@ from chain429.requestlog.stats import _range_fields, read_snapshot
 from chain429.requestlog.tables import AttemptRow, RequestRow
 from chain429.upstream.times import iso_ms as iso
 
-__all__ = ["request_detail", "requests"]
+__all__ = ["NO_CLIENT", "request_detail", "requests"]
+
+# The `client` filter that picks the requests sent without a client key (`apiKeys`,
+# keyless, refused keys): no client name can be it (a name starts with a letter or digit).
+NO_CLIENT = "-"
 
 _ATTEMPT_ID = AttemptRow._meta.primary_key  # peewee's implicit auto id; ties keep insert order
 
@@ -51,6 +55,8 @@ def requests(
 ) -> dict[str, Any]:
     """Logged requests, newest first, `limit` per page; pass `next_cursor` back for the next.
 
+    `client` is a client's name, or NO_CLIENT for the requests sent without one.
+
     The cursor is the (time, id) of the last row handed out, so rows logged
     while a client pages never shift or repeat a page.
     """
@@ -74,10 +80,12 @@ def requests(
         (RequestRow.status, status),
         (RequestRow.outcome, outcome),
         (RequestRow.endpoint, endpoint),
-        (RequestRow.client, client),
+        (RequestRow.client, None if client == NO_CLIENT else client),
     ):
         if value is not None:
             query = query.where(column == value)
+    if client == NO_CLIENT:
+        query = query.where(RequestRow.client.is_null())
     with read_snapshot():
         rows = list(
             query.order_by(RequestRow.time_ms.desc(), RequestRow.id.desc()).limit(limit + 1)

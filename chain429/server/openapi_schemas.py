@@ -374,7 +374,8 @@ PARAMETERS: Schema = {
     "outcome": query_param("outcome", "Only requests with this outcome code (exact match)."),
     "endpoint": query_param("endpoint", "Only requests of this proxied route.",
                             typed("string", enum=list(Endpoint))),
-    "client": query_param("client", "Only requests of this client (its `clients:` name)."),
+    "client": query_param("client", "Only requests of this client (its `clients:` name); "
+                          "`-`: those sent without a client key."),
     "limit": query_param("limit", "Rows per page.",
                          typed("integer", minimum=1, maximum=1000, default=100)),
     "cursor": query_param("cursor", "The previous page's `next_cursor`."),

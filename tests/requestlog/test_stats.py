@@ -105,6 +105,9 @@ def test_requests_filter_by_client(dataset):
     page = listing.requests(since, until, client="ben", limit=1000)["data"]
     want = [r for r in stats_data.in_range(dataset.requests, since, until) if r["client"] == "ben"]
     assert {r["id"] for r in page} == {r["id"] for r in want} and page
+    anonymous = listing.requests(since, until, client=listing.NO_CLIENT, limit=1000)["data"]
+    want = [r for r in stats_data.in_range(dataset.requests, since, until) if r["client"] is None]
+    assert {r["id"] for r in anonymous} == {r["id"] for r in want} and anonymous
 
 
 @pytest.mark.parametrize(("since", "until"), RANGES[:3])

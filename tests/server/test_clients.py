@@ -105,6 +105,7 @@ def test_each_client_is_named_in_its_answers_the_log_and_stats(team):
         rows = {r["client"]: r for r in http.get("/v1/stats/clients").json()["data"]}
         one = http.get("/v1/stats/clients/alice").json()
         only_bob = http.get("/v1/stats/requests", params={"client": "bob"}).json()["data"]
+        no_client = http.get("/v1/stats/requests", params={"client": "-"}).json()["data"]
         metrics = http.get("/metrics").text
     assert {name: row["requests"] for name, row in rows.items()} == {
         "alice": 2,
@@ -114,6 +115,7 @@ def test_each_client_is_named_in_its_answers_the_log_and_stats(team):
     assert rows["alice"]["errors"] == 0 and rows["alice"]["tokens"]["total"] > 0
     assert one["object"] == "stats.client" and one["requests"] == 2
     assert [r["id"] for r in only_bob] == [ids["bob"]]
+    assert [r["id"] for r in no_client] == [ids[None]]  # `-`: sent without a client key
     assert 'client="alice",endpoint="chat",outcome="success",provider="fast"} 2.0' in metrics
     assert 'chain429_client_tokens_total{client="bob",kind="prompt"}' in metrics
 

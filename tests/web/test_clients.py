@@ -75,6 +75,13 @@ def test_the_clients_page_shows_who_used_what_and_what_it_cost_and_no_key(
     page.wait_for_selector(PAGES["requests"])
     expect(page.locator("#filter-client")).to_have_value("alice")
     expect(page.locator(".requests-table tbody tr")).to_have_count(3)
+    # So does the anonymous callers' row.
+    page.go_back()
+    page.wait_for_selector(PAGES["clients"])
+    page.locator(".clients-table tr[data-client='']").get_by_role("link").click()
+    page.wait_for_selector(PAGES["requests"])
+    expect(page.locator("#filter-client")).to_have_value("-")
+    expect(page.locator(".requests-table tbody tr")).to_have_count(1)
     assert tab.errors == []
 
 

@@ -62,6 +62,11 @@ def test_requests_show_their_client_and_endpoint_and_filter_by_them(ui_server, t
     assert page.url.endswith("#/requests?range=24h&client=alice")  # a bookmarkable view
     for row in rows(page).all():
         expect(row.locator("td").nth(1)).to_have_text("alice")
+    apply(page, client="-")  # the anonymous callers
+    expect(rows(page)).to_have_count(2)
+    assert page.url.endswith("#/requests?range=24h&client=-")
+    for row in rows(page).all():
+        expect(row.locator("td").nth(1)).to_have_text("(anonymous)")
     apply(page, client="", endpoint="embeddings")
     expect(rows(page)).to_have_count(1)
     expect(rows(page).locator("td").nth(1)).to_have_text("(anonymous)")

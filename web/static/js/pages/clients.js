@@ -16,6 +16,7 @@ import { banner, clockTime, fill, h, ms, num, pct, relative, table, usd } from "
 const RANGES = [["1h", "1 h"], ["24h", "24 h"], ["7d", "7 d"], ["30d", "30 d"]];
 const REFRESH_MS = 5000;
 const ANONYMOUS = "(anonymous)";
+const NO_CLIENT = "-"; // the requests filter for them (chain429.requestlog.listing.NO_CLIENT)
 const LIMITS = [
   ["requestsPerMinute", "requests", "minute", "req/min"],
   ["tokensPerMinute", "tokens", "minute", "tok/min"],
@@ -53,7 +54,7 @@ function costCell(spend) {
 function clientRow(row) {
   const { name, client, stats, spend, budget, removed } = row;
   const link = name === null
-    ? h("span", { class: "muted" }, ANONYMOUS)
+    ? h("a", { href: `#/requests?client=${NO_CLIENT}`, class: "muted", title: "Their requests" }, ANONYMOUS)
     : h("a", { href: `#/requests?client=${seg(name)}`, title: `${name}'s requests` }, name);
   return h("tr", { dataset: { client: name ?? "" } },
     h("td", null, link,

@@ -49,6 +49,7 @@ async function vocabulary(signal) {
 }
 
 const clientText = (client) => client ?? "(anonymous)";
+const NO_CLIENT = "-"; // the filter for requests without a client (chain429.requestlog.listing.NO_CLIENT)
 
 function statusBadge(status) {
   const kind = status < 300 ? "ok" : status === 429 || status === 503 ? "cool" : "bad";
@@ -107,7 +108,8 @@ async function showList(view, ctx) {
   } } },
   h("div", { class: "form-grid" },
     select("filter-range", "Time", RANGES, chosen.range || "24h"),
-    select("filter-client", "Client", [["", "any"], ...keep(names.clients, chosen.client).map((c) => [c, c])], chosen.client),
+    select("filter-client", "Client", [["", "any"], [NO_CLIENT, "(anonymous)"],
+      ...keep(names.clients, chosen.client === NO_CLIENT ? "" : chosen.client).map((c) => [c, c])], chosen.client),
     select("filter-endpoint", "Endpoint", [["", "any"], ...keep(vocab.endpoints, chosen.endpoint).map((e) => [e, e])], chosen.endpoint),
     select("filter-chain", "Chain", [["", "any"], ...keep(names.chains, chosen.chain).map((c) => [c, c])], chosen.chain),
     select("filter-provider", "Answered by", [["", "any"], ...keep(names.providers, chosen.provider).map((p) => [p, p])], chosen.provider),
