@@ -63,6 +63,34 @@ class AttemptRecord:
     reason: str = ""
 
 
+# Every outcome a logged request can have, the one list of them (the stats API's
+# `outcome` filter takes these, its OpenAPI document lists them, the web UI reads
+# them there; tests/requestlog/test_outcomes.py holds it to the code that sets them):
+# answered; the provider's refusal of the request; every entry out, or the queue
+# giving up; a stream that ended badly; refused before any provider was asked (the
+# error code the client got); or the server's own failure.
+REQUEST_OUTCOMES = (
+    "success",
+    "client_error",
+    "all_providers_exhausted",
+    "queue_timeout",
+    "queue_full",
+    "queue_shutdown",
+    "stream_stalled",
+    "stream_interrupted",
+    "stream_too_long",
+    "client_disconnected",
+    "invalid_api_key",
+    "model_not_found",
+    "wrong_endpoint",
+    "model_not_allowed",
+    "client_rate_limited",
+    "bad_request",
+    "state_store_unavailable",
+    "internal_error",
+)
+
+
 @dataclass(slots=True)
 class RequestRecord:
     id: str
@@ -81,10 +109,7 @@ class RequestRecord:
     provider: str | None = None  # the entry that answered
     model: str | None = None
     status: int = 0  # what the client got
-    # success, client_error, all_providers_exhausted, bad_request, unauthorized,
-    # model_not_found, stream_stalled, stream_interrupted, stream_too_long,
-    # client_disconnected
-    outcome: str = ""
+    outcome: str = ""  # one of REQUEST_OUTCOMES
     stream: bool = False
     attempts: int = 0  # upstream calls made
     latency_ms: float = 0.0

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from chain429.config.model import CHAIN_KINDS, Chain, Client, Provider, Settings
 from chain429.config.schema import model_schema
+from chain429.requestlog.records import REQUEST_OUTCOMES
 from chain429.routing.endpoints import ROUTE, Endpoint
 from chain429.server.completions import MAX_WAIT_PATTERN
 from chain429.server.ratelimit_report import EntryState
@@ -371,7 +372,8 @@ PARAMETERS: Schema = {
     "provider": query_param("provider", "Only requests this provider answered (exact match)."),
     "status": query_param("status", "Only requests answered with this HTTP status.",
                           typed("integer", minimum=0, maximum=999)),
-    "outcome": query_param("outcome", "Only requests with this outcome code (exact match)."),
+    "outcome": query_param("outcome", "Only requests with this outcome.",
+                           typed("string", enum=list(REQUEST_OUTCOMES))),
     "endpoint": query_param("endpoint", "Only requests of this proxied route.",
                             typed("string", enum=list(Endpoint))),
     "client": query_param("client", "Only requests of this client (its `clients:` name); "

@@ -43,6 +43,7 @@ from sanic import Blueprint
 from sanic.response import HTTPResponse, raw
 
 from chain429.requestlog import listing, spend, stats
+from chain429.requestlog.records import REQUEST_OUTCOMES
 from chain429.routing.endpoints import Endpoint
 from chain429.server.auth import Scope, requires
 from chain429.server.context import AppRequest
@@ -156,6 +157,15 @@ def endpoint_filter(params: dict[str, str]) -> str | None:
     return value
 
 
+def outcome_filter(params: dict[str, str]) -> str | None:
+    """The `outcome` asked for: one a request can have (a typo must not read as "none")."""
+    value = params.get("outcome")
+    if value is not None and value not in REQUEST_OUTCOMES:
+        names = ", ".join(REQUEST_OUTCOMES)
+        raise ApiError(400, f"Invalid 'outcome': must be one of {names}.", param="outcome")
+    return value
+
+
 def _filtered(request: AppRequest) -> tuple[int, int, str | None]:
     """The range and the endpoint filter of a route that takes both."""
     params = admit(request, _FILTERED)
@@ -255,7 +265,7 @@ async def stats_requests(request: AppRequest) -> HTTPResponse:
         chain=params.get("chain"),
         provider=params.get("provider"),
         status=status,
-        outcome=params.get("outcome"),
+        outcome=outcome_filter(params),
         endpoint=endpoint,
         client=params.get("client"),
         limit=limit,

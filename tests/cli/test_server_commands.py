@@ -214,7 +214,9 @@ def test_logs_newest_first_with_filters(cli):
     assert len(times) >= 3 and times == sorted(times, reverse=True)
     limited = rows(cli("logs", "--provider", "b", "--limit", "2").stdout)[1:]
     assert len(limited) == 2 and {row[3] for row in limited} == {"b/m2"}
-    assert rows(cli("logs", "--outcome", "no_such_outcome").stdout)[1:] == []
+    assert rows(cli("logs", "--outcome", "all_providers_exhausted").stdout)[1:] == []
+    typo = cli("logs", "--outcome", "sucess")  # not "no such requests": the words it takes
+    assert typo.returncode == 2 and "must be one of success, client_error" in typo.stderr
     data = json.loads(cli("logs", "--json", "--chain", "c", "--status", "200").stdout)
     assert data["data"] and {r["status"] for r in data["data"]} == {200}
 

@@ -251,6 +251,7 @@ def test_status_filter(serve, log):
         ("/v1/stats/requests", "status=-893695484875275703934779392", "status"),  # was a 500
         ("/v1/stats/requests", "cursor=%25%25bad", "cursor"),
         ("/v1/stats/requests", "provdier=groq", "provdier"),
+        ("/v1/stats/requests", "outcome=sucess", "outcome"),  # a typo is not "no requests"
         ("/v1/stats/timeseries", "bucket=2h", "bucket"),
         ("/v1/stats/timeseries", "since=7d&bucket=5m", "bucket"),
         ("/v1/stats/timeseries", "since=3650d&bucket=1h", "bucket"),

@@ -3,8 +3,8 @@
 // `/v1/stats/requests` with the filters in the address (`#/requests?chain=fast`,
 // `#/requests?client=alice&endpoint=embeddings`), so a filtered view can be
 // bookmarked; paging follows the server's cursors. The endpoint and outcome
-// words come from the server's OpenAPI document where it lists them, else from
-// the lists below (tests/web/test_outcomes.py holds OUTCOMES to the Python code).
+// words are the server's own, the enums of its OpenAPI document (the outcomes'
+// one home is chain429.requestlog.records.REQUEST_OUTCOMES).
 // `#/requests/<id>` shows `/v1/stats/requests/<id>`: each entry considered, in
 // order, with its outcome, latency, the cooldown it set and why. CLI: `chain429
 // logs [--chain ...]` and `chain429 logs <id>`.
@@ -14,23 +14,13 @@ import { badge, banner, button, duration, facts, fill, h, ms, num, table, when }
 import { readConfig } from "../edits.js";
 
 const RANGES = [["1h", "last hour"], ["24h", "last 24 hours"], ["7d", "last 7 days"], ["30d", "last 30 days"]];
-// Every outcome a logged request can have: answered, failed upstream, cut mid-stream,
-// or refused before any provider was asked (the error code it got).
-const OUTCOMES = [
-  "success", "client_error", "all_providers_exhausted",
-  "queue_timeout", "queue_full", "queue_shutdown",
-  "stream_stalled", "stream_interrupted", "stream_too_long", "client_disconnected",
-  "invalid_api_key", "model_not_found", "wrong_endpoint", "model_not_allowed", "client_rate_limited",
-  "bad_request", "state_store_unavailable", "internal_error",
-];
-const ENDPOINTS = ["chat", "completions", "embeddings"];
 const FILTERS = ["range", "client", "endpoint", "chain", "provider", "status", "outcome"];
 const PAGE_SIZE = 50;
 let words = null; // {outcomes, endpoints}: the server's own, from /openapi.json, once
 const cursors = []; // the cursors of the pages before this one ("" for the first)
 let listHash = "#/requests";
 
-/** The filter words this server documents as enums, or the lists above. */
+/** The filter words this server documents as enums (none when it cannot be read). */
 async function vocabulary(signal) {
   if (!words) {
     const enumOf = (doc, name) => {
@@ -39,10 +29,10 @@ async function vocabulary(signal) {
     };
     try {
       const { data } = await get("/openapi.json", { signal });
-      words = { outcomes: enumOf(data, "outcome") || OUTCOMES, endpoints: enumOf(data, "endpoint") || ENDPOINTS };
+      words = { outcomes: enumOf(data, "outcome") || [], endpoints: enumOf(data, "endpoint") || [] };
     } catch (err) {
       if (err.name === "AbortError") throw err;
-      words = { outcomes: OUTCOMES, endpoints: ENDPOINTS };
+      words = { outcomes: [], endpoints: [] }; // the filters still take "any" and what is chosen
     }
   }
   return words;

@@ -1,9 +1,9 @@
-"""The Requests page's outcome filter offers every outcome the request log can hold.
+"""REQUEST_OUTCOMES, the one list of a logged request's outcomes, is every word the
+code can set: what the stats API's `outcome` filter takes, its OpenAPI enum and the
+web UI's Outcome filter (read from that enum) are all that list.
 
-The server lists no outcome enum (neither in Python nor in its OpenAPI document), so
-the page keeps a list of its own (`OUTCOMES` in web/static/js/pages/requests.js). This
-test holds that list to the Python code that writes a request's `outcome`: a word added
-there and not in the page, or left in the page after the code dropped it, fails here.
+A word added where outcomes are set and not to the list, or left in the list after
+the code dropped it, fails here; the filter then takes it (and refuses a typo).
 """
 
 from __future__ import annotations
@@ -14,20 +14,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import get_args
 
+from chain429.requestlog.records import REQUEST_OUTCOMES
 from chain429.routing import queueing, router, streaming
 from chain429.server import auth, client_gate, completions
-
-REQUESTS_JS = Path(__file__).resolve().parents[2] / "web/static/js/pages/requests.js"
+from chain429.server.openapi import DOCUMENT
 
 
 def source(module: ModuleType) -> str:
     return Path(inspect.getfile(module)).read_text()
-
-
-def page_outcomes() -> list[str]:
-    block = re.search(r"const OUTCOMES = \[(.*?)\];", REQUESTS_JS.read_text(), re.S)
-    assert block, "no OUTCOMES list in requests.js"
-    return re.findall(r'"([a-z_]+)"', block.group(1))
 
 
 def logged_outcomes() -> set[str]:
@@ -50,14 +44,25 @@ def logged_outcomes() -> set[str]:
     return words
 
 
-def test_the_outcome_filter_offers_every_outcome_the_log_can_hold():
-    listed = page_outcomes()
+def test_the_outcome_list_is_every_outcome_the_code_sets():
+    listed = list(REQUEST_OUTCOMES)
     assert len(listed) == len(set(listed)), "an outcome listed twice"
     expected = logged_outcomes()
     # What the reading found, so a change in the code's shape cannot empty the check.
     assert {"success", "client_error", "all_providers_exhausted", "queue_full"} <= expected
     assert {"client_rate_limited", "model_not_allowed", "wrong_endpoint"} <= expected
     assert set(listed) == expected, (
-        f"missing in the page: {sorted(expected - set(listed))}; "
-        f"not logged by the server: {sorted(set(listed) - expected)}"
+        f"missing in REQUEST_OUTCOMES: {sorted(expected - set(listed))}; "
+        f"not set by the code: {sorted(set(listed) - expected)}"
     )
+
+
+def test_the_openapi_document_lists_them_for_the_filter():
+    parameter = DOCUMENT["components"]["parameters"]["outcome"]
+    assert parameter["schema"]["enum"] == list(REQUEST_OUTCOMES)
+
+
+def test_the_docs_say_each_of_them():
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "observability.md").read_text()
+    section = docs[docs.index("Outcome codes") : docs.index("An embedding's tokens")]
+    assert set(re.findall(r"`([a-z_]+)`", section)) == set(REQUEST_OUTCOMES)
