@@ -31,7 +31,7 @@ from urllib.parse import urlencode, urlsplit
 
 import peewee
 
-from chain429.requestlog import listing, stats
+from chain429.requestlog import listing, provider_stats, stats
 from chain429.requestlog.database import bind, migrate, open_database
 from chain429.requestlog.tables import (
     ALL_MODELS,
@@ -267,7 +267,7 @@ def main() -> int:
                 "summary": functools.partial(stats.summary, since, now_ms),
                 "timeseries": functools.partial(stats.timeseries, since, now_ms),
                 "chains": functools.partial(stats.chains, since, now_ms),
-                "providers": functools.partial(stats.providers, since, now_ms),
+                "providers": functools.partial(provider_stats.providers, since, now_ms),
                 "requests": functools.partial(listing.requests, since, now_ms, limit=100),
             }
             for name, call in questions.items():

@@ -8,9 +8,7 @@ Aggregates read `HourlyRollup` for the whole hours inside a range and the raw
 `requests` rows only for the partial hours at its two ends. That keeps a 30-day
 summary at a few thousand rollup rows however many requests were logged, and
 still exact at the edges: `since=now-24h` counts requests to the millisecond.
-Attempt counts per provider work the same way with `HourlyAttemptRollup`, whose
-hours are those of the requests the attempts belong to, and the attempt trails
-of the edge hours' requests.
+Attempt counts per provider work the same way (chain429.requestlog.provider_stats).
 
 Latency percentiles (`p50`, `p95`) are *estimates*: percentiles cannot be
 summed across hours, so each rollup row keeps a histogram over
@@ -57,11 +55,8 @@ from chain429.requestlog.params import (
     parse_time,
     pick_bucket,
 )
-from chain429.requestlog.records import is_call
 from chain429.requestlog.tables import (
     LATENCY_BUCKETS_MS,
-    AttemptRow,
-    HourlyAttemptRollup,
     HourlyRollup,
     RequestRow,
     database_proxy,
@@ -79,7 +74,6 @@ __all__ = [
     "SUCCESS",
     "StatsParamError",
     "Totals",
-    "attempt_outcomes",
     "chains",
     "clients",
     "collect",
@@ -90,7 +84,6 @@ __all__ = [
     "parse_range",
     "parse_time",
     "pick_bucket",
-    "providers",
     "quantile",
     "read_snapshot",
     "summary",
@@ -100,7 +93,6 @@ __all__ = [
 SUCCESS = "success"
 
 _DIMENSIONS = ("chain", "provider", "outcome", "endpoint", "client")
-_STAR = peewee.SQL("*")
 # What the rollup query reads: its key columns, then its sums in Totals.add's order
 # (the successes, counted from `requests` and `outcome`, come second).
 _ROLLUP_KEYS = ("hour_ms", *_DIMENSIONS)
@@ -374,133 +366,6 @@ def summary(since_ms: int, until_ms: int, endpoint: str | None = None) -> dict[s
         "attempts": totals.attempts,
         "tokens": totals.tokens(),
         "latency_ms": totals.latency(),
-    }
-
-
-def _raw_attempts(
-    since_ms: int, until_ms: int, endpoint: str | None = None
-) -> Iterator[tuple[Any, ...]]:
-    """(provider, outcome, count) from the trails of the requests in the range.
-
-    Only ever asked for less than two hours (the edges around the rollup's
-    whole hours), so the way in is the requests' time index, then each one's
-    trail by `request_id`. PostgreSQL would rather hash-join a sequential scan
-    of every attempt logged (40 ms for one edge hour at 190,000 attempts, and
-    growing with the table, against 3 ms): a LATERAL subquery, fenced with
-    OFFSET 0 so the planner cannot flatten it back into a join, makes it look
-    each trail up. SQLite joins that way by itself.
-    """
-    A, R = AttemptRow, RequestRow
-    in_range = (R.time_ms >= since_ms) & (R.time_ms < until_ms)
-    if endpoint is not None:
-        in_range &= R.endpoint == endpoint
-    query: Any
-    if is_postgres(_database()):
-        trail = A.select(A.provider, A.outcome).where(A.request == R.id).offset(0).alias("trail")
-        query = R.select(trail.c.provider, trail.c.outcome, fn.COUNT(_STAR))
-        query = query.join(trail, peewee.JOIN.LATERAL).where(in_range)
-    else:
-        query = A.select(A.provider, A.outcome, fn.COUNT(_STAR)).join(R).where(in_range)
-    yield from query.group_by(*_ordinals([A.provider, A.outcome])).tuples()
-    yield from _raw_skips(since_ms, until_ms, endpoint)
-
-
-def _raw_skips(since_ms: int, until_ms: int, endpoint: str | None) -> Iterator[tuple[Any, ...]]:
-    """(provider, outcome, count) of the skips in the `requests.skips` column (migration
-    8) of the requests in the range, unnested by the database's own JSON functions."""
-    if is_postgres(_database()):
-        step = "jsonb_array_elements(r.skips::jsonb) AS s"
-        provider, outcome = "s.value->>1", "s.value->>3"
-    else:
-        step = "json_each(r.skips) AS s"
-        provider, outcome = "json_extract(s.value, '$[1]')", "json_extract(s.value, '$[3]')"
-    param = _database().param
-    where = f"r.time_ms >= {param} AND r.time_ms < {param} AND r.skips IS NOT NULL"
-    params: list[Any] = [since_ms, until_ms]
-    if endpoint is not None:
-        where += f" AND r.endpoint = {param}"
-        params.append(endpoint)
-    sql = (
-        f'SELECT {provider}, {outcome}, COUNT(*) FROM "requests" AS r CROSS JOIN {step} '
-        f"WHERE {where} GROUP BY 1, 2"
-    )
-    yield from _database().execute_sql(sql, params).fetchall()
-
-
-def _rollup_attempts(
-    first_hour_ms: int, end_hour_ms: int, endpoint: str | None = None
-) -> Iterator[tuple[Any, ...]]:
-    """(provider, outcome, count) from the attempt rollup's whole hours."""
-    H = HourlyAttemptRollup
-    in_range = (H.hour_ms >= first_hour_ms) & (H.hour_ms < end_hour_ms)
-    if endpoint is not None:
-        in_range &= H.endpoint == endpoint
-    query: Any = (
-        H.select(H.provider, H.outcome, fn.SUM(H.count))
-        .where(in_range)
-        .group_by(H.provider, H.outcome)
-        .tuples()
-    )
-    yield from query
-
-
-def attempt_outcomes(
-    since_ms: int, until_ms: int, endpoint: str | None = None
-) -> dict[str, dict[str, int]]:
-    """Attempts per provider and outcome token, for the requests in the range (of
-    `endpoint`, when given)."""
-    outcomes: dict[str, dict[str, int]] = {}
-
-    def take(rows: Iterator[tuple[Any, ...]]) -> None:
-        for provider, outcome, count in rows:
-            if count:  # PostgreSQL's SUM is a Decimal; int() keeps the JSON plain
-                by_outcome = outcomes.setdefault(provider, {})
-                by_outcome[outcome] = by_outcome.get(outcome, 0) + int(count)
-
-    hours, edges = range_parts(since_ms, until_ms)
-    if hours:
-        take(_rollup_attempts(*hours, endpoint))
-    for edge in edges:
-        take(_raw_attempts(*edge, endpoint))
-    return outcomes
-
-
-def providers(since_ms: int, until_ms: int, endpoint: str | None = None) -> dict[str, Any]:
-    """Per provider: the requests it answered, and every attempt made on it.
-
-    A request is attributed to the provider that answered it (`requests.provider`);
-    one nobody answered is listed under `provider: null`, never under the last
-    provider tried. Attempts, skips included, come from the attempt trails of
-    the requests in the range (the attempt rollup for whole hours).
-    """
-    with read_snapshot():
-        answered = collect(since_ms, until_ms, ("provider",), endpoint=endpoint)
-        outcomes = attempt_outcomes(since_ms, until_ms, endpoint)
-    names = {key[0] for key in answered} | set(outcomes)
-    rows = []
-    for name in sorted(names, key=lambda n: (n == "", n)):
-        totals = answered.get((name,), Totals())
-        by_outcome = outcomes.get(name, {})
-        skips = sum(n for token, n in by_outcome.items() if token.startswith("skip:"))
-        rows.append(
-            {
-                "provider": name or None,
-                "requests": totals.requests,
-                "successes": totals.successes,
-                "errors": totals.errors,
-                "tokens": totals.tokens(),
-                "latency_ms": totals.latency(),
-                "attempts": {
-                    "calls": sum(n for token, n in by_outcome.items() if is_call(token)),
-                    "skips": skips,
-                    "outcomes": dict(sorted(by_outcome.items())),
-                },
-            }
-        )
-    return {
-        "object": "stats.providers",
-        **_range_fields(since_ms, until_ms, endpoint),
-        "data": rows,
     }
 
 

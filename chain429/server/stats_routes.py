@@ -42,7 +42,7 @@ from typing import Any
 from sanic import Blueprint
 from sanic.response import HTTPResponse, raw
 
-from chain429.requestlog import listing, spend, stats
+from chain429.requestlog import listing, provider_stats, spend, stats
 from chain429.requestlog.records import REQUEST_OUTCOMES
 from chain429.routing.endpoints import Endpoint
 from chain429.server.auth import Scope, requires
@@ -181,7 +181,7 @@ async def stats_summary(request: AppRequest) -> HTTPResponse:
 @stats_routes.get("/v1/stats/providers")
 @requires(Scope.READ)
 async def stats_providers(request: AppRequest) -> HTTPResponse:
-    return _json(await _ask(stats.providers, *_filtered(request)))
+    return _json(await _ask(provider_stats.providers, *_filtered(request)))
 
 
 @stats_routes.get("/v1/stats/chains")
@@ -213,7 +213,7 @@ async def stats_client(request: AppRequest, client_name: str) -> HTTPResponse:
 @stats_routes.get("/v1/stats/providers/<provider_id:str>")
 @requires(Scope.READ)
 async def stats_provider(request: AppRequest, provider_id: str) -> HTTPResponse:
-    answer = await _ask(stats.providers, *_filtered(request))
+    answer = await _ask(provider_stats.providers, *_filtered(request))
     return _one(answer, "provider", provider_id)
 
 

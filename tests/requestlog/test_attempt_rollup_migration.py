@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from chain429.requestlog import database as chain_database
-from chain429.requestlog import stats
+from chain429.requestlog import provider_stats
 from chain429.requestlog.tables import HourlyAttemptRollup, SchemaMigration
 from fixtures import stats_data
 from fixtures.stats_data import DAY, HOUR, NOW_MS
@@ -53,7 +53,7 @@ def test_migration_2_backfills_the_attempt_rollup(kind, tmp_path, monkeypatch):
                 (NOW_MS - 3 * DAY - 1234, NOW_MS - 2 * DAY + 98765),
             ]:
                 want_attempts = stats_data.attempt_outcomes(requests, attempts, since, until)
-                data = stats.providers(since, until)["data"]
+                data = provider_stats.providers(since, until)["data"]
                 got_attempts = {p["provider"]: p["attempts"] for p in data if p["provider"]}
                 assert got_attempts == want_attempts
 

@@ -14,7 +14,7 @@ import peewee
 import pytest
 
 from chain429.requestlog import database as database_module
-from chain429.requestlog import listing, stats
+from chain429.requestlog import listing, provider_stats
 from chain429.requestlog.database import (
     MIGRATIONS,
     bind,
@@ -149,7 +149,7 @@ def test_migration_8_keeps_old_skip_rows_and_writes_new_skips_in_the_request_row
     # Inside the current hour: the raw edge, read from both shapes.
     attempts = {
         p["provider"]: p["attempts"]
-        for p in stats.providers(now_ms - 60_000, now_ms + 60_000)["data"]
+        for p in provider_stats.providers(now_ms - 60_000, now_ms + 60_000)["data"]
     }
     assert attempts["cerebras"]["outcomes"] == {"skip:cooldown": 2}
     assert attempts["mistral"]["skips"] == 1

@@ -9,7 +9,7 @@ import peewee
 import pytest
 
 from chain429.requestlog import database as chain_database
-from chain429.requestlog import listing, stats
+from chain429.requestlog import listing, provider_stats, stats
 from chain429.requestlog.database import MIGRATIONS, migrate
 from chain429.requestlog.records import AttemptRecord, RequestRecord, new_request_id
 from chain429.requestlog.tables import HourlyAttemptRollup, HourlyRollup, RequestRow
@@ -76,7 +76,7 @@ def test_provider_attempts_per_endpoint_come_from_that_endpoints_trails(bound, s
     for endpoint in ENDPOINTS:
         requests = of(bound.requests, endpoint)
         want = stats_data.attempt_outcomes(requests, bound.attempts, since, until)
-        got = stats.providers(since, until, endpoint)
+        got = provider_stats.providers(since, until, endpoint)
         assert {p["provider"]: p["attempts"] for p in got["data"] if p["provider"] in want} == want
         answered = [r for r in stats_data.in_range(requests, since, until) if r["provider"]]
         counts = {p["provider"]: p["requests"] for p in got["data"] if p["provider"]}

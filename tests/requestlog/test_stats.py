@@ -9,7 +9,7 @@ import json
 import pytest
 
 from chain429.requestlog import database as chain_database
-from chain429.requestlog import listing, stats
+from chain429.requestlog import listing, provider_stats, stats
 from chain429.requestlog.tables import HourlyAttemptRollup, HourlyRollup
 from fixtures import stats_data
 from fixtures.stats_data import DAY, HOUR, NOW_MS
@@ -113,7 +113,7 @@ def test_requests_filter_by_client(dataset):
 @pytest.mark.parametrize(("since", "until"), RANGES[:3])
 def test_failed_requests_are_attributed_to_the_request_not_the_last_provider(dataset, since, until):
     rows = stats_data.in_range(dataset.requests, since, until)
-    data = stats.providers(since, until)["data"]
+    data = provider_stats.providers(since, until)["data"]
     got = {p["provider"]: p for p in data}
     assert data[-1]["provider"] is None  # "nobody answered" comes last
     unanswered = [r for r in rows if r["provider"] is None]
@@ -144,7 +144,7 @@ NO_LATENCY = {"avg": None, "p50": None, "p95": None}
 def test_providers_from_rollups_and_edges_equal_brute_force(dataset, since, until):
     rows = stats_data.in_range(dataset.requests, since, until)
     attempts = stats_data.attempt_outcomes(dataset.requests, dataset.attempts, since, until)
-    got = stats.providers(since, until)
+    got = provider_stats.providers(since, until)
     assert got["object"] == "stats.providers"
     assert (got["since_ms"], got["until_ms"]) == (since, until)
     entries = {p["provider"]: p for p in got["data"]}
@@ -163,7 +163,7 @@ def test_providers_from_rollups_and_edges_equal_brute_force(dataset, since, unti
 def test_provider_attempts_come_from_the_trails(dataset):
     since, until = NOW_MS - 7 * DAY, NOW_MS
     want = stats_data.attempt_outcomes(dataset.requests, dataset.attempts, since, until)
-    got = {p["provider"]: p["attempts"] for p in stats.providers(since, until)["data"]}
+    got = {p["provider"]: p["attempts"] for p in provider_stats.providers(since, until)["data"]}
     for provider, attempts in want.items():
         assert got[provider] == attempts
     assert got["cerebras"]["outcomes"]["429"] > 0
@@ -388,8 +388,8 @@ def test_whole_hours_of_attempts_come_from_the_attempt_rollup(dataset):
             ).execute()
         around = (ghost_hour - 5, ghost_hour + HOUR + 5)  # the whole ghost hour, plus edges
         inside = (ghost_hour + 5, ghost_hour + HOUR - 5)  # within the hour: raw trails only
-        got_around = {p["provider"]: p for p in stats.providers(*around)["data"]}
-        got_inside = {p["provider"]: p for p in stats.providers(*inside)["data"]}
+        got_around = {p["provider"]: p for p in provider_stats.providers(*around)["data"]}
+        got_inside = {p["provider"]: p for p in provider_stats.providers(*inside)["data"]}
         txn.rollback()
     ghost = got_around.pop("ghost")
     assert ghost["requests"] == 0

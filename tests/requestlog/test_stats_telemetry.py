@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chain429.requestlog import listing, stats
+from chain429.requestlog import listing, provider_stats, stats
 from chain429.requestlog.records import AttemptRecord, RequestRecord
 from chain429.requestlog.writer import Telemetry
 from fixtures import stats_data
@@ -42,7 +42,7 @@ def test_what_the_telemetry_writer_keeps_reads_back_exactly(kind, tmp_path):
                 assert got[name] == want[name], name
             assert got["latency_ms"] == pytest.approx(stats_data.expected_latency(rows))
             want_attempts = stats_data.attempt_outcomes(requests, attempts, since, until)
-            data = stats.providers(since, until)["data"]
+            data = provider_stats.providers(since, until)["data"]
             assert {p["provider"]: p["attempts"] for p in data if p["provider"]} == want_attempts
             for entry in data:
                 mine = [r for r in rows if r["provider"] == entry["provider"]]
