@@ -249,9 +249,21 @@ LOG_COLUMNS = [
     "ATTEMPTS",
     "MS",
     "TOKENS",
+    "COST",
+    "CLIENT",
     "ENDPOINT",
 ]
-LOG_WIDTHS = [19, 30, 12, 28, 6, 24, 8, 9, 6, 11]
+LOG_WIDTHS = [19, 30, 12, 28, 6, 24, 8, 9, 6, 9, 12, 11]
+
+
+def _cost_cell(r: dict[str, Any]) -> str:
+    """`$0.03`, `~$0.03` when estimated, `-` when nothing priced answered."""
+    from chain429.routing.budget import usd
+
+    cost = r.get("cost_usd")
+    if cost is None:
+        return "-"
+    return ("~" if r.get("cost_estimated") else "") + usd(float(cost))
 
 
 def _log_row(r: dict[str, Any]) -> list[str]:
@@ -266,6 +278,8 @@ def _log_row(r: dict[str, Any]) -> list[str]:
         str(r.get("attempts", 0)),
         output.ms(r.get("latency_ms")),
         str(r.get("total_tokens") or 0) + ("~" if r.get("tokens_estimated") else ""),
+        _cost_cell(r),
+        str(r.get("client") or "-"),
         str(r.get("endpoint") or "chat"),
     ]
 
@@ -277,11 +291,15 @@ def _show_request(record: dict[str, Any], as_json: bool) -> None:
     row = _log_row(record)
     if record.get("route") == "alias":  # the name the app asked for, and the chain it got
         row[2] = f"{row[2]} (alias {record.get('requested_model')})"
+    cost = record.get("cost_usd")
     typer.echo(
-        f"{row[1]} at {row[0]}: {row[9]}, chain {row[2]} -> {row[3]}, {row[4]} {row[5]}, "
+        f"{row[1]} at {row[0]}: {row[-1]}, chain {row[2]} -> {row[3]}, {row[4]} {row[5]}, "
         f"{plural(int(row[6]), 'attempt')}, {row[7]} ms, "
         f"{plural(record.get('total_tokens') or 0, 'token')}"
         f"{' (estimated)' if record.get('tokens_estimated') else ''}"
+        + ("" if cost is None else f", cost {_cost_cell(record).lstrip('~')}")
+        + (" (estimated)" if cost is not None and record.get("cost_estimated") else "")
+        + (f", client {record['client']}" if record.get("client") else "")
     )
     table(
         ["#", "ENTRY", "OUTCOME", "STATUS", "MS", "COOLDOWN MS", "REASON"],

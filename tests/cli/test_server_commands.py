@@ -214,6 +214,10 @@ def test_logs_newest_first_with_filters(cli):
     assert len(times) >= 3 and times == sorted(times, reverse=True)
     limited = rows(cli("logs", "--provider", "b", "--limit", "2").stdout)[1:]
     assert len(limited) == 2 and {row[3] for row in limited} == {"b/m2"}
+    # b is priced: each answer's cost; sent with an apiKeys key: no client.
+    at = {name: table[0].index(name) for name in ("COST", "CLIENT")}
+    assert all(row[at["COST"]].startswith("$") for row in limited)
+    assert {row[at["CLIENT"]] for row in limited} == {"-"}
     assert rows(cli("logs", "--outcome", "no_such_outcome").stdout)[1:] == []
     data = json.loads(cli("logs", "--json", "--chain", "c", "--status", "200").stdout)
     assert data["data"] and {r["status"] for r in data["data"]} == {200}
@@ -223,6 +227,7 @@ def test_logs_shows_one_requests_attempt_trail(cli, server):
     result = cli("logs", server.first_id)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{server.first_id} at ")
+    assert ", cost $" in result.stdout.splitlines()[0]  # b answered, and b is priced
     trail = rows(result.stdout.split("\n", 1)[1])
     assert [row[1:4] for row in trail[1:]] == [["a/m", "429", "429"], ["b/m2", "200", "200"]]
     data = json.loads(cli("logs", server.first_id, "--json").stdout)
