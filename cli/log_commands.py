@@ -183,21 +183,19 @@ def stats(
 
     COST is what priced answers cost (their tokens at their entry's `price`); `~` marks a
     cost partly from estimated tokens, `-` nothing priced. Spend is not split by route:
-    with `--endpoint` it is left out.
+    with `--endpoint` the COST column is left out.
     """
     wanted: tuple[Dimension, ...] = ("provider", "chain") if by is None else (by,)
     asked = {"since": since, "until": until}
     with AdminClient.connect(server, config) as client:
         summary = client.get("/v1/stats/summary", **asked, endpoint=endpoint)
         found = {
-            name: client.get(
-                f"/v1/stats/{_PLURAL[name]}",
-                **asked,
-                **({"endpoint": endpoint} if name != "client" else {}),
-            )["data"]
+            name: client.get(f"/v1/stats/{_PLURAL[name]}", **asked, endpoint=endpoint)["data"]
             for name in wanted
         }
-        endpoints = client.get("/v1/stats/endpoints", **asked)["data"] if by is None else None
+        # Per route, unless the tables are of one route already.
+        per_route = by is None and endpoint is None
+        endpoints = client.get("/v1/stats/endpoints", **asked)["data"] if per_route else None
         spend = {name: None if endpoint else _spend(client, name, since, until) for name in wanted}
     total = spend[wanted[0]]
     if as_json:
@@ -227,6 +225,10 @@ def stats(
             header = ["CLIENT", "REQUESTS", "OK", "ERRORS", "RATE LIMITED", "TOKENS", "P50 MS"]
             header += ["P95 MS", "COST"]
             cells = _client_rows(rows, cost)
+        if endpoint:  # spend is not split by route: no COST column rather than a wrong one
+            at = header.index("COST")
+            header = header[:at] + header[at + 1 :]
+            cells = [row[:at] + row[at + 1 :] for row in cells]
         table(header, cells, title=f"{_PLURAL[name].capitalize()} since {since}{only}")
         typer.echo("")
     # Chat alone is every request of a chat-only proxy: a table would say nothing new.
