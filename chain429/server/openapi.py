@@ -81,6 +81,7 @@ _WATERFALL = (
     "X-429chain-Client",
     "X-429chain-Chain",
     "X-429chain-Route",
+    "X-429chain-Alias",
     "X-429chain-Provider",
     "X-429chain-Attempts",
     "X-429chain-Trace",
