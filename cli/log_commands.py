@@ -76,7 +76,8 @@ def _provider_rows(
         outcomes = attempts.get("outcomes") or {}
         rows.append(
             [
-                output.cell(p.get("provider")),
+                # The requests no provider answered (refused, exhausted) are a row too.
+                output.cell(p.get("provider")) if p.get("provider") else "(unanswered)",
                 str(p.get("requests", 0)),
                 str(attempts.get("calls", 0)),
                 str(attempts.get("skips", 0)),

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import openai
 import pytest
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
@@ -202,3 +203,21 @@ def test_stats_split_and_filter_by_endpoint(logged_proxy):
     assert sorted(row[-1] for row in plain[1:]) == ["chat", "completions", "embeddings"]
     bad = cli("stats", "--server", p.url, "--endpoint", "vectors", env=env)
     assert bad.exit_code == 2 and "endpoint" in bad.stderr
+
+
+def test_stats_names_the_requests_no_provider_answered(logged_proxy):
+    p = logged_proxy
+    with pytest.raises(openai.NotFoundError):  # no such embeddings model: nobody asked
+        p.openai().embeddings.create(model="no-such-model", input="hi")
+    p.openai().chat.completions.create(model="main", messages=[{"role": "user", "content": "hi"}])
+    env = {"CHAIN429_ADMIN_KEY": PROXY_KEY}
+    deadline = time.monotonic() + 10
+    while True:
+        table = rows(cli("stats", "--server", p.url, env=env).stdout)
+        names = [row[0] for row in table]
+        providers = table[names.index("PROVIDER") + 1 : names.index("CHAIN")]
+        answered = {row[0]: row[1] for row in providers if row}
+        if len(answered) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert answered == {"a": "1", "(unanswered)": "1"}
