@@ -99,7 +99,7 @@ def _chain_rows(
     """Rows of a per-chain (or per-endpoint: `key`) answer; the last cell is the cost."""
     return [
         [
-            output.cell(c.get(key)),
+            output.cell(c.get(key)) if c.get(key) else "(no chain)",  # the model named none
             str(c.get("requests", 0)),
             str(c.get("successes", 0)),
             str(c.get("errors", 0)),

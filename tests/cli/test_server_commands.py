@@ -420,7 +420,7 @@ def test_config_show_masks_secrets(cli, server, tmp_path):
     assert missing.returncode == 2 and missing.stderr.startswith("error: no config file at")
 
 
-def test_stats_shows_a_dash_where_there_is_no_provider_or_chain(tmp_path):
+def test_stats_names_the_rows_of_no_provider_and_no_chain(tmp_path):
     """Requests nobody answered, and one for no chain: `-` in their cells, never `None`."""
     with FakeProvider("dead", default=Reply.rate_limited("300")) as dead:
         port = free_port()
@@ -458,8 +458,8 @@ def test_stats_shows_a_dash_where_there_is_no_provider_or_chain(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "None" not in result.stdout
     table = rows(result.stdout)
-    assert ["-", "2"] in [row[:2] for row in table]  # nobody answered the two requests
-    assert any(row[0] == "-" and row[1] == "1" for row in table)  # the request for no chain
+    assert ["(unanswered)", "2"] in [row[:2] for row in table]  # nobody answered the two
+    assert ["(no chain)", "1"] in [row[:2] for row in table]  # the request for no chain
     assert result.stdout.splitlines()[-1].startswith("2 requests, 0 ok, 2 errors")
 
 
