@@ -91,8 +91,9 @@ def _find(data: dict[str, Any], name: str) -> dict[str, Any]:
     for client in items(data, "clients"):
         if client.get("name") == name:
             return client
-    names = ", ".join(str(c.get("name")) for c in items(data, "clients")) or "none"
-    raise fail(f"no client named {name!r} (clients: {names})")
+    from chain429.config.clients import no_such_client
+
+    raise fail(no_such_client(name, [str(c.get("name")) for c in items(data, "clients")]))
 
 
 def _chains(text: str | None, data: dict[str, Any]) -> list[str] | None:

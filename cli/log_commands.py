@@ -76,7 +76,8 @@ def _provider_rows(
         outcomes = attempts.get("outcomes") or {}
         rows.append(
             [
-                output.cell(p.get("provider")),
+                # The requests no provider answered (refused, exhausted) are a row too.
+                output.cell(p.get("provider")) if p.get("provider") else "(unanswered)",
                 str(p.get("requests", 0)),
                 str(attempts.get("calls", 0)),
                 str(attempts.get("skips", 0)),
@@ -98,7 +99,7 @@ def _chain_rows(
     """Rows of a per-chain (or per-endpoint: `key`) answer; the last cell is the cost."""
     return [
         [
-            output.cell(c.get(key)),
+            output.cell(c.get(key)) if c.get(key) else "(no chain)",  # the model named none
             str(c.get("requests", 0)),
             str(c.get("successes", 0)),
             str(c.get("errors", 0)),
@@ -183,21 +184,19 @@ def stats(
 
     COST is what priced answers cost (their tokens at their entry's `price`); `~` marks a
     cost partly from estimated tokens, `-` nothing priced. Spend is not split by route:
-    with `--endpoint` it is left out.
+    with `--endpoint` the COST column is left out.
     """
     wanted: tuple[Dimension, ...] = ("provider", "chain") if by is None else (by,)
     asked = {"since": since, "until": until}
     with AdminClient.connect(server, config) as client:
         summary = client.get("/v1/stats/summary", **asked, endpoint=endpoint)
         found = {
-            name: client.get(
-                f"/v1/stats/{_PLURAL[name]}",
-                **asked,
-                **({"endpoint": endpoint} if name != "client" else {}),
-            )["data"]
+            name: client.get(f"/v1/stats/{_PLURAL[name]}", **asked, endpoint=endpoint)["data"]
             for name in wanted
         }
-        endpoints = client.get("/v1/stats/endpoints", **asked)["data"] if by is None else None
+        # Per route, unless the tables are of one route already.
+        per_route = by is None and endpoint is None
+        endpoints = client.get("/v1/stats/endpoints", **asked)["data"] if per_route else None
         spend = {name: None if endpoint else _spend(client, name, since, until) for name in wanted}
     total = spend[wanted[0]]
     if as_json:
@@ -227,6 +226,10 @@ def stats(
             header = ["CLIENT", "REQUESTS", "OK", "ERRORS", "RATE LIMITED", "TOKENS", "P50 MS"]
             header += ["P95 MS", "COST"]
             cells = _client_rows(rows, cost)
+        if endpoint:  # spend is not split by route: no COST column rather than a wrong one
+            at = header.index("COST")
+            header = header[:at] + header[at + 1 :]
+            cells = [row[:at] + row[at + 1 :] for row in cells]
         table(header, cells, title=f"{_PLURAL[name].capitalize()} since {since}{only}")
         typer.echo("")
     # Chat alone is every request of a chat-only proxy: a table would say nothing new.
@@ -249,9 +252,21 @@ LOG_COLUMNS = [
     "ATTEMPTS",
     "MS",
     "TOKENS",
+    "COST",
+    "CLIENT",
     "ENDPOINT",
 ]
-LOG_WIDTHS = [19, 30, 12, 28, 6, 24, 8, 9, 6, 11]
+LOG_WIDTHS = [19, 30, 12, 28, 6, 24, 8, 9, 6, 9, 12, 11]
+
+
+def _cost_cell(r: dict[str, Any]) -> str:
+    """`$0.03`, `~$0.03` when estimated, `-` when nothing priced answered."""
+    from chain429.routing.budget import usd
+
+    cost = r.get("cost_usd")
+    if cost is None:
+        return "-"
+    return ("~" if r.get("cost_estimated") else "") + usd(float(cost))
 
 
 def _log_row(r: dict[str, Any]) -> list[str]:
@@ -266,6 +281,8 @@ def _log_row(r: dict[str, Any]) -> list[str]:
         str(r.get("attempts", 0)),
         output.ms(r.get("latency_ms")),
         str(r.get("total_tokens") or 0) + ("~" if r.get("tokens_estimated") else ""),
+        _cost_cell(r),
+        str(r.get("client") or "-"),
         str(r.get("endpoint") or "chat"),
     ]
 
@@ -277,11 +294,15 @@ def _show_request(record: dict[str, Any], as_json: bool) -> None:
     row = _log_row(record)
     if record.get("route") == "alias":  # the name the app asked for, and the chain it got
         row[2] = f"{row[2]} (alias {record.get('requested_model')})"
+    cost = record.get("cost_usd")
     typer.echo(
-        f"{row[1]} at {row[0]}: {row[9]}, chain {row[2]} -> {row[3]}, {row[4]} {row[5]}, "
+        f"{row[1]} at {row[0]}: {row[-1]}, chain {row[2]} -> {row[3]}, {row[4]} {row[5]}, "
         f"{plural(int(row[6]), 'attempt')}, {row[7]} ms, "
         f"{plural(record.get('total_tokens') or 0, 'token')}"
         f"{' (estimated)' if record.get('tokens_estimated') else ''}"
+        + ("" if cost is None else f", cost {_cost_cell(record).lstrip('~')}")
+        + (" (estimated)" if cost is not None and record.get("cost_estimated") else "")
+        + (f", client {record['client']}" if record.get("client") else "")
     )
     table(
         ["#", "ENTRY", "OUTCOME", "STATUS", "MS", "COOLDOWN MS", "REASON"],

@@ -12,12 +12,13 @@ never appears anywhere.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from pydantic import Field, field_validator
 
 from chain429.config.sections import Model, PositiveCount, Usd
 
-__all__ = ["KEY_MIN_LENGTH", "Client", "key_variable"]
+__all__ = ["KEY_MIN_LENGTH", "Client", "key_variable", "no_such_client"]
 
 # A client key is a password a person or an app sends; `chain429 client add`
 # makes one of 48 characters. A short one could be guessed.
@@ -28,6 +29,12 @@ def key_variable(name: str) -> str:
     """The `.env` variable `chain429 client add` keeps a client's key in:
     `CHAIN429_CLIENT_<NAME>_KEY`, the name upper-cased with `.` and `-` as `_`."""
     return f"CHAIN429_CLIENT_{re.sub(r'[^A-Za-z0-9]', '_', name).upper()}_KEY"
+
+
+def no_such_client(name: str, clients: Iterable[Client | str]) -> str:
+    """What the CLI and the admin API say of a name no client has, and which ones exist."""
+    names = ", ".join(c if isinstance(c, str) else c.name for c in clients) or "none"
+    return f"no client named {name!r} (clients: {names})"
 
 
 class Client(Model):

@@ -270,7 +270,8 @@ class Config(Model):
         description="Other names for chains, `alias: chain`: a request whose `model` is the "
         "alias is served by that chain (`gpt-4o-mini: fast` catches apps that hard-code a "
         "model). An alias may not be a chain's name; it wins over an entry model of the same "
-        "name. Listed in `/v1/models`; answers say `X-429chain-Route: alias`.",
+        "name. Listed in `/v1/models`; answers say `X-429chain-Route: alias` and "
+        "`X-429chain-Alias: <alias>`.",
     )
 
     _providers_by_id: dict[str, Provider] = PrivateAttr(default_factory=dict)

@@ -25,6 +25,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError as RuamelYAMLError
 
 from chain429.config import yaml_lines
+from chain429.config.clients import no_such_client
 from chain429.config.errors import ConfigError, ConfigIssue
 from chain429.config.files import one_writer, write_atomically
 from chain429.config.loader import parse_config_text
@@ -402,9 +403,10 @@ class ConfigDocument:
         return "updated"
 
     def delete_client(self, name: str) -> None:
-        _, index = self._find("clients", "name", name, "client")
+        seq, index = self._find("clients", "name", name, "client")
         if index is None:
-            raise ConfigEditError(404, f"no client named {name!r}")
+            names = [str(plain(item.get("name"))) for item in seq if isinstance(item, Mapping)]
+            raise ConfigEditError(404, no_such_client(name, names))
         self._remove(("clients",), index)
 
     def patch_settings(self, changes: dict[str, Any]) -> None:

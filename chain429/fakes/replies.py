@@ -318,12 +318,14 @@ def in_kind(
     plain: Reply, stream: Reply, legacy_stream: Reply | None = None
 ) -> Callable[[ReceivedRequest], Reply]:
     """A reply source answering a streaming request with `stream` (a streaming legacy
-    completion with `legacy_stream`, when given), any other with `plain`."""
+    completion with `legacy_stream`, when given), any other with `plain`. Embeddings do
+    not stream: a `stream` there gets the embedding list."""
 
     def choose(request: ReceivedRequest) -> Reply:
-        if not wants_stream(request.body):
+        route = route_of(request.path)
+        if not wants_stream(request.body) or route == "embeddings":
             return plain
-        legacy = legacy_stream is not None and route_of(request.path) == "completions"
+        legacy = legacy_stream is not None and route == "completions"
         return legacy_stream if legacy and legacy_stream is not None else stream
 
     return choose

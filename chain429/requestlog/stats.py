@@ -407,14 +407,14 @@ def endpoints(since_ms: int, until_ms: int) -> dict[str, Any]:
 CLIENT_RATE_LIMITED = "client_rate_limited"
 
 
-def clients(since_ms: int, until_ms: int) -> dict[str, Any]:
+def clients(since_ms: int, until_ms: int, endpoint: str | None = None) -> dict[str, Any]:
     """Per client (`null`: requests without one: `apiKeys`, keyless, refused keys).
 
     `rate_limited` counts the requests refused by the client's own limits
     (`client_rate_limited`); they are errors too, and reached no provider.
     """
     with read_snapshot():
-        groups = collect(since_ms, until_ms, ("client", "outcome"))
+        groups = collect(since_ms, until_ms, ("client", "outcome"), endpoint=endpoint)
     per_client: dict[str, Totals] = {}
     limited: dict[str, int] = {}
     for (name, outcome), totals in groups.items():
@@ -436,7 +436,7 @@ def clients(since_ms: int, until_ms: int) -> dict[str, Any]:
                 "latency_ms": totals.latency(),
             }
         )
-    return {"object": "stats.clients", **_range_fields(since_ms, until_ms), "data": rows}
+    return {"object": "stats.clients", **_range_fields(since_ms, until_ms, endpoint), "data": rows}
 
 
 def timeseries(

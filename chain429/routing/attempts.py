@@ -84,6 +84,15 @@ class Asked(Generic[T]):
     latency_ms: float
 
 
+async def _longer(state: StateStore, entry: EntryRuntime, budget: Block, now: float) -> Block:
+    """An entry the budget refuses may be kept out by something else too (a pause, a
+    cooldown): the trace names what keeps it out longer, so a paused entry reads
+    `skip:paused` (and "every entry is paused" stays true) and a wait is never
+    advised that the other block would outlast. Asked only when a budget refuses."""
+    other = await state.check(entry, now)
+    return other if other is not None and other.until > budget.until else budget
+
+
 async def ask_entry(
     state: StateStore,
     entry: EntryRuntime,
@@ -107,7 +116,7 @@ async def ask_entry(
             return Block(BlockReason.BUDGET, until, "entry", "no price: no paid budget can hold it")
         held = await state.hold_spend(spend.caps, amount, spend.day(now), now)
         if isinstance(held, Block):
-            return held
+            return await _longer(state, entry, held, now)
         hold = held
     reservation = await state.reserve(entry, need_tokens, now)
     if isinstance(reservation, Block):

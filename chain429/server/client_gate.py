@@ -54,6 +54,8 @@ def _refuse_chain(
         what = f"the model {model!r} goes to the default chain '{chain.name}', which it may not use"
     elif route == "model":
         what = f"the model '{chain.name}' is served by entries outside its chains"
+    elif route == "alias":
+        what = f"the alias {model!r} names the chain '{chain.name}', which it may not use"
     else:
         what = f"it may not use the chain '{chain.name}'"
     return ApiError(

@@ -27,6 +27,7 @@ from typing import Any
 from sanic import Blueprint
 from sanic.response import HTTPResponse
 
+from chain429.config.clients import no_such_client
 from chain429.config.masking import CLIENT_SECRETS, mask_fields, redact
 from chain429.config.model import Client, Config
 from chain429.config.writer import ConfigDocument
@@ -55,10 +56,7 @@ async def client_view(ctx: AppContext, config: Config, client: Client) -> dict[s
 def _named(config: Config, name: str) -> Client:
     client = config.client(name)
     if client is None:
-        known = ", ".join(c.name for c in config.clients) or "none"
-        raise ApiError(
-            404, f"No client named '{name}'; clients: {known}.", code="not_found", param="name"
-        )
+        raise ApiError(404, no_such_client(name, config.clients), code="not_found", param="name")
     return client
 
 
@@ -84,9 +82,9 @@ async def get_client(request: AppRequest, name: str) -> HTTPResponse:
 @requires(Scope.WRITE)
 async def put_client(request: AppRequest, name: str) -> HTTPResponse:
     def change(body: dict[str, Any]) -> Callable[[ConfigDocument], Any]:
-        if body.setdefault("name", name) != name:
+        if body.get("name", name) != name:
             raise ApiError(400, "The body's name differs from the one in the path.", param="name")
-        return lambda doc: doc.upsert_client(body)
+        return lambda doc: doc.upsert_client({"name": name, **body})  # the name first, as written
 
     return await edit_config(request, change)
 

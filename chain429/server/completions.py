@@ -49,6 +49,7 @@ from chain429.server.proxy_bodies import parse_request
 log = logging.getLogger("chain429.requests")
 
 JSON = "application/json"
+ALIAS_HEADER = "X-429chain-Alias"
 # Proxies in front of us (nginx) must not buffer a stream, nor caches keep one.
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -299,13 +300,16 @@ async def _handle(
 
 
 def _identity(record: RequestRecord) -> dict[str, str]:
-    """The request's id, the chain that served it and why (`X-429chain-Route`), and the
-    client that sent it (`X-429chain-Client`)."""
+    """The request's id, the chain that served it and why (`X-429chain-Route`), the
+    alias it was asked for by (`X-429chain-Alias`), and the client that sent it
+    (`X-429chain-Client`)."""
     identity = {
         "X-Request-Id": record.id,
         "X-429chain-Chain": record.chain or "",
         "X-429chain-Route": record.route or "",
     }
+    if record.route == "alias" and record.requested_model is not None:
+        identity[ALIAS_HEADER] = record.requested_model  # a config name: header-safe
     if record.client is not None:
         identity[CLIENT_HEADER] = record.client
     return identity

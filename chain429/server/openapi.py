@@ -81,6 +81,7 @@ _WATERFALL = (
     "X-429chain-Client",
     "X-429chain-Chain",
     "X-429chain-Route",
+    "X-429chain-Alias",
     "X-429chain-Provider",
     "X-429chain-Attempts",
     "X-429chain-Trace",
@@ -362,11 +363,12 @@ _route("get", "/v1/stats/endpoints", _stats(
     ENDPOINT_ROW))
 _route("get", "/v1/stats/clients", _stats(
     "statsClients", "Per client: requests, errors, its own 429s, tokens, latency",
-    "stats.clients", CLIENT_ROW))
+    "stats.clients", CLIENT_ROW, "endpoint"))
 _route("get", "/v1/stats/clients/{client_name}", _op(
     "statsClient", "stats", "One client's row",
     {"allOf": [ref("StatsRange"), CLIENT_ROW]},
-    parameters=[path_param("client_name", "The client's name."), *param_refs("since", "until")],
+    parameters=[path_param("client_name", "The client's name."),
+                *param_refs("since", "until", "endpoint")],
     errors={**_STATS_ERRORS, 404: "Nothing logged for it in the range (`not_found`)."}))
 _route("get", "/v1/stats/providers/{provider_id}", _op(
     "statsProvider", "stats", "One provider's row (429chain's path)",

@@ -351,6 +351,7 @@ HEADERS = {
     "X-429chain-Chain": ("The chain that served the request (an entry model's name for an "
                          "implicit chain).", "s"),
     "X-429chain-Route": ("Why that chain: `chain`, `alias`, `model` or `default`.", "s"),
+    "X-429chain-Alias": ("The alias the request named (`aliases:`), when it came by one.", "s"),
     "X-429chain-Provider": ("`<provider id>/<entry model>` that answered.", "s"),
     "X-429chain-Attempts": ("Upstream calls made (skipped entries are not calls).", "i"),
     "X-429chain-Trace": ("One `<provider id>/<entry model>=<outcome>` per entry considered, "

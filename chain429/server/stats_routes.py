@@ -7,9 +7,9 @@ log names keys, chains and providers, which a proxy key holder need not see.
 
 Parameters (all optional):
 
-- `/v1/stats/summary`, `/providers`, `/chains` (and one of each): `since`,
-  `until`, `endpoint`
-- `/v1/stats/endpoints`, `/v1/stats/clients` (and one client): `since`, `until`
+- `/v1/stats/summary`, `/providers`, `/chains`, `/clients` (and one of each):
+  `since`, `until`, `endpoint`
+- `/v1/stats/endpoints`: `since`, `until`
 - `/v1/stats/requests`: `since`, `until`, `chain`, `provider`, `status`,
   `outcome`, `endpoint`, `client` (exact matches), `limit` (1-1000, default 100), `cursor`
 - `/v1/stats/requests/<id>`: none
@@ -199,13 +199,13 @@ async def stats_endpoints(request: AppRequest) -> HTTPResponse:
 @stats_routes.get("/v1/stats/clients")
 @requires(Scope.READ)
 async def stats_clients(request: AppRequest) -> HTTPResponse:
-    return _json(await _ask(stats.clients, *time_range(admit(request, _RANGE))))
+    return _json(await _ask(stats.clients, *_filtered(request)))
 
 
 @stats_routes.get("/v1/stats/clients/<client_name:str>")
 @requires(Scope.READ)
 async def stats_client(request: AppRequest, client_name: str) -> HTTPResponse:
-    answer = await _ask(stats.clients, *time_range(admit(request, _RANGE)))
+    answer = await _ask(stats.clients, *_filtered(request))
     return _one(answer, "client", client_name)
 
 

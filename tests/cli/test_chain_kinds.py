@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import openai
 import pytest
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
@@ -147,16 +148,20 @@ def logged_proxy(fake, proxy, tmp_path):
     config["chains"].append(
         {"name": "embed", "kind": "embeddings", "entries": [{"provider": "a", "model": "e"}]}
     )
+    config["clients"] = [{"name": "ann", "key": ANN_KEY}]
     database = open_database(f"sqlite:///{tmp_path / 'log.db'}")
     migrate(database)
     return proxy(config, telemetry=Telemetry(database, batch_interval_s=0.01))
+
+
+ANN_KEY = "ann-key-0123456789abcdef"
 
 
 def test_stats_split_and_filter_by_endpoint(logged_proxy):
     p = logged_proxy
     client = p.openai()
     client.chat.completions.create(model="main", messages=[{"role": "user", "content": "hi"}])
-    client.embeddings.create(model="embed", input=["a", "b"])
+    p.openai(api_key=ANN_KEY).embeddings.create(model="embed", input=["a", "b"])
     client.completions.create(model="main", prompt="hi")
     env = {"CHAIN429_ADMIN_KEY": PROXY_KEY}
     deadline = time.monotonic() + 10
@@ -175,6 +180,17 @@ def test_stats_split_and_filter_by_endpoint(logged_proxy):
     )
     assert only["summary"]["requests"] == 1 and only["summary"]["endpoint"] == "embeddings"
     assert [c["chain"] for c in only["chains"]] == ["embed"]
+    # Every table is of that route: no per-route table, clients too, no COST column
+    # (spend is not split by route).
+    plain_only = cli("stats", "--server", p.url, "--endpoint", "embeddings", env=env).stdout
+    assert not any(row[0] in ("ENDPOINT", "chat") for row in rows(plain_only))
+    assert "COST" not in plain_only
+    ann_only = cli(
+        "stats", "--server", p.url, "--by", "client", "--endpoint", "embeddings", "--json", env=env
+    )
+    assert [(c["client"], c["requests"]) for c in json.loads(ann_only.stdout)["clients"]] == [
+        ("ann", 1)
+    ]
     table = cli("stats", "--server", p.url, env=env)
     assert table.exit_code == 0, table.output
     assert any(row[0] == "ENDPOINT" for row in rows(table.stdout))
@@ -187,3 +203,21 @@ def test_stats_split_and_filter_by_endpoint(logged_proxy):
     assert sorted(row[-1] for row in plain[1:]) == ["chat", "completions", "embeddings"]
     bad = cli("stats", "--server", p.url, "--endpoint", "vectors", env=env)
     assert bad.exit_code == 2 and "endpoint" in bad.stderr
+
+
+def test_stats_names_the_requests_no_provider_answered(logged_proxy):
+    p = logged_proxy
+    with pytest.raises(openai.NotFoundError):  # no such embeddings model: nobody asked
+        p.openai().embeddings.create(model="no-such-model", input="hi")
+    p.openai().chat.completions.create(model="main", messages=[{"role": "user", "content": "hi"}])
+    env = {"CHAIN429_ADMIN_KEY": PROXY_KEY}
+    deadline = time.monotonic() + 10
+    while True:
+        table = rows(cli("stats", "--server", p.url, env=env).stdout)
+        names = [row[0] for row in table]
+        providers = table[names.index("PROVIDER") + 1 : names.index("CHAIN")]
+        answered = {row[0]: row[1] for row in providers if row}
+        if len(answered) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert answered == {"a": "1", "(unanswered)": "1"}

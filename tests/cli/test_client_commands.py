@@ -206,4 +206,10 @@ def test_a_running_server_takes_new_and_rotated_keys_at_once(server):
     table = cli("stats", "--by", "client", "-c", str(path), "--server", url)
     assert "CLIENT" in table.stdout and "bob" in table.stdout and "(anonymous)" in table.stdout
     logs = cli("logs", "--client", "bob", "-c", str(path), "--server", url, "--json")
-    assert {r["client"] for r in json.loads(logs.stdout)["data"]} == {"bob"}
+    bobs = json.loads(logs.stdout)["data"]
+    assert {r["client"] for r in bobs} == {"bob"}
+    plain = cli("logs", "--client", "bob", "-c", str(path), "--server", url).stdout.splitlines()
+    client_column = plain[0].split("\t").index("CLIENT")
+    assert {line.split("\t")[client_column] for line in plain[1:]} == {"bob"}
+    one = cli("logs", bobs[0]["id"], "-c", str(path), "--server", url).stdout.splitlines()[0]
+    assert one.endswith(", client bob")

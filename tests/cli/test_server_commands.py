@@ -214,6 +214,10 @@ def test_logs_newest_first_with_filters(cli):
     assert len(times) >= 3 and times == sorted(times, reverse=True)
     limited = rows(cli("logs", "--provider", "b", "--limit", "2").stdout)[1:]
     assert len(limited) == 2 and {row[3] for row in limited} == {"b/m2"}
+    # b is priced: each answer's cost; sent with an apiKeys key: no client.
+    at = {name: table[0].index(name) for name in ("COST", "CLIENT")}
+    assert all(row[at["COST"]].startswith("$") for row in limited)
+    assert {row[at["CLIENT"]] for row in limited} == {"-"}
     assert rows(cli("logs", "--outcome", "all_providers_exhausted").stdout)[1:] == []
     typo = cli("logs", "--outcome", "sucess")  # not "no such requests": the words it takes
     assert typo.returncode == 2 and "must be one of success, client_error" in typo.stderr
@@ -225,6 +229,7 @@ def test_logs_shows_one_requests_attempt_trail(cli, server):
     result = cli("logs", server.first_id)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{server.first_id} at ")
+    assert ", cost $" in result.stdout.splitlines()[0]  # b answered, and b is priced
     trail = rows(result.stdout.split("\n", 1)[1])
     assert [row[1:4] for row in trail[1:]] == [["a/m", "429", "429"], ["b/m2", "200", "200"]]
     data = json.loads(cli("logs", server.first_id, "--json").stdout)
@@ -417,7 +422,7 @@ def test_config_show_masks_secrets(cli, server, tmp_path):
     assert missing.returncode == 2 and missing.stderr.startswith("error: no config file at")
 
 
-def test_stats_shows_a_dash_where_there_is_no_provider_or_chain(tmp_path):
+def test_stats_names_the_rows_of_no_provider_and_no_chain(tmp_path):
     """Requests nobody answered, and one for no chain: `-` in their cells, never `None`."""
     with FakeProvider("dead", default=Reply.rate_limited("300")) as dead:
         port = free_port()
@@ -455,8 +460,8 @@ def test_stats_shows_a_dash_where_there_is_no_provider_or_chain(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "None" not in result.stdout
     table = rows(result.stdout)
-    assert ["-", "2"] in [row[:2] for row in table]  # nobody answered the two requests
-    assert any(row[0] == "-" and row[1] == "1" for row in table)  # the request for no chain
+    assert ["(unanswered)", "2"] in [row[:2] for row in table]  # nobody answered the two
+    assert ["(no chain)", "1"] in [row[:2] for row in table]  # the request for no chain
     assert result.stdout.splitlines()[-1].startswith("2 requests, 0 ok, 2 errors")
 
 

@@ -267,7 +267,13 @@ def test_embeddings_are_deterministic_unit_vectors_float_or_base64(groq, client)
     assert first.usage.prompt_tokens == first.usage.total_tokens >= 2
     sized = client.post("/embeddings", json={"input": [[1, 2, 3]], "dimensions": 5}).json()
     assert len(sized["data"][0]["embedding"]) == 5
-    assert [r.path for r in groq.requests] == ["/v1/embeddings"] * 3
+    # Embeddings do not stream: a `stream` there still gets the list.
+    streamed = client.post("/embeddings", json={"input": "hello", "stream": True})
+    assert streamed.headers["content-type"].startswith("application/json")
+    assert streamed.json()["data"][0]["embedding"] == pytest.approx(
+        again.data[0].embedding, abs=1e-6
+    )
+    assert [r.path for r in groq.requests] == ["/v1/embeddings"] * 4
 
 
 def test_legacy_completions_plain_and_streamed(groq):

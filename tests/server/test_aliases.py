@@ -68,6 +68,7 @@ def test_a_hard_coded_model_name_lands_on_its_aliased_chain(logged):
     assert completion.choices[0].message.content == "Hello from cheap"
     assert reply.headers["x-429chain-chain"] == "fast"
     assert reply.headers["x-429chain-route"] == "alias"
+    assert reply.headers["x-429chain-alias"] == "gpt-4o-mini"  # the name asked for
     assert reply.headers["x-429chain-provider"] == "cheap/small-1"
     # The provider is asked for its own model, never the alias.
     assert [r.json()["model"] for r in cheap.requests] == ["small-1"]
@@ -87,9 +88,24 @@ def test_an_alias_with_a_slash_and_a_stream(logged):
         headers = response.headers
     assert text == "Hello from smart"
     assert (headers["x-429chain-chain"], headers["x-429chain-route"]) == ("smart", "alias")
+    assert headers["x-429chain-alias"] == "openai/gpt-4o"
     row = logged_row(p, headers["x-request-id"])
     logged_as = (row["requested_model"], row["chain"], row["route"])
     assert logged_as == ("openai/gpt-4o", "smart", "alias")
+
+
+def test_only_an_alias_adds_the_alias_header_and_any_alias_name_can_be_sent(fake, proxy):
+    config = aliased_config(fake("cheap"), fake("smart"))
+    config["aliases"]["模型-ü"] = "fast"  # not ASCII: its header is still sent
+    p = proxy(config)
+    by_chain = p.openai().chat.completions.with_raw_response.create(model="fast", messages=HELLO)
+    assert by_chain.headers["x-429chain-route"] == "chain"
+    assert "x-429chain-alias" not in by_chain.headers
+    with p.http() as http:
+        reply = http.post("/v1/chat/completions", json={"model": "模型-ü", "messages": HELLO})
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-429chain-chain"] == "fast"
+    assert any(name.lower() == b"x-429chain-alias" for name, _ in reply.headers.raw)
 
 
 def test_models_lists_each_alias_with_its_chain(logged):

@@ -104,6 +104,7 @@ def test_a_client_added_over_the_api_can_call_at_once_and_is_gone_once_deleted(s
     assert "# clients over the API: this comment must survive every edit" in text
     assert "# the first team member" in text and "${CHAIN429_CLIENT_BEN_KEY}" in text
     assert BEN_KEY not in text
+    assert "- name: ben\n" in text  # written as a person would: the name first
 
     answer = served.chat(BEN_KEY, "spare")
     assert answer.status_code == 200 and answer.headers["x-429chain-client"] == "ben"
@@ -121,7 +122,11 @@ def test_a_client_added_over_the_api_can_call_at_once_and_is_gone_once_deleted(s
     assert deleted.status_code == 200 and deleted.json()["result"] == "deleted"
     assert "name: ben" not in served.path.read_text()
     assert served.chat(BEN_KEY).status_code == 401
-    assert served.send("DELETE", "/v1/admin/clients/ben").status_code == 404
+    gone = served.send("DELETE", "/v1/admin/clients/ben")
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
+    # Deleting and reading an unknown client say the same, and name those there are.
+    unknown = served.send("GET", "/v1/admin/clients/ben").json()["error"]["message"]
+    assert gone.json()["error"]["message"] == unknown == "no client named 'ben' (clients: ana)"
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,9 @@ BOB_KEY = "bob-key-0123456789abcdef"
 HELLO = [{"role": "user", "content": "hi"}]
 
 
-def config_for(fast, smart, *, alice=None, bob=None, settings=None):
+def config_for(fast, smart, *, alice=None, bob=None, settings=None, aliases=None):
     return {
+        **({"aliases": aliases} if aliases else {}),
         "version": 1,
         "settings": {
             "apiKeys": [PROXY_KEY],
@@ -191,6 +192,17 @@ def test_a_client_may_use_only_its_chains(team):
     listed = [m.id for m in alice.models.list()]
     assert listed == ["fast", "small"]
     assert {m.id for m in bob.models.list()} == {"fast", "smart", "small", "large"}
+
+
+def test_an_alias_to_a_chain_a_client_may_not_use_is_refused_by_its_name(team):
+    p, _, smart = team(alice={"chains": ["fast"]}, aliases={"gpt-4": "smart", "mini": "fast"})
+    alice = sdk(p, ALICE_KEY)
+    assert chat(alice, "mini").headers["x-429chain-alias"] == "mini"
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        chat(alice, "gpt-4")
+    message = refused.value.body["message"]
+    assert "the alias 'gpt-4' names the chain 'smart', which it may not use" in message
+    assert "its chains: fast" in message and smart.requests == []
 
 
 def test_client_keys_do_not_open_admin_routes_and_unknown_keys_are_refused(team):

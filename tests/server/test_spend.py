@@ -141,6 +141,28 @@ def test_spend_is_logged_and_a_spent_budget_skips_the_paid_entry(spend_proxy):
     assert left == pytest.approx(0.30 - 2 * COST)
 
 
+def test_a_paused_paid_entry_reads_paused_not_over_budget(spend_proxy, store):
+    """With the budget spent and every entry paused, the 503 says they are paused and
+    advises no retry: waiting for the budget's midnight would not end a pause."""
+    admin_key = "admin-key-0123456789"
+    p, paid = spend_proxy(budget=0.30, adminKeys=[admin_key], **store)
+    ask(p), ask(p)  # $0.26 spent: the budget cannot take a third call
+    with p.http(admin_key) as http:
+        for provider in ("free", "paid"):
+            paused = http.post("/v1/admin/entries/pause", json={"provider": provider})
+            assert paused.status_code == 200, paused.text
+    with pytest.raises(openai.InternalServerError) as refused:
+        ask(p)
+    error = refused.value
+    assert error.response.headers["x-429chain-trace"] == (
+        "free/free-model=skip:paused,paid/paid-model=skip:paused"
+    )
+    assert "Every entry of chain 'main' is paused" in error.message
+    assert error.response.headers["x-should-retry"] == "false"
+    assert "retry-after" not in error.response.headers
+    assert len(paid.requests) == 2
+
+
 def test_without_a_budget_prices_still_count_spend(spend_proxy):
     p, _ = spend_proxy(budget=None)
     for _ in range(3):
