@@ -101,12 +101,13 @@ async def ask_entry(
     need_tokens: int,
     policy: CooldownPolicy,
     spend: SpendPlan | None = None,
+    cut_off: Callable[[EntryRuntime], None] | None = None,
 ) -> Asked[T] | Block:
     """Hold, reserve, call, record: the Block that kept the entry from being asked, or
     what the call gave. A successful answer's reservation (with its spend hold) stays
     open for the caller to `finish`; every other is finished here: a failed call's hold
     is released (providers do not bill an error), a call cut off (cancelled) is charged
-    its estimate (the provider may have done the work)."""
+    its estimate (the provider may have done the work), and told to `cut_off`."""
     now = time.time()
     hold: SpendHold | None = None
     if spend is not None and entry.paid:
@@ -128,6 +129,8 @@ async def ask_entry(
     try:
         tried = await call(entry)
     except BaseException:
+        if cut_off is not None:
+            cut_off(entry)
         await state.finish(reservation, None)
         raise
     latency_ms = (time.perf_counter() - started) * 1000

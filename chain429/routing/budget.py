@@ -49,6 +49,7 @@ __all__ = [
     "SpendHold",
     "SpendPlan",
     "budget_caps",
+    "estimate_usd",
     "plan_spend",
     "usd",
 ]
@@ -128,6 +129,15 @@ class SpendPlan:
 
     def day(self, now: float) -> BudgetDay:
         return BudgetDay.of(now, self.zone)
+
+
+def estimate_usd(entry: EntryRuntime, endpoint: Endpoint, request: dict[str, Any]) -> float | None:
+    """What one call to `entry` may cost, from the request itself (the estimate a
+    SpendPlan holds): the request log's cost of a call cut off before its usage came,
+    held by a budget or not. None without a price."""
+    if entry.price is None:
+        return None
+    return entry.price.cost(*endpoints.spend_estimate(endpoint, request))
 
 
 def plan_spend(

@@ -21,7 +21,7 @@ from typing import Any, Generic, Literal, TypeVar
 from chain429.config.model import ChainKind
 from chain429.routing import endpoints
 from chain429.routing.attempts import ask_entry, post_and_classify
-from chain429.routing.budget import SpendPlan, plan_spend
+from chain429.routing.budget import SpendPlan, estimate_usd, plan_spend
 from chain429.routing.endpoints import Endpoint
 from chain429.routing.known_skips import KnownSkips, lasting, remember
 from chain429.routing.limits import Block, StateStore
@@ -148,7 +148,13 @@ class Waterfall:
                     trace.over_budget(entry, budget)
                     break
                 asked = await ask_entry(
-                    self.state, entry, attempt, need_tokens=need_tokens, policy=policy, spend=spend
+                    self.state,
+                    entry,
+                    attempt,
+                    need_tokens=need_tokens,
+                    policy=policy,
+                    spend=spend,
+                    cut_off=trace.cut_off,
                 )
                 if isinstance(asked, Block):
                     trace.skip(entry, asked)
@@ -391,17 +397,22 @@ class Router:
         async def walk() -> Answer[T]:
             nonlocal paid_wait_s
             while True:
-                answer = await self.waterfall.walk(
-                    chain,
-                    attempt,
-                    trace,
-                    need_tokens=need_tokens,
-                    policy=snapshot.policy,
-                    paid_wait_s=paid_wait_s,
-                    budget=budget,
-                    deadline=deadline,
-                    spend=spend,
-                )
+                try:
+                    answer = await self.waterfall.walk(
+                        chain,
+                        attempt,
+                        trace,
+                        need_tokens=need_tokens,
+                        policy=snapshot.policy,
+                        paid_wait_s=paid_wait_s,
+                        budget=budget,
+                        deadline=deadline,
+                        spend=spend,
+                    )
+                except asyncio.CancelledError:
+                    if trace.cut_off_entry is not None:  # what the call it cut off may cost
+                        trace.cut_off_usd = estimate_usd(trace.cut_off_entry, endpoint, request)
+                    raise
                 if answer.wait_for_free_until is None:
                     if answer.entry is not None:
                         self.queues.notify()

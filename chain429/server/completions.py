@@ -31,6 +31,7 @@ from sanic.response import HTTPResponse, raw
 from chain429.config.model import ChainKind
 from chain429.requestlog.records import RequestRecord, new_request_id
 from chain429.routing import endpoints
+from chain429.routing.budget import estimate_usd
 from chain429.routing.continuation import CONTINUED
 from chain429.routing.endpoints import CHAIN_KIND, ROUTE, Endpoint, serving
 from chain429.routing.limits import Reservation, StateStoreUnavailable, shared_store
@@ -200,6 +201,9 @@ async def _close_out(
         # The answer is over: free the entry's slot, count what it really cost.
         cost = _charge(record, reservation)
         await app.ctx.state.finish(reservation, record.total_tokens, cost)
+    if record.cost_usd is None and trace.cut_off_usd is not None:
+        # A call the client cut off, its usage unknown: the estimate its budgets charge.
+        record.cost_usd, record.cost_estimated = trace.cut_off_usd, True
     if trace.open:
         app.ctx.router.queues.notify()  # a freed slot may let a queued request through
     await settle(app.ctx.state, admission, record)
@@ -289,7 +293,7 @@ async def _handle(
         )
         if isinstance(started_stream, Reply):
             return _reply(record, started_stream)
-        await _relay(request, record, started_stream, started)
+        await _relay(request, record, trace, started_stream, started)
         return None
     reply = await router.complete(
         snapshot, chain, body, trace, max_wait_s, client=record.client, endpoint=endpoint
@@ -325,7 +329,7 @@ def _reply(record: RequestRecord, reply: Reply) -> HTTPResponse:
 
 
 async def _relay(
-    request: AppRequest, record: RequestRecord, stream: StreamStart, started: float
+    request: AppRequest, record: RequestRecord, trace: Trace, stream: StreamStart, started: float
 ) -> None:
     record.provider, record.model = stream.entry.provider_id, stream.entry.model
     record.status, record.outcome = 200, "success"
@@ -343,6 +347,9 @@ async def _relay(
         task = asyncio.current_task()
         if not stats.finished or task is None:
             _count_stream_tokens(record, stats)  # what is known of an answer cut short
+            if record.prompt_tokens is None or record.completion_tokens is None:
+                session = stream.session  # no usage yet: the call may cost its estimate
+                trace.cut_off_usd = estimate_usd(stream.entry, session.endpoint, session.request)
             raise
         # The client closed once it had the whole answer (OpenAI's SDK does at [DONE]),
         # while we drained and recorded: an answer, not a disconnect.

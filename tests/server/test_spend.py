@@ -208,27 +208,32 @@ def test_a_stream_is_charged_when_it_ends(spend_proxy, store):
     assert row["cost_usd"] == pytest.approx(0.040) and row["cost_estimated"] is False
 
 
-def test_a_client_that_leaves_mid_stream_is_charged_the_estimate(spend_proxy, store):
+@pytest.mark.parametrize("budget", [1.0, None])
+def test_a_client_that_leaves_mid_stream_is_charged_the_estimate(spend_proxy, store, budget):
+    """Held by a budget or not, the request log's cost is the estimate; a budget holding
+    the call is charged the same."""
     reply = Reply.stream("a b c d e f g h", chunk_delay=0.3)
-    p, _ = spend_proxy(budget=1.0, paid_reply=reply, **store)
+    p, _ = spend_proxy(budget=budget, paid_reply=reply, **store)
     body = {"model": "main", "messages": HELLO, "max_tokens": MAX_TOKENS, "stream": True}
     headers = {"authorization": f"Bearer {p.api_key}"}
     with httpx.stream("POST", f"{p.url}/v1/chat/completions", json=body, headers=headers) as r:
         assert r.status_code == 200
         next(r.iter_bytes())  # the first token; then the client goes away
-    deadline = time.monotonic() + 5
-    while budget_now(p)["reserved_usd"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    budget = budget_now(p)
-    assert budget["reserved_usd"] == 0  # nothing leaks
-    assert budget["spent_usd"] == pytest.approx(ESTIMATE)
+    if budget is not None:
+        deadline = time.monotonic() + 5
+        while budget_now(p)["reserved_usd"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        held = budget_now(p)
+        assert held["reserved_usd"] == 0  # nothing leaks
+        assert held["spent_usd"] == pytest.approx(ESTIMATE)
     (row,) = logged(p, 1)
     assert row["outcome"] == "client_disconnected"
     assert row["cost_usd"] == pytest.approx(ESTIMATE) and row["cost_estimated"] is True
 
 
-def test_a_client_that_gives_up_on_a_paid_call_is_charged_the_estimate(spend_proxy):
-    p, paid = spend_proxy(budget=1.0, paid_reply=paid_answer(delay=3.0))
+@pytest.mark.parametrize("budget", [1.0, None])
+def test_a_client_that_gives_up_on_a_paid_call_is_charged_the_estimate(spend_proxy, budget):
+    p, paid = spend_proxy(budget=budget, paid_reply=paid_answer(delay=3.0))
     with pytest.raises(openai.APITimeoutError):
         p.openai(timeout=0.5).chat.completions.create(
             model="main", messages=HELLO, max_tokens=MAX_TOKENS
@@ -237,9 +242,16 @@ def test_a_client_that_gives_up_on_a_paid_call_is_charged_the_estimate(spend_pro
     while paid.disconnects == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert paid.disconnects == 1  # the call was cut off, its cost unknown
-    budget = budget_now(p)
-    assert budget["reserved_usd"] == 0
-    assert budget["spent_usd"] == pytest.approx(ESTIMATE)
+    if budget is not None:
+        held = budget_now(p)
+        assert held["reserved_usd"] == 0
+        assert held["spent_usd"] == pytest.approx(ESTIMATE)
+    # The request log says the same as the budget: spend stats count the estimate.
+    (row,) = logged(p, 1)
+    assert row["outcome"] == "client_disconnected"
+    assert row["cost_usd"] == pytest.approx(ESTIMATE) and row["cost_estimated"] is True
+    spend = admin(p, "/v1/stats/spend", by="provider")
+    assert spend["cost_usd"] == pytest.approx(ESTIMATE)
 
 
 def test_an_entry_price_overrides_its_providers(fake, proxy):
