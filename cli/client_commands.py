@@ -248,8 +248,9 @@ def client_list(config: ConfigOption = None, as_json: JsonOption = False) -> Non
     output.table(_COLUMNS, [_row(c) for c in clients])
 
 
-def _usage(path: Path, server: str | None, name: str) -> tuple[list[dict[str, Any]] | None, str]:
-    """The client's usage now, from the running server; or None and why not."""
+def _now(path: Path, server: str | None, name: str) -> tuple[dict[str, Any] | None, str]:
+    """The client as the running server has it now (its `usage`, its `budget` today);
+    or None and why not."""
     from .client import AdminClient, ClientError, resolve_target
 
     try:
@@ -258,8 +259,7 @@ def _usage(path: Path, server: str | None, name: str) -> tuple[list[dict[str, An
             _, body = client.request("GET", f"/v1/admin/clients/{name}")
     except ClientError as err:
         return None, err.message
-    usage = body.get("usage") if isinstance(body, dict) else None
-    return (usage if isinstance(usage, list) else []), ""
+    return (body if isinstance(body, dict) else {}), ""
 
 
 @client_app.command("show")
@@ -269,15 +269,26 @@ def client_show(
     server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """One client: its chains, limits and key reference, and what is left of its limits now
-    (asked of the running server, when it answers)."""
+    """One client: its chains, limits and key reference, and what is left of its limits and
+    of its paid budget now (asked of the running server, when it answers)."""
+    from chain429.routing.budget import usd
+
     path = config_path(config)
     client = _shown(_find(load_document(path).raw(), name))
-    usage, why = _usage(path, server, name)
+    now, why = _now(path, server, name)
+    usage = None if now is None else now.get("usage") or []
+    budget = None if now is None else now.get("budget")
     if as_json:
-        print_json({**client, "usage": usage})
+        print_json({**client, "usage": usage, **({"budget": budget} if budget else {})})
         return
     output.table(_COLUMNS, [_row(client)], title=f"client {name}")
+    if isinstance(budget, dict):
+        typer.echo(
+            f"paid budget today: {usd(float(budget.get('spent_usd') or 0))} spent, "
+            f"{usd(float(budget.get('left_usd') or 0))} left of "
+            f"{usd(float(budget.get('cap_usd') or 0))} "
+            f"(resets {output.until_text(budget.get('resets_at'))})"
+        )
     if usage is None:
         say(f"usage now: unknown ({why})")
     elif usage:

@@ -122,12 +122,13 @@ def cell(value: Any) -> str:
 
 
 def local_time(value: str) -> str:
-    """An ISO moment as the local `YYYY-MM-DD HH:MM:SS` (as given, if it is not one)."""
+    """An ISO moment as the local `YYYY-MM-DD HH:MM:SS CET`, its zone named (as given, if
+    it is not one)."""
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return value
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def until_text(value: str | None) -> str:

@@ -65,9 +65,12 @@ _EPSILON_USD = 1e-9
 
 
 def usd(amount: float) -> str:
-    """`$1.25`, `$0.02`, or `$0.00015` for amounts under a cent: what a person reads."""
+    """`$1.25`, `$0.02`, `$0.00015` for amounts under a cent, `<$0.000001` below that:
+    what a person reads."""
     if amount == 0 or abs(amount) >= 0.01:
         return f"${amount:,.2f}"
+    if abs(amount) < 0.000001:
+        return "<$0.000001" if amount > 0 else "-<$0.000001"
     digits = f"{amount:.6f}".rstrip("0")
     return f"${digits}"
 

@@ -24,7 +24,7 @@ from chain429.server.auth import Scope, requires
 from chain429.server.context import AppRequest
 from chain429.upstream.times import iso
 
-__all__ = ["budget_report", "budget_routes"]
+__all__ = ["budget_report", "budget_routes", "client_budget"]
 
 budget_routes = Blueprint("budgets")
 
@@ -39,6 +39,10 @@ def every_cap(snapshot: Snapshot) -> list[BudgetCap]:
     return caps
 
 
+def _shown(budget: dict[str, Any]) -> dict[str, Any]:
+    return {**budget, "resets_at": iso(budget["resets_at"])}
+
+
 async def budget_report(snapshot: Snapshot, state: StateStore, now: float) -> dict[str, Any]:
     settings = snapshot.config.settings
     day = BudgetDay.of(now, settings.zone)
@@ -49,8 +53,20 @@ async def budget_report(snapshot: Snapshot, state: StateStore, now: float) -> di
         "time_zone": settings.time_zone,
         "day": day.label,
         "resets_at": iso(day.ends_at),
-        "budgets": [{**b, "resets_at": iso(b["resets_at"])} for b in budgets],
+        "budgets": [_shown(b) for b in budgets],
     }
+
+
+async def client_budget(
+    snapshot: Snapshot, state: StateStore, client: str, now: float
+) -> dict[str, Any] | None:
+    """A client's own paid budget today, as the report shows it; None without one."""
+    cap = snapshot.client_budgets_usd.get(client)
+    if cap is None:
+        return None
+    day = BudgetDay.of(now, snapshot.config.settings.zone)
+    (budget,) = await state.spend_report([BudgetCap(CLIENT_PREFIX + client, cap)], day, now)
+    return _shown(budget)
 
 
 @budget_routes.get("/v1/admin/budgets")

@@ -33,6 +33,7 @@ from chain429.config.model import Client, Config
 from chain429.config.writer import ConfigDocument
 from chain429.server.admin import answer, edit_config, then
 from chain429.server.auth import Scope, requires
+from chain429.server.budgets import client_budget
 from chain429.server.context import AppContext, AppRequest
 from chain429.server.errors import ApiError
 from chain429.server.guard import JSON_BODY
@@ -44,12 +45,17 @@ client_routes = Blueprint("clients")
 
 
 async def client_view(ctx: AppContext, config: Config, client: Client) -> dict[str, Any]:
-    """One client as the API shows it: its settings, key masked, and its usage now."""
+    """One client as the API shows it: its settings, key masked, its usage now, and its
+    paid budget today (as `/v1/admin/budgets` reports it), when it has one."""
     dump = client.model_dump(mode="json", by_alias=True, exclude_none=True)
     shown: dict[str, Any] = mask_fields(redact(dump, config.resolved_values), CLIENT_SECRETS)
+    now = time.time()
     runtime = ctx.snapshot.clients.get(client.name)
-    quotas = [] if runtime is None else await ctx.state.client_quotas(runtime, time.time())
+    quotas = [] if runtime is None else await ctx.state.client_quotas(runtime, now)
     shown["usage"] = [{**q, "reset_at": iso(q["reset_at"])} for q in quotas]  # type: ignore[arg-type]
+    budget = await client_budget(ctx.snapshot, ctx.state, client.name, now)
+    if budget is not None:
+        shown["budget"] = budget
     return shown
 
 

@@ -504,7 +504,9 @@ CLIENT_VIEW = obj(
     "name key",
     "name key usage",
     "A client as configured, its key masked (a `${VAR}` reference shown as written), with "
-    "`usage`: what is left of each of its own limits now.",
+    "`usage`: what is left of each of its own limits now, and with a paid budget of its "
+    "own, `budget`: that budget today.",
+    budget=BUDGET,
     usage=list_of(
         obj(
             "limit:i? remaining:i? reset_at:t? source:s?",

@@ -177,7 +177,9 @@ def chat(url: str, key: str) -> httpx.Response:
 
 def test_a_running_server_takes_new_and_rotated_keys_at_once(server):
     path, url = server
-    added = cli("client", "add", "bob", "--rpm", "5", "-c", str(path), "--server", url)
+    added = cli(
+        "client", "add", "bob", "--rpm", "5", "--budget", "0.5", "-c", str(path), "--server", url
+    )
     assert added.exit_code == 0, added.output
     assert "took the change" in added.stderr
     old = added.stdout.strip()
@@ -195,6 +197,10 @@ def test_a_running_server_takes_new_and_rotated_keys_at_once(server):
     shown = cli("client", "show", "bob", "-c", str(path), "--server", url, "--json")
     usage = json.loads(shown.stdout)["usage"]
     assert [(q["window"], q["limit"], q["remaining"]) for q in usage] == [("minute", 5, 3)]
+    budget = json.loads(shown.stdout)["budget"]  # its own paid budget today, nothing spent
+    assert (budget["cap_usd"], budget["spent_usd"], budget["left_usd"]) == (0.5, 0, 0.5)
+    plain = cli("client", "show", "bob", "-c", str(path), "--server", url).stdout
+    assert "paid budget today: $0.00 spent, $0.50 left of $0.50 (resets " in plain
 
     time.sleep(0.2)  # the log writer's batch
     by_client = cli("stats", "--by", "client", "-c", str(path), "--server", url, "--json")

@@ -20,7 +20,7 @@ import pytest
 
 from chain429.config.model import Config
 from chain429.fakes.provider import FakeProvider
-from chain429.routing.budget import GLOBAL, BudgetCap, BudgetDay, SpendHold
+from chain429.routing.budget import GLOBAL, BudgetCap, BudgetDay, SpendHold, usd
 from chain429.routing.limits import Block, StateStoreUnavailable
 from chain429.routing.memory_store import MemoryStateStore
 from chain429.routing.outcome import BlockReason
@@ -221,3 +221,18 @@ def test_with_redis_away_open_holds_on_the_last_spend_seen_and_closed_refuses(re
 
     with TcpProxy((host, port)) as tcp:
         asyncio.run(main(tcp))
+
+
+@pytest.mark.parametrize(
+    ("amount", "shown"),
+    [
+        (0, "$0.00"),
+        (1.25, "$1.25"),
+        (0.02, "$0.02"),
+        (0.00015, "$0.00015"),
+        (0.00000016, "<$0.000001"),  # an embedding's cost: never "$0."
+        (1234.5, "$1,234.50"),
+    ],
+)
+def test_dollars_read_as_a_person_reads_them(amount, shown):
+    assert usd(amount) == shown

@@ -91,10 +91,12 @@ export function ms(value) {
   return `${Math.round(value)} ms`;
 }
 
-/** Dollars as a person reads them: cents, or the first digits of less than a cent. */
+/** Dollars as a person reads them: cents, or the first digits of less than a cent
+ * (as chain429.routing.budget.usd writes them). */
 export function usd(amount) {
   if (amount === null || amount === undefined) return "–";
   if (amount === 0 || Math.abs(amount) >= 0.01) return `$${amount.toFixed(2)}`;
+  if (Math.abs(amount) < 0.000001) return amount > 0 ? "<$0.000001" : "-<$0.000001";
   return `$${amount.toFixed(6).replace(/0+$/, "")}`;
 }
 
