@@ -10,7 +10,7 @@
 // logs [--chain ...]` and `chain429 logs <id>`.
 
 import { get, query, seg } from "../api.js";
-import { badge, banner, button, duration, facts, fill, h, ms, num, table, when } from "../dom.js";
+import { badge, banner, button, duration, facts, fill, h, ms, num, table, usd, when } from "../dom.js";
 import { readConfig } from "../edits.js";
 
 const RANGES = [["1h", "last hour"], ["24h", "last 24 hours"], ["7d", "last 7 days"], ["30d", "last 30 days"]];
@@ -142,11 +142,14 @@ async function showList(view, ctx) {
     h("td", { class: "num" }, num(r.attempts)),
     h("td", { class: "num" }, ms(r.latency_ms)),
     h("td", { class: "num hide-narrow" }, num(r.total_tokens)),
+    h("td", { class: "num hide-narrow", title: r.cost_estimated ? "from estimated tokens" : null },
+      r.cost_usd === null || r.cost_usd === undefined ? "–" : `${r.cost_estimated ? "~" : ""}${usd(r.cost_usd)}`),
     h("td", { class: "hide-narrow" }, r.stream ? "stream" : "")));
   fill(results,
     page.data.length
       ? table(["Time", "Client", "Endpoint", "Chain", "Answered by", "Status", "Outcome", { label: "Calls", class: "num" },
-        { label: "Latency", class: "num" }, { label: "Tokens", class: "num hide-narrow" }, { label: "", class: "hide-narrow" }], rows,
+        { label: "Latency", class: "num" }, { label: "Tokens", class: "num hide-narrow" },
+        { label: "Cost", class: "num hide-narrow" }, { label: "", class: "hide-narrow" }], rows,
       { caption: `Newest first, ${pageSize} a page; open a request to see its attempt trail`, className: "requests-table", stacked: true })
       : h("p", { class: "empty" }, "No requests match."),
     h("div", { class: "row" },
@@ -189,6 +192,7 @@ async function showOne(view, ctx, id) {
       ["Upstream calls", num(r.attempts)],
       ["Latency", `${ms(r.latency_ms)}${r.ttft_ms !== null ? ` (first token after ${ms(r.ttft_ms)})` : ""}${r.queued_ms ? `, ${ms(r.queued_ms)} queued` : ""}`],
       ["Tokens", `${num(r.prompt_tokens)} prompt + ${num(r.completion_tokens)} completion${r.tokens_estimated ? " (estimated)" : ""}`],
+      ["Cost", r.cost_usd === null || r.cost_usd === undefined ? "– (unpriced)" : `${usd(r.cost_usd)}${r.cost_estimated ? " (estimated)" : ""}`],
       ["Streamed", r.stream ? "yes" : "no"],
       ["Key", r.key_label ?? "–"],
     ])),
