@@ -6,8 +6,9 @@ is not overrun by requests in flight), the cost a paid call holds against a
 paid budget before it is sent (chain429.routing.budget), and the request
 log's count when a provider's answer carried no `usage` (marked
 `tokens_estimated`). About four
-characters a token is what OpenAI's own guidance says for English text; it
-is an estimate and says so wherever it is shown.
+characters a token is what OpenAI's own guidance says for English text, and a
+chat's prompt adds what the provider puts around its messages; it is an
+estimate and says so wherever it is shown.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 __all__ = [
     "CHARS_PER_TOKEN",
+    "TOKENS_PER_CHAT",
+    "TOKENS_PER_MESSAGE",
     "UNSTATED_COMPLETION_TOKENS",
     "asked_completion",
     "input_tokens",
@@ -26,6 +29,14 @@ __all__ = [
 ]
 
 CHARS_PER_TOKEN = 4
+# What a provider counts in a chat request's prompt beyond the messages' text: its
+# chat template's markers around each message (OpenAI's guidance counts 3 a message
+# and 3 to prime the answer) and, on some providers, a system prompt of its own
+# (Groq's Llama models add one of about 30 tokens). Without them a short prompt's
+# estimate is a fraction of what the provider bills, and a burst of short paid calls
+# held at their estimates would overrun a paid budget together.
+TOKENS_PER_MESSAGE = 4
+TOKENS_PER_CHAT = 32
 # The completion a paid call is assumed to cost when the request sets no
 # `max_tokens`: most chat answers are shorter (docs/spend.md). A request that
 # sets one is held to it, which the provider enforces.
@@ -50,9 +61,11 @@ def _text_of(content: Any) -> int:
 
 
 def prompt_tokens(messages: Iterable[Any]) -> int:
-    """The tokens a request's messages are about (at least 1)."""
-    chars = sum(_text_of(m.get("content")) for m in messages if isinstance(m, dict))
-    return max(1, text_tokens(chars))
+    """The prompt tokens a chat request's messages are about: their text, and what the
+    provider adds around them (TOKENS_PER_MESSAGE, TOKENS_PER_CHAT)."""
+    dicts = [m for m in messages if isinstance(m, dict)]
+    chars = sum(_text_of(m.get("content")) for m in dicts)
+    return text_tokens(chars) + TOKENS_PER_MESSAGE * len(dicts) + TOKENS_PER_CHAT
 
 
 def input_tokens(value: Any) -> int:

@@ -10,6 +10,7 @@ from chain429.fakes.replies import deep_json
 from chain429.routing.memory_store import MemoryStateStore
 from chain429.routing.router import Router, StreamStart
 from chain429.routing.runtime import build_snapshot
+from chain429.routing.tokens import CHARS_PER_TOKEN, TOKENS_PER_CHAT, TOKENS_PER_MESSAGE
 from chain429.routing.trace import Trace
 from chain429.upstream.client import Upstream
 from fixtures.servers import chain_config
@@ -57,7 +58,9 @@ def test_without_provider_usage_tokens_are_estimated_and_marked():
     stats, _ = asyncio.run(stream_once(Reply.stream("sixteen chars!!!")))
     assert stats.tokens_estimated is True
     assert stats.completion_tokens == 4  # 16 characters / 4
-    assert stats.prompt_tokens == len(HELLO[0]["content"]) // 4  # the prompt's text / 4
+    # The prompt's text / 4, and what a provider adds around one message.
+    text = len(HELLO[0]["content"]) // CHARS_PER_TOKEN
+    assert stats.prompt_tokens == text + TOKENS_PER_MESSAGE + TOKENS_PER_CHAT
 
 
 def test_stats_count_malformed_chunks_and_an_added_done():
@@ -105,7 +108,10 @@ def test_one_estimate_for_reservations_and_the_log():
 
     parts = [{"type": "text", "text": "x" * 40}, {"type": "image_url", "image_url": {"url": "u"}}]
     messages = [{"role": "user", "content": parts}, {"role": "assistant", "content": "y" * 20}]
-    assert prompt_tokens(messages) == 15
-    assert reservation({"messages": messages, "max_tokens": 100}) == 115
-    assert reservation({"messages": messages, "max_completion_tokens": 7, "max_tokens": 9}) == 22
-    assert prompt_tokens([{"role": "user", "content": ""}]) == 1
+    around = 2 * TOKENS_PER_MESSAGE + TOKENS_PER_CHAT  # two messages in one chat
+    assert prompt_tokens(messages) == 15 + around  # (40 + 20 characters) / 4
+    assert reservation({"messages": messages, "max_tokens": 100}) == 115 + around
+    reserved = reservation({"messages": messages, "max_completion_tokens": 7, "max_tokens": 9})
+    assert reserved == 22 + around
+    # An empty message still costs what the provider adds around it.
+    assert prompt_tokens([{"role": "user", "content": ""}]) == TOKENS_PER_MESSAGE + TOKENS_PER_CHAT

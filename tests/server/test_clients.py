@@ -16,6 +16,7 @@ import pytest
 
 from chain429.requestlog.database import migrate, open_database
 from chain429.requestlog.writer import Telemetry
+from chain429.routing.tokens import prompt_tokens
 from fixtures.servers import PROXY_KEY, provider_entry
 
 ADMIN_KEY = "clients-admin-key-0123"
@@ -153,24 +154,25 @@ def test_a_client_over_its_own_limit_gets_its_own_429_and_no_provider_is_asked(t
 
 
 def test_a_client_token_limit_counts_what_the_provider_reported(team):
-    # A request reserves its estimate (1 token for "hi" + max_tokens) and is settled
-    # at the usage the provider reports. The second request below fits in the
-    # minute's 100 tokens only if the first was settled at its real count.
-    p, fast, _ = team(alice={"tokensPerMinute": 100})
+    # A request reserves its estimate (the prompt's, `estimate` for "hi", + max_tokens)
+    # and is settled at the usage the provider reports. The second request below fits
+    # in the minute's 200 tokens only if the first was settled at its real count.
+    limit, estimate = 200, prompt_tokens(HELLO)
+    p, fast, _ = team(alice={"tokensPerMinute": limit})
     alice = sdk(p, ALICE_KEY)
-    first = chat(alice, max_tokens=70).parse().usage.total_tokens
-    assert first < 70  # what the fake reports: far below the estimate of 71
-    second_max = 99 - first
-    assert 1 + 70 + 1 + second_max > 100  # would not fit beside the unsettled estimate
+    first = chat(alice, max_tokens=140).parse().usage.total_tokens
+    assert first < estimate + 140  # what the fake reports: below the estimate
+    second_max = limit - 1 - first - estimate
+    assert estimate + 140 + estimate + second_max > limit  # not beside the unsettled one
     second = chat(alice, max_tokens=second_max).parse().usage.total_tokens
     with pytest.raises(openai.RateLimitError) as refused:
-        chat(alice, max_tokens=100 - first - second)
-    assert f"tokensPerMinute 100: {first + second} used" in refused.value.body["message"]
+        chat(alice, max_tokens=limit - first - second)
+    assert f"tokensPerMinute {limit}: {first + second} used" in refused.value.body["message"]
     assert len(fast.requests) == 2
     with admin(p) as http:
         usage = http.get("/v1/admin/clients/alice").json()["usage"]
     assert [(q["kind"], q["window"], q["limit"], q["remaining"]) for q in usage] == [
-        ("tokens", "minute", 100, 100 - first - second)
+        ("tokens", "minute", limit, limit - first - second)
     ]
 
 

@@ -27,7 +27,7 @@ from chain429.requestlog.tables import database_proxy
 from chain429.requestlog.writer import Telemetry
 from fixtures.redis import REDIS_URL
 from fixtures.servers import Proxy
-from fixtures.spend import COST, ESTIMATE, HELLO, MAX_TOKENS, paid_answer, spend_config
+from fixtures.spend import COST, ESTIMATE, HELLO, MAX_TOKENS, USAGE, paid_answer, spend_config
 
 
 @pytest.fixture(autouse=True)
@@ -128,7 +128,9 @@ def test_spend_is_logged_and_a_spent_budget_skips_the_paid_entry(spend_proxy):
     by_provider = admin(p, "/v1/stats/spend", by="provider")
     assert by_provider["cost_usd"] == pytest.approx(2 * COST)
     assert [(r["provider"], r["requests"]) for r in by_provider["data"]] == [("paid", 2)]
-    assert by_provider["data"][0]["tokens"] == {"prompt": 20, "completion": 240, "total": 260}
+    prompt, completion = USAGE["prompt_tokens"], USAGE["completion_tokens"]
+    both = {"prompt": 2 * prompt, "completion": 2 * completion, "total": 2 * (prompt + completion)}
+    assert by_provider["data"][0]["tokens"] == both
     by_chain = admin(p, "/v1/stats/spend", by="chain", since="1h")
     assert [(r["chain"], r["cost_usd"]) for r in by_chain["data"]] == [
         ("main", pytest.approx(2 * COST))
@@ -261,7 +263,8 @@ def test_an_entry_price_overrides_its_providers(fake, proxy):
     config["chains"][0]["entries"][1]["price"] = {"inputPerMTok": 0, "outputPerMTok": 2000}
     p = proxy(config)
     ask(p)
-    assert budget_now(p)["spent_usd"] == pytest.approx(120 * 0.002)  # output tokens only
+    output_only = USAGE["completion_tokens"] * 0.002
+    assert budget_now(p)["spent_usd"] == pytest.approx(output_only)
 
 
 def test_a_slow_close_out_still_logs_a_stream_whose_client_left_at_done(spend_proxy, redis_ns):

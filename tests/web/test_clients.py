@@ -78,7 +78,7 @@ def test_the_clients_page_shows_who_used_what_and_what_it_cost_and_no_key(
     # What each cost: her two answers were priced, the one over her limit reached nobody.
     costs = page.locator(".requests-table tbody tr td:nth-child(11)").all_inner_texts()
     assert sorted(costs)[0].startswith("$") and sorted(costs)[1].startswith("$")
-    assert sorted(costs)[2] == "–"
+    assert sorted(costs)[2] == "\u2013"  # an en dash: no cost
     # So does the anonymous callers' row.
     page.go_back()
     page.wait_for_selector(PAGES["clients"])

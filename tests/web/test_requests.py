@@ -85,7 +85,7 @@ def test_requests_show_their_client_and_endpoint_and_filter_by_them(ui_server, t
     facts = page.locator("main dl.facts")
     expect(facts.locator("dt:text-is('Client') + dd")).to_have_text("alice")
     expect(facts.locator("dt:text-is('Endpoint') + dd")).to_have_text("chat")
-    expect(facts.locator("dt:text-is('Cost') + dd")).to_have_text("– (unpriced)")
+    expect(facts.locator("dt:text-is('Cost') + dd")).to_have_text("\u2013 (unpriced)")
     expect(facts.locator("dt:text-is('Model asked for') + dd")).to_have_text(
         "team (an alias of main)"
     )
