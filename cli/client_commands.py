@@ -269,8 +269,11 @@ def client_show(
     server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """One client: its chains, limits and key reference, and what is left of its limits and
-    of its paid budget now (asked of the running server, when it answers)."""
+    """One client: its chains, limits, key reference, and what is left of them now.
+
+    What is left of its own limits and of its paid budget today is asked of the running
+    server, when it answers.
+    """
     from chain429.routing.budget import usd
 
     path = config_path(config)
