@@ -151,6 +151,36 @@ export function relative(value, now = Date.now()) {
   return delta >= 0 ? `in ${duration(delta)}` : `${duration(-delta)} ago`;
 }
 
+/** The time ranges a page of numbers offers: [id, label, length in ms]. */
+export const RANGES = [
+  ["1h", "1 h", 3600e3],
+  ["24h", "24 h", 86400e3],
+  ["7d", "7 d", 7 * 86400e3],
+  ["30d", "30 d", 30 * 86400e3],
+];
+
+/**
+ * A page of numbers over a time range: its heading, the range switch (the address's
+ * `range`, 24 h by default) and the "updated" stamp. Returns the range chosen, the
+ * body to fill, and the stamp to set.
+ */
+export function rangedPage(view, ctx, title, pageId) {
+  const range = RANGES.find((r) => r[0] === ctx.route.params.get("range")) || RANGES[1];
+  const body = h("div", { class: "stack" }, h("p", { class: "loading" }, "Loading…"));
+  const updated = h("span", { class: "updated", "aria-live": "off" });
+  fill(view,
+    h("div", { class: "row spread" },
+      h("h1", null, title),
+      h("div", { class: "row" }, updated,
+        h("div", { class: "segmented", role: "group", "aria-label": "Time range" },
+          RANGES.map(([id, label]) => h("button", {
+            type: "button", "aria-pressed": String(id === range[0]),
+            on: { click: () => ctx.go(`#/${pageId}?range=${id}`) },
+          }, label))))),
+    body);
+  return { range, body, updated };
+}
+
 /** A small message block: `kind` is info, ok, warn or error. */
 export function banner(kind, ...children) {
   return h("div", { class: ["banner", kind], role: kind === "error" ? "alert" : "status" }, ...children);

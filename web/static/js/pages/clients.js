@@ -11,9 +11,8 @@
 // removed with `chain429 client add|set|rotate|remove` (or the admin API).
 
 import { get, query, seg } from "../api.js";
-import { banner, clockTime, fill, h, ms, num, pct, relative, table, usd } from "../dom.js";
+import { banner, clockTime, fill, h, ms, num, pct, rangedPage, relative, table, usd } from "../dom.js";
 
-const RANGES = [["1h", "1 h"], ["24h", "24 h"], ["7d", "7 d"], ["30d", "30 d"]];
 const REFRESH_MS = 5000;
 const ANONYMOUS = "(anonymous)";
 const NO_CLIENT = "-"; // the requests filter for them (chain429.requestlog.listing.NO_CLIENT)
@@ -101,19 +100,7 @@ export default {
   title: "Clients",
   needs: "read",
   render(view, ctx) {
-    const range = RANGES.find((r) => r[0] === ctx.route.params.get("range")) || RANGES[1];
-    const body = h("div", { class: "stack" }, h("p", { class: "loading" }, "Loading…"));
-    const updated = h("span", { class: "updated", "aria-live": "off" });
-    fill(view,
-      h("div", { class: "row spread" },
-        h("h1", null, "Clients"),
-        h("div", { class: "row" }, updated,
-          h("div", { class: "segmented", role: "group", "aria-label": "Time range" },
-            RANGES.map(([id, label]) => h("button", {
-              type: "button", "aria-pressed": String(id === range[0]),
-              on: { click: () => ctx.go(`#/clients?range=${id}`) },
-            }, label))))),
-      body);
+    const { range, body, updated } = rangedPage(view, ctx, "Clients", "clients");
 
     const since = { since: range[0] };
     ctx.poll(async () => {

@@ -10,14 +10,8 @@
 
 import { get, query } from "../api.js";
 import { timeseriesChart } from "../chart.js";
-import { badge, banner, clockTime, duration, facts, fill, h, ms, num, pct, table, usd, when } from "../dom.js";
+import { badge, banner, clockTime, duration, facts, fill, h, ms, num, pct, rangedPage, table, usd, when } from "../dom.js";
 
-const RANGES = [
-  ["1h", "1 h", 3600e3],
-  ["24h", "24 h", 86400e3],
-  ["7d", "7 d", 7 * 86400e3],
-  ["30d", "30 d", 30 * 86400e3],
-];
 const REFRESH_MS = 5000;
 const CLIENT_ERRORS = new Set(["400", "422"]); // the request was wrong: no fall-through
 
@@ -116,19 +110,7 @@ export default {
   title: "Overview",
   needs: "read",
   render(view, ctx) {
-    const range = RANGES.find((r) => r[0] === ctx.route.params.get("range")) || RANGES[1];
-    const body = h("div", { class: "stack" }, h("p", { class: "loading" }, "Loading…"));
-    const updated = h("span", { class: "updated", "aria-live": "off" });
-    fill(view,
-      h("div", { class: "row spread" },
-        h("h1", null, "Overview"),
-        h("div", { class: "row" }, updated,
-          h("div", { class: "segmented", role: "group", "aria-label": "Time range" },
-            RANGES.map(([id, label]) => h("button", {
-              type: "button", "aria-pressed": String(id === range[0]),
-              on: { click: () => ctx.go(`#/overview?range=${id}`) },
-            }, label))))),
-      body);
+    const { range, body, updated } = rangedPage(view, ctx, "Overview", "overview");
 
     const since = { since: range[0] };
     ctx.poll(async () => {
