@@ -274,7 +274,7 @@ def client_show(
     What is left of its own limits and of its paid budget today is asked of the running
     server, when it answers.
     """
-    from chain429.routing.budget import usd
+    from chain429.routing.budget import usd, usd_left
 
     path = config_path(config)
     client = _shown(_find(load_document(path).raw(), name))
@@ -288,7 +288,7 @@ def client_show(
     if isinstance(budget, dict):
         typer.echo(
             f"paid budget today: {usd(float(budget.get('spent_usd') or 0))} spent, "
-            f"{usd(float(budget.get('left_usd') or 0))} left of "
+            f"{usd_left(float(budget.get('left_usd') or 0))} left of "
             f"{usd(float(budget.get('cap_usd') or 0))} "
             f"(resets {output.until_text(budget.get('resets_at'))})"
         )

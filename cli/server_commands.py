@@ -130,7 +130,7 @@ def _budgets(client: AdminClient) -> dict[str, Any] | None:
 
 def _print_budgets(report: dict[str, Any] | None) -> None:
     """Each paid budget's day so far (nothing when none is set)."""
-    from chain429.routing.budget import usd
+    from chain429.routing.budget import usd, usd_left
 
     budgets = (report or {}).get("budgets") or []
     if not budgets:
@@ -141,7 +141,7 @@ def _print_budgets(report: dict[str, Any] | None) -> None:
             usd(float(b.get("cap_usd") or 0)),
             usd(float(b.get("spent_usd") or 0)),
             usd(float(b.get("reserved_usd") or 0)),
-            usd(float(b.get("left_usd") or 0)),
+            usd_left(float(b.get("left_usd") or 0)),
             output.until_text(b.get("resets_at")),
         ]
         for b in budgets

@@ -52,6 +52,7 @@ __all__ = [
     "estimate_usd",
     "plan_spend",
     "usd",
+    "usd_left",
 ]
 
 GLOBAL = "global"  # the key of `settings.paidBudgetUsdPerDay`; a client's is "client:<name>"
@@ -73,6 +74,15 @@ def usd(amount: float) -> str:
         return "<$0.000001" if amount > 0 else "-<$0.000001"
     digits = f"{amount:.6f}".rstrip("0")
     return f"${digits}"
+
+
+def usd_left(amount: float) -> str:
+    """What is left of a budget, as `usd` writes it but never more than it is: whole
+    cents are rounded down ($0.165 left reads `$0.16`), so what is shown spent and left
+    never adds up to more than the cap."""
+    if amount >= 0.01:
+        amount = math.floor(amount * 100 + 1e-6) / 100
+    return usd(amount)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +202,7 @@ class Overdrawn:
     @property
     def detail(self) -> str:
         """What the trace and the 503 say: `paid budget: $0.02 of $1.00 left today`."""
-        text = f"{self.cap.owner}: {usd(self.left_usd)} of {usd(self.cap.cap_usd)} left today"
+        text = f"{self.cap.owner}: {usd_left(self.left_usd)} of {usd(self.cap.cap_usd)} left today"
         if self.held_usd > _EPSILON_USD:
             text += f" ({usd(self.held_usd)} more reserved by calls in flight)"
         return f"{text}; this call may cost {usd(self.need_usd)}"

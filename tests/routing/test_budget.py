@@ -20,7 +20,7 @@ import pytest
 
 from chain429.config.model import Config
 from chain429.fakes.provider import FakeProvider
-from chain429.routing.budget import GLOBAL, BudgetCap, BudgetDay, SpendHold, usd
+from chain429.routing.budget import GLOBAL, BudgetCap, BudgetDay, SpendHold, usd, usd_left
 from chain429.routing.limits import Block, StateStoreUnavailable
 from chain429.routing.memory_store import MemoryStateStore
 from chain429.routing.outcome import BlockReason
@@ -236,3 +236,13 @@ def test_with_redis_away_open_holds_on_the_last_spend_seen_and_closed_refuses(re
 )
 def test_dollars_read_as_a_person_reads_them(amount, shown):
     assert usd(amount) == shown
+
+
+@pytest.mark.parametrize(
+    ("left", "shown"),
+    [(0.165, "$0.16"), (0.30, "$0.30"), (0.29, "$0.29"), (0.30 - 2 * 0.13, "$0.04"),
+     (0.004, "$0.004"), (0, "$0.00")],
+)  # fmt: skip
+def test_what_is_left_is_never_shown_as_more_than_it_is(left, shown):
+    # $0.035 spent of $0.20 reads $0.04 spent; $0.165 left must not read $0.17 beside it.
+    assert usd_left(left) == shown

@@ -100,6 +100,13 @@ export function usd(amount) {
   return `$${amount.toFixed(6).replace(/0+$/, "")}`;
 }
 
+/** What is left of a budget, as usd writes it but never more than it is: whole cents
+ * rounded down (as chain429.routing.budget.usd_left writes them). */
+export function usdLeft(amount) {
+  if (amount === null || amount === undefined) return "–";
+  return usd(amount >= 0.01 ? Math.floor(amount * 100 + 1e-6) / 100 : amount);
+}
+
 function toDate(value) {
   if (value === null || value === undefined || value === "") return null;
   const date = typeof value === "number" ? new Date(value) : new Date(String(value));

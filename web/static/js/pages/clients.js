@@ -11,7 +11,7 @@
 // removed with `chain429 client add|set|rotate|remove` (or the admin API).
 
 import { get, query, seg } from "../api.js";
-import { banner, clockTime, fill, h, ms, num, pct, rangedPage, relative, table, usd } from "../dom.js";
+import { banner, clockTime, fill, h, ms, num, pct, rangedPage, relative, table, usd, usdLeft } from "../dom.js";
 
 const REFRESH_MS = 5000;
 const ANONYMOUS = "(anonymous)";
@@ -40,7 +40,7 @@ function budgetCell(client, budget) {
     return h("span", { class: "muted" }, "none");
   }
   return [`${usd(client.paidBudgetUsdPerDay)}/day`,
-    budget ? h("div", { class: "small muted" }, `${usd(budget.left_usd)} left today`) : null];
+    budget ? h("div", { class: "small muted" }, `${usdLeft(budget.left_usd)} left today`) : null];
 }
 
 /** What a client's answers cost, the estimated part said as the overview says it. */

@@ -10,7 +10,7 @@
 
 import { get, query } from "../api.js";
 import { timeseriesChart } from "../chart.js";
-import { badge, banner, clockTime, duration, facts, fill, h, ms, num, pct, rangedPage, table, usd, when } from "../dom.js";
+import { badge, banner, clockTime, duration, facts, fill, h, ms, num, pct, rangedPage, table, usd, usdLeft, when } from "../dom.js";
 
 const REFRESH_MS = 5000;
 const CLIENT_ERRORS = new Set(["400", "422"]); // the request was wrong: no fall-through
@@ -24,7 +24,7 @@ function card(label, value, sub, id) {
 function budgetFacts(report) {
   return ((report && report.budgets) || []).map((b) => [
     b.client ? `Paid budget: ${b.client}` : "Paid budget",
-    `${usd(b.left_usd)} of ${usd(b.cap_usd)} left today (${usd(b.spent_usd)} spent, ` +
+    `${usdLeft(b.left_usd)} of ${usd(b.cap_usd)} left today (${usd(b.spent_usd)} spent, ` +
       `${usd(b.reserved_usd)} reserved) · resets ${when(b.resets_at)}`,
   ]);
 }
