@@ -26,6 +26,12 @@ def test_the_overview_shows_spend_and_the_paid_budget(ui_server, tab):
     spend = page.locator("#stat-spend")
     expect(spend.locator(".value")).to_have_text(f"${row['cost_usd']:.2f}")
     expect(spend.locator(".sub")).to_have_text("1 priced answer")
+    # And which provider and chain it went to.
+    cost = f"${row['cost_usd']:.2f}"
+    provider_row = page.locator("table:has(caption:text-matches('Per provider')) tbody tr")
+    expect(provider_row.filter(has_text="alpha").locator("td").last).to_have_text(cost)
+    chain_row = page.locator("table:has(caption:text-is('Per chain')) tbody tr")
+    expect(chain_row.filter(has_text=row["chain"]).locator("td").last).to_have_text(cost)
     # alpha is not paid: the budget is all there.
     budget = page.locator("dt", has_text="Paid budget")
     expect(budget).to_have_count(1)

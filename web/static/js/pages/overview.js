@@ -1,7 +1,7 @@
 // Overview: how the waterfall did over a time range, and whether the server is healthy.
 //
-// Reads /v1/stats/summary, /timeseries, /providers, /chains and /spend for the
-// range, /health, /v1/admin/status and /v1/admin/budgets (the paid budgets' day). It refreshes every 5 s; the new view replaces
+// Reads /v1/stats/summary, /timeseries, /providers, /chains and /spend (by provider
+// and by chain) for the range, /health, /v1/admin/status and /v1/admin/budgets (the paid budgets' day). It refreshes every 5 s; the new view replaces
 // the old one in a single step once every answer is in, so nothing blinks.
 //
 // The fall-through rate is the share of the entries the waterfall considered
@@ -41,38 +41,50 @@ function fallThrough(providers) {
   return { considered, passed };
 }
 
-function providerTable(rows) {
+/** A row's cost cell from a spend answer by `key`: `~` when partly estimated, – when nothing priced. */
+function costOf(spend, key) {
+  const rows = new Map(((spend && spend.data) || []).map((r) => [r[key] ?? null, r]));
+  return (name) => {
+    const row = rows.get(name ?? null);
+    return row ? `${row.estimated_usd ? "~" : ""}${usd(row.cost_usd)}` : "–";
+  };
+}
+
+function providerTable(rows, cost) {
   if (!rows.length) return h("p", { class: "empty" }, "No requests in this range.");
   return table(
     ["Provider", { label: "Answered", class: "num" }, { label: "Calls", class: "num" },
       { label: "Skips", class: "num" }, { label: "429s", class: "num" }, { label: "Tokens", class: "num" },
-      { label: "p50", class: "num" }, { label: "p95", class: "num" }],
+      { label: "p50", class: "num" }, { label: "p95", class: "num" }, { label: "Cost", class: "num" }],
     rows.map((r) => h("tr", null,
-      h("td", { class: "break" }, r.provider ?? "–"),
+      // The requests no provider answered (refused, exhausted) are a row too.
+      h("td", { class: ["break", r.provider ? null : "muted"] }, r.provider ?? "(unanswered)"),
       h("td", { class: "num" }, num(r.requests)),
       h("td", { class: "num" }, num(r.attempts.calls)),
       h("td", { class: "num" }, num(r.attempts.skips)),
       h("td", { class: "num" }, num((r.attempts.outcomes || {})["429"] || 0)),
       h("td", { class: "num" }, num(r.tokens.total)),
       h("td", { class: "num" }, ms(r.latency_ms.p50)),
-      h("td", { class: "num" }, ms(r.latency_ms.p95)))),
+      h("td", { class: "num" }, ms(r.latency_ms.p95)),
+      h("td", { class: "num" }, cost(r.provider)))),
     { caption: "Per provider: requests it answered, and every call and skip the waterfall made on it", stacked: true });
 }
 
-function chainTable(rows) {
+function chainTable(rows, cost) {
   if (!rows.length) return h("p", { class: "empty" }, "No requests in this range.");
   return table(
     ["Chain", { label: "Requests", class: "num" }, { label: "Success", class: "num" },
       { label: "Errors", class: "num" }, { label: "Tokens", class: "num" },
-      { label: "p50", class: "num" }, { label: "p95", class: "num" }],
+      { label: "p50", class: "num" }, { label: "p95", class: "num" }, { label: "Cost", class: "num" }],
     rows.map((r) => h("tr", null,
-      h("td", { class: "break" }, r.chain ?? "(none)"),
+      h("td", { class: ["break", r.chain ? null : "muted"] }, r.chain ?? "(no chain)"),
       h("td", { class: "num" }, num(r.requests)),
       h("td", { class: "num" }, pct(r.successes, r.requests)),
       h("td", { class: "num" }, num(r.errors)),
       h("td", { class: "num" }, num(r.tokens.total)),
       h("td", { class: "num" }, ms(r.latency_ms.p50)),
-      h("td", { class: "num" }, ms(r.latency_ms.p95)))),
+      h("td", { class: "num" }, ms(r.latency_ms.p95)),
+      h("td", { class: "num" }, cost(r.chain)))),
     { caption: "Per chain", stacked: true });
 }
 
@@ -123,6 +135,7 @@ export default {
         get(`/v1/stats/chains${query(since)}`, { signal }),
         // An older server has no spend: the card says nothing rather than failing the page.
         get(`/v1/stats/spend${query(since)}`, { signal }).catch(() => ({ data: null })),
+        get(`/v1/stats/spend${query({ ...since, by: "chain" })}`, { signal }).catch(() => ({ data: null })),
       ]).then((answers) => ({ answers }), (error) => ({ error }));
       const [health, status, budgets, read] = await Promise.all([
         get("/health", { signal }).then((r) => r.data),
@@ -133,7 +146,7 @@ export default {
       let parts;
       try {
         if (read.error) throw read.error;
-        const [summary, series, providers, chains, spend] = read.answers.map((r) => r.data);
+        const [summary, series, providers, chains, spend, chainSpend] = read.answers.map((r) => r.data);
         const { considered, passed } = fallThrough(providers.data);
         parts = [
           h("div", { class: "cards" },
@@ -155,8 +168,8 @@ export default {
                 h("span", null, h("span", { class: "swatch bad" }), "failed"),
                 h("span", null, h("span", { class: "swatch line" }), "p95 latency (right scale)"))),
             series.data.length ? timeseriesChart(series.data, series.bucket_ms, range[2], body.clientWidth - 34) : h("p", { class: "empty" }, "No data.")),
-          h("h2", null, "Providers"), providerTable(providers.data),
-          h("h2", null, "Chains"), chainTable(chains.data),
+          h("h2", null, "Providers"), providerTable(providers.data, costOf(spend, "provider")),
+          h("h2", null, "Chains"), chainTable(chains.data, costOf(chainSpend, "chain")),
         ];
       } catch (err) {
         if (err.name === "AbortError") throw err;
