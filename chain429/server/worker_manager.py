@@ -112,12 +112,13 @@ def wait_for_start(manager: Any, act_on_signals: Any) -> None:
     """
     misses = 0
     while not manager._all_workers_ack():
+        serving = _acked(manager)  # before a stop: the workers that will take it as one
         act_on_signals()
         if manager._shutting_down:
             deadline = time.monotonic() + WORKERS_EXIT_S
             while time.monotonic() < deadline and any(p.is_alive() for p in manager.processes):
                 time.sleep(0.05)
-            _kill_unstarted(manager)
+            _stop_stragglers(manager, serving)
             manager._sync_states()  # the stopped workers count as stopped
             return
         if manager.monitor_subscriber.poll(0.1):
@@ -138,22 +139,42 @@ def wait_for_start(manager: Any, act_on_signals: Any) -> None:
             manager.kill()
 
 
-def _kill_unstarted(manager: Any) -> None:
-    """Kill the workers that outlived the stop without having started serving.
+def _acked(manager: Any) -> set[str]:
+    """The workers that have started serving (acknowledged their start)."""
+    return {
+        process.name
+        for process in manager.processes
+        if manager.worker_state.get(process.name, {}).get("state") == "ACKED"
+    }
+
+
+def _stop_stragglers(manager: Any, serving: set[str]) -> None:
+    """Stop the workers that outlived the stop, which they cannot have taken as one.
 
     A worker takes the manager's SIGINT as its stop only once its event loop
-    handles signals: one that gets it earlier in its start-up may go on to
-    serve, and the manager would wait for it for ever. Nothing is lost by
-    killing it: it has not served. One that has started (acknowledged) stops
-    the usual way, finishing what it serves.
+    handles signals; Sanic ignores SIGINT and SIGTERM in the worker until then,
+    so one that gets it earlier in its start-up goes on to start, and the
+    manager would wait for it for ever. One still starting is killed: it has
+    not served, so nothing is lost. One that started after the stop is told
+    again, and stops the usual way, finishing what it already serves. One that
+    served before the stop is still finishing its requests: left to it.
     """
     for process in manager.processes:
-        if not process.is_alive():
+        if not process.is_alive() or process.name in serving:
             continue
         state = manager.worker_state.get(process.name, {}).get("state")
-        if state != "ACKED":
-            log.warning(
-                "worker %s [%s] outlived the stop while starting: killed", process.name, process.pid
-            )
-            with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError):
+            if state == "ACKED":
+                log.warning(
+                    "worker %s [%s] started after the stop, which it missed: stopping it",
+                    process.name,
+                    process.pid,
+                )
+                os.kill(process.pid, signal.SIGINT)
+            else:
+                log.warning(
+                    "worker %s [%s] outlived the stop while starting: killed",
+                    process.name,
+                    process.pid,
+                )
                 os.kill(process.pid, signal.SIGKILL)
