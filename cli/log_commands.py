@@ -51,18 +51,23 @@ def _spend(client: AdminClient, by: str, since: str, until: str | None) -> dict[
     return body if code == 200 and isinstance(body, dict) else None
 
 
-def _cost_of(spend: dict[str, Any] | None, by: str) -> Callable[[Any], str]:
-    """A row's cost cell from a spend answer: `$0.02`, `~$0.02` when partly estimated,
-    `-` for nothing priced."""
+def _cost_text(cost: Any, estimated: Any) -> str:
+    """A cost as the tables show it: `$0.02`, `~$0.02` when (partly) from estimated
+    tokens, `-` for nothing priced."""
     from chain429.routing.budget import usd
 
+    if cost is None:
+        return "-"
+    return ("~" if estimated else "") + usd(float(cost))
+
+
+def _cost_of(spend: dict[str, Any] | None, by: str) -> Callable[[Any], str]:
+    """A row's cost cell from a spend answer totalled by `by`."""
     rows = {r.get(by): r for r in (spend or {}).get("data") or []}
 
     def cost(name: Any) -> str:
-        row = rows.get(name)
-        if row is None:
-            return "-"
-        return ("~" if row.get("estimated_usd") else "") + usd(float(row.get("cost_usd") or 0))
+        row = rows.get(name) or {}
+        return _cost_text(row.get("cost_usd"), row.get("estimated_usd"))
 
     return cost
 
@@ -259,16 +264,6 @@ LOG_COLUMNS = [
 LOG_WIDTHS = [19, 30, 12, 28, 6, 24, 8, 9, 6, 9, 12, 11]
 
 
-def _cost_cell(r: dict[str, Any]) -> str:
-    """`$0.03`, `~$0.03` when estimated, `-` when nothing priced answered."""
-    from chain429.routing.budget import usd
-
-    cost = r.get("cost_usd")
-    if cost is None:
-        return "-"
-    return ("~" if r.get("cost_estimated") else "") + usd(float(cost))
-
-
 def _log_row(r: dict[str, Any]) -> list[str]:
     answered = f"{r['provider']}/{r['model']}" if r.get("provider") else "-"
     return [
@@ -281,7 +276,7 @@ def _log_row(r: dict[str, Any]) -> list[str]:
         str(r.get("attempts", 0)),
         output.ms(r.get("latency_ms")),
         str(r.get("total_tokens") or 0) + ("~" if r.get("tokens_estimated") else ""),
-        _cost_cell(r),
+        _cost_text(r.get("cost_usd"), r.get("cost_estimated")),
         str(r.get("client") or "-"),
         str(r.get("endpoint") or "chat"),
     ]
@@ -294,13 +289,15 @@ def _show_request(record: dict[str, Any], as_json: bool) -> None:
     row = _log_row(record)
     if record.get("route") == "alias":  # the name the app asked for, and the chain it got
         row[2] = f"{row[2]} (alias {record.get('requested_model')})"
+    from chain429.routing.budget import usd
+
     cost = record.get("cost_usd")
     typer.echo(
         f"{row[1]} at {row[0]}: {row[-1]}, chain {row[2]} -> {row[3]}, {row[4]} {row[5]}, "
         f"{plural(int(row[6]), 'attempt')}, {row[7]} ms, "
         f"{plural(record.get('total_tokens') or 0, 'token')}"
         f"{' (estimated)' if record.get('tokens_estimated') else ''}"
-        + ("" if cost is None else f", cost {_cost_cell(record).lstrip('~')}")
+        + ("" if cost is None else f", cost {usd(float(cost))}")
         + (" (estimated)" if cost is not None and record.get("cost_estimated") else "")
         + (f", client {record['client']}" if record.get("client") else "")
     )

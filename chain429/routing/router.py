@@ -101,6 +101,7 @@ class Waterfall:
         budget: int | None = None,
         deadline: float | None = None,
         spend: SpendPlan | None = None,
+        cut_off: Callable[[EntryRuntime], None] | None = None,
     ) -> Answer[T]:
         """Try entries in order until one succeeds or answers with a client error.
 
@@ -109,7 +110,8 @@ class Waterfall:
         An entry may be asked more than once (`EntryRuntime.retry_attempts`,
         `short_wait_s`), within `budget` calls and without waiting past `deadline`.
         A paid entry is asked only if its estimated cost fits the request's paid
-        budgets (`spend`); else it is skipped (`skip:budget`).
+        budgets (`spend`); else it is skipped (`skip:budget`). An entry whose call the
+        client cuts off is told to `cut_off`.
 
         The chain's first entries, when the last walk found them skipped and
         nothing but time has changed since, are taken as skipped without asking
@@ -154,7 +156,7 @@ class Waterfall:
                     need_tokens=need_tokens,
                     policy=policy,
                     spend=spend,
-                    cut_off=trace.cut_off,
+                    cut_off=cut_off,
                 )
                 if isinstance(asked, Block):
                     trace.skip(entry, asked)
@@ -394,25 +396,24 @@ class Router:
         need_tokens = endpoints.reservation(endpoint, request)
         budget = snapshot.config.settings.max_attempts_per_request
 
+        def cut_off(entry: EntryRuntime) -> None:  # what the call the client cut may cost
+            trace.cut_off_usd = estimate_usd(entry, endpoint, request)
+
         async def walk() -> Answer[T]:
             nonlocal paid_wait_s
             while True:
-                try:
-                    answer = await self.waterfall.walk(
-                        chain,
-                        attempt,
-                        trace,
-                        need_tokens=need_tokens,
-                        policy=snapshot.policy,
-                        paid_wait_s=paid_wait_s,
-                        budget=budget,
-                        deadline=deadline,
-                        spend=spend,
-                    )
-                except asyncio.CancelledError:
-                    if trace.cut_off_entry is not None:  # what the call it cut off may cost
-                        trace.cut_off_usd = estimate_usd(trace.cut_off_entry, endpoint, request)
-                    raise
+                answer = await self.waterfall.walk(
+                    chain,
+                    attempt,
+                    trace,
+                    need_tokens=need_tokens,
+                    policy=snapshot.policy,
+                    paid_wait_s=paid_wait_s,
+                    budget=budget,
+                    deadline=deadline,
+                    spend=spend,
+                    cut_off=cut_off,
+                )
                 if answer.wait_for_free_until is None:
                     if answer.entry is not None:
                         self.queues.notify()

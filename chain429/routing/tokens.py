@@ -63,9 +63,12 @@ def _text_of(content: Any) -> int:
 def prompt_tokens(messages: Iterable[Any]) -> int:
     """The prompt tokens a chat request's messages are about: their text, and what the
     provider adds around them (TOKENS_PER_MESSAGE, TOKENS_PER_CHAT)."""
-    dicts = [m for m in messages if isinstance(m, dict)]
-    chars = sum(_text_of(m.get("content")) for m in dicts)
-    return text_tokens(chars) + TOKENS_PER_MESSAGE * len(dicts) + TOKENS_PER_CHAT
+    chars = count = 0
+    for message in messages:
+        if isinstance(message, dict):
+            chars += _text_of(message.get("content"))
+            count += 1
+    return text_tokens(chars) + TOKENS_PER_MESSAGE * count + TOKENS_PER_CHAT
 
 
 def input_tokens(value: Any) -> int:

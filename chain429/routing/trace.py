@@ -42,13 +42,9 @@ class Trace:
     open: list[Reservation] = field(default_factory=list)
     # The chain's first entries, skipped as a previous request found them (known_skips.py).
     known: KnownSkips | None = None
-    # The entry whose call the client cut off (it left, or gave up), and what that call
-    # may have cost (its estimate): the request log's cost when no usage says more.
-    cut_off_entry: EntryRuntime | None = None
+    # What a call the client cut off (it left, or gave up) may have cost, its estimate:
+    # the request log's cost when no usage says more.
     cut_off_usd: float | None = None
-
-    def cut_off(self, entry: EntryRuntime) -> None:
-        self.cut_off_entry = entry
 
     def take_known(self, known: KnownSkips) -> None:
         """Start the trail with skips already known, as if this walk had made them."""

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sanic import Blueprint
@@ -148,22 +148,19 @@ def time_range(params: dict[str, str]) -> tuple[int, int]:
         raise _bad(exc) from None
 
 
+def _one_of(params: dict[str, str], name: str, words: Iterable[str]) -> str | None:
+    """The filter `name` asked for, one of `words` (a typo must not read as "none")."""
+    value = params.get(name)
+    allowed = tuple(words)
+    if value is not None and value not in allowed:
+        names = ", ".join(allowed)
+        raise ApiError(400, f"Invalid '{name}': must be one of {names}.", param=name)
+    return value
+
+
 def endpoint_filter(params: dict[str, str]) -> str | None:
-    """The `endpoint` asked for: one the proxy has (a typo must not read as "none")."""
-    value = params.get("endpoint")
-    if value is not None and value not in set(Endpoint):
-        names = ", ".join(Endpoint)
-        raise ApiError(400, f"Invalid 'endpoint': must be one of {names}.", param="endpoint")
-    return value
-
-
-def outcome_filter(params: dict[str, str]) -> str | None:
-    """The `outcome` asked for: one a request can have (a typo must not read as "none")."""
-    value = params.get("outcome")
-    if value is not None and value not in REQUEST_OUTCOMES:
-        names = ", ".join(REQUEST_OUTCOMES)
-        raise ApiError(400, f"Invalid 'outcome': must be one of {names}.", param="outcome")
-    return value
+    """The `endpoint` asked for: one the proxy has."""
+    return _one_of(params, "endpoint", Endpoint)
 
 
 def _filtered(request: AppRequest) -> tuple[int, int, str | None]:
@@ -265,7 +262,7 @@ async def stats_requests(request: AppRequest) -> HTTPResponse:
         chain=params.get("chain"),
         provider=params.get("provider"),
         status=status,
-        outcome=outcome_filter(params),
+        outcome=_one_of(params, "outcome", REQUEST_OUTCOMES),
         endpoint=endpoint,
         client=params.get("client"),
         limit=limit,

@@ -151,3 +151,13 @@ def visit(page: Any, url: str, name: str) -> None:
     """Open one page of the UI and wait until its data is shown."""
     page.goto(f"{url}/ui/#/{name}")
     page.wait_for_selector(PAGES[name], state="attached")
+
+
+def open_signed_in(tab: Any, url: str, key: str, name: str = "overview") -> Any:
+    """Open one page of the UI in `tab`, sign in with `key`, wait for its data; the 401
+    that asked for the key is not one of the page's errors."""
+    page = tab.open(f"{url}/ui/" + ("" if name == "overview" else f"#/{name}"))
+    sign_in(page, key)
+    page.wait_for_selector(PAGES[name])
+    tab.errors.clear()
+    return page

@@ -6,7 +6,7 @@ import openai
 import pytest
 from playwright.sync_api import expect
 
-from .helpers import PAGES, add_client, sign_in, visit
+from .helpers import PAGES, add_client, open_signed_in, visit
 
 ALICE_KEY = "c429-alice-test-key-0123456789abcdef"
 BOB_KEY = "c429-bob-test-key-0123456789abcdef"
@@ -41,10 +41,7 @@ def test_the_clients_page_shows_who_used_what_and_what_it_cost_and_no_key(
     cost = sum(r["cost_usd"] or 0 for r in rows if r["client"] == "alice")
     assert cost > 0
 
-    page = tab.open(server.url + "/ui/")
-    sign_in(page, server.admin_key)
-    page.wait_for_selector(PAGES["overview"])
-    tab.errors.clear()  # the 401 that asked for the key
+    page = open_signed_in(tab, server.url, server.admin_key)
     page.click("#nav a:text-is('Clients')")
     page.wait_for_selector(PAGES["clients"])
     row = page.locator(".clients-table tr[data-client=alice]")

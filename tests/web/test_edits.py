@@ -11,7 +11,7 @@ import sys
 
 from playwright.sync_api import expect
 
-from .helpers import PAGES, sign_in
+from .helpers import PAGES, open_signed_in, sign_in
 
 CHAIN429 = [sys.executable, "-m", "chain429.cli.main"]
 COMMENTS = (
@@ -46,10 +46,7 @@ def saved(page, doing):
 
 def test_a_chain_made_in_the_ui_is_in_the_file_with_its_comments_and_in_the_cli(ui_server, tab):
     server = ui_server()
-    page = tab.open(server.url + "/ui/#/chains")
-    sign_in(page, server.admin_key)
-    page.wait_for_selector(PAGES["chains"])
-    tab.errors.clear()  # the 401 that asked for the key
+    page = open_signed_in(tab, server.url, server.admin_key, "chains")
     page.click("#create-chain summary")
     page.fill("#new-chain-name", "ui-made")
     page.select_option("#new-chain-provider", "beta")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from .helpers import PAGES, sign_in
+from .helpers import PAGES, open_signed_in
 
 
 def chain_card(page, name):
@@ -14,10 +14,7 @@ def chain_card(page, name):
 
 def test_the_new_chain_form_makes_an_embeddings_chain(ui_server, tab):
     server = ui_server()
-    page = tab.open(server.url + "/ui/#/chains")
-    sign_in(page, server.admin_key)
-    page.wait_for_selector(PAGES["chains"])
-    tab.errors.clear()  # the 401 that asked for the key
+    page = open_signed_in(tab, server.url, server.admin_key, "chains")
     page.click("#create-chain summary")
     kinds = page.locator("#new-chain-kind option").all_inner_texts()
     assert kinds == ["chat", "embeddings"]

@@ -7,7 +7,7 @@ import openai
 import pytest
 from playwright.sync_api import expect
 
-from .helpers import PAGES, add_client, sign_in
+from .helpers import add_client, open_signed_in
 
 ALICE_KEY = "c429-alice-test-key-0123456789abcdef"
 HI = [{"role": "user", "content": "hi"}]
@@ -45,10 +45,7 @@ def test_requests_show_their_client_and_endpoint_and_filter_by_them(ui_server, t
         (None, "chat", "wrong_endpoint"),
     }
 
-    page = tab.open(server.url + "/ui/#/requests")
-    sign_in(page, server.admin_key)
-    page.wait_for_selector(PAGES["requests"])
-    tab.errors.clear()  # the 401 that asked for the key
+    page = open_signed_in(tab, server.url, server.admin_key, "requests")
     expect(rows(page)).to_have_count(4)
     outcomes = page.locator("#filter-outcome option").all_inner_texts()
     for word in ("client_rate_limited", "model_not_allowed", "wrong_endpoint", "success"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from .helpers import ADMIN_KEY, PAGES, sign_in
+from .helpers import ADMIN_KEY, open_signed_in
 
 
 def test_the_overview_shows_spend_and_the_paid_budget(ui_server, tab):
@@ -19,10 +19,7 @@ def test_the_overview_shows_spend_and_the_paid_budget(ui_server, tab):
     (row,) = server.logged(1)
     assert row["cost_usd"] > 0
 
-    page = tab.open(server.url + "/ui/")
-    sign_in(page, ADMIN_KEY)
-    page.wait_for_selector(PAGES["overview"])
-    tab.errors.clear()  # the 401 that asked for the key is behind us
+    page = open_signed_in(tab, server.url, ADMIN_KEY)
     spend = page.locator("#stat-spend")
     expect(spend.locator(".value")).to_have_text(f"${row['cost_usd']:.2f}")
     expect(spend.locator(".sub")).to_have_text("1 priced answer")
